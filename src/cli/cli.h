@@ -1,0 +1,23 @@
+/* The `audistill` command line: one file per command, each exporting a cmd_<name>() that
+ * returns the process exit code. Commands report errors through ad_error() and cli_fail(). */
+#ifndef AUDISTILL_CLI_CLI_H
+#define AUDISTILL_CLI_CLI_H
+
+#include <stdbool.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+/* Prints "audistill <command>: error: <ad_error()>" and returns the failure exit code. */
+int cli_fail(const char *command);
+/* Prints a usage error and returns exit code 2. */
+int cli_usage_error(const char *command, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool cli_is_help(const char *arg);
+
+int cmd_inspect(int argc, char **argv);
+
+#endif

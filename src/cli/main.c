@@ -1,0 +1,77 @@
+/* Entry point: global options (--log-level, --version) and dispatch to one command. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/log.h"
+
+#define EXIT_USAGE 2
+
+static const cli_command commands[] = {
+    {"inspect", cmd_inspect, "architecture, parameter counts and tensor check of a model"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+bool cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+int cli_fail(const char *command) {
+    fprintf(stderr, "audistill %s: error: %s\n", command, ad_error());
+    return 1;
+}
+
+int cli_usage_error(const char *command, const char *usage, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "audistill %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\n", usage);
+    return EXIT_USAGE;
+}
+
+static void print_usage(FILE *out) {
+    fprintf(out,
+            "audistill: compress Qwen2-Audio into small speech translators and measure them\n\n"
+            "usage: audistill [--log-level error|warn|info|debug] <command> [options]\n\n"
+            "commands:\n");
+    for (int i = 0; i < n_commands; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`audistill <command> --help` describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        if (cli_is_help(argv[i])) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("audistill %s\n", AUDISTILL_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
+            ad_log_level level;
+            if (ad_log_parse_level(argv[i + 1], &level) < 0) {
+                fprintf(stderr, "audistill: %s\n", ad_error());
+                return EXIT_USAGE;
+            }
+            ad_log_set_level(level);
+            i += 2;
+            continue;
+        }
+        fprintf(stderr, "audistill: unknown option '%s'\n\n", argv[i]);
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (i >= argc) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    for (int c = 0; c < n_commands; c++)
+        if (strcmp(argv[i], commands[c].name) == 0) return commands[c].run(argc - i, argv + i);
+    fprintf(stderr, "audistill: unknown command '%s'\n\n", argv[i]);
+    print_usage(stderr);
+    return EXIT_USAGE;
+}

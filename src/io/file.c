@@ -1,0 +1,229 @@
+#include "io/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int ad_read_file(const char *path, size_t max_bytes, char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    FILE *f = ad_fopen(path, "rb");
+    if (!f) return AD_ERR;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        fclose(f);
+        return ad_fail("cannot stat %s: %s", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return ad_fail("%s is a directory, expected a file", path);
+    }
+    if ((size_t)st.st_size > max_bytes) {
+        fclose(f);
+        return ad_fail("%s is %lld bytes, more than the %zu allowed for this kind of file", path,
+                       (long long)st.st_size, max_bytes);
+    }
+    char *buf = ad_malloc((size_t)st.st_size + 1, path);
+    if (!buf) {
+        fclose(f);
+        return AD_ERR;
+    }
+    size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    int read_error = ferror(f);
+    fclose(f);
+    if (read_error || n != (size_t)st.st_size) {
+        free(buf);
+        return ad_fail("short read on %s: got %zu of %lld bytes", path, n, (long long)st.st_size);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *size = n;
+    return AD_OK;
+}
+
+int ad_map_file(const char *path, ad_mapped_file *m) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ad_fail("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return ad_fail("cannot stat %s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return ad_fail("%s is not a regular file", path);
+    }
+    m->path = ad_strdup(path, "path");
+    if (!m->path) {
+        close(fd);
+        return AD_ERR;
+    }
+    m->size = (size_t)st.st_size;
+    if (m->size > 0) {
+        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            free(m->path);
+            m->path = NULL;
+            return ad_fail("cannot map %s: %s", path, strerror(errno));
+        }
+        m->data = p;
+    }
+    close(fd);
+    return AD_OK;
+}
+
+void ad_unmap_file(ad_mapped_file *m) {
+    if (m->data && m->size) munmap((void *)m->data, m->size);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+int ad_atomic_open(ad_atomic_file *a, const char *path) {
+    memset(a, 0, sizeof *a);
+    size_t n = strlen(path) + 64;
+    a->final_path = ad_strdup(path, "path");
+    a->temp_path = ad_malloc(n, "path");
+    if (!a->final_path || !a->temp_path) {
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    snprintf(a->temp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    a->file = fopen(a->temp_path, "wb");
+    if (!a->file) {
+        int e = errno;
+        ad_fail("cannot create %s: %s", a->temp_path, strerror(e));
+        free(a->temp_path);
+        a->temp_path = NULL;
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    return AD_OK;
+}
+
+int ad_atomic_write(ad_atomic_file *a, const void *data, size_t size) {
+    if (a->failed) return AD_ERR;
+    if (size && fwrite(data, 1, size, a->file) != size) {
+        a->failed = 1;
+        return ad_fail("write to %s failed: %s", a->temp_path, strerror(errno));
+    }
+    return AD_OK;
+}
+
+int ad_atomic_commit(ad_atomic_file *a) {
+    if (a->failed) {
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    if (fflush(a->file) != 0 || fsync(fileno(a->file)) != 0) {
+        ad_fail("cannot flush %s: %s", a->temp_path, strerror(errno));
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    int close_failed = fclose(a->file) != 0;
+    a->file = NULL;
+    if (close_failed) {
+        ad_fail("cannot close %s: %s", a->temp_path, strerror(errno));
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    if (rename(a->temp_path, a->final_path) != 0) {
+        ad_fail("cannot rename %s to %s: %s", a->temp_path, a->final_path, strerror(errno));
+        ad_atomic_abort(a);
+        return AD_ERR;
+    }
+    char *dir = ad_path_dirname(a->final_path);
+    int rc = dir ? ad_fsync_directory(dir) : AD_ERR;
+    free(dir);
+    free(a->temp_path);
+    free(a->final_path);
+    memset(a, 0, sizeof *a);
+    return rc;
+}
+
+void ad_atomic_abort(ad_atomic_file *a) {
+    if (a->file) fclose(a->file);
+    if (a->temp_path) unlink(a->temp_path);
+    free(a->temp_path);
+    free(a->final_path);
+    memset(a, 0, sizeof *a);
+}
+
+int ad_write_file_atomic(const char *path, const void *data, size_t size) {
+    ad_atomic_file a;
+    AD_TRY(ad_atomic_open(&a, path));
+    if (ad_atomic_write(&a, data, size) < 0) {
+        ad_atomic_abort(&a);
+        return AD_ERR;
+    }
+    return ad_atomic_commit(&a);
+}
+
+bool ad_path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+bool ad_is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *ad_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = ad_malloc(n, "path");
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+char *ad_path_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return ad_strdup(".", "path");
+    if (slash == path) return ad_strdup("/", "path");
+    size_t n = (size_t)(slash - path);
+    char *p = ad_malloc(n + 1, "path");
+    if (p) {
+        memcpy(p, path, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+int ad_fsync_directory(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return ad_fail("cannot open directory %s: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    /* Some filesystems do not support fsync on directories; that is not a data-loss error. */
+    if (rc != 0 && e != EINVAL && e != ENOTSUP)
+        return ad_fail("cannot fsync directory %s: %s", dir, strerror(e));
+    return AD_OK;
+}
+
+int ad_mkdir_p(const char *path) {
+    char *copy = ad_strdup(path, "path");
+    if (!copy) return AD_ERR;
+    for (char *p = copy + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
+                int e = errno;
+                ad_fail("cannot create directory %s: %s", copy, strerror(e));
+                free(copy);
+                return AD_ERR;
+            }
+            *p = saved;
+            if (saved == '\0') break;
+        }
+    }
+    free(copy);
+    if (!ad_is_directory(path)) return ad_fail("%s exists and is not a directory", path);
+    return AD_OK;
+}

@@ -1,0 +1,52 @@
+/* Files: whole-file reads with a size limit, read-only mappings, and atomic writes (write to
+ * a temporary name in the same directory, fsync, rename, fsync the directory) so that a
+ * reader never sees a half-written output, whatever happens to the writer. */
+#ifndef AUDISTILL_IO_FILE_H
+#define AUDISTILL_IO_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/error.h"
+
+/* Reads all of `path` into a NUL-terminated buffer (caller frees). Refuses files larger than
+ * max_bytes so a wrong path cannot exhaust memory. */
+int ad_read_file(const char *path, size_t max_bytes, char **data, size_t *size);
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    char *path;
+} ad_mapped_file;
+
+int ad_map_file(const char *path, ad_mapped_file *m);
+void ad_unmap_file(ad_mapped_file *m);
+
+typedef struct {
+    FILE *file;
+    char *final_path;
+    char *temp_path;
+    int failed;
+} ad_atomic_file;
+
+int ad_atomic_open(ad_atomic_file *a, const char *path);
+int ad_atomic_write(ad_atomic_file *a, const void *data, size_t size);
+/* fsync + rename onto the final path + fsync the directory. Removes the temp file on error. */
+int ad_atomic_commit(ad_atomic_file *a);
+/* Drop the temp file (after an error elsewhere). Safe to call twice. */
+void ad_atomic_abort(ad_atomic_file *a);
+/* Write a whole buffer atomically. */
+int ad_write_file_atomic(const char *path, const void *data, size_t size);
+
+bool ad_path_exists(const char *path);
+bool ad_is_directory(const char *path);
+/* dir + "/" + name into a new string (caller frees). */
+char *ad_path_join(const char *dir, const char *name);
+/* The directory part of a path ("." when none), into a new string. */
+char *ad_path_dirname(const char *path);
+int ad_fsync_directory(const char *dir);
+int ad_mkdir_p(const char *path);
+
+#endif
