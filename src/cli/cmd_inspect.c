@@ -13,8 +13,7 @@
 #include "io/safetensors.h"
 #include "model/weights.h"
 
-static const char *usage =
-    "audistill inspect MODEL_DIR | audistill inspect --config config.json";
+static const char *usage = "audistill inspect MODEL_DIR | audistill inspect --config config.json";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -96,7 +95,7 @@ static int inspect_model_dir(const char *dir) {
         return cli_fail("inspect");
     }
     /* Canonical names of the file's tensors, so transformers-5-style names match too. */
-    char (*canon)[AD_WEIGHT_NAME_MAX * 2] = calloc((size_t)st.n_entries + 1, sizeof *canon);
+    char(*canon)[AD_WEIGHT_NAME_MAX * 2] = calloc((size_t)st.n_entries + 1, sizeof *canon);
     int *used = calloc((size_t)st.n_entries + 1, sizeof *used);
     if (!canon || !used) {
         free(canon);
@@ -124,11 +123,13 @@ static int inspect_model_dir(const char *dir) {
         used[found] = 1;
         const ad_st_entry *e = &st.entries[found];
         int same = e->ndim == specs[s].ndim;
-        for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == specs[s].shape[d];
+        for (int d = 0; same && d < e->ndim; d++)
+            same = e->shape[d] == specs[s].shape[d];
         if (!same) {
             if (mismatched++ < MAX_LISTED) {
                 printf("shape mismatch: %s is [", e->name);
-                for (int d = 0; d < e->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)e->shape[d]);
+                for (int d = 0; d < e->ndim; d++)
+                    printf("%s%lld", d ? ", " : "", (long long)e->shape[d]);
                 printf("], config implies [");
                 for (int d = 0; d < specs[s].ndim; d++)
                     printf("%s%lld", d ? ", " : "", (long long)specs[s].shape[d]);
@@ -151,7 +152,8 @@ static int inspect_model_dir(const char *dir) {
     print_counts(&counts);
     printf("dtypes:");
     for (int d = 0; d < AD_DTYPE_COUNT; d++)
-        if (dtype_count[d]) printf(" %s x%lld", ad_dtype_name((ad_dtype)d), (long long)dtype_count[d]);
+        if (dtype_count[d])
+            printf(" %s x%lld", ad_dtype_name((ad_dtype)d), (long long)dtype_count[d]);
     printf("\nweights bytes: %llu\n", (unsigned long long)ad_safetensors_file_bytes(&st));
     printf("bytes on disk: %lld (all files in %s)\n", (long long)directory_bytes(dir), dir);
     int problems = missing + mismatched + extra;
@@ -165,8 +167,9 @@ static int inspect_model_dir(const char *dir) {
     free(specs);
     ad_safetensors_close(&st);
     if (problems) {
-        fprintf(stderr, "audistill inspect: error: %s does not match its config.json (%d missing, "
-                        "%d mismatched, %d extra tensors)\n",
+        fprintf(stderr,
+                "audistill inspect: error: %s does not match its config.json (%d missing, "
+                "%d mismatched, %d extra tensors)\n",
                 dir, missing, mismatched, extra);
         return 1;
     }

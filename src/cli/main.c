@@ -13,7 +13,9 @@ static const cli_command commands[] = {
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
-bool cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+bool cli_is_help(const char *arg) {
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
 
 int cli_fail(const char *command) {
     fprintf(stderr, "audistill %s: error: %s\n", command, ad_error());

@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t align_up(size_t n) { return (n + AD_ARENA_ALIGN - 1) & ~(size_t)(AD_ARENA_ALIGN - 1); }
+static size_t align_up(size_t n) {
+    return (n + AD_ARENA_ALIGN - 1) & ~(size_t)(AD_ARENA_ALIGN - 1);
+}
 
 void ad_arena_plan_add(ad_arena_plan *plan, size_t bytes) {
     plan->bytes += align_up(bytes);
@@ -12,7 +14,8 @@ void ad_arena_plan_add(ad_arena_plan *plan, size_t bytes) {
 
 void ad_arena_plan_tensor(ad_arena_plan *plan, ad_dtype dtype, int ndim, const int64_t *shape) {
     int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (int d = 0; d < ndim; d++)
+        n *= shape[d];
     ad_arena_plan_add(plan, ad_dtype_bytes_for(dtype, n));
 }
 
@@ -56,8 +59,8 @@ void *ad_arena_alloc(ad_arena *arena, size_t bytes, const char *what) {
     return p;
 }
 
-int ad_arena_tensor(ad_arena *arena, ad_tensor *out, ad_dtype dtype, int ndim,
-                    const int64_t *shape, const char *name) {
+int ad_arena_tensor(ad_arena *arena, ad_tensor *out, ad_dtype dtype, int ndim, const int64_t *shape,
+                    const char *name) {
     AD_TRY(ad_tensor_init(out, NULL, dtype, AD_DEVICE_CPU, ndim, shape, name));
     void *p = ad_arena_alloc(arena, ad_tensor_nbytes(out), name);
     if (!p) return AD_ERR;
@@ -65,7 +68,9 @@ int ad_arena_tensor(ad_arena *arena, ad_tensor *out, ad_dtype dtype, int ndim,
     return AD_OK;
 }
 
-size_t ad_arena_mark(const ad_arena *arena) { return arena->used; }
+size_t ad_arena_mark(const ad_arena *arena) {
+    return arena->used;
+}
 
 void ad_arena_reset(ad_arena *arena, size_t mark) {
     if (mark <= arena->used) arena->used = mark;

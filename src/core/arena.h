@@ -36,8 +36,8 @@ void ad_arena_wrap(ad_arena *arena, void *memory, size_t capacity, const char *n
 void ad_arena_free(ad_arena *arena);
 
 void *ad_arena_alloc(ad_arena *arena, size_t bytes, const char *what);
-int ad_arena_tensor(ad_arena *arena, ad_tensor *out, ad_dtype dtype, int ndim,
-                    const int64_t *shape, const char *name);
+int ad_arena_tensor(ad_arena *arena, ad_tensor *out, ad_dtype dtype, int ndim, const int64_t *shape,
+                    const char *name);
 /* Scratch use: remember the fill level and return to it. */
 size_t ad_arena_mark(const ad_arena *arena);
 void ad_arena_reset(ad_arena *arena, size_t mark);

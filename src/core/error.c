@@ -29,9 +29,13 @@ int ad_fail_context(const char *fmt, ...) {
     return AD_ERR;
 }
 
-const char *ad_error(void) { return error_message; }
+const char *ad_error(void) {
+    return error_message;
+}
 
-void ad_error_clear(void) { error_message[0] = '\0'; }
+void ad_error_clear(void) {
+    error_message[0] = '\0';
+}
 
 void *ad_malloc(size_t bytes, const char *what) {
     void *p = malloc(bytes ? bytes : 1);

@@ -10,7 +10,7 @@
 
 #if defined(__GNUC__)
 #define AD_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
-#define AD_NODISCARD __attribute__((warn_unused_result))
+#define AD_NODISCARD                __attribute__((warn_unused_result))
 #else
 #define AD_PRINTF(fmt_idx, arg_idx)
 #define AD_NODISCARD
@@ -27,9 +27,9 @@ const char *ad_error(void);
 void ad_error_clear(void);
 
 /* Propagate a failure: AD_TRY(f(x)); returns AD_ERR from the enclosing function. */
-#define AD_TRY(expr)                                                                   \
-    do {                                                                               \
-        if ((expr) < 0) return AD_ERR;                                                 \
+#define AD_TRY(expr)                                                                               \
+    do {                                                                                           \
+        if ((expr) < 0) return AD_ERR;                                                             \
     } while (0)
 
 /* Checked allocation: on failure records "out of memory allocating N bytes for WHAT". */

@@ -8,8 +8,12 @@ static ad_log_level current_level = AD_LOG_INFO;
 static int current_rank = 0;
 static int current_world = 1;
 
-void ad_log_set_level(ad_log_level level) { current_level = level; }
-ad_log_level ad_log_get_level(void) { return current_level; }
+void ad_log_set_level(ad_log_level level) {
+    current_level = level;
+}
+ad_log_level ad_log_get_level(void) {
+    return current_level;
+}
 
 int ad_log_parse_level(const char *name, ad_log_level *out) {
     static const char *names[] = {"error", "warn", "info", "debug"};
@@ -27,7 +31,9 @@ void ad_log_set_rank(int rank, int world_size) {
     current_world = world_size;
 }
 
-int ad_log_rank(void) { return current_rank; }
+int ad_log_rank(void) {
+    return current_rank;
+}
 
 void ad_log(ad_log_level level, const char *fmt, ...) {
     if (level > current_level) return;

@@ -16,8 +16,8 @@ int ad_log_rank(void);
 void ad_log(ad_log_level level, const char *fmt, ...) AD_PRINTF(2, 3);
 
 #define ad_error_log(...) ad_log(AD_LOG_ERROR, __VA_ARGS__)
-#define ad_warn(...) ad_log(AD_LOG_WARN, __VA_ARGS__)
-#define ad_info(...) ad_log(AD_LOG_INFO, __VA_ARGS__)
-#define ad_debug(...) ad_log(AD_LOG_DEBUG, __VA_ARGS__)
+#define ad_warn(...)      ad_log(AD_LOG_WARN, __VA_ARGS__)
+#define ad_info(...)      ad_log(AD_LOG_INFO, __VA_ARGS__)
+#define ad_debug(...)     ad_log(AD_LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -44,7 +44,9 @@ uint32_t ad_rng_u32(ad_rng *rng) {
     return out[rng->position++ & 3];
 }
 
-float ad_rng_uniform(ad_rng *rng) { return (float)(ad_rng_u32(rng) >> 8) * (1.0f / 16777216.0f); }
+float ad_rng_uniform(ad_rng *rng) {
+    return (float)(ad_rng_u32(rng) >> 8) * (1.0f / 16777216.0f);
+}
 
 float ad_rng_normal(ad_rng *rng) {
     /* 1 - u keeps the log argument in (0, 1]. */

@@ -10,8 +10,7 @@ static const struct {
 } dtype_info[AD_DTYPE_COUNT] = {
     [AD_F32] = {"F32", 32}, [AD_BF16] = {"BF16", 16}, [AD_F16] = {"F16", 16},
     [AD_I32] = {"I32", 32}, [AD_I8] = {"I8", 8},      [AD_U8] = {"U8", 8},
-    [AD_I64] = {"I64", 64}, [AD_Q4] = {"Q4", 4},
-    [AD_Q3] = {"Q3", 3},
+    [AD_I64] = {"I64", 64}, [AD_Q4] = {"Q4", 4},      [AD_Q3] = {"Q3", 3},
 };
 
 const char *ad_dtype_name(ad_dtype dtype) {
@@ -25,12 +24,17 @@ int ad_dtype_parse(const char *name, ad_dtype *out) {
             return AD_OK;
         }
     }
-    return ad_fail("unknown dtype '%s' (expected F32, BF16, F16, I32, I8, U8, I64, Q4 or Q3)", name);
+    return ad_fail("unknown dtype '%s' (expected F32, BF16, F16, I32, I8, U8, I64, Q4 or Q3)",
+                   name);
 }
 
-int ad_dtype_bits(ad_dtype dtype) { return dtype_info[dtype].bits; }
+int ad_dtype_bits(ad_dtype dtype) {
+    return dtype_info[dtype].bits;
+}
 
-bool ad_dtype_is_packed(ad_dtype dtype) { return dtype_info[dtype].bits < 8; }
+bool ad_dtype_is_packed(ad_dtype dtype) {
+    return dtype_info[dtype].bits < 8;
+}
 
 size_t ad_dtype_bytes_for(ad_dtype dtype, int64_t count) {
     return ((size_t)count * (size_t)dtype_info[dtype].bits + 7) / 8;
@@ -60,7 +64,8 @@ int ad_tensor_init(ad_tensor *t, void *data, ad_dtype dtype, ad_device device, i
 
 int64_t ad_tensor_numel(const ad_tensor *t) {
     int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    for (int d = 0; d < t->ndim; d++)
+        n *= t->shape[d];
     return n;
 }
 
@@ -109,8 +114,7 @@ int ad_tensor_slice(const ad_tensor *t, int dim, int64_t start, int64_t len, ad_
         return ad_fail("tensor %s: slice dim %d out of range (ndim %d)", t->name, dim, t->ndim);
     if (start < 0 || len < 0 || start + len > t->shape[dim])
         return ad_fail("tensor %s: slice [%lld, %lld) outside dim %d of size %lld", t->name,
-                       (long long)start, (long long)(start + len), dim,
-                       (long long)t->shape[dim]);
+                       (long long)start, (long long)(start + len), dim, (long long)t->shape[dim]);
     ad_tensor r = *t;
     if (ad_dtype_is_packed(t->dtype)) {
         if (dim != 0)
@@ -121,8 +125,7 @@ int ad_tensor_slice(const ad_tensor *t, int dim, int64_t start, int64_t len, ad_
             return ad_fail("tensor %s: packed rows are not byte aligned", t->name);
         r.data = (char *)t->data + start * (row_bits / 8);
     } else {
-        r.data = (char *)t->data +
-                 start * t->stride[dim] * (int64_t)(ad_dtype_bits(t->dtype) / 8);
+        r.data = (char *)t->data + start * t->stride[dim] * (int64_t)(ad_dtype_bits(t->dtype) / 8);
     }
     r.shape[dim] = len;
     *out = r;
@@ -146,7 +149,8 @@ int ad_tensor_transpose(const ad_tensor *t, int dim0, int dim1, ad_tensor *out) 
 
 void *ad_tensor_at(const ad_tensor *t, const int64_t *idx) {
     int64_t off = 0;
-    for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
+    for (int d = 0; d < t->ndim; d++)
+        off += idx[d] * t->stride[d];
     return (char *)t->data + off * (ad_dtype_bits(t->dtype) / 8);
 }
 
@@ -167,8 +171,8 @@ int ad_tensor_to_f32(const ad_tensor *t, float *out) {
     if (t->device != AD_DEVICE_CPU)
         return ad_fail("tensor %s: conversion to f32 needs a CPU tensor", t->name);
     if (ad_dtype_is_packed(t->dtype))
-        return ad_fail("tensor %s: packed %s needs its quantization scales to convert",
-                       t->name, ad_dtype_name(t->dtype));
+        return ad_fail("tensor %s: packed %s needs its quantization scales to convert", t->name,
+                       ad_dtype_name(t->dtype));
     int64_t n = ad_tensor_numel(t);
     if (n == 0) return AD_OK;
     if (t->dtype == AD_F32 && ad_tensor_is_contiguous(t)) {
@@ -232,10 +236,10 @@ uint16_t ad_f32_to_f16(float f) {
     memcpy(&bits, &f, sizeof bits);
     uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
     uint32_t abs = bits & 0x7fffffffu;
-    if (abs > 0x7f800000u) return sign | 0x7e00u; /* NaN */
+    if (abs > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
     if (abs >= 0x477ff000u) return sign | 0x7c00u; /* rounds to >= 65520: inf */
-    if (abs < 0x38800000u) {                      /* result is subnormal or zero */
-        if (abs < 0x33000000u) return sign;       /* below half the smallest subnormal */
+    if (abs < 0x38800000u) {                       /* result is subnormal or zero */
+        if (abs < 0x33000000u) return sign;        /* below half the smallest subnormal */
         uint32_t exponent = abs >> 23;
         uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126 - exponent; /* f16 subnormal unit is 2^-24 */

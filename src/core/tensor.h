@@ -20,8 +20,8 @@ typedef enum {
     AD_I8,
     AD_U8,  /* raw bytes, e.g. packed quantized storage in safetensors */
     AD_I64, /* token ids and the like in foreign files */
-    AD_Q4, /* packed 4-bit codes, two per byte, low nibble first */
-    AD_Q3, /* packed 3-bit codes, eight per three bytes, little-endian bit order */
+    AD_Q4,  /* packed 4-bit codes, two per byte, low nibble first */
+    AD_Q3,  /* packed 3-bit codes, eight per three bytes, little-endian bit order */
     AD_DTYPE_COUNT
 } ad_dtype;
 

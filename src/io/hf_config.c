@@ -229,7 +229,8 @@ static int validate(const char *file, ad_model_config *c) {
         ad_encoder_layer_shape *e = &c->encoder_layer[i];
         if (!e->num_attention_heads) e->num_attention_heads = c->encoder_attention_heads;
         if (!e->ffn_dim) e->ffn_dim = c->encoder_ffn_dim;
-        if (e->num_attention_heads != c->encoder_attention_heads || e->ffn_dim != c->encoder_ffn_dim)
+        if (e->num_attention_heads != c->encoder_attention_heads ||
+            e->ffn_dim != c->encoder_ffn_dim)
             c->uniform = false;
     }
     if (c->head_dim * c->num_attention_heads != c->hidden_size ||
@@ -241,8 +242,9 @@ static int validate(const char *file, ad_model_config *c) {
 int ad_model_config_parse(const char *json, size_t len, const char *file, ad_model_config *cfg) {
     ad_model_config_defaults(cfg);
     cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) return ad_fail("%s: not valid JSON (near byte %ld)", file,
-                              cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
+    if (!root)
+        return ad_fail("%s: not valid JSON (near byte %ld)", file,
+                       cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
     int rc = AD_ERR;
     if (!cJSON_IsObject(root)) {
         ad_fail("%s: expected a JSON object", file);
@@ -295,7 +297,8 @@ int ad_model_config_load(const char *path, ad_model_config *cfg) {
 }
 
 void ad_added_tokens_free(ad_added_token *tokens, int n) {
-    for (int i = 0; i < n; i++) free(tokens[i].content);
+    for (int i = 0; i < n; i++)
+        free(tokens[i].content);
     free(tokens);
 }
 

@@ -34,7 +34,8 @@ static int json_u64(const cJSON *item, uint64_t *out) {
 }
 
 void ad_safetensors_free_entries(ad_st_entry *entries, int n) {
-    for (int i = 0; i < n; i++) free(entries[i].name);
+    for (int i = 0; i < n; i++)
+        free(entries[i].name);
     free(entries);
 }
 
@@ -48,13 +49,14 @@ void ad_safetensors_free_metadata(ad_st_metadata *metadata, int n) {
 
 static int compare_by_begin(const void *a, const void *b) {
     const ad_st_entry *x = *(const ad_st_entry *const *)a, *y = *(const ad_st_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+    return x->begin < y->begin   ? -1
+           : x->begin > y->begin ? 1
+                                 : (x->end > y->end) - (x->end < y->end);
 }
 
 static int parse_entry(const cJSON *item, const char *file, ad_st_entry *e) {
     const char *name = item->string;
-    if (!cJSON_IsObject(item))
-        return ad_fail("%s: tensor '%s' is not a JSON object", file, name);
+    if (!cJSON_IsObject(item)) return ad_fail("%s: tensor '%s' is not a JSON object", file, name);
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
@@ -64,8 +66,7 @@ static int parse_entry(const cJSON *item, const char *file, ad_st_entry *e) {
         return ad_fail("%s: tensor '%s' has unknown dtype '%s' (supported: F32, BF16, F16, I32, "
                        "I8, U8, I64)",
                        file, name, dtype->valuestring);
-    if (!cJSON_IsArray(shape))
-        return ad_fail("%s: tensor '%s' has no \"shape\" array", file, name);
+    if (!cJSON_IsArray(shape)) return ad_fail("%s: tensor '%s' has no \"shape\" array", file, name);
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > AD_MAX_DIMS)
         return ad_fail("%s: tensor '%s' has %d dims, at most %d supported", file, name, ndim,
@@ -102,8 +103,8 @@ static int parse_entry(const cJSON *item, const char *file, ad_st_entry *e) {
 }
 
 int ad_safetensors_parse_header(const char *header, size_t header_len, uint64_t data_size,
-                                const char *file, int shard, ad_st_entry **entries,
-                                int *n_entries, ad_st_metadata **metadata, int *n_metadata) {
+                                const char *file, int shard, ad_st_entry **entries, int *n_entries,
+                                ad_st_metadata **metadata, int *n_metadata) {
     cJSON *root = cJSON_ParseWithLength(header, header_len);
     if (!root) return ad_fail("%s: header is not valid JSON", file);
     int rc = AD_ERR;
@@ -114,8 +115,8 @@ int ad_safetensors_parse_header(const char *header, size_t header_len, uint64_t 
         goto done;
     }
     int n_items = cJSON_GetArraySize(root);
-    ad_st_entry *grown = ad_realloc(*entries, sizeof(ad_st_entry) * (size_t)(*n_entries + n_items + 1),
-                                    "safetensors entries");
+    ad_st_entry *grown = ad_realloc(
+        *entries, sizeof(ad_st_entry) * (size_t)(*n_entries + n_items + 1), "safetensors entries");
     if (!grown) goto done;
     *entries = grown;
     for (const cJSON *item = root->child; item; item = item->next) {
@@ -130,8 +131,9 @@ int ad_safetensors_parse_header(const char *header, size_t header_len, uint64_t 
                     ad_fail("%s: __metadata__ value for '%s' is not a string", file, kv->string);
                     goto done;
                 }
-                ad_st_metadata *m = ad_realloc(*metadata, sizeof **metadata * (size_t)(*n_metadata + 1),
-                                               "safetensors metadata");
+                ad_st_metadata *m =
+                    ad_realloc(*metadata, sizeof **metadata * (size_t)(*n_metadata + 1),
+                               "safetensors metadata");
                 if (!m) goto done;
                 *metadata = m;
                 m[*n_metadata].key = ad_strdup(kv->string, "metadata");
@@ -160,15 +162,16 @@ int ad_safetensors_parse_header(const char *header, size_t header_len, uint64_t 
     int n_new = *n_entries - first_new;
     order = ad_malloc(sizeof *order * (size_t)(n_new + 1), "safetensors order");
     if (!order) goto done;
-    for (int i = 0; i < n_new; i++) order[i] = &(*entries)[first_new + i];
+    for (int i = 0; i < n_new; i++)
+        order[i] = &(*entries)[first_new + i];
     qsort(order, (size_t)n_new, sizeof *order, compare_by_begin);
     const ad_st_entry *furthest = NULL; /* the non-empty range that ends last so far */
     for (int i = 0; i < n_new; i++) {
         const ad_st_entry *e = order[i];
         if (e->end == e->begin) continue;
         if (furthest && e->begin < furthest->end) {
-            ad_fail("%s: tensors '%s' and '%s' have overlapping byte ranges", file,
-                    furthest->name, e->name);
+            ad_fail("%s: tensors '%s' and '%s' have overlapping byte ranges", file, furthest->name,
+                    e->name);
             goto done;
         }
         if (!furthest || e->end > furthest->end) furthest = e;
@@ -192,7 +195,8 @@ static int open_shard(ad_safetensors *st, const char *path, int shard) {
                        "missing)",
                        path, m->size);
     uint64_t header_len = 0;
-    for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | m->data[i];
+    for (int i = 7; i >= 0; i--)
+        header_len = (header_len << 8) | m->data[i];
     if (header_len > m->size - 8)
         return ad_fail("%s: header length %llu runs past the end of the %zu-byte file "
                        "(truncated or not a safetensors file)",
@@ -201,10 +205,9 @@ static int open_shard(ad_safetensors *st, const char *path, int shard) {
         return ad_fail("%s: header length %llu exceeds the %u-byte limit", path,
                        (unsigned long long)header_len, AD_SAFETENSORS_MAX_HEADER);
     st->data_offset[shard] = 8 + header_len;
-    return ad_safetensors_parse_header((const char *)m->data + 8, header_len,
-                                       m->size - 8 - header_len, path, shard, &st->entries,
-                                       &st->n_entries, shard == 0 ? &st->metadata : NULL,
-                                       &st->n_metadata);
+    return ad_safetensors_parse_header(
+        (const char *)m->data + 8, header_len, m->size - 8 - header_len, path, shard, &st->entries,
+        &st->n_entries, shard == 0 ? &st->metadata : NULL, &st->n_metadata);
 }
 
 static int alloc_shards(ad_safetensors *st, int n) {
@@ -242,7 +245,8 @@ static int open_index(ad_safetensors *st, const char *index_path) {
             goto done;
         }
         int known = 0;
-        for (int i = 0; i < n_files; i++) known |= strcmp(files[i], kv->valuestring) == 0;
+        for (int i = 0; i < n_files; i++)
+            known |= strcmp(files[i], kv->valuestring) == 0;
         if (known) continue;
         char **g = ad_realloc(files, sizeof *files * (size_t)(n_files + 1), "shard list");
         if (!g) goto done;
@@ -273,8 +277,8 @@ static int open_index(ad_safetensors *st, const char *index_path) {
             found = strcmp(st->entries[i].name, kv->string) == 0 &&
                     strcmp(files[st->entries[i].shard], kv->valuestring) == 0;
         if (!found) {
-            ad_fail("%s: tensor '%s' is not in shard %s as the index says", index_path,
-                    kv->string, kv->valuestring);
+            ad_fail("%s: tensor '%s' is not in shard %s as the index says", index_path, kv->string,
+                    kv->valuestring);
             goto done;
         }
     }
@@ -299,10 +303,14 @@ int ad_safetensors_open(ad_safetensors *st, const char *path) {
     if (ad_is_directory(path)) {
         char *index = ad_path_join(path, "model.safetensors.index.json");
         char *single = ad_path_join(path, "model.safetensors");
-        if (!index || !single) rc = AD_ERR;
-        else if (ad_path_exists(index)) rc = open_index(st, index);
-        else if (ad_path_exists(single)) rc = alloc_shards(st, 1) < 0 ? AD_ERR : open_shard(st, single, 0);
-        else rc = ad_fail("%s has neither model.safetensors.index.json nor model.safetensors", path);
+        if (!index || !single)
+            rc = AD_ERR;
+        else if (ad_path_exists(index))
+            rc = open_index(st, index);
+        else if (ad_path_exists(single))
+            rc = alloc_shards(st, 1) < 0 ? AD_ERR : open_shard(st, single, 0);
+        else
+            rc = ad_fail("%s has neither model.safetensors.index.json nor model.safetensors", path);
         free(index);
         free(single);
     } else if (has_suffix(path, ".json")) {
@@ -325,7 +333,8 @@ int ad_safetensors_open(ad_safetensors *st, const char *path) {
 }
 
 void ad_safetensors_close(ad_safetensors *st) {
-    for (int i = 0; i < st->n_shards; i++) ad_unmap_file(&st->shards[i]);
+    for (int i = 0; i < st->n_shards; i++)
+        ad_unmap_file(&st->shards[i]);
     free(st->shards);
     free(st->data_offset);
     ad_safetensors_free_entries(st->entries, st->n_entries);
@@ -340,8 +349,10 @@ const ad_st_entry *ad_safetensors_find(const ad_safetensors *st, const char *nam
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(st->entries[mid].name, name);
         if (c == 0) return &st->entries[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return NULL;
 }
@@ -357,18 +368,20 @@ int ad_safetensors_read_f32(const ad_safetensors *st, const char *name, int ndim
     const ad_st_entry *e = ad_safetensors_find(st, name);
     if (!e) return ad_fail("%s: tensor '%s' is missing", st->source, name);
     int same = e->ndim == ndim;
-    for (int d = 0; same && d < ndim; d++) same = e->shape[d] == expected_shape[d];
+    for (int d = 0; same && d < ndim; d++)
+        same = e->shape[d] == expected_shape[d];
     if (!same) {
         char got[160], want[160];
         ad_tensor a, b;
         ad_tensor_init(&a, NULL, e->dtype, AD_DEVICE_CPU, e->ndim, e->shape, name);
         ad_tensor_init(&b, NULL, AD_F32, AD_DEVICE_CPU, ndim, expected_shape, name);
         return ad_fail("%s: tensor %s, expected shape %s", st->source,
-                       ad_tensor_describe(&a, got, sizeof got), ad_tensor_describe(&b, want, sizeof want));
+                       ad_tensor_describe(&a, got, sizeof got),
+                       ad_tensor_describe(&b, want, sizeof want));
     }
     if (e->dtype != AD_F32 && e->dtype != AD_BF16 && e->dtype != AD_F16)
-        return ad_fail("%s: tensor '%s' is %s, expected a float dtype (F32, BF16, F16)",
-                       st->source, name, ad_dtype_name(e->dtype));
+        return ad_fail("%s: tensor '%s' is %s, expected a float dtype (F32, BF16, F16)", st->source,
+                       name, ad_dtype_name(e->dtype));
     ad_tensor t;
     AD_TRY(ad_safetensors_view(st, e, &t));
     return ad_tensor_to_f32(&t, dst);
@@ -382,7 +395,8 @@ const char *ad_safetensors_metadata(const ad_safetensors *st, const char *key) {
 
 uint64_t ad_safetensors_file_bytes(const ad_safetensors *st) {
     uint64_t total = 0;
-    for (int i = 0; i < st->n_shards; i++) total += st->shards[i].size;
+    for (int i = 0; i < st->n_shards; i++)
+        total += st->shards[i].size;
     return total;
 }
 
@@ -416,12 +430,14 @@ int ad_safetensors_write(const char *path, const ad_st_write_item *items, int n_
                     path, it->name, ad_dtype_name(it->dtype));
             goto done;
         }
-        if (strcmp(it->name, "__metadata__") == 0 || cJSON_GetObjectItemCaseSensitive(root, it->name)) {
+        if (strcmp(it->name, "__metadata__") == 0 ||
+            cJSON_GetObjectItemCaseSensitive(root, it->name)) {
             ad_fail("%s: tensor name '%s' is reserved or used twice", path, it->name);
             goto done;
         }
         int64_t numel = 1;
-        for (int d = 0; d < it->ndim; d++) numel *= it->shape[d];
+        for (int d = 0; d < it->ndim; d++)
+            numel *= it->shape[d];
         uint64_t bytes = ad_dtype_bytes_for(it->dtype, numel);
         cJSON *e = cJSON_AddObjectToObject(root, it->name);
         cJSON *shape = e ? cJSON_AddArrayToObject(e, "shape") : NULL;
@@ -444,15 +460,18 @@ int ad_safetensors_write(const char *path, const ad_st_write_item *items, int n_
     size_t len = strlen(json);
     size_t padded = (len + 7) & ~(size_t)7;
     uint8_t len_bytes[8];
-    for (int i = 0; i < 8; i++) len_bytes[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len_bytes[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     ad_atomic_file f;
     if (ad_atomic_open(&f, path) < 0) goto done;
     int w = ad_atomic_write(&f, len_bytes, 8);
     if (w == AD_OK) w = ad_atomic_write(&f, json, len);
-    for (size_t i = len; w == AD_OK && i < padded; i++) w = ad_atomic_write(&f, " ", 1);
+    for (size_t i = len; w == AD_OK && i < padded; i++)
+        w = ad_atomic_write(&f, " ", 1);
     for (int i = 0; w == AD_OK && i < n_items; i++) {
         int64_t numel = 1;
-        for (int d = 0; d < items[i].ndim; d++) numel *= items[i].shape[d];
+        for (int d = 0; d < items[i].ndim; d++)
+            numel *= items[i].shape[d];
         w = ad_atomic_write(&f, items[i].data, ad_dtype_bytes_for(items[i].dtype, numel));
     }
     if (w < 0) {

@@ -200,10 +200,10 @@ const ad_yaml_node *ad_yaml_get(const ad_yaml_node *map, const char *key) {
 }
 
 bool ad_yaml_is_null(const ad_yaml_node *n) {
-    return !n || (n->kind == AD_YAML_SCALAR && !n->quoted &&
-                  (n->value[0] == '\0' || strcmp(n->value, "~") == 0 ||
-                   strcmp(n->value, "null") == 0 || strcmp(n->value, "Null") == 0 ||
-                   strcmp(n->value, "NULL") == 0));
+    return !n ||
+           (n->kind == AD_YAML_SCALAR && !n->quoted &&
+            (n->value[0] == '\0' || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
+             strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0));
 }
 
 /* ---- binding -------------------------------------------------------------------------- */
@@ -361,8 +361,8 @@ static int bind_list(const ad_yaml_doc *doc, const ad_field *f, const ad_yaml_no
     return AD_OK;
 }
 
-int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field *fields,
-                 void *out, const char *context) {
+int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field *fields, void *out,
+                 const char *context) {
     AD_TRY(ad_yaml_defaults(fields, out));
     const char *file = doc->file_name;
     if (map && ad_yaml_is_null(map)) map = NULL;
@@ -372,7 +372,8 @@ int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field
     for (int i = 0; map && i < map->count; i++) {
         const char *key = map->keys[i];
         const ad_field *f = fields;
-        while (f->key && strcmp(f->key, key) != 0) f++;
+        while (f->key && strcmp(f->key, key) != 0)
+            f++;
         char path[256];
         snprintf(path, sizeof path, "%s%s%s", context, *context ? "." : "", key);
         if (!f->key) {
@@ -392,8 +393,7 @@ int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field
             return ad_fail("%s: %s: expected %s, got a %s", where, path, type_name(f->type),
                            v->kind == AD_YAML_MAPPING ? "mapping" : "list");
         } else if (ad_yaml_is_null(v)) {
-            if (f->required)
-                return ad_fail("%s: %s is required and cannot be empty", where, path);
+            if (f->required) return ad_fail("%s: %s is required and cannot be empty", where, path);
         } else {
             AD_TRY(set_scalar(f, v->value, v->quoted, out, where, path));
         }

@@ -73,8 +73,8 @@ typedef struct ad_field {
 /* Binds `map` (NULL = empty mapping) into `out` according to `fields` (terminated by key
  * NULL). `context` names the section in messages ("" for the top level). Defaults are applied
  * to every field first. */
-int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field *fields,
-                 void *out, const char *context);
+int ad_yaml_bind(const ad_yaml_doc *doc, const ad_yaml_node *map, const ad_field *fields, void *out,
+                 const char *context);
 /* Applies defaults only (for building a job without a file). */
 int ad_yaml_defaults(const ad_field *fields, void *out);
 /* Prints the schema as documentation (key, type, default, help), indented by section. */

@@ -15,7 +15,8 @@ const char *ad_component_name(ad_component c) {
 
 int64_t ad_weight_spec_numel(const ad_weight_spec *s) {
     int64_t n = 1;
-    for (int d = 0; d < s->ndim; d++) n *= s->shape[d];
+    for (int d = 0; d < s->ndim; d++)
+        n *= s->shape[d];
     return n;
 }
 
@@ -50,15 +51,15 @@ static int add(spec_list *l, ad_component comp, int ndim, int64_t d0, int64_t d1
     return AD_OK;
 }
 
-#define LINEAR(comp, out, in, bias, ...)                                                    \
-    do {                                                                                    \
-        if (add(&l, comp, 2, out, in, 0, __VA_ARGS__) < 0) goto fail;                       \
-        if (bias) {                                                                         \
-            char bias_name_[AD_WEIGHT_NAME_MAX];                                            \
-            snprintf(bias_name_, sizeof bias_name_, "%s", l.items[l.n - 1].name);           \
-            bias_name_[strlen(bias_name_) - strlen("weight")] = '\0';                       \
-            if (add(&l, comp, 1, out, 0, 0, "%sbias", bias_name_) < 0) goto fail;           \
-        }                                                                                   \
+#define LINEAR(comp, out, in, bias, ...)                                                           \
+    do {                                                                                           \
+        if (add(&l, comp, 2, out, in, 0, __VA_ARGS__) < 0) goto fail;                              \
+        if (bias) {                                                                                \
+            char bias_name_[AD_WEIGHT_NAME_MAX];                                                   \
+            snprintf(bias_name_, sizeof bias_name_, "%s", l.items[l.n - 1].name);                  \
+            bias_name_[strlen(bias_name_) - strlen("weight")] = '\0';                              \
+            if (add(&l, comp, 1, out, 0, 0, "%sbias", bias_name_) < 0) goto fail;                  \
+        }                                                                                          \
     } while (0)
 
 int ad_weight_specs(const ad_model_config *c, ad_weight_spec **specs, int *n) {
@@ -97,7 +98,8 @@ int ad_weight_specs(const ad_model_config *c, ad_weight_spec **specs, int *n) {
 
     const ad_component D = AD_COMPONENT_DECODER_LAYERS;
     const char *lm = "language_model.model";
-    if (add(&l, AD_COMPONENT_EMBED_TOKENS, 2, c->vocab_size, h, 0, "%s.embed_tokens.weight", lm) < 0)
+    if (add(&l, AD_COMPONENT_EMBED_TOKENS, 2, c->vocab_size, h, 0, "%s.embed_tokens.weight", lm) <
+        0)
         goto fail;
     for (int i = 0; i < c->num_hidden_layers; i++) {
         const ad_decoder_layer_shape *s = &c->decoder_layer[i];

@@ -35,8 +35,6 @@ int64_t ad_weight_spec_numel(const ad_weight_spec *s);
  * lm_head.weight) to the checkpoint names the published model uses. Returns buf. */
 const char *ad_canonical_tensor_name(const char *name, char *buf, size_t size);
 
-
-
 typedef struct {
     int64_t params[AD_COMPONENT_COUNT];
     int tensors[AD_COMPONENT_COUNT];
