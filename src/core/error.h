@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__)
 #define AD_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
 #define AD_NODISCARD                __attribute__((warn_unused_result))
@@ -42,5 +46,9 @@ FILE *ad_fopen(const char *path, const char *mode) AD_NODISCARD;
 
 /* Multiplication of sizes that fails instead of wrapping. Returns 0 on success. */
 int ad_mul_overflows(size_t a, size_t b, size_t *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include "core/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define AD_MAX_DIMS 4
 
 typedef enum {
@@ -73,5 +77,9 @@ float ad_bf16_to_f32(uint16_t h);
 uint16_t ad_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float ad_f16_to_f32(uint16_t h);
 uint16_t ad_f32_to_f16(float f); /* round to nearest even; overflow goes to inf */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

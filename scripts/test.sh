@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs dependencies, then builds and runs ctest twice —
+# a Release build (with the CUDA backend compiled when nvcc is present; GPU tests skip without
+# a GPU) and an ASan+UBSan build — and finally runs each libFuzzer target for a bounded time.
+#   AUDISTILL_FUZZ_SECONDS  seconds per fuzz target (default 60; 0 skips fuzzing)
+#   AUDISTILL_JOBS          parallel build/test jobs (default: number of cores)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+jobs=${AUDISTILL_JOBS:-$(nproc)}
+fuzz_seconds=${AUDISTILL_FUZZ_SECONDS:-60}
+start=$(date +%s)
+section() { printf '\n== %s (%ds elapsed)\n' "$1" $(($(date +%s) - start)); }
+
+section "dependencies"
+bash scripts/install-deps.sh
+
+section "release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA=AUTO >/dev/null
+cmake --build build -j"$jobs"
+section "release tests"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+section "sanitizer build (ASan + UBSan)"
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DAUDISTILL_SANITIZE=ON -DAUDISTILL_CUDA=OFF >/dev/null
+cmake --build build-sanitize -j"$jobs"
+section "sanitizer tests"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
+
+if [ "$fuzz_seconds" -gt 0 ]; then
+  section "fuzzing (${fuzz_seconds}s per target)"
+  bash scripts/fuzz.sh "$fuzz_seconds"
+fi
+section "all tests passed"

@@ -1,0 +1,115 @@
+/* The op table: the only way model code computes anything. Model code (src/model, src/train)
+ * is written once against these ops; each backend (the CPU reference in cpu/, CUDA in cuda/)
+ * implements them for its device and activation dtype. The CPU backend is fp32 and the
+ * reference: every other backend is tested against it on random inputs.
+ *
+ * Conventions (all backends):
+ * - Tensors are ad_tensor views on the backend's device. Activations are row-major with the
+ *   feature dim last ("channels-last"): [B, T, C] or [rows, C]. Ops check shapes and dtypes
+ *   and fail with a message naming the op and tensor; they never allocate.
+ * - Linear weights use the nn.Linear layout [out_features, in_features]; conv1d weights are
+ *   [C_out, C_in, K] as in the checkpoint.
+ * - `y` may alias `x` only where an op says "in place allowed".
+ * - Integer index tensors (token ids, positions) are I32 on the backend's device.
+ * Forward ops only here; backward ops join the table with the training code. */
+#ifndef AUDISTILL_BACKEND_BACKEND_H
+#define AUDISTILL_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/tensor.h"
+
+typedef struct ad_backend ad_backend;
+
+typedef struct {
+    int n_heads;     /* query heads */
+    int n_kv_heads;  /* key/value heads; n_heads % n_kv_heads == 0 (grouped-query attention) */
+    int head_dim;
+    bool causal;     /* query i (absolute position q_offset + i) sees keys 0..q_offset + i */
+    int q_offset;    /* absolute position of the first query row (KV-cache decoding) */
+    float scale;     /* usually 1/sqrt(head_dim) */
+    /* Optional per-batch number of valid keys (host array of B ints): keys >= key_len[b] are
+     * masked out (bidirectional encoder with padded frames). NULL: all keys valid. */
+    const int *key_len;
+} ad_attention_params;
+
+struct ad_backend {
+    const char *name;
+    ad_device device;
+    ad_dtype act_dtype; /* dtype of activations this backend computes in */
+    void *impl;
+
+    /* ---- memory -------------------------------------------------------------------- */
+    /* Device memory (zeroed). */
+    int (*alloc)(ad_backend *be, size_t bytes, void **out);
+    void (*release)(ad_backend *be, void *ptr);
+    /* Copy a host tensor into a device tensor of the same shape, converting dtype
+     * (e.g. bf16 checkpoint -> f32 on CPU). dst must be contiguous. */
+    int (*upload)(ad_backend *be, ad_tensor *dst, const ad_tensor *src_host);
+    /* Copy a device tensor to a contiguous host F32 tensor of the same shape. */
+    int (*download)(ad_backend *be, ad_tensor *dst_host_f32, const ad_tensor *src);
+    /* dst = src (same shape; strided views allowed on either side). */
+    int (*copy)(ad_backend *be, ad_tensor *dst, const ad_tensor *src);
+    int (*fill)(ad_backend *be, ad_tensor *dst, float value);
+
+    /* ---- linear algebra --------------------------------------------------------------- */
+    /* y = alpha * op(a) @ op(b) + beta * y, op = transpose when the flag is set.
+     * a, b, y are 2-D (or flattened contiguous leading dims). b may be a weight dtype
+     * (F32, BF16, F16; quantized formats in the compression issue). */
+    int (*matmul)(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a,
+                  const ad_tensor *b, bool transpose_b, float alpha, float beta);
+    /* y[..., N] = x[..., K] @ w[N, K]^T + bias[N] (bias may be NULL). */
+    int (*linear)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                  const ad_tensor *bias);
+    /* Channels-last conv1d: x [B, L, C_in], w [C_out, C_in, K], bias [C_out] or NULL,
+     * y [B, L_out, C_out], L_out = (L + 2*padding - K) / stride + 1. Zero padding. */
+    int (*conv1d)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                  const ad_tensor *bias, int stride, int padding);
+
+    /* ---- elementwise and normalisation ------------------------------------------------ */
+    int (*gelu)(ad_backend *be, ad_tensor *y, const ad_tensor *x); /* erf form; in place ok */
+    /* y = silu(gate) * up; in place ok (y == gate). */
+    int (*silu_mul)(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const ad_tensor *up);
+    /* y = a + b; b may have fewer leading dims than a and is then broadcast over them
+     * (e.g. positions [T, C] added to [B, T, C]). In place ok. */
+    int (*add)(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b);
+    /* Over the last dim; weight/bias [C]. In place ok. */
+    int (*layernorm)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,
+                     const ad_tensor *bias, float eps);
+    /* Over the last dim with fp32 statistics; weight [C]. In place ok. */
+    int (*rmsnorm)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,
+                   float eps);
+    /* Softmax over the last dim. In place ok. */
+    int (*softmax)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+
+    /* ---- sequence ops ----------------------------------------------------------------- */
+    /* Rotary embedding in place on x [B, T, n_heads * head_dim] with the rotate_half pairing
+     * (element i pairs with i + head_dim/2); positions [B, T] I32;
+     * inv_freq_j = theta^(-2j/head_dim). */
+    int (*rope)(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads,
+                int head_dim, float theta);
+    /* Scaled dot-product attention per batch element: q [B, Tq, n_heads*head_dim],
+     * k, v [B, Tk, n_kv_heads*head_dim] (may be strided views of a KV cache),
+     * out [B, Tq, n_heads*head_dim]. */
+    int (*attention)(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                     const ad_tensor *v, const ad_attention_params *params);
+    /* Average pooling over time, channels-last: x [B, L, C] -> y [B, L_out, C] with
+     * L_out = (L - kernel) / stride + 1 (PyTorch AvgPool1d, no padding). */
+    int (*avg_pool1d)(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kernel, int stride);
+    /* y [N, C] = table[ids[n]] for ids [N] I32; ids outside [0, V) fail. */
+    int (*embedding)(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids);
+    /* y [.., rows[i], :] = x[i, :] for rows [N] I32 into y [R, C]: scatters audio rows into
+     * the prompt positions. */
+    int (*scatter_rows)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *rows);
+    /* Swap the last two dims: x [B, M, N] -> y [B, N, M]. */
+    int (*transpose)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+
+    void (*destroy)(ad_backend *be);
+};
+
+/* The CPU reference backend (fp32, OpenBLAS, OpenMP). n_threads 0 = OpenMP's default. */
+int ad_backend_cpu_create(ad_backend **out, int n_threads);
+void ad_backend_destroy(ad_backend *be);
+
+#endif
