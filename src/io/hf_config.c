@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,7 +87,7 @@ static int get_token_id(const cJSON *obj, const char *key, const char *file, int
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (v && cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
     if (!v || cJSON_IsNull(v)) return AD_OK;
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0)
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2147483647.0)
         return ad_fail("%s: text_config.%s must be a token id", file, key);
     *out = (int)v->valuedouble;
     return AD_OK;
@@ -233,8 +234,8 @@ static int validate(const char *file, ad_model_config *c) {
             e->ffn_dim != c->encoder_ffn_dim)
             c->uniform = false;
     }
-    if (c->head_dim * c->num_attention_heads != c->hidden_size ||
-        c->encoder_head_dim * c->encoder_attention_heads != c->d_model)
+    if ((int64_t)c->head_dim * c->num_attention_heads != c->hidden_size ||
+        (int64_t)c->encoder_head_dim * c->encoder_attention_heads != c->d_model)
         c->uniform = false;
     return AD_OK;
 }

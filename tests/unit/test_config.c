@@ -109,6 +109,9 @@ static void test_bad_configs(void) {
     CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"vocab_size\":1000}}", &cfg),
                      "audio_token_index");
     CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"audio_config\":[]}", &cfg), "must be an object");
+    /* Found by fuzzing: a huge token id must be refused, not converted. */
+    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"eos_token_id\":3e74}}", &cfg),
+                     "eos_token_id must be a token id");
     CHECK_FAILS_WITH(ad_model_config_load(AUDISTILL_TEST_TMP "/no-such-config.json", &cfg), "cannot open");
 }
 
