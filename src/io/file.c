@@ -45,6 +45,55 @@ int ad_read_file(const char *path, size_t max_bytes, char **data, size_t *size) 
     return AD_OK;
 }
 
+#define MAX_TEXT_FILE_BYTES (1u << 30)
+
+int ad_read_lines(const char *path, char ***lines, int *n) {
+    *lines = NULL;
+    *n = 0;
+    char *text;
+    size_t size;
+    AD_TRY(ad_read_file(path, MAX_TEXT_FILE_BYTES, &text, &size));
+    char *p = text;
+    if (size >= 3 && (unsigned char)p[0] == 0xef && (unsigned char)p[1] == 0xbb &&
+        (unsigned char)p[2] == 0xbf)
+        p += 3;
+    int count = 0, cap = 0;
+    char **out = NULL;
+    char *end = text + size;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *line_end = nl ? nl : end;
+        size_t len = (size_t)(line_end - p);
+        if (len && p[len - 1] == '\r') len--;
+        if (count == cap) {
+            cap = cap ? cap * 2 : 256;
+            char **g = ad_realloc(out, sizeof *g * (size_t)cap, "lines");
+            if (!g) goto fail;
+            out = g;
+        }
+        out[count] = ad_malloc(len + 1, "line");
+        if (!out[count]) goto fail;
+        memcpy(out[count], p, len);
+        out[count][len] = '\0';
+        count++;
+        p = nl ? nl + 1 : end;
+    }
+    free(text);
+    *lines = out;
+    *n = count;
+    return AD_OK;
+fail:
+    ad_free_lines(out, count);
+    free(text);
+    return AD_ERR;
+}
+
+void ad_free_lines(char **lines, int n) {
+    for (int i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
+}
+
 int ad_map_file(const char *path, ad_mapped_file *m) {
     memset(m, 0, sizeof *m);
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -15,6 +15,11 @@
  * max_bytes so a wrong path cannot exhaust memory. */
 int ad_read_file(const char *path, size_t max_bytes, char **data, size_t *size);
 
+/* Reads a text file into lines: newlines removed, a final line without newline kept, "\r\n"
+ * tolerated, a UTF-8 byte-order mark dropped. Caller frees with ad_free_lines. */
+int ad_read_lines(const char *path, char ***lines, int *n);
+void ad_free_lines(char **lines, int n);
+
 typedef struct {
     const uint8_t *data;
     size_t size;
