@@ -175,10 +175,7 @@ int ad_yaml_parse(const char *text, size_t len, const char *file_name, ad_yaml_d
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&s.parser);
-    if (rc < 0) {
-        free_node(doc->root);
-        doc->root = NULL;
-    }
+    if (rc < 0) ad_yaml_free(doc); /* a failed parse leaves nothing for the caller to free */
     return rc;
 }
 
