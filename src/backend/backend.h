@@ -23,16 +23,39 @@
 typedef struct ad_backend ad_backend;
 
 typedef struct {
-    int n_heads;     /* query heads */
-    int n_kv_heads;  /* key/value heads; n_heads % n_kv_heads == 0 (grouped-query attention) */
+    int n_heads;    /* query heads */
+    int n_kv_heads; /* key/value heads; n_heads % n_kv_heads == 0 (grouped-query attention) */
     int head_dim;
-    bool causal;     /* query i (absolute position q_offset + i) sees keys 0..q_offset + i */
-    int q_offset;    /* absolute position of the first query row (KV-cache decoding) */
-    float scale;     /* usually 1/sqrt(head_dim) */
+    bool causal;  /* query i (absolute position q_offset + i) sees keys 0..q_offset + i */
+    int q_offset; /* absolute position of the first query row (KV-cache decoding) */
+    float scale;  /* usually 1/sqrt(head_dim) */
     /* Optional per-batch number of valid keys (host array of B ints): keys >= key_len[b] are
      * masked out (bidirectional encoder with padded frames). NULL: all keys valid. */
     const int *key_len;
 } ad_attention_params;
+
+typedef enum {
+    AD_KL_FORWARD = 0,  /* KL(teacher || student), the classic distillation loss */
+    AD_KL_REVERSE,      /* KL(student || teacher), mode-seeking */
+    AD_KL_SKEW_FORWARD, /* KL(teacher || l*teacher + (1-l)*student), DistiLLM's skew KL */
+    AD_KL_SKEW_REVERSE, /* KL(student || l*student + (1-l)*teacher) */
+} ad_kl_kind;
+
+typedef struct {
+    float alpha;       /* weight of the KL term; 1 - alpha weighs the cross-entropy */
+    float temperature; /* both distributions at temperature T; the KL term is scaled by T^2 */
+    ad_kl_kind kind;
+    float skew;       /* lambda of the skew variants */
+    float grad_scale; /* the gradient is d(sum of row losses)/d(logits) * grad_scale, e.g.
+                         1 / (supervised rows in the whole accumulated batch) */
+} ad_distill_params;
+
+typedef struct {
+    double loss; /* sums over the rows (divide by `rows` for means) */
+    double kl;
+    double ce;
+    int64_t rows; /* rows that counted (target >= 0) */
+} ad_distill_sums;
 
 struct ad_backend {
     const char *name;
@@ -87,8 +110,8 @@ struct ad_backend {
     /* Rotary embedding in place on x [B, T, n_heads * head_dim] with the rotate_half pairing
      * (element i pairs with i + head_dim/2); positions [B, T] I32;
      * inv_freq_j = theta^(-2j/head_dim). */
-    int (*rope)(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads,
-                int head_dim, float theta);
+    int (*rope)(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
+                float theta);
     /* Scaled dot-product attention per batch element: q [B, Tq, n_heads*head_dim],
      * k, v [B, Tk, n_kv_heads*head_dim] (may be strided views of a KV cache),
      * out [B, Tq, n_heads*head_dim]. */
@@ -104,6 +127,17 @@ struct ad_backend {
     int (*scatter_rows)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *rows);
     /* Swap the last two dims: x [B, M, N] -> y [B, N, M]. */
     int (*transpose)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+
+    /* ---- losses ----------------------------------------------------------------------- */
+    /* Fused distillation loss over the supervised rows only: student logits [N, V],
+     * teacher logits [N, V] (NULL: cross-entropy only, alpha ignored), targets [N] I32
+     * (rows with a negative target are skipped and get a zero gradient). Per row:
+     * alpha*T^2*KL_T + (1 - alpha)*CE. Each row is processed in vocabulary chunks with online
+     * max/sum statistics; the logits gradient is written into `grad` [N, V] F32 in the same
+     * pass (grad may alias student_logits: in place). Sums are added into *sums (host). */
+    int (*distill_loss)(ad_backend *be, ad_tensor *grad, const ad_tensor *student_logits,
+                        const ad_tensor *teacher_logits, const ad_tensor *targets,
+                        const ad_distill_params *params, ad_distill_sums *sums);
 
     void (*destroy)(ad_backend *be);
 };
