@@ -19,5 +19,6 @@ int cli_usage_error(const char *command, const char *usage, const char *fmt, ...
 bool cli_is_help(const char *arg);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif
