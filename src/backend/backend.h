@@ -11,7 +11,7 @@
  *   [C_out, C_in, K] as in the checkpoint.
  * - `y` may alias `x` only where an op says "in place allowed".
  * - Integer index tensors (token ids, positions) are I32 on the backend's device.
- * Forward ops only here; backward ops join the table with the training code. */
+ * Backward ops follow the same conventions (see "backward" below). */
 #ifndef AUDISTILL_BACKEND_BACKEND_H
 #define AUDISTILL_BACKEND_BACKEND_H
 
@@ -127,6 +127,43 @@ struct ad_backend {
     int (*scatter_rows)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *rows);
     /* Swap the last two dims: x [B, M, N] -> y [B, N, M]. */
     int (*transpose)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+
+    /* ---- backward ---------------------------------------------------------------------
+     * Gradients of the ops above. dx outputs are overwritten; parameter gradients (dw, db,
+     * dweight, dbias, dtable) are ACCUMULATED (+=), so gradient accumulation over micro-batches
+     * needs no extra buffers. Any gradient output may be NULL when it is not needed. Forward
+     * activations are passed back in (recomputation is the op's business, e.g. attention
+     * recomputes its probabilities instead of storing them). */
+    int (*linear_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w);
+    int (*conv1d_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w, int stride,
+                           int padding);
+    int (*gelu_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *x);
+    int (*silu_mul_backward)(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const ad_tensor *dy,
+                             const ad_tensor *gate, const ad_tensor *up);
+    int (*layernorm_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
+                              const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
+                              float eps);
+    int (*rmsnorm_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
+                            const ad_tensor *x, const ad_tensor *weight, float eps);
+    /* In place on dx [B, T, n_heads * head_dim]: the transpose of the rotation. */
+    int (*rope_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *positions, int n_heads,
+                         int head_dim, float theta);
+    /* dq, dk, dv overwritten (dk/dv sum over the query heads sharing a kv head); out is the
+     * forward output. */
+    int (*attention_backward)(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
+                              const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
+                              const ad_tensor *k, const ad_tensor *v,
+                              const ad_attention_params *params);
+    int (*avg_pool1d_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, int kernel,
+                               int stride);
+    /* dtable[ids[n]] += dy[n]; rows with a negative id are skipped (placeholders whose
+     * embedding was replaced, e.g. audio rows). Deterministic (no atomics). */
+    int (*embedding_backward)(ad_backend *be, ad_tensor *dtable, const ad_tensor *dy,
+                              const ad_tensor *ids);
+    /* dx[i] = dy[rows[i]]: the gradient of scatter_rows with respect to the scattered rows. */
+    int (*gather_rows)(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *rows);
 
     /* ---- losses ----------------------------------------------------------------------- */
     /* Fused distillation loss over the supervised rows only: student logits [N, V],
