@@ -1,0 +1,76 @@
+/* Training batches from a prepared set: which examples each optimizer step sees (seeded
+ * per-epoch shuffles, a cursor that a checkpoint stores and restores exactly, a disjoint
+ * deterministic shard of every global batch per rank) and the host buffers of one micro-batch
+ * (log-mel features, input ids with the audio placeholder expanded, next-token labels on the
+ * target positions only). An example is one (segment, target language) pair: one model
+ * serves every direction, chosen by the prompt. */
+#ifndef AUDISTILL_TRAIN_LOADER_H
+#define AUDISTILL_TRAIN_LOADER_H
+
+#include <stdint.h>
+
+#include "data/prepared.h"
+
+#define AD_LOADER_MAX_LANGS 4
+#define AD_IGNORE_LABEL     (-100)
+
+typedef struct {
+    int64_t epoch;
+    int64_t position; /* examples of this epoch's order already handed out */
+} ad_loader_cursor;
+
+typedef struct {
+    ad_prepared *set;
+    int n_segments;
+    int n_langs;
+    char langs[AD_LOADER_MAX_LANGS][8];
+    int32_t *prompt_before[AD_LOADER_MAX_LANGS], *prompt_after[AD_LOADER_MAX_LANGS];
+    int n_before[AD_LOADER_MAX_LANGS], n_after[AD_LOADER_MAX_LANGS];
+    int32_t audio_token_id;
+    int32_t *order; /* this epoch's permutation of the examples */
+    int64_t n_examples;
+    uint64_t seed;
+    bool shuffle;
+    ad_loader_cursor cursor;
+} ad_loader;
+
+/* langs: the target languages to train on (each must have ids in the set). */
+int ad_loader_open(ad_loader *l, const char *prepared_path, int n_langs, const char *const *langs,
+                   int32_t audio_token_id, uint64_t seed, bool shuffle);
+void ad_loader_close(ad_loader *l);
+/* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
+int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
+
+/* The examples of the next global batch of `global_batch` examples that belong to `rank` of
+ * `world` (contiguous slices of the global batch, so the union over ranks is the global batch
+ * whatever the rank count). Wraps to the next epoch (reshuffled) when an epoch runs out; the
+ * last partial batch of an epoch is completed from the next epoch. *n receives the count. */
+int ad_loader_next(ad_loader *l, int global_batch, int rank, int world, int32_t *examples, int *n);
+
+typedef struct {
+    int n; /* examples in this micro-batch */
+    int n_mels;
+    int max_frames;    /* T of features */
+    float *features;   /* [n, n_mels, max_frames], channels first as the processor makes them */
+    int *frames;       /* valid frames per example */
+    int *audio_tokens; /* <|AUDIO|> placeholders per example */
+    int max_len;       /* tokens per row */
+    int32_t *ids;      /* [n, max_len] input ids; padding after len[i] is 0 */
+    int32_t *labels;   /* [n, max_len] label at position t = ids[t + 1] on target positions,
+                          AD_IGNORE_LABEL elsewhere */
+    int *len;          /* tokens per row */
+    int *lang;         /* language index per example */
+    int supervised;    /* total labels != AD_IGNORE_LABEL */
+} ad_batch;
+
+/* Fills a batch with the given examples (host memory, reallocated as needed). */
+int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b);
+void ad_batch_free(ad_batch *b);
+
+/* <|AUDIO|> tokens a clip of `frames` mel frames becomes (Qwen2AudioEncoder's formula). */
+static inline int ad_loader_audio_tokens(int frames) {
+    int conv = (frames - 1) / 2 + 1;
+    return (conv - 2) / 2 + 1;
+}
+
+#endif
