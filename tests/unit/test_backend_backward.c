@@ -19,6 +19,8 @@ static double *rnd(int64_t n, double scale) {
     return x;
 }
 
+static float *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+
 static float *to_f32(const double *x, int64_t n) {
     float *f = malloc(sizeof(float) * (size_t)(n + 1));
     for (int64_t i = 0; i < n; i++)
@@ -93,7 +95,7 @@ static void test_linear(void) {
     round_f32(c.x, c.M * c.K), round_f32(c.w, c.N * c.K), round_f32(c.b, c.N),
         round_f32(c.r, c.M * c.N);
     float *x = to_f32(c.x, c.M * c.K), *w = to_f32(c.w, c.N * c.K), *r = to_f32(c.r, c.M * c.N);
-    float *dx = calloc(c.M * c.K, 4), *dw = calloc(c.N * c.K, 4), *db = calloc(c.N, 4);
+    float *dx = zeros(c.M * c.K), *dw = zeros(c.N * c.K), *db = zeros(c.N);
     for (int64_t i = 0; i < c.N * c.K; i++)
         dw[i] = 0.5f; /* parameter gradients accumulate */
     ad_tensor tx = t2(x, c.M, c.K, "x"), tw = t2(w, c.N, c.K, "w"), tr = t2(r, c.M, c.N, "dy");
@@ -151,7 +153,7 @@ static void test_conv1d(void) {
         c.x = rnd(nx, 1), c.w = rnd(nw, 1), c.b = rnd(c.Cout, 1), c.r = rnd(ny, 1);
         round_f32(c.x, nx), round_f32(c.w, nw), round_f32(c.b, c.Cout), round_f32(c.r, ny);
         float *x = to_f32(c.x, nx), *w = to_f32(c.w, nw), *r = to_f32(c.r, ny);
-        float *dx = calloc(nx, 4), *dw = calloc(nw, 4), *db = calloc(c.Cout, 4);
+        float *dx = zeros(nx), *dw = zeros(nw), *db = zeros(c.Cout);
         ad_tensor tx = t3(x, c.B, c.L, c.Cin, "x"), tw = t3(w, c.Cout, c.Cin, c.K, "w"),
                   tr = t3(r, c.B, c.Lout, c.Cout, "dy");
         ad_tensor tdx = t3(dx, c.B, c.L, c.Cin, "dx"), tdw = t3(dw, c.Cout, c.Cin, c.K, "dw"), tdb;
@@ -187,8 +189,8 @@ static void test_elementwise(void) {
     ew_ctx c = {.n = 50};
     c.a = rnd(c.n, 2), c.b = rnd(c.n, 1), c.r = rnd(c.n, 1);
     round_f32(c.a, c.n), round_f32(c.b, c.n), round_f32(c.r, c.n);
-    float *a = to_f32(c.a, c.n), *b = to_f32(c.b, c.n), *r = to_f32(c.r, c.n), *da = calloc(c.n, 4),
-          *db = calloc(c.n, 4);
+    float *a = to_f32(c.a, c.n), *b = to_f32(c.b, c.n), *r = to_f32(c.r, c.n), *da = zeros(c.n),
+          *db = zeros(c.n);
     ad_tensor ta = t2(a, 5, 10, "a"), tb = t2(b, 5, 10, "b"), tr = t2(r, 5, 10, "dy"),
               tda = t2(da, 5, 10, "da"), tdb = t2(db, 5, 10, "db");
     CHECK_OK(be.gelu_backward(&be, &tda, &tr, &ta));
@@ -236,7 +238,7 @@ static void test_norms(void) {
         c.x = rnd(n, 2), c.w = rnd(c.C, 1), c.b = rnd(c.C, 1), c.r = rnd(n, 1);
         round_f32(c.x, n), round_f32(c.w, c.C), round_f32(c.b, c.C), round_f32(c.r, n);
         float *x = to_f32(c.x, n), *w = to_f32(c.w, c.C), *r = to_f32(c.r, n);
-        float *dx = calloc(n, 4), *dw = calloc(c.C, 4), *db = calloc(c.C, 4);
+        float *dx = zeros(n), *dw = zeros(c.C), *db = zeros(c.C);
         ad_tensor tx = t2(x, c.rows, c.C, "x"), tr = t2(r, c.rows, c.C, "dy"),
                   tdx = t2(dx, c.rows, c.C, "dx"), tw, tdw, tdb;
         ad_tensor_init(&tw, w, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){c.C}, "w");
@@ -355,7 +357,7 @@ static void test_attention(void) {
         attn_forward(&c);
         float *q = to_f32(c.q, nq), *k = to_f32(c.k, nk), *v = to_f32(c.v, nk),
               *r = to_f32(c.r, nq), *o = to_f32(c.out, nq);
-        float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+        float *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
         ad_tensor tq = t3(q, c.B, c.Tq, c.H * c.D, "q"), tk = t3(k, c.B, c.Tk, c.KVH * c.D, "k"),
                   tv = t3(v, c.B, c.Tk, c.KVH * c.D, "v");
         ad_tensor tr = t3(r, c.B, c.Tq, c.H * c.D, "dout"), to = t3(o, c.B, c.Tq, c.H * c.D, "out");
@@ -405,7 +407,7 @@ static void test_pool_embedding_gather(void) {
     int64_t nx = c.B * c.L * c.C, ny = c.B * c.Lout * c.C;
     c.x = rnd(nx, 1), c.r = rnd(ny, 1);
     round_f32(c.r, ny);
-    float *r = to_f32(c.r, ny), *dx = calloc(nx, 4);
+    float *r = to_f32(c.r, ny), *dx = zeros(nx);
     ad_tensor tr = t3(r, c.B, c.Lout, c.C, "dy"), tdx = t3(dx, c.B, c.L, c.C, "dx");
     CHECK_OK(be.avg_pool1d_backward(&be, &tdx, &tr, 2, 2));
     check_grad("avg_pool1d", c.x, nx, dx, pool_loss, &c);
