@@ -352,3 +352,92 @@ done:
     cJSON_Delete(root);
     return rc;
 }
+
+static void add_int(cJSON *o, const char *k, int v) {
+    cJSON_AddNumberToObject(o, k, v);
+}
+
+char *ad_model_config_to_json(const ad_model_config *c, const char *extra_audistill) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) goto oom;
+    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen2AudioForConditionalGeneration"));
+    cJSON_AddStringToObject(root, "model_type", "qwen2_audio");
+    add_int(root, "audio_token_index", c->audio_token_index);
+    cJSON *a = cJSON_AddObjectToObject(root, "audio_config");
+    cJSON_AddStringToObject(a, "model_type", "qwen2_audio_encoder");
+    add_int(a, "num_mel_bins", c->num_mel_bins);
+    add_int(a, "encoder_layers", c->encoder_layers);
+    add_int(a, "encoder_attention_heads", c->encoder_attention_heads);
+    add_int(a, "encoder_ffn_dim", c->encoder_ffn_dim);
+    add_int(a, "d_model", c->d_model);
+    add_int(a, "max_source_positions", c->max_source_positions);
+    cJSON_AddBoolToObject(a, "scale_embedding", c->scale_embedding);
+    cJSON_AddStringToObject(a, "activation_function", c->activation_function);
+    cJSON *t = cJSON_AddObjectToObject(root, "text_config");
+    cJSON_AddStringToObject(t, "model_type", "qwen2");
+    add_int(t, "vocab_size", c->vocab_size);
+    add_int(t, "hidden_size", c->hidden_size);
+    add_int(t, "intermediate_size", c->intermediate_size);
+    add_int(t, "num_hidden_layers", c->num_hidden_layers);
+    add_int(t, "num_attention_heads", c->num_attention_heads);
+    add_int(t, "num_key_value_heads", c->num_key_value_heads);
+    add_int(t, "max_position_embeddings", c->max_position_embeddings);
+    cJSON_AddNumberToObject(t, "rope_theta", c->rope_theta);
+    cJSON *rp = cJSON_AddObjectToObject(t, "rope_parameters");
+    cJSON_AddNumberToObject(rp, "rope_theta", c->rope_theta);
+    cJSON_AddStringToObject(rp, "rope_type", "default");
+    cJSON_AddNumberToObject(t, "rms_norm_eps", c->rms_norm_eps);
+    cJSON_AddBoolToObject(t, "tie_word_embeddings", c->tie_word_embeddings);
+    cJSON_AddStringToObject(t, "hidden_act", c->hidden_act);
+    const struct {
+        const char *key;
+        int value;
+    } ids[] = {{"bos_token_id", c->bos_token_id},
+               {"eos_token_id", c->eos_token_id},
+               {"pad_token_id", c->pad_token_id}};
+    for (int i = 0; i < 3; i++) {
+        if (ids[i].value >= 0)
+            add_int(t, ids[i].key, ids[i].value);
+        else
+            cJSON_AddNullToObject(t, ids[i].key);
+    }
+    /* Per-layer shapes only when they differ from the global fields (a plain HF model
+     * otherwise); head_dim is recorded whenever heads no longer divide the width evenly. */
+    cJSON *ext = extra_audistill ? cJSON_Parse(extra_audistill) : cJSON_CreateObject();
+    if (!ext || !cJSON_IsObject(ext)) {
+        cJSON_Delete(ext);
+        cJSON_Delete(root);
+        ad_fail("internal: the extra audistill config is not a JSON object");
+        return NULL;
+    }
+    if (!c->uniform) {
+        add_int(ext, "head_dim", c->head_dim);
+        add_int(ext, "encoder_head_dim", c->encoder_head_dim);
+        cJSON *dl = cJSON_AddArrayToObject(ext, "decoder_layers");
+        for (int i = 0; i < c->num_hidden_layers; i++) {
+            cJSON *l = cJSON_CreateObject();
+            add_int(l, "num_attention_heads", c->decoder_layer[i].num_attention_heads);
+            add_int(l, "num_key_value_heads", c->decoder_layer[i].num_key_value_heads);
+            add_int(l, "intermediate_size", c->decoder_layer[i].intermediate_size);
+            cJSON_AddItemToArray(dl, l);
+        }
+        cJSON *el = cJSON_AddArrayToObject(ext, "encoder_layers");
+        for (int i = 0; i < c->encoder_layers; i++) {
+            cJSON *l = cJSON_CreateObject();
+            add_int(l, "encoder_attention_heads", c->encoder_layer[i].num_attention_heads);
+            add_int(l, "encoder_ffn_dim", c->encoder_layer[i].ffn_dim);
+            cJSON_AddItemToArray(el, l);
+        }
+    }
+    if (ext->child)
+        cJSON_AddItemToObject(root, "audistill", ext);
+    else
+        cJSON_Delete(ext);
+    char *json = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (json) return json;
+oom:
+    ad_fail("out of memory writing a model config");
+    return NULL;
+}

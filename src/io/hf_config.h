@@ -64,6 +64,11 @@ int ad_model_config_parse(const char *json, size_t len, const char *file_name,
                           ad_model_config *cfg);
 int ad_model_config_load(const char *path, ad_model_config *cfg);
 
+/* config.json text for a model config (caller frees): the HF qwen2_audio fields, plus the
+ * "audistill" object with per-layer shapes when the model is not uniform. `extra_audistill`
+ * (may be NULL) is a JSON object text whose members are added to the "audistill" object. */
+char *ad_model_config_to_json(const ad_model_config *cfg, const char *extra_audistill);
+
 typedef struct {
     int id;
     char *content;

@@ -64,8 +64,10 @@ static void test_student_shapes(void) {
                    "\"num_key_value_heads\":1,\"intermediate_size\":20},{}]}}",
                    &cfg));
     CHECK(!cfg.uniform);
-    CHECK(cfg.decoder_layer[0].num_attention_heads == 2 && cfg.decoder_layer[0].intermediate_size == 20);
-    CHECK(cfg.decoder_layer[1].num_attention_heads == 4 && cfg.decoder_layer[1].intermediate_size == 48);
+    CHECK(cfg.decoder_layer[0].num_attention_heads == 2 &&
+          cfg.decoder_layer[0].intermediate_size == 20);
+    CHECK(cfg.decoder_layer[1].num_attention_heads == 4 &&
+          cfg.decoder_layer[1].intermediate_size == 48);
     ad_weight_spec *specs;
     int n;
     CHECK_OK(ad_weight_specs(&cfg, &specs, &n));
@@ -80,10 +82,11 @@ static void test_student_shapes(void) {
     }
     CHECK(found == 3);
     free(specs);
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_hidden_layers\":2},"
-                           "\"audistill\":{\"decoder_layers\":[{}]}}",
-                           &cfg),
-                     "list of 2 layer shapes");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_hidden_layers\":2},"
+              "\"audistill\":{\"decoder_layers\":[{}]}}",
+              &cfg),
+        "list of 2 layer shapes");
 }
 
 static void test_bad_configs(void) {
@@ -92,27 +95,35 @@ static void test_bad_configs(void) {
     CHECK_FAILS_WITH(parse("{\"model_type\": \"llama\"}", &cfg), "expected \"qwen2_audio\"");
     CHECK_FAILS_WITH(parse("{\"model_type\": \"qwen2_audio\",", &cfg), "not valid JSON");
     CHECK_FAILS_WITH(parse("[]", &cfg), "JSON object");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"hidden_size\":\"big\"}}", &cfg),
-                     "text_config.hidden_size must be an integer");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_hidden_layers\":2.5}}", &cfg),
-                     "num_hidden_layers");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"hidden_size\":\"big\"}}", &cfg),
+        "text_config.hidden_size must be an integer");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_hidden_layers\":2.5}}", &cfg),
+        "num_hidden_layers");
     CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"hidden_size\":100,"
                            "\"num_attention_heads\":3}}",
                            &cfg),
                      "not divisible");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_attention_heads\":32,"
-                           "\"num_key_value_heads\":5}}",
-                           &cfg),
-                     "not a multiple");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"hidden_act\":\"gelu\"}}", &cfg),
-                     "hidden_act");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"vocab_size\":1000}}", &cfg),
-                     "audio_token_index");
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"audio_config\":[]}", &cfg), "must be an object");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"num_attention_heads\":32,"
+              "\"num_key_value_heads\":5}}",
+              &cfg),
+        "not a multiple");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"hidden_act\":\"gelu\"}}", &cfg),
+        "hidden_act");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"vocab_size\":1000}}", &cfg),
+        "audio_token_index");
+    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"audio_config\":[]}", &cfg),
+                     "must be an object");
     /* Found by fuzzing: a huge token id must be refused, not converted. */
-    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"eos_token_id\":3e74}}", &cfg),
-                     "eos_token_id must be a token id");
-    CHECK_FAILS_WITH(ad_model_config_load(AUDISTILL_TEST_TMP "/no-such-config.json", &cfg), "cannot open");
+    CHECK_FAILS_WITH(
+        parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"eos_token_id\":3e74}}", &cfg),
+        "eos_token_id must be a token id");
+    CHECK_FAILS_WITH(ad_model_config_load(AUDISTILL_TEST_TMP "/no-such-config.json", &cfg),
+                     "cannot open");
 }
 
 static void test_added_tokens(void) {
@@ -134,7 +145,30 @@ static void test_added_tokens(void) {
     unlink(path);
 }
 
+/* Writing a config and reading it back gives the same model, uniform or not. */
+static void test_write_round_trip(void) {
+    ad_model_config a, b;
+    CHECK_OK(ad_model_config_load(AUDISTILL_FIXTURES "/qwen2_audio_7b/config.json", &a));
+    char *json = ad_model_config_to_json(&a, NULL);
+    CHECK(json && strstr(json, "\"audistill\"") == NULL);
+    CHECK_OK(parse(json, &b));
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    free(json);
+    a.decoder_layer[3].intermediate_size = 8192;
+    a.decoder_layer[5].num_attention_heads = 24;
+    a.decoder_layer[5].num_key_value_heads = 24;
+    a.uniform = false;
+    json = ad_model_config_to_json(&a, "{\"note\": \"student\"}");
+    CHECK(json && strstr(json, "\"note\"") != NULL);
+    CHECK_OK(parse(json, &b));
+    CHECK(!b.uniform && b.decoder_layer[3].intermediate_size == 8192 &&
+          b.decoder_layer[5].num_attention_heads == 24);
+    CHECK(b.decoder_layer[4].intermediate_size == 11008 && b.head_dim == 128);
+    free(json);
+}
+
 int main(void) {
+    RUN(test_write_round_trip);
     RUN(test_real_config_counts);
     RUN(test_defaults);
     RUN(test_student_shapes);
