@@ -1,0 +1,82 @@
+/* The training graph: Qwen2-Audio's forward over whole micro-batches with every activation the
+ * backward pass needs kept in one arena sized up front, and the explicit backward pass over
+ * the op table (llm.c style: no autograd; a flat loop over layers forward, its mirror image
+ * backward). Only the supervised rows (target tokens) reach lm_head. Parameter gradients
+ * accumulate (+=) into a second set of tensors with the model's layout, so gradient
+ * accumulation over micro-batches needs nothing extra.
+ *
+ * A graph with nothing trainable (the teacher) keeps one layer's worth of activations and
+ * reuses it for every layer: forward only, no stored activations. */
+#ifndef AUDISTILL_MODEL_TRAIN_GRAPH_H
+#define AUDISTILL_MODEL_TRAIN_GRAPH_H
+
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "model/model.h"
+#include "train/loader.h"
+
+typedef struct {
+    bool audio_encoder; /* convolutions, encoder layers, final LayerNorm */
+    bool projector;
+    bool decoder;       /* decoder layers and the final norm */
+    bool embed_tokens;
+    bool lm_head;
+    bool keep_activations; /* record every layer even when nothing trains (importance scoring) */
+} ad_trainable;
+
+typedef struct {
+    int max_clips;      /* examples per micro-batch */
+    int max_frames;     /* mel frames per clip */
+    int max_len;        /* tokens per row */
+    int max_supervised; /* supervised rows per micro-batch */
+} ad_graph_limits;
+
+typedef struct {
+    ad_tensor h_in, xn1, q, k, v, att, h_mid, xn2, f_pre, f_act;
+} ad_encoder_record;
+
+typedef struct {
+    ad_tensor x_in, xn1, q, k, v, att, x_mid, xn2, gate, up, act;
+} ad_decoder_record;
+
+typedef struct {
+    ad_model *m;
+    ad_backend *be;
+    ad_trainable train;
+    bool any_trainable;
+    bool records; /* every layer has its own activations (training or keep_activations) */
+    ad_graph_limits lim;
+    ad_model grads; /* gradient tensors, same layout as the weights; NULL data when frozen */
+    void *grad_memory;
+    size_t grad_bytes;
+    void *memory; /* activations */
+    ad_arena arena;
+    /* encoder activations */
+    ad_tensor feat, featT, x0, a1_pre, a1c, a2_pre, h, pooled, enc, audio;
+    ad_encoder_record *enc_rec; /* per layer (all alias [0] when nothing trains) */
+    /* decoder activations */
+    ad_tensor ids, pos, audio_rows, x, x_final, hidden, sel_rows, sel, logits, targets;
+    ad_decoder_record *dec_rec;
+    /* backward scratch */
+    ad_tensor d_a, d_b, d_c, d_ffn, d_ffn2, d_q, d_k, d_v, d_att, d_enc_a, d_enc_b, d_enc_c,
+        d_enc_ffn, d_enc_ffn2, d_enc_q, d_enc_k, d_enc_v, d_enc_att, d_pooled, d_audio, d_conv1,
+        d_conv2, d_sel, d_hidden;
+    /* the last forward's shapes, on the host */
+    int n_clips, n1, L_in, n2_in, tok_max, rows, len, n_supervised, n_audio;
+    int *clip_tokens, *clip_key_len, *row_len;
+    int32_t *host_ids, *host_pos, *host_audio_rows, *host_sel, *host_targets;
+} ad_train_graph;
+
+int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
+                  const ad_trainable *train);
+void ad_graph_free(ad_train_graph *g);
+/* Forward over a micro-batch: fills g->logits [n_supervised, vocab] (student logits of the
+ * supervised rows, in row-major order of the batch) and g->targets [n_supervised] I32. */
+int ad_graph_forward(ad_train_graph *g, const ad_batch *b);
+/* Backward from d(loss)/d(logits), which the loss op wrote into g->logits in place;
+ * accumulates into g->grads. */
+int ad_graph_backward(ad_train_graph *g);
+int ad_graph_zero_grads(ad_train_graph *g);
+
+#endif
