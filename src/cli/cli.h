@@ -20,6 +20,7 @@ bool cli_is_help(const char *arg);
 
 int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 
 #endif

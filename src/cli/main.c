@@ -11,6 +11,7 @@
 static const cli_command commands[] = {
     {"inspect", cmd_inspect, "architecture, parameter counts and tensor check of a model"},
     {"plan", cmd_plan, "size on disk a compression recipe gives, from shapes alone"},
+    {"prune", cmd_prune, "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
     {"features", cmd_features, "Whisper log-mel features of an audio file, as .npy"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -4,6 +4,7 @@
  * lengths with right-padded prompts. Also: gradients accumulate over calls, frozen parts get
  * none, and a teacher graph (nothing trainable) gives the same logits. */
 #include "backend/cpu/cpu_backward.h"
+#include "fixture_batch.h"
 #include "io/safetensors.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
@@ -12,20 +13,7 @@
 static ad_safetensors ref;
 
 static float *read_all(const char *name, int64_t *numel) {
-    const ad_st_entry *e = ad_safetensors_find(&ref, name);
-    if (!e) return NULL;
-    ad_tensor t;
-    ad_safetensors_view(&ref, e, &t);
-    *numel = ad_tensor_numel(&t);
-    float *out = malloc(sizeof(float) * (size_t)(*numel + 1));
-    ad_tensor_to_f32(&t, out);
-    return out;
-}
-
-static const int32_t *ints(const char *name) {
-    ad_tensor t;
-    ad_safetensors_view(&ref, ad_safetensors_find(&ref, name), &t);
-    return t.data;
+    return fixture_floats(&ref, name, numel);
 }
 
 static double rel_l2(const float *a, const float *b, int64_t n) {
@@ -37,30 +25,6 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-static int make_batch(ad_batch *b) {
-    const ad_st_entry *fe = ad_safetensors_find(&ref, "input.features"), *ie = ad_safetensors_find(&ref, "input.ids");
-    if (!fe || !ie) return ad_fail("fixture lacks inputs");
-    int64_t n;
-    memset(b, 0, sizeof *b);
-    b->n = (int)fe->shape[0];
-    b->n_mels = (int)fe->shape[1];
-    b->max_frames = (int)fe->shape[2];
-    b->features = read_all("input.features", &n);
-    b->max_len = (int)ie->shape[1];
-    b->frames = malloc(sizeof(int) * 2), b->len = malloc(sizeof(int) * 2), b->audio_tokens = malloc(sizeof(int) * 2);
-    b->ids = malloc(sizeof(int32_t) * (size_t)(b->n * b->max_len));
-    b->labels = malloc(sizeof(int32_t) * (size_t)(b->n * b->max_len));
-    memcpy(b->ids, ints("input.ids"), sizeof(int32_t) * (size_t)(b->n * b->max_len));
-    memcpy(b->labels, ints("input.labels"), sizeof(int32_t) * (size_t)(b->n * b->max_len));
-    for (int i = 0; i < b->n; i++) {
-        b->frames[i] = ints("input.frames")[i];
-        b->len[i] = ints("input.len")[i];
-        b->audio_tokens[i] = ad_loader_audio_tokens(b->frames[i]);
-    }
-    for (int i = 0; i < b->n * b->max_len; i++) b->supervised += b->labels[i] != AD_IGNORE_LABEL;
-    return AD_OK;
-}
-
 static void test_gradients_match_torch(void) {
     ad_backend *be;
     CHECK_OK(ad_backend_cpu_create(&be, 0));
@@ -68,9 +32,14 @@ static void test_gradients_match_torch(void) {
     ad_model m;
     CHECK_OK(ad_model_load(&m, be, AUDISTILL_FIXTURES "/tiny_a"));
     ad_batch b;
-    CHECK_OK(make_batch(&b));
-    ad_graph_limits lim = {.max_clips = 2, .max_frames = b.max_frames, .max_len = b.max_len, .max_supervised = 16};
-    ad_trainable all = {.audio_encoder = true, .projector = true, .decoder = true, .embed_tokens = true, .lm_head = true};
+    CHECK_OK(fixture_batch(&ref, &b));
+    ad_graph_limits lim = {
+        .max_clips = 2, .max_frames = b.max_frames, .max_len = b.max_len, .max_supervised = 16};
+    ad_trainable all = {.audio_encoder = true,
+                        .projector = true,
+                        .decoder = true,
+                        .embed_tokens = true,
+                        .lm_head = true};
     ad_train_graph g;
     CHECK_OK(ad_graph_init(&g, &m, &lim, &all));
     CHECK_OK(ad_graph_forward(&g, &b));
@@ -81,7 +50,8 @@ static void test_gradients_match_torch(void) {
     float *want_logits = read_all("output.logits", &n);
     CHECK(n == S * V);
     double logit_err = 0;
-    for (int64_t i = 0; i < n; i++) logit_err = fmax(logit_err, fabs((double)((float *)g.logits.data)[i] - want_logits[i]));
+    for (int64_t i = 0; i < n; i++)
+        logit_err = fmax(logit_err, fabs((double)((float *)g.logits.data)[i] - want_logits[i]));
     CHECK_MSG(logit_err <= 1e-4, "supervised logits differ by %.3g", logit_err);
 
     ad_tensor logits, targets;
@@ -91,7 +61,8 @@ static void test_gradients_match_torch(void) {
     ad_distill_sums sums = {0};
     CHECK_OK(be->distill_loss(be, &logits, &logits, NULL, &targets, &p, &sums));
     float *want_loss = read_all("output.loss", &n);
-    CHECK_MSG(fabs(sums.loss - want_loss[0]) <= 1e-5 * fabs(want_loss[0]), "loss %.7g vs %.7g", sums.loss, want_loss[0]);
+    CHECK_MSG(fabs(sums.loss - want_loss[0]) <= 1e-5 * fabs(want_loss[0]), "loss %.7g vs %.7g",
+              sums.loss, want_loss[0]);
     CHECK_OK(ad_graph_backward(&g));
 
     ad_weight_spec *specs;
@@ -110,7 +81,8 @@ static void test_gradients_match_torch(void) {
         snprintf(key, sizeof key, "grad.%s", specs[i].name);
         float *want = read_all(key, &n);
         const ad_tensor *got = ad_model_weight(&g.grads, specs[i].name);
-        CHECK_MSG(want && got && got->data && n == ad_weight_spec_numel(&specs[i]), "%s missing", specs[i].name);
+        CHECK_MSG(want && got && got->data && n == ad_weight_spec_numel(&specs[i]), "%s missing",
+                  specs[i].name);
         if (!want || !got || !got->data) continue;
         double e = rel_l2(got->data, want, n);
         CHECK_MSG(e <= 1e-4, "%s: relative L2 error %.3g", specs[i].name, e);
@@ -118,10 +90,12 @@ static void test_gradients_match_torch(void) {
         compared++;
         free(want);
     }
-    printf("compared %d parameter gradients, worst relative L2 error %.3g (%s)\n", compared, worst, worst_name);
+    printf("compared %d parameter gradients, worst relative L2 error %.3g (%s)\n", compared, worst,
+           worst_name);
 
     /* Accumulation: a second identical forward/backward doubles every gradient. */
-    const ad_tensor *g1 = ad_model_weight(&g.grads, "language_model.model.layers.0.mlp.up_proj.weight");
+    const ad_tensor *g1 =
+        ad_model_weight(&g.grads, "language_model.model.layers.0.mlp.up_proj.weight");
     int64_t nn = ad_tensor_numel(g1);
     float *once = malloc(sizeof(float) * (size_t)nn);
     memcpy(once, g1->data, sizeof(float) * (size_t)nn);
@@ -130,7 +104,8 @@ static void test_gradients_match_torch(void) {
     CHECK_OK(be->distill_loss(be, &logits, &logits, NULL, &targets, &p, &sums));
     CHECK_OK(ad_graph_backward(&g));
     double acc = 0;
-    for (int64_t i = 0; i < nn; i++) acc = fmax(acc, fabs(((float *)g1->data)[i] - 2 * once[i]));
+    for (int64_t i = 0; i < nn; i++)
+        acc = fmax(acc, fabs(((float *)g1->data)[i] - 2 * once[i]));
     CHECK_MSG(acc <= 1e-5, "accumulated gradient off by %.3g", acc);
     CHECK_OK(ad_graph_zero_grads(&g));
     CHECK(((float *)g1->data)[0] == 0.0f);
@@ -142,7 +117,8 @@ static void test_gradients_match_torch(void) {
     CHECK_OK(ad_graph_init(&t, &m, &lim, &none));
     CHECK_OK(ad_graph_forward(&t, &b));
     double teacher_err = 0;
-    for (int64_t i = 0; i < S * V; i++) teacher_err = fmax(teacher_err, fabs((double)((float *)t.logits.data)[i] - want_logits[i]));
+    for (int64_t i = 0; i < S * V; i++)
+        teacher_err = fmax(teacher_err, fabs((double)((float *)t.logits.data)[i] - want_logits[i]));
     CHECK_MSG(teacher_err <= 1e-4, "teacher logits differ by %.3g", teacher_err);
     CHECK(t.memory != NULL && t.grad_memory == NULL);
     CHECK_FAILS_WITH(ad_graph_backward(&t), "nothing is trainable");
