@@ -22,5 +22,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_features(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

@@ -754,6 +754,39 @@ static int bench(void) {
         }
         free_all();
     }
+    /* Whisper-sized conv2 and one encoder layer's attention (1500 frames, 20 heads of 64). */
+    {
+        ad_tensor cx, cw, cy;
+        tensor(&cx, 3, (int64_t[]){1, 3000, 1280}, "x");
+        tensor(&cw, 3, (int64_t[]){1280, 1280, 3}, "conv2.weight");
+        tensor(&cy, 3, (int64_t[]){1, 1500, 1280}, "y");
+        ad_tensor q, k, v, o;
+        tensor(&q, 3, (int64_t[]){1, 1500, 1280}, "q");
+        tensor(&k, 3, (int64_t[]){1, 1500, 1280}, "k");
+        tensor(&v, 3, (int64_t[]){1, 1500, 1280}, "v");
+        tensor(&o, 3, (int64_t[]){1, 1500, 1280}, "o");
+        ad_attention_params ap = {.n_heads = 20, .n_kv_heads = 20, .head_dim = 64, .scale = 0.125f};
+        ad_backend *bs[2] = {b1, b2};
+        double tc[2], ta[2];
+        for (int i = 0; i < 2; i++) {
+            tc[i] = ta[i] = 1e30;
+            for (int r = 0; r < 2; r++) {
+                double t0 = now_s();
+                bs[i]->conv1d(bs[i], &cy, &cx, &cw, NULL, 2, 1);
+                tc[i] = fmin(tc[i], now_s() - t0);
+                t0 = now_s();
+                bs[i]->attention(bs[i], &o, &q, &k, &v, &ap);
+                ta[i] = fmin(ta[i], now_s() - t0);
+            }
+        }
+        printf("conv1d [1, 3000, 1280] k3 s2 -> [1, 1500, 1280]: %.1f ms (1 thread), %.1f ms "
+               "(2 threads), %.1f GFLOP/s\n",
+               1e3 * tc[0], 1e3 * tc[1], 2.0 * 1500 * 1280 * 3840 / tc[1] * 1e-9);
+        printf("attention 1500 x 1500, 20 heads of 64: %.1f ms (1 thread), %.1f ms (2 threads), "
+               "%.1f GFLOP/s\n",
+               1e3 * ta[0], 1e3 * ta[1], 4.0 * 1500 * 1500 * 64 * 20 / ta[1] * 1e-9);
+        free_all();
+    }
     /* An OpenMP op right after a BLAS call: does the OpenBLAS pool, still spinning, slow it? */
     ad_tensor x, w, y, h;
     tensor(&x, 2, (int64_t[]){1500, 1280}, "x");

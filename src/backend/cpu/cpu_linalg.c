@@ -85,6 +85,9 @@ static int gemm(ad_backend *be, float *y, int64_t ldy, const mat_view *A, bool t
                     (int)ldy);
         return AD_OK;
     }
+    /* The conversion is serial on purpose: an OpenMP region between two BLAS calls competes
+     * with OpenBLAS's pool, whose threads still spin after the previous tile (measured: 2x
+     * slower on 2 cores), and the conversion is memory-bound anyway. */
     int64_t nb = TILE_FLOATS / K;
     if (nb < 64) nb = 64;
     if (nb > N) nb = N;
@@ -94,12 +97,10 @@ static int gemm(ad_backend *be, float *y, int64_t ldy, const mat_view *A, bool t
         const int64_t n = N - n0 < nb ? N - n0 : nb;
         if (tB) {
             /* stored [N, K]: rows n0.. of the weight become a [n, K] f32 tile */
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n * K > CPU_PARALLEL_MIN_WORK)
             for (int64_t i = 0; i < n; i++)
                 cpu_convert_f32(tile + i * K, B->data + (n0 + i) * B->ld * B->esize, B->dtype, K);
         } else {
             /* stored [K, N]: columns n0.. become a [K, n] f32 tile */
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n * K > CPU_PARALLEL_MIN_WORK)
             for (int64_t k = 0; k < K; k++)
                 cpu_convert_f32(tile + k * n, B->data + (k * B->ld + n0) * B->esize, B->dtype, n);
         }
@@ -257,8 +258,8 @@ int ad_cpu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
         float *yb = (float *)y->data + b * y->stride[0];
         for (int64_t t0 = 0; t0 < L_out; t0 += nb) {
             const int64_t n = L_out - t0 < nb ? L_out - t0 : nb;
-            /* im2col: row t is input steps t*stride - padding + [0, K), zero outside [0, L). */
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n * KC > CPU_PARALLEL_MIN_WORK)
+            /* im2col: row t is input steps t*stride - padding + [0, K), zero outside [0, L).
+             * Serial between GEMMs for the reason given in gemm(). */
             for (int64_t i = 0; i < n; i++) {
                 const int64_t start = (t0 + i) * stride - padding;
                 for (int64_t k = 0; k < K; k++) {

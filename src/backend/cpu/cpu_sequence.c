@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
@@ -120,73 +121,82 @@ static int check_attention(const ad_tensor *out, const ad_tensor *q, const ad_te
     return AD_OK;
 }
 
+/* One (batch, head, block of query rows) of attention, single-threaded: scores = scale * Q K^T
+ * over the keys any row of the block can see, masked softmax per row, out = P V. */
+static void attend_block(const ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                         const ad_tensor *v, const ad_attention_params *p, const int64_t ld[4],
+                         int64_t b, int h, int64_t i0, int64_t nq, float *scores) {
+    const int64_t D = p->head_dim, hq = (int64_t)h * D;
+    const int64_t hk = (int64_t)(h / (p->n_heads / p->n_kv_heads)) * D;
+    const float *qr = (const float *)q->data + b * q->stride[0] + i0 * ld[0] + hq;
+    const float *kb = (const float *)k->data + b * k->stride[0] + hk;
+    const float *vb = (const float *)v->data + b * v->stride[0] + hk;
+    float *orow = (float *)out->data + b * out->stride[0] + i0 * ld[3] + hq;
+    int64_t kmax = p->key_len ? p->key_len[b] : k->shape[1]; /* keys any row here can see */
+    if (p->causal && p->q_offset + i0 + nq < kmax) kmax = p->q_offset + i0 + nq;
+    if (kmax <= 0) {
+        /* No visible key at all: zero output rather than 0/0. */
+        for (int64_t i = 0; i < nq; i++)
+            memset(orow + i * ld[3], 0, (size_t)D * sizeof(float));
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)kmax, (int)D, p->scale, qr,
+                (int)ld[0], kb, (int)ld[1], 0.0f, scores, (int)kmax);
+    for (int64_t i = 0; i < nq; i++) {
+        float *s = scores + i * kmax;
+        int64_t lim = kmax;
+        if (p->causal && p->q_offset + i0 + i + 1 < lim) lim = p->q_offset + i0 + i + 1;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < lim; j++)
+            mx = s[j] > mx ? s[j] : mx;
+        double sum = 0;
+        for (int64_t j = 0; j < lim; j++) {
+            s[j] = expf(s[j] - mx);
+            sum += s[j];
+        }
+        for (int64_t j = 0; j < lim; j++)
+            s[j] = (float)(s[j] / sum);
+        for (int64_t j = lim; j < kmax; j++)
+            s[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)D, (int)kmax, 1.0f, scores,
+                (int)kmax, vb, (int)ld[2], 0.0f, orow, (int)ld[3]);
+}
+
 int ad_cpu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
                      const ad_tensor *v, const ad_attention_params *p) {
     const char *op = "attention";
     AD_TRY(check_attention(out, q, k, v, p));
-    const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1], D = p->head_dim;
+    const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1];
     if (B == 0 || Tq == 0) return AD_OK;
-    int64_t ldq, ldk, ldv, ldo;
-    AD_TRY(row_ld(op, q, &ldq));
-    AD_TRY(row_ld(op, k, &ldk));
-    AD_TRY(row_ld(op, v, &ldv));
-    AD_TRY(row_ld(op, out, &ldo));
-    const int group = p->n_heads / p->n_kv_heads;
-    const int n_threads = cpu_of(be)->n_threads;
+    int64_t ld[4];
+    AD_TRY(row_ld(op, q, &ld[0]));
+    AD_TRY(row_ld(op, k, &ld[1]));
+    AD_TRY(row_ld(op, v, &ld[2]));
+    AD_TRY(row_ld(op, out, &ld[3]));
     int64_t qb = Tk > 0 ? ATTN_BLOCK_FLOATS / Tk : Tq;
     if (qb < 1) qb = 1;
     if (qb > Tq) qb = Tq;
-    float *scores = NULL;
-    cpu_blas_threads(be);
-    if (Tk > 0)
-        AD_TRY(
-            cpu_scratch(be, CPU_SCRATCH_COLS, (size_t)(qb * Tk) * sizeof(float), (void **)&scores));
-    for (int64_t b = 0; b < B; b++) {
-        const float *qb_ = (const float *)q->data + b * q->stride[0];
-        const float *kb = (const float *)k->data + b * k->stride[0];
-        const float *vb = (const float *)v->data + b * v->stride[0];
-        float *ob = (float *)out->data + b * out->stride[0];
-        const int64_t valid = p->key_len ? p->key_len[b] : Tk;
-        for (int h = 0; h < p->n_heads; h++) {
-            const int64_t hq = (int64_t)h * D, hk = (int64_t)(h / group) * D;
-            for (int64_t i0 = 0; i0 < Tq; i0 += qb) {
-                const int64_t nq = Tq - i0 < qb ? Tq - i0 : qb;
-                int64_t kmax = valid; /* keys any row of this block can see */
-                if (p->causal && p->q_offset + i0 + nq < kmax) kmax = p->q_offset + i0 + nq;
-                if (kmax <= 0) {
-                    /* No visible key at all: zero output rather than 0/0. */
-                    for (int64_t i = 0; i < nq; i++)
-                        memset(ob + (i0 + i) * ldo + hq, 0, (size_t)D * sizeof(float));
-                    continue;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)kmax, (int)D,
-                            p->scale, qb_ + i0 * ldq + hq, (int)ldq, kb + hk, (int)ldk, 0.0f,
-                            scores, (int)kmax);
-#pragma omp parallel for num_threads(n_threads)                                                    \
-    schedule(static) if (nq * kmax > CPU_PARALLEL_MIN_WORK)
-                for (int64_t i = 0; i < nq; i++) {
-                    float *s = scores + i * kmax;
-                    int64_t lim = kmax;
-                    if (p->causal && p->q_offset + i0 + i + 1 < lim) lim = p->q_offset + i0 + i + 1;
-                    float mx = -INFINITY;
-                    for (int64_t j = 0; j < lim; j++)
-                        mx = s[j] > mx ? s[j] : mx;
-                    double sum = 0;
-                    for (int64_t j = 0; j < lim; j++) {
-                        s[j] = expf(s[j] - mx);
-                        sum += s[j];
-                    }
-                    for (int64_t j = 0; j < lim; j++)
-                        s[j] = (float)(s[j] / sum);
-                    for (int64_t j = lim; j < kmax; j++)
-                        s[j] = 0.0f;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)D, (int)kmax,
-                            1.0f, scores, (int)kmax, vb + hk, (int)ldv, 0.0f, ob + i0 * ldo + hq,
-                            (int)ldo);
-            }
-        }
+    const int64_t n_blocks = (Tq + qb - 1) / qb, jobs = B * p->n_heads * n_blocks;
+    int nt = cpu_of(be)->n_threads;
+    if (jobs < nt) nt = (int)jobs;
+    float *scores;
+    AD_TRY(cpu_scratch(be, CPU_SCRATCH_COLS,
+                       (size_t)nt * (size_t)(qb * (Tk > 0 ? Tk : 1)) * sizeof(float),
+                       (void **)&scores));
+    /* Blocks run in parallel, each with single-threaded BLAS (OpenBLAS's advice for threaded
+     * callers): alternating BLAS-threaded GEMMs with an OpenMP softmax per head made the two
+     * thread pools compete, and 2 threads were slower than 1. */
+    if (nt > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t job = 0; job < jobs; job++) {
+        const int64_t b = job / (p->n_heads * n_blocks), blk = job % n_blocks;
+        const int h = (int)(job / n_blocks % p->n_heads);
+        const int64_t i0 = blk * qb, nq = Tq - i0 < qb ? Tq - i0 : qb;
+        attend_block(out, q, k, v, p, ld, b, h, i0, nq,
+                     scores + (size_t)omp_get_thread_num() * (size_t)(qb * (Tk > 0 ? Tk : 1)));
     }
+    cpu_blas_threads(be);
     return AD_OK;
 }
 
