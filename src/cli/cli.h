@@ -23,5 +23,6 @@ int cmd_plan(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_translate(int argc, char **argv);
 
 #endif

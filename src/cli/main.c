@@ -14,6 +14,7 @@ static const cli_command commands[] = {
     {"prune", cmd_prune, "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
     {"features", cmd_features, "Whisper log-mel features of an audio file, as .npy"},
     {"tokenize", cmd_tokenize, "Qwen2 byte-level BPE: text lines to ids, or ids to text"},
+    {"translate", cmd_translate, "speech to German or Chinese text with a (compressed) model"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

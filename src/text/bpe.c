@@ -146,19 +146,13 @@ static bool pairs_get(const pair_map *p, int a, int b, int *rank, int *merged) {
 
 /* ---- the tokenizer --------------------------------------------------------------------- */
 
-typedef struct {
-    char *content;
-    int id;
-    bool special;
-} added_token;
-
 struct ad_tokenizer {
     str_map vocab;      /* byte-level string -> id */
     char **id_to_token; /* id -> byte-level string (base) or content (added) */
     bool *is_added, *is_special;
     int size;
     pair_map merges;
-    added_token *added;
+    ad_added_token *added;
     int n_added;
     pcre2_code *re;
     pcre2_match_data *match;
@@ -267,7 +261,7 @@ static int load_merges(ad_tokenizer *t, const char *path) {
 static int add_token(ad_tokenizer *t, const char *content, int id, bool special) {
     for (int i = 0; i < t->n_added; i++)
         if (strcmp(t->added[i].content, content) == 0) return AD_OK;
-    added_token *g = ad_realloc(t->added, sizeof *g * (size_t)(t->n_added + 1), "added tokens");
+    ad_added_token *g = ad_realloc(t->added, sizeof *g * (size_t)(t->n_added + 1), "added tokens");
     if (!g) return AD_ERR;
     t->added = g;
     t->added[t->n_added].content = ad_strdup(content, "added token");
@@ -614,4 +608,9 @@ int ad_tokenizer_decode(const ad_tokenizer *t, const int32_t *ids, int n, int sk
     free(bytes);
     *text = out;
     return AD_OK;
+}
+
+int ad_tokenizer_added_tokens(const ad_tokenizer *t, const ad_added_token **tokens) {
+    *tokens = t->added;
+    return t->n_added;
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/hf_config.h"
+
 typedef struct ad_tokenizer ad_tokenizer;
 
 /* dir holds vocab.json and merges.txt, and optionally tokenizer_config.json whose
@@ -26,5 +28,8 @@ int ad_tokenizer_encode(ad_tokenizer *t, const char *text, size_t len, int32_t *
  * tokens marked special. */
 int ad_tokenizer_decode(const ad_tokenizer *t, const int32_t *ids, int n, int skip_special,
                         char **text);
+
+/* The added tokens (content, id, special), valid while the tokenizer lives. Returns the count. */
+int ad_tokenizer_added_tokens(const ad_tokenizer *t, const ad_added_token **tokens);
 
 #endif
