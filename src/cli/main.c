@@ -12,6 +12,8 @@ static const cli_command commands[] = {
     {"inspect", cmd_inspect, "architecture, parameter counts and tensor check of a model"},
     {"plan", cmd_plan, "size on disk a compression recipe gives, from shapes alone"},
     {"prune", cmd_prune, "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
+    {"synth", cmd_synth, "synthetic speech-translation corpus (espeak-ng), ACL 60/60 layout"},
+    {"segment", cmd_segment, "split a long recording into segments (energy VAD) as YAML"},
     {"features", cmd_features, "Whisper log-mel features of an audio file, as .npy"},
     {"tokenize", cmd_tokenize, "Qwen2 byte-level BPE: text lines to ids, or ids to text"},
     {"translate", cmd_translate, "speech to German or Chinese text with a (compressed) model"},
