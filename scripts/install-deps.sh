@@ -13,7 +13,7 @@ DEBIAN_PACKAGES=(
   gnuplot-nox espeak-ng sox
   python3 python3-pip
 )
-PYPI_PACKAGES=(numpy safetensors h5py)
+PYPI_PACKAGES=(numpy safetensors h5py tensorboard)
 PYPI_FIXTURE_PACKAGES=(torch transformers)
 
 want_fixtures=0

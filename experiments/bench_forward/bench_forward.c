@@ -3,6 +3,7 @@
  *   bench_forward MODEL_DIR INPUTS.safetensors ITERATIONS THREADS
  * INPUTS holds features [1, mel, frames] F32, frames [1] I32 (valid frames), input_ids [T] I32.
  * Prints the median milliseconds per forward. */
+#include "backend/cpu/cpu_tune.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ static int die(void) {
 }
 
 int main(int argc, char **argv) {
+    ad_cpu_tune_process(argv); /* as the audistill command does */
     if (argc != 5) {
         fprintf(stderr, "usage: bench_forward MODEL_DIR INPUTS.safetensors ITERATIONS THREADS\n");
         return 2;

@@ -1,8 +1,11 @@
 /* Entry point: global options (--log-level, --version) and dispatch to one command. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "backend/cpu/cpu_tune.h"
 #include "cli/cli.h"
 #include "core/log.h"
 
@@ -11,12 +14,14 @@
 static const cli_command commands[] = {
     {"inspect", cmd_inspect, "architecture, parameter counts and tensor check of a model"},
     {"plan", cmd_plan, "size on disk a compression recipe gives, from shapes alone"},
-    {"prune", cmd_prune, "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
+    {"prune", cmd_prune,
+     "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
     {"synth", cmd_synth, "synthetic speech-translation corpus (espeak-ng), ACL 60/60 layout"},
     {"segment", cmd_segment, "split a long recording into segments (energy VAD) as YAML"},
     {"features", cmd_features, "Whisper log-mel features of an audio file, as .npy"},
     {"tokenize", cmd_tokenize, "Qwen2 byte-level BPE: text lines to ids, or ids to text"},
     {"translate", cmd_translate, "speech to German or Chinese text with a (compressed) model"},
+    {"train", cmd_train, "distill (KL + cross-entropy) or fine-tune a student from a YAML job"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
@@ -50,6 +55,7 @@ static void print_usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    ad_cpu_tune_process(argv);
     int i = 1;
     while (i < argc && argv[i][0] == '-') {
         if (cli_is_help(argv[i])) {

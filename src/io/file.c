@@ -276,3 +276,50 @@ int ad_mkdir_p(const char *path) {
     if (!ad_is_directory(path)) return ad_fail("%s exists and is not a directory", path);
     return AD_OK;
 }
+
+static uint32_t crc_update(const uint32_t *table, uint32_t crc, const unsigned char *p, size_t n) {
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++)
+        crc = table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void crc_table(uint32_t *table, uint32_t poly) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? poly ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+}
+
+uint32_t ad_crc32(uint32_t crc, const void *data, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    if (!ready)
+        crc_table(table, 0xEDB88320u), ready = 1; /* idempotent: a race writes equal values */
+    return crc_update(table, crc, data, n);
+}
+
+uint32_t ad_crc32c(uint32_t crc, const void *data, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    if (!ready) crc_table(table, 0x82F63B78u), ready = 1;
+    return crc_update(table, crc, data, n);
+}
+
+int ad_file_crc32(const char *path, uint32_t *crc, uint64_t *size) {
+    FILE *f = ad_fopen(path, "rb");
+    if (!f) return AD_ERR;
+    unsigned char buf[1 << 16];
+    size_t n;
+    *crc = 0;
+    *size = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        *crc = ad_crc32(*crc, buf, n);
+        *size += n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    return bad ? ad_fail("read error on %s", path) : AD_OK;
+}

@@ -45,6 +45,13 @@ void ad_atomic_abort(ad_atomic_file *a);
 /* Write a whole buffer atomically. */
 int ad_write_file_atomic(const char *path, const void *data, size_t size);
 
+/* CRC-32 (IEEE, as zlib) and CRC-32C (Castagnoli, as TFRecord uses), continuing from `crc`
+ * (0 to start). */
+uint32_t ad_crc32(uint32_t crc, const void *data, size_t n);
+uint32_t ad_crc32c(uint32_t crc, const void *data, size_t n);
+/* CRC-32 of a whole file. */
+int ad_file_crc32(const char *path, uint32_t *crc, uint64_t *size);
+
 bool ad_path_exists(const char *path);
 bool ad_is_directory(const char *path);
 /* dir + "/" + name into a new string (caller frees). */

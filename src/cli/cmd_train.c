@@ -1,0 +1,58 @@
+/* audistill train: distillation (or cross-entropy) training from a YAML job file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "io/yaml.h"
+#include "train/trainer.h"
+
+static const char *usage = "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
+                           "[--force] [--stop-after N] [--quiet]";
+
+static void print_help(void) {
+    printf("usage: %s\n\n"
+           "Trains the job's student on a prepared set, from its teacher (KL + cross-entropy) or\n"
+           "on the references alone (no teacher). --resume auto continues from the newest\n"
+           "complete checkpoint in the output directory (a fresh start when there is none);\n"
+           "a job config that differs from the checkpoint's is refused unless --force.\n"
+           "--stop-after N checkpoints and exits after N steps of this invocation.\n"
+           "Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/, OUTPUT/checkpoints/ and\n"
+           "OUTPUT/final/ (a model directory). Job file keys:\n",
+           usage);
+    ad_yaml_describe(ad_train_job_fields, 2, stdout);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *job_path = NULL;
+    ad_train_run_options opts = {0};
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            print_help();
+            return 0;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            job_path = argv[++i];
+        } else if (!strcmp(argv[i], "--resume") && i + 1 < argc) {
+            opts.resume = argv[++i];
+        } else if (!strcmp(argv[i], "--force")) {
+            opts.force = true;
+        } else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) {
+            opts.stop_after = atoll(argv[++i]);
+            if (opts.stop_after < 1)
+                return cli_usage_error("train", usage, "--stop-after needs a positive step count");
+        } else if (!strcmp(argv[i], "--quiet")) {
+            opts.quiet = true;
+        } else {
+            return cli_usage_error("train", usage, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!job_path) return cli_usage_error("train", usage, "--config JOB.yaml is required");
+    ad_yaml_doc doc;
+    ad_train_job job;
+    if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("train");
+    int rc = ad_yaml_bind(&doc, doc.root, ad_train_job_fields, &job, "") < 0 ||
+             ad_train_run(&doc, &job, &opts) < 0;
+    if (rc) cli_fail("train");
+    ad_yaml_free(&doc);
+    return rc;
+}

@@ -1,0 +1,817 @@
+#include "train/trainer.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "dist/comm.h"
+#include "io/file.h"
+#include "model/train_graph.h"
+#include "model/weights.h"
+#include "train/checkpoint.h"
+#include "train/loader.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+
+static const ad_field data_fields[] = {
+    {.key = "train",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_train_data, train),
+     .required = true,
+     .help = "prepared training set (audistill prepare)"},
+    {.key = "dev",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_train_data, dev),
+     .help = "prepared dev set for periodic evaluation"},
+    {.key = "langs",
+     .type = AD_FIELD_STRING_LIST,
+     .offset = offsetof(ad_train_data, langs),
+     .help = "target languages (default de, zh)"},
+    {0},
+};
+
+static const ad_field train_fields[] = {
+    {.key = "steps",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, steps),
+     .default_value = "1000",
+     .min = 1,
+     .max = 1e9},
+    {.key = "batch",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, batch),
+     .default_value = "8",
+     .min = 1,
+     .max = 1e6,
+     .help = "examples per optimizer step (all ranks)"},
+    {.key = "micro_batch",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, micro_batch),
+     .default_value = "8",
+     .min = 1,
+     .max = 1e6,
+     .help = "examples per forward/backward (gradient accumulation)"},
+    {.key = "lr",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, lr),
+     .default_value = "3e-4",
+     .min = 0,
+     .max = 10},
+    {.key = "min_lr_ratio",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, min_lr_ratio),
+     .default_value = "0.1",
+     .min = 0,
+     .max = 1},
+    {.key = "warmup",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, warmup),
+     .default_value = "0",
+     .min = 0,
+     .max = 1e9},
+    {.key = "schedule",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, schedule),
+     .default_value = "cosine",
+     .choices = "cosine|linear|constant"},
+    {.key = "weight_decay",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, weight_decay),
+     .default_value = "0.01",
+     .min = 0,
+     .max = 10},
+    {.key = "beta1",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, beta1),
+     .default_value = "0.9",
+     .min = 0,
+     .max = 0.999999},
+    {.key = "beta2",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, beta2),
+     .default_value = "0.999",
+     .min = 0,
+     .max = 0.999999},
+    {.key = "eps",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, eps),
+     .default_value = "1e-8",
+     .min = 0,
+     .max = 1},
+    {.key = "clip",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, clip),
+     .default_value = "1.0",
+     .min = 0,
+     .max = 1e9,
+     .help = "max global gradient norm (0 = off)"},
+    {.key = "seed",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, seed),
+     .default_value = "1234"},
+    {.key = "trainable",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, trainable),
+     .default_value = "all",
+     .choices = "all|decoder|no_audio_encoder|no_embeddings"},
+    {.key = "log_every",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, log_every),
+     .default_value = "10",
+     .min = 1,
+     .max = 1e9},
+    {.key = "eval_every",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, eval_every),
+     .default_value = "0",
+     .min = 0,
+     .max = 1e9,
+     .help = "dev loss every N steps (0 = off)"},
+    {.key = "eval_segments",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, eval_segments),
+     .default_value = "32",
+     .min = 1,
+     .max = 1e9},
+    {.key = "checkpoint_every",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, checkpoint_every),
+     .default_value = "100",
+     .min = 1,
+     .max = 1e9},
+    {.key = "keep_checkpoints",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, keep_checkpoints),
+     .default_value = "3",
+     .min = 1,
+     .max = 1e6},
+    {.key = "threads",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, threads),
+     .default_value = "0",
+     .min = 0,
+     .max = 1024},
+    {.key = "max_len",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, max_len),
+     .default_value = "512",
+     .min = 8,
+     .max = 1 << 20,
+     .help = "longest prompt + target in tokens"},
+    {.key = "max_frames",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, max_frames),
+     .default_value = "3000",
+     .min = 3,
+     .max = 3000,
+     .help = "longest clip in mel frames"},
+    {0},
+};
+
+static const ad_field distill_fields[] = {
+    {.key = "alpha",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_distill_options, alpha),
+     .default_value = "0.5",
+     .min = 0,
+     .max = 1,
+     .help = "weight of the KL term (needs a teacher)"},
+    {.key = "temperature",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_distill_options, temperature),
+     .default_value = "1.0",
+     .min = 0.01,
+     .max = 100},
+    {.key = "kind",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_distill_options, kind),
+     .default_value = "forward",
+     .choices = "forward|reverse|skew_forward|skew_reverse"},
+    {.key = "skew",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_distill_options, skew),
+     .default_value = "0.1",
+     .min = 0,
+     .max = 0.99},
+    {0},
+};
+
+const ad_field ad_train_job_fields[] = {
+    {.key = "student",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_train_job, student),
+     .required = true,
+     .help = "student model directory (initial weights)"},
+    {.key = "teacher",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_train_job, teacher),
+     .help = "teacher model directory (omit for cross-entropy only)"},
+    {.key = "output",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_train_job, output),
+     .required = true,
+     .help = "run directory: checkpoints, metrics, final model"},
+    {.key = "data",
+     .type = AD_FIELD_SECTION,
+     .offset = offsetof(ad_train_job, data),
+     .section = data_fields},
+    {.key = "train",
+     .type = AD_FIELD_SECTION,
+     .offset = offsetof(ad_train_job, train),
+     .section = train_fields},
+    {.key = "distill",
+     .type = AD_FIELD_SECTION,
+     .offset = offsetof(ad_train_job, distill),
+     .section = distill_fields},
+    {0},
+};
+
+/* Keys that may change between a checkpoint and its resumption (they change no result). */
+static const char *RESUMABLE_KEYS[] = {"train.steps",
+                                       "train.log_every",
+                                       "train.eval_every",
+                                       "train.checkpoint_every",
+                                       "train.keep_checkpoints",
+                                       "train.threads",
+                                       NULL};
+
+/* ---- the job config as flat key=value lines, its hash ---------------------------------- */
+
+static void flatten(const ad_yaml_node *n, const char *prefix, cJSON *out) {
+    if (!n) return;
+    if (n->kind == AD_YAML_MAPPING) {
+        for (int i = 0; i < n->count; i++) {
+            char key[512];
+            snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", n->keys[i]);
+            flatten(n->children[i], key, out);
+        }
+    } else if (n->kind == AD_YAML_SEQUENCE) {
+        char v[2048] = "[";
+        size_t w = 1;
+        for (int i = 0; i < n->count && w < sizeof v - 8; i++)
+            w += (size_t)snprintf(v + w, sizeof v - w, "%s%s", i ? ", " : "",
+                                  n->children[i]->kind == AD_YAML_SCALAR ? n->children[i]->value
+                                                                         : "...");
+        snprintf(v + w, sizeof v - w, "]");
+        cJSON_AddStringToObject(out, prefix, v);
+    } else {
+        cJSON_AddStringToObject(out, prefix, n->value);
+    }
+}
+
+static bool resumable(const char *key) {
+    for (int i = 0; RESUMABLE_KEYS[i]; i++)
+        if (!strcmp(key, RESUMABLE_KEYS[i])) return true;
+    return false;
+}
+
+static uint64_t config_hash(const cJSON *flat) {
+    uint64_t h = 1469598103934665603ull;
+    for (const cJSON *kv = flat->child; kv; kv = kv->next) {
+        if (resumable(kv->string)) continue;
+        for (const char *p = kv->string; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        h = (h ^ '=') * 1099511628211ull;
+        for (const char *p = kv->valuestring; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        h = (h ^ '\n') * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Lists the keys whose values differ (ignoring the resumable ones) into buf. */
+static int config_diff(const cJSON *a, const cJSON *b, char *buf, size_t size) {
+    int n = 0;
+    size_t w = 0;
+    buf[0] = '\0';
+    for (int pass = 0; pass < 2; pass++) {
+        const cJSON *x = pass ? b : a, *y = pass ? a : b;
+        for (const cJSON *kv = x->child; kv; kv = kv->next) {
+            if (resumable(kv->string)) continue;
+            const cJSON *o = cJSON_GetObjectItemCaseSensitive(y, kv->string);
+            if (pass == 1 && o) continue; /* reported in the first pass */
+            if (o && cJSON_IsString(o) && !strcmp(o->valuestring, kv->valuestring)) continue;
+            n++;
+            if (w < size)
+                w += (size_t)snprintf(buf + w, size - w, "%s%s (checkpoint: %s, job: %s)",
+                                      n > 1 ? "; " : "", kv->string,
+                                      pass ? "absent" : kv->valuestring,
+                                      pass ? kv->valuestring : (o ? o->valuestring : "absent"));
+        }
+    }
+    return n;
+}
+
+/* ---- parameters ------------------------------------------------------------------------ */
+
+typedef struct {
+    ad_weight_spec *specs;
+    int n_specs;
+    ad_param_ref *params; /* trainable tensors */
+    int n_params;
+} param_table;
+
+static int build_params(ad_train_graph *g, param_table *t) {
+    memset(t, 0, sizeof *t);
+    AD_TRY(ad_weight_specs(&g->m->cfg, &t->specs, &t->n_specs));
+    t->params = ad_calloc((size_t)t->n_specs, sizeof *t->params, "parameters");
+    if (!t->params) return AD_ERR;
+    for (int i = 0; i < t->n_specs; i++) {
+        ad_tensor *w = ad_model_weight(g->m, t->specs[i].name),
+                  *d = ad_model_weight(&g->grads, t->specs[i].name);
+        if (!w || !d) return ad_fail("internal: no weight %s", t->specs[i].name);
+        if (!d->data) continue;
+        if (w->device != AD_DEVICE_CPU || w->dtype != AD_F32)
+            return ad_fail("training: the optimizer runs on host fp32 weights (got %s)",
+                           ad_dtype_name(w->dtype));
+        ad_param_ref *p = &t->params[t->n_params++];
+        p->name = t->specs[i].name;
+        p->param = w->data;
+        p->grad = d->data;
+        p->n = ad_weight_spec_numel(&t->specs[i]);
+        p->decay = ad_param_decays(p->name, t->specs[i].ndim);
+        p->m = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        p->v = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        if (!p->m || !p->v) return AD_ERR;
+    }
+    return AD_OK;
+}
+
+static void free_params(param_table *t) {
+    for (int i = 0; i < t->n_params; i++)
+        free(t->params[i].m), free(t->params[i].v);
+    free(t->params);
+    free(t->specs);
+    memset(t, 0, sizeof *t);
+}
+
+/* Model tensors (all weights, HF names) and optimizer tensors (moments of the trainable ones). */
+static int checkpoint_items(ad_model *m, const param_table *t, ad_st_write_item **model_items,
+                            ad_st_write_item **opt_items, char ***names) {
+    *model_items = ad_calloc((size_t)t->n_specs, sizeof **model_items, "checkpoint");
+    *opt_items = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **opt_items, "checkpoint");
+    *names = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **names, "checkpoint");
+    if (!*model_items || !*opt_items || !*names) return AD_ERR;
+    for (int i = 0; i < t->n_specs; i++) {
+        const ad_weight_spec *s = &t->specs[i];
+        const ad_tensor *w = ad_model_weight(m, s->name);
+        (*model_items)[i] = (ad_st_write_item){
+            s->name, AD_F32, s->ndim, {s->shape[0], s->shape[1], s->shape[2]}, w->data};
+    }
+    for (int i = 0; i < t->n_params; i++) {
+        const ad_param_ref *p = &t->params[i];
+        for (int k = 0; k < 2; k++) {
+            char *name = ad_malloc(strlen(p->name) + 16, "checkpoint");
+            if (!name) return AD_ERR;
+            sprintf(name, "%s.%s", p->name, k ? "exp_avg_sq" : "exp_avg");
+            (*names)[2 * i + k] = name;
+            (*opt_items)[2 * i + k] = (ad_st_write_item){name, AD_F32, 1, {p->n}, k ? p->v : p->m};
+        }
+    }
+    return AD_OK;
+}
+
+static int load_moments(const char *ckpt_dir, param_table *t) {
+    char *path = ad_path_join(ckpt_dir, "optimizer.safetensors");
+    ad_safetensors st;
+    int rc = path ? ad_safetensors_open(&st, path) : AD_ERR;
+    free(path);
+    AD_TRY(rc);
+    for (int i = 0; i < t->n_params && rc == AD_OK; i++) {
+        ad_param_ref *p = &t->params[i];
+        char name[256];
+        snprintf(name, sizeof name, "%s.exp_avg", p->name);
+        rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->m);
+        snprintf(name, sizeof name, "%s.exp_avg_sq", p->name);
+        if (rc == AD_OK) rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->v);
+    }
+    ad_safetensors_close(&st);
+    return rc < 0 ? ad_fail_context("resuming the optimizer (was the trainable set changed?)")
+                  : AD_OK;
+}
+
+static int copy_files(const char *from, const char *to) {
+    static const char *names[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
+                                  "preprocessor_config.json", "generation_config.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *src = ad_path_join(from, names[i]), *dst = ad_path_join(to, names[i]), *data = NULL;
+        size_t len;
+        int rc = src && dst ? AD_OK : AD_ERR;
+        if (rc == AD_OK && ad_path_exists(src))
+            rc = ad_read_file(src, 64u << 20, &data, &len) < 0
+                     ? AD_ERR
+                     : ad_write_file_atomic(dst, data, len);
+        free(src), free(dst), free(data);
+        AD_TRY(rc);
+    }
+    return AD_OK;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const ad_train_job *job;
+    ad_backend *be;
+    ad_model student, teacher;
+    bool has_teacher;
+    ad_train_graph sg, tg;
+    ad_loader loader;
+    ad_batch *micro;
+    int n_micro_cap;
+    param_table params;
+    ad_distill_params dp;
+    ad_metrics metrics;
+    ad_comm *comm;
+    cJSON *flat;
+    const char *langs[AD_LOADER_MAX_LANGS];
+    int n_langs;
+} run_ctx;
+
+static int limits_for(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
+    const int frames = (int)(job->train.max_frames < 2 * cfg->max_source_positions
+                                 ? job->train.max_frames
+                                 : 2 * cfg->max_source_positions);
+    *lim = (ad_graph_limits){.max_clips = (int)job->train.micro_batch,
+                             .max_frames = frames,
+                             .max_len = (int)job->train.max_len,
+                             .max_supervised = (int)(job->train.micro_batch * job->train.max_len)};
+    return AD_OK;
+}
+
+static ad_kl_kind kl_kind(const char *s) {
+    if (!strcmp(s, "reverse")) return AD_KL_REVERSE;
+    if (!strcmp(s, "skew_forward")) return AD_KL_SKEW_FORWARD;
+    if (!strcmp(s, "skew_reverse")) return AD_KL_SKEW_REVERSE;
+    return AD_KL_FORWARD;
+}
+
+/* Forward (+ teacher) and loss for one micro-batch; backward when `train`. */
+static int micro_step(run_ctx *r, ad_batch *b, double grad_scale, bool train,
+                      ad_distill_sums *sums) {
+    ad_train_graph *g = &r->sg;
+    if (b->max_frames > g->lim.max_frames)
+        b->max_frames = g->lim.max_frames; /* the model's window */
+    if (b->max_len > g->lim.max_len)
+        return ad_fail("an example has %d tokens, more than train.max_len %d", b->max_len,
+                       g->lim.max_len);
+    AD_TRY(ad_graph_forward(g, b));
+    const int S = g->n_supervised;
+    const int64_t V = r->student.cfg.vocab_size;
+    ad_tensor logits, targets, tlogits;
+    ad_tensor_init(&logits, g->logits.data, AD_F32, g->logits.device, 2, (int64_t[]){S, V},
+                   "student logits");
+    ad_tensor_init(&targets, g->targets.data, AD_I32, g->targets.device, 1, (int64_t[]){S},
+                   "targets");
+    ad_distill_params p = r->dp;
+    p.grad_scale = (float)grad_scale;
+    const ad_tensor *teacher = NULL;
+    if (r->has_teacher && p.alpha > 0) {
+        AD_TRY(ad_graph_forward(&r->tg, b));
+        ad_tensor_init(&tlogits, r->tg.logits.data, AD_F32, r->tg.logits.device, 2,
+                       (int64_t[]){S, V}, "teacher logits");
+        teacher = &tlogits;
+    }
+    AD_TRY(r->be->distill_loss(r->be, &logits, &logits, teacher, &targets, &p, sums));
+    return train ? ad_graph_backward(g) : AD_OK;
+}
+
+static int evaluate(run_ctx *r, double *loss, double *kl, double *ce) {
+    const ad_train_job *job = r->job;
+    ad_loader dev;
+    AD_TRY(ad_loader_open(&dev, job->data.dev, r->n_langs, r->langs,
+                          r->student.cfg.audio_token_index, 0, false));
+    ad_distill_sums sums = {0};
+    int rc = AD_OK;
+    int64_t total = job->train.eval_segments * r->n_langs < dev.n_examples
+                        ? job->train.eval_segments * r->n_langs
+                        : dev.n_examples;
+    int32_t ex[1024];
+    ad_batch b = {0};
+    for (int64_t done = 0; done < total && rc == AD_OK;) {
+        int want = (int)(total - done < job->train.micro_batch ? total - done
+                                                               : job->train.micro_batch),
+            n;
+        rc = ad_loader_next(&dev, want, 0, 1, ex, &n);
+        if (rc == AD_OK) rc = ad_loader_fill(&dev, ex, n, &b);
+        if (rc == AD_OK) rc = micro_step(r, &b, 0.0, false, &sums);
+        done += n;
+    }
+    ad_batch_free(&b);
+    ad_loader_close(&dev);
+    AD_TRY(rc);
+    *loss = sums.loss / (double)(sums.rows ? sums.rows : 1);
+    *kl = sums.kl / (double)(sums.rows ? sums.rows : 1);
+    *ce = sums.ce / (double)(sums.rows ? sums.rows : 1);
+    return AD_OK;
+}
+
+static int save_checkpoint(run_ctx *r, int64_t step) {
+    ad_st_write_item *mi = NULL, *oi = NULL;
+    char **names = NULL;
+    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names);
+    char *config = rc == AD_OK ? ad_model_config_to_json(&r->student.cfg, NULL) : NULL;
+    cJSON *state = cJSON_CreateObject();
+    cJSON_AddNumberToObject(state, "epoch", (double)r->loader.cursor.epoch);
+    cJSON_AddNumberToObject(state, "position", (double)r->loader.cursor.position);
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)config_hash(r->flat));
+    cJSON_AddStringToObject(state, "config_hash", hash);
+    cJSON_AddItemToObject(state, "config", cJSON_Duplicate(r->flat, 1));
+    char *state_text = cJSON_PrintUnformatted(state);
+    cJSON_Delete(state);
+    if (rc == AD_OK && config && state_text)
+        rc = ad_checkpoint_save(r->job->output, step, mi, r->params.n_specs, oi,
+                                2 * r->params.n_params, config, state_text,
+                                (int)r->job->train.keep_checkpoints);
+    else
+        rc = AD_ERR;
+    for (int i = 0; names && i < 2 * r->params.n_params; i++)
+        free(names[i]);
+    free(names), free(mi), free(oi), free(config), free(state_text);
+    return rc;
+}
+
+static int write_final(run_ctx *r) {
+    char dir[4200], tmp[4300];
+    snprintf(dir, sizeof dir, "%s/final", r->job->output);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+    AD_TRY(ad_mkdir_p(tmp));
+    ad_st_write_item *mi = NULL, *oi = NULL;
+    char **names = NULL;
+    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    ad_st_metadata meta[] = {{"format", "pt"}};
+    if (rc == AD_OK) rc = ad_safetensors_write(path, mi, r->params.n_specs, meta, 1);
+    char *config = ad_model_config_to_json(&r->student.cfg, NULL);
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    if (rc == AD_OK) rc = config ? ad_write_file_atomic(path, config, strlen(config)) : AD_ERR;
+    if (rc == AD_OK) rc = copy_files(r->job->student, tmp);
+    for (int i = 0; names && i < 2 * r->params.n_params; i++)
+        free(names[i]);
+    free(names), free(mi), free(oi), free(config);
+    AD_TRY(rc);
+    if (ad_is_directory(dir)) {
+        char old[4400];
+        snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+        if (rename(dir, old) != 0) return ad_fail("cannot move the previous %s aside", dir);
+        char cmd[8900];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", old);
+        if (system(cmd) != 0) ad_warn("could not remove %s", old);
+    }
+    if (rename(tmp, dir) != 0) return ad_fail("cannot rename %s to %s", tmp, dir);
+    return ad_fsync_directory(r->job->output);
+}
+
+static void trainable_of(const char *mode, bool has_teacher, ad_trainable *t) {
+    (void)has_teacher;
+    *t = (ad_trainable){.audio_encoder = true,
+                        .projector = true,
+                        .decoder = true,
+                        .embed_tokens = true,
+                        .lm_head = true};
+    if (!strcmp(mode, "decoder"))
+        *t = (ad_trainable){.decoder = true, .lm_head = true};
+    else if (!strcmp(mode, "no_audio_encoder"))
+        t->audio_encoder = false;
+    else if (!strcmp(mode, "no_embeddings"))
+        t->embed_tokens = false;
+}
+
+int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
+                 const ad_train_run_options *opts) {
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    r.job = job;
+    int rc = AD_ERR;
+    char *ckpt = NULL, *state_text = NULL;
+    cJSON *state = NULL;
+    if (job->train.batch % job->train.micro_batch != 0) {
+        ad_fail("%s: train.batch %lld is not a multiple of train.micro_batch %lld", doc->file_name,
+                (long long)job->train.batch, (long long)job->train.micro_batch);
+        return AD_ERR;
+    }
+    r.n_langs = job->data.langs.count ? job->data.langs.count : 2;
+    for (int i = 0; i < r.n_langs && i < AD_LOADER_MAX_LANGS; i++)
+        r.langs[i] = job->data.langs.count ? job->data.langs.values[i] : (i ? "zh" : "de");
+    r.flat = cJSON_CreateObject();
+    flatten(doc->root, "", r.flat);
+    /* Everything that can be checked is checked before any work starts. */
+    if (!ad_path_exists(job->data.train)) {
+        ad_fail("%s: data.train %s does not exist (run audistill prepare)", doc->file_name,
+                job->data.train);
+        goto done;
+    }
+    if (job->data.dev && !ad_path_exists(job->data.dev)) {
+        ad_fail("%s: data.dev %s does not exist", doc->file_name, job->data.dev);
+        goto done;
+    }
+    if (job->teacher && !ad_is_directory(job->teacher)) {
+        ad_fail("%s: teacher %s is not a model directory", doc->file_name, job->teacher);
+        goto done;
+    }
+    if (ad_comm_single(&r.comm) < 0 || ad_mkdir_p(job->output) < 0) goto done;
+    if (opts->resume) {
+        if (ad_checkpoint_find(!strcmp(opts->resume, "auto") ? job->output : opts->resume, &ckpt) <
+            0)
+            goto done;
+        if (!ckpt && strcmp(opts->resume, "auto") != 0) {
+            ad_fail("%s holds no checkpoint", opts->resume);
+            goto done;
+        }
+    }
+    if (ckpt) {
+        if (ad_checkpoint_state(ckpt, &state_text) < 0 || !(state = cJSON_Parse(state_text))) {
+            ad_fail("checkpoint %s: state.json is damaged", ckpt);
+            goto done;
+        }
+        const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(state, "config");
+        char diff[2048];
+        if (cJSON_IsObject(cfg) && config_diff(cfg, r.flat, diff, sizeof diff) > 0 &&
+            !opts->force) {
+            ad_fail("checkpoint %s was made with a different job config: %s (use --force to resume "
+                    "anyway)",
+                    ckpt, diff);
+            goto done;
+        }
+    }
+    if (ad_backend_cpu_create(&r.be, (int)job->train.threads) < 0) goto done;
+    /* The student starts from its directory, or from the checkpoint when resuming. */
+    if (ad_model_load(&r.student, r.be, ckpt ? ckpt : job->student) < 0) goto done;
+    if (job->teacher) {
+        if (ad_model_load(&r.teacher, r.be, job->teacher) < 0) goto done;
+        r.has_teacher = true;
+        if (r.teacher.cfg.vocab_size != r.student.cfg.vocab_size) {
+            ad_fail("teacher %s has a vocabulary of %d, the student %s of %d: distillation needs "
+                    "the same vocabulary",
+                    job->teacher, r.teacher.cfg.vocab_size, job->student, r.student.cfg.vocab_size);
+            goto done;
+        }
+    } else if (job->distill.alpha > 0 && ad_yaml_get(ad_yaml_get(doc->root, "distill"), "alpha")) {
+        ad_warn("distill.alpha is set but there is no teacher: training with cross-entropy only");
+    }
+    r.dp = (ad_distill_params){.alpha = r.has_teacher ? (float)job->distill.alpha : 0.0f,
+                               .temperature = (float)job->distill.temperature,
+                               .kind = kl_kind(job->distill.kind),
+                               .skew = (float)job->distill.skew};
+    ad_graph_limits lim;
+    limits_for(job, &r.student.cfg, &lim);
+    ad_trainable tr;
+    trainable_of(job->train.trainable, r.has_teacher, &tr);
+    ad_trainable none = {0};
+    if (ad_graph_init(&r.sg, &r.student, &lim, &tr) < 0 ||
+        (r.has_teacher && ad_graph_init(&r.tg, &r.teacher, &lim, &none) < 0) ||
+        build_params(&r.sg, &r.params) < 0)
+        goto done;
+    if (ad_loader_open(&r.loader, job->data.train, r.n_langs, r.langs,
+                       r.student.cfg.audio_token_index, (uint64_t)job->train.seed, true) < 0)
+        goto done;
+    int64_t start_step = 0;
+    if (ckpt) {
+        const cJSON *step = cJSON_GetObjectItemCaseSensitive(state, "step"),
+                    *ep = cJSON_GetObjectItemCaseSensitive(state, "epoch"),
+                    *pos = cJSON_GetObjectItemCaseSensitive(state, "position");
+        if (!cJSON_IsNumber(step) || !cJSON_IsNumber(ep) || !cJSON_IsNumber(pos)) {
+            ad_fail("checkpoint %s: state.json lacks step/epoch/position", ckpt);
+            goto done;
+        }
+        start_step = (int64_t)step->valuedouble;
+        if (load_moments(ckpt, &r.params) < 0 ||
+            ad_loader_seek(&r.loader, (ad_loader_cursor){(int64_t)ep->valuedouble,
+                                                         (int64_t)pos->valuedouble}) < 0)
+            goto done;
+        ad_info("resuming from %s (step %lld)", ckpt, (long long)start_step);
+    }
+    if (ad_metrics_open(&r.metrics, job->output) < 0) goto done;
+    ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
+            "of %lld",
+            job->student, (long long)job->train.steps, r.params.n_params,
+            r.has_teacher ? "distillation from " : "cross-entropy only",
+            r.has_teacher ? job->teacher : "", (long long)job->train.batch,
+            (long long)job->train.micro_batch);
+    const int n_micro = (int)(job->train.batch / job->train.micro_batch);
+    r.micro = ad_calloc((size_t)n_micro, sizeof *r.micro, "micro-batches");
+    int32_t *ex = ad_malloc(sizeof(int32_t) * (size_t)job->train.batch, "batch");
+    if (!r.micro || !ex) goto done;
+    ad_schedule sched = {!strcmp(job->train.schedule, "linear")     ? AD_SCHEDULE_LINEAR
+                         : !strcmp(job->train.schedule, "constant") ? AD_SCHEDULE_CONSTANT
+                                                                    : AD_SCHEDULE_COSINE,
+                         job->train.lr, job->train.warmup, job->train.steps,
+                         job->train.min_lr_ratio};
+    ad_adamw_config ac = {job->train.beta1, job->train.beta2, job->train.eps,
+                          job->train.weight_decay};
+    ad_progress progress;
+    ad_progress_start(&progress, "train", job->train.steps, "steps");
+    double t0 = ad_now_seconds(), tokens_since = 0, t_log = t0;
+    for (int64_t step = start_step; step < job->train.steps; step++) {
+        int n;
+        if (ad_loader_next(&r.loader, (int)job->train.batch, r.comm->rank, r.comm->world, ex, &n) <
+            0)
+            goto fail_loop;
+        int supervised = 0;
+        for (int k = 0; k < n_micro; k++) {
+            int per = n / n_micro, first = k * per;
+            if (ad_loader_fill(&r.loader, ex + first, k == n_micro - 1 ? n - first : per,
+                               &r.micro[k]) < 0)
+                goto fail_loop;
+            supervised += r.micro[k].supervised;
+        }
+        ad_distill_sums sums = {0};
+        for (int k = 0; k < n_micro; k++)
+            if (micro_step(&r, &r.micro[k], 1.0 / (supervised ? supervised : 1), true, &sums) < 0)
+                goto fail_loop;
+        for (int i = 0; i < r.params.n_params; i++)
+            if (r.comm->allreduce_mean(r.comm, r.params.params[i].grad, r.params.params[i].n) < 0)
+                goto fail_loop;
+        const double loss = sums.loss / (double)(sums.rows ? sums.rows : 1);
+        if (!isfinite(loss)) {
+            ad_fail(
+                "step %lld: the loss is not finite (%g): stopping; the last checkpoint is intact",
+                (long long)step + 1, loss);
+            goto fail_loop;
+        }
+        const double norm = ad_clip_grad_norm(r.params.params, r.params.n_params, job->train.clip);
+        if (!isfinite(norm)) {
+            ad_fail("step %lld: the gradient norm is not finite: stopping; the last checkpoint is "
+                    "intact",
+                    (long long)step + 1);
+            goto fail_loop;
+        }
+        const double lr = ad_schedule_lr(&sched, step);
+        ad_adamw_step(r.params.params, r.params.n_params, &ac, lr, step + 1);
+        if (ad_graph_zero_grads(&r.sg) < 0) goto fail_loop;
+        tokens_since += supervised;
+        const int64_t done_steps = step + 1;
+        if (done_steps % job->train.log_every == 0 || done_steps == job->train.steps) {
+            const double now = ad_now_seconds(), tps = tokens_since / fmax(now - t_log, 1e-9);
+            const char *tags[] = {"train/loss", "train/kl",        "train/ce",
+                                  "train/lr",   "train/grad_norm", "train/tokens_per_s"};
+            const double vals[] = {loss,
+                                   sums.kl / (double)(sums.rows ? sums.rows : 1),
+                                   sums.ce / (double)(sums.rows ? sums.rows : 1),
+                                   lr,
+                                   norm,
+                                   tps};
+            if (ad_metrics_write(&r.metrics, done_steps, 6, tags, vals) < 0) goto fail_loop;
+            char note[160];
+            snprintf(note, sizeof note, "loss %.4f (kl %.4f ce %.4f) lr %.2e |g| %.3f %.0f tok/s",
+                     vals[0], vals[1], vals[2], lr, norm, tps);
+            ad_progress_update(&progress, done_steps, note);
+            if (!progress.enabled && !opts->quiet)
+                ad_info("step %lld/%lld  %s", (long long)done_steps, (long long)job->train.steps,
+                        note);
+            tokens_since = 0, t_log = now;
+        }
+        if (job->data.dev && job->train.eval_every && done_steps % job->train.eval_every == 0) {
+            double dl, dk, dc;
+            if (evaluate(&r, &dl, &dk, &dc) < 0) goto fail_loop;
+            const char *tags[] = {"dev/loss", "dev/kl", "dev/ce"};
+            const double vals[] = {dl, dk, dc};
+            if (ad_metrics_write(&r.metrics, done_steps, 3, tags, vals) < 0) goto fail_loop;
+            if (!opts->quiet)
+                ad_info("step %lld dev loss %.4f (kl %.4f ce %.4f)", (long long)done_steps, dl, dk,
+                        dc);
+        }
+        const bool stopping = opts->stop_after > 0 && done_steps - start_step >= opts->stop_after;
+        if (done_steps % job->train.checkpoint_every == 0 || done_steps == job->train.steps ||
+            stopping)
+            if (save_checkpoint(&r, done_steps) < 0) goto fail_loop;
+        if (stopping && done_steps < job->train.steps) {
+            ad_progress_finish(&progress);
+            ad_info("stopped after %lld steps as asked; resume with --resume auto",
+                    (long long)opts->stop_after);
+            rc = AD_OK;
+            goto fail_loop;
+        }
+    }
+    ad_progress_finish(&progress);
+    if (write_final(&r) < 0) goto fail_loop;
+    ad_info("done in %.1f s; final model in %s/final", ad_now_seconds() - t0, job->output);
+    rc = AD_OK;
+fail_loop:
+    free(ex);
+done:
+    for (int k = 0; r.micro && k < (int)(job->train.batch / job->train.micro_batch); k++)
+        ad_batch_free(&r.micro[k]);
+    free(r.micro);
+    free_params(&r.params);
+    if (r.sg.m) ad_graph_free(&r.sg);
+    if (r.tg.m) ad_graph_free(&r.tg);
+    if (r.loader.set) ad_loader_close(&r.loader);
+    ad_metrics_close(&r.metrics);
+    if (r.student.be) ad_model_free(&r.student);
+    if (r.teacher.be) ad_model_free(&r.teacher);
+    if (r.be) ad_backend_destroy(r.be);
+    if (r.comm) r.comm->destroy(r.comm);
+    cJSON_Delete(r.flat);
+    cJSON_Delete(state);
+    free(state_text), free(ckpt);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* The distillation trainer behind `audistill train`: a frozen teacher (optional) and a
+ * trainable student see the same micro-batches from a prepared set; the loss is
+ * alpha*T^2*KL + (1-alpha)*CE over the supervised rows; AdamW with warmup/decay and clipping;
+ * metrics to JSONL and TensorBoard; dev loss every N steps; checkpoints that resume exactly. */
+#ifndef AUDISTILL_TRAIN_TRAINER_H
+#define AUDISTILL_TRAIN_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "io/yaml.h"
+
+typedef struct {
+    const char *train;
+    const char *dev;
+    ad_string_list langs;
+} ad_train_data;
+
+typedef struct {
+    int64_t steps, batch, micro_batch, warmup, seed, log_every, eval_every, eval_segments,
+        checkpoint_every, keep_checkpoints, threads, max_len, max_frames;
+    double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip;
+    const char *schedule, *trainable;
+} ad_train_options;
+
+typedef struct {
+    double alpha, temperature, skew;
+    const char *kind;
+} ad_distill_options;
+
+typedef struct {
+    const char *student;
+    const char *teacher;
+    const char *output;
+    ad_train_data data;
+    ad_train_options train;
+    ad_distill_options distill;
+} ad_train_job;
+
+extern const ad_field ad_train_job_fields[];
+
+typedef struct {
+    const char *resume; /* NULL, "auto" or a checkpoint directory */
+    bool force;         /* resume even if the job config changed */
+    bool quiet;
+    int64_t stop_after; /* > 0: stop after this many steps in this invocation (preemptible slots) */
+} ad_train_run_options;
+
+/* Runs the job read from `doc` (bound with ad_train_job_fields). */
+int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job, const ad_train_run_options *opts);
+
+#endif
