@@ -28,5 +28,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_score(int argc, char **argv);
 
 #endif
