@@ -164,6 +164,10 @@ static int score(ad_model *m, const prune_job *job, ad_importance *imp) {
     int n_langs = load_langs(c, langs);
     ad_loader loader;
     AD_TRY(ad_loader_open(&loader, c->data, n_langs, langs, m->cfg.audio_token_index, 0, false));
+    const int window =
+        (int)(c->max_frames < 2 * m->cfg.max_source_positions ? c->max_frames
+                                                              : 2 * m->cfg.max_source_positions);
+    ad_loader_set_window(&loader, window);
     int rc = AD_ERR;
     ad_batch b = {0};
     ad_train_graph g = {0};
@@ -191,7 +195,6 @@ static int score(ad_model *m, const prune_job *job, ad_importance *imp) {
             ad_trainable keep = {.keep_activations = true};
             if (ad_graph_init(&g, m, &lim, &keep) < 0) goto done;
         }
-        if (b.max_frames > g.lim.max_frames) b.max_frames = g.lim.max_frames; /* 30 s window */
         if (ad_graph_forward(&g, &b) < 0 || ad_importance_accumulate(imp, &g) < 0) goto done;
         done_n += n;
         ad_progress_update(&progress, done_n, NULL);

@@ -50,6 +50,10 @@ int ad_loader_open(ad_loader *l, const char *path, int n_langs, const char *cons
     return build_order(l);
 }
 
+void ad_loader_set_window(ad_loader *l, int frames) {
+    l->window = frames > 0 ? frames : 0;
+}
+
 void ad_loader_close(ad_loader *l) {
     for (int i = 0; i < AD_LOADER_MAX_LANGS; i++) {
         free(l->prompt_before[i]);
@@ -130,6 +134,8 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
         if (ad_prepared_frames(l->set, seg, &stored[i], &b->frames[i], &pad[i]) < 0 ||
             ad_prepared_target_ids(l->set, l->langs[lang], seg, &targets[i], &n_targets[i]) < 0)
             goto done;
+        if (l->window && b->frames[i] > l->window) b->frames[i] = l->window;
+        if (l->window && stored[i] > l->window) stored[i] = l->window;
         if (b->frames[i] < 1) {
             ad_fail("loader: segment %d has no audio frames", seg);
             goto done;
@@ -159,7 +165,11 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
     for (int i = 0; i < n; i++) {
         int seg = examples[i] / l->n_langs, lang = b->lang[i];
         /* Stored frames are time-major; the encoder takes [n_mels, T] like the processor. */
-        rows = ad_malloc(sizeof(float) * (size_t)stored[i] * (size_t)n_mels + 1, "batch rows");
+        /* The file holds all of a clip's frames; a window keeps only its first ones. */
+        int in_file, valid_in_file;
+        float pad_in_file;
+        if (ad_prepared_frames(l->set, seg, &in_file, &valid_in_file, &pad_in_file) < 0) goto done;
+        rows = ad_malloc(sizeof(float) * (size_t)in_file * (size_t)n_mels + 1, "batch rows");
         if (!rows || ad_prepared_features(l->set, seg, rows) < 0) {
             free(rows);
             goto done;

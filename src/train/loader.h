@@ -31,6 +31,7 @@ typedef struct {
     int64_t n_examples;
     uint64_t seed;
     bool shuffle;
+    int window; /* frames the model sees (2 * max_source_positions); 0 = no limit */
     ad_loader_cursor cursor;
 } ad_loader;
 
@@ -38,6 +39,9 @@ typedef struct {
 int ad_loader_open(ad_loader *l, const char *prepared_path, int n_langs, const char *const *langs,
                    int32_t audio_token_id, uint64_t seed, bool shuffle);
 void ad_loader_close(ad_loader *l);
+/* Clips longer than `frames` mel frames are truncated to them, as the processor truncates
+ * audio to the model's window; their placeholder count follows. */
+void ad_loader_set_window(ad_loader *l, int frames);
 /* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
 int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
 

@@ -487,6 +487,7 @@ static int evaluate(run_ctx *r, double *loss, double *kl, double *ce) {
     ad_loader dev;
     AD_TRY(ad_loader_open(&dev, job->data.dev, r->n_langs, r->langs,
                           r->student.cfg.audio_token_index, 0, false));
+    ad_loader_set_window(&dev, r->sg.lim.max_frames);
     ad_distill_sums sums = {0};
     int rc = AD_OK;
     int64_t total = job->train.eval_segments * r->n_langs < dev.n_examples
@@ -673,6 +674,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     if (ad_loader_open(&r.loader, job->data.train, r.n_langs, r.langs,
                        r.student.cfg.audio_token_index, (uint64_t)job->train.seed, true) < 0)
         goto done;
+    ad_loader_set_window(&r.loader, lim.max_frames);
     int64_t start_step = 0;
     if (ckpt) {
         const cJSON *step = cJSON_GetObjectItemCaseSensitive(state, "step"),
