@@ -150,7 +150,7 @@ struct ad_tokenizer {
     str_map vocab;      /* byte-level string -> id */
     char **id_to_token; /* id -> byte-level string (base) or content (added) */
     bool *is_added, *is_special;
-    int size;
+    int size, cap;
     pair_map merges;
     ad_added_token *added;
     int n_added;
@@ -179,19 +179,25 @@ static void build_byte_map(ad_tokenizer *t) {
 
 static int set_token(ad_tokenizer *t, int id, const char *s, bool added, bool special) {
     if (id >= t->size) {
-        int size = id + 1;
-        char **g = ad_realloc(t->id_to_token, sizeof *g * (size_t)size, "tokens");
-        if (!g) return AD_ERR;
-        t->id_to_token = g;
-        bool *a = ad_realloc(t->is_added, (size_t)size, "tokens"), *sp;
-        if (!a) return AD_ERR;
-        t->is_added = a;
-        sp = ad_realloc(t->is_special, (size_t)size, "tokens");
-        if (!sp) return AD_ERR;
-        t->is_special = sp;
-        for (int i = t->size; i < size; i++)
+        /* Geometric growth: ids arrive in increasing order, 150k of them. */
+        int cap = t->cap ? t->cap : 1024;
+        while (cap <= id)
+            cap *= 2;
+        if (cap > t->cap) {
+            char **g = ad_realloc(t->id_to_token, sizeof *g * (size_t)cap, "tokens");
+            if (!g) return AD_ERR;
+            t->id_to_token = g;
+            bool *a = ad_realloc(t->is_added, (size_t)cap, "tokens");
+            if (!a) return AD_ERR;
+            t->is_added = a;
+            bool *sp = ad_realloc(t->is_special, (size_t)cap, "tokens");
+            if (!sp) return AD_ERR;
+            t->is_special = sp;
+            t->cap = cap;
+        }
+        for (int i = t->size; i <= id; i++)
             t->id_to_token[i] = NULL, t->is_added[i] = t->is_special[i] = false;
-        t->size = size;
+        t->size = id + 1;
     }
     free(t->id_to_token[id]);
     t->id_to_token[id] = ad_strdup(s, "token");

@@ -12,9 +12,12 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "dist/comm.h"
+#include "eval/sacrebleu.h"
 #include "io/file.h"
+#include "model/generate.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
+#include "text/bpe.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/metrics.h"
@@ -513,6 +516,88 @@ static int evaluate(run_ctx *r, double *loss, double *kl, double *ce) {
     return AD_OK;
 }
 
+#define EVAL_BLEU_SEGMENTS  16
+#define EVAL_MAX_NEW_TOKENS 64
+
+/* Greedy BLEU of the student on the first dev segments of the first language: decode with the
+ * KV cache, detokenize with the student's tokenizer, score against the dev texts. */
+static int evaluate_bleu(run_ctx *r, double *bleu) {
+    const ad_train_job *job = r->job;
+    *bleu = -1;
+    ad_tokenizer *tok = NULL;
+    char *vocab = ad_path_join(job->student, "vocab.json");
+    bool have = vocab && ad_path_exists(vocab);
+    free(vocab);
+    if (!have) return AD_OK; /* no tokenizer with the student: loss only */
+    AD_TRY(ad_tokenizer_load(job->student, 1, &tok));
+    ad_loader dev;
+    int rc = ad_loader_open(&dev, job->data.dev, 1, r->langs, r->student.cfg.audio_token_index, 0,
+                            false);
+    if (rc < 0) {
+        ad_tokenizer_free(tok);
+        return rc;
+    }
+    ad_loader_set_window(&dev, r->sg.lim.max_frames);
+    const ad_model_config *cfg = &r->student.cfg;
+    ad_model_limits lim = {.max_clips = 1,
+                           .max_frames = r->sg.lim.max_frames,
+                           .max_rows = 1,
+                           .max_tokens = r->sg.lim.max_len + EVAL_MAX_NEW_TOKENS,
+                           .max_step_tokens = r->sg.lim.max_len,
+                           .max_logit_rows = 2};
+    ad_model_state st = {0};
+    ad_batch b = {0};
+    ad_bleu_stats stats = {0};
+    int32_t stop[3];
+    int n_stop = 0;
+    const char *ends[] = {"<|endoftext|>", "<|im_end|>"};
+    if (cfg->eos_token_id >= 0) stop[n_stop++] = cfg->eos_token_id;
+    for (int i = 0; i < 2; i++) {
+        int id = ad_tokenizer_token_id(tok, ends[i]);
+        if (id >= 0 && id < cfg->vocab_size && id != cfg->eos_token_id) stop[n_stop++] = id;
+    }
+    int32_t gen_tokens[EVAL_MAX_NEW_TOKENS];
+    int gen_len = 0;
+    float gen_score = 0;
+    ad_generate_output out = {gen_tokens, &gen_len, &gen_score};
+    ad_generate_params gp = {.num_beams = 1,
+                             .length_penalty = 1,
+                             .max_new_tokens = EVAL_MAX_NEW_TOKENS,
+                             .stop_ids = stop,
+                             .n_stop = n_stop};
+    ad_bleu_tokenizer btok = !strcmp(r->langs[0], "zh") ? AD_BLEU_TOK_ZH : AD_BLEU_TOK_13A;
+    rc = ad_model_state_init(&st, &r->student, &lim);
+    const int n = (int)(dev.n_segments < EVAL_BLEU_SEGMENTS ? dev.n_segments : EVAL_BLEU_SEGMENTS);
+    for (int i = 0; i < n && rc == AD_OK; i++) {
+        int32_t ex = i;
+        char *text = NULL, *ref = NULL;
+        rc = ad_loader_fill(&dev, &ex, 1, &b);
+        if (rc < 0) break;
+        ad_tensor feat;
+        ad_tensor_init(&feat, b.features, AD_F32, AD_DEVICE_CPU, 3,
+                       (int64_t[]){1, b.n_mels, b.max_frames}, "features");
+        /* The prompt is the example's ids up to the first target token. */
+        int prompt_len = 0;
+        while (prompt_len < b.max_len && b.labels[prompt_len] == AD_IGNORE_LABEL)
+            prompt_len++;
+        prompt_len++;
+        const int32_t *prompts[1] = {b.ids};
+        ad_model_state_reset(&st);
+        rc = ad_model_encode(&st, &feat, b.frames);
+        if (rc == AD_OK) rc = ad_generate(&st, prompts, &prompt_len, 1, true, &gp, &out);
+        if (rc == AD_OK) rc = ad_tokenizer_decode(tok, gen_tokens, gen_len, 1, &text);
+        if (rc == AD_OK) rc = ad_prepared_text(dev.set, r->langs[0], i, &ref);
+        if (rc == AD_OK) rc = ad_bleu_add(&stats, text, ref, btok);
+        free(text), free(ref);
+    }
+    if (rc == AD_OK) *bleu = ad_bleu_score(&stats, false).score;
+    ad_batch_free(&b);
+    if (st.m) ad_model_state_free(&st);
+    ad_loader_close(&dev);
+    ad_tokenizer_free(tok);
+    return rc;
+}
+
 static int save_checkpoint(run_ctx *r, int64_t step) {
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
@@ -774,12 +859,15 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         if (job->data.dev && job->train.eval_every && done_steps % job->train.eval_every == 0) {
             double dl, dk, dc;
             if (evaluate(&r, &dl, &dk, &dc) < 0) goto fail_loop;
-            const char *tags[] = {"dev/loss", "dev/kl", "dev/ce"};
-            const double vals[] = {dl, dk, dc};
-            if (ad_metrics_write(&r.metrics, done_steps, 3, tags, vals) < 0) goto fail_loop;
+            double bleu;
+            if (evaluate_bleu(&r, &bleu) < 0) goto fail_loop;
+            const char *tags[] = {"dev/loss", "dev/kl", "dev/ce", "dev/bleu"};
+            const double vals[] = {dl, dk, dc, bleu};
+            if (ad_metrics_write(&r.metrics, done_steps, bleu >= 0 ? 4 : 3, tags, vals) < 0)
+                goto fail_loop;
             if (!opts->quiet)
-                ad_info("step %lld dev loss %.4f (kl %.4f ce %.4f)", (long long)done_steps, dl, dk,
-                        dc);
+                ad_info("step %lld dev loss %.4f (kl %.4f ce %.4f)%s%.2f", (long long)done_steps,
+                        dl, dk, dc, bleu >= 0 ? ", greedy BLEU " : "", bleu >= 0 ? bleu : 0.0);
         }
         const bool stopping = opts->stop_after > 0 && done_steps - start_step >= opts->stop_after;
         if (done_steps % job->train.checkpoint_every == 0 || done_steps == job->train.steps ||

@@ -49,6 +49,7 @@ sed -i "s|output: .*|output: $tmp/resumed|" "$j"
 "$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "resume failed"; cat "$tmp/err"; }
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/resumed/final/model.safetensors" && ok || bad "resumed weights differ"
 cmp -s "$tmp/straight/checkpoints/step_00000006/optimizer.safetensors" "$tmp/resumed/checkpoints/step_00000006/optimizer.safetensors" && ok || bad "resumed optimizer state differs"
+grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation has no greedy BLEU"
 [ "$(losses "$tmp/straight")" = "$(losses "$tmp/resumed")" ] && [ "$(losses "$tmp/straight" | wc -l)" -eq 6 ] && ok || bad "per-step losses differ"
 
 # 2. crash safety at every fault point of the step-6 checkpoint write
