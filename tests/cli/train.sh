@@ -104,14 +104,10 @@ refuse "${base}train:\n  steps: three\n" "train.steps: expected an integer"
 refuse "student: $fx/tiny_a\noutput: $tmp/bad\ndata:\n  train: $tmp/missing.h5\n" "missing.h5 does not exist"
 refuse "${base}teacher: $fx/tiny_b_missing\n" "is not a model directory"
 refuse "${base}train:\n  batch: 3\n  micro_batch: 2\n" "not a multiple of train.micro_batch"
-python3 - "$fx/tiny_a" "$tmp/bigvocab" <<'PY'
-import json, shutil, sys
-shutil.copytree(sys.argv[1], sys.argv[2])
-c = json.load(open(sys.argv[2] + "/config.json"))
-c["text_config"]["vocab_size"] = 300
-json.dump(c, open(sys.argv[2] + "/config.json", "w"))
-PY
-refuse "${base}teacher: $tmp/bigvocab\n" "bigvocab"
+# A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
+printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
+"$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"
+refuse "student: $tmp/small_vocab\nteacher: $fx/tiny_a\noutput: $tmp/bad\ndata:\n  train: $tmp/set.h5\n" "distillation needs the same vocabulary"
 [ ! -d "$tmp/bad/checkpoints" ] && ok || bad "a refused job wrote checkpoints"
 
 # TensorBoard / tbparse read the event file (skipped when neither is installed)
