@@ -71,7 +71,9 @@ def main():
         step()
         times.append((time.perf_counter() - t0) * 1e3)
     torch_ms = float(np.median(times))
-    with tempfile.TemporaryDirectory() as tmp:
+    keep = os.environ.get("BENCH_KEEP_DIR")  # keep the model and batch for profiling
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = keep or scratch
         model.save_pretrained(tmp)
         batch = os.path.join(tmp, "batch.safetensors")
         save_file({"input.features": feats[:, :, :CLIP_FRAMES + 2].numpy().copy(),

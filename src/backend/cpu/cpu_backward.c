@@ -391,76 +391,81 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
     if (dk) AD_TRY(check_qkv(dk, B, KVH, D, op, "dk"));
     if (dv) AD_TRY(check_qkv(dv, B, KVH, D, op, "dv"));
     const int group = H / KVH;
-    /* Per (batch, kv head): the query heads of a group write the same dk/dv rows, so one task
-     * handles the whole group, in head order, for a fixed summation order. */
-    double *scratch = ad_malloc(sizeof(double) * (size_t)(B * KVH) * (size_t)(Tk * 2 + 1), op);
+    /* One task per (batch, kv head): the query heads of a group add into the same dk/dv rows,
+     * so one task handles the whole group, in head order, for a fixed summation order. Each
+     * task recomputes P = softmax(scale * Q K^T) and does the four products with single-
+     * threaded BLAS (a BLAS-threaded call inside an OpenMP task would oversubscribe). */
+    const int64_t tasks = B * KVH;
+    const int nt = omp_get_max_threads() < tasks ? omp_get_max_threads() : (int)tasks;
+    const size_t per = (size_t)(Tq > 0 ? Tq : 1) * (size_t)(Tk > 0 ? Tk : 1);
+    float *scratch = ad_malloc(sizeof(float) * per * 2 * (size_t)(nt > 0 ? nt : 1), op);
     if (!scratch) return AD_ERR;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t task = 0; task < B * KVH; task++) {
+    const int blas_threads = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt > 0 ? nt : 1) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; task++) {
         const int64_t b = task / KVH;
         const int kvh = (int)(task % KVH);
         const int key_len = p->key_len ? p->key_len[b] : (int)Tk;
-        double *prob = scratch + task * (Tk * 2 + 1), *dprob = prob + Tk;
-#define AT(t, row, head)                                                                           \
-    ((float *)(t)->data + b * (t)->stride[0] + (row) * (t)->stride[1] + (int64_t)(head)*D)
-        for (int64_t j = 0; dk && j < Tk; j++)
-            memset(AT(dk, j, kvh), 0, sizeof(float) * (size_t)D);
-        for (int64_t j = 0; dv && j < Tk; j++)
-            memset(AT(dv, j, kvh), 0, sizeof(float) * (size_t)D);
+        float *P = scratch + (size_t)omp_get_thread_num() * per * 2, *dP = P + per;
+        const int ldq = (int)q->stride[1], ldk = (int)k->stride[1], ldv = (int)v->stride[1];
+        const int ldo = (int)out->stride[1], lddo = (int)dout->stride[1];
+#define HEAD(t, head) ((float *)(t)->data + b * (t)->stride[0] + (int64_t)(head)*D)
+        float *dk_h = dk ? HEAD(dk, kvh) : NULL, *dv_h = dv ? HEAD(dv, kvh) : NULL;
+        for (int64_t j = 0; j < Tk; j++) {
+            if (dk_h) memset(dk_h + j * dk->stride[1], 0, sizeof(float) * (size_t)D);
+            if (dv_h) memset(dv_h + j * dv->stride[1], 0, sizeof(float) * (size_t)D);
+        }
+        const float *k_h = HEAD(k, kvh), *v_h = HEAD(v, kvh);
         for (int hh = 0; hh < group; hh++) {
             const int h = kvh * group + hh;
+            const float *q_h = HEAD(q, h), *o_h = HEAD(out, h), *do_h = HEAD(dout, h);
+            if (Tq == 0 || Tk == 0) continue;
+            /* P = softmax over the visible keys of scale * Q K^T (masked entries exactly 0) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, D, p->scale, q_h,
+                        ldq, k_h, ldk, 0.0f, P, (int)Tk);
             for (int64_t i = 0; i < Tq; i++) {
-                const float *qi = AT(q, i, h), *doi = AT(dout, i, h), *oi = AT(out, i, h);
+                float *row = P + i * Tk;
                 int64_t limit = key_len < Tk ? key_len : Tk;
                 if (p->causal && p->q_offset + i + 1 < limit) limit = p->q_offset + i + 1;
-                double mx = -INFINITY;
-                for (int64_t j = 0; j < limit; j++) {
-                    const float *kj = AT(k, j, kvh);
-                    double s = 0;
-                    for (int d = 0; d < D; d++)
-                        s += (double)qi[d] * kj[d];
-                    prob[j] = s * p->scale;
-                    if (prob[j] > mx) mx = prob[j];
-                }
-                double sum = 0;
+                if (limit < 0) limit = 0;
+                double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < limit; j++)
-                    sum += (prob[j] = exp(prob[j] - mx));
-                double delta = 0; /* rowsum(dO * O) = sum_j P_ij dP_ij */
-                for (int d = 0; d < D; d++)
-                    delta += (double)doi[d] * oi[d];
-                for (int64_t j = 0; j < limit; j++) {
-                    prob[j] /= sum;
-                    const float *vj = AT(v, j, kvh);
-                    double dp = 0;
-                    for (int d = 0; d < D; d++)
-                        dp += (double)doi[d] * vj[d];
-                    dprob[j] = prob[j] * (dp - delta); /* dS */
-                    if (dv) {
-                        float *dvj = AT(dv, j, kvh);
-                        for (int d = 0; d < D; d++)
-                            dvj[d] += (float)(prob[j] * doi[d]);
-                    }
-                }
-                if (dq) {
-                    float *dqi = AT(dq, i, h);
-                    for (int d = 0; d < D; d++) {
-                        double s = 0;
-                        for (int64_t j = 0; j < limit; j++)
-                            s += dprob[j] * AT(k, j, kvh)[d];
-                        dqi[d] = (float)(s * p->scale);
-                    }
-                }
-                if (dk) {
-                    for (int64_t j = 0; j < limit; j++) {
-                        float *dkj = AT(dk, j, kvh);
-                        for (int d = 0; d < D; d++)
-                            dkj[d] += (float)(dprob[j] * qi[d] * p->scale);
-                    }
-                }
+                    mx = fmax(mx, row[j]);
+                for (int64_t j = 0; j < limit; j++)
+                    sum += (row[j] = (float)exp(row[j] - mx));
+                for (int64_t j = 0; j < limit; j++)
+                    row[j] = (float)(row[j] / sum);
+                for (int64_t j = limit; j < Tk; j++)
+                    row[j] = 0.0f;
             }
+            /* dV += P^T dO ; dP = dO V^T */
+            if (dv_h)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, D, (int)Tq, 1.0f, P,
+                            (int)Tk, do_h, lddo, 1.0f, dv_h, (int)dv->stride[1]);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, D, 1.0f, do_h,
+                        lddo, v_h, ldv, 0.0f, dP, (int)Tk);
+            /* dS = P * (dP - rowsum(dO * O)), in place in dP */
+            for (int64_t i = 0; i < Tq; i++) {
+                double delta = 0;
+                for (int d = 0; d < D; d++)
+                    delta += (double)do_h[i * lddo + d] * o_h[i * ldo + d];
+                float *ds = dP + i * Tk;
+                const float *pr = P + i * Tk;
+                for (int64_t j = 0; j < Tk; j++)
+                    ds[j] = (float)(pr[j] * ((double)ds[j] - delta));
+            }
+            /* dQ = scale * dS K ; dK += scale * dS^T Q */
+            if (dq)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, D, (int)Tk,
+                            p->scale, dP, (int)Tk, k_h, ldk, 0.0f, HEAD(dq, h), (int)dq->stride[1]);
+            if (dk_h)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, D, (int)Tq, p->scale,
+                            dP, (int)Tk, q_h, ldq, 1.0f, dk_h, (int)dk->stride[1]);
         }
-#undef AT
+#undef HEAD
     }
+    if (nt > 1) openblas_set_num_threads(blas_threads);
     free(scratch);
     return AD_OK;
 }
