@@ -29,5 +29,7 @@ int cmd_translate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_resegment(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

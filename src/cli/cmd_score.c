@@ -1,8 +1,11 @@
 /* audistill score: BLEU, chrF and chrF++ exactly as sacreBLEU 2.x computes them, corpus and
  * sentence level; COMET through the external comet-score when it is installed. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -11,7 +14,7 @@
 
 static const char *usage =
     "audistill score --hyp FILE --ref FILE --lang de|zh|en [--tokenize 13a|zh|none] "
-    "[--sentence] [--json] [--comet --src FILE]";
+    "[--sentence [--chrf-plus]] [--json] [--comet --src FILE]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -19,15 +22,73 @@ static void print_help(void) {
            "files must have equally many lines). BLEU uses sacreBLEU's defaults: 13a tokenization\n"
            "(zh for Chinese), exp smoothing, mixed case; chrF has character order 6 and beta 2,\n"
            "chrF++ adds word order 2. --sentence also prints per-line BLEU (effective order, as\n"
-           "sacrebleu.sentence_bleu) and chrF. --comet runs the external `comet-score` (pip\n"
-           "install unbabel-comet) with --src; if it is not installed, that is said and the exit\n"
-           "status is 1.\n",
+           "sacrebleu.sentence_bleu) and chrF, and with --chrf-plus chrF++ too. --comet runs the "
+           "external `comet-score` (pip\n"
+           "install unbabel-comet) with --src and reports its system score: asking for COMET\n"
+           "makes it required, so without comet-score the other scores are printed, the missing\n"
+           "scorer is named, and the exit status is 1.\n",
            usage);
+}
+
+/* Runs `comet-score -s SRC -t HYP -r REF --quiet` (no shell, so any file name is safe) and
+ * reads the system score from its last "score:" line. */
+static int run_comet(const char *src, const char *hyp, const char *ref, int n_lines,
+                     double *score) {
+    char **s = NULL;
+    int ns = 0;
+    AD_TRY(ad_read_lines(src, &s, &ns));
+    ad_free_lines(s, ns);
+    if (ns != n_lines)
+        return ad_fail("%s has %d lines but %s has %d: COMET needs one source line per "
+                       "hypothesis",
+                       src, ns, hyp, n_lines);
+    int fd[2];
+    if (pipe(fd) != 0) return ad_fail("cannot start comet-score: %s", strerror(errno));
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]), close(fd[1]);
+        return ad_fail("cannot start comet-score: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(fd[1], STDOUT_FILENO);
+        if (null >= 0) dup2(null, STDERR_FILENO);
+        close(fd[0]), close(fd[1]);
+        execlp("comet-score", "comet-score", "-s", src, "-t", hyp, "-r", ref, "--quiet",
+               (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *out = fdopen(fd[0], "r");
+    char line[4096];
+    bool found = false;
+    while (out && fgets(line, sizeof line, out)) {
+        const char *p = strstr(line, "score:");
+        char *end;
+        double v = p ? strtod(p + 6, &end) : 0;
+        if (p && end != p + 6) *score = v, found = true;
+    }
+    if (out)
+        fclose(out);
+    else
+        close(fd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return ad_fail("waiting for comet-score: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        return ad_fail("COMET is not available: install the external scorer (pip install "
+                       "unbabel-comet) to get comet-score on PATH");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return ad_fail("comet-score failed (status %d); run it by hand to see why",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (!found) return ad_fail("comet-score printed no \"score:\" line");
+    return AD_OK;
 }
 
 int cmd_score(int argc, char **argv) {
     const char *hyp = NULL, *ref = NULL, *lang = NULL, *tok_name = NULL, *src = NULL;
-    bool sentence = false, json = false, comet = false;
+    bool sentence = false, json = false, comet = false, chrf_plus = false;
     for (int i = 1; i < argc; i++) {
         bool v = i + 1 < argc;
         if (cli_is_help(argv[i])) {
@@ -45,6 +106,8 @@ int cmd_score(int argc, char **argv) {
             src = argv[++i];
         else if (!strcmp(argv[i], "--sentence"))
             sentence = true;
+        else if (!strcmp(argv[i], "--chrf-plus"))
+            chrf_plus = true;
         else if (!strcmp(argv[i], "--json"))
             json = true;
         else if (!strcmp(argv[i], "--comet"))
@@ -54,6 +117,8 @@ int cmd_score(int argc, char **argv) {
     }
     if (!hyp || !ref || !lang)
         return cli_usage_error("score", usage, "--hyp, --ref and --lang are required");
+    if (comet && !src)
+        return cli_usage_error("score", usage, "--comet needs --src (the English source lines)");
     ad_bleu_tokenizer tok;
     if (tok_name) {
         if (!strcmp(tok_name, "13a"))
@@ -93,55 +158,60 @@ int cmd_score(int argc, char **argv) {
             goto done;
         }
         if (sentence) {
-            ad_bleu_stats s = {0};
-            ad_chrf_stats c;
+            ad_bleu_stats sb = {0};
+            ad_chrf_stats c, cpp;
             ad_chrf_init(&c, 6, 0, 2.0);
-            ad_bleu_add(&s, h[i], r[i], tok);
-            ad_chrf_add(&c, h[i], r[i]);
-            printf(json ? "{\"line\": %d, \"bleu\": %.6f, \"chrf\": %.6f}\n"
-                        : "line %d\tBLEU %.2f\tchrF %.2f\n",
-                   i + 1, ad_bleu_score(&s, true).score, ad_chrf_score(&c));
+            ad_chrf_init(&cpp, 6, 2, 2.0);
+            if (ad_bleu_add(&sb, h[i], r[i], tok) < 0 || ad_chrf_add(&c, h[i], r[i]) < 0 ||
+                (chrf_plus && ad_chrf_add(&cpp, h[i], r[i]) < 0)) {
+                ad_fail_context("line %d", i + 1);
+                goto done;
+            }
+            const double sbleu = ad_bleu_score(&sb, true).score, schrf = ad_chrf_score(&c);
+            if (json)
+                printf(chrf_plus
+                           ? "{\"line\": %d, \"bleu\": %.6f, \"chrf\": %.6f, \"chrf++\": %.6f}\n"
+                           : "{\"line\": %d, \"bleu\": %.6f, \"chrf\": %.6f}\n",
+                       i + 1, sbleu, schrf, ad_chrf_score(&cpp));
+            else
+                printf(chrf_plus ? "line %d\tBLEU %.2f\tchrF %.2f\tchrF++ %.2f\n"
+                                 : "line %d\tBLEU %.2f\tchrF %.2f\n",
+                       i + 1, sbleu, schrf, ad_chrf_score(&cpp));
         }
     }
+    /* COMET, when asked for, is required: without comet-score the other scores are still
+     * printed, and the exit status says that the request was not met. */
+    double comet_score = 0;
+    int comet_rc = comet ? run_comet(src, hyp, ref, nh, &comet_score) : AD_OK;
     ad_bleu_result b = ad_bleu_score(&bleu, false);
-    const char *sig = "nrefs:1|case:mixed|eff:no|tok:%s|smooth:exp|version:2.x (audistill's "
-                      "sacreBLEU implementation)";
-    char signature[256];
-    snprintf(signature, sizeof signature, sig, tok_name);
+    /* sacreBLEU's signatures, marked as this program's implementation of them. */
+    const char *mark = "version:2.x (audistill's sacreBLEU implementation)";
+    char signature[256], sig_chrf[256], sig_chrfpp[256], comet_json[64] = "";
+    snprintf(signature, sizeof signature, "nrefs:1|case:mixed|eff:no|tok:%s|smooth:exp|%s",
+             tok_name, mark);
+    snprintf(sig_chrf, sizeof sig_chrf, "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|%s", mark);
+    snprintf(sig_chrfpp, sizeof sig_chrfpp, "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|%s",
+             mark);
+    if (comet && comet_rc == AD_OK)
+        snprintf(comet_json, sizeof comet_json, ", \"comet\": %.6f", comet_score);
     if (json)
         printf("{\"bleu\": %.6f, \"chrf\": %.6f, \"chrf++\": %.6f, \"bp\": %.6f, \"sys_len\": "
-               "%lld, \"ref_len\": %lld, "
-               "\"lines\": %d, \"signature\": \"%s\"}\n",
+               "%lld, \"ref_len\": %lld, \"lines\": %d%s, \"signature\": \"%s\", "
+               "\"signature_chrf\": \"%s\", \"signature_chrf++\": \"%s\"}\n",
                b.score, ad_chrf_score(&chrf), ad_chrf_score(&chrfpp), b.bp, (long long)b.sys_len,
-               (long long)b.ref_len, nh, signature);
+               (long long)b.ref_len, nh, comet_json, signature, sig_chrf, sig_chrfpp);
     else
         printf("BLEU = %.2f %.1f/%.1f/%.1f/%.1f (BP = %.3f ratio = %.3f hyp_len = %lld ref_len = "
                "%lld)\n"
-               "chrF2 = %.2f\nchrF2++ = %.2f\nsignature: %s\n",
+               "chrF2 = %.2f\nchrF2++ = %.2f\nBLEU signature: %s\nchrF2 signature: %s\n"
+               "chrF2++ signature: %s\n",
                b.score, b.precisions[0], b.precisions[1], b.precisions[2], b.precisions[3], b.bp,
                b.ref_len ? (double)b.sys_len / (double)b.ref_len : 0.0, (long long)b.sys_len,
-               (long long)b.ref_len, ad_chrf_score(&chrf), ad_chrf_score(&chrfpp), signature);
-    rc = 0;
-    if (comet) {
-        if (!src) {
-            ad_fail("--comet needs --src (the English source lines)");
-            rc = 1;
-        } else if (system("command -v comet-score >/dev/null 2>&1") != 0) {
-            ad_fail("COMET is not available: install the external scorer (pip install "
-                    "unbabel-comet) to get "
-                    "comet-score on PATH");
-            rc = 1;
-        } else {
-            char cmd[8192];
-            snprintf(cmd, sizeof cmd,
-                     "comet-score -s '%s' -t '%s' -r '%s' --quiet 2>/dev/null | tail -1", src, hyp,
-                     ref);
-            printf("COMET (comet-score): ");
-            fflush(stdout);
-            rc = system(cmd) != 0;
-            if (rc) ad_fail("comet-score failed");
-        }
-    }
+               (long long)b.ref_len, ad_chrf_score(&chrf), ad_chrf_score(&chrfpp), signature,
+               sig_chrf, sig_chrfpp);
+    if (!json && comet && comet_rc == AD_OK)
+        printf("COMET = %.4f (comet-score, its default model)\n", comet_score);
+    rc = comet_rc == AD_OK ? 0 : 1;
 done:
     if (rc) cli_fail("score");
     ad_free_lines(h, nh), ad_free_lines(r, nr);

@@ -22,6 +22,8 @@ static const cli_command commands[] = {
     {"tokenize", cmd_tokenize, "Qwen2 byte-level BPE: text lines to ids, or ids to text"},
     {"translate", cmd_translate, "speech to German or Chinese text with a (compressed) model"},
     {"score", cmd_score, "BLEU, chrF, chrF++ as sacreBLEU computes them (COMET if installed)"},
+    {"resegment", cmd_resegment, "cut a hypothesis stream into reference segments (mwerSegmenter)"},
+    {"report", cmd_report, "Markdown table and size/BLEU Pareto plot of several runs"},
     {"prepare", cmd_prepare, "audio + texts to a prepared HDF5 set (log-mel, token ids)"},
     {"train", cmd_train, "distill (KL + cross-entropy) or fine-tune a student from a YAML job"},
 };

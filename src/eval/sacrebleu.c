@@ -50,7 +50,7 @@ static char *encode(const cps *s) {
 }
 
 /* Python's str.isspace(). */
-static bool py_space(int32_t c) {
+bool ad_py_isspace(int32_t c) {
     return (c >= 9 && c <= 13) || (c >= 28 && c <= 32) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
            (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
            c == 0x205f || c == 0x3000;
@@ -118,7 +118,7 @@ static int regexp_post(const cps *in, cps *out) {
     out->n = 0;
     bool in_word = false;
     for (int i = 0; i < b.n; i++) {
-        if (py_space(b.cp[i])) {
+        if (ad_py_isspace(b.cp[i])) {
             in_word = false;
             continue;
         }
@@ -194,9 +194,9 @@ static int tokenize_cps(const char *line, ad_bleu_tokenizer tok, cps *out) {
     } else {
         /* zh: line.strip(), then spaces around every character of the ranges */
         int a = 0, b = in.n;
-        while (a < b && py_space(in.cp[a]))
+        while (a < b && ad_py_isspace(in.cp[a]))
             a++;
-        while (b > a && py_space(in.cp[b - 1]))
+        while (b > a && ad_py_isspace(in.cp[b - 1]))
             b--;
         rc = AD_OK;
         for (int i = a; i < b && rc == AD_OK; i++) {
@@ -295,15 +295,44 @@ static void match_stats(const int32_t *hyp, int nh, const int32_t *ref, int nr, 
     free(ch.slots), free(cr.slots);
 }
 
-/* Words of a tokenized line as ids (interned per call pair so equal words get equal ids). */
+/* Words of a tokenized line as ids (interned per call pair so equal words get equal ids);
+ * hashed, since one line of a long unsegmented talk can hold tens of thousands of words. */
 typedef struct {
     char **words;
     int n, cap;
+    int32_t *table; /* open addressing: word index + 1, 0 = empty */
+    int table_cap;
 } interner;
 
+static uint64_t bytes_hash(const char *w, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)w[i]) * 1099511628211ull;
+    return h;
+}
+
+static int intern_rehash(interner *in) {
+    int cap = in->table_cap ? in->table_cap * 2 : 256;
+    int32_t *t = ad_calloc((size_t)cap, sizeof *t, "word table");
+    if (!t) return AD_ERR;
+    for (int i = 0; i < in->n; i++) {
+        int k = (int)(bytes_hash(in->words[i], strlen(in->words[i])) & (uint64_t)(cap - 1));
+        while (t[k])
+            k = (k + 1) & (cap - 1);
+        t[k] = i + 1;
+    }
+    free(in->table);
+    in->table = t, in->table_cap = cap;
+    return AD_OK;
+}
+
 static int intern(interner *in, const char *w, size_t len, int32_t *id) {
-    for (int i = 0; i < in->n; i++)
-        if (strlen(in->words[i]) == len && !memcmp(in->words[i], w, len)) return *id = i, AD_OK;
+    if ((in->n + 1) * 2 > in->table_cap) AD_TRY(intern_rehash(in));
+    int k = (int)(bytes_hash(w, len) & (uint64_t)(in->table_cap - 1));
+    for (; in->table[k]; k = (k + 1) & (in->table_cap - 1)) {
+        const char *o = in->words[in->table[k] - 1];
+        if (strlen(o) == len && !memcmp(o, w, len)) return *id = in->table[k] - 1, AD_OK;
+    }
     if (in->n == in->cap) {
         int cap = in->cap ? in->cap * 2 : 64;
         char **g = ad_realloc(in->words, sizeof *g * (size_t)cap, "words");
@@ -314,6 +343,7 @@ static int intern(interner *in, const char *w, size_t len, int32_t *id) {
     if (!c) return AD_ERR;
     memcpy(c, w, len), c[len] = '\0';
     in->words[in->n] = c;
+    in->table[k] = in->n + 1;
     *id = in->n++;
     return AD_OK;
 }
@@ -321,7 +351,7 @@ static int intern(interner *in, const char *w, size_t len, int32_t *id) {
 static void intern_free(interner *in) {
     for (int i = 0; i < in->n; i++)
         free(in->words[i]);
-    free(in->words);
+    free(in->words), free(in->table);
     memset(in, 0, sizeof *in);
 }
 
@@ -332,10 +362,10 @@ static int words_of(const char *s, interner *in, cps *ids) {
     ids->n = 0;
     int rc = AD_OK;
     for (int i = 0; i < c.n && rc == AD_OK;) {
-        while (i < c.n && py_space(c.cp[i]))
+        while (i < c.n && ad_py_isspace(c.cp[i]))
             i++;
         int j = i;
-        while (j < c.n && !py_space(c.cp[j]))
+        while (j < c.n && !ad_py_isspace(c.cp[j]))
             j++;
         if (j > i) {
             cps word = {c.cp + i, j - i, 0};
@@ -426,10 +456,10 @@ static int chrf_words(const char *s, interner *in, cps *ids) {
     ids->n = 0;
     int rc = AD_OK;
     for (int i = 0; i < c.n && rc == AD_OK;) {
-        while (i < c.n && py_space(c.cp[i]))
+        while (i < c.n && ad_py_isspace(c.cp[i]))
             i++;
         int j = i;
-        while (j < c.n && !py_space(c.cp[j]))
+        while (j < c.n && !ad_py_isspace(c.cp[j]))
             j++;
         if (j > i) {
             int parts[2][2] = {{i, j}, {0, 0}}, n_parts = 1;
@@ -460,9 +490,9 @@ int ad_chrf_add(ad_chrf_stats *st, const char *hyp, const char *ref) {
     if (rc == AD_OK) rc = decode(ref, &r);
     /* Characters without whitespace. */
     for (int i = 0; rc == AD_OK && i < h.n; i++)
-        if (!py_space(h.cp[i])) rc = cps_push(&hc, h.cp[i]);
+        if (!ad_py_isspace(h.cp[i])) rc = cps_push(&hc, h.cp[i]);
     for (int i = 0; rc == AD_OK && i < r.n; i++)
-        if (!py_space(r.cp[i])) rc = cps_push(&rc_, r.cp[i]);
+        if (!ad_py_isspace(r.cp[i])) rc = cps_push(&rc_, r.cp[i]);
     for (int n = 1; rc == AD_OK && n <= st->char_order; n++) {
         int64_t s[3];
         match_stats(hc.cp, hc.n, rc_.cp, rc_.n, n, s);

@@ -11,6 +11,10 @@
 
 typedef enum { AD_BLEU_TOK_13A = 0, AD_BLEU_TOK_ZH, AD_BLEU_TOK_NONE } ad_bleu_tokenizer;
 
+/* Python's str.isspace() for one code point: what str.split() and str.strip() treat as
+ * whitespace, which sacreBLEU (and mweralign's line handling) rely on. */
+bool ad_py_isspace(int32_t c);
+
 #define AD_BLEU_MAX_ORDER 4
 
 typedef struct {

@@ -10,16 +10,32 @@ passed=0 failed=0
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de >"$tmp/out" && ok || bad "score failed"
-grep -q "^BLEU = 73.83 " "$tmp/out" && grep -q "^chrF2 = 82.30" "$tmp/out" && grep -q "^chrF2++ = 82.27" "$tmp/out" && ok || { bad "scores"; cat "$tmp/out"; }
+# sacreBLEU's corpus scores from the fixture, rounded as the command prints them
+read -r want_bleu want_chrf want_chrfpp < <("${PYTHON:-python3}" -c "import json,sys; d=json.load(open(sys.argv[1])); print('%.2f %.2f %.2f' % (d['bleu'], d['chrf'], d['chrf++']))" "$fx/de.scores.json")
+grep -q "^BLEU = $want_bleu " "$tmp/out" && grep -q "^chrF2 = $want_chrf\$" "$tmp/out" && grep -q "^chrF2++ = $want_chrfpp\$" "$tmp/out" && ok || { bad "scores (sacreBLEU: $want_bleu $want_chrf $want_chrfpp)"; cat "$tmp/out"; }
 grep -q "tok:13a|smooth:exp" "$tmp/out" && ok || bad "signature"
 [ "$("$bin" score --hyp "$fx/zh.hyp" --ref "$fx/zh.ref" --lang zh --sentence | grep -c '^line ')" -eq 320 ] && ok || bad "--sentence prints one line per pair"
 head -5 "$fx/de.hyp" >"$tmp/short"
 "$bin" score --hyp "$tmp/short" --ref "$fx/de.ref" --lang de 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "has 5 lines but" "$tmp/err" && ok || bad "line-count mismatch: rc $rc"
-if ! command -v comet-score >/dev/null; then
-  "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --comet --src "$fx/de.ref" >/dev/null 2>"$tmp/err"; rc=$?
-  [ $rc -eq 1 ] && grep -q "COMET is not available" "$tmp/err" && ok || bad "missing COMET must be said (rc $rc)"
-fi
+# COMET: a stand-in comet-score (same arguments and output format as unbabel-comet's) on
+# PATH, a file name with a quote and a space, then no comet-score at all.
+mkdir -p "$tmp/bin" "$tmp/empty"
+cat >"$tmp/bin/comet-score" <<'EOF'
+#!/bin/sh
+[ "$1" = -s ] && [ "$3" = -t ] && [ "$5" = -r ] && [ "$7" = --quiet ] || exit 3
+i=0
+while read -r _; do printf '%s\tSegment %d\tscore: 0.5000\n' "$4" "$i"; i=$((i + 1)); done <"$4"
+printf '%s\tscore: 0.8123\n' "$4"
+EOF
+chmod +x "$tmp/bin/comet-score"
+cp "$fx/de.hyp" "$tmp/it's a.hyp"
+PATH="$tmp/bin:$PATH" "$bin" score --hyp "$tmp/it's a.hyp" --ref "$fx/de.ref" --lang de --comet --src "$fx/de.ref" >"$tmp/out" 2>"$tmp/err" && grep -q "^COMET = 0.8123 " "$tmp/out" && ok || { bad "COMET through comet-score"; cat "$tmp/err"; }
+PATH="$tmp/bin:$PATH" "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --comet --src "$fx/de.ref" --json | grep -q '"comet": 0.812300' && ok || bad "COMET in JSON"
+PATH="$tmp/empty" "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --comet --src "$fx/de.ref" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "COMET is not available" "$tmp/err" && grep -q "^BLEU = $want_bleu " "$tmp/out" && ok || bad "missing COMET must be said, other scores kept (rc $rc)"
+"$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --comet 2>/dev/null; [ $? -eq 2 ] && ok || bad "--comet without --src is a usage error"
+[ "$("$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --sentence --chrf-plus | grep -c 'chrF++ ')" -eq 320 ] && ok || bad "--chrf-plus per sentence"
 "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang xx 2>/dev/null; [ $? -eq 2 ] && ok || bad "unknown language"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
