@@ -21,6 +21,8 @@ bool cli_is_help(const char *arg);
 int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_size(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
 int cmd_features(int argc, char **argv);

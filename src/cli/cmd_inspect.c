@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "compress/quant_io.h"
 #include "core/error.h"
 #include "io/file.h"
 #include "io/hf_config.h"
@@ -94,6 +95,12 @@ static int inspect_model_dir(const char *dir) {
         ad_safetensors_close(&st);
         return cli_fail("inspect");
     }
+    ad_quant_index qindex = {0};
+    if (ad_quant_index_load(&st, &qindex) < 0) {
+        free(specs);
+        ad_safetensors_close(&st);
+        return cli_fail("inspect");
+    }
     /* Canonical names of the file's tensors, so transformers-5-style names match too. */
     char(*canon)[AD_WEIGHT_NAME_MAX * 2] = calloc((size_t)st.n_entries + 1, sizeof *canon);
     int *used = calloc((size_t)st.n_entries + 1, sizeof *used);
@@ -101,6 +108,7 @@ static int inspect_model_dir(const char *dir) {
         free(canon);
         free(used);
         free(specs);
+        ad_quant_index_free(&qindex);
         ad_safetensors_close(&st);
         ad_fail("out of memory");
         return cli_fail("inspect");
@@ -116,6 +124,31 @@ static int inspect_model_dir(const char *dir) {
         int found = -1;
         for (int i = 0; i < st.n_entries && found < 0; i++)
             if (strcmp(canon[i], specs[s].name) == 0) found = i;
+        const ad_quant_entry *qe = found < 0 ? ad_quant_index_find(&qindex, specs[s].name) : NULL;
+        if (qe) {
+            /* Stored in group format: its parts were checked when the index loaded. */
+            if (qe->rows != specs[s].shape[0] || qe->cols != specs[s].shape[1] ||
+                specs[s].ndim != 2) {
+                if (mismatched++ < MAX_LISTED)
+                    printf("shape mismatch: quantized %s is [%lld, %lld], config implies another\n",
+                           specs[s].name, (long long)qe->rows, (long long)qe->cols);
+                continue;
+            }
+            char part[AD_WEIGHT_NAME_MAX * 2 + 16];
+            static const char *suffix[] = {".qcodes", ".qscales", ".qzeros"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(part, sizeof part, "%s%s", specs[s].name, suffix[k]);
+                for (int i = 0; i < st.n_entries; i++)
+                    if (strcmp(canon[i], part) == 0) used[i] = 1;
+            }
+            int64_t numel = ad_weight_spec_numel(&specs[s]);
+            counts.params[specs[s].component] += numel;
+            counts.tensors[specs[s].component]++;
+            counts.total_params += numel;
+            counts.total_tensors++;
+            dtype_count[AD_QGROUP]++;
+            continue;
+        }
         if (found < 0) {
             if (missing++ < MAX_LISTED) printf("missing: %s\n", specs[s].name);
             continue;
@@ -165,6 +198,7 @@ static int inspect_model_dir(const char *dir) {
     free(canon);
     free(used);
     free(specs);
+    ad_quant_index_free(&qindex);
     ad_safetensors_close(&st);
     if (problems) {
         fprintf(stderr,

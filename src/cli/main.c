@@ -16,6 +16,8 @@ static const cli_command commands[] = {
     {"plan", cmd_plan, "size on disk a compression recipe gives, from shapes alone"},
     {"prune", cmd_prune,
      "a pruned student (layers, heads, FFN, hidden, vocabulary) from a teacher"},
+    {"quantize", cmd_quantize, "group-wise int8/4/3/2 weights (round-to-nearest or GPTQ)"},
+    {"size", cmd_size, "bytes on disk, parameters and bits per weight of a model directory"},
     {"synth", cmd_synth, "synthetic speech-translation corpus (espeak-ng), ACL 60/60 layout"},
     {"segment", cmd_segment, "split a long recording into segments (energy VAD) as YAML"},
     {"features", cmd_features, "Whisper log-mel features of an audio file, as .npy"},

@@ -26,6 +26,7 @@ typedef enum {
     AD_I64, /* token ids and the like in foreign files */
     AD_Q4,  /* packed 4-bit codes, two per byte, low nibble first */
     AD_Q3,  /* packed 3-bit codes, eight per three bytes, little-endian bit order */
+    AD_QGROUP, /* a group-quantized weight: `quant` points to its ad_quant_tensor */
     AD_DTYPE_COUNT
 } ad_dtype;
 
@@ -39,6 +40,7 @@ typedef struct {
     int64_t stride[AD_MAX_DIMS]; /* in elements; packed dtypes are always row-contiguous */
     void *data;                  /* address of element [0,0,..] */
     const char *name;            /* borrowed; for error messages */
+    const void *quant;           /* AD_QGROUP only: the codes, scales and zeros (compress/quant.h) */
 } ad_tensor;
 
 const char *ad_dtype_name(ad_dtype dtype);

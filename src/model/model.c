@@ -3,6 +3,8 @@
  * (modeling_qwen2_audio.py, qwen2/modeling_qwen2.py); every computation is a backend op. */
 #include "model/model.h"
 
+#include "compress/quant_io.h"
+
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -109,6 +111,31 @@ static void describe_shape(char *buf, size_t size, int ndim, const int64_t *shap
     if (at < size) snprintf(buf + at, size - at, "]");
 }
 
+/* Copies a quantized weight's parts out of the file into memory the model owns and points
+ * the slot (dtype AD_QGROUP) at them. Quantized weights live on the host for the CPU
+ * backend's dequantizing matmul. */
+static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_entry *qe, ad_tensor *slot) {
+    if (m->be->device != AD_DEVICE_CPU) return ad_fail("quantized weights need the CPU backend for now");
+    ad_quant_tensor view, *q = ad_calloc(1, sizeof *q, "quantized weight");
+    if (!q) return AD_ERR;
+    void **g = ad_realloc(m->quant_owned, sizeof *g * (size_t)(m->n_quant_owned + 1), "quantized weights");
+    if (!g) {
+        free(q);
+        return AD_ERR;
+    }
+    m->quant_owned = g;
+    m->quant_owned[m->n_quant_owned++] = q;
+    AD_TRY(ad_quant_view(st, qe, &view));
+    AD_TRY(ad_quant_alloc(q, &qe->spec, qe->rows, qe->cols, qe->name));
+    const int64_t groups = qe->rows * (qe->cols / qe->spec.group_size);
+    memcpy(q->codes, view.codes, (size_t)(qe->rows * ad_quant_row_bytes(&qe->spec, qe->cols)));
+    memcpy(q->scales, view.scales, sizeof(uint16_t) * (size_t)groups);
+    if (q->zeros) memcpy(q->zeros, view.zeros, (size_t)groups);
+    AD_TRY(ad_tensor_init(slot, q->codes, AD_QGROUP, AD_DEVICE_CPU, 2, (int64_t[]){qe->rows, qe->cols}, NULL));
+    slot->quant = q;
+    return AD_OK;
+}
+
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path) {
     memset(m, 0, sizeof *m);
@@ -119,6 +146,8 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
     ad_safetensors st;
     memset(&st, 0, sizeof st);
     int *matched = NULL;
+    char *part_used = NULL;
+    ad_quant_index qindex = {0};
     char(*canon)[AD_WEIGHT_NAME_MAX * 2] = NULL;
     int rc = AD_ERR;
 
@@ -128,7 +157,10 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
     if (!m->encoder || !m->decoder) goto done;
     if (ad_weight_specs(cfg, &specs, &n_specs) < 0) goto done;
     if (ad_safetensors_open(&st, weights_path) < 0) goto done;
+    if (ad_quant_index_load(&st, &qindex) < 0) goto done;
     matched = ad_calloc((size_t)n_specs + 1, sizeof *matched, "weight matches");
+    part_used = ad_calloc((size_t)st.n_entries + 1, sizeof *part_used, "weight matches");
+    if (!part_used) goto done;
     canon = ad_calloc((size_t)st.n_entries + 1, sizeof *canon, "tensor names");
     if (!matched || !canon) goto done;
     for (int i = 0; i < st.n_entries; i++)
@@ -139,6 +171,25 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
     ad_arena_plan plan = {0};
     for (int s = 0; s < n_specs; s++) {
         const ad_weight_spec *sp = &specs[s];
+        const ad_quant_entry *qe = ad_quant_index_find(&qindex, sp->name);
+        if (qe) {
+            /* A group-quantized weight: its parts (.qcodes/.qscales/.qzeros) stand for it. */
+            if (sp->ndim != 2 || qe->rows != sp->shape[0] || qe->cols != sp->shape[1]) {
+                ad_fail("%s: quantized tensor %s is [%lld, %lld] but config.json implies [%lld, %lld]", weights_path,
+                        sp->name, (long long)qe->rows, (long long)qe->cols, (long long)sp->shape[0],
+                        (long long)(sp->ndim > 1 ? sp->shape[1] : 1));
+                goto done;
+            }
+            for (int i = 0; i < st.n_entries; i++) {
+                size_t n = strlen(sp->name);
+                if (!strncmp(st.entries[i].name, sp->name, n) && st.entries[i].name[n] == '.' &&
+                    st.entries[i].name[n + 1] == 'q')
+                    part_used[i] = 1;
+            }
+            matched[s] = -1;
+            m->n_quantized++;
+            continue;
+        }
         int found = -1;
         for (int i = 0; i < st.n_entries && found < 0; i++)
             if (strcmp(canon[i], sp->name) == 0) found = i;
@@ -165,6 +216,7 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
     }
     for (int i = 0; i < st.n_entries; i++) {
         bool used = false;
+        used = part_used[i] != 0;
         for (int s = 0; s < n_specs && !used; s++)
             used = matched[s] == i;
         if (!used) {
@@ -190,6 +242,13 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
             ad_fail("internal: no slot for weight %s", sp->name);
             goto done;
         }
+        if (matched[s] < 0) {
+            if (load_quantized(m, &st, ad_quant_index_find(&qindex, sp->name), slot) < 0) {
+                ad_fail_context("%s: loading %s", weights_path, sp->name);
+                goto done;
+            }
+            continue;
+        }
         if (ad_arena_tensor(&arena, slot, be->act_dtype, sp->ndim, sp->shape, sp->name) < 0)
             goto done;
         slot->device = be->device;
@@ -206,6 +265,8 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
 done:
     free(canon);
     free(matched);
+    free(part_used);
+    ad_quant_index_free(&qindex);
     free(specs);
     if (st.entries || st.shards) ad_safetensors_close(&st);
     if (rc < 0) ad_model_free(m);
@@ -225,6 +286,11 @@ int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
 
 void ad_model_free(ad_model *m) {
     if (m->weight_memory) m->be->release(m->be, m->weight_memory);
+    for (int i = 0; i < m->n_quant_owned; i++) {
+        ad_quant_free(m->quant_owned[i]);
+        free(m->quant_owned[i]);
+    }
+    free(m->quant_owned);
     free(m->encoder);
     free(m->decoder);
     memset(m, 0, sizeof *m);

@@ -40,6 +40,9 @@ typedef struct {
     /* language_model */
     ad_tensor embed_tokens, norm_w, lm_head; /* lm_head aliases embed_tokens when tied */
     ad_decoder_layer *decoder;
+    int n_quantized;    /* weights stored group-quantized (AD_QGROUP slots) */
+    void **quant_owned; /* their ad_quant_tensor copies */
+    int n_quant_owned;
 } ad_model;
 
 /* Reads DIR/config.json and the checkpoint in DIR (single file or sharded index; checkpoint or

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
+#include "compress/quant.h"
 #include "core/error.h"
 
 /* Target size of a converted weight tile or an im2col block (floats): big enough that sgemm
@@ -166,12 +167,43 @@ static int prefill_bias(ad_backend *be, const char *op, const mat_view *Y, const
     return AD_OK;
 }
 
+/* y += x @ W^T for a group-quantized W: rows of W are dequantized a tile at a time into f32
+ * (never the whole matrix) and multiplied with sgemm, like the BF16 path above. */
+static int linear_quantized(ad_backend *be, const mat_view *Y, const mat_view *X, const ad_tensor *w) {
+    const ad_quant_tensor *q = w->quant;
+    if (!q) return cpu_fail_tensor("linear", w, "is QGROUP but has no quantized data");
+    const int64_t N = q->rows, K = q->cols, M = X->rows;
+    if (X->cols != K || Y->cols != N || Y->rows != M || X->trans)
+        return cpu_fail_tensor("linear", w, "quantized [%lld, %lld] does not fit x [%lld, %lld]", (long long)N,
+                               (long long)K, (long long)M, (long long)X->cols);
+    int64_t nb = TILE_FLOATS / (K ? K : 1);
+    if (nb < 64) nb = 64;
+    if (nb > N) nb = N;
+    float *tile;
+    AD_TRY(cpu_scratch(be, CPU_SCRATCH_WEIGHT, (size_t)(nb * K) * sizeof(float), (void **)&tile));
+    cpu_blas_threads(be);
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t n = N - n0 < nb ? N - n0 : nb;
+        ad_quant_dequantize_rows(q, n0, n, tile);
+        if (M)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, (const float *)X->data,
+                        (int)X->ld, tile, (int)K, 1.0f, (float *)Y->data + n0, (int)Y->ld);
+    }
+    return AD_OK;
+}
+
 int ad_cpu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                   const ad_tensor *bias) {
     const char *op = "linear";
     mat_view Y, X, W;
     AD_TRY(output_view(op, y, &Y));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
+    if (w->dtype == AD_QGROUP) {
+        AD_TRY(mat_of(op, x, &X));
+        AD_TRY(cpu_check_no_alias(op, y, x));
+        AD_TRY(prefill_bias(be, op, &Y, bias));
+        return linear_quantized(be, &Y, &X, w);
+    }
     AD_TRY(cpu_check_weight(op, "w", w));
     AD_TRY(cpu_check_ndim(op, w, 2, 2));
     AD_TRY(mat_of(op, x, &X));

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
+#include "compress/quant.h"
 #include "core/error.h"
 
 /* Scores computed per attention block (floats): keeps scratch bounded for long sequences. */
@@ -235,9 +236,29 @@ int ad_cpu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kern
     return AD_OK;
 }
 
+/* Rows of a group-quantized table (a quantized embed_tokens), dequantized one by one. */
+static int cpu_embedding_quantized(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids) {
+    (void)be;
+    const ad_quant_tensor *q = table->quant;
+    if (!q) return cpu_fail_tensor("embedding", table, "is QGROUP but has no quantized data");
+    AD_TRY(cpu_check_tensor("embedding", "ids", ids, AD_I32));
+    const int64_t N = ad_tensor_numel(ids);
+    if (!ad_tensor_is_contiguous(y) || ad_tensor_numel(y) != N * q->cols)
+        return cpu_fail_tensor("embedding", y, "expected %lld contiguous rows of %lld", (long long)N, (long long)q->cols);
+    const int32_t *id = ids->data;
+    for (int64_t i = 0; i < N; i++) {
+        if (id[i] < 0 || id[i] >= q->rows)
+            return cpu_fail_tensor("embedding", ids, "element %lld = %d is outside [0, %lld)", (long long)i, id[i],
+                                   (long long)q->rows);
+        ad_quant_dequantize_rows(q, id[i], 1, (float *)y->data + i * q->cols);
+    }
+    return AD_OK;
+}
+
 int ad_cpu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids) {
     const char *op = "embedding";
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
+    if (table->dtype == AD_QGROUP) return cpu_embedding_quantized(be, y, table, ids);
     AD_TRY(cpu_check_weight(op, "table", table));
     AD_TRY(cpu_check_tensor(op, "ids", ids, AD_I32));
     AD_TRY(cpu_check_ndim(op, table, 2, 2));
