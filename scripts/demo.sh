@@ -2,8 +2,8 @@
 # The main job on the embedded demo, as far as it exists: installs dependencies, builds, and
 # runs the whole path on a tiny Qwen2-Audio model (tests/fixtures/tiny_b, random weights, 1 s
 # audio window) and a small synthetic corpus: inspect -> plan (real 7B config) -> synth ->
-# prepare -> prune -> distill -> translate -> score. The small teacher that really translates
-# (and int4 quantization, the report and the Pareto plot) join this script with the demo issue.
+# prepare -> prune -> distill -> quantize (GPTQ int4) -> size -> translate -> score. The small
+# teacher that really translates (and the report and Pareto plot) join with the demo issue.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,8 +28,16 @@ step "prune the tiny teacher (a layer dropped, FFN by importance)"
 $bin prune --config configs/examples/prune.yaml
 step "distil the student from the teacher (KL + CE)"
 $bin train --config configs/examples/distill.yaml --resume auto
+step "quantize the student (decoder and LM head GPTQ int4, embeddings int8)"
+$bin quantize --config configs/examples/quantize.yaml
+step "what each model weighs"
+for m in tests/fixtures/tiny_b "$out/run/final" "$out/student-int4"; do
+  printf '%s: ' "$m"; $bin size "$m" | tail -1
+done
 step "translate the eval split and score it (random tiny weights: expect near-zero BLEU)"
 ls "$out"/synth/eval/segmented_wavs/gold/*.wav | sort -V | head -20 >"$out/eval.list"
 $bin translate --model "$out/run/final" --lang de --list "$out/eval.list" >"$out/eval.de"
 head -20 "$out/synth/eval/text/txt/ACL.6060.eval.en-xx.de.txt" >"$out/eval.ref.de"
 $bin score --hyp "$out/eval.de" --ref "$out/eval.ref.de" --lang de
+$bin translate --model "$out/student-int4" --lang de --list "$out/eval.list" >"$out/eval.int4.de"
+$bin score --hyp "$out/eval.int4.de" --ref "$out/eval.ref.de" --lang de
