@@ -731,6 +731,12 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     if (ad_backend_cpu_create(&r.be, (int)job->train.threads) < 0) goto done;
     /* The student starts from its directory, or from the checkpoint when resuming. */
     if (ad_model_load(&r.student, r.be, ckpt ? ckpt : job->student) < 0) goto done;
+    if (r.student.n_quantized > 0) {
+        ad_fail("%s is quantized (%d weights in group format) and cannot be trained: train the "
+                "unquantized student, then quantize it (a quantized model can be the teacher)",
+                ckpt ? ckpt : job->student, r.student.n_quantized);
+        goto done;
+    }
     if (job->teacher) {
         if (ad_model_load(&r.teacher, r.be, job->teacher) < 0) goto done;
         r.has_teacher = true;
