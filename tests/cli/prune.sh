@@ -25,6 +25,15 @@ done
 "$bin" prune --config "$tmp/job.yaml" >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "already exists" "$tmp/err" && ok || bad "rerun: rc $rc"
 
+# A uniform student is a plain Hugging Face directory: the fixture generator loaded exactly
+# these weights with transformers' from_pretrained and got the reference logits (and
+# tests/unit/test_prune.c checks audistill's logits on the same recipe against them).
+printf 'teacher: %s/tiny_a\noutput: %s/export\nprune:\n  drop_decoder_layers: [1]\n  drop_encoder_layers: [0]\n' "$fx" "$tmp" >"$tmp/export.yaml"
+"$bin" prune --config "$tmp/export.yaml" >/dev/null 2>&1 || bad "prune for export"
+want=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"]["model.safetensors"])' "$fx/prune/tiny_a_export.json")
+got=$(sha256sum "$tmp/export/model.safetensors" | cut -d' ' -f1)
+[ "$want" = "$got" ] && ok || bad "the exported student's weights differ from those transformers loaded (regenerate with make_prune_fixtures.py if intended)"
+
 refuse() { # job text, expected message
   printf '%b' "$1" >"$tmp/bad.yaml"
   "$bin" prune --config "$tmp/bad.yaml" >/dev/null 2>"$tmp/err"; rc=$?
