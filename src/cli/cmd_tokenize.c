@@ -1,27 +1,104 @@
-/* audistill tokenize: the Qwen2 tokenizer on stdin lines, ids (or text with --decode) on stdout. */
+/* audistill tokenize: the Qwen2 tokenizer on stdin lines, ids (or text with --decode) on stdout,
+ * one output line per input line. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/error.h"
 #include "text/bpe.h"
 
-static const char *usage = "audistill tokenize --tokenizer DIR [--decode] [--no-audio-specials]";
+static const char *usage = "audistill tokenize --tokenizer DIR [--decode [--skip-special]] "
+                           "[--escapes] [--no-audio-specials]";
 
 static void print_help(void) {
-    printf("usage: %s\n\n"
-           "Reads lines on stdin; prints one line per input line: the token ids separated by\n"
-           "spaces, or with --decode the text of space-separated ids. DIR holds vocab.json and\n"
-           "merges.txt and optionally tokenizer_config.json (added tokens). Qwen2-Audio's six\n"
-           "special tokens (<|endoftext|> 151643 ... <|audio_eos|> 151648) are added unless the\n"
-           "directory defines them or --no-audio-specials is given. Escapes: a literal \\n in a\n"
-           "line stands for a newline inside the text.\n",
-           usage);
+    printf(
+        "usage: %s\n\n"
+        "Reads lines on stdin and prints one line per input line: the token ids of the line's\n"
+        "text separated by spaces, or with --decode the text of a line of space-separated ids.\n"
+        "The ids are those of transformers' Qwen2TokenizerFast (NFC, added tokens split out\n"
+        "first, the Qwen2 pre-tokenizer, byte-level BPE); no special tokens are added.\n\n"
+        "  --tokenizer DIR       vocab.json and merges.txt, and optionally tokenizer_config.json\n"
+        "                        (its added_tokens_decoder gives the added tokens)\n"
+        "  --decode              ids to text; bytes that are not UTF-8 become U+FFFD\n"
+        "  --skip-special        with --decode: leave out special tokens (<|im_end|>, ...)\n"
+        "  --escapes             text is written with \\n \\r \\t \\\\ escapes, so that text with\n"
+        "                        line breaks fits on one line (read when encoding, written when\n"
+        "                        decoding); without it a line is taken as it is, less its line\n"
+        "                        ending (\\n or \\r\\n)\n"
+        "  --no-audio-specials   do not add Qwen2-Audio's six special tokens\n\n"
+        "Qwen2-Audio's special tokens <|endoftext|> 151643, <|im_start|> 151644, <|im_end|>\n"
+        "151645, <|AUDIO|> 151646, <|audio_bos|> 151647 and <|audio_eos|> 151648 are added by\n"
+        "default, unless tokenizer_config.json already defines them, so that a directory with\n"
+        "only vocab.json and merges.txt tokenizes Qwen2-Audio prompts correctly.\n",
+        usage);
+}
+
+/* Undoes --escapes in place; returns the new length, or -1 at an unknown escape. */
+static long unescape(char *s, size_t len) {
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\') {
+            s[w++] = s[i];
+            continue;
+        }
+        if (++i == len) return -1;
+        switch (s[i]) {
+        case 'n': s[w++] = '\n'; break;
+        case 'r': s[w++] = '\r'; break;
+        case 't': s[w++] = '\t'; break;
+        case '\\': s[w++] = '\\'; break;
+        default: return -1;
+        }
+    }
+    return (long)w;
+}
+
+static void print_text(const char *s, size_t len, int escapes) {
+    if (!escapes) {
+        fwrite(s, 1, len, stdout);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        switch (s[i]) {
+        case '\n': fputs("\\n", stdout); break;
+        case '\r': fputs("\\r", stdout); break;
+        case '\t': fputs("\\t", stdout); break;
+        case '\\': fputs("\\\\", stdout); break;
+        default: putchar(s[i]);
+        }
+    }
+}
+
+/* Parses a line of space-separated ids into *ids (grown as needed). */
+static int parse_ids(const char *line, int32_t **ids, size_t *cap, int *n) {
+    *n = 0;
+    const char *p = line;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p) return AD_OK;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ' ' && *end != '\t') || errno || v < 0 || v > INT32_MAX)
+            return ad_fail("expected space-separated non-negative integer ids, got '%.40s'", p);
+        if ((size_t)*n == *cap) {
+            size_t c = *cap ? *cap * 2 : 256;
+            int32_t *g = ad_realloc(*ids, sizeof *g * c, "ids");
+            if (!g) return AD_ERR;
+            *ids = g;
+            *cap = c;
+        }
+        (*ids)[(*n)++] = (int32_t)v;
+        p = end;
+    }
 }
 
 int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL;
-    int decode = 0, specials = 1;
+    int decode = 0, specials = 1, skip_special = 0, escapes = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             print_help();
@@ -30,6 +107,10 @@ int cmd_tokenize(int argc, char **argv) {
             dir = argv[++i];
         } else if (!strcmp(argv[i], "--decode")) {
             decode = 1;
+        } else if (!strcmp(argv[i], "--skip-special")) {
+            skip_special = 1;
+        } else if (!strcmp(argv[i], "--escapes")) {
+            escapes = 1;
         } else if (!strcmp(argv[i], "--no-audio-specials")) {
             specials = 0;
         } else {
@@ -37,68 +118,58 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     if (!dir) return cli_usage_error("tokenize", usage, "--tokenizer DIR is required");
+    if (skip_special && !decode)
+        return cli_usage_error("tokenize", usage, "--skip-special applies to --decode only");
     ad_tokenizer *t;
     if (ad_tokenizer_load(dir, specials, &t) < 0) return cli_fail("tokenize");
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, ids_cap = 0;
+    int32_t *ids = NULL;
     ssize_t len;
     int rc = 0;
     long line_no = 0;
-    while ((len = getline(&line, &cap, stdin)) >= 0) {
+    while (rc == 0 && (len = getline(&line, &cap, stdin)) >= 0) {
         line_no++;
         if (len && line[len - 1] == '\n') line[--len] = '\0';
+        if (len && line[len - 1] == '\r') line[--len] = '\0';
         if (decode) {
-            int32_t *ids = malloc(sizeof(int32_t) * (size_t)(len / 2 + 1));
-            int n = 0;
-            char *p = line, *end;
-            while (ids && *p) {
-                long v = strtol(p, &end, 10);
-                if (end == p) break;
-                ids[n++] = (int32_t)v;
-                p = end;
-            }
-            while (*p == ' ' || *p == '\t')
-                p++;
+            int n;
             char *text = NULL;
-            if (!ids || *p) {
-                fprintf(stderr,
-                        "audistill tokenize: line %ld: expected space-separated integer ids\n",
-                        line_no);
-                rc = 1;
-            } else if (ad_tokenizer_decode(t, ids, n, 0, &text) < 0) {
-                fprintf(stderr, "audistill tokenize: line %ld: %s\n", line_no, "");
-                cli_fail("tokenize");
+            size_t tlen;
+            if (parse_ids(line, &ids, &ids_cap, &n) < 0 ||
+                ad_tokenizer_decode_len(t, ids, n, skip_special, &text, &tlen) < 0) {
                 rc = 1;
             } else {
-                printf("%s\n", text);
+                print_text(text, tlen, escapes);
+                putchar('\n');
             }
             free(text);
-            free(ids);
         } else {
-            /* "\n" written as backslash-n stands for a newline inside the text. */
-            size_t w = 0;
-            for (ssize_t i = 0; i < len; i++) {
-                if (line[i] == '\\' && i + 1 < len && line[i + 1] == 'n')
-                    line[w++] = '\n', i++;
-                else
-                    line[w++] = line[i];
-            }
-            int32_t *ids;
+            long n_bytes = escapes ? unescape(line, (size_t)len) : (long)len;
+            int32_t *out = NULL;
             int n;
-            if (ad_tokenizer_encode(t, line, w, &ids, &n) < 0) {
-                fprintf(stderr, "audistill tokenize: line %ld: ", line_no);
-                cli_fail("tokenize");
+            if (n_bytes < 0) {
+                rc = ad_fail("unknown escape (--escapes knows \\n \\r \\t \\\\)");
+            } else if (ad_tokenizer_encode(t, line, (size_t)n_bytes, &out, &n) < 0) {
                 rc = 1;
-                continue;
+            } else {
+                for (int i = 0; i < n; i++)
+                    printf("%s%d", i ? " " : "", out[i]);
+                putchar('\n');
             }
-            for (int i = 0; i < n; i++)
-                printf("%s%d", i ? " " : "", ids[i]);
-            printf("\n");
-            free(ids);
+            free(out);
         }
-        if (rc) break;
+        if (rc) {
+            ad_fail_context("stdin line %ld", line_no);
+            rc = cli_fail("tokenize");
+        }
     }
     free(line);
+    free(ids);
     ad_tokenizer_free(t);
+    if (rc == 0 && (ferror(stdin) || fflush(stdout) != 0)) {
+        ad_fail("reading stdin or writing stdout failed");
+        rc = cli_fail("tokenize");
+    }
     return rc;
 }

@@ -133,7 +133,9 @@ int ad_translator_run(ad_translator *t, const float *samples, int64_t n, const c
              ? ad_generate(&t->state, prompts, &n_ids, 1, true, &gp, &out)
              : AD_ERR;
     free(ids);
-    if (rc == AD_OK) rc = ad_tokenizer_decode(t->tok, out.tokens, out.len[0], 1, text);
+    if (rc == AD_OK)
+        rc = ad_tokenizer_decode(
+            t->tok, out.tokens, ad_tokenizer_drop_unknown(t->tok, out.tokens, out.len[0]), 1, text);
     free(out.tokens), free(out.len), free(out.score);
     return rc;
 }

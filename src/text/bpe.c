@@ -1,3 +1,6 @@
+/* The Qwen2 byte-level BPE tokenizer (see bpe.h): loading vocab.json, merges.txt and the added
+ * tokens into hash maps, the pre-tokenizer pattern, BPE with a word cache, and decoding. It
+ * owns no global state; a tokenizer is not safe to share between threads (cache, scratch). */
 #include "text/bpe.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -13,10 +16,36 @@
 #include "io/file.h"
 #include "io/hf_config.h"
 
-/* Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2TokenizerFast). */
-static const char *QWEN2_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{"
-                                   "N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                                   "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2TokenizerFast):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+ *   \s*[\r\n]+|\s+(?!\S)|\s+
+ * The reference runs it with Oniguruma, whose classes differ from PCRE2 10.42's in two ways,
+ * found by matching every code point with both (tokenizers 0.23 vs PCRE2 10.42):
+ * - Oniguruma's \s is Unicode White_Space; PCRE2 (UCP) also counts U+180E MONGOLIAN VOWEL
+ *   SEPARATOR. PAT_WS spells out White_Space (a stable property) instead of \s.
+ * - Oniguruma knows Unicode 16, PCRE2 10.42 Unicode 14: the letters and digits assigned since
+ *   (CJK extensions H and I, Kawi, Garay, ...) are listed after \p{L} and \p{N}. A newer PCRE2
+ *   includes them already; listing them twice is harmless. */
+#define PAT_WS                                                                                     \
+    "\\t\\n\\x{0b}\\f\\r "                                                                         \
+    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+#define PAT_L                                                                                      \
+    "\\p{L}\\x{1c89}-\\x{1c8a}\\x{a7cb}-\\x{a7cd}\\x{a7da}-\\x{a7dc}\\x{105c0}-\\x{105f3}"         \
+    "\\x{10d4a}-\\x{10d65}\\x{10d6f}-\\x{10d85}\\x{10ec2}-\\x{10ec4}\\x{1123f}-\\x{11240}"         \
+    "\\x{11380}-\\x{11389}\\x{1138b}\\x{1138e}\\x{11390}-\\x{113b5}\\x{113b7}\\x{113d1}"           \
+    "\\x{113d3}\\x{11bc0}-\\x{11be0}\\x{11f02}\\x{11f04}-\\x{11f10}\\x{11f12}-\\x{11f33}"          \
+    "\\x{1342f}\\x{13441}-\\x{13446}\\x{13460}-\\x{143fa}\\x{16100}-\\x{1611d}"                    \
+    "\\x{16d40}-\\x{16d6c}\\x{18cff}\\x{1b132}\\x{1b155}\\x{1df25}-\\x{1df2a}"                     \
+    "\\x{1e030}-\\x{1e06d}\\x{1e4d0}-\\x{1e4eb}\\x{1e5d0}-\\x{1e5ed}\\x{1e5f0}\\x{2b739}"          \
+    "\\x{2ebf0}-\\x{2ee5d}\\x{31350}-\\x{323af}"
+#define PAT_N                                                                                      \
+    "\\p{N}\\x{10d40}-\\x{10d49}\\x{116d0}-\\x{116e3}\\x{11bf0}-\\x{11bf9}"                        \
+    "\\x{11f50}-\\x{11f59}\\x{16130}-\\x{16139}\\x{16d70}-\\x{16d79}\\x{1ccf0}-\\x{1ccf9}"         \
+    "\\x{1d2c0}-\\x{1d2d3}\\x{1e4f0}-\\x{1e4f9}\\x{1e5f1}-\\x{1e5fa}"
+#define QWEN2_PATTERN                                                                              \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n" PAT_L PAT_N "]?[" PAT_L "]+|[" PAT_N                   \
+    "]| ?[^" PAT_WS PAT_L PAT_N "]+[\\r\\n]*|[" PAT_WS "]*[\\r\\n]+|[" PAT_WS "]+(?![^" PAT_WS     \
+    "])|[" PAT_WS "]+"
 
 static const struct {
     const char *content;
@@ -124,7 +153,7 @@ static void pairs_put(pair_map *p, int a, int b, int rank, int merged) {
     size_t i = mix(key) & (p->cap - 1);
     while (p->keys[i] && p->keys[i] != key)
         i = (i + 1) & (p->cap - 1);
-    if (p->keys[i] == key && p->rank[i] <= rank) return; /* the first listing wins */
+    /* A repeated merge keeps its last rank, as the reference's map of merges does. */
     p->keys[i] = key;
     p->rank[i] = rank;
     p->merged[i] = merged;
@@ -144,12 +173,15 @@ static bool pairs_get(const pair_map *p, int a, int b, int *rank, int *merged) {
     return false;
 }
 
+/* Ids beyond this are a broken file, not a vocabulary (the tables are indexed by id). */
+#define MAX_ID (1 << 24)
+
 /* ---- the tokenizer --------------------------------------------------------------------- */
 
 struct ad_tokenizer {
     str_map vocab;      /* byte-level string -> id */
     char **id_to_token; /* id -> byte-level string (base) or content (added) */
-    bool *is_added, *is_special;
+    bool *is_special;
     int size, cap;
     pair_map merges;
     ad_added_token *added;
@@ -162,6 +194,12 @@ struct ad_tokenizer {
     int cache_n, cache_cap, cache_ids_n, cache_ids_cap;
     char byte_char[256][4]; /* GPT-2 bytes_to_unicode as UTF-8 */
     int unicode_to_byte[512];
+    int32_t byte_id[256];    /* id of each byte's one-character token */
+    bool added_first[256];   /* bytes that start an added token */
+    size_t *added_len;       /* strlen of each added token's content */
+    struct merge_cand *heap; /* BPE scratch, reused across words */
+    int *sym, *prev, *next;
+    size_t scratch_cap;
 };
 
 static void build_byte_map(ad_tokenizer *t) {
@@ -177,7 +215,7 @@ static void build_byte_map(ad_tokenizer *t) {
     }
 }
 
-static int set_token(ad_tokenizer *t, int id, const char *s, bool added, bool special) {
+static int set_token(ad_tokenizer *t, int id, const char *s, bool special) {
     if (id >= t->size) {
         /* Geometric growth: ids arrive in increasing order, 150k of them. */
         int cap = t->cap ? t->cap : 1024;
@@ -187,21 +225,17 @@ static int set_token(ad_tokenizer *t, int id, const char *s, bool added, bool sp
             char **g = ad_realloc(t->id_to_token, sizeof *g * (size_t)cap, "tokens");
             if (!g) return AD_ERR;
             t->id_to_token = g;
-            bool *a = ad_realloc(t->is_added, (size_t)cap, "tokens");
-            if (!a) return AD_ERR;
-            t->is_added = a;
             bool *sp = ad_realloc(t->is_special, (size_t)cap, "tokens");
             if (!sp) return AD_ERR;
             t->is_special = sp;
             t->cap = cap;
         }
         for (int i = t->size; i <= id; i++)
-            t->id_to_token[i] = NULL, t->is_added[i] = t->is_special[i] = false;
+            t->id_to_token[i] = NULL, t->is_special[i] = false;
         t->size = id + 1;
     }
     free(t->id_to_token[id]);
     t->id_to_token[id] = ad_strdup(s, "token");
-    t->is_added[id] = added;
     t->is_special[id] = special;
     return t->id_to_token[id] ? AD_OK : AD_ERR;
 }
@@ -218,13 +252,14 @@ static int load_vocab(ad_tokenizer *t, const char *path) {
     }
     int rc = map_init(&t->vocab, (size_t)cJSON_GetArraySize(root));
     for (const cJSON *kv = root->child; rc == AD_OK && kv; kv = kv->next) {
-        if (!cJSON_IsNumber(kv) || kv->valuedouble < 0 || kv->valuedouble > 1e8) {
+        if (!cJSON_IsNumber(kv) || kv->valuedouble < 0 || kv->valuedouble > MAX_ID ||
+            kv->valuedouble != (int)kv->valuedouble) {
             rc = ad_fail("%s: token '%s' has no valid id", path, kv->string);
             break;
         }
         char *key = ad_strdup(kv->string, "token");
         rc = key ? map_put(&t->vocab, key, (int)kv->valuedouble) : AD_ERR;
-        if (rc == AD_OK) rc = set_token(t, (int)kv->valuedouble, kv->string, false, false);
+        if (rc == AD_OK) rc = set_token(t, (int)kv->valuedouble, kv->string, false);
     }
     cJSON_Delete(root);
     return rc;
@@ -265,17 +300,27 @@ static int load_merges(ad_tokenizer *t, const char *path) {
 }
 
 static int add_token(ad_tokenizer *t, const char *content, int id, bool special) {
+    /* The first definition of a content or an id wins: tokenizer_config.json before the
+     * built-in Qwen2-Audio list. */
     for (int i = 0; i < t->n_added; i++)
-        if (strcmp(t->added[i].content, content) == 0) return AD_OK;
+        if (strcmp(t->added[i].content, content) == 0 || t->added[i].id == id) return AD_OK;
+    if (!content[0]) return ad_fail("tokenizer: added token %d has empty content", id);
+    if (id < 0 || id > MAX_ID) return ad_fail("tokenizer: added token '%s' has id %d", content, id);
     ad_added_token *g = ad_realloc(t->added, sizeof *g * (size_t)(t->n_added + 1), "added tokens");
     if (!g) return AD_ERR;
     t->added = g;
+    size_t *lens =
+        ad_realloc(t->added_len, sizeof *lens * (size_t)(t->n_added + 1), "added tokens");
+    if (!lens) return AD_ERR;
+    t->added_len = lens;
+    lens[t->n_added] = strlen(content);
+    t->added_first[(unsigned char)content[0]] = true;
     t->added[t->n_added].content = ad_strdup(content, "added token");
     t->added[t->n_added].id = id;
     t->added[t->n_added].special = special;
     if (!t->added[t->n_added].content) return AD_ERR;
     t->n_added++;
-    return set_token(t, id, content, true, special);
+    return set_token(t, id, content, special);
 }
 
 int ad_tokenizer_load(const char *dir, int qwen2_audio_specials, ad_tokenizer **out) {
@@ -288,6 +333,15 @@ int ad_tokenizer_load(const char *dir, int qwen2_audio_specials, ad_tokenizer **
     int rc = AD_ERR;
     if (!vocab || !merges || !config || load_vocab(t, vocab) < 0 || load_merges(t, merges) < 0)
         goto done;
+    for (int b = 0; b < 256; b++) {
+        const int *id = map_find(&t->vocab, t->byte_char[b], strlen(t->byte_char[b]));
+        if (!id) {
+            ad_fail("%s: no token for byte 0x%02x ('%s'): not a byte-level BPE vocabulary", vocab,
+                    b, t->byte_char[b]);
+            goto done;
+        }
+        t->byte_id[b] = *id;
+    }
     if (ad_path_exists(config)) {
         ad_added_token *added;
         int n;
@@ -331,7 +385,7 @@ void ad_tokenizer_free(ad_tokenizer *t) {
     map_free(&t->cache, true);
     for (int i = 0; i < t->size; i++)
         free(t->id_to_token[i]);
-    free(t->id_to_token), free(t->is_added), free(t->is_special);
+    free(t->id_to_token), free(t->is_special);
     free(t->merges.keys), free(t->merges.rank), free(t->merges.merged);
     for (int i = 0; i < t->n_added; i++)
         free(t->added[i].content);
@@ -339,6 +393,8 @@ void ad_tokenizer_free(ad_tokenizer *t) {
     if (t->match) pcre2_match_data_free(t->match);
     if (t->re) pcre2_code_free(t->re);
     free(t->cache_ids), free(t->cache_off);
+    free(t->added_len);
+    free(t->heap), free(t->sym), free(t->prev), free(t->next);
     free(t);
 }
 
@@ -372,49 +428,96 @@ static int push(id_buf *b, int32_t id) {
     return AD_OK;
 }
 
-/* BPE of one pre-token (raw UTF-8 bytes): symbols start as single bytes and the lowest-rank
- * adjacent pair merges until none is mergeable. */
-static int bpe_word(ad_tokenizer *t, const char *s, size_t len, id_buf *out) {
-    int stack_sym[256];
-    int *sym = len <= 256 ? stack_sym : ad_malloc(sizeof(int) * len, "bpe");
-    if (!sym) return AD_ERR;
-    int n = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char *c = t->byte_char[(unsigned char)s[i]];
-        const int *id = map_find(&t->vocab, c, strlen(c));
-        if (!id) {
-            if (sym != stack_sym) free(sym);
-            return ad_fail("tokenizer: vocab.json lacks the byte token for 0x%02x",
-                           (unsigned char)s[i]);
-        }
-        sym[n++] = *id;
+/* A merge candidate: the pair starting at symbol `pos`. Ordered by rank, then position, as
+ * tokenizers' Word::merge_all orders its heap. */
+typedef struct merge_cand {
+    int rank, pos, merged;
+} merge_cand;
+
+static bool cand_before(merge_cand a, merge_cand b) {
+    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
+}
+
+static void heap_push(merge_cand *h, int *n, merge_cand c) {
+    int i = (*n)++;
+    while (i > 0 && cand_before(c, h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
     }
+    h[i] = c;
+}
+
+static merge_cand heap_pop(merge_cand *h, int *n) {
+    merge_cand top = h[0], last = h[--*n];
+    int i = 0;
     for (;;) {
-        int best = -1, best_rank = 0x7fffffff, best_merged = -1;
-        for (int i = 0; i + 1 < n; i++) {
-            int rank, merged;
-            if (pairs_get(&t->merges, sym[i], sym[i + 1], &rank, &merged) && rank < best_rank)
-                best = i, best_rank = rank, best_merged = merged;
-        }
-        if (best < 0) break;
-        /* Merge every occurrence of this pair, left to right, as the reference does. */
-        const int a = sym[best], b = sym[best + 1];
-        int w = 0;
-        for (int i = 0; i < n;) {
-            if (i + 1 < n && sym[i] == a && sym[i + 1] == b) {
-                sym[w++] = best_merged;
-                i += 2;
-            } else {
-                sym[w++] = sym[i++];
-            }
-        }
-        n = w;
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && cand_before(h[c + 1], h[c])) c++;
+        if (!cand_before(h[c], last)) break;
+        h[i] = h[c];
+        i = c;
     }
-    int rc = AD_OK;
-    for (int i = 0; i < n && rc == AD_OK; i++)
-        rc = push(out, sym[i]);
-    if (sym != stack_sym) free(sym);
-    return rc;
+    h[i] = last;
+    return top;
+}
+
+static int grow_scratch(ad_tokenizer *t, size_t len) {
+    if (len <= t->scratch_cap) return AD_OK;
+    size_t cap = len > 2 * t->scratch_cap ? len : 2 * t->scratch_cap;
+    /* Every merge pushes at most two candidates after the first len - 1. */
+    if (cap > (size_t)INT32_MAX / 3) return ad_fail("tokenizer: a pre-token of %zu bytes", len);
+    free(t->sym), free(t->prev), free(t->next), free(t->heap);
+    t->sym = ad_malloc(sizeof *t->sym * cap, "bpe");
+    t->prev = ad_malloc(sizeof *t->prev * cap, "bpe");
+    t->next = ad_malloc(sizeof *t->next * cap, "bpe");
+    t->heap = ad_malloc(sizeof *t->heap * cap * 3, "bpe");
+    t->scratch_cap = t->sym && t->prev && t->next && t->heap ? cap : 0;
+    return t->scratch_cap ? AD_OK : AD_ERR;
+}
+
+/* BPE of one pre-token (raw UTF-8 bytes): symbols start as single bytes; the lowest-rank
+ * adjacent pair (leftmost among equals) merges until none is mergeable. A heap of candidates
+ * with lazy invalidation keeps this O(n log n): long runs without spaces (Chinese paragraphs,
+ * URLs) are common and a rescan per merge is quadratic. */
+static int bpe_word(ad_tokenizer *t, const char *s, size_t len, id_buf *out) {
+    AD_TRY(grow_scratch(t, len));
+    int *sym = t->sym, *prev = t->prev, *next = t->next, n = (int)len, nheap = 0;
+    merge_cand *heap = t->heap;
+    for (int i = 0; i < n; i++) {
+        sym[i] = t->byte_id[(unsigned char)s[i]];
+        prev[i] = i - 1;
+        next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    for (int i = 0; i + 1 < n; i++) {
+        merge_cand c = {0, i, 0};
+        if (pairs_get(&t->merges, sym[i], sym[i + 1], &c.rank, &c.merged))
+            heap_push(heap, &nheap, c);
+    }
+    while (nheap > 0) {
+        merge_cand c = heap_pop(heap, &nheap);
+        /* Stale candidates: the left symbol was absorbed (sym < 0), has no right neighbour any
+         * more, or the pair changed (checked through the merged id, as the reference does). */
+        int right = sym[c.pos] < 0 ? -1 : next[c.pos];
+        int rank, merged;
+        if (right < 0 || !pairs_get(&t->merges, sym[c.pos], sym[right], &rank, &merged) ||
+            merged != c.merged)
+            continue;
+        sym[c.pos] = c.merged;
+        sym[right] = -1;
+        next[c.pos] = next[right];
+        if (next[right] >= 0) prev[next[right]] = c.pos;
+        merge_cand d = {0, prev[c.pos], 0};
+        if (d.pos >= 0 && pairs_get(&t->merges, sym[d.pos], sym[c.pos], &d.rank, &d.merged))
+            heap_push(heap, &nheap, d);
+        d.pos = c.pos;
+        if (next[c.pos] >= 0 &&
+            pairs_get(&t->merges, sym[c.pos], sym[next[c.pos]], &d.rank, &d.merged))
+            heap_push(heap, &nheap, d);
+    }
+    for (int i = 0; i >= 0 && n > 0; i = next[i])
+        AD_TRY(push(out, sym[i]));
+    return AD_OK;
 }
 
 #define CACHE_LIMIT 200000
@@ -466,15 +569,16 @@ static int encode_pretoken(ad_tokenizer *t, const char *s, size_t len, id_buf *o
 static int encode_text(ad_tokenizer *t, const char *s, size_t len, id_buf *out) {
     PCRE2_SIZE at = 0;
     while (at < len) {
-        int rc = pcre2_match(t->re, (PCRE2_SPTR)s, len, at, 0, t->match, NULL);
+        int rc = pcre2_match(t->re, (PCRE2_SPTR)s, len, at, PCRE2_NO_UTF_CHECK, t->match, NULL);
         if (rc < 0) {
             if (rc == PCRE2_ERROR_NOMATCH) break;
-            return ad_fail(
-                "tokenizer: the pre-tokenizer regex failed (PCRE2 error %d; invalid UTF-8?)", rc);
+            return ad_fail("tokenizer: the pre-tokenizer regex failed (PCRE2 error %d)", rc);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
         if (ov[1] == ov[0]) { /* cannot happen with this pattern, but never loop forever */
-            at++;
+            do
+                at++;
+            while (at < len && ((unsigned char)s[at] & 0xc0) == 0x80);
             continue;
         }
         /* "isolated" splitting: text between matches is its own piece too. */
@@ -499,9 +603,9 @@ int ad_tokenizer_encode(ad_tokenizer *t, const char *text, size_t len, int32_t *
     while (i <= len && rc == AD_OK) {
         int found = -1;
         size_t flen = 0;
-        if (i < len)
+        if (i < len && t->added_first[(unsigned char)text[i]])
             for (int k = 0; k < t->n_added; k++) {
-                size_t l = strlen(t->added[k].content);
+                size_t l = t->added_len[k];
                 if (l > flen && i + l <= len && memcmp(text + i, t->added[k].content, l) == 0)
                     found = k, flen = l;
             }
@@ -509,7 +613,12 @@ int ad_tokenizer_encode(ad_tokenizer *t, const char *text, size_t len, int32_t *
             i++;
             continue;
         }
-        if (i > seg) {
+        bool ascii = true; /* ASCII is NFC already: skip the copy */
+        for (size_t k = seg; k < i && ascii; k++)
+            ascii = (unsigned char)text[k] < 0x80;
+        if (i > seg && ascii) {
+            rc = encode_text(t, text + seg, i - seg, &out);
+        } else if (i > seg) {
             utf8proc_uint8_t *nfc = NULL;
             utf8proc_ssize_t m =
                 utf8proc_map((const utf8proc_uint8_t *)text + seg, (utf8proc_ssize_t)(i - seg),
@@ -536,7 +645,8 @@ int ad_tokenizer_encode(ad_tokenizer *t, const char *text, size_t len, int32_t *
 
 /* ---- decoding -------------------------------------------------------------------------- */
 
-/* Appends `bytes` as UTF-8, replacing every invalid sequence with U+FFFD as CPython does. */
+/* Appends `bytes` as UTF-8, each maximal invalid subpart replaced by one U+FFFD, as Rust's
+ * String::from_utf8_lossy (the reference) and CPython's errors="replace" both do. */
 static size_t append_replaced(char *dst, const unsigned char *src, size_t n) {
     size_t w = 0;
     for (size_t i = 0; i < n;) {
@@ -551,7 +661,10 @@ static size_t append_replaced(char *dst, const unsigned char *src, size_t n) {
         /* CPython consumes the longest valid prefix of a broken sequence as one error. */
         size_t skip = 1;
         unsigned char c = src[i];
-        int need = c >= 0xf0 && c <= 0xf4 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 && c < 0xe0 ? 1 : 0;
+        int need = c >= 0xf0 && c <= 0xf4   ? 3
+                   : c >= 0xe0 && c <= 0xef ? 2
+                   : c >= 0xc2 && c <= 0xdf ? 1
+                                            : 0;
         for (int k = 1; k <= need && i + (size_t)k < n; k++) {
             unsigned char d = src[i + (size_t)k];
             unsigned char lo = 0x80, hi = 0xbf;
@@ -569,50 +682,61 @@ static size_t append_replaced(char *dst, const unsigned char *src, size_t n) {
     return w;
 }
 
+/* As tokenizers' ByteLevel decoder: a token whose characters all come from the byte map
+ * becomes those bytes, any other token (an added token such as "<|im_end|>" is both: ASCII maps
+ * to itself) its own UTF-8; the bytes of the whole sequence are then decoded at once, so a
+ * character split across tokens comes back whole and only truly broken bytes become U+FFFD. */
+int ad_tokenizer_drop_unknown(const ad_tokenizer *t, int32_t *ids, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < t->size && t->id_to_token[ids[i]]) ids[k++] = ids[i];
+    return k;
+}
+
 int ad_tokenizer_decode(const ad_tokenizer *t, const int32_t *ids, int n, int skip_special,
                         char **text) {
+    size_t len;
+    return ad_tokenizer_decode_len(t, ids, n, skip_special, text, &len);
+}
+
+int ad_tokenizer_decode_len(const ad_tokenizer *t, const int32_t *ids, int n, int skip_special,
+                            char **text, size_t *len) {
     *text = NULL;
-    size_t cap = 16;
+    *len = 0;
+    size_t cap = 1;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->size || !t->id_to_token[ids[i]])
-            return ad_fail("tokenizer: id %d is not in the vocabulary", ids[i]);
+            return ad_fail("tokenizer: id %d is not in the vocabulary (%d ids)", ids[i], t->size);
         cap += strlen(t->id_to_token[ids[i]]);
     }
     unsigned char *bytes = ad_malloc(cap, "decode");
-    char *out = ad_malloc(cap * 3 + 1, "decode");
+    char *out = ad_malloc(cap * 3, "decode"); /* each byte becomes at most U+FFFD */
     if (!bytes || !out) {
         free(bytes), free(out);
         return AD_ERR;
     }
-    size_t nb = 0, w = 0;
-    for (int i = 0; i <= n; i++) {
-        if (i == n || t->is_added[ids[i]]) {
-            w += append_replaced(out + w, bytes, nb);
-            nb = 0;
-            if (i == n) break;
-            if (skip_special && t->is_special[ids[i]]) continue;
-            size_t l = strlen(t->id_to_token[ids[i]]);
-            memcpy(out + w, t->id_to_token[ids[i]], l);
-            w += l;
-            continue;
-        }
-        /* A base token is a string of byte-level characters: map each back to its byte. */
+    size_t nb = 0;
+    for (int i = 0; i < n; i++) {
+        if (skip_special && t->is_special[ids[i]]) continue;
         const unsigned char *s = (const unsigned char *)t->id_to_token[ids[i]];
-        size_t l = strlen((const char *)s);
+        size_t l = strlen((const char *)s), start = nb;
         for (size_t k = 0; k < l;) {
             utf8proc_int32_t cp;
             utf8proc_ssize_t m = utf8proc_iterate(s + k, (utf8proc_ssize_t)(l - k), &cp);
             if (m <= 0 || cp >= 512 || t->unicode_to_byte[cp] < 0) {
-                free(bytes), free(out);
-                return ad_fail("tokenizer: token %d is not a byte-level string", ids[i]);
+                memcpy(bytes + start, s, l);
+                nb = start + l;
+                break;
             }
             bytes[nb++] = (unsigned char)t->unicode_to_byte[cp];
             k += (size_t)m;
         }
     }
+    size_t w = append_replaced(out, bytes, nb);
     out[w] = '\0';
     free(bytes);
     *text = out;
+    *len = w;
     return AD_OK;
 }
 

@@ -585,7 +585,9 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
         ad_model_state_reset(&st);
         rc = ad_model_encode(&st, &feat, b.frames);
         if (rc == AD_OK) rc = ad_generate(&st, prompts, &prompt_len, 1, true, &gp, &out);
-        if (rc == AD_OK) rc = ad_tokenizer_decode(tok, gen_tokens, gen_len, 1, &text);
+        if (rc == AD_OK)
+            rc = ad_tokenizer_decode(tok, gen_tokens,
+                                     ad_tokenizer_drop_unknown(tok, gen_tokens, gen_len), 1, &text);
         if (rc == AD_OK) rc = ad_prepared_text(dev.set, r->langs[0], i, &ref);
         if (rc == AD_OK) rc = ad_bleu_add(&stats, text, ref, btok);
         free(text), free(ref);
