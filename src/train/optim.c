@@ -1,73 +1,149 @@
+/* AdamW, schedules, clipping and accumulation scaling; see optim.h for the exact formulas. */
 #include "train/optim.h"
 
 #include <math.h>
 #include <string.h>
 
-double ad_schedule_lr(const ad_schedule *s, int64_t step) {
-    double f;
-    if (s->warmup > 0 && step < s->warmup) return s->lr * (double)step / (double)s->warmup;
-    if (s->kind == AD_SCHEDULE_CONSTANT) return s->lr;
-    const double span = (double)(s->total - s->warmup);
-    const double progress = span > 0 ? (double)(step - s->warmup) / span : 1.0;
-    if (s->kind == AD_SCHEDULE_COSINE)
-        f = fmax(0.0, 0.5 * (1.0 + cos(M_PI * progress)));
-    else
-        f = fmax(0.0, 1.0 - progress);
-    return s->lr * (s->min_ratio + (1.0 - s->min_ratio) * f);
-}
+#include "core/error.h"
 
 bool ad_param_decays(const char *name, int ndim) {
     if (ndim < 2) return false; /* biases and norm weights */
     return strstr(name, "norm") == NULL && strstr(name, "embed_positions") == NULL;
 }
 
+int ad_param_refs_from_arena(const ad_param_slot *slots, int n, int64_t arena_numel, float *params,
+                             float *grads, float *m, float *v, ad_decay_rule rule, void *user,
+                             ad_param_ref *out) {
+    if (!params) return ad_fail("optimizer: no parameter arena");
+    for (int i = 0; i < n; i++) {
+        const ad_param_slot *s = &slots[i];
+        const char *name = s->name ? s->name : "(unnamed)";
+        if (s->ndim < 0 || s->ndim > AD_MAX_DIMS)
+            return ad_fail("optimizer: tensor %s has %d dimensions (at most %d)", name, s->ndim,
+                           AD_MAX_DIMS);
+        int64_t numel = 1;
+        for (int d = 0; d < s->ndim; d++) {
+            if (s->shape[d] < 0 || (s->shape[d] > 0 && numel > INT64_MAX / s->shape[d]))
+                return ad_fail("optimizer: tensor %s has a bad shape", name);
+            numel *= s->shape[d];
+        }
+        if (numel != s->numel)
+            return ad_fail("optimizer: tensor %s: numel %lld but its shape holds %lld", name,
+                           (long long)s->numel, (long long)numel);
+        if (s->offset < 0 || s->offset > arena_numel || s->numel > arena_numel - s->offset)
+            return ad_fail("optimizer: tensor %s [%lld, +%lld) lies outside the arena of %lld",
+                           name, (long long)s->offset, (long long)s->numel, (long long)arena_numel);
+        for (int j = 0; j < i; j++) {
+            const ad_param_slot *o = &slots[j];
+            if (s->numel && o->numel && s->offset < o->offset + o->numel &&
+                o->offset < s->offset + s->numel)
+                return ad_fail("optimizer: tensors %s and %s overlap in the arena", name,
+                               o->name ? o->name : "(unnamed)");
+        }
+        out[i] = (ad_param_ref){.name = name,
+                                .param = params + s->offset,
+                                .grad = grads ? grads + s->offset : NULL,
+                                .m = m ? m + s->offset : NULL,
+                                .v = v ? v + s->offset : NULL,
+                                .n = s->numel,
+                                .decay = rule ? rule(name, s->ndim, user)
+                                              : ad_param_decays(name, s->ndim)};
+    }
+    return AD_OK;
+}
+
+double ad_schedule_lr(const ad_schedule *s, int64_t step) {
+    /* transformers' lambdas, in their order of operations (Python floats are doubles). */
+    if (step < s->warmup) return s->lr * ((double)step / (double)(s->warmup > 1 ? s->warmup : 1));
+    if (s->kind == AD_SCHEDULE_CONSTANT) return s->lr;
+    const int64_t span = s->total - s->warmup > 1 ? s->total - s->warmup : 1;
+    const double r = s->min_ratio;
+    double f;
+    if (s->kind == AD_SCHEDULE_COSINE) {
+        const double progress = (double)(step - s->warmup) / (double)span;
+        f = 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress)); /* num_cycles 0.5 */
+    } else {
+        f = (double)(s->total - step) / (double)span;
+        if (r == 0) return s->lr * fmax(0.0, f);
+        f = fmax(0.0, f);
+    }
+    f = f * (1.0 - r) + r;
+    return s->lr * fmax(0.0, f);
+}
+
+void ad_grad_zero(ad_param_ref *p, int n) {
+    for (int i = 0; i < n; i++)
+        if (p[i].grad) memset(p[i].grad, 0, sizeof(float) * (size_t)p[i].n);
+}
+
+void ad_grad_scale(ad_param_ref *p, int n, double factor) {
+    const float f = (float)factor;
+    for (int i = 0; i < n; i++) {
+        if (!p[i].grad || f == 1.0f) continue;
+        float *g = p[i].grad;
+        const int64_t len = p[i].n;
+#pragma omp parallel for schedule(static) if (len > AD_OPTIM_NORM_CHUNK)
+        for (int64_t k = 0; k < len; k++)
+            g[k] *= f;
+    }
+}
+
 double ad_grad_norm(const ad_param_ref *p, int n) {
-    double total = 0;
+    enum { GROUP = 256 }; /* chunks summed in parallel per round; their sums added in order */
+    double total = 0, part[GROUP];
     for (int i = 0; i < n; i++) {
         if (!p[i].grad) continue;
-        double s = 0;
         const float *g = p[i].grad;
-        for (int64_t k = 0; k < p[i].n; k++)
-            s += (double)g[k] * g[k];
-        total += s;
+        const int64_t len = p[i].n, chunks = (len + AD_OPTIM_NORM_CHUNK - 1) / AD_OPTIM_NORM_CHUNK;
+        for (int64_t c0 = 0; c0 < chunks; c0 += GROUP) {
+            const int nc = (int)(chunks - c0 < GROUP ? chunks - c0 : GROUP);
+#pragma omp parallel for schedule(static) if (nc > 1)
+            for (int c = 0; c < nc; c++) {
+                const int64_t b = (c0 + c) * AD_OPTIM_NORM_CHUNK;
+                const int64_t e = b + AD_OPTIM_NORM_CHUNK < len ? b + AD_OPTIM_NORM_CHUNK : len;
+                double s = 0;
+                for (int64_t k = b; k < e; k++)
+                    s += (double)g[k] * g[k];
+                part[c] = s;
+            }
+            for (int c = 0; c < nc; c++)
+                total += part[c];
+        }
     }
     return sqrt(total);
 }
 
 double ad_clip_grad_norm(ad_param_ref *p, int n, double max_norm) {
-    double norm = ad_grad_norm(p, n);
+    const double norm = ad_grad_norm(p, n);
     if (!(max_norm > 0) || !isfinite(norm)) return norm;
-    /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1.0, applied always */
-    double coef = max_norm / (norm + 1e-6);
-    if (coef >= 1.0) return norm;
-    const float c = (float)coef;
-    for (int i = 0; i < n; i++) {
-        if (!p[i].grad) continue;
-        float *g = p[i].grad;
-#pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < p[i].n; k++)
-            g[k] *= c;
-    }
+    /* torch multiplies by the clamped coefficient always; a factor of exactly 1 changes nothing */
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) ad_grad_scale(p, n, coef);
     return norm;
 }
 
 void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, int64_t t) {
     const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
+    const float w1 = (float)(1.0 - c->beta1), b2 = (float)c->beta2, w2 = (float)(1.0 - c->beta2),
+                eps = (float)c->eps;
+    /* torch's lerp switches formulas at weight 0.5 to stay exact at weight 1 */
+    const bool small = fabsf(w1) < 0.5f;
+    const float w1c = 1.0f - w1;
     for (int i = 0; i < n; i++) {
         if (!p[i].grad) continue;
         float *w = p[i].param, *m = p[i].m, *v = p[i].v;
         const float *g = p[i].grad;
         const float decay = p[i].decay ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
-#pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < p[i].n; k++) {
-            /* The order of torch's single-tensor AdamW: decay, moments, then the update. */
-            w[k] *= decay;
-            m[k] += (1.0f - b1) * (g[k] - m[k]); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
-            v[k] = b2 * v[k] + (1.0f - b2) * g[k] * g[k];
-            const float denom = sqrtf(v[k]) / bc2_sqrt + eps;
-            w[k] -= step_size * m[k] / denom;
+        const int64_t len = p[i].n;
+#pragma omp parallel for schedule(static) if (len > AD_OPTIM_NORM_CHUNK)
+        for (int64_t k = 0; k < len; k++) {
+            float wk = w[k] * decay;
+            const float gk = g[k], mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
+            const float vk = b2 * v[k] + w2 * gk * gk;
+            const float denom = sqrtf(vk) / bc2_sqrt + eps;
+            wk += -step_size * mk / denom; /* addcdiv_(m, denom, value=-step_size) */
+            w[k] = wk, m[k] = mk, v[k] = vk;
         }
     }
 }
