@@ -4,12 +4,23 @@
 #ifndef AUDISTILL_CUDA_BACKEND_CUDA_H
 #define AUDISTILL_CUDA_BACKEND_CUDA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Inside the C linkage block: these C headers have no guards of their own. */
+#include "backend/backend.h"
+#include "compress/quant.h"
+
+/* The CUDA backend on GPU `device`: every op of backend.h. Activations may be F32 or BF16
+ * tensors (act_dtype is BF16, the dtype model code should allocate); all arithmetic
+ * accumulates in fp32. GEMMs go through cuBLASLt with fp32 compute (never TF32), so F32
+ * tensors give fp32 results comparable with the CPU reference. */
+int ad_backend_cuda_create(ad_backend **out, int device);
 
 /* AD_OK when at least one usable GPU is present; otherwise AD_ERR and a one-line reason. */
 int ad_cuda_available(void);
@@ -25,6 +36,35 @@ int ad_cuda_synchronize(void);
 /* Casts on device memory, n elements; round to nearest even like ad_f32_to_bf16. */
 int ad_cuda_cast_f32_to_bf16(uint16_t *dst, const float *src, int64_t n);
 int ad_cuda_cast_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
+
+/* ---- optimizer (no op in the table yet) -------------------------------------------------
+ * One AdamW step over flat fp32 device buffers, exactly the update of ad_adamw_step
+ * (src/train/optim.c): decoupled weight decay (applied when `decay`), moments, bias
+ * corrections for step t (1-based). */
+int ad_cuda_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n, double lr,
+                       double beta1, double beta2, double eps, double weight_decay, bool decay,
+                       int64_t t);
+/* Sum of squares of n device floats into *out (host), in a fixed order (deterministic). */
+int ad_cuda_sum_squares(const float *x, int64_t n, double *out);
+/* Global L2 norm of `count` device gradient buffers: per-buffer sums added in list order,
+ * as ad_grad_norm. */
+int ad_cuda_grad_norm(float *const *grads, const int64_t *n, int count, double *norm);
+/* x *= scale over n device floats (gradient clipping). */
+int ad_cuda_scale(float *x, int64_t n, float scale);
+
+/* ---- group-quantized weights (src/compress/quant.h format) on the device ------------------ */
+typedef struct {
+    ad_quant_spec spec;
+    int64_t rows, cols;     /* the dequantized weight is [rows, cols] = [N, K] */
+    const uint8_t *codes;   /* device, rows * ad_quant_row_bytes */
+    const uint16_t *scales; /* device f16, rows * cols / group_size */
+    const uint8_t *zeros;   /* device, rows * groups; NULL when symmetric */
+} ad_cuda_quant_weight;
+
+/* y[M, N] = x[M, K] @ W^T + bias with W dequantized on the fly in row tiles (never whole).
+ * x and y F32 or BF16 CUDA tensors; bias [N] (dtype of y) or NULL. */
+int ad_cuda_quant_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x,
+                         const ad_cuda_quant_weight *w, const ad_tensor *bias);
 
 #ifdef __cplusplus
 }

@@ -7,8 +7,7 @@
 extern "C" int ad_cuda_available(void) {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess)
-        return ad_fail("no usable CUDA device: %s", cudaGetErrorString(err));
+    if (err != cudaSuccess) return ad_fail("no usable CUDA device: %s", cudaGetErrorString(err));
     if (count == 0) return ad_fail("no CUDA device present");
     return AD_OK;
 }
@@ -27,7 +26,9 @@ extern "C" int ad_cuda_malloc(void **ptr, size_t bytes) {
     return AD_OK;
 }
 
-extern "C" void ad_cuda_free(void *ptr) { cudaFree(ptr); }
+extern "C" void ad_cuda_free(void *ptr) {
+    cudaFree(ptr);
+}
 
 extern "C" int ad_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes) {
     CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));

@@ -22,7 +22,8 @@ static void test_cast_matches_host(void) {
     }
     const float edge[] = {1.00390625f, 1.01171875f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f};
     memcpy(host, edge, sizeof edge);
-    for (int i = 0; i < N_VALUES; i++) expected[i] = ad_f32_to_bf16(host[i]);
+    for (int i = 0; i < N_VALUES; i++)
+        expected[i] = ad_f32_to_bf16(host[i]);
 
     void *d_f32 = NULL, *d_bf16 = NULL;
     CHECK_OK(ad_cuda_malloc(&d_f32, sizeof(float) * N_VALUES));
@@ -31,7 +32,8 @@ static void test_cast_matches_host(void) {
     CHECK_OK(ad_cuda_cast_f32_to_bf16(d_bf16, d_f32, N_VALUES));
     CHECK_OK(ad_cuda_memcpy_d2h(got, d_bf16, sizeof(uint16_t) * N_VALUES));
     int mismatches = 0;
-    for (int i = 0; i < N_VALUES; i++) mismatches += got[i] != expected[i];
+    for (int i = 0; i < N_VALUES; i++)
+        mismatches += got[i] != expected[i];
     CHECK_MSG(mismatches == 0, "%d of %d bf16 casts differ from the host", mismatches, N_VALUES);
 
     CHECK_OK(ad_cuda_cast_bf16_to_f32(d_f32, d_bf16, N_VALUES));

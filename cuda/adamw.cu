@@ -1,0 +1,115 @@
+// The optimizer on CUDA over flat fp32 device buffers: one AdamW step (decoupled weight decay,
+// bias corrections; the update of ad_adamw_step in src/train/optim.c, same float constants
+// made on the host the same way), the sum of squares for the global gradient norm with a fixed
+// reduction order (fixed grid, per-block trees, then the blocks in order: the same bits on
+// every run), and the scaling used by clipping. Not in the op table yet; the trainer calls
+// these through backend_cuda.h.
+#include <math.h>
+
+#include "cuda_internal.h"
+
+#define OPT_BLOCK       256
+#define NORM_BLOCKS_MAX 1024
+
+__global__ static void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
+                                    float decay, float w1, bool small, float b2, float w2,
+                                    float eps, float step_size, float bc2_sqrt) {
+    const float w1c = 1.0f - w1;
+    CU_GRID_STRIDE(k, n) {
+        /* torch's single-tensor AdamW order: decay, moments, then the update; its lerp
+         * switches formulas at weight 0.5 to stay exact at weight 1 */
+        float wk = w[k] * decay;
+        const float gk = g[k];
+        const float mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
+        const float vk = b2 * v[k] + w2 * gk * gk;
+        const float denom = sqrtf(vk) / bc2_sqrt + eps;
+        wk += -step_size * mk / denom; /* addcdiv_(m, denom, value=-step_size) */
+        w[k] = wk;
+        m[k] = mk;
+        v[k] = vk;
+    }
+}
+
+extern "C" int ad_cuda_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
+                                  double lr, double beta1, double beta2, double eps,
+                                  double weight_decay, bool decay, int64_t t) {
+    if (n < 0 || t < 1)
+        return ad_fail("adamw: need n >= 0 and step t >= 1 (got %lld, %lld)", (long long)n,
+                       (long long)t);
+    if (n == 0) return AD_OK;
+    if (!param || !grad || !m || !v) return ad_fail("adamw: NULL buffer");
+    const double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    const float dec = decay ? (float)(1.0 - lr * weight_decay) : 1.0f;
+    /* the float constants exactly as the host step makes them */
+    const float w1 = (float)(1.0 - beta1), w2 = (float)(1.0 - beta2);
+    adamw_kernel<<<cu_blocks(n, OPT_BLOCK), OPT_BLOCK>>>(param, grad, m, v, n, dec, w1,
+                                                         fabsf(w1) < 0.5f, (float)beta2, w2,
+                                                         (float)eps, step_size, bc2_sqrt);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+__global__ static void sumsq_partial_kernel(const float *x, int64_t n, double *partial) {
+    __shared__ double shd[32];
+    double s = 0.0;
+    CU_GRID_STRIDE(i, n) {
+        const double v = x[i];
+        s += v * v;
+    }
+    s = cu_block_sum(s, shd);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ static void sumsq_finish_kernel(const double *partial, int blocks, double *out) {
+    __shared__ double shd[32];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < blocks; i += blockDim.x)
+        s += partial[i];
+    s = cu_block_sum(s, shd);
+    if (threadIdx.x == 0) *out = s;
+}
+
+extern "C" int ad_cuda_sum_squares(const float *x, int64_t n, double *out) {
+    *out = 0.0;
+    if (n <= 0) return AD_OK;
+    /* The grid size is a function of n only, so the reduction tree is fixed. */
+    int64_t blocks = (n + OPT_BLOCK - 1) / OPT_BLOCK;
+    if (blocks > NORM_BLOCKS_MAX) blocks = NORM_BLOCKS_MAX;
+    double *partial = NULL;
+    CUDA_TRY(cudaMalloc((void **)&partial, sizeof(double) * (size_t)(blocks + 1)));
+    sumsq_partial_kernel<<<(unsigned)blocks, OPT_BLOCK>>>(x, n, partial);
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess) {
+        sumsq_finish_kernel<<<1, OPT_BLOCK>>>(partial, (int)blocks, partial + blocks);
+        err = cudaGetLastError();
+    }
+    if (err == cudaSuccess)
+        err = cudaMemcpy(out, partial + blocks, sizeof(double), cudaMemcpyDeviceToHost);
+    cudaFree(partial);
+    if (err != cudaSuccess) return ad_fail("sum of squares: %s", cudaGetErrorString(err));
+    return AD_OK;
+}
+
+extern "C" int ad_cuda_grad_norm(float *const *grads, const int64_t *n, int count, double *norm) {
+    double total = 0.0;
+    for (int i = 0; i < count; i++) {
+        if (!grads[i]) continue;
+        double s;
+        AD_TRY(ad_cuda_sum_squares(grads[i], n[i], &s));
+        total += s;
+    }
+    *norm = sqrt(total);
+    return AD_OK;
+}
+
+__global__ static void scale_kernel(float *x, int64_t n, float s) {
+    CU_GRID_STRIDE(i, n) x[i] *= s;
+}
+
+extern "C" int ad_cuda_scale(float *x, int64_t n, float scale) {
+    if (n <= 0) return AD_OK;
+    scale_kernel<<<cu_blocks(n, OPT_BLOCK), OPT_BLOCK>>>(x, n, scale);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}

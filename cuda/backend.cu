@@ -1,0 +1,415 @@
+// The CUDA backend: creation (the op table, cuBLASLt handle, workspace), its scratch buffers,
+// the argument checks shared by its ops, and the memory ops (alloc, release, upload,
+// download). Compute ops live in one .cu per family (gemm, conv, norm, elementwise, rope,
+// attention, pool_embed, loss); the optimizer and quantized matmul are extra functions in
+// backend_cuda.h because the table has no op for them yet.
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* ---- scratch ---------------------------------------------------------------------------- */
+
+int cu_scratch(ad_backend *be, int slot, size_t bytes, void **out) {
+    cu_impl *impl = cu_of(be);
+    if (bytes == 0) bytes = 1;
+    if (impl->scratch_bytes[slot] < bytes) {
+        if (impl->scratch[slot]) CUDA_TRY(cudaFree(impl->scratch[slot]));
+        impl->scratch[slot] = NULL;
+        impl->scratch_bytes[slot] = 0;
+        /* Grow geometrically so slowly increasing sequence lengths do not reallocate often. */
+        size_t want = bytes + bytes / 4;
+        if (want < bytes) want = bytes;
+        void *p = NULL;
+        cudaError_t err = cudaMalloc(&p, want);
+        if (err != cudaSuccess)
+            return ad_fail("CUDA backend: cannot allocate %zu bytes of scratch: %s", want,
+                           cudaGetErrorString(err));
+        impl->scratch[slot] = p;
+        impl->scratch_bytes[slot] = want;
+    }
+    *out = impl->scratch[slot];
+    return AD_OK;
+}
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+int cu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) {
+    char desc[160], what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return ad_fail("%s: tensor %s: %s", op, ad_tensor_describe(t, desc, sizeof desc), what);
+}
+
+static void mask_names(unsigned mask, char *buf, size_t size) {
+    buf[0] = '\0';
+    for (int d = 0; d < AD_DTYPE_COUNT; d++)
+        if (mask & CU_M(d)) {
+            size_t len = strlen(buf);
+            snprintf(buf + len, size - len, "%s%s", len ? " or " : "", ad_dtype_name((ad_dtype)d));
+        }
+}
+
+int cu_check(const char *op, const char *role, const ad_tensor *t, unsigned mask) {
+    if (!t) return ad_fail("%s: tensor '%s' is NULL", op, role);
+    if (t->ndim < 0 || t->ndim > AD_MAX_DIMS)
+        return ad_fail("%s: tensor %s (%s) has %d dims", op, t->name, role, t->ndim);
+    if (t->device != AD_DEVICE_CUDA)
+        return cu_fail_tensor(op, t, "(%s) is not on the CUDA device", role);
+    if ((unsigned)t->dtype >= AD_DTYPE_COUNT || !(mask & CU_M(t->dtype))) {
+        char names[96];
+        mask_names(mask, names, sizeof names);
+        return cu_fail_tensor(op, t, "(%s) expected dtype %s", role, names);
+    }
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] < 0) return cu_fail_tensor(op, t, "(%s) has a negative size", role);
+    if (!t->data && ad_tensor_numel(t) > 0) return cu_fail_tensor(op, t, "(%s) has no data", role);
+    return AD_OK;
+}
+
+int cu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi) {
+    if (t->ndim < lo || t->ndim > hi) {
+        if (lo == hi) return cu_fail_tensor(op, t, "expected %d dims", lo);
+        return cu_fail_tensor(op, t, "expected %d to %d dims", lo, hi);
+    }
+    return AD_OK;
+}
+
+int cu_check_rows(const char *op, const ad_tensor *t) {
+    if (t->ndim >= 1 && t->shape[t->ndim - 1] > 1 && t->stride[t->ndim - 1] != 1)
+        return cu_fail_tensor(op, t, "the last dim must be contiguous (stride %lld)",
+                              (long long)t->stride[t->ndim - 1]);
+    return AD_OK;
+}
+
+int cu_check_contiguous(const char *op, const ad_tensor *t) {
+    if (!ad_tensor_is_contiguous(t)) return cu_fail_tensor(op, t, "must be contiguous");
+    return AD_OK;
+}
+
+int cu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b) {
+    if (!ad_tensor_same_shape(a, b)) {
+        char desc[160];
+        return cu_fail_tensor(op, a, "expected the same shape as %s",
+                              ad_tensor_describe(b, desc, sizeof desc));
+    }
+    return AD_OK;
+}
+
+int cu_check_vector(const char *op, const ad_tensor *t, int64_t n) {
+    if (t->ndim != 1 || t->shape[0] != n)
+        return cu_fail_tensor(op, t, "expected a vector [%lld]", (long long)n);
+    return AD_OK;
+}
+
+static void byte_range(const ad_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+    int64_t span = 1;
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] > 0) span += (t->shape[d] - 1) * (t->stride[d] < 0 ? 0 : t->stride[d]);
+    *lo = (uintptr_t)t->data;
+    *hi = *lo + (uintptr_t)span * (uintptr_t)cu_esize(t->dtype);
+}
+
+int cu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in) {
+    if (!in || ad_tensor_numel(out) == 0 || ad_tensor_numel(in) == 0) return AD_OK;
+    bool overlap = out->data == in->data;
+    if (!overlap && ad_tensor_is_contiguous(out) && ad_tensor_is_contiguous(in)) {
+        uintptr_t a0, a1, b0, b1;
+        byte_range(out, &a0, &a1);
+        byte_range(in, &b0, &b1);
+        overlap = a0 < b1 && b0 < a1;
+    }
+    if (overlap)
+        return cu_fail_tensor(op, out, "output overlaps input %s; this op is not in place",
+                              in->name);
+    return AD_OK;
+}
+
+/* ---- descriptors ------------------------------------------------------------------------- */
+
+void cu_rows_of(const ad_tensor *t, cu_rows *r) {
+    memset(r, 0, sizeof *r);
+    r->base = (char *)t->data;
+    r->dtype = t->dtype;
+    r->cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+    r->rows = 1;
+    for (int d = 0; d + 1 < t->ndim; d++) {
+        r->rows *= t->shape[d];
+        if (t->shape[d] == 1) continue;
+        const int64_t stride = t->stride[d];
+        if (r->nlead > 0 && r->stride[r->nlead - 1] == stride * t->shape[d]) {
+            r->shape[r->nlead - 1] *= t->shape[d];
+            r->stride[r->nlead - 1] = stride;
+        } else {
+            r->shape[r->nlead] = t->shape[d];
+            r->stride[r->nlead] = stride;
+            r->nlead++;
+        }
+    }
+    if (r->nlead == 0) {
+        r->nlead = 1;
+        r->shape[0] = r->rows;
+        r->stride[0] = 0;
+    }
+}
+
+void cu_view_of(const ad_tensor *t, cu_view *v) {
+    memset(v, 0, sizeof *v);
+    v->data = (char *)t->data;
+    v->dtype = t->dtype;
+    v->ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) {
+        v->shape[d] = t->shape[d];
+        v->stride[d] = t->stride[d];
+    }
+    if (v->ndim == 0) {
+        v->ndim = 1;
+        v->shape[0] = 1;
+        v->stride[0] = 1;
+    }
+}
+
+/* ---- index checks ------------------------------------------------------------------------- */
+
+int cu_index_flag_reset(ad_backend *be) {
+    CUDA_TRY(cudaMemset(cu_of(be)->flag, 0xff, sizeof(unsigned long long)));
+    return AD_OK;
+}
+
+int cu_index_flag_result(ad_backend *be, const char *op, const ad_tensor *idx, const char *what) {
+    unsigned long long pos = 0;
+    CUDA_TRY(cudaMemcpy(&pos, cu_of(be)->flag, sizeof pos, cudaMemcpyDeviceToHost));
+    if (pos == ~0ull) return AD_OK;
+    int32_t value = 0;
+    CUDA_TRY(
+        cudaMemcpy(&value, (const int32_t *)idx->data + pos, sizeof value, cudaMemcpyDeviceToHost));
+    return cu_fail_tensor(op, idx, "element %llu = %d is outside %s", pos, value, what);
+}
+
+/* ---- memory ops -------------------------------------------------------------------------- */
+
+int cu_alloc(ad_backend *be, size_t bytes, void **out) {
+    *out = NULL;
+    CUDA_TRY(cudaSetDevice(cu_of(be)->device));
+    cudaError_t err = cudaMalloc(out, bytes ? bytes : 1);
+    if (err != cudaSuccess) {
+        *out = NULL;
+        return ad_fail("CUDA backend: cannot allocate %zu bytes: %s", bytes,
+                       cudaGetErrorString(err));
+    }
+    CUDA_TRY(cudaMemset(*out, 0, bytes ? bytes : 1));
+    return AD_OK;
+}
+
+void cu_release(ad_backend *be, void *ptr) {
+    (void)be;
+    if (ptr) cudaFree(ptr);
+}
+
+static bool is_float(ad_dtype d) {
+    return d == AD_F32 || d == AD_BF16 || d == AD_F16;
+}
+
+/* Host conversion of n contiguous f32 values into dtype `dt` at dst. */
+static void host_from_f32(void *dst, ad_dtype dt, const float *src, int64_t n) {
+    if (dt == AD_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    } else if (dt == AD_BF16) {
+        uint16_t *d = (uint16_t *)dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = ad_f32_to_bf16(src[i]);
+    } else {
+        uint16_t *d = (uint16_t *)dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = ad_f32_to_f16(src[i]);
+    }
+}
+
+int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
+    const char *op = "upload";
+    if (!dst || !src) return ad_fail("upload: NULL tensor");
+    if (dst->device != AD_DEVICE_CUDA || src->device != AD_DEVICE_CPU)
+        return cu_fail_tensor(op, dst, "must be a CUDA tensor and the source %s a host tensor",
+                              src->name);
+    AD_TRY(cu_check(op, "dst", dst, CU_FLOAT | CU_I32 | CU_M(AD_U8) | CU_M(AD_I8)));
+    AD_TRY(cu_check_same_shape(op, dst, src));
+    AD_TRY(cu_check_contiguous(op, dst));
+    (void)be;
+    const int64_t n = ad_tensor_numel(src);
+    if (n == 0) return AD_OK;
+    if (dst->dtype == src->dtype && ad_tensor_is_contiguous(src)) {
+        CUDA_TRY(cudaMemcpy(dst->data, src->data, ad_tensor_nbytes(src), cudaMemcpyHostToDevice));
+        return AD_OK;
+    }
+    const bool floats = is_float(dst->dtype) && is_float(src->dtype);
+    const bool ints = dst->dtype == AD_I32 && (src->dtype == AD_I32 || src->dtype == AD_I64);
+    if (!floats && !ints) {
+        char desc[160];
+        return cu_fail_tensor(op, dst,
+                              "cannot upload %s into it (supported: the same dtype, "
+                              "F32/BF16/F16 -> F32/BF16/F16, I32/I64 -> I32)",
+                              ad_tensor_describe(src, desc, sizeof desc));
+    }
+    /* Convert on the host into a staging buffer of the device dtype, then one copy. */
+    const size_t bytes = (size_t)n * (size_t)cu_esize(dst->dtype);
+    void *stage = ad_malloc(bytes + (size_t)n * sizeof(float), "upload staging");
+    if (!stage) return AD_ERR;
+    float *f32 = (float *)((char *)stage + bytes);
+    int rc = AD_OK;
+    if (floats) {
+        rc = ad_tensor_to_f32(src, f32);
+        if (rc == AD_OK) host_from_f32(stage, dst->dtype, f32, n);
+    } else {
+        int32_t *out = (int32_t *)stage;
+        int64_t idx[AD_MAX_DIMS] = {0};
+        for (int64_t i = 0; i < n && rc == AD_OK; i++) {
+            const void *p = ad_tensor_at(src, idx);
+            int64_t v = src->dtype == AD_I32 ? *(const int32_t *)p : *(const int64_t *)p;
+            if (v < INT32_MIN || v > INT32_MAX)
+                rc = cu_fail_tensor(op, src, "element %lld = %lld does not fit in I32",
+                                    (long long)i, (long long)v);
+            out[i] = (int32_t)v;
+            for (int d = src->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < src->shape[d]) break;
+                idx[d] = 0;
+            }
+        }
+    }
+    if (rc == AD_OK) {
+        cudaError_t err = cudaMemcpy(dst->data, stage, bytes, cudaMemcpyHostToDevice);
+        if (err != cudaSuccess)
+            rc = ad_fail("upload: copying %s to the device failed: %s", dst->name,
+                         cudaGetErrorString(err));
+    }
+    free(stage);
+    return rc;
+}
+
+int cu_download(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
+    const char *op = "download";
+    if (!dst || dst->device != AD_DEVICE_CPU || dst->dtype != AD_F32)
+        return ad_fail("download: the destination must be a host F32 tensor");
+    AD_TRY(cu_check(op, "src", src, CU_FLOAT | CU_I32));
+    AD_TRY(cu_check_same_shape(op, dst, src));
+    if (!ad_tensor_is_contiguous(dst)) return cu_fail_tensor(op, dst, "must be contiguous");
+    const int64_t n = ad_tensor_numel(src);
+    if (n == 0) return AD_OK;
+    /* A strided source is first made contiguous on the device (same dtype). */
+    ad_tensor packed = *src;
+    if (!ad_tensor_is_contiguous(src)) {
+        void *buf;
+        AD_TRY(cu_scratch(be, CU_SCRATCH_STAGE, (size_t)n * (size_t)cu_esize(src->dtype), &buf));
+        AD_TRY(ad_tensor_init(&packed, buf, src->dtype, AD_DEVICE_CUDA, src->ndim, src->shape,
+                              src->name));
+        AD_TRY(cu_copy(be, &packed, src));
+    }
+    if (src->dtype == AD_F32) {
+        CUDA_TRY(
+            cudaMemcpy(dst->data, packed.data, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost));
+        return AD_OK;
+    }
+    const size_t bytes = (size_t)n * (size_t)cu_esize(src->dtype);
+    void *stage = ad_malloc(bytes, "download staging");
+    if (!stage) return AD_ERR;
+    cudaError_t err = cudaMemcpy(stage, packed.data, bytes, cudaMemcpyDeviceToHost);
+    int rc = AD_OK;
+    if (err != cudaSuccess) {
+        rc = ad_fail("download: copying %s from the device failed: %s", src->name,
+                     cudaGetErrorString(err));
+    } else {
+        ad_tensor host;
+        rc = ad_tensor_init(&host, stage, src->dtype, AD_DEVICE_CPU, src->ndim, src->shape,
+                            src->name);
+        if (rc == AD_OK) rc = ad_tensor_to_f32(&host, (float *)dst->data);
+    }
+    free(stage);
+    return rc;
+}
+
+/* ---- the table --------------------------------------------------------------------------- */
+
+static void cu_destroy(ad_backend *be) {
+    if (!be) return;
+    cu_impl *impl = cu_of(be);
+    if (impl) {
+        for (int s = 0; s < CU_SCRATCH_SLOTS; s++)
+            if (impl->scratch[s]) cudaFree(impl->scratch[s]);
+        if (impl->workspace) cudaFree(impl->workspace);
+        if (impl->flag) cudaFree(impl->flag);
+        if (impl->lt) cublasLtDestroy(impl->lt);
+    }
+    free(impl);
+    free(be);
+}
+
+static int setup(cu_impl *impl) {
+    CUDA_TRY(cudaSetDevice(impl->device));
+    CUBLAS_TRY(cublasLtCreate(&impl->lt));
+    CUDA_TRY(cudaMalloc(&impl->workspace, CU_LT_WORKSPACE_BYTES));
+    CUDA_TRY(cudaMalloc((void **)&impl->flag, sizeof(unsigned long long)));
+    return AD_OK;
+}
+
+extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
+    *out = NULL;
+    AD_TRY(ad_cuda_available());
+    int count = 0;
+    CUDA_TRY(cudaGetDeviceCount(&count));
+    if (device < 0 || device >= count)
+        return ad_fail("CUDA backend: device %d does not exist (%d present)", device, count);
+    ad_backend *be = (ad_backend *)ad_calloc(1, sizeof *be, "the CUDA backend");
+    if (!be) return AD_ERR;
+    cu_impl *impl = (cu_impl *)ad_calloc(1, sizeof *impl, "the CUDA backend");
+    if (!impl) {
+        free(be);
+        return AD_ERR;
+    }
+    impl->device = device;
+    be->impl = impl;
+    if (setup(impl) < 0) {
+        cu_destroy(be);
+        return ad_fail_context("CUDA backend on device %d", device);
+    }
+    be->name = "cuda";
+    be->device = AD_DEVICE_CUDA;
+    be->act_dtype = AD_BF16;
+    be->alloc = cu_alloc;
+    be->release = cu_release;
+    be->upload = cu_upload;
+    be->download = cu_download;
+    be->copy = cu_copy;
+    be->fill = cu_fill;
+    be->matmul = cu_matmul;
+    be->linear = cu_linear;
+    be->conv1d = cu_conv1d;
+    be->gelu = cu_gelu;
+    be->silu_mul = cu_silu_mul;
+    be->add = cu_add;
+    be->layernorm = cu_layernorm;
+    be->rmsnorm = cu_rmsnorm;
+    be->softmax = cu_softmax;
+    be->rope = cu_rope;
+    be->attention = cu_attention;
+    be->avg_pool1d = cu_avg_pool1d;
+    be->embedding = cu_embedding;
+    be->scatter_rows = cu_scatter_rows;
+    be->transpose = cu_transpose;
+    be->linear_backward = cu_linear_backward;
+    be->conv1d_backward = cu_conv1d_backward;
+    be->gelu_backward = cu_gelu_backward;
+    be->silu_mul_backward = cu_silu_mul_backward;
+    be->layernorm_backward = cu_layernorm_backward;
+    be->rmsnorm_backward = cu_rmsnorm_backward;
+    be->rope_backward = cu_rope_backward;
+    be->attention_backward = cu_attention_backward;
+    be->avg_pool1d_backward = cu_avg_pool1d_backward;
+    be->embedding_backward = cu_embedding_backward;
+    be->gather_rows = cu_gather_rows;
+    be->distill_loss = cu_distill_loss;
+    be->destroy = cu_destroy;
+    *out = be;
+    return AD_OK;
+}

@@ -1,0 +1,277 @@
+/* Shared plumbing of the CUDA backend (C++ / nvcc only): its private state (cuBLASLt handle,
+ * workspace, grow-only device scratch), the argument checks every op runs before launching,
+ * strided row/view descriptors passed to kernels by value, dtype loads/stores, and the entry
+ * points of each op family (the table in backend.cu points at them). Nothing here computes an
+ * op.
+ *
+ * All work goes to the legacy default stream, so ops are ordered with each other and with the
+ * synchronous cudaMemcpy of upload/download; a multi-stream version is later work. */
+#ifndef AUDISTILL_CUDA_INTERNAL_H
+#define AUDISTILL_CUDA_INTERNAL_H
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+#include "backend_cuda.h"
+#include "cuda_check.h"
+
+/* Scratch slots: an op may use several at once, so each has a fixed purpose. */
+enum {
+    CU_SCRATCH_B = 0,   /* GEMM operand B converted to f32 (weight tiles) */
+    CU_SCRATCH_A,       /* GEMM operand A converted to f32 */
+    CU_SCRATCH_COLS,    /* conv1d im2col */
+    CU_SCRATCH_DCOLS,   /* conv1d_backward column gradients */
+    CU_SCRATCH_STATS,   /* per-row statistics (norm backward, attention backward, loss rows) */
+    CU_SCRATCH_PARTIAL, /* column-sum partials */
+    CU_SCRATCH_STAGE,   /* download staging (contiguous copy of a strided tensor) */
+    CU_SCRATCH_SMALL,   /* small host-made tables: key_len, rope inv_freq */
+    CU_SCRATCH_SLOTS
+};
+
+/* cuBLASLt workspace: what its heuristics ask for on Hopper for large GEMMs. */
+#define CU_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+
+typedef struct {
+    int device;
+    cublasLtHandle_t lt;
+    void *workspace;
+    void *scratch[CU_SCRATCH_SLOTS];
+    size_t scratch_bytes[CU_SCRATCH_SLOTS];
+    unsigned long long *flag; /* device word for index checks (smallest bad position) */
+} cu_impl;
+
+static inline cu_impl *cu_of(ad_backend *be) {
+    return (cu_impl *)be->impl;
+}
+
+/* A grow-only device buffer of at least `bytes` in `slot`, owned by the backend (kept for the
+ * next call, so a steady-state step allocates nothing). Contents are undefined. */
+int cu_scratch(ad_backend *be, int slot, size_t bytes, void **out);
+
+/* ---- dtype masks and checks ---------------------------------------------------------------- */
+#define CU_M(dt) (1u << (dt))
+#define CU_F32   CU_M(AD_F32)
+#define CU_ACT   (CU_M(AD_F32) | CU_M(AD_BF16)) /* activations */
+#define CU_FLOAT (CU_M(AD_F32) | CU_M(AD_BF16) | CU_M(AD_F16))
+#define CU_I32   CU_M(AD_I32)
+
+int cu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) AD_PRINTF(3, 4);
+/* Non-NULL, on the CUDA device, not packed, dtype in `mask`. */
+int cu_check(const char *op, const char *role, const ad_tensor *t, unsigned mask);
+int cu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi);
+/* The last dim is unit-stride (leading dims may be strided). */
+int cu_check_rows(const char *op, const ad_tensor *t);
+int cu_check_contiguous(const char *op, const ad_tensor *t);
+int cu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
+int cu_check_vector(const char *op, const ad_tensor *t, int64_t n);
+/* Exact aliasing, or overlap of two contiguous tensors, of an op that is not in place. */
+int cu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
+
+/* ---- kernel-side descriptors --------------------------------------------------------------- */
+/* A tensor as rows x cols (cols = last dim, unit stride; rows = the leading dims, merged where
+ * contiguous). Strides in elements. */
+typedef struct {
+    char *base;
+    int dtype;
+    int nlead;
+    int64_t rows, cols;
+    int64_t shape[AD_MAX_DIMS], stride[AD_MAX_DIMS];
+} cu_rows;
+
+void cu_rows_of(const ad_tensor *t, cu_rows *r);
+
+__host__ __device__ static inline int64_t cu_row_off(const cu_rows &r, int64_t i) {
+    if (r.nlead <= 1) return i * r.stride[0];
+    int64_t off = 0;
+    for (int d = r.nlead - 1; d >= 0; d--) {
+        off += (i % r.shape[d]) * r.stride[d];
+        i /= r.shape[d];
+    }
+    return off;
+}
+
+/* Any strided tensor up to 4-D. */
+typedef struct {
+    char *data;
+    int dtype;
+    int ndim;
+    int64_t shape[AD_MAX_DIMS], stride[AD_MAX_DIMS];
+} cu_view;
+
+void cu_view_of(const ad_tensor *t, cu_view *v);
+
+__host__ __device__ static inline int64_t cu_view_off(const cu_view &v, int64_t i) {
+    int64_t off = 0;
+    for (int d = v.ndim - 1; d >= 0; d--) {
+        off += (i % v.shape[d]) * v.stride[d];
+        i /= v.shape[d];
+    }
+    return off;
+}
+
+__device__ static inline float cu_load(const void *p, int dt, int64_t i) {
+    if (dt == AD_F32) return ((const float *)p)[i];
+    if (dt == AD_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return __half2float(((const __half *)p)[i]);
+}
+
+/* bf16/f16 stores round to nearest even, as the host conversions do. */
+__device__ static inline void cu_store(void *p, int dt, int64_t i, float v) {
+    if (dt == AD_F32)
+        ((float *)p)[i] = v;
+    else if (dt == AD_BF16)
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((__half *)p)[i] = __float2half_rn(v);
+}
+
+static inline int cu_esize(ad_dtype dt) {
+    return ad_dtype_bits(dt) / 8;
+}
+
+/* Deterministic reductions: xor-shuffle trees have a fixed order, so sums do not depend on
+ * scheduling. Block versions need blockDim.x a multiple of 32 and `shm` of 32 elements; the
+ * result is returned to every thread. */
+template <typename T> __device__ static inline T cu_warp_sum(T v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ static inline float cu_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+template <typename T> __device__ static inline T cu_block_sum(T v, T *shm) {
+    v = cu_warp_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); /* shm may still be read by a previous reduction */
+    if (lane == 0) shm[warp] = v;
+    __syncthreads();
+    T r = lane < nw ? shm[lane] : T(0);
+    return cu_warp_sum(r);
+}
+
+__device__ static inline float cu_block_max(float v, float *shm) {
+    v = cu_warp_max(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) shm[warp] = v;
+    __syncthreads();
+    float r = lane < nw ? shm[lane] : -INFINITY;
+    return cu_warp_max(r);
+}
+
+/* Blocks for a grid-stride loop over n items. */
+static inline unsigned cu_blocks(int64_t n, int block) {
+    int64_t b = (n + block - 1) / block;
+    if (b < 1) b = 1;
+    if (b > (1 << 20)) b = 1 << 20;
+    return (unsigned)b;
+}
+
+#define CU_GRID_STRIDE(i, n)                                                                       \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* Index checks without a round trip per element: kernels record the smallest bad position in
+ * the backend's flag word; cu_index_flag_result downloads it (one sync) and fails naming the
+ * op, tensor and value. */
+int cu_index_flag_reset(ad_backend *be);
+int cu_index_flag_result(ad_backend *be, const char *op, const ad_tensor *idx, const char *what);
+
+__device__ static inline void cu_flag_bad(unsigned long long *flag, int64_t pos) {
+    atomicMin(flag, (unsigned long long)pos);
+}
+
+/* ---- GEMM (gemm.cu), shared with conv1d and quant --------------------------------------- */
+/* A tensor as a 2-D matrix (leading dims flattened), row-major with leading dimension ld,
+ * possibly a transposed view (trans: stored = logical^T). */
+typedef struct {
+    char *data;
+    ad_dtype dtype;
+    int64_t rows, cols, ld;
+    bool trans;
+} cu_mat;
+
+int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m);
+/* Y[M, N] = alpha * op(A) @ op(B) + beta * Y with fp32 accumulation; bias (dtype of Y, length
+ * N, may be NULL) added once. Mixed operand dtypes are converted to f32 in tiles. */
+int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
+            const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias);
+/* out[c] += sum over rows of src[r, c] (src any float dtype, row stride ld), in a fixed order:
+ * deterministic, no atomics. */
+int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,
+                         int64_t cols, int64_t ld);
+
+/* ---- op entry points ------------------------------------------------------------------------ */
+int cu_alloc(ad_backend *be, size_t bytes, void **out);
+void cu_release(ad_backend *be, void *ptr);
+int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src_host);
+int cu_download(ad_backend *be, ad_tensor *dst_host_f32, const ad_tensor *src);
+int cu_copy(ad_backend *be, ad_tensor *dst, const ad_tensor *src);
+int cu_fill(ad_backend *be, ad_tensor *dst, float value);
+
+int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a,
+              const ad_tensor *b, bool transpose_b, float alpha, float beta);
+int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+              const ad_tensor *bias);
+int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w);
+int cu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+              const ad_tensor *bias, int stride, int padding);
+int cu_conv1d_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w, int stride,
+                       int padding);
+
+int cu_gelu(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+int cu_silu_mul(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const ad_tensor *up);
+int cu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b);
+int cu_softmax(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+int cu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x);
+int cu_gelu_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *x);
+int cu_silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const ad_tensor *dy,
+                         const ad_tensor *gate, const ad_tensor *up);
+
+int cu_layernorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,
+                 const ad_tensor *bias, float eps);
+int cu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,
+               float eps);
+int cu_layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
+                          const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
+                          float eps);
+int cu_rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
+                        const ad_tensor *x, const ad_tensor *weight, float eps);
+
+int cu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
+            float theta);
+int cu_rope_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *positions, int n_heads,
+                     int head_dim, float theta);
+
+int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                 const ad_tensor *v, const ad_attention_params *params);
+int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
+                          const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
+                          const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p);
+
+int cu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kernel, int stride);
+int cu_avg_pool1d_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, int kernel,
+                           int stride);
+int cu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids);
+int cu_embedding_backward(ad_backend *be, ad_tensor *dtable, const ad_tensor *dy,
+                          const ad_tensor *ids);
+int cu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *rows);
+int cu_gather_rows(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *rows);
+
+int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student_logits,
+                    const ad_tensor *teacher_logits, const ad_tensor *targets,
+                    const ad_distill_params *params, ad_distill_sums *sums);
+
+#endif

@@ -1,0 +1,323 @@
+// CUDA elementwise ops over strided rows (the last dim unit-stride, leading dims any stride):
+// copy and fill (any strided view up to 4-D), gelu, silu_mul, add with broadcast, softmax,
+// transpose, and the gelu / silu_mul backwards. Inputs and outputs may each be F32 or BF16
+// (F16 too where a weight dtype makes sense); arithmetic is fp32, with the CPU reference's
+// formulas (gelu through erfc, silu as x / (1 + exp(-x))) so F32 results agree to ~1 ulp.
+#include "cuda_internal.h"
+
+#define EW_BLOCK 256
+
+/* ---- copy and fill ------------------------------------------------------------------------- */
+
+__global__ static void copy_kernel(cu_view dst, cu_view src, int64_t n, int convert, int esize) {
+    CU_GRID_STRIDE(i, n) {
+        const int64_t od = cu_view_off(dst, i), os = cu_view_off(src, i);
+        if (convert) {
+            cu_store(dst.data, dst.dtype, od, cu_load(src.data, src.dtype, os));
+        } else if (esize == 4) {
+            ((uint32_t *)dst.data)[od] = ((const uint32_t *)src.data)[os];
+        } else if (esize == 2) {
+            ((uint16_t *)dst.data)[od] = ((const uint16_t *)src.data)[os];
+        } else if (esize == 8) {
+            ((uint64_t *)dst.data)[od] = ((const uint64_t *)src.data)[os];
+        } else {
+            ((uint8_t *)dst.data)[od] = ((const uint8_t *)src.data)[os];
+        }
+    }
+}
+
+int cu_copy(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
+    (void)be;
+    const char *op = "copy";
+    const unsigned any = CU_FLOAT | CU_I32 | CU_M(AD_I8) | CU_M(AD_U8) | CU_M(AD_I64);
+    AD_TRY(cu_check(op, "dst", dst, any));
+    AD_TRY(cu_check(op, "src", src, any));
+    AD_TRY(cu_check_same_shape(op, dst, src));
+    const bool same = dst->dtype == src->dtype;
+    const bool floats = (CU_FLOAT & CU_M(dst->dtype)) && (CU_FLOAT & CU_M(src->dtype));
+    if (!same && !floats) {
+        char desc[160];
+        return cu_fail_tensor(op, dst,
+                              "cannot copy %s into it (the same dtype, or between F32, BF16 "
+                              "and F16)",
+                              ad_tensor_describe(src, desc, sizeof desc));
+    }
+    const int64_t n = ad_tensor_numel(dst);
+    if (n == 0 || (dst->data == src->data && same)) return AD_OK;
+    if (same && ad_tensor_is_contiguous(dst) && ad_tensor_is_contiguous(src)) {
+        CUDA_TRY(cudaMemcpy(dst->data, src->data, ad_tensor_nbytes(dst), cudaMemcpyDeviceToDevice));
+        return AD_OK;
+    }
+    cu_view d, s;
+    cu_view_of(dst, &d);
+    cu_view_of(src, &s);
+    copy_kernel<<<cu_blocks(n, EW_BLOCK), EW_BLOCK>>>(d, s, n, !same, cu_esize(dst->dtype));
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+__global__ static void fill_kernel(cu_view dst, int64_t n, float value) {
+    CU_GRID_STRIDE(i, n) cu_store(dst.data, dst.dtype, cu_view_off(dst, i), value);
+}
+
+int cu_fill(ad_backend *be, ad_tensor *dst, float value) {
+    (void)be;
+    AD_TRY(cu_check("fill", "dst", dst, CU_FLOAT));
+    const int64_t n = ad_tensor_numel(dst);
+    if (n == 0) return AD_OK;
+    cu_view d;
+    cu_view_of(dst, &d);
+    fill_kernel<<<cu_blocks(n, EW_BLOCK), EW_BLOCK>>>(d, n, value);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+/* ---- unary and binary row ops ------------------------------------------------------------ */
+
+static int check_unary(const char *op, const ad_tensor *y, const ad_tensor *x, cu_rows *ry,
+                       cu_rows *rx) {
+    AD_TRY(cu_check(op, "y", y, CU_ACT));
+    AD_TRY(cu_check(op, "x", x, CU_ACT));
+    AD_TRY(cu_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(cu_check_same_shape(op, y, x));
+    AD_TRY(cu_check_rows(op, y));
+    AD_TRY(cu_check_rows(op, x));
+    cu_rows_of(y, ry);
+    cu_rows_of(x, rx);
+    return AD_OK;
+}
+
+enum { EW_GELU = 0, EW_SILU_MUL, EW_ADD, EW_GELU_BWD };
+
+__device__ static inline float gelu_f(float v) {
+    /* x/2 * erfc(-x/sqrt2): no cancellation for x << 0 (as the CPU reference). */
+    return 0.5f * v * erfcf(-v * 0.70710678118654752440f);
+}
+
+__device__ static inline float gelu_grad_f(float v) {
+    const float cdf = 0.5f * erfcf(-v * 0.70710678118654752440f);
+    const float pdf = expf(-0.5f * v * v) * 0.39894228040143267794f; /* 1/sqrt(2 pi) */
+    return cdf + v * pdf;
+}
+
+/* y = f(a, b) row by row; b's rows repeat every b.rows rows (broadcast for add). */
+__global__ static void rows_kernel(int kind, cu_rows y, cu_rows a, cu_rows b) {
+    const int64_t n = a.rows * a.cols;
+    CU_GRID_STRIDE(i, n) {
+        const int64_t r = i / a.cols, c = i % a.cols;
+        const float av = cu_load(a.base, a.dtype, cu_row_off(a, r) + c);
+        float out;
+        if (kind == EW_GELU) {
+            out = gelu_f(av);
+        } else {
+            const float bv = cu_load(b.base, b.dtype, cu_row_off(b, r % b.rows) + c);
+            if (kind == EW_SILU_MUL)
+                out = av / (1.0f + expf(-av)) * bv;
+            else if (kind == EW_ADD)
+                out = av + bv;
+            else /* EW_GELU_BWD: a = x, b = dy */
+                out = bv * gelu_grad_f(av);
+        }
+        cu_store(y.base, y.dtype, cu_row_off(y, r) + c, out);
+    }
+}
+
+static int launch_rows(int kind, const cu_rows &y, const cu_rows &a, const cu_rows &b) {
+    const int64_t n = a.rows * a.cols;
+    if (n == 0) return AD_OK;
+    rows_kernel<<<cu_blocks(n, EW_BLOCK), EW_BLOCK>>>(kind, y, a, b);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+int cu_gelu(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
+    (void)be;
+    cu_rows ry, rx;
+    AD_TRY(check_unary("gelu", y, x, &ry, &rx));
+    return launch_rows(EW_GELU, ry, rx, rx);
+}
+
+int cu_silu_mul(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const ad_tensor *up) {
+    (void)be;
+    const char *op = "silu_mul";
+    cu_rows ry, rg, ru;
+    AD_TRY(check_unary(op, y, gate, &ry, &rg));
+    AD_TRY(cu_check(op, "up", up, CU_ACT));
+    AD_TRY(cu_check_same_shape(op, up, gate));
+    AD_TRY(cu_check_rows(op, up));
+    cu_rows_of(up, &ru);
+    return launch_rows(EW_SILU_MUL, ry, rg, ru);
+}
+
+int cu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b) {
+    (void)be;
+    const char *op = "add";
+    cu_rows ry, ra, rb;
+    AD_TRY(check_unary(op, y, a, &ry, &ra));
+    AD_TRY(cu_check(op, "b", b, CU_ACT));
+    AD_TRY(cu_check_ndim(op, b, 1, a->ndim));
+    AD_TRY(cu_check_rows(op, b));
+    const int lead = a->ndim - b->ndim;
+    for (int d = 0; d < b->ndim; d++)
+        if (b->shape[d] != a->shape[lead + d]) {
+            char desc[160];
+            return cu_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
+                                  ad_tensor_describe(a, desc, sizeof desc));
+        }
+    cu_rows_of(b, &rb);
+    if (rb.rows == 0) return AD_OK;
+    return launch_rows(EW_ADD, ry, ra, rb);
+}
+
+int cu_gelu_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *x) {
+    (void)be;
+    const char *op = "gelu_backward";
+    cu_rows rdx, rx, rdy;
+    AD_TRY(check_unary(op, dx, x, &rdx, &rx));
+    AD_TRY(cu_check(op, "dy", dy, CU_ACT));
+    AD_TRY(cu_check_same_shape(op, dy, x));
+    AD_TRY(cu_check_rows(op, dy));
+    cu_rows_of(dy, &rdy);
+    return launch_rows(EW_GELU_BWD, rdx, rx, rdy);
+}
+
+__global__ static void silu_mul_bwd_kernel(cu_rows dg, cu_rows du, bool want_dg, bool want_du,
+                                           cu_rows dy, cu_rows g, cu_rows u) {
+    const int64_t n = dy.rows * dy.cols;
+    CU_GRID_STRIDE(i, n) {
+        const int64_t r = i / dy.cols, c = i % dy.cols;
+        /* Everything read before anything is written: outputs may alias inputs. */
+        const float x = cu_load(g.base, g.dtype, cu_row_off(g, r) + c);
+        const float gy = cu_load(dy.base, dy.dtype, cu_row_off(dy, r) + c);
+        const float uv = cu_load(u.base, u.dtype, cu_row_off(u, r) + c);
+        const float sig = 1.0f / (1.0f + expf(-x));
+        if (want_dg)
+            cu_store(dg.base, dg.dtype, cu_row_off(dg, r) + c,
+                     gy * uv * sig * (1.0f + x * (1.0f - sig)));
+        if (want_du) cu_store(du.base, du.dtype, cu_row_off(du, r) + c, gy * x * sig);
+    }
+}
+
+int cu_silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const ad_tensor *dy,
+                         const ad_tensor *gate, const ad_tensor *up) {
+    (void)be;
+    const char *op = "silu_mul_backward";
+    AD_TRY(cu_check(op, "dy", dy, CU_ACT));
+    AD_TRY(cu_check(op, "gate", gate, CU_ACT));
+    AD_TRY(cu_check(op, "up", up, CU_ACT));
+    AD_TRY(cu_check_ndim(op, dy, 1, AD_MAX_DIMS));
+    AD_TRY(cu_check_same_shape(op, gate, dy));
+    AD_TRY(cu_check_same_shape(op, up, dy));
+    const ad_tensor *all[3] = {dy, gate, up};
+    for (int i = 0; i < 3; i++)
+        AD_TRY(cu_check_rows(op, all[i]));
+    cu_rows rdy, rg, ru, rdg, rdu;
+    cu_rows_of(dy, &rdy);
+    cu_rows_of(gate, &rg);
+    cu_rows_of(up, &ru);
+    rdg = rdu = rdy;
+    if (dgate) {
+        AD_TRY(cu_check(op, "dgate", dgate, CU_ACT));
+        AD_TRY(cu_check_same_shape(op, dgate, dy));
+        AD_TRY(cu_check_rows(op, dgate));
+        cu_rows_of(dgate, &rdg);
+    }
+    if (dup) {
+        AD_TRY(cu_check(op, "dup", dup, CU_ACT));
+        AD_TRY(cu_check_same_shape(op, dup, dy));
+        AD_TRY(cu_check_rows(op, dup));
+        cu_rows_of(dup, &rdu);
+    }
+    const int64_t n = rdy.rows * rdy.cols;
+    if (n == 0 || (!dgate && !dup)) return AD_OK;
+    silu_mul_bwd_kernel<<<cu_blocks(n, EW_BLOCK), EW_BLOCK>>>(rdg, rdu, dgate != NULL, dup != NULL,
+                                                              rdy, rg, ru);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+/* ---- softmax: one block per row, max / sum / write passes ---------------------------------- */
+
+__global__ static void softmax_kernel(cu_rows y, cu_rows x) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    for (int64_t r = blockIdx.x; r < x.rows; r += gridDim.x) {
+        const int64_t ox = cu_row_off(x, r), oy = cu_row_off(y, r);
+        float mx = -INFINITY;
+        for (int64_t j = threadIdx.x; j < x.cols; j += blockDim.x)
+            mx = fmaxf(mx, cu_load(x.base, x.dtype, ox + j));
+        mx = cu_block_max(mx, shf);
+        double sum = 0.0;
+        for (int64_t j = threadIdx.x; j < x.cols; j += blockDim.x)
+            sum += (double)expf(cu_load(x.base, x.dtype, ox + j) - mx);
+        sum = cu_block_sum(sum, shd);
+        for (int64_t j = threadIdx.x; j < x.cols; j += blockDim.x) {
+            const float e = expf(cu_load(x.base, x.dtype, ox + j) - mx);
+            cu_store(y.base, y.dtype, oy + j, (float)((double)e / sum));
+        }
+        __syncthreads(); /* in place: the next row's passes must not overtake this one */
+    }
+}
+
+int cu_softmax(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
+    (void)be;
+    cu_rows ry, rx;
+    AD_TRY(check_unary("softmax", y, x, &ry, &rx));
+    if (rx.rows == 0 || rx.cols == 0) return AD_OK;
+    const unsigned grid = rx.rows > 65535 ? 65535u : (unsigned)rx.rows;
+    softmax_kernel<<<grid, EW_BLOCK>>>(ry, rx);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+/* ---- transpose: 32 x 32 tiles through shared memory -------------------------------------- */
+
+#define TR_TILE 32
+
+__global__ static void transpose_kernel(char *y, int ydt, int64_t yb, int64_t yn, int64_t ym,
+                                        const char *x, int xdt, int64_t xb, int64_t xm, int64_t xn,
+                                        int64_t M, int64_t N) {
+    __shared__ float tile[TR_TILE][TR_TILE + 1];
+    const int64_t b = blockIdx.z, m0 = (int64_t)blockIdx.y * TR_TILE,
+                  n0 = (int64_t)blockIdx.x * TR_TILE;
+    for (int i = threadIdx.y; i < TR_TILE; i += blockDim.y) {
+        const int64_t m = m0 + i, n = n0 + threadIdx.x;
+        if (m < M && n < N) tile[i][threadIdx.x] = cu_load(x, xdt, b * xb + m * xm + n * xn);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < TR_TILE; i += blockDim.y) {
+        const int64_t n = n0 + i, m = m0 + threadIdx.x;
+        if (m < M && n < N) cu_store(y, ydt, b * yb + n * yn + m * ym, tile[threadIdx.x][i]);
+    }
+}
+
+int cu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
+    (void)be;
+    const char *op = "transpose";
+    AD_TRY(cu_check(op, "y", y, CU_ACT));
+    AD_TRY(cu_check(op, "x", x, CU_ACT));
+    AD_TRY(cu_check_ndim(op, x, 2, 3));
+    AD_TRY(cu_check_no_alias(op, y, x));
+    const int n = x->ndim;
+    bool ok =
+        y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
+    if (n == 3) ok = ok && y->shape[0] == x->shape[0];
+    if (!ok) {
+        char desc[160];
+        return cu_fail_tensor(op, y, "expected %s with its last two dims swapped",
+                              ad_tensor_describe(x, desc, sizeof desc));
+    }
+    const int64_t B = n == 3 ? x->shape[0] : 1, M = x->shape[n - 2], N = x->shape[n - 1];
+    if (B == 0 || M == 0 || N == 0) return AD_OK;
+    if (B > 65535 || (M + TR_TILE - 1) / TR_TILE > 65535)
+        return cu_fail_tensor(op, x, "too many batch elements or rows for one launch");
+    const int64_t xb = n == 3 ? x->stride[0] : 0, yb = n == 3 ? y->stride[0] : 0;
+    dim3 grid((unsigned)((N + TR_TILE - 1) / TR_TILE), (unsigned)((M + TR_TILE - 1) / TR_TILE),
+              (unsigned)B);
+    dim3 block(TR_TILE, 8);
+    transpose_kernel<<<grid, block>>>((char *)y->data, y->dtype, yb, y->stride[n - 2],
+                                      y->stride[n - 1], (const char *)x->data, x->dtype, xb,
+                                      x->stride[n - 2], x->stride[n - 1], M, N);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}

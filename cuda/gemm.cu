@@ -1,0 +1,475 @@
+// CUDA matmul, linear and linear_backward on cuBLASLt with fp32 compute (CUBLAS_COMPUTE_32F:
+// bf16/f16 operands accumulate in fp32; f32 operands are full fp32, never TF32, so the F32
+// path is comparable with the CPU reference at 1e-5). Row-major tensors are handed to the
+// column-major library as their transposes: Y^T = op(B)^T op(A)^T. Operands of different
+// dtypes (f32 activations with a bf16 weight) are converted to f32 a tile of output columns
+// at a time, never the whole weight (an lm_head is ~2.5 GB in f32). The bias goes into the
+// GEMM epilogue when its dtype is the output's; otherwise it is written first and the GEMM
+// accumulates (beta 1). Column sums (bias gradients) are a deterministic two-pass reduction.
+#include <limits.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* Floats of an f32 operand tile converted per GEMM call. */
+#define GEMM_TILE_FLOATS ((int64_t)32 << 20)
+
+int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m) {
+    AD_TRY(cu_check_ndim(op, t, 1, AD_MAX_DIMS));
+    cu_rows r;
+    cu_rows_of(t, &r);
+    memset(m, 0, sizeof *m);
+    m->data = (char *)t->data;
+    m->dtype = t->dtype;
+    m->rows = r.rows;
+    m->cols = r.cols;
+    if (r.nlead != 1)
+        return cu_fail_tensor(op, t,
+                              "its leading dims cannot be flattened into matrix rows "
+                              "(make it contiguous first)");
+    const int64_t row_stride = r.stride[0], col_stride = t->stride[t->ndim - 1];
+    if (m->cols <= 1 || col_stride == 1) {
+        m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
+        if (m->ld < m->cols || m->ld < 1)
+            return cu_fail_tensor(op, t, "row stride %lld is smaller than the row length",
+                                  (long long)row_stride);
+    } else if (row_stride == 1 || m->rows <= 1) {
+        m->trans = true;
+        m->ld = col_stride;
+        if (m->ld < m->rows || m->ld < 1)
+            return cu_fail_tensor(op, t, "column stride %lld is smaller than the column length",
+                                  (long long)col_stride);
+    } else {
+        return cu_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
+    }
+    if (m->rows > INT_MAX || m->cols > INT_MAX || m->ld > INT_MAX)
+        return cu_fail_tensor(op, t, "too large for one GEMM (dims above 2^31)");
+    return AD_OK;
+}
+
+/* Logical sub-matrix [r0, r0 + nr) x [c0, c0 + nc) sharing storage. */
+static cu_mat sub_mat(const cu_mat *m, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+    cu_mat s = *m;
+    const int64_t es = cu_esize(m->dtype);
+    const int64_t off = m->trans ? (r0 + c0 * m->ld) : (r0 * m->ld + c0);
+    s.data = m->data + off * es;
+    s.rows = nr;
+    s.cols = nc;
+    return s;
+}
+
+/* Physical (stored, row-major) rows and cols of a view. */
+static void phys(const cu_mat *m, int64_t *pr, int64_t *pc) {
+    *pr = m->trans ? m->cols : m->rows;
+    *pc = m->trans ? m->rows : m->cols;
+}
+
+__global__ static void convert2d_kernel(float *dst, const char *src, int dt, int64_t pr, int64_t pc,
+                                        int64_t ld) {
+    CU_GRID_STRIDE(i, pr * pc) {
+        const int64_t r = i / pc, c = i % pc;
+        dst[i] = cu_load(src, dt, r * ld + c);
+    }
+}
+
+/* The same logical matrix as contiguous f32 in `buf` (physical layout kept, ld = its cols). */
+static int to_f32(const cu_mat *m, float *buf, cu_mat *out) {
+    int64_t pr, pc;
+    phys(m, &pr, &pc);
+    if (pr * pc > 0) {
+        convert2d_kernel<<<cu_blocks(pr * pc, 256), 256>>>(buf, m->data, m->dtype, pr, pc, m->ld);
+        CUDA_TRY_LAUNCH();
+    }
+    *out = *m;
+    out->data = (char *)buf;
+    out->dtype = AD_F32;
+    out->ld = pc > 0 ? pc : 1;
+    return AD_OK;
+}
+
+__global__ static void scale_rows_kernel(char *y, int dt, int64_t rows, int64_t cols, int64_t ld,
+                                         float beta) {
+    CU_GRID_STRIDE(i, rows * cols) {
+        const int64_t off = (i / cols) * ld + i % cols;
+        cu_store(y, dt, off, beta == 0.0f ? 0.0f : beta * cu_load(y, dt, off));
+    }
+}
+
+__global__ static void bias_rows_kernel(char *y, int dt, int64_t rows, int64_t cols, int64_t ld,
+                                        const char *bias, int bdt) {
+    CU_GRID_STRIDE(i, rows * cols) {
+        const int64_t c = i % cols;
+        cu_store(y, dt, (i / cols) * ld + c, bias ? cu_load(bias, bdt, c) : 0.0f);
+    }
+}
+
+static cudaDataType_t lt_type(ad_dtype d) {
+    return d == AD_F32 ? CUDA_R_32F : (d == AD_BF16 ? CUDA_R_16BF : CUDA_R_16F);
+}
+
+/* Largest power of two (<= 256) dividing the address: cuBLASLt's heuristics otherwise assume
+ * 256-byte aligned operands, and our views (slices of a fused QKV, a KV cache) are not. */
+static uint32_t alignment_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1)))
+        al >>= 1;
+    return al;
+}
+
+typedef struct {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ly;
+    cublasLtMatmulPreference_t pref;
+} lt_objects;
+
+static void lt_release(lt_objects *o) {
+    if (o->pref) cublasLtMatmulPreferenceDestroy(o->pref);
+    if (o->la) cublasLtMatrixLayoutDestroy(o->la);
+    if (o->lb) cublasLtMatrixLayoutDestroy(o->lb);
+    if (o->ly) cublasLtMatrixLayoutDestroy(o->ly);
+    if (o->desc) cublasLtMatmulDescDestroy(o->desc);
+}
+
+/* One cuBLASLt call for operands of supported dtypes. *no_algo is set (and AD_OK returned)
+ * when the heuristic finds no algorithm, so the caller may retry without the epilogue. */
+static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, const cu_mat *A,
+                             bool ta, const cu_mat *B, bool tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, float beta, const void *bias, ad_dtype bias_dt,
+                             bool *no_algo) {
+    *no_algo = false;
+    (void)K; /* implied by the layouts; kept in the signature for the call sites' clarity */
+    /* Library A = our B, library B = our A; a view's column-major form is its stored
+     * transpose, so the library transposes an operand when the flag and the view's own
+     * transposition disagree. */
+    const cublasOperation_t opa = (tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = (ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int64_t apr, apc, bpr, bpc;
+    phys(A, &apr, &apc);
+    phys(B, &bpr, &bpc);
+    CUBLAS_TRY(cublasLtMatmulDescCreate(&o->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_TRY(
+        cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_TRY(
+        cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (bias) {
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bt = lt_type(bias_dt);
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                  sizeof epi));
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias));
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                                  sizeof bt));
+    }
+    CUBLAS_TRY(
+        cublasLtMatrixLayoutCreate(&o->la, lt_type(B->dtype), (uint64_t)bpc, (uint64_t)bpr, B->ld));
+    CUBLAS_TRY(
+        cublasLtMatrixLayoutCreate(&o->lb, lt_type(A->dtype), (uint64_t)apc, (uint64_t)apr, A->ld));
+    CUBLAS_TRY(
+        cublasLtMatrixLayoutCreate(&o->ly, lt_type(Y->dtype), (uint64_t)N, (uint64_t)M, Y->ld));
+    CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&o->pref));
+    const size_t ws = CU_LT_WORKSPACE_BYTES;
+    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
+        o->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    const uint32_t al_a = alignment_of(B->data), al_b = alignment_of(A->data),
+                   al_y = alignment_of(Y->data);
+    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
+        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
+        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
+        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y));
+    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
+        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
+    cublasLtMatmulHeuristicResult_t result;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl->lt, o->desc, o->la, o->lb, o->ly,
+                                                       o->ly, o->pref, 1, &result, &found);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+        *no_algo = true;
+        return AD_OK;
+    }
+    CUBLAS_TRY(st);
+    CUBLAS_TRY(cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data, o->lb, &beta,
+                              Y->data, o->ly, Y->data, o->ly, &result.algo, impl->workspace, ws,
+                              0));
+    return AD_OK;
+}
+
+static int lt_matmul(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
+                     bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                     const void *bias, ad_dtype bias_dt, bool *no_algo) {
+    lt_objects o;
+    memset(&o, 0, sizeof o);
+    int rc =
+        lt_matmul_objects(impl, &o, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, no_algo);
+    lt_release(&o);
+    return rc;
+}
+
+/* Operand dtypes cuBLASLt takes directly with fp32 compute. */
+static bool direct_ok(ad_dtype y, ad_dtype a, ad_dtype b) {
+    if (a != b) return false;
+    if (a == AD_F32) return y == AD_F32;
+    return y == AD_F32 || y == a;
+}
+
+int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
+            const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias) {
+    cu_impl *impl = cu_of(be);
+    const int64_t M = ta ? A->cols : A->rows, K = ta ? A->rows : A->cols;
+    const int64_t N = tb ? B->rows : B->cols;
+    if (M == 0 || N == 0) return AD_OK;
+    if (bias) {
+        AD_TRY(cu_check(op, "bias", bias, CU_FLOAT));
+        AD_TRY(cu_check_vector(op, bias, N));
+        if (N > 1 && bias->stride[0] != 1) return cu_fail_tensor(op, bias, "must be contiguous");
+    }
+    if (K == 0) {
+        /* Nothing to multiply: y = beta * y (+ bias). */
+        if (bias) {
+            bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
+                                                             (const char *)bias->data, bias->dtype);
+            CUDA_TRY_LAUNCH();
+            return AD_OK;
+        }
+        scale_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld, beta);
+        CUDA_TRY_LAUNCH();
+        return AD_OK;
+    }
+    /* Without an epilogue the bias is written first and the GEMM accumulates onto it; that
+     * needs beta 0 (linear, conv1d), which is the only way the ops use a bias. */
+    bool use_epilogue = bias && bias->dtype == Y->dtype;
+    const bool direct = direct_ok(Y->dtype, A->dtype, B->dtype);
+    if (!direct && Y->dtype != AD_F32)
+        return ad_fail("%s: cannot multiply %s by %s into a %s output (f32 output needed when "
+                       "the operand dtypes differ)",
+                       op, ad_dtype_name(A->dtype), ad_dtype_name(B->dtype),
+                       ad_dtype_name(Y->dtype));
+    if (bias && !use_epilogue) {
+        if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
+        bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
+                                                         (const char *)bias->data, bias->dtype);
+        CUDA_TRY_LAUNCH();
+        beta = 1.0f;
+    }
+    bool no_algo = false;
+    if (direct) {
+        AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, beta,
+                         use_epilogue ? bias->data : NULL, use_epilogue ? bias->dtype : AD_F32,
+                         &no_algo));
+        if (no_algo && use_epilogue) {
+            /* No epilogue kernel for this shape: bias first, then accumulate. */
+            if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
+            bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
+                                                             (const char *)bias->data, bias->dtype);
+            CUDA_TRY_LAUNCH();
+            AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, 1.0f, NULL, AD_F32, &no_algo));
+        }
+        if (no_algo)
+            return ad_fail("%s: cuBLASLt has no algorithm for %s [%lld x %lld] x %s [%lld x %lld]",
+                           op, ad_dtype_name(A->dtype), (long long)M, (long long)K,
+                           ad_dtype_name(B->dtype), (long long)K, (long long)N);
+        return AD_OK;
+    }
+    /* Mixed dtypes: A whole and B in tiles of output columns, each as f32. */
+    cu_mat A32 = *A;
+    if (A->dtype != AD_F32) {
+        float *buf;
+        AD_TRY(cu_scratch(be, CU_SCRATCH_A, (size_t)(M * K) * sizeof(float), (void **)&buf));
+        AD_TRY(to_f32(A, buf, &A32));
+    }
+    int64_t nb = N;
+    if (B->dtype != AD_F32) {
+        nb = GEMM_TILE_FLOATS / K;
+        if (nb < 64) nb = 64;
+        if (nb > N) nb = N;
+    }
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t n = N - n0 < nb ? N - n0 : nb;
+        cu_mat Bt = tb ? sub_mat(B, n0, n, 0, K) : sub_mat(B, 0, K, n0, n);
+        if (B->dtype != AD_F32) {
+            float *buf;
+            AD_TRY(cu_scratch(be, CU_SCRATCH_B, (size_t)(n * K) * sizeof(float), (void **)&buf));
+            AD_TRY(to_f32(&Bt, buf, &Bt));
+        }
+        cu_mat Yt = sub_mat(Y, 0, M, n0, n);
+        const void *bt = NULL;
+        if (use_epilogue) bt = (const char *)bias->data + n0 * cu_esize(bias->dtype);
+        AD_TRY(lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, beta, bt,
+                         use_epilogue ? bias->dtype : AD_F32, &no_algo));
+        if (no_algo && bt) {
+            if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
+            bias_rows_kernel<<<cu_blocks(M * n, 256), 256>>>(Yt.data, Yt.dtype, M, n, Yt.ld,
+                                                             (const char *)bt, bias->dtype);
+            CUDA_TRY_LAUNCH();
+            AD_TRY(lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, 1.0f, NULL, AD_F32,
+                             &no_algo));
+        }
+        if (no_algo)
+            return ad_fail("%s: cuBLASLt has no algorithm for an f32 [%lld x %lld] x [%lld x "
+                           "%lld] GEMM",
+                           op, (long long)M, (long long)K, (long long)K, (long long)n);
+    }
+    return AD_OK;
+}
+
+/* ---- column sums ----------------------------------------------------------------------------
+ * Pass 1: block (column tile of 32, row chunk) sums its chunk with 8 row lanes, then a fixed
+ * tree over the lanes; pass 2 adds the chunks in chunk order. No atomics, so the result is
+ * the same on every run. */
+#define COLSUM_TILE   32
+#define COLSUM_LANES  8
+#define COLSUM_CHUNKS 64
+
+__global__ static void colsum_partial_kernel(float *partial, const char *src, int dt, int64_t rows,
+                                             int64_t cols, int64_t ld, int64_t chunk_rows) {
+    __shared__ float acc[COLSUM_LANES][COLSUM_TILE];
+    const int64_t c = (int64_t)blockIdx.x * COLSUM_TILE + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * chunk_rows;
+    const int64_t r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
+    float s = 0.0f;
+    if (c < cols)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += COLSUM_LANES)
+            s += cu_load(src, dt, r * ld + c);
+    acc[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    for (int w = COLSUM_LANES / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.y < w)
+            acc[threadIdx.y][threadIdx.x] += acc[threadIdx.y + w][threadIdx.x];
+        __syncthreads();
+    }
+    if (threadIdx.y == 0 && c < cols) partial[(int64_t)blockIdx.y * cols + c] = acc[0][threadIdx.x];
+}
+
+__global__ static void colsum_finish_kernel(float *out, const float *partial, int chunks,
+                                            int64_t cols) {
+    CU_GRID_STRIDE(c, cols) {
+        float s = 0.0f;
+        for (int k = 0; k < chunks; k++)
+            s += partial[(int64_t)k * cols + c];
+        out[c] += s;
+    }
+}
+
+int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,
+                         int64_t cols, int64_t ld) {
+    if (rows == 0 || cols == 0) return AD_OK;
+    int chunks = COLSUM_CHUNKS;
+    if (rows < (int64_t)chunks * 64) chunks = (int)((rows + 63) / 64);
+    const int64_t chunk_rows = (rows + chunks - 1) / chunks;
+    float *partial;
+    AD_TRY(cu_scratch(be, CU_SCRATCH_PARTIAL, (size_t)chunks * (size_t)cols * sizeof(float),
+                      (void **)&partial));
+    dim3 grid((unsigned)((cols + COLSUM_TILE - 1) / COLSUM_TILE), (unsigned)chunks);
+    dim3 block(COLSUM_TILE, COLSUM_LANES);
+    colsum_partial_kernel<<<grid, block>>>(partial, (const char *)src, dtype, rows, cols, ld,
+                                           chunk_rows);
+    CUDA_TRY_LAUNCH();
+    colsum_finish_kernel<<<cu_blocks(cols, 256), 256>>>(out, partial, chunks, cols);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+/* ---- ops ---------------------------------------------------------------------------------- */
+
+static int output_mat(const char *op, const ad_tensor *y, cu_mat *m) {
+    AD_TRY(cu_check(op, "y", y, CU_FLOAT));
+    AD_TRY(cu_mat_of(op, y, m));
+    if (m->trans) return cu_fail_tensor(op, y, "the output's rows must be contiguous");
+    return AD_OK;
+}
+
+int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a,
+              const ad_tensor *b, bool transpose_b, float alpha, float beta) {
+    const char *op = "matmul";
+    cu_mat Y, A, B;
+    AD_TRY(output_mat(op, y, &Y));
+    AD_TRY(cu_check(op, "a", a, CU_FLOAT));
+    AD_TRY(cu_check(op, "b", b, CU_FLOAT));
+    AD_TRY(cu_mat_of(op, a, &A));
+    AD_TRY(cu_mat_of(op, b, &B));
+    AD_TRY(cu_check_no_alias(op, y, a));
+    AD_TRY(cu_check_no_alias(op, y, b));
+    const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
+    const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
+    if (K != Kb) {
+        char desc[160];
+        return cu_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
+                              transpose_a ? "transposed " : "", (long long)M, (long long)K,
+                              transpose_b ? "transposed " : "",
+                              ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
+                              (long long)N);
+    }
+    if (Y.rows != M || Y.cols != N)
+        return cu_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
+                              (long long)N);
+    return cu_gemm(be, op, &Y, &A, transpose_a, &B, transpose_b, alpha, beta, NULL);
+}
+
+int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+              const ad_tensor *bias) {
+    const char *op = "linear";
+    cu_mat Y, X, W;
+    AD_TRY(output_mat(op, y, &Y));
+    AD_TRY(cu_check(op, "x", x, CU_FLOAT));
+    AD_TRY(cu_check(op, "w", w, CU_FLOAT));
+    AD_TRY(cu_check_ndim(op, w, 2, 2));
+    AD_TRY(cu_mat_of(op, x, &X));
+    AD_TRY(cu_mat_of(op, w, &W));
+    AD_TRY(cu_check_no_alias(op, y, x));
+    const int64_t N = W.rows, K = W.cols;
+    if (X.cols != K)
+        return cu_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
+                              (long long)X.cols, w->name, (long long)N, (long long)K);
+    if (Y.rows != X.rows || Y.cols != N)
+        return cu_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
+                              (long long)X.rows, (long long)N, x->name, w->name);
+    return cu_gemm(be, op, &Y, &X, false, &W, true, 1.0f, 0.0f, bias);
+}
+
+int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
+    const char *op = "linear_backward";
+    AD_TRY(cu_check(op, "dy", dy, CU_FLOAT));
+    AD_TRY(cu_check(op, "x", x, CU_FLOAT));
+    AD_TRY(cu_check(op, "w", w, CU_FLOAT));
+    AD_TRY(cu_check_ndim(op, w, 2, 2));
+    cu_mat DY, X, W;
+    AD_TRY(cu_mat_of(op, dy, &DY));
+    AD_TRY(cu_mat_of(op, x, &X));
+    AD_TRY(cu_mat_of(op, w, &W));
+    const int64_t N = W.rows, K = W.cols, M = X.rows;
+    if (X.cols != K || DY.cols != N || DY.rows != M)
+        return ad_fail("%s: x (%s) [%lld x %lld] / dy (%s) [%lld x %lld] do not match w [%lld, "
+                       "%lld]",
+                       op, x->name, (long long)X.rows, (long long)X.cols, dy->name,
+                       (long long)DY.rows, (long long)DY.cols, (long long)N, (long long)K);
+    if (dx) {
+        cu_mat DX;
+        AD_TRY(output_mat(op, dx, &DX));
+        AD_TRY(cu_check_no_alias(op, dx, dy));
+        if (DX.rows != M || DX.cols != K)
+            return cu_fail_tensor(op, dx, "expected %lld x %lld like x", (long long)M,
+                                  (long long)K);
+        AD_TRY(cu_gemm(be, op, &DX, &DY, false, &W, false, 1.0f, 0.0f, NULL));
+    }
+    if (dw) {
+        cu_mat DW;
+        AD_TRY(cu_check(op, "dw", dw, CU_F32));
+        AD_TRY(output_mat(op, dw, &DW));
+        if (DW.rows != N || DW.cols != K)
+            return cu_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
+                                  (long long)K);
+        AD_TRY(cu_gemm(be, op, &DW, &DY, true, &X, false, 1.0f, 1.0f, NULL));
+    }
+    if (db) {
+        AD_TRY(cu_check(op, "db", db, CU_F32));
+        AD_TRY(cu_check_vector(op, db, N));
+        AD_TRY(cu_check_contiguous(op, db));
+        if (DY.trans) return cu_fail_tensor(op, dy, "rows must be contiguous for the bias sum");
+        AD_TRY(cu_colsum_accumulate(be, (float *)db->data, DY.data, DY.dtype, M, N, DY.ld));
+    }
+    return AD_OK;
+}

@@ -1,0 +1,304 @@
+/* Backward ops of the CUDA backend against the CPU reference (cpu_backward.c) on fresh random
+ * inputs, with parameter gradients accumulated onto non-zero buffers (the += contract), plus
+ * bitwise determinism of the reductions that replace atomics (norm parameter gradients, bias
+ * sums, embedding backward). Tolerances: cuda_test_util.h. Skips without a GPU. */
+#include "cuda_test_util.h"
+
+#define S(...) ((const int64_t[]){__VA_ARGS__})
+
+static double tol_for(ad_dtype dt) {
+    return dt == AD_F32 ? TOL_F32 : TOL_BF16;
+}
+
+/* Parameter gradients are F32 on both sides; with bf16 inputs their tolerance is the
+ * bf16-input / f32-output one. */
+static double tol_param(ad_dtype dt) {
+    return dt == AD_F32 ? TOL_F32 : TOL_BF16_F32;
+}
+
+static void one_linear_backward(ad_dtype dt) {
+    pair x, w, dy, dx, dw, db;
+    pair_make(&x, "x", dt, 3, S(2, 9, 64), 1.0f, 0.0f);
+    pair_make(&w, "w", dt, 2, S(48, 64), 0.2f, 0.0f);
+    pair_make(&dy, "dy", dt, 3, S(2, 9, 48), 1.0f, 0.0f);
+    pair_make(&dx, "dx", dt, 3, S(2, 9, 64), 1.0f, 0.0f);
+    pair_make(&dw, "dw", AD_F32, 2, S(48, 64), 1.0f, 0.0f);
+    pair_make(&db, "db", AD_F32, 1, S(48), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, &db.c, &dy.c, &x.c, &w.c));
+    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g));
+    expect_close("linear_backward dx", &dx, tol_for(dt));
+    expect_close("linear_backward dw (accumulated)", &dw, tol_param(dt));
+    expect_close("linear_backward db (accumulated)", &db, tol_param(dt));
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&dy);
+    pair_free(&dx);
+    pair_free(&dw);
+    pair_free(&db);
+}
+
+static void test_linear_backward(void) {
+    one_linear_backward(AD_F32);
+    one_linear_backward(AD_BF16);
+}
+
+static void one_conv_backward(ad_dtype dt, int stride, int padding) {
+    const int64_t B = 2, L = 20, Cin = 16, Cout = 24, K = 3;
+    const int64_t L_out = (L + 2 * padding - K) / stride + 1;
+    pair x, w, dy, dx, dw, db;
+    pair_make(&x, "x", dt, 3, S(B, L, Cin), 1.0f, 0.0f);
+    pair_make(&w, "w", dt, 3, S(Cout, Cin, K), 0.2f, 0.0f);
+    pair_make(&dy, "dy", dt, 3, S(B, L_out, Cout), 1.0f, 0.0f);
+    pair_make(&dx, "dx", dt, 3, S(B, L, Cin), 1.0f, 0.0f);
+    pair_make(&dw, "dw", AD_F32, 3, S(Cout, Cin, K), 1.0f, 0.0f);
+    pair_make(&db, "db", AD_F32, 1, S(Cout), 1.0f, 0.0f);
+    CHECK_OK(
+        g_cpu->conv1d_backward(g_cpu, &dx.c, &dw.c, &db.c, &dy.c, &x.c, &w.c, stride, padding));
+    CHECK_OK(
+        g_gpu->conv1d_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g, stride, padding));
+    char what[96];
+    snprintf(what, sizeof what, "conv1d_backward s%d dx", stride);
+    expect_close(what, &dx, tol_for(dt));
+    snprintf(what, sizeof what, "conv1d_backward s%d dw", stride);
+    expect_close(what, &dw, tol_param(dt));
+    snprintf(what, sizeof what, "conv1d_backward s%d db", stride);
+    expect_close(what, &db, tol_param(dt));
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&dy);
+    pair_free(&dx);
+    pair_free(&dw);
+    pair_free(&db);
+}
+
+static void test_conv1d_backward(void) {
+    one_conv_backward(AD_F32, 1, 1);
+    one_conv_backward(AD_F32, 2, 1);
+    one_conv_backward(AD_BF16, 2, 1);
+}
+
+static void test_activation_backward(void) {
+    const ad_dtype dts[2] = {AD_F32, AD_BF16};
+    for (int i = 0; i < 2; i++) {
+        const ad_dtype dt = dts[i];
+        pair x, u, dy, dx, du;
+        pair_make(&x, "x", dt, 2, S(12, 80), 2.0f, 0.0f);
+        pair_make(&u, "up", dt, 2, S(12, 80), 1.0f, 0.0f);
+        pair_make(&dy, "dy", dt, 2, S(12, 80), 1.0f, 0.0f);
+        pair_make(&dx, "dx", dt, 2, S(12, 80), 1.0f, 0.0f);
+        pair_make(&du, "dup", dt, 2, S(12, 80), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->gelu_backward(g_cpu, &dx.c, &dy.c, &x.c));
+        CHECK_OK(g_gpu->gelu_backward(g_gpu, &dx.g, &dy.g, &x.g));
+        expect_close("gelu_backward", &dx, tol_for(dt));
+        CHECK_OK(g_cpu->silu_mul_backward(g_cpu, &dx.c, &du.c, &dy.c, &x.c, &u.c));
+        CHECK_OK(g_gpu->silu_mul_backward(g_gpu, &dx.g, &du.g, &dy.g, &x.g, &u.g));
+        expect_close("silu_mul_backward dgate", &dx, tol_for(dt));
+        expect_close("silu_mul_backward dup", &du, tol_for(dt));
+        pair_free(&x);
+        pair_free(&u);
+        pair_free(&dy);
+        pair_free(&dx);
+        pair_free(&du);
+    }
+}
+
+static void test_norm_backward(void) {
+    const ad_dtype dts[2] = {AD_F32, AD_BF16};
+    for (int i = 0; i < 2; i++) {
+        const ad_dtype dt = dts[i];
+        const int64_t R = 200, C = 96; /* 200 rows: several row chunks in the reduction */
+        pair x, w, dy, dx, dw, dbias;
+        pair_make(&x, "x", dt, 2, S(R, C), 1.5f, 1.0f);
+        pair_make(&w, "weight", dt, 1, S(C), 0.5f, 1.0f);
+        pair_make(&dy, "dy", dt, 2, S(R, C), 1.0f, 0.0f);
+        pair_make(&dx, "dx", dt, 2, S(R, C), 1.0f, 0.0f);
+        pair_make(&dw, "dweight", AD_F32, 1, S(C), 1.0f, 0.0f);
+        pair_make(&dbias, "dbias", AD_F32, 1, S(C), 1.0f, 0.0f);
+        CHECK_OK(
+            g_cpu->layernorm_backward(g_cpu, &dx.c, &dw.c, &dbias.c, &dy.c, &x.c, &w.c, 1e-5f));
+        CHECK_OK(
+            g_gpu->layernorm_backward(g_gpu, &dx.g, &dw.g, &dbias.g, &dy.g, &x.g, &w.g, 1e-5f));
+        expect_close("layernorm_backward dx", &dx, tol_for(dt));
+        expect_close("layernorm_backward dweight", &dw, tol_param(dt));
+        expect_close("layernorm_backward dbias", &dbias, tol_param(dt));
+        CHECK_OK(g_cpu->rmsnorm_backward(g_cpu, &dx.c, &dw.c, &dy.c, &x.c, &w.c, 1e-6f));
+        CHECK_OK(g_gpu->rmsnorm_backward(g_gpu, &dx.g, &dw.g, &dy.g, &x.g, &w.g, 1e-6f));
+        expect_close("rmsnorm_backward dx", &dx, tol_for(dt));
+        expect_close("rmsnorm_backward dweight", &dw, tol_param(dt));
+
+        /* determinism: the same reduction twice into zeroed buffers gives the same bits */
+        void *b1, *b2;
+        CHECK_OK(g_gpu->alloc(g_gpu, sizeof(float) * (size_t)C, &b1));
+        CHECK_OK(g_gpu->alloc(g_gpu, sizeof(float) * (size_t)C, &b2));
+        ad_tensor t1, t2;
+        CHECK_OK(ad_tensor_init(&t1, b1, AD_F32, AD_DEVICE_CUDA, 1, S(C), "dweight_1"));
+        CHECK_OK(ad_tensor_init(&t2, b2, AD_F32, AD_DEVICE_CUDA, 1, S(C), "dweight_2"));
+        CHECK_OK(g_gpu->layernorm_backward(g_gpu, NULL, &t1, NULL, &dy.g, &x.g, &w.g, 1e-5f));
+        CHECK_OK(g_gpu->layernorm_backward(g_gpu, NULL, &t2, NULL, &dy.g, &x.g, &w.g, 1e-5f));
+        CHECK_MSG(same_bits(&t1, &t2), "layernorm dweight differs between two runs");
+        g_gpu->release(g_gpu, b1);
+        g_gpu->release(g_gpu, b2);
+        pair_free(&x);
+        pair_free(&w);
+        pair_free(&dy);
+        pair_free(&dx);
+        pair_free(&dw);
+        pair_free(&dbias);
+    }
+}
+
+static void test_rope_backward(void) {
+    const int B = 2, T = 9, H = 4, D = 16;
+    int32_t pos[2 * 9];
+    for (int i = 0; i < B * T; i++)
+        pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);
+    pair p, dx;
+    pair_ids(&p, "positions", 2, S(B, T), pos);
+    pair_make(&dx, "dx", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->rope_backward(g_cpu, &dx.c, &p.c, H, D, 1e6f));
+    CHECK_OK(g_gpu->rope_backward(g_gpu, &dx.g, &p.g, H, D, 1e6f));
+    expect_close("rope_backward", &dx, TOL_F32);
+    pair_free(&p);
+    pair_free(&dx);
+}
+
+typedef struct {
+    const char *what;
+    int64_t B, Tq, Tk;
+    int H, KVH, D;
+    bool causal;
+    int q_offset;
+    const int *key_len;
+    ad_dtype dt;
+} attn_case;
+
+static void one_attention_backward(const attn_case *ac) {
+    const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
+    pair q, k, v, out, dout, dq, dk, dv;
+    pair_make(&q, "q", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&k, "k", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    pair_make(&v, "v", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&dout, "dout", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&dq, "dq", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&dk, "dk", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    pair_make(&dv, "dv", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    ad_attention_params p = {
+        ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
+    /* each side's own forward output goes into its backward (delta = rowsum(dO * O)) */
+    CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
+    CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+    CHECK_OK(g_cpu->attention_backward(g_cpu, &dq.c, &dk.c, &dv.c, &dout.c, &out.c, &q.c, &k.c,
+                                       &v.c, &p));
+    CHECK_OK(g_gpu->attention_backward(g_gpu, &dq.g, &dk.g, &dv.g, &dout.g, &out.g, &q.g, &k.g,
+                                       &v.g, &p));
+    char what[128];
+    const double tol = ac->dt == AD_F32 ? TOL_F32 : TOL_BF16;
+    snprintf(what, sizeof what, "%s dq", ac->what);
+    expect_close(what, &dq, tol);
+    snprintf(what, sizeof what, "%s dk", ac->what);
+    expect_close(what, &dk, tol);
+    snprintf(what, sizeof what, "%s dv", ac->what);
+    expect_close(what, &dv, tol);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+    pair_free(&dout);
+    pair_free(&dq);
+    pair_free(&dk);
+    pair_free(&dv);
+}
+
+static void test_attention_backward(void) {
+    static const int key_len[2] = {37, 20};
+    const attn_case cases[] = {
+        {"attn_bwd encoder key_len", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
+        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
+        {"attn_bwd q_offset 37 GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
+        {"attn_bwd head_dim 128", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
+        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        one_attention_backward(&cases[i]);
+}
+
+static void test_pool_backward(void) {
+    const int ks[2] = {2, 3};
+    for (int i = 0; i < 2; i++) {
+        const int kernel = ks[i], stride = 2;
+        const int64_t L = 11, L_out = (L - kernel) / stride + 1;
+        pair dx, dy;
+        pair_make(&dx, "dx", AD_F32, 3, S(2, L, 24), 1.0f, 0.0f);
+        pair_make(&dy, "dy", AD_F32, 3, S(2, L_out, 24), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->avg_pool1d_backward(g_cpu, &dx.c, &dy.c, kernel, stride));
+        CHECK_OK(g_gpu->avg_pool1d_backward(g_gpu, &dx.g, &dy.g, kernel, stride));
+        expect_close(kernel == 2 ? "avg_pool1d_backward k2 s2" : "avg_pool1d_backward k3 s2", &dx,
+                     TOL_F32);
+        pair_free(&dx);
+        pair_free(&dy);
+    }
+}
+
+static void test_embedding_gather(void) {
+    /* duplicates (several rows into one table row) and negative ids (skipped) */
+    int32_t idv[40];
+    for (int i = 0; i < 40; i++)
+        idv[i] = (int32_t)ad_rng_below(&g_rng, 12) - 2;
+    pair ids, dy, dtable;
+    pair_ids(&ids, "ids", 1, S(40), idv);
+    pair_make(&dy, "dy", AD_F32, 2, S(40, 300), 1.0f, 0.0f);
+    pair_make(&dtable, "dtable", AD_F32, 2, S(50, 300), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->embedding_backward(g_cpu, &dtable.c, &dy.c, &ids.c));
+    CHECK_OK(g_gpu->embedding_backward(g_gpu, &dtable.g, &dy.g, &ids.g));
+    /* the same rows added in the same order: identical, not just close */
+    expect_close("embedding_backward (dups, negatives)", &dtable, 0.0);
+
+    void *b1, *b2;
+    CHECK_OK(g_gpu->alloc(g_gpu, sizeof(float) * 50 * 300, &b1));
+    CHECK_OK(g_gpu->alloc(g_gpu, sizeof(float) * 50 * 300, &b2));
+    ad_tensor t1, t2;
+    CHECK_OK(ad_tensor_init(&t1, b1, AD_F32, AD_DEVICE_CUDA, 2, S(50, 300), "dtable_1"));
+    CHECK_OK(ad_tensor_init(&t2, b2, AD_F32, AD_DEVICE_CUDA, 2, S(50, 300), "dtable_2"));
+    CHECK_OK(g_gpu->embedding_backward(g_gpu, &t1, &dy.g, &ids.g));
+    CHECK_OK(g_gpu->embedding_backward(g_gpu, &t2, &dy.g, &ids.g));
+    CHECK_MSG(same_bits(&t1, &t2), "embedding_backward differs between two runs");
+    g_gpu->release(g_gpu, b1);
+    g_gpu->release(g_gpu, b2);
+
+    int32_t rowv[5] = {39, 0, 17, 17, 3};
+    pair rows, dx;
+    pair_ids(&rows, "rows", 1, S(5), rowv);
+    pair_make(&dx, "dx", AD_F32, 2, S(5, 300), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->gather_rows(g_cpu, &dx.c, &dy.c, &rows.c));
+    CHECK_OK(g_gpu->gather_rows(g_gpu, &dx.g, &dy.g, &rows.g));
+    expect_close("gather_rows", &dx, 0.0);
+
+    int32_t bad[40];
+    memcpy(bad, idv, sizeof bad);
+    bad[31] = 50;
+    pair badids;
+    pair_ids(&badids, "bad_ids", 1, S(40), bad);
+    CHECK_FAILS_WITH(g_gpu->embedding_backward(g_gpu, &dtable.g, &dy.g, &badids.g),
+                     "element 31 = 50");
+    pair_free(&badids);
+    pair_free(&ids);
+    pair_free(&dy);
+    pair_free(&dtable);
+    pair_free(&rows);
+    pair_free(&dx);
+}
+
+int main(void) {
+    setup_backends(777);
+    RUN(test_linear_backward);
+    RUN(test_conv1d_backward);
+    RUN(test_activation_backward);
+    RUN(test_norm_backward);
+    RUN(test_rope_backward);
+    RUN(test_attention_backward);
+    RUN(test_pool_backward);
+    RUN(test_embedding_gather);
+    teardown_backends();
+    return test_report();
+}

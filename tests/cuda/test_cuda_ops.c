@@ -1,0 +1,325 @@
+/* Forward ops of the CUDA backend against the CPU reference on fresh random inputs: memory
+ * ops, matmul/linear (all transpositions, mixed and bf16 dtypes, bias epilogue), conv1d,
+ * elementwise, norms, rope, attention (GQA, causal with q_offset, key_len, strided views of a
+ * fused QKV and a KV cache), pooling, embedding, scatter. Tolerances: cuda_test_util.h.
+ * Skips without a GPU. */
+#include "cuda_test_util.h"
+
+#define S(...) ((const int64_t[]){__VA_ARGS__})
+
+static void test_copy_fill(void) {
+    pair src, dst, dst16;
+    pair_make(&src, "src", AD_F32, 3, S(4, 6, 8), 1.0f, 0.0f);
+    pair_make(&dst, "dst", AD_F32, 3, S(4, 8, 6), 1.0f, 0.0f);
+    pair_make(&dst16, "dst16", AD_BF16, 3, S(4, 8, 6), 1.0f, 0.0f);
+    pair tv = src;
+    CHECK_OK(ad_tensor_transpose(&src.c, 1, 2, &tv.c));
+    CHECK_OK(ad_tensor_transpose(&src.g, 1, 2, &tv.g));
+    CHECK_OK(g_cpu->copy(g_cpu, &dst.c, &tv.c));
+    CHECK_OK(g_gpu->copy(g_gpu, &dst.g, &tv.g));
+    expect_close("copy from a transposed view", &dst, TOL_F32);
+    CHECK_OK(g_cpu->copy(g_cpu, &dst16.c, &tv.c));
+    CHECK_OK(g_gpu->copy(g_gpu, &dst16.g, &tv.g));
+    expect_close("copy f32 view -> bf16", &dst16, TOL_BF16);
+    /* a download of the strided view itself goes through the staging copy */
+    expect_close("download of a transposed view", &tv, TOL_F32);
+    pair col;
+    pair_slice(&dst, 2, 1, 3, &col);
+    CHECK_OK(g_cpu->fill(g_cpu, &col.c, 2.5f));
+    CHECK_OK(g_gpu->fill(g_gpu, &col.g, 2.5f));
+    expect_close("fill of a strided slice", &dst, TOL_F32);
+    pair_free(&src);
+    pair_free(&dst);
+    pair_free(&dst16);
+}
+
+static void one_matmul(ad_dtype adt, ad_dtype bdt, ad_dtype ydt, bool ta, bool tb, double tol) {
+    const int64_t M = 33, K = 70, N = 45;
+    pair a, b, y;
+    pair_make(&a, "a", adt, 2, ta ? S(K, M) : S(M, K), 1.0f, 0.0f);
+    pair_make(&b, "b", bdt, 2, tb ? S(N, K) : S(K, N), 1.0f, 0.0f);
+    pair_make(&y, "y", ydt, 2, S(M, N), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->matmul(g_cpu, &y.c, &a.c, ta, &b.c, tb, 0.7f, 0.3f));
+    CHECK_OK(g_gpu->matmul(g_gpu, &y.g, &a.g, ta, &b.g, tb, 0.7f, 0.3f));
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s%s x %s%s", ad_dtype_name(adt), ta ? "^T" : "",
+             ad_dtype_name(bdt), tb ? "^T" : "");
+    expect_close(what, &y, tol);
+    pair_free(&a);
+    pair_free(&b);
+    pair_free(&y);
+}
+
+static void test_matmul(void) {
+    for (int t = 0; t < 4; t++) {
+        const bool ta = t & 1, tb = t & 2;
+        one_matmul(AD_F32, AD_F32, AD_F32, ta, tb, TOL_F32);
+        one_matmul(AD_F32, AD_BF16, AD_F32, ta, tb, TOL_F32); /* f32 activations, bf16 weight */
+        one_matmul(AD_BF16, AD_BF16, AD_BF16, ta, tb, TOL_BF16);
+        one_matmul(AD_BF16, AD_BF16, AD_F32, ta, tb, TOL_BF16_F32);
+    }
+    /* a transposed view as the operand (no flag): the library transposes instead */
+    pair a, b, y;
+    pair_make(&a, "a_stored", AD_F32, 2, S(40, 24), 1.0f, 0.0f);
+    pair_make(&b, "b", AD_F32, 2, S(40, 16), 1.0f, 0.0f);
+    pair_make(&y, "y", AD_F32, 2, S(24, 16), 1.0f, 0.0f);
+    pair at = a;
+    CHECK_OK(ad_tensor_transpose(&a.c, 0, 1, &at.c));
+    CHECK_OK(ad_tensor_transpose(&a.g, 0, 1, &at.g));
+    CHECK_OK(g_cpu->matmul(g_cpu, &y.c, &at.c, false, &b.c, false, 1.0f, 0.0f));
+    CHECK_OK(g_gpu->matmul(g_gpu, &y.g, &at.g, false, &b.g, false, 1.0f, 0.0f));
+    expect_close("matmul of a transposed view", &y, TOL_F32);
+    pair_free(&a);
+    pair_free(&b);
+    pair_free(&y);
+}
+
+static void one_linear(ad_dtype xdt, ad_dtype wdt, ad_dtype ydt, bool with_bias, double tol) {
+    pair x, w, bias, y;
+    pair_make(&x, "x", xdt, 3, S(2, 9, 64), 1.0f, 0.0f);
+    pair_make(&w, "w", wdt, 2, S(48, 64), 0.2f, 0.0f);
+    pair_make(&bias, "bias", ydt, 1, S(48), 1.0f, 0.0f);
+    pair_make(&y, "y", ydt, 3, S(2, 9, 48), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->linear(g_cpu, &y.c, &x.c, &w.c, with_bias ? &bias.c : NULL));
+    CHECK_OK(g_gpu->linear(g_gpu, &y.g, &x.g, &w.g, with_bias ? &bias.g : NULL));
+    char what[96];
+    snprintf(what, sizeof what, "linear x %s, w %s%s", ad_dtype_name(xdt), ad_dtype_name(wdt),
+             with_bias ? ", bias" : "");
+    expect_close(what, &y, tol);
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&bias);
+    pair_free(&y);
+}
+
+static void test_linear(void) {
+    one_linear(AD_F32, AD_F32, AD_F32, true, TOL_F32);
+    one_linear(AD_F32, AD_F32, AD_F32, false, TOL_F32);
+    one_linear(AD_F32, AD_BF16, AD_F32, true, TOL_F32);
+    one_linear(AD_BF16, AD_BF16, AD_BF16, true, TOL_BF16);
+    one_linear(AD_BF16, AD_BF16, AD_F32, true, TOL_BF16_F32);
+}
+
+static void one_conv(ad_dtype dt, int stride, int padding, double tol) {
+    const int64_t B = 2, L = 20, Cin = 16, Cout = 24, K = 3;
+    const int64_t L_out = (L + 2 * padding - K) / stride + 1;
+    pair x, w, bias, y;
+    pair_make(&x, "x", dt, 3, S(B, L, Cin), 1.0f, 0.0f);
+    pair_make(&w, "w", dt, 3, S(Cout, Cin, K), 0.2f, 0.0f);
+    pair_make(&bias, "bias", dt, 1, S(Cout), 1.0f, 0.0f);
+    pair_make(&y, "y", dt, 3, S(B, L_out, Cout), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->conv1d(g_cpu, &y.c, &x.c, &w.c, &bias.c, stride, padding));
+    CHECK_OK(g_gpu->conv1d(g_gpu, &y.g, &x.g, &w.g, &bias.g, stride, padding));
+    char what[96];
+    snprintf(what, sizeof what, "conv1d k3 stride %d padding %d", stride, padding);
+    expect_close(what, &y, tol);
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&bias);
+    pair_free(&y);
+}
+
+static void test_conv1d(void) {
+    one_conv(AD_F32, 1, 1, TOL_F32);
+    one_conv(AD_F32, 2, 1, TOL_F32);
+    one_conv(AD_BF16, 1, 1, TOL_BF16);
+    one_conv(AD_BF16, 2, 1, TOL_BF16);
+}
+
+static void test_elementwise(void) {
+    const ad_dtype dts[2] = {AD_F32, AD_BF16};
+    for (int i = 0; i < 2; i++) {
+        const ad_dtype dt = dts[i];
+        const double tol = dt == AD_F32 ? TOL_F32 : TOL_BF16;
+        pair x, u, y, b, big;
+        pair_make(&x, "x", dt, 3, S(3, 5, 40), 2.0f, 0.0f);
+        pair_make(&u, "up", dt, 3, S(3, 5, 40), 1.0f, 0.0f);
+        pair_make(&y, "y", dt, 3, S(3, 5, 40), 1.0f, 0.0f);
+        pair_make(&b, "b", dt, 2, S(5, 40), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->gelu(g_cpu, &y.c, &x.c));
+        CHECK_OK(g_gpu->gelu(g_gpu, &y.g, &x.g));
+        expect_close("gelu", &y, tol);
+        CHECK_OK(g_cpu->silu_mul(g_cpu, &y.c, &x.c, &u.c));
+        CHECK_OK(g_gpu->silu_mul(g_gpu, &y.g, &x.g, &u.g));
+        expect_close("silu_mul", &y, tol);
+        CHECK_OK(g_cpu->add(g_cpu, &y.c, &x.c, &b.c));
+        CHECK_OK(g_gpu->add(g_gpu, &y.g, &x.g, &b.g));
+        expect_close("add, [T, C] broadcast over [B, T, C]", &y, tol);
+        CHECK_OK(g_cpu->softmax(g_cpu, &y.c, &x.c));
+        CHECK_OK(g_gpu->softmax(g_gpu, &y.g, &x.g));
+        expect_close("softmax", &y, tol);
+        CHECK_OK(g_cpu->gelu(g_cpu, &x.c, &x.c));
+        CHECK_OK(g_gpu->gelu(g_gpu, &x.g, &x.g));
+        expect_close("gelu in place", &x, tol);
+        pair_make(&big, "wide", dt, 2, S(4, 3000), 3.0f, 0.0f);
+        CHECK_OK(g_cpu->softmax(g_cpu, &big.c, &big.c));
+        CHECK_OK(g_gpu->softmax(g_gpu, &big.g, &big.g));
+        expect_close("softmax in place, 3000 wide", &big, tol);
+        pair xt, yt;
+        pair_make(&xt, "xt", dt, 3, S(3, 37, 50), 1.0f, 0.0f);
+        pair_make(&yt, "yt", dt, 3, S(3, 50, 37), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->transpose(g_cpu, &yt.c, &xt.c));
+        CHECK_OK(g_gpu->transpose(g_gpu, &yt.g, &xt.g));
+        expect_close("transpose", &yt, dt == AD_F32 ? 0.0 : tol);
+        pair_free(&x);
+        pair_free(&u);
+        pair_free(&y);
+        pair_free(&b);
+        pair_free(&big);
+        pair_free(&xt);
+        pair_free(&yt);
+    }
+}
+
+static void test_norms(void) {
+    const ad_dtype dts[2] = {AD_F32, AD_BF16};
+    for (int i = 0; i < 2; i++) {
+        const ad_dtype dt = dts[i];
+        const double tol = dt == AD_F32 ? TOL_F32 : TOL_BF16;
+        pair xbig, w, bias, y;
+        pair_make(&xbig, "x", dt, 2, S(7, 192), 1.5f, 1.0f);
+        pair_make(&w, "weight", dt, 1, S(96), 0.5f, 1.0f);
+        pair_make(&bias, "bias", dt, 1, S(96), 0.5f, 0.0f);
+        pair_make(&y, "y", dt, 2, S(7, 96), 1.0f, 0.0f);
+        pair x; /* rows with stride 192: a strided view */
+        pair_slice(&xbig, 1, 0, 96, &x);
+        CHECK_OK(g_cpu->layernorm(g_cpu, &y.c, &x.c, &w.c, &bias.c, 1e-5f));
+        CHECK_OK(g_gpu->layernorm(g_gpu, &y.g, &x.g, &w.g, &bias.g, 1e-5f));
+        expect_close("layernorm (strided rows)", &y, tol);
+        CHECK_OK(g_cpu->rmsnorm(g_cpu, &y.c, &x.c, &w.c, 1e-6f));
+        CHECK_OK(g_gpu->rmsnorm(g_gpu, &y.g, &x.g, &w.g, 1e-6f));
+        expect_close("rmsnorm (strided rows)", &y, tol);
+        pair_free(&xbig);
+        pair_free(&w);
+        pair_free(&bias);
+        pair_free(&y);
+    }
+}
+
+static void test_rope(void) {
+    const int B = 2, T = 9, H = 4, D = 16;
+    int32_t pos[2 * 9];
+    for (int i = 0; i < B * T; i++)
+        pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);
+    pair p;
+    pair_ids(&p, "positions", 2, S(B, T), pos);
+    const ad_dtype dts[2] = {AD_F32, AD_BF16};
+    for (int i = 0; i < 2; i++) {
+        pair x;
+        pair_make(&x, "x", dts[i], 3, S(B, T, H * D), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->rope(g_cpu, &x.c, &p.c, H, D, 1e6f));
+        CHECK_OK(g_gpu->rope(g_gpu, &x.g, &p.g, H, D, 1e6f));
+        expect_close("rope, positions up to 3000", &x, dts[i] == AD_F32 ? TOL_F32 : TOL_BF16);
+        pair_free(&x);
+    }
+    pair_free(&p);
+}
+
+typedef struct {
+    const char *what;
+    int64_t B, Tq, Tk;
+    int H, KVH, D;
+    bool causal;
+    int q_offset;
+    const int *key_len;
+    ad_dtype dt;
+} attn_case;
+
+static void one_attention(const attn_case *ac) {
+    const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
+    /* q is a slice of a fused [B, Tq, qd + 2 kvd] projection; k and v the first Tk rows of a
+     * longer KV cache: both strided views. */
+    pair qkv, kc, vc, out, q, k, v;
+    pair_make(&qkv, "qkv", ac->dt, 3, S(ac->B, ac->Tq, qd + 2 * kvd), 1.0f, 0.0f);
+    pair_make(&kc, "k_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvd), 1.0f, 0.0f);
+    pair_make(&vc, "v_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvd), 1.0f, 0.0f);
+    pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_slice(&qkv, 2, 0, qd, &q);
+    pair_slice(&kc, 1, 0, ac->Tk, &k);
+    pair_slice(&vc, 1, 0, ac->Tk, &v);
+    ad_attention_params p = {
+        ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
+    CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
+    CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+    expect_close(ac->what, &out, ac->dt == AD_F32 ? TOL_F32 : TOL_BF16);
+    pair_free(&qkv);
+    pair_free(&kc);
+    pair_free(&vc);
+    pair_free(&out);
+}
+
+static void test_attention(void) {
+    static const int key_len[2] = {37, 20};
+    const attn_case cases[] = {
+        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
+        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
+        {"attention decode q_offset 37, GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
+        {"attention head_dim 128, causal", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
+        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
+        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_BF16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        one_attention(&cases[i]);
+}
+
+static void test_pool_embed_scatter(void) {
+    pair x, y;
+    pair_make(&x, "x", AD_F32, 3, S(2, 11, 24), 1.0f, 0.0f);
+    pair_make(&y, "y", AD_F32, 3, S(2, 5, 24), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->avg_pool1d(g_cpu, &y.c, &x.c, 2, 2));
+    CHECK_OK(g_gpu->avg_pool1d(g_gpu, &y.g, &x.g, 2, 2));
+    expect_close("avg_pool1d k2 s2 (odd length)", &y, TOL_F32);
+    pair_free(&x);
+    pair_free(&y);
+
+    int32_t idv[14];
+    for (int i = 0; i < 14; i++)
+        idv[i] = (int32_t)ad_rng_below(&g_rng, 50);
+    pair table, ids, e;
+    pair_make(&table, "embed_tokens", AD_BF16, 2, S(50, 32), 1.0f, 0.0f);
+    pair_ids(&ids, "ids", 2, S(2, 7), idv);
+    pair_make(&e, "embeds", AD_F32, 3, S(2, 7, 32), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->embedding(g_cpu, &e.c, &table.c, &ids.c));
+    CHECK_OK(g_gpu->embedding(g_gpu, &e.g, &table.g, &ids.g));
+    expect_close("embedding (bf16 table -> f32)", &e, 0.0);
+
+    int32_t rowv[6] = {3, 0, 12, 7, 13, 5};
+    pair rows, src;
+    pair_ids(&rows, "rows", 1, S(6), rowv);
+    pair_make(&src, "audio", AD_F32, 2, S(6, 32), 1.0f, 0.0f);
+    ad_tensor flat_c, flat_g;
+    CHECK_OK(ad_tensor_reshape(&e.c, 2, S(14, 32), &flat_c));
+    CHECK_OK(ad_tensor_reshape(&e.g, 2, S(14, 32), &flat_g));
+    CHECK_OK(g_cpu->scatter_rows(g_cpu, &flat_c, &src.c, &rows.c));
+    CHECK_OK(g_gpu->scatter_rows(g_gpu, &flat_g, &src.g, &rows.g));
+    expect_close("scatter_rows", &e, 0.0);
+
+    /* a bad id fails before anything is written, naming the tensor and value */
+    int32_t bad[14];
+    memcpy(bad, idv, sizeof bad);
+    bad[9] = 50;
+    pair badids;
+    pair_ids(&badids, "bad_ids", 2, S(2, 7), bad);
+    CHECK_FAILS_WITH(g_gpu->embedding(g_gpu, &e.g, &table.g, &badids.g), "element 9 = 50");
+    pair_free(&badids);
+    pair_free(&table);
+    pair_free(&ids);
+    pair_free(&e);
+    pair_free(&rows);
+    pair_free(&src);
+}
+
+int main(void) {
+    setup_backends(20240611);
+    RUN(test_copy_fill);
+    RUN(test_matmul);
+    RUN(test_linear);
+    RUN(test_conv1d);
+    RUN(test_elementwise);
+    RUN(test_norms);
+    RUN(test_rope);
+    RUN(test_attention);
+    RUN(test_pool_embed_scatter);
+    teardown_backends();
+    return test_report();
+}

@@ -1,0 +1,154 @@
+/* The CUDA optimizer functions and the quantized matmul against their host references: the
+ * AdamW step against ad_adamw_step (src/train/optim.c; 1e-6 normwise, the same float formula
+ * where only FMA contraction may differ), the global gradient norm against ad_grad_norm
+ * (1e-12 relative, both in double) and its run-to-run bits, and ad_cuda_quant_linear against
+ * ad_quant_dequantize_rows + the CPU linear for 8/4/3/2-bit codes, symmetric and zero-point
+ * (TOL_F32 with f32 activations, TOL_BF16 with bf16). Skips without a GPU. */
+#include "compress/quant.h"
+#include "cuda_test_util.h"
+#include "train/optim.h"
+
+#define S(...)   ((const int64_t[]){__VA_ARGS__})
+#define ADAM_TOL 1e-6
+
+static float *to_device(const void *host, size_t bytes) {
+    void *d = NULL;
+    CHECK_OK(ad_cuda_malloc(&d, bytes ? bytes : 1));
+    if (bytes) CHECK_OK(ad_cuda_memcpy_h2d(d, host, bytes));
+    return d;
+}
+
+static double normwise(const float *ref, const float *got, int64_t n) {
+    double diff = 0, mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) return INFINITY;
+        diff = fmax(diff, fabs((double)ref[i] - got[i]));
+        mag = fmax(mag, fabs((double)ref[i]));
+    }
+    return mag > 0 ? diff / mag : diff;
+}
+
+static void one_adamw(bool decay, int64_t t) {
+    const int64_t n = 100003;
+    float *host[4], *dev[4], *back = malloc(sizeof(float) * (size_t)n);
+    for (int k = 0; k < 4; k++) {
+        host[k] = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) {
+            float v = ad_rng_normal(&g_rng);
+            host[k][i] = k == 3 ? v * v * 1e-3f : (k == 2 ? v * 1e-2f : v); /* v >= 0 */
+        }
+        dev[k] = to_device(host[k], sizeof(float) * (size_t)n);
+    }
+    ad_param_ref ref = {"w", host[0], host[1], host[2], host[3], n, decay};
+    ad_adamw_config cfg = {0.9, 0.999, 1e-8, 0.1};
+    ad_adamw_step(&ref, 1, &cfg, 1e-3, t);
+    CHECK_OK(ad_cuda_adamw_step(dev[0], dev[1], dev[2], dev[3], n, 1e-3, 0.9, 0.999, 1e-8, 0.1,
+                                decay, t));
+    const char *names[4] = {"param", "grad", "m", "v"};
+    for (int k = 0; k < 4; k++) {
+        if (k == 1) continue;
+        CHECK_OK(ad_cuda_memcpy_d2h(back, dev[k], sizeof(float) * (size_t)n));
+        const double err = normwise(host[k], back, n);
+        printf("  adamw %-6s decay %d step %lld            err %.3g (tol %.0e)\n", names[k], decay,
+               (long long)t, err, ADAM_TOL);
+        CHECK_MSG(err <= ADAM_TOL, "adamw %s: error %.3g", names[k], err);
+    }
+    for (int k = 0; k < 4; k++) {
+        free(host[k]);
+        ad_cuda_free(dev[k]);
+    }
+    free(back);
+}
+
+static void test_adamw(void) {
+    one_adamw(true, 1);
+    one_adamw(false, 7);
+}
+
+static void test_grad_norm(void) {
+    const int64_t sizes[3] = {1000, 300001, 7};
+    float *host[3], *dev[3];
+    ad_param_ref refs[3];
+    memset(refs, 0, sizeof refs);
+    for (int k = 0; k < 3; k++) {
+        host[k] = malloc(sizeof(float) * (size_t)sizes[k]);
+        for (int64_t i = 0; i < sizes[k]; i++)
+            host[k][i] = ad_rng_normal(&g_rng) * (float)(k + 1);
+        dev[k] = to_device(host[k], sizeof(float) * (size_t)sizes[k]);
+        refs[k].grad = host[k];
+        refs[k].n = sizes[k];
+    }
+    const double want = ad_grad_norm(refs, 3);
+    double got = 0, again = 0;
+    CHECK_OK(ad_cuda_grad_norm(dev, sizes, 3, &got));
+    CHECK_OK(ad_cuda_grad_norm(dev, sizes, 3, &again));
+    printf("  grad norm %.15g (cuda) %.15g (cpu)\n", got, want);
+    CHECK_MSG(fabs(got - want) <= 1e-12 * want, "grad norm %.17g vs %.17g", got, want);
+    CHECK_MSG(memcmp(&got, &again, sizeof got) == 0, "grad norm differs between two runs");
+    CHECK_OK(ad_cuda_scale(dev[1], sizes[1], 0.5f));
+    double halved = 0;
+    CHECK_OK(ad_cuda_sum_squares(dev[1], sizes[1], &halved));
+    double full = 0;
+    for (int64_t i = 0; i < sizes[1]; i++)
+        full += (double)host[1][i] * host[1][i];
+    CHECK_MSG(fabs(halved - 0.25 * full) <= 1e-12 * full, "scale: %.17g vs %.17g", halved,
+              0.25 * full);
+    for (int k = 0; k < 3; k++) {
+        free(host[k]);
+        ad_cuda_free(dev[k]);
+    }
+}
+
+static void one_quant(int bits, bool symmetric, ad_dtype xdt) {
+    const int64_t N = 40, K = 128, M = 5;
+    ad_quant_spec spec = {bits, 32, symmetric};
+    ad_quant_tensor q;
+    CHECK_OK(ad_quant_alloc(&q, &spec, N, K, "w"));
+    float *w = malloc(sizeof(float) * (size_t)(N * K));
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = ad_rng_normal(&g_rng) * 0.1f + 0.01f;
+    CHECK_OK(ad_quant_rtn(&q, w));
+    pair wd, x, y, bias;
+    pair_make(&wd, "w_dequantized", AD_F32, 2, S(N, K), 1.0f, 0.0f);
+    ad_quant_dequantize_rows(&q, 0, N, wd.cbuf);
+    pair_make(&x, "x", xdt, 2, S(M, K), 1.0f, 0.0f);
+    pair_make(&y, "y", xdt, 2, S(M, N), 1.0f, 0.0f);
+    pair_make(&bias, "bias", xdt, 1, S(N), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->linear(g_cpu, &y.c, &x.c, &wd.c, &bias.c));
+    const int64_t groups = N * (K / spec.group_size);
+    ad_cuda_quant_weight qw = {spec, N, K, NULL, NULL, NULL};
+    qw.codes = (const uint8_t *)to_device(q.codes, (size_t)(N * ad_quant_row_bytes(&spec, K)));
+    qw.scales = (const uint16_t *)to_device(q.scales, sizeof(uint16_t) * (size_t)groups);
+    if (!symmetric) qw.zeros = (const uint8_t *)to_device(q.zeros, (size_t)groups);
+    CHECK_OK(ad_cuda_quant_linear(g_gpu, &y.g, &x.g, &qw, &bias.g));
+    char what[96];
+    snprintf(what, sizeof what, "quant_linear %d-bit %s", bits, symmetric ? "sym" : "zero-point");
+    expect_close(what, &y, xdt == AD_F32 ? TOL_F32 : TOL_BF16);
+    ad_cuda_free((void *)qw.codes);
+    ad_cuda_free((void *)qw.scales);
+    ad_cuda_free((void *)qw.zeros);
+    ad_quant_free(&q);
+    free(w);
+    pair_free(&wd);
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&bias);
+}
+
+static void test_quant_linear(void) {
+    const int bits[4] = {8, 4, 3, 2};
+    for (int i = 0; i < 4; i++) {
+        one_quant(bits[i], false, AD_F32);
+        one_quant(bits[i], true, AD_F32);
+    }
+    one_quant(4, false, AD_BF16);
+}
+
+int main(void) {
+    setup_backends(99);
+    RUN(test_adamw);
+    RUN(test_grad_norm);
+    RUN(test_quant_linear);
+    teardown_backends();
+    return test_report();
+}
