@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
@@ -411,19 +412,6 @@ done:
     return rc;
 }
 
-static int copy_file(const char *from_dir, const char *to_dir, const char *name) {
-    char *src = ad_path_join(from_dir, name), *dst = ad_path_join(to_dir, name), *data = NULL;
-    size_t len;
-    int rc = AD_OK;
-    if (!src || !dst)
-        rc = AD_ERR;
-    else if (ad_path_exists(src))
-        rc = ad_read_file(src, 64u << 20, &data, &len) < 0 ? AD_ERR
-                                                           : ad_write_file_atomic(dst, data, len);
-    free(src), free(dst), free(data);
-    return rc;
-}
-
 static cJSON *keep_json(const ad_keep *k) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; a && i < k->n; i++)
@@ -480,13 +468,13 @@ int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_
     if (!config || ad_write_file_atomic(path, config, strlen(config)) < 0) goto done;
     if (p->vocab.n != p->teacher.vocab_size) {
         if (trim_tokenizer(teacher_dir, tmp_dir, p) < 0) goto done;
-    } else if (copy_file(teacher_dir, tmp_dir, "vocab.json") < 0 ||
-               copy_file(teacher_dir, tmp_dir, "merges.txt") < 0 ||
-               copy_file(teacher_dir, tmp_dir, "tokenizer_config.json") < 0) {
+    } else if (ad_copy_optional_file(teacher_dir, tmp_dir, "vocab.json") < 0 ||
+               ad_copy_optional_file(teacher_dir, tmp_dir, "merges.txt") < 0 ||
+               ad_copy_optional_file(teacher_dir, tmp_dir, "tokenizer_config.json") < 0) {
         goto done;
     }
-    if (copy_file(teacher_dir, tmp_dir, "preprocessor_config.json") < 0 ||
-        copy_file(teacher_dir, tmp_dir, "generation_config.json") < 0)
+    if (ad_copy_optional_file(teacher_dir, tmp_dir, "preprocessor_config.json") < 0 ||
+        ad_copy_optional_file(teacher_dir, tmp_dir, "generation_config.json") < 0)
         goto done;
     if (ad_fsync_directory(tmp_dir) < 0) goto done;
     if (rename(tmp_dir, out_dir) != 0) {
@@ -495,12 +483,8 @@ int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_
     }
     rc = AD_OK;
 done:
-    if (rc < 0) {
-        char cmd[8300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-        if (system(cmd) != 0) { /* best effort; the message already says what failed */
-        }
-    }
+    /* Best effort: the message already says what failed. */
+    if (rc < 0 && ad_remove_tree(tmp_dir) < 0) ad_warn("could not remove %s", tmp_dir);
     for (int i = 0; data && i < n; i++)
         free(data[i]);
     free(data), free(items), free(specs), free(config), free(extra);

@@ -159,17 +159,6 @@ static int calibrate(ad_model *m, const ad_quantize_options *o, const ad_weight_
     return rc;
 }
 
-static int copy_file(const char *from_dir, const char *to_dir, const char *name) {
-    char *src = ad_path_join(from_dir, name), *dst = ad_path_join(to_dir, name), *data = NULL;
-    size_t len;
-    int rc = src && dst ? AD_OK : AD_ERR;
-    if (rc == AD_OK && ad_path_exists(src))
-        rc = ad_read_file(src, 64u << 20, &data, &len) < 0 ? AD_ERR
-                                                           : ad_write_file_atomic(dst, data, len);
-    free(src), free(dst), free(data);
-    return rc;
-}
-
 int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe *recipe,
                       const ad_quantize_options *o, const char *out_dir) {
     if (m->n_quantized > 0)
@@ -293,7 +282,7 @@ int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe 
                                   "preprocessor_config.json",
                                   "generation_config.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
-        if (copy_file(model_dir, tmp, files[i]) < 0) goto done;
+        if (ad_copy_optional_file(model_dir, tmp, files[i]) < 0) goto done;
     if (ad_fsync_directory(tmp) < 0) goto done;
     if (rename(tmp, out_dir) != 0) {
         ad_fail("cannot rename %s to %s", tmp, out_dir);
@@ -301,11 +290,7 @@ int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe 
     }
     rc = AD_OK;
 done:
-    if (rc < 0 && ad_is_directory(tmp)) {
-        char cmd[8800];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) ad_warn("could not remove %s", tmp);
-    }
+    if (rc < 0 && ad_remove_tree(tmp) < 0) ad_warn("could not remove %s", tmp);
     for (int s = 0; s < n; s++) {
         free(hs ? hs[s].H : NULL);
         if (qt) ad_quant_free(&qt[s]);

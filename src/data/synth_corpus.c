@@ -34,20 +34,6 @@ void ad_synth_text_name(const char *split, const char *lang, char *buf, int size
         snprintf(buf, (size_t)size, "ACL.6060.%s.en-xx.yaml", split);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
-}
-
-int ad_remove_tree(const char *path) {
-    if (!ad_path_exists(path)) return AD_OK;
-    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return ad_fail("cannot remove %s: %s", path, strerror(errno));
-    return AD_OK;
-}
-
 static int write_lines(const char *dir, const char *name, ad_synth_text *texts, int n, int lang) {
     size_t cap = 1;
     for (int i = 0; i < n; i++) {

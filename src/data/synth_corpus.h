@@ -41,7 +41,4 @@ int ad_synth_write_corpus(const ad_synth_corpus_options *opt, ad_synth_corpus_st
 /* "ACL.6060.<split>.en-xx.<lang>.txt" (or ".yaml" for lang NULL) into buf. */
 void ad_synth_text_name(const char *split, const char *lang, char *buf, int size);
 
-/* Removes a directory tree (no symlinks followed). Missing is not an error. */
-int ad_remove_tree(const char *path);
-
 #endif

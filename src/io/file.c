@@ -1,7 +1,12 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* nftw */
+#endif
 #include "io/file.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -322,4 +327,27 @@ int ad_file_crc32(const char *path, uint32_t *crc, uint64_t *size) {
     int bad = ferror(f);
     fclose(f);
     return bad ? ad_fail("read error on %s", path) : AD_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int ad_remove_tree(const char *path) {
+    if (!ad_path_exists(path)) return AD_OK;
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return ad_fail("cannot remove %s: %s", path, strerror(errno));
+    return AD_OK;
+}
+
+int ad_copy_optional_file(const char *from_dir, const char *to_dir, const char *name) {
+    char *src = ad_path_join(from_dir, name), *dst = ad_path_join(to_dir, name), *data = NULL;
+    size_t len;
+    int rc = src && dst ? AD_OK : AD_ERR;
+    if (rc == AD_OK && ad_path_exists(src))
+        rc = ad_read_file(src, 64u << 20, &data, &len) < 0 ? AD_ERR
+                                                           : ad_write_file_atomic(dst, data, len);
+    free(src), free(dst), free(data);
+    return rc;
 }

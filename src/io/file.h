@@ -60,5 +60,10 @@ char *ad_path_join(const char *dir, const char *name);
 char *ad_path_dirname(const char *path);
 int ad_fsync_directory(const char *dir);
 int ad_mkdir_p(const char *path);
+/* Removes a file or a directory tree (no error when absent; links are not followed). */
+int ad_remove_tree(const char *path);
+/* Copies from_dir/name to to_dir/name atomically when the source exists (a model directory's
+ * optional side files: tokenizer, preprocessor, generation config). */
+int ad_copy_optional_file(const char *from_dir, const char *to_dir, const char *name);
 
 #endif

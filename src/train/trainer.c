@@ -403,17 +403,8 @@ static int load_moments(const char *ckpt_dir, param_table *t) {
 static int copy_files(const char *from, const char *to) {
     static const char *names[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
                                   "preprocessor_config.json", "generation_config.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *src = ad_path_join(from, names[i]), *dst = ad_path_join(to, names[i]), *data = NULL;
-        size_t len;
-        int rc = src && dst ? AD_OK : AD_ERR;
-        if (rc == AD_OK && ad_path_exists(src))
-            rc = ad_read_file(src, 64u << 20, &data, &len) < 0
-                     ? AD_ERR
-                     : ad_write_file_atomic(dst, data, len);
-        free(src), free(dst), free(data);
-        AD_TRY(rc);
-    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        AD_TRY(ad_copy_optional_file(from, to, names[i]));
     return AD_OK;
 }
 
@@ -650,9 +641,7 @@ static int write_final(run_ctx *r) {
         char old[4400];
         snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
         if (rename(dir, old) != 0) return ad_fail("cannot move the previous %s aside", dir);
-        char cmd[8900];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", old);
-        if (system(cmd) != 0) ad_warn("could not remove %s", old);
+        if (ad_remove_tree(old) < 0) ad_warn("could not remove %s", old);
     }
     if (rename(tmp, dir) != 0) return ad_fail("cannot rename %s to %s", tmp, dir);
     return ad_fsync_directory(r->job->output);

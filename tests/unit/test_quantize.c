@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "compress/quant.h"
 #include "compress/quantize.h"
+#include "core/rng.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -220,6 +221,47 @@ static void check_models(void) {
     }
 }
 
+/* The backend's quantized linear on a weight tall enough for several dequantized row tiles
+ * (the tiny models fit in one), against a double-precision product with the dequantized
+ * weight. */
+static void check_tiled_linear(void) {
+    const int64_t K = 256, N = 2 * 4096 + 40, M = 3;
+    ad_rng rng;
+    ad_rng_init(&rng, (uint64_t)getpid(), 5);
+    float *w = malloc(sizeof(float) * (size_t)(N * K)),
+          *deq = malloc(sizeof(float) * (size_t)(N * K));
+    float *x = malloc(sizeof(float) * (size_t)(M * K)), *y = calloc((size_t)(M * N), sizeof(float));
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = ad_rng_normal(&rng);
+    for (int64_t i = 0; i < M * K; i++)
+        x[i] = ad_rng_normal(&rng);
+    ad_quant_spec spec = {4, 64, false};
+    ad_quant_tensor q;
+    CHECK_OK(ad_quant_alloc(&q, &spec, N, K, "w"));
+    CHECK_OK(ad_quant_rtn(&q, w));
+    ad_quant_dequantize_rows(&q, 0, N, deq);
+    ad_tensor tw, tx, ty;
+    ad_tensor_init(&tw, q.codes, AD_QGROUP, AD_DEVICE_CPU, 2, (int64_t[]){N, K}, "w");
+    tw.quant = &q;
+    ad_tensor_init(&tx, x, AD_F32, AD_DEVICE_CPU, 2, (int64_t[]){M, K}, "x");
+    ad_tensor_init(&ty, y, AD_F32, AD_DEVICE_CPU, 2, (int64_t[]){M, N}, "y");
+    CHECK_OK(be->linear(be, &ty, &tx, &tw, NULL));
+    double worst = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) {
+            double want = 0;
+            for (int64_t k = 0; k < K; k++)
+                want += (double)x[i * K + k] * deq[n * K + k];
+            double e = fabs(y[i * N + n] - want);
+            worst = e > worst || e != e ? e : worst;
+        }
+    printf("  tiled quantized linear [%lld x %lld]: max abs error %.3g\n", (long long)N,
+           (long long)K, worst);
+    CHECK_MSG(worst <= 1e-3, "tiled quantized linear: max abs error %.3g", worst);
+    ad_quant_free(&q);
+    free(w), free(deq), free(x), free(y);
+}
+
 static void check_refusals(void) {
     char dir[512], out[700];
     snprintf(dir, sizeof dir, "%s/tiny_b", AUDISTILL_FIXTURES);
@@ -245,6 +287,7 @@ int main(void) {
         return 1;
     }
     RUN(check_models);
+    RUN(check_tiled_linear);
     RUN(check_refusals);
     ad_backend_destroy(be);
     return test_report();
