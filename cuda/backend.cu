@@ -413,3 +413,10 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     *out = be;
     return AD_OK;
 }
+
+extern "C" int ad_cuda_set_bf16_matmul(ad_backend *be, bool on) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_set_bf16_matmul: not a CUDA backend");
+    cu_of(be)->bf16_gemm = on;
+    return AD_OK;
+}

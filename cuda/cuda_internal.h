@@ -43,6 +43,7 @@ typedef struct {
     void *scratch[CU_SCRATCH_SLOTS];
     size_t scratch_bytes[CU_SCRATCH_SLOTS];
     unsigned long long *flag; /* device word for index checks (smallest bad position) */
+    bool bf16_gemm;           /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
 } cu_impl;
 
 static inline cu_impl *cu_of(ad_backend *be) {

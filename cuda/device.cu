@@ -44,3 +44,8 @@ extern "C" int ad_cuda_synchronize(void) {
     CUDA_TRY(cudaDeviceSynchronize());
     return AD_OK;
 }
+
+extern "C" int ad_cuda_memory_info(size_t *free_bytes, size_t *total_bytes) {
+    CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+    return AD_OK;
+}

@@ -87,6 +87,30 @@ static int to_f32(const cu_mat *m, float *buf, cu_mat *out) {
     return AD_OK;
 }
 
+__global__ static void convert2d_bf16_kernel(char *dst, const char *src, int dt, int64_t pr,
+                                             int64_t pc, int64_t ld) {
+    CU_GRID_STRIDE(i, pr * pc) {
+        const int64_t r = i / pc, c = i % pc;
+        cu_store(dst, AD_BF16, i, cu_load(src, dt, r * ld + c));
+    }
+}
+
+/* The same logical matrix as contiguous bf16 in `buf` (ad_cuda_set_bf16_matmul). */
+static int to_bf16(const cu_mat *m, void *buf, cu_mat *out) {
+    int64_t pr, pc;
+    phys(m, &pr, &pc);
+    if (pr * pc > 0) {
+        convert2d_bf16_kernel<<<cu_blocks(pr * pc, 256), 256>>>((char *)buf, m->data, m->dtype, pr,
+                                                                pc, m->ld);
+        CUDA_TRY_LAUNCH();
+    }
+    *out = *m;
+    out->data = (char *)buf;
+    out->dtype = AD_BF16;
+    out->ld = pc > 0 ? pc : 1;
+    return AD_OK;
+}
+
 __global__ static void scale_rows_kernel(char *y, int dt, int64_t rows, int64_t cols, int64_t ld,
                                          float beta) {
     CU_GRID_STRIDE(i, rows * cols) {
@@ -241,6 +265,24 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
     /* Without an epilogue the bias is written first and the GEMM accumulates onto it; that
      * needs beta 0 (linear, conv1d), which is the only way the ops use a bias. */
     bool use_epilogue = bias && bias->dtype == Y->dtype;
+    cu_mat A16, B16;
+    if (impl->bf16_gemm && Y->dtype == AD_F32 && (A->dtype == AD_F32 || B->dtype == AD_F32) &&
+        (A->dtype == AD_F32 || A->dtype == AD_BF16) &&
+        (B->dtype == AD_F32 || B->dtype == AD_BF16)) {
+        /* Mixed precision: f32 operands rounded to bf16, tensor-core GEMM, fp32 accumulation. */
+        if (A->dtype == AD_F32) {
+            void *buf;
+            AD_TRY(cu_scratch(be, CU_SCRATCH_A, (size_t)(M * K) * 2, &buf));
+            AD_TRY(to_bf16(A, buf, &A16));
+            A = &A16;
+        }
+        if (B->dtype == AD_F32) {
+            void *buf;
+            AD_TRY(cu_scratch(be, CU_SCRATCH_B, (size_t)(N * K) * 2, &buf));
+            AD_TRY(to_bf16(B, buf, &B16));
+            B = &B16;
+        }
+    }
     const bool direct = direct_ok(Y->dtype, A->dtype, B->dtype);
     if (!direct && Y->dtype != AD_F32)
         return ad_fail("%s: cannot multiply %s by %s into a %s output (f32 output needed when "
