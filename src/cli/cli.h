@@ -33,5 +33,6 @@ int cmd_prepare(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_resegment(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

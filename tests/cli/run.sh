@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# audistill run on configs/demo-smoke.yaml (tiny random teacher, a few synthetic segments):
+# the whole path completes and its report and run.json agree with `audistill size`; a rerun
+# skips every stage; a deleted output reruns its stage and the stages that read from it, and
+# nothing else; a changed stage config reruns that stage; a failing stage stops the run without
+# a stamp; an output a stage did not write is named; bad job files are refused by file:line
+# before anything runs; --dry-run runs nothing; a run killed (-9) during training takes its
+# training process with it and the next run resumes from the checkpoint.
+set -uo pipefail
+bin=$AUDISTILL_BIN
+command -v espeak-ng >/dev/null || { echo "SKIP: espeak-ng is not installed (scripts/install-deps.sh installs it)"; exit 77; }
+tmp=$(mktemp -d "$AUDISTILL_TEST_TMP/run.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+cd "$AUDISTILL_SOURCE" || exit 1
+job=configs/demo-smoke.yaml
+w=$tmp/w
+# The stage lines of a log ("[3/9] prune ... running (...)") reduced to "name:state".
+states() { grep -oE '^\[[0-9]+/[0-9]+\] [^ ]+ \.\.\. (skipped|running|would run|would be skipped)' "$1" |
+  sed -E 's/^\[[0-9]+\/[0-9]+\] ([^ ]+) \.\.\. /\1:/; s/would be skipped/skipped/' | tr '\n' ' '; }
+all="synth prepare-train prune distill quantize-int8 eval:teacher:de eval:teacher:zh eval:kd-int8:de eval:kd-int8:zh"
+expect() { # log, "stage:state ..." for every stage in order
+  [ "$(states "$1")" = "$2 " ] && ok || bad "$3: stage states '$(states "$1")', want '$2'"
+}
+only_running() { # the listed stages run, every other one is skipped
+  local out="" s
+  for s in $all; do
+    if [[ " $1 " == *" $s "* ]]; then out+="$s:running "; else out+="$s:skipped "; fi
+  done
+  echo "${out% }"
+}
+
+# 1. the whole path
+"$bin" run "$job" --work "$w" >"$tmp/log1" 2>&1 && ok || { bad "first run failed"; tail -30 "$tmp/log1"; }
+expect "$tmp/log1" "$(only_running "$all")" "first run"
+for m in teacher kd-int8; do
+  [ -f "$w/eval/$m/hyp.de" ] && [ "$(wc -l <"$w/eval/$m/hyp.de")" -eq 4 ] && ok || bad "$m: 4 German hypotheses"
+  [ -f "$w/eval/$m/hyp.zh" ] && [ "$(wc -l <"$w/eval/$m/hyp.zh")" -eq 4 ] && ok || bad "$m: 4 Chinese hypotheses"
+done
+model_of() { [ "$1" = teacher ] && echo tests/fixtures/tiny_b || echo "$w/kd-int8"; }
+for m in teacher kd-int8; do
+  "$bin" size --json "$(model_of $m)" >"$tmp/size.$m.json" 2>/dev/null || bad "size of $m"
+  python3 - "$w/eval/$m/run.json" "$tmp/size.$m.json" "$w/report/report.md" "$m" "$w/eval/$m" <<'PY' && ok || bad "$m: run.json / report.md disagree with audistill size"
+import json, sys
+run, size, md, name, d = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), open(sys.argv[3]).read(), sys.argv[4], sys.argv[5]
+assert run["name"] == name and run["bytes"] == size["disk_bytes"] > 0, (run, size)
+assert run["params"] == size["params"] and run["tensor_bytes"] == size["tensor_bytes"]
+assert set(run["scores"]) == {"en-de", "en-zh"}, run["scores"]
+for k in ("bleu", "chrf", "chrf++"):
+    assert all(0 <= run["scores"][dr][k] <= 100 for dr in run["scores"]), run["scores"]
+row = "| %s | %.1f |" % (name, size["disk_bytes"] / 1e6)
+assert row in md, (row, md)
+PY
+done
+# The scores are audistill score's (the command, run on the files run wrote).
+"$bin" score --hyp "$w/eval/kd-int8/hyp.de" --ref "$w/eval/ref.de" --lang de --json >"$tmp/score.json" 2>/dev/null || bad "score"
+python3 -c '
+import json, sys
+s, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["scores"]["en-de"]
+assert abs(s["chrf"] - r["chrf"]) < 1e-5 and abs(s["bleu"] - r["bleu"]) < 1e-5, (s, r)' "$tmp/score.json" "$w/eval/kd-int8/run.json" && ok || bad "run.json scores differ from audistill score"
+[ "$(head -1 "$w/eval/ref.de")" = "$(head -1 "$w/synth/eval/text/txt/ACL.6060.eval.en-xx.de.txt")" ] && ok || bad "references are not the synth eval split's"
+
+# 2. a rerun skips everything and is fast
+start=$(date +%s.%N)
+"$bin" run "$job" --work "$w" >"$tmp/log2" 2>&1 && ok || { bad "second run failed"; tail -20 "$tmp/log2"; }
+secs=$(echo "$(date +%s.%N) - $start" | bc)
+expect "$tmp/log2" "$(only_running "")" "second run"
+grep -q "0 stages ran, 9 skipped" "$tmp/log2" && ok || bad "second run summary"
+awk -v s="$secs" 'BEGIN {exit !(s < 10)}' && ok || bad "a run with nothing to do took $secs s"
+echo "second run (all skipped): $secs s"
+
+# 3. --dry-run after deleting the pruned student: names what would run, runs nothing
+rm -rf "$w/pruned"
+"$bin" run "$job" --work "$w" --dry-run >"$tmp/log3" 2>&1 && ok || bad "dry run failed"
+want=$(only_running "prune distill quantize-int8 eval:kd-int8:de eval:kd-int8:zh" | sed 's/running/would run/g')
+expect "$tmp/log3" "$want" "dry run"
+[ ! -e "$w/pruned" ] && ok || bad "--dry-run ran prune"
+before=$(cat "$w/.stages/distill.done")
+# ... then the real run reruns exactly those
+"$bin" run "$job" --work "$w" >"$tmp/log4" 2>&1 && ok || { bad "run after deleting an output failed"; tail -20 "$tmp/log4"; }
+expect "$tmp/log4" "$(only_running "prune distill quantize-int8 eval:kd-int8:de eval:kd-int8:zh")" "deleted output"
+grep -q "prune ... running (output $w/pruned is missing)" "$tmp/log4" && ok || bad "the reason for rerunning prune"
+[ "$before" != "$(cat "$w/.stages/distill.done")" ] && ok || bad "distill's stamp was not renewed"
+
+# 4. a changed stage config reruns that stage (and what reads from it)
+sed 's/steps: 20,/steps: 22,/' "$job" >"$tmp/changed.yaml"
+grep -q "steps: 22," "$tmp/changed.yaml" || bad "test setup: could not change the steps"
+"$bin" run "$tmp/changed.yaml" --work "$w" >"$tmp/log5" 2>&1 && ok || { bad "run with a changed stage failed"; tail -20 "$tmp/log5"; }
+expect "$tmp/log5" "$(only_running "distill quantize-int8 eval:kd-int8:de eval:kd-int8:zh")" "changed config"
+grep -q "distill ... running (command changed)" "$tmp/log5" && ok || bad "the reason for rerunning distill"
+grep -q '"step": 22' "$w/kd/metrics.jsonl" && ! grep -q '"step": 23' "$w/kd/metrics.jsonl" && ok || bad "the changed job did not train 22 steps"
+
+# 5. a failing stage stops the run: non-zero exit, no stamp, later stages untouched
+sed 's/decoder_ffn: 16/decoder_ffn: 999/' "$job" >"$tmp/fail.yaml"
+"$bin" run "$tmp/fail.yaml" --work "$w" >"$tmp/log6" 2>&1; rc=$?
+[ $rc -eq 1 ] && ok || bad "failing stage: exit $rc, want 1"
+grep -q "stage prune failed (exit status 1)" "$tmp/log6" && grep -q "stopped at stage prune ($tmp/fail.yaml:" "$tmp/log6" && ok || { bad "failing stage message"; tail -5 "$tmp/log6"; }
+[ ! -e "$w/.stages/prune.done" ] && ok || bad "a failed stage left a stamp"
+grep -q "distill ... running" "$tmp/log6" && bad "the run went on after a failed stage" || ok
+# the original job then reruns prune and everything after it
+"$bin" run "$job" --work "$w" >"$tmp/log7" 2>&1 && ok || { bad "recovery run failed"; tail -20 "$tmp/log7"; }
+expect "$tmp/log7" "$(only_running "prune distill quantize-int8 eval:kd-int8:de eval:kd-int8:zh")" "after a failure"
+
+# 6. a stage that exits 0 without writing its output; --only; bad job files
+cat >"$tmp/noout.yaml" <<EOF
+work_dir: $tmp/n
+stages:
+  - name: weigh
+    command: [size, tests/fixtures/tiny_b]
+    outputs: ["{work}/weights.txt"]
+EOF
+"$bin" run "$tmp/noout.yaml" >"$tmp/log8" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "$tmp/noout.yaml:3: stage weigh exited 0 but did not write $tmp/n/weights.txt" "$tmp/log8" && ok || { bad "missing output: rc $rc"; cat "$tmp/log8"; }
+[ ! -e "$tmp/n/.stages/weigh.done" ] && ok || bad "stamp written although an output is missing"
+"$bin" run "$job" --work "$w" --only prune >"$tmp/log9" 2>&1 && ok || bad "--only prune"
+[ "$(states "$tmp/log9")" = "prune:running " ] && ok || bad "--only prune ran: $(states "$tmp/log9")"
+refuse() { # job text, expected message
+  printf '%b' "$1" >"$tmp/bad.yaml"
+  "$bin" run "$tmp/bad.yaml" >"$tmp/err" 2>&1; rc=$?
+  [ $rc -eq 1 ] && grep -qF "$2" "$tmp/err" && [ ! -e "$tmp/b" ] && ok || { bad "expected '$2' (rc $rc)"; cat "$tmp/err"; }
+}
+refuse "work_dir: $tmp/b\nstagez: []\n" "bad.yaml:2: unknown key 'stagez' (expected one of: work_dir"
+refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: []\n" "bad.yaml:3: stage 'a' has no command"
+refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [prnue, --config, x.yaml]\n" "bad.yaml:3: stage 'a': unknown command 'prnue'"
+refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, x]\n    output: [y]\n" "bad.yaml:5: unknown key 'output' in stage"
+refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, \"{wrok}/x\"]\n" "bad.yaml:3: unknown placeholder '{wrok}'"
+refuse "work_dir: $tmp/b\nstages:\n  - {name: a, command: [size, x]}\n  - {name: a, command: [size, y]}\n" "stage name 'a' is used twice"
+"$bin" run "$job" --work "$w" --only nosuch >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--only with an unknown stage must be a usage error"
+
+# 7. killed (-9) during training: the training child dies with it; the rerun resumes
+k=$tmp/k
+sed 's/steps: 20,/steps: 150,/' "$job" >"$tmp/long.yaml"
+"$bin" run "$tmp/long.yaml" --work "$k" >"$tmp/log10" 2>&1 &
+pid=$!
+# `latest` is written last, after the checkpoint directory is complete.
+for _ in $(seq 1200); do
+  [ -f "$k/kd/checkpoints/latest" ] && break
+  sleep 0.05
+done
+[ -f "$k/kd/checkpoints/latest" ] && ok || bad "no checkpoint appeared during the training stage"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null
+sleep 0.5
+pgrep -f "$k/.stages/distill.yaml" >/dev/null && bad "the training stage outlived the killed run" || ok
+[ ! -e "$k/.stages/distill.done" ] && [ ! -e "$k/kd/final" ] && ok || bad "the kill came after the training stage finished"
+"$bin" run "$tmp/long.yaml" --work "$k" >"$tmp/log11" 2>&1 && ok || { bad "run after the kill failed"; tail -20 "$tmp/log11"; }
+expect "$tmp/log11" "$(only_running "distill quantize-int8 eval:teacher:de eval:teacher:zh eval:kd-int8:de eval:kd-int8:zh")" "after the kill"
+grep -q "distill ... running (not completed; resuming in $k/kd)" "$tmp/log11" && ok || bad "the rerun did not say it resumes"
+grep -qi "resum" "$tmp/log11" && grep -q "step_0000" "$tmp/log11" && ok || { bad "training did not resume from its checkpoint"; grep -i "step\|resum" "$tmp/log11" | head; }
+grep -q '"step": 150' "$k/kd/metrics.jsonl" && [ -f "$k/report/report.md" ] && ok || bad "the resumed run did not complete"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
