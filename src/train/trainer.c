@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#ifdef AUDISTILL_HAVE_CUDA
+#include "../cuda/backend_cuda.h"
+#endif
 #include "core/log.h"
 #include "core/progress.h"
 #include "dist/comm.h"
@@ -155,6 +158,13 @@ static const ad_field train_fields[] = {
      .default_value = "3",
      .min = 1,
      .max = 1e6},
+    {.key = "device",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, device),
+     .default_value = "cpu",
+     .choices = "cpu|cuda",
+     .help = "cuda: the CUDA backend on GPU 0 (fp32 weights and activations; the optimizer "
+             "runs on host mirrors)"},
     {.key = "threads",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, threads),
@@ -238,6 +248,7 @@ const ad_field ad_train_job_fields[] = {
 
 /* Keys that may change between a checkpoint and its resumption (they change no result). */
 static const char *RESUMABLE_KEYS[] = {"train.steps",
+                                       "train.device",
                                        "train.log_every",
                                        "train.eval_every",
                                        "train.checkpoint_every",
@@ -314,31 +325,77 @@ static int config_diff(const cJSON *a, const cJSON *b, char *buf, size_t size) {
 
 /* ---- parameters ------------------------------------------------------------------------ */
 
+/* On a device backend the optimizer keeps host mirrors of the trainable weights and their
+ * gradients: gradients come down after the backward pass, the updated weights go back up. For
+ * the small models trained here that traffic is a few ms per step; a device-side AdamW
+ * (cuda/adamw.cu) is the step after this one. */
 typedef struct {
     ad_weight_spec *specs;
     int n_specs;
-    ad_param_ref *params; /* trainable tensors */
+    ad_param_ref *params; /* trainable tensors (host memory) */
     int n_params;
+    ad_backend *be;
+    bool mirrored; /* params live on a device: dev_w/dev_g are the device tensors */
+    ad_tensor **dev_w, **dev_g;
 } param_table;
+
+static int host_view(ad_tensor *t, float *data, const ad_tensor *like) {
+    return ad_tensor_init(t, data, AD_F32, AD_DEVICE_CPU, like->ndim, like->shape, like->name);
+}
+
+/* Device gradients -> host mirrors. */
+static int params_download_grads(param_table *t) {
+    for (int i = 0; t->mirrored && i < t->n_params; i++) {
+        ad_tensor h;
+        AD_TRY(host_view(&h, t->params[i].grad, t->dev_g[i]));
+        AD_TRY(t->be->download(t->be, &h, t->dev_g[i]));
+    }
+    return AD_OK;
+}
+
+/* Host mirrors of the weights -> device. */
+static int params_upload(param_table *t) {
+    for (int i = 0; t->mirrored && i < t->n_params; i++) {
+        ad_tensor h;
+        AD_TRY(host_view(&h, t->params[i].param, t->dev_w[i]));
+        AD_TRY(t->be->upload(t->be, t->dev_w[i], &h));
+    }
+    return AD_OK;
+}
 
 static int build_params(ad_train_graph *g, param_table *t) {
     memset(t, 0, sizeof *t);
+    t->be = g->be;
+    t->mirrored = g->be->device != AD_DEVICE_CPU;
     AD_TRY(ad_weight_specs(&g->m->cfg, &t->specs, &t->n_specs));
     t->params = ad_calloc((size_t)t->n_specs, sizeof *t->params, "parameters");
-    if (!t->params) return AD_ERR;
+    t->dev_w = ad_calloc((size_t)t->n_specs, sizeof *t->dev_w, "parameters");
+    t->dev_g = ad_calloc((size_t)t->n_specs, sizeof *t->dev_g, "parameters");
+    if (!t->params || !t->dev_w || !t->dev_g) return AD_ERR;
     for (int i = 0; i < t->n_specs; i++) {
         ad_tensor *w = ad_model_weight(g->m, t->specs[i].name),
                   *d = ad_model_weight(&g->grads, t->specs[i].name);
         if (!w || !d) return ad_fail("internal: no weight %s", t->specs[i].name);
         if (!d->data) continue;
-        if (w->device != AD_DEVICE_CPU || w->dtype != AD_F32)
-            return ad_fail("training: the optimizer runs on host fp32 weights (got %s)",
-                           ad_dtype_name(w->dtype));
+        if (w->dtype != AD_F32)
+            return ad_fail("training: the optimizer needs fp32 weights (%s is %s)",
+                           t->specs[i].name, ad_dtype_name(w->dtype));
+        t->dev_w[t->n_params] = w;
+        t->dev_g[t->n_params] = d;
         ad_param_ref *p = &t->params[t->n_params++];
         p->name = t->specs[i].name;
-        p->param = w->data;
-        p->grad = d->data;
         p->n = ad_weight_spec_numel(&t->specs[i]);
+        if (t->mirrored) {
+            p->param = ad_malloc(sizeof(float) * (size_t)p->n, "weight mirror");
+            p->grad = ad_malloc(sizeof(float) * (size_t)p->n, "gradient mirror");
+            if (!p->param || !p->grad) return AD_ERR;
+            ad_tensor h;
+            AD_TRY(host_view(&h, p->param, w));
+            AD_TRY(g->be->download(g->be, &h, w));
+        } else {
+            p->param = w->data;
+            p->grad = d->data;
+        }
         p->decay = ad_param_decays(p->name, t->specs[i].ndim);
         p->m = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
         p->v = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
@@ -348,25 +405,40 @@ static int build_params(ad_train_graph *g, param_table *t) {
 }
 
 static void free_params(param_table *t) {
-    for (int i = 0; i < t->n_params; i++)
+    for (int i = 0; i < t->n_params; i++) {
         free(t->params[i].m), free(t->params[i].v);
+        if (t->mirrored) free(t->params[i].param), free(t->params[i].grad);
+    }
+    free(t->dev_w), free(t->dev_g);
     free(t->params);
     free(t->specs);
     memset(t, 0, sizeof *t);
 }
 
 /* Model tensors (all weights, HF names) and optimizer tensors (moments of the trainable ones). */
+/* Weights on a device are copied to host buffers in *owned (n_specs entries, free each). */
 static int checkpoint_items(ad_model *m, const param_table *t, ad_st_write_item **model_items,
-                            ad_st_write_item **opt_items, char ***names) {
+                            ad_st_write_item **opt_items, char ***names, void ***owned) {
     *model_items = ad_calloc((size_t)t->n_specs, sizeof **model_items, "checkpoint");
     *opt_items = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **opt_items, "checkpoint");
     *names = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **names, "checkpoint");
-    if (!*model_items || !*opt_items || !*names) return AD_ERR;
+    *owned = ad_calloc((size_t)t->n_specs, sizeof **owned, "checkpoint");
+    if (!*model_items || !*opt_items || !*names || !*owned) return AD_ERR;
     for (int i = 0; i < t->n_specs; i++) {
         const ad_weight_spec *s = &t->specs[i];
         const ad_tensor *w = ad_model_weight(m, s->name);
+        const void *data = w->data;
+        if (w->device != AD_DEVICE_CPU) {
+            float *h = ad_malloc(sizeof(float) * (size_t)ad_weight_spec_numel(s), "checkpoint");
+            if (!h) return AD_ERR;
+            (*owned)[i] = h;
+            ad_tensor ht;
+            AD_TRY(host_view(&ht, h, w));
+            AD_TRY(t->be->download(t->be, &ht, w));
+            data = h;
+        }
         (*model_items)[i] = (ad_st_write_item){
-            s->name, AD_F32, s->ndim, {s->shape[0], s->shape[1], s->shape[2]}, w->data};
+            s->name, AD_F32, s->ndim, {s->shape[0], s->shape[1], s->shape[2]}, data};
     }
     for (int i = 0; i < t->n_params; i++) {
         const ad_param_ref *p = &t->params[i];
@@ -594,7 +666,8 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
 static int save_checkpoint(run_ctx *r, int64_t step) {
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
-    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names);
+    void **owned = NULL;
+    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names, &owned);
     char *config = rc == AD_OK ? ad_model_config_to_json(&r->student.cfg, NULL) : NULL;
     cJSON *state = cJSON_CreateObject();
     cJSON_AddNumberToObject(state, "epoch", (double)r->loader.cursor.epoch);
@@ -613,7 +686,9 @@ static int save_checkpoint(run_ctx *r, int64_t step) {
         rc = AD_ERR;
     for (int i = 0; names && i < 2 * r->params.n_params; i++)
         free(names[i]);
-    free(names), free(mi), free(oi), free(config), free(state_text);
+    for (int i = 0; owned && i < r->params.n_specs; i++)
+        free(owned[i]);
+    free(owned), free(names), free(mi), free(oi), free(config), free(state_text);
     return rc;
 }
 
@@ -624,7 +699,8 @@ static int write_final(run_ctx *r) {
     AD_TRY(ad_mkdir_p(tmp));
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
-    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names);
+    void **owned = NULL;
+    int rc = checkpoint_items(&r->student, &r->params, &mi, &oi, &names, &owned);
     char path[4400];
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     ad_st_metadata meta[] = {{"format", "pt"}};
@@ -635,7 +711,9 @@ static int write_final(run_ctx *r) {
     if (rc == AD_OK) rc = copy_files(r->job->student, tmp);
     for (int i = 0; names && i < 2 * r->params.n_params; i++)
         free(names[i]);
-    free(names), free(mi), free(oi), free(config);
+    for (int i = 0; owned && i < r->params.n_specs; i++)
+        free(owned[i]);
+    free(owned), free(names), free(mi), free(oi), free(config);
     AD_TRY(rc);
     if (ad_is_directory(dir)) {
         char old[4400];
@@ -719,7 +797,19 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             goto done;
         }
     }
-    if (ad_backend_cpu_create(&r.be, (int)job->train.threads) < 0) goto done;
+    if (!strcmp(job->train.device, "cuda")) {
+#ifdef AUDISTILL_HAVE_CUDA
+        if (ad_backend_cuda_create(&r.be, 0) < 0) goto done;
+        r.be->act_dtype = AD_F32; /* fp32 weights: the optimizer updates them directly */
+#else
+        ad_fail("%s: train.device is cuda but this audistill was built without CUDA "
+                "(cmake -DAUDISTILL_CUDA=ON)",
+                doc->file_name);
+        goto done;
+#endif
+    } else if (ad_backend_cpu_create(&r.be, (int)job->train.threads) < 0) {
+        goto done;
+    }
     /* The student starts from its directory, or from the checkpoint when resuming. */
     if (ad_model_load(&r.student, r.be, ckpt ? ckpt : job->student) < 0) goto done;
     if (r.student.n_quantized > 0) {
@@ -811,6 +901,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         for (int k = 0; k < n_micro; k++)
             if (micro_step(&r, &r.micro[k], 1.0 / (supervised ? supervised : 1), true, &sums) < 0)
                 goto fail_loop;
+        if (params_download_grads(&r.params) < 0) goto fail_loop;
         for (int i = 0; i < r.params.n_params; i++)
             if (r.comm->allreduce_mean(r.comm, r.params.params[i].grad, r.params.params[i].n) < 0)
                 goto fail_loop;
@@ -830,7 +921,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         }
         const double lr = ad_schedule_lr(&sched, step);
         ad_adamw_step(r.params.params, r.params.n_params, &ac, lr, step + 1);
-        if (ad_graph_zero_grads(&r.sg) < 0) goto fail_loop;
+        if (params_upload(&r.params) < 0 || ad_graph_zero_grads(&r.sg) < 0) goto fail_loop;
         tokens_since += supervised;
         const int64_t done_steps = step + 1;
         if (done_steps % job->train.log_every == 0 || done_steps == job->train.steps) {

@@ -4,13 +4,23 @@
 # (CUDA ON, sm_90), and the shared libraries they load that a CUDA/PyTorch image may not have
 # (OpenBLAS, HDF5, cJSON, ... but not glibc, libstdc++ or the CUDA libraries, which the GPU
 # machine's toolkit provides in the same major version).
-#   tests/gpu/bundle.sh BUILD_DIR OUT.tar.xz
+# With --espeak, espeak-ng (binary, libraries and its English data) goes in too, so that
+# `audistill synth` runs there (experiments/demo_teacher/gpu_train.sh).
+#   tests/gpu/bundle.sh [--espeak] BUILD_DIR OUT.tar.xz
 set -euo pipefail
+espeak=0
+if [[ ${1:-} == --espeak ]]; then espeak=1; shift; fi
 build=$1 out=$2
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
-bins=("$build"/tests/test_cuda_* "$build/tests/bench_distill_step")
+bins=("$build"/tests/test_cuda_* "$build/tests/bench_distill_step" "$build/tests/tiny_set" "$build/audistill")
+if [[ $espeak == 1 ]]; then
+    bins+=("$(command -v espeak-ng)")
+    data=$(espeak-ng --version | sed -n 's/.*Data at: //p')
+    mkdir -p "$stage/espeak/espeak-ng-data"
+    (cd "$data" && cp -r phondata phonindex phontab intonations en_dict voices lang "$stage/espeak/espeak-ng-data/")
+fi
 cp "${bins[@]}" "$stage/bin/"
 skip='^(linux-vdso|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|ld-linux|libstdc\+\+|libgcc_s|libresolv|libcudart|libcublas|libcuda\.so|libnvidia)'
 for b in "${bins[@]}"; do ldd "$b"; done | awk '$3 ~ /^\// {print $1, $3}' | sort -u |
@@ -19,5 +29,5 @@ for b in "${bins[@]}"; do ldd "$b"; done | awk '$3 ~ /^\// {print $1, $3}' | sor
         cp -L "$path" "$stage/lib/$name"
     done
 sed -n "s/^CMAKE_HOME_DIRECTORY:INTERNAL=//p" "$build/CMakeCache.txt" >"$stage/srcdir"
-tar -C "$stage" -cJf "$out" bin lib srcdir
+tar -C "$stage" -cJf "$out" $(cd "$stage" && ls)
 ls -la "$out"
