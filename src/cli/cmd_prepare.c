@@ -88,9 +88,10 @@ int cmd_prepare(int argc, char **argv) {
             return 2;
         }
         const char *all[AD_MAX_LANGS + 1] = {"en"};
+        int n_all = 1;
         for (int i = 0; i < n_targets; i++)
-            all[i + 1] = targets[i];
-        if (ad_dataset_load_acl(data, split, n_targets + 1, all, NULL, &ds) < 0) goto done;
+            if (strcmp(targets[i], "en") != 0) all[n_all++] = targets[i];
+        if (ad_dataset_load_acl(data, split, n_all, all, NULL, &ds) < 0) goto done;
     } else if (ad_dataset_load_manifest(data, &ds) < 0) {
         goto done;
     }

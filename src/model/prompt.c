@@ -13,6 +13,9 @@ const char *ad_prompt_default_task(const char *lang) {
      * sentence ending in a colon (the model card's "Generate the caption in English:"). */
     if (strcmp(lang, "de") == 0) return "Translate the English speech into German:";
     if (strcmp(lang, "zh") == 0) return "Translate the English speech into Chinese:";
+    /* Transcription: an auxiliary task for models trained from scratch, whose monotonic
+     * alignment teaches the decoder to read the audio sooner than translation alone does. */
+    if (strcmp(lang, "en") == 0) return "Transcribe the English speech:";
     return NULL;
 }
 

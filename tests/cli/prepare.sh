@@ -42,5 +42,17 @@ rm "$tmp/syn/dev/segmented_wavs/gold/sent_2.wav"
 "$bin" prepare --data "$tmp/syn" --split dev --tokenizer "$vocab" --out "$tmp/x.h5" 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "sent_2.wav is missing" "$tmp/err" && ok || bad "missing audio: rc $rc"
 "$bin" prepare --data "$tmp/syn" --split train --tokenizer "$vocab" --out "$tmp/y.h5" --langs de,fr 2>/dev/null; [ $? -eq 2 ] && ok || bad "unknown language"
+# English transcription as a task (the demo teacher's auxiliary task): targets are the English texts.
+"$bin" prepare --data "$tmp/syn" --split train --tokenizer "$vocab" --out "$tmp/en.h5" --langs de,en >/dev/null 2>"$tmp/err" || { bad "prepare --langs de,en"; cat "$tmp/err"; }
+"$bin" tokenize --tokenizer "$vocab" <"$tmp/syn/train/text/txt/ACL.6060.train.en-xx.en.txt" >"$tmp/en.ids"
+python3 - "$tmp/en.h5" "$tmp/en.ids" <<'PY' && ok || bad "the transcription task's targets or prompt are wrong"
+import sys, h5py
+h = h5py.File(sys.argv[1], "r")
+ids = [list(map(int, l.split())) for l in open(sys.argv[2]).read().splitlines()]
+off = h["ids/en/offset"][:]
+for i, want in enumerate(ids):
+    assert list(h["ids/en/tokens"][off[i]:off[i + 1]]) == want + [151643], i
+assert h["prompt/en"].attrs["text"].endswith("Transcribe the English speech:")
+PY
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
