@@ -8,8 +8,13 @@
 # and the metrics to $OUT.
 #   experiments/demo_teacher/gpu_train.sh BUNDLE.tar.xz TEACHER_INIT_DIR BUDGET_SECONDS
 # Rehearsal without a GPU: TRAIN_DEVICE=cpu SYNTH_SIZES="--train 60 --dev 20 --eval 20" ...
+# TASKS=de,zh,en adds English transcription (the multitask stage); SKIP_CHECK=1 skips the
+# GPU-vs-CPU check; NO_DEV=1 prepares no dev set and evaluates nothing (short budgets).
 set -uo pipefail
 device=${TRAIN_DEVICE:-cuda}
+tasks=${TASKS:-de,zh}
+splits="train dev eval"
+[[ ${NO_DEV:-0} == 1 ]] && splits=train
 sizes=${SYNTH_SIZES:---train 6000 --dev 300 --eval 500}
 bundle=$1 init=$2 budget=$3
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,7 +33,7 @@ export LD_LIBRARY_PATH=$u/lib:$(dirname "$cublaslt")${LD_LIBRARY_PATH:+:$LD_LIBR
 export PATH=$u/bin:$PATH ESPEAK_DATA_PATH=$u/espeak
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
-if [[ $device == cuda ]]; then
+if [[ $device == cuda && ${SKIP_CHECK:-0} != 1 ]]; then
 echo "== train on the GPU vs the CPU (t=$(elapsed)s)"
 mkdir -p /tmp/tt
 AUDISTILL_BIN=$u/bin/audistill AUDISTILL_FIXTURES=$root/tests/fixtures AUDISTILL_TEST_TMP=/tmp/tt \
@@ -40,17 +45,20 @@ echo "== synth (t=$(elapsed)s)"
 audistill synth --out "$work/synth" $sizes --talks 1 --jobs "$(nproc)" \
     >"$work/synth.log" 2>&1 || { tail "$work/synth.log"; echo "FAILED: synth"; exit 1; }
 echo "== prepare (t=$(elapsed)s)"
-for s in train dev eval; do
-    audistill prepare --data "$work/synth" --split $s --tokenizer "$init" --n-mels 80 \
+for s in $splits; do
+    audistill prepare --data "$work/synth" --split $s --tokenizer "$init" --n-mels 80 --langs "$tasks" \
         --out "$work/$s.h5" >"$work/prepare-$s.log" 2>&1 &
 done
 wait
-for s in train dev eval; do [[ -s $work/$s.h5 ]] || { tail "$work/prepare-$s.log"; echo "FAILED: prepare $s"; exit 1; }; done
+for s in $splits; do [[ -s $work/$s.h5 ]] || { tail "$work/prepare-$s.log"; echo "FAILED: prepare $s"; exit 1; }; done
 cp -r "$init" "$work/teacher-init"
+# The job: tasks as the data languages; without a dev set no dev key and no evaluation.
+sed -e "s|langs: \[de, zh\]|langs: [${tasks//,/, }]|" "$root/experiments/demo_teacher/teacher-gpu.yaml" >"$work/job.yaml"
+[[ ${NO_DEV:-0} == 1 ]] && sed -i -e "/dev: WORK/d" -e "s|eval_every: 500|eval_every: 0|" "$work/job.yaml"
 
 echo "== timing probe: 40 steps (t=$(elapsed)s)"
 sed -e "s|WORK|$work|g" -e "s|STEPS|40|" -e "s|eval_every: 500|eval_every: 0|" \
-    -e "s|teacher-run|probe|" -e "s|device: cuda|device: $device|" "$root/experiments/demo_teacher/teacher-gpu.yaml" >"$work/probe.yaml"
+    -e "s|teacher-run|probe|" -e "s|device: cuda|device: $device|" "$work/job.yaml" >"$work/probe.yaml"
 p0=$(date +%s.%N)
 audistill train --config "$work/probe.yaml" --quiet 2>&1 | tail -3
 p1=$(date +%s.%N)
@@ -60,9 +68,11 @@ steps=$(python3 -c "print(max(100, int($left / ($per * 1.12)) // 50 * 50))")
 echo "about $per s/step (probe, start-up included); $left s left: $steps steps"
 
 echo "== train the teacher (t=$(elapsed)s)"
-sed -e "s|WORK|$work|g" -e "s|STEPS|$steps|" -e "s|device: cuda|device: $device|" "$root/experiments/demo_teacher/teacher-gpu.yaml" >"$work/teacher.yaml"
+sed -e "s|WORK|$work|g" -e "s|STEPS|$steps|" -e "s|device: cuda|device: $device|" "$work/job.yaml" >"$work/teacher.yaml"
 cp "$work/teacher.yaml" "$out/"
-timeout $((budget - $(elapsed) - 20)) audistill train --config "$work/teacher.yaml" >"$work/train.log" 2>&1
+limit=$((budget - $(elapsed) - 20))
+((limit < 10)) && limit=10
+timeout $limit audistill train --config "$work/teacher.yaml" >"$work/train.log" 2>&1
 echo "train exit $? (t=$(elapsed)s)"
 tr '\r' '\n' <"$work/train.log" | grep -v "^$" | tail -15
 cp "$work/teacher-run/metrics.jsonl" "$out/" 2>/dev/null

@@ -111,6 +111,25 @@ static int grow(void **p, size_t bytes, const char *what) {
     return AD_OK;
 }
 
+int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang) {
+    *tokens = 0, *segment = -1, *lang = NULL;
+    for (int seg = 0; seg < l->n_segments; seg++) {
+        int stored, frames;
+        float pad;
+        AD_TRY(ad_prepared_frames(l->set, seg, &stored, &frames, &pad));
+        if (l->window && frames > l->window) frames = l->window;
+        for (int k = 0; k < l->n_langs; k++) {
+            int32_t *ids = NULL;
+            int n = 0;
+            AD_TRY(ad_prepared_target_ids(l->set, l->langs[k], seg, &ids, &n));
+            free(ids);
+            const int len = l->n_before[k] + ad_loader_audio_tokens(frames) + l->n_after[k] + n;
+            if (len > *tokens) *tokens = len, *segment = seg, *lang = l->langs[k];
+        }
+    }
+    return AD_OK;
+}
+
 int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
     const int n_mels = ad_prepared_n_mels(l->set);
     int max_frames = 0, max_len = 0;

@@ -42,6 +42,10 @@ void ad_loader_close(ad_loader *l);
 /* Clips longer than `frames` mel frames are truncated to them, as the processor truncates
  * audio to the model's window; their placeholder count follows. */
 void ad_loader_set_window(ad_loader *l, int frames);
+/* The longest example (prompt + audio placeholders within the window + targets, in tokens) and
+ * which one it is (segment and language), so a job can refuse a too small max_len before
+ * training starts instead of at the step that first draws it. */
+int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang);
 /* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
 int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
 

@@ -847,6 +847,17 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                        r.student.cfg.audio_token_index, (uint64_t)job->train.seed, true) < 0)
         goto done;
     ad_loader_set_window(&r.loader, lim.max_frames);
+    {
+        int longest, seg;
+        const char *lang;
+        if (ad_loader_longest(&r.loader, &longest, &seg, &lang) < 0) goto done;
+        if (longest > lim.max_len) {
+            ad_fail("%s: train.max_len is %d but segment %d of %s (%s) needs %d tokens (prompt, "
+                    "audio placeholders and target): raise train.max_len to at least %d",
+                    doc->file_name, lim.max_len, seg, job->data.train, lang, longest, longest);
+            goto done;
+        }
+    }
     int64_t start_step = 0;
     if (ckpt) {
         const cJSON *step = cJSON_GetObjectItemCaseSensitive(state, "step"),

@@ -104,6 +104,7 @@ refuse "${base}train:\n  steps: three\n" "train.steps: expected an integer"
 refuse "student: $fx/tiny_a\noutput: $tmp/bad\ndata:\n  train: $tmp/missing.h5\n" "missing.h5 does not exist"
 refuse "${base}teacher: $fx/tiny_b_missing\n" "is not a model directory"
 refuse "${base}train:\n  batch: 3\n  micro_batch: 2\n" "not a multiple of train.micro_batch"
+refuse "${base}train:\n  max_len: 10\n  max_frames: 100\n" "train.max_len is 10 but segment"
 # A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
 printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
 "$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"
