@@ -1,14 +1,16 @@
 /* audistill train: distillation (or cross-entropy) training from a YAML job file. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "io/yaml.h"
+#include "train/memory_plan.h"
 #include "train/trainer.h"
 
 static const char *usage = "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
-                           "[--force] [--stop-after N] [--quiet]";
+                           "[--force] [--stop-after N] [--quiet] [--plan-memory [--gpu-gib N]]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -17,6 +19,9 @@ static void print_help(void) {
            "complete checkpoint in the output directory (a fresh start when there is none);\n"
            "a job config that differs from the checkpoint's is refused unless --force.\n"
            "--stop-after N checkpoints and exits after N steps of this invocation.\n"
+           "--plan-memory prints the job's memory plan from the models' config.json alone\n"
+           "(activations and gradients from the training graph's own arena plan) and exits;\n"
+           "--gpu-gib N also says whether the bf16 design fits a GPU of N GiB.\n"
            "Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/, OUTPUT/checkpoints/ and\n"
            "OUTPUT/final/ (a model directory). Job file keys:\n",
            usage);
@@ -26,6 +31,8 @@ static void print_help(void) {
 int cmd_train(int argc, char **argv) {
     const char *job_path = NULL;
     ad_train_run_options opts = {0};
+    bool plan_only = false;
+    double gpu_gib = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             print_help();
@@ -40,6 +47,10 @@ int cmd_train(int argc, char **argv) {
             opts.stop_after = atoll(argv[++i]);
             if (opts.stop_after < 1)
                 return cli_usage_error("train", usage, "--stop-after needs a positive step count");
+        } else if (!strcmp(argv[i], "--plan-memory")) {
+            plan_only = true;
+        } else if (!strcmp(argv[i], "--gpu-gib") && i + 1 < argc) {
+            gpu_gib = atof(argv[++i]);
         } else if (!strcmp(argv[i], "--quiet")) {
             opts.quiet = true;
         } else {
@@ -50,8 +61,14 @@ int cmd_train(int argc, char **argv) {
     ad_yaml_doc doc;
     ad_train_job job;
     if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("train");
-    int rc = ad_yaml_bind(&doc, doc.root, ad_train_job_fields, &job, "") < 0 ||
-             ad_train_run(&doc, &job, &opts) < 0;
+    int rc = ad_yaml_bind(&doc, doc.root, ad_train_job_fields, &job, "") < 0;
+    if (!rc && plan_only) {
+        ad_memory_plan plan;
+        rc = ad_train_memory_plan(&job, &plan) < 0;
+        if (!rc) ad_memory_plan_print(&job, &plan, gpu_gib, stdout);
+    } else if (!rc) {
+        rc = ad_train_run(&doc, &job, &opts) < 0;
+    }
     if (rc) cli_fail("train");
     ad_yaml_free(&doc);
     return rc;

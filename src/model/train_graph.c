@@ -51,8 +51,10 @@ static widths max_widths(const ad_model_config *cfg) {
     }
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         const ad_decoder_layer_shape *s = &cfg->decoder_layer[l];
-        if ((int64_t)s->num_attention_heads * cfg->head_dim > w.dec_q) w.dec_q = (int64_t)s->num_attention_heads * cfg->head_dim;
-        if ((int64_t)s->num_key_value_heads * cfg->head_dim > w.dec_kv) w.dec_kv = (int64_t)s->num_key_value_heads * cfg->head_dim;
+        if ((int64_t)s->num_attention_heads * cfg->head_dim > w.dec_q)
+            w.dec_q = (int64_t)s->num_attention_heads * cfg->head_dim;
+        if ((int64_t)s->num_key_value_heads * cfg->head_dim > w.dec_kv)
+            w.dec_kv = (int64_t)s->num_key_value_heads * cfg->head_dim;
         if (s->intermediate_size > w.dec_ffn) w.dec_ffn = s->intermediate_size;
     }
     return w;
@@ -79,7 +81,8 @@ static int layout(ad_train_graph *g, carver *c) {
     const int enc_records = rec ? cfg->encoder_layers : 1;
     for (int l = 0; l < enc_records && l < cfg->encoder_layers; l++) {
         ad_encoder_record *r = &g->enc_rec[l];
-        int64_t A = rec ? (int64_t)cfg->encoder_layer[l].num_attention_heads * cfg->encoder_head_dim : w.enc_attn;
+        int64_t A = rec ? (int64_t)cfg->encoder_layer[l].num_attention_heads * cfg->encoder_head_dim
+                        : w.enc_attn;
         int64_t F = rec ? cfg->encoder_layer[l].ffn_dim : w.enc_ffn;
         AD_TRY(carve(c, &r->h_in, AD_F32, C, n1, d, "encoder layer input"));
         AD_TRY(carve(c, &r->xn1, AD_F32, C, n1, d, "encoder ln1"));
@@ -151,6 +154,12 @@ static int layout(ad_train_graph *g, carver *c) {
 
 /* ---- gradients ---------------------------------------------------------------------------- */
 
+static bool is_trainable(const ad_trainable *t, const char *name, ad_component comp);
+
+bool ad_trainable_has(const ad_trainable *t, const char *name, ad_component comp) {
+    return is_trainable(t, name, comp);
+}
+
 static bool is_trainable(const ad_trainable *t, const char *name, ad_component comp) {
     switch (comp) {
     case AD_COMPONENT_AUDIO_ENCODER:
@@ -169,8 +178,10 @@ static int alloc_grads(ad_train_graph *g) {
     const ad_model_config *cfg = &m->cfg;
     *gr = *m;
     gr->weight_memory = NULL;
-    gr->encoder = ad_calloc((size_t)(cfg->encoder_layers ? cfg->encoder_layers : 1), sizeof *gr->encoder, "gradient layers");
-    gr->decoder = ad_calloc((size_t)(cfg->num_hidden_layers ? cfg->num_hidden_layers : 1), sizeof *gr->decoder, "gradient layers");
+    gr->encoder = ad_calloc((size_t)(cfg->encoder_layers ? cfg->encoder_layers : 1),
+                            sizeof *gr->encoder, "gradient layers");
+    gr->decoder = ad_calloc((size_t)(cfg->num_hidden_layers ? cfg->num_hidden_layers : 1),
+                            sizeof *gr->decoder, "gradient layers");
     if (!gr->encoder || !gr->decoder) return AD_ERR;
     ad_weight_spec *specs;
     int n;
@@ -193,7 +204,8 @@ static int alloc_grads(ad_train_graph *g) {
         *d = *w;
         d->data = NULL; /* frozen: no gradient */
         if (!is_trainable(&g->train, specs[i].name, specs[i].component)) continue;
-        void *p = ad_arena_alloc(&arena, (size_t)ad_weight_spec_numel(&specs[i]) * sizeof(float), specs[i].name);
+        void *p = ad_arena_alloc(&arena, (size_t)ad_weight_spec_numel(&specs[i]) * sizeof(float),
+                                 specs[i].name);
         if (!p) rc = AD_ERR;
         d->data = p;
         d->dtype = AD_F32;
@@ -201,6 +213,39 @@ static int alloc_grads(ad_train_graph *g) {
     }
     if (cfg->tie_word_embeddings) gr->lm_head = gr->embed_tokens;
     free(specs);
+    return rc;
+}
+
+int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const ad_trainable *train,
+                  size_t *activation_bytes, size_t *gradient_bytes) {
+    ad_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = *cfg;
+    ad_train_graph g;
+    memset(&g, 0, sizeof g);
+    g.m = &m;
+    g.lim = *lim;
+    g.train = *train;
+    g.any_trainable = train->audio_encoder || train->projector || train->decoder ||
+                      train->embed_tokens || train->lm_head;
+    g.records = g.any_trainable || train->keep_activations;
+    g.enc_rec = ad_calloc((size_t)(cfg->encoder_layers + 1), sizeof *g.enc_rec, "records");
+    g.dec_rec = ad_calloc((size_t)(cfg->num_hidden_layers + 1), sizeof *g.dec_rec, "records");
+    int rc = g.enc_rec && g.dec_rec ? AD_OK : AD_ERR;
+    carver plan = {NULL, {0, 0}, AD_DEVICE_CPU};
+    if (rc == AD_OK) rc = layout(&g, &plan);
+    *activation_bytes = plan.plan.bytes;
+    *gradient_bytes = 0;
+    ad_weight_spec *specs = NULL;
+    int n = 0;
+    if (rc == AD_OK) rc = ad_weight_specs(cfg, &specs, &n);
+    for (int i = 0; rc == AD_OK && i < n; i++)
+        if (g.any_trainable && is_trainable(train, specs[i].name, specs[i].component))
+            *gradient_bytes +=
+                (size_t)ad_weight_spec_numel(&specs[i]) * sizeof(float) + AD_ARENA_ALIGN;
+    free(specs);
+    free(g.enc_rec);
+    free(g.dec_rec);
     return rc;
 }
 
@@ -250,8 +295,10 @@ int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
     carver real = {&g->arena, {0, 0}, g->be->device};
     if (layout(g, &real) < 0) goto fail;
     if (!g->records) {
-        for (int l = 1; l < cfg->encoder_layers; l++) g->enc_rec[l] = g->enc_rec[0];
-        for (int l = 1; l < cfg->num_hidden_layers; l++) g->dec_rec[l] = g->dec_rec[0];
+        for (int l = 1; l < cfg->encoder_layers; l++)
+            g->enc_rec[l] = g->enc_rec[0];
+        for (int l = 1; l < cfg->num_hidden_layers; l++)
+            g->dec_rec[l] = g->dec_rec[0];
     }
     if (g->any_trainable && (alloc_grads(g) < 0 || ad_graph_zero_grads(g) < 0)) goto fail;
     return AD_OK;
@@ -298,7 +345,8 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     int n1 = 0;
     for (int c = 0; c < C; c++) {
         if (b->frames[c] < 3 || b->frames[c] > T)
-            return ad_fail("clip %d: %d valid frames, expected 3..%lld", c, b->frames[c], (long long)T);
+            return ad_fail("clip %d: %d valid frames, expected 3..%lld", c, b->frames[c],
+                           (long long)T);
         int conv = (b->frames[c] - 1) / 2 + 1;
         g->clip_key_len[c] = conv;
         g->clip_tokens[c] = ad_loader_audio_tokens(b->frames[c]);
@@ -310,7 +358,8 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     const int tok = (n1 - 2) / 2 + 1;
     g->n_clips = (int)C, g->n1 = n1, g->L_in = L_in, g->n2_in = n2_in, g->tok_max = tok;
     ad_tensor host, feat = shaped(&g->feat, 3, C, M, T), featT = shaped(&g->featT, 3, C, T, M);
-    AD_TRY(ad_tensor_init(&host, b->features, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){C, M, T}, "features"));
+    AD_TRY(ad_tensor_init(&host, b->features, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){C, M, T},
+                          "features"));
     AD_TRY(be->upload(be, &feat, &host));
     AD_TRY(be->transpose(be, &featT, &feat));
     ad_tensor x0 = shaped(&g->x0, 3, C, L_in, M), part;
@@ -333,20 +382,27 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
         const int heads = cfg->encoder_layer[l].num_attention_heads;
         const int64_t A = (int64_t)heads * cfg->encoder_head_dim, F = cfg->encoder_layer[l].ffn_dim;
         ad_tensor h_in = shaped(&r->h_in, 3, C, n1, d), xn1 = shaped(&r->xn1, 3, C, n1, d);
-        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A), v = shaped(&r->v, 3, C, n1, A);
+        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A),
+                  v = shaped(&r->v, 3, C, n1, A);
         ad_tensor att = shaped(&r->att, 3, C, n1, A), h_mid = shaped(&r->h_mid, 3, C, n1, d);
-        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F), f_act = shaped(&r->f_act, 3, C, n1, F);
+        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F),
+                  f_act = shaped(&r->f_act, 3, C, n1, F);
         AD_TRY(be->copy(be, &h_in, &h));
-        AD_TRY(be->layernorm(be, &xn1, &h, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b, ENCODER_LN_EPS));
+        AD_TRY(be->layernorm(be, &xn1, &h, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
+                             ENCODER_LN_EPS));
         AD_TRY(be->linear(be, &q, &xn1, &w->q_proj_w, &w->q_proj_b));
         AD_TRY(be->linear(be, &k, &xn1, &w->k_proj_w, NULL));
         AD_TRY(be->linear(be, &v, &xn1, &w->v_proj_w, &w->v_proj_b));
-        ad_attention_params ap = {.n_heads = heads, .n_kv_heads = heads, .head_dim = cfg->encoder_head_dim,
-                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim), .key_len = g->clip_key_len};
+        ad_attention_params ap = {.n_heads = heads,
+                                  .n_kv_heads = heads,
+                                  .head_dim = cfg->encoder_head_dim,
+                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
+                                  .key_len = g->clip_key_len};
         AD_TRY(be->attention(be, &att, &q, &k, &v, &ap));
         AD_TRY(be->linear(be, &h_mid, &att, &w->out_proj_w, &w->out_proj_b));
         AD_TRY(be->add(be, &h_mid, &h_mid, &h_in));
-        AD_TRY(be->layernorm(be, &xn2, &h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b, ENCODER_LN_EPS));
+        AD_TRY(be->layernorm(be, &xn2, &h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
+                             ENCODER_LN_EPS));
         AD_TRY(be->linear(be, &f_pre, &xn2, &w->fc1_w, &w->fc1_b));
         AD_TRY(be->gelu(be, &f_act, &f_pre));
         AD_TRY(be->linear(be, &h, &f_act, &w->fc2_w, &w->fc2_b));
@@ -375,21 +431,26 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
             const int64_t i = (int64_t)r * T + t;
             const int32_t id = t < b->len[r] ? b->ids[i] : 0;
             if (id < 0 || id >= V)
-                return ad_fail("token id %d at row %d position %d is outside the vocabulary (%lld)", id, r, t, (long long)V);
+                return ad_fail("token id %d at row %d position %d is outside the vocabulary (%lld)",
+                               id, r, t, (long long)V);
             g->host_ids[i] = id;
             g->host_pos[i] = t;
-            if (t < b->len[r] && id == cfg->audio_token_index) g->host_audio_rows[n_audio++] = (int32_t)i, audio_in_row++;
+            if (t < b->len[r] && id == cfg->audio_token_index)
+                g->host_audio_rows[n_audio++] = (int32_t)i, audio_in_row++;
             if (b->labels[i] != AD_IGNORE_LABEL) {
                 if (n_sel == g->lim.max_supervised)
-                    return ad_fail("batch has more than %d supervised tokens (max_supervised)", g->lim.max_supervised);
+                    return ad_fail("batch has more than %d supervised tokens (max_supervised)",
+                                   g->lim.max_supervised);
                 if (b->labels[i] < 0 || b->labels[i] >= V)
-                    return ad_fail("label %d at row %d position %d is outside the vocabulary", b->labels[i], r, t);
+                    return ad_fail("label %d at row %d position %d is outside the vocabulary",
+                                   b->labels[i], r, t);
                 g->host_sel[n_sel] = (int32_t)i;
                 g->host_targets[n_sel++] = b->labels[i];
             }
         }
         if (audio_in_row != g->clip_tokens[r])
-            return ad_fail("row %d has %d <|AUDIO|> tokens but its clip gives %d", r, audio_in_row, g->clip_tokens[r]);
+            return ad_fail("row %d has %d <|AUDIO|> tokens but its clip gives %d", r, audio_in_row,
+                           g->clip_tokens[r]);
     }
     g->n_audio = n_audio, g->n_supervised = n_sel;
     ad_tensor ids = shaped(&g->ids, 1, N, 0, 0), pos = shaped(&g->pos, 2, R, T, 0);
@@ -402,7 +463,8 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
         int64_t at = 0;
         for (int c = 0; c < g->n_clips; c++) {
             ad_tensor src = shaped(&g->audio, 2, g->clip_tokens[c], H, 0), idx;
-            src.data = (char *)g->audio.data + (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
+            src.data =
+                (char *)g->audio.data + (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
             ad_tensor rows = shaped(&g->audio_rows, 1, n_audio, 0, 0);
             AD_TRY(ad_tensor_slice(&rows, 0, at, g->clip_tokens[c], &idx));
             AD_TRY(be->scatter_rows(be, &x, &src, &idx));
@@ -414,12 +476,17 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
         const ad_decoder_layer *w = &m->decoder[l];
         const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
         ad_decoder_record *r = &g->dec_rec[l];
-        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd, F = sh->intermediate_size;
+        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
+                      F = sh->intermediate_size;
         ad_tensor x_in = shaped(&r->x_in, 2, N, H, 0), xn1 = shaped(&r->xn1, 2, N, H, 0);
-        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV), v = shaped(&r->v, 3, R, T, KV);
-        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0), xn2 = shaped(&r->xn2, 2, N, H, 0);
-        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0), act = shaped(&r->act, 2, N, F, 0);
-        ad_tensor q2 = shaped(&q, 2, N, Q, 0), k2 = shaped(&k, 2, N, KV, 0), v2 = shaped(&v, 2, N, KV, 0), att2 = shaped(&att, 2, N, Q, 0);
+        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV),
+                  v = shaped(&r->v, 3, R, T, KV);
+        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0),
+                  xn2 = shaped(&r->xn2, 2, N, H, 0);
+        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0),
+                  act = shaped(&r->act, 2, N, F, 0);
+        ad_tensor q2 = shaped(&q, 2, N, Q, 0), k2 = shaped(&k, 2, N, KV, 0),
+                  v2 = shaped(&v, 2, N, KV, 0), att2 = shaped(&att, 2, N, Q, 0);
         AD_TRY(be->copy(be, &x_in, &x));
         AD_TRY(be->rmsnorm(be, &xn1, &x, &w->input_layernorm_w, eps));
         AD_TRY(be->linear(be, &q2, &xn1, &w->q_proj_w, &w->q_proj_b));
@@ -427,8 +494,12 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
         AD_TRY(be->linear(be, &v2, &xn1, &w->v_proj_w, &w->v_proj_b));
         AD_TRY(be->rope(be, &q, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope(be, &k, &pos, sh->num_key_value_heads, (int)hd, theta));
-        ad_attention_params ap = {.n_heads = sh->num_attention_heads, .n_kv_heads = sh->num_key_value_heads,
-                                  .head_dim = (int)hd, .causal = true, .scale = 1.0f / sqrtf((float)hd), .key_len = g->row_len};
+        ad_attention_params ap = {.n_heads = sh->num_attention_heads,
+                                  .n_kv_heads = sh->num_key_value_heads,
+                                  .head_dim = (int)hd,
+                                  .causal = true,
+                                  .scale = 1.0f / sqrtf((float)hd),
+                                  .key_len = g->row_len};
         AD_TRY(be->attention(be, &att, &q, &k, &v, &ap));
         AD_TRY(be->linear(be, &x_mid, &att2, &w->o_proj_w, NULL));
         AD_TRY(be->add(be, &x_mid, &x_mid, &x_in));
@@ -443,7 +514,8 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
     AD_TRY(be->copy(be, &x_final, &x));
     AD_TRY(be->rmsnorm(be, &hidden, &x_final, &m->norm_w, eps));
     if (n_sel == 0) return ad_fail("the micro-batch has no supervised tokens");
-    ad_tensor sel_rows = shaped(&g->sel_rows, 1, n_sel, 0, 0), sel = shaped(&g->sel, 2, n_sel, H, 0);
+    ad_tensor sel_rows = shaped(&g->sel_rows, 1, n_sel, 0, 0),
+              sel = shaped(&g->sel, 2, n_sel, H, 0);
     ad_tensor logits = shaped(&g->logits, 2, n_sel, V, 0);
     AD_TRY(upload_i32(be, &g->sel_rows, g->host_sel, n_sel));
     AD_TRY(upload_i32(be, &g->targets, g->host_targets, n_sel));
@@ -452,26 +524,34 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
 }
 
 int ad_graph_forward(ad_train_graph *g, const ad_batch *b) {
-    if (b->n < 1 || b->n > g->lim.max_clips || b->max_frames > g->lim.max_frames || b->max_len > g->lim.max_len)
-        return ad_fail("micro-batch of %d examples, %d frames, %d tokens exceeds the graph's limits "
-                       "(%d, %d, %d)",
-                       b->n, b->max_frames, b->max_len, g->lim.max_clips, g->lim.max_frames, g->lim.max_len);
+    if (b->n < 1 || b->n > g->lim.max_clips || b->max_frames > g->lim.max_frames ||
+        b->max_len > g->lim.max_len)
+        return ad_fail(
+            "micro-batch of %d examples, %d frames, %d tokens exceeds the graph's limits "
+            "(%d, %d, %d)",
+            b->n, b->max_frames, b->max_len, g->lim.max_clips, g->lim.max_frames, g->lim.max_len);
     if (b->n_mels != g->m->cfg.num_mel_bins)
-        return ad_fail("batch has %d mel bins, the model expects %d", b->n_mels, g->m->cfg.num_mel_bins);
+        return ad_fail("batch has %d mel bins, the model expects %d", b->n_mels,
+                       g->m->cfg.num_mel_bins);
     AD_TRY(encoder_forward(g, b));
     return decoder_forward(g, b);
 }
 
 /* ---- backward ----------------------------------------------------------------------------- */
 
-static ad_tensor *grad_or_null(ad_tensor *t) { return t->data ? t : NULL; }
+static ad_tensor *grad_or_null(ad_tensor *t) {
+    return t->data ? t : NULL;
+}
 
 /* dx = dx + (d of a linear input), through a scratch buffer since linear_backward overwrites. */
 static int linear_back_add(ad_backend *be, ad_tensor *dx_sum, ad_tensor *scratch, bool first,
                            ad_tensor *dw, ad_tensor *db, const ad_tensor *dy, const ad_tensor *x,
                            const ad_tensor *w) {
-    if (first) return be->linear_backward(be, dx_sum, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w);
-    AD_TRY(be->linear_backward(be, scratch, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w));
+    if (first)
+        return be->linear_backward(be, dx_sum, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy,
+                                   x, w);
+    AD_TRY(
+        be->linear_backward(be, scratch, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w));
     return be->add(be, dx_sum, dx_sum, scratch);
 }
 
@@ -479,13 +559,17 @@ static int encoder_backward(ad_train_graph *g) {
     ad_model *m = g->m, *gr = &g->grads;
     ad_backend *be = g->be;
     const ad_model_config *cfg = &m->cfg;
-    const int64_t C = g->n_clips, n1 = g->n1, tok = g->tok_max, d = cfg->d_model, H = cfg->hidden_size;
+    const int64_t C = g->n_clips, n1 = g->n1, tok = g->tok_max, d = cfg->d_model,
+                  H = cfg->hidden_size;
     ad_tensor daudio = shaped(&g->d_audio, 3, C, tok, H), denc = shaped(&g->d_pooled, 3, C, tok, d);
     ad_tensor enc = shaped(&g->enc, 3, C, tok, d), pooled = shaped(&g->pooled, 3, C, tok, d);
-    AD_TRY(be->linear_backward(be, &denc, grad_or_null(&gr->projector_w), grad_or_null(&gr->projector_b), &daudio, &enc, &m->projector_w));
+    AD_TRY(be->linear_backward(be, &denc, grad_or_null(&gr->projector_w),
+                               grad_or_null(&gr->projector_b), &daudio, &enc, &m->projector_w));
     if (!g->train.audio_encoder) return AD_OK;
     ad_tensor dpooled = shaped(&g->d_enc_c, 3, C, tok, d);
-    AD_TRY(be->layernorm_backward(be, &dpooled, grad_or_null(&gr->layer_norm_w), grad_or_null(&gr->layer_norm_b), &denc, &pooled, &m->layer_norm_w, ENCODER_LN_EPS));
+    AD_TRY(be->layernorm_backward(be, &dpooled, grad_or_null(&gr->layer_norm_w),
+                                  grad_or_null(&gr->layer_norm_b), &denc, &pooled, &m->layer_norm_w,
+                                  ENCODER_LN_EPS));
     ad_tensor dh = shaped(&g->d_enc_a, 3, C, n1, d), tmp = shaped(&g->d_enc_b, 3, C, n1, d);
     AD_TRY(be->avg_pool1d_backward(be, &dh, &dpooled, 2, 2));
     for (int l = cfg->encoder_layers - 1; l >= 0; l--) {
@@ -495,37 +579,56 @@ static int encoder_backward(ad_train_graph *g) {
         const int heads = cfg->encoder_layer[l].num_attention_heads;
         const int64_t A = (int64_t)heads * cfg->encoder_head_dim, F = cfg->encoder_layer[l].ffn_dim;
         ad_tensor h_in = shaped(&r->h_in, 3, C, n1, d), xn1 = shaped(&r->xn1, 3, C, n1, d);
-        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A), v = shaped(&r->v, 3, C, n1, A);
+        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A),
+                  v = shaped(&r->v, 3, C, n1, A);
         ad_tensor att = shaped(&r->att, 3, C, n1, A), h_mid = shaped(&r->h_mid, 3, C, n1, d);
-        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F), f_act = shaped(&r->f_act, 3, C, n1, F);
-        ad_tensor df = shaped(&g->d_enc_ffn, 3, C, n1, F), df2 = shaped(&g->d_enc_ffn2, 3, C, n1, F);
+        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F),
+                  f_act = shaped(&r->f_act, 3, C, n1, F);
+        ad_tensor df = shaped(&g->d_enc_ffn, 3, C, n1, F),
+                  df2 = shaped(&g->d_enc_ffn2, 3, C, n1, F);
         ad_tensor dxn = shaped(&g->d_enc_c, 3, C, n1, d);
         /* MLP block: h = h_mid + fc2(gelu(fc1(ln2(h_mid)))) */
-        AD_TRY(be->linear_backward(be, &df, grad_or_null(&dw->fc2_w), grad_or_null(&dw->fc2_b), &dh, &f_act, &w->fc2_w));
+        AD_TRY(be->linear_backward(be, &df, grad_or_null(&dw->fc2_w), grad_or_null(&dw->fc2_b), &dh,
+                                   &f_act, &w->fc2_w));
         AD_TRY(be->gelu_backward(be, &df2, &df, &f_pre));
-        AD_TRY(be->linear_backward(be, &dxn, grad_or_null(&dw->fc1_w), grad_or_null(&dw->fc1_b), &df2, &xn2, &w->fc1_w));
-        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->final_layer_norm_w), grad_or_null(&dw->final_layer_norm_b), &dxn, &h_mid, &w->final_layer_norm_w, ENCODER_LN_EPS));
+        AD_TRY(be->linear_backward(be, &dxn, grad_or_null(&dw->fc1_w), grad_or_null(&dw->fc1_b),
+                                   &df2, &xn2, &w->fc1_w));
+        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->final_layer_norm_w),
+                                      grad_or_null(&dw->final_layer_norm_b), &dxn, &h_mid,
+                                      &w->final_layer_norm_w, ENCODER_LN_EPS));
         AD_TRY(be->add(be, &dh, &dh, &tmp));
         /* Attention block: h_mid = h_in + out_proj(attention(q, k, v)) */
         ad_tensor datt = shaped(&g->d_enc_att, 3, C, n1, A), dq = shaped(&g->d_enc_q, 3, C, n1, A);
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
-        AD_TRY(be->linear_backward(be, &datt, grad_or_null(&dw->out_proj_w), grad_or_null(&dw->out_proj_b), &dh, &att, &w->out_proj_w));
-        ad_attention_params ap = {.n_heads = heads, .n_kv_heads = heads, .head_dim = cfg->encoder_head_dim,
-                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim), .key_len = g->clip_key_len};
+        AD_TRY(be->linear_backward(be, &datt, grad_or_null(&dw->out_proj_w),
+                                   grad_or_null(&dw->out_proj_b), &dh, &att, &w->out_proj_w));
+        ad_attention_params ap = {.n_heads = heads,
+                                  .n_kv_heads = heads,
+                                  .head_dim = cfg->encoder_head_dim,
+                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
+                                  .key_len = g->clip_key_len};
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &att, &q, &k, &v, &ap));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &xn1, &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, NULL, &dk, &xn1, &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &xn1, &w->v_proj_w));
-        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w), grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &h_in, &w->self_attn_layer_norm_w, ENCODER_LN_EPS));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &xn1,
+                               &w->q_proj_w));
+        AD_TRY(
+            linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, NULL, &dk, &xn1, &w->k_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &xn1,
+                               &w->v_proj_w));
+        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w),
+                                      grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &h_in,
+                                      &w->self_attn_layer_norm_w, ENCODER_LN_EPS));
         AD_TRY(be->add(be, &dh, &dh, &tmp));
     }
     /* Positions are frozen; through gelu(conv2) and conv2, then gelu(conv1) and conv1. */
     ad_tensor a2_pre = shaped(&g->a2_pre, 3, C, n1, d), da2 = shaped(&g->d_enc_b, 3, C, n1, d);
     AD_TRY(be->gelu_backward(be, &da2, &dh, &a2_pre));
-    ad_tensor a1c = shaped(&g->a1c, 3, C, g->n2_in, d), da1c = shaped(&g->d_conv2, 3, C, g->n2_in, d);
-    AD_TRY(be->conv1d_backward(be, &da1c, grad_or_null(&gr->conv2_w), grad_or_null(&gr->conv2_b), &da2, &a1c, &m->conv2_w, 2, 1));
+    ad_tensor a1c = shaped(&g->a1c, 3, C, g->n2_in, d),
+              da1c = shaped(&g->d_conv2, 3, C, g->n2_in, d);
+    AD_TRY(be->conv1d_backward(be, &da1c, grad_or_null(&gr->conv2_w), grad_or_null(&gr->conv2_b),
+                               &da2, &a1c, &m->conv2_w, 2, 1));
     /* Rows of conv1's output past n2_in were not read by conv2: their gradient is zero. */
-    ad_tensor da1 = shaped(&g->d_conv1, 3, C, g->L_in, d), a1_pre = shaped(&g->a1_pre, 3, C, g->L_in, d), part, pre_part;
+    ad_tensor da1 = shaped(&g->d_conv1, 3, C, g->L_in, d),
+              a1_pre = shaped(&g->a1_pre, 3, C, g->L_in, d), part, pre_part;
     AD_TRY(be->fill(be, &da1, 0.0f));
     AD_TRY(ad_tensor_slice(&da1, 1, 0, g->n2_in, &part));
     AD_TRY(ad_tensor_slice(&a1_pre, 1, 0, g->n2_in, &pre_part));
@@ -536,7 +639,8 @@ static int encoder_backward(ad_train_graph *g) {
     AD_TRY(be->gelu_backward(be, &da1c, &da1c, &a1_pre_c));
     AD_TRY(be->copy(be, &part, &da1c));
     ad_tensor x0 = shaped(&g->x0, 3, C, g->L_in, cfg->num_mel_bins);
-    return be->conv1d_backward(be, NULL, grad_or_null(&gr->conv1_w), grad_or_null(&gr->conv1_b), &da1, &x0, &m->conv1_w, 1, 1);
+    return be->conv1d_backward(be, NULL, grad_or_null(&gr->conv1_w), grad_or_null(&gr->conv1_b),
+                               &da1, &x0, &m->conv1_w, 1, 1);
 }
 
 int ad_graph_backward(ad_train_graph *g) {
@@ -549,48 +653,70 @@ int ad_graph_backward(ad_train_graph *g) {
     const float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
     ad_tensor dlogits = shaped(&g->logits, 2, S, V, 0), sel = shaped(&g->sel, 2, S, H, 0);
     ad_tensor dsel = shaped(&g->d_sel, 2, S, H, 0), sel_rows = shaped(&g->sel_rows, 1, S, 0, 0);
-    AD_TRY(be->linear_backward(be, &dsel, grad_or_null(&gr->lm_head), NULL, &dlogits, &sel, &m->lm_head));
-    const bool need_stream = g->train.decoder || g->train.embed_tokens || g->train.projector || g->train.audio_encoder;
+    AD_TRY(be->linear_backward(be, &dsel, grad_or_null(&gr->lm_head), NULL, &dlogits, &sel,
+                               &m->lm_head));
+    const bool need_stream =
+        g->train.decoder || g->train.embed_tokens || g->train.projector || g->train.audio_encoder;
     if (!need_stream) return AD_OK;
     ad_tensor dhidden = shaped(&g->d_hidden, 2, N, H, 0), dx = shaped(&g->d_a, 2, N, H, 0);
     ad_tensor tmp = shaped(&g->d_b, 2, N, H, 0), dxn = shaped(&g->d_c, 2, N, H, 0);
     AD_TRY(be->fill(be, &dhidden, 0.0f));
     AD_TRY(be->scatter_rows(be, &dhidden, &dsel, &sel_rows));
     ad_tensor x_final = shaped(&g->x_final, 2, N, H, 0), pos = shaped(&g->pos, 2, R, T, 0);
-    AD_TRY(be->rmsnorm_backward(be, &dx, grad_or_null(&gr->norm_w), &dhidden, &x_final, &m->norm_w, eps));
+    AD_TRY(be->rmsnorm_backward(be, &dx, grad_or_null(&gr->norm_w), &dhidden, &x_final, &m->norm_w,
+                                eps));
     for (int l = cfg->num_hidden_layers - 1; l >= 0; l--) {
         const ad_decoder_layer *w = &m->decoder[l];
         ad_decoder_layer *dw = &gr->decoder[l];
         const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
         ad_decoder_record *r = &g->dec_rec[l];
-        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd, F = sh->intermediate_size;
+        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
+                      F = sh->intermediate_size;
         ad_tensor x_in = shaped(&r->x_in, 2, N, H, 0), xn1 = shaped(&r->xn1, 2, N, H, 0);
-        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV), v = shaped(&r->v, 3, R, T, KV);
-        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0), xn2 = shaped(&r->xn2, 2, N, H, 0);
-        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0), act = shaped(&r->act, 2, N, F, 0);
+        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV),
+                  v = shaped(&r->v, 3, R, T, KV);
+        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0),
+                  xn2 = shaped(&r->xn2, 2, N, H, 0);
+        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0),
+                  act = shaped(&r->act, 2, N, F, 0);
         ad_tensor dact = shaped(&g->d_ffn, 2, N, F, 0), dup = shaped(&g->d_ffn2, 2, N, F, 0);
         /* MLP block: x = x_mid + down(silu(gate(xn2)) * up(xn2)), xn2 = rms(x_mid) */
-        AD_TRY(be->linear_backward(be, &dact, grad_or_null(&dw->down_proj_w), NULL, &dx, &act, &w->down_proj_w));
+        AD_TRY(be->linear_backward(be, &dact, grad_or_null(&dw->down_proj_w), NULL, &dx, &act,
+                                   &w->down_proj_w));
         AD_TRY(be->silu_mul_backward(be, &dact, &dup, &dact, &gate, &up)); /* dact becomes dgate */
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->gate_proj_w, NULL, &dact, &xn2, &w->gate_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->up_proj_w, NULL, &dup, &xn2, &w->up_proj_w));
-        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn, &x_mid, &w->post_attention_layernorm_w, eps));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->gate_proj_w, NULL, &dact, &xn2,
+                               &w->gate_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->up_proj_w, NULL, &dup, &xn2,
+                               &w->up_proj_w));
+        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
+                                    &x_mid, &w->post_attention_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
         /* Attention block: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)) */
         ad_tensor datt = shaped(&g->d_att, 3, R, T, Q), datt2 = shaped(&datt, 2, N, Q, 0);
-        ad_tensor dq = shaped(&g->d_q, 3, R, T, Q), dk = shaped(&g->d_k, 3, R, T, KV), dv = shaped(&g->d_v, 3, R, T, KV);
+        ad_tensor dq = shaped(&g->d_q, 3, R, T, Q), dk = shaped(&g->d_k, 3, R, T, KV),
+                  dv = shaped(&g->d_v, 3, R, T, KV);
         ad_tensor att2 = shaped(&att, 2, N, Q, 0);
-        AD_TRY(be->linear_backward(be, &datt2, grad_or_null(&dw->o_proj_w), NULL, &dx, &att2, &w->o_proj_w));
-        ad_attention_params ap = {.n_heads = sh->num_attention_heads, .n_kv_heads = sh->num_key_value_heads,
-                                  .head_dim = (int)hd, .causal = true, .scale = 1.0f / sqrtf((float)hd), .key_len = g->row_len};
+        AD_TRY(be->linear_backward(be, &datt2, grad_or_null(&dw->o_proj_w), NULL, &dx, &att2,
+                                   &w->o_proj_w));
+        ad_attention_params ap = {.n_heads = sh->num_attention_heads,
+                                  .n_kv_heads = sh->num_key_value_heads,
+                                  .head_dim = (int)hd,
+                                  .causal = true,
+                                  .scale = 1.0f / sqrtf((float)hd),
+                                  .key_len = g->row_len};
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &att, &q, &k, &v, &ap));
         AD_TRY(be->rope_backward(be, &dq, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));
-        ad_tensor dq2 = shaped(&dq, 2, N, Q, 0), dk2 = shaped(&dk, 2, N, KV, 0), dv2 = shaped(&dv, 2, N, KV, 0);
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &xn1, &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &xn1, &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &xn1, &w->v_proj_w));
-        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &x_in, &w->input_layernorm_w, eps));
+        ad_tensor dq2 = shaped(&dq, 2, N, Q, 0), dk2 = shaped(&dk, 2, N, KV, 0),
+                  dv2 = shaped(&dv, 2, N, KV, 0);
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &xn1,
+                               &w->q_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &xn1,
+                               &w->k_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &xn1,
+                               &w->v_proj_w));
+        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &x_in,
+                                    &w->input_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
     }
     /* dx is now the gradient of the input embeddings (audio rows included). */
@@ -601,7 +727,8 @@ int ad_graph_backward(ad_train_graph *g) {
         int64_t at = 0;
         for (int c = 0; c < g->n_clips; c++) {
             ad_tensor dst = shaped(&g->d_audio, 2, g->clip_tokens[c], H, 0), idx;
-            dst.data = (char *)g->d_audio.data + (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
+            dst.data = (char *)g->d_audio.data +
+                       (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
             AD_TRY(ad_tensor_slice(&rows, 0, at, g->clip_tokens[c], &idx));
             AD_TRY(be->gather_rows(be, &dst, &dx, &idx));
             at += g->clip_tokens[c];
@@ -610,7 +737,8 @@ int ad_graph_backward(ad_train_graph *g) {
     }
     if (g->train.embed_tokens) {
         /* Audio rows replaced their placeholder's embedding: no gradient flows to it. */
-        for (int i = 0; i < g->n_audio; i++) g->host_ids[g->host_audio_rows[i]] = -1;
+        for (int i = 0; i < g->n_audio; i++)
+            g->host_ids[g->host_audio_rows[i]] = -1;
         ad_tensor ids = shaped(&g->ids, 1, N, 0, 0);
         AD_TRY(upload_i32(be, &g->ids, g->host_ids, N));
         AD_TRY(be->embedding_backward(be, &gr->embed_tokens, &dx, &ids));

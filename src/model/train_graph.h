@@ -14,12 +14,13 @@
 
 #include "core/arena.h"
 #include "model/model.h"
+#include "model/weights.h"
 #include "train/loader.h"
 
 typedef struct {
     bool audio_encoder; /* convolutions, encoder layers, final LayerNorm */
     bool projector;
-    bool decoder;       /* decoder layers and the final norm */
+    bool decoder; /* decoder layers and the final norm */
     bool embed_tokens;
     bool lm_head;
     bool keep_activations; /* record every layer even when nothing trains (importance scoring) */
@@ -71,6 +72,12 @@ typedef struct {
 int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
                   const ad_trainable *train);
 void ad_graph_free(ad_train_graph *g);
+/* Whether weight `name` of `comp` gets a gradient under `t`. */
+bool ad_trainable_has(const ad_trainable *t, const char *name, ad_component comp);
+/* What ad_graph_init would allocate for a model of this config, without a model or a backend:
+ * the activation arena and the fp32 gradients of the trainable weights (memory plans). */
+int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const ad_trainable *train,
+                  size_t *activation_bytes, size_t *gradient_bytes);
 /* Forward over a micro-batch: fills g->logits [n_supervised, vocab] (student logits of the
  * supervised rows, in row-major order of the batch) and g->targets [n_supervised] I32. */
 int ad_graph_forward(ad_train_graph *g, const ad_batch *b);

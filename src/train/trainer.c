@@ -500,7 +500,7 @@ typedef struct {
     int n_langs;
 } run_ctx;
 
-static int limits_for(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
+void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
     const int frames = (int)(job->train.max_frames < 2 * cfg->max_source_positions
                                  ? job->train.max_frames
                                  : 2 * cfg->max_source_positions);
@@ -508,7 +508,6 @@ static int limits_for(const ad_train_job *job, const ad_model_config *cfg, ad_gr
                              .max_frames = frames,
                              .max_len = (int)job->train.max_len,
                              .max_supervised = (int)(job->train.micro_batch * job->train.max_len)};
-    return AD_OK;
 }
 
 static ad_kl_kind kl_kind(const char *s) {
@@ -725,8 +724,7 @@ static int write_final(run_ctx *r) {
     return ad_fsync_directory(r->job->output);
 }
 
-static void trainable_of(const char *mode, bool has_teacher, ad_trainable *t) {
-    (void)has_teacher;
+void ad_train_trainable(const char *mode, ad_trainable *t) {
     *t = (ad_trainable){.audio_encoder = true,
                         .projector = true,
                         .decoder = true,
@@ -835,9 +833,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                .kind = kl_kind(job->distill.kind),
                                .skew = (float)job->distill.skew};
     ad_graph_limits lim;
-    limits_for(job, &r.student.cfg, &lim);
+    ad_train_limits(job, &r.student.cfg, &lim);
     ad_trainable tr;
-    trainable_of(job->train.trainable, r.has_teacher, &tr);
+    ad_train_trainable(job->train.trainable, &tr);
     ad_trainable none = {0};
     if (ad_graph_init(&r.sg, &r.student, &lim, &tr) < 0 ||
         (r.has_teacher && ad_graph_init(&r.tg, &r.teacher, &lim, &none) < 0) ||

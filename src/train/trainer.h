@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/yaml.h"
+#include "model/train_graph.h"
 
 typedef struct {
     const char *train;
@@ -45,6 +46,11 @@ typedef struct {
     bool quiet;
     int64_t stop_after; /* > 0: stop after this many steps in this invocation (preemptible slots) */
 } ad_train_run_options;
+
+/* The training graph's limits for a job (micro-batch, frames within the model's window,
+ * tokens, supervised rows) and the trainable set a train.trainable value names. */
+void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim);
+void ad_train_trainable(const char *mode, ad_trainable *t);
 
 /* Runs the job read from `doc` (bound with ad_train_job_fields). */
 int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job, const ad_train_run_options *opts);

@@ -111,6 +111,12 @@ printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set
 refuse "student: $tmp/small_vocab\nteacher: $fx/tiny_a\noutput: $tmp/bad\ndata:\n  train: $tmp/set.h5\n" "distillation needs the same vocabulary"
 [ ! -d "$tmp/bad/checkpoints" ] && ok || bad "a refused job wrote checkpoints"
 
+# The memory plan needs only config.json files: the real 7B teacher's published parameter count,
+# and a 24-layer student's (32 layers of 202.4 M parameters each minus 8).
+src=${AUDISTILL_SOURCE:-$(dirname "$0")/../..}
+(cd "$src" && "$bin" train --config experiments/memory_plan/job.yaml --plan-memory --gpu-gib 79) >"$tmp/plan" 2>&1 || { bad "--plan-memory failed"; cat "$tmp/plan"; }
+grep -q "teacher tests/fixtures/qwen2_audio_7b (8.397 B parameters)" "$tmp/plan" && grep -q "student-24l (6.778 B" "$tmp/plan" && grep -q "does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan"; cat "$tmp/plan"; }
+
 # TensorBoard / tbparse read the event file (skipped when neither is installed)
 python3 - "$tmp/straight/tensorboard" <<'PY' && ok || bad "TensorBoard could not read the event file"
 import sys

@@ -42,6 +42,12 @@ static void test_gradients_match_torch(void) {
                         .lm_head = true};
     ad_train_graph g;
     CHECK_OK(ad_graph_init(&g, &m, &lim, &all));
+    /* The memory plan (no model, no backend) is exactly what the graph allocated. */
+    size_t plan_act, plan_grad;
+    CHECK_OK(ad_graph_plan(&m.cfg, &lim, &all, &plan_act, &plan_grad));
+    CHECK_MSG(plan_act == g.arena.capacity && plan_grad == g.grad_bytes,
+              "plan %zu + %zu bytes, allocated %zu + %zu", plan_act, plan_grad, g.arena.capacity,
+              g.grad_bytes);
     CHECK_OK(ad_graph_forward(&g, &b));
     const int S = g.n_supervised;
     const int64_t V = m.cfg.vocab_size;
@@ -115,6 +121,8 @@ static void test_gradients_match_torch(void) {
     ad_trainable none = {0};
     ad_train_graph t;
     CHECK_OK(ad_graph_init(&t, &m, &lim, &none));
+    CHECK_OK(ad_graph_plan(&m.cfg, &lim, &none, &plan_act, &plan_grad));
+    CHECK(plan_act == t.arena.capacity && plan_grad == 0 && t.grad_bytes == 0);
     CHECK_OK(ad_graph_forward(&t, &b));
     double teacher_err = 0;
     for (int64_t i = 0; i < S * V; i++)

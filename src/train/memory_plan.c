@@ -1,0 +1,104 @@
+#include "train/memory_plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "io/file.h"
+#include "io/hf_config.h"
+#include "model/train_graph.h"
+#include "model/weights.h"
+
+static int load_config(const char *dir, ad_model_config *cfg) {
+    char *path = ad_path_join(dir, "config.json");
+    int rc = path ? ad_model_config_load(path, cfg) : AD_ERR;
+    free(path);
+    return rc;
+}
+
+static int64_t count_params(const ad_model_config *cfg, const ad_trainable *train,
+                            int64_t *trainable) {
+    ad_weight_spec *specs;
+    int n;
+    if (ad_weight_specs(cfg, &specs, &n) < 0) return -1;
+    int64_t total = 0;
+    *trainable = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t k = ad_weight_spec_numel(&specs[i]);
+        total += k;
+        if (train && ad_trainable_has(train, specs[i].name, specs[i].component)) *trainable += k;
+    }
+    free(specs);
+    return total;
+}
+
+int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *p) {
+    memset(p, 0, sizeof *p);
+    ad_model_config student, teacher;
+    AD_TRY(load_config(job->student, &student));
+    ad_graph_limits lim;
+    ad_train_limits(job, &student, &lim);
+    ad_trainable train, none = {0};
+    ad_train_trainable(job->train.trainable, &train);
+    p->student_params = count_params(&student, &train, &p->trainable_params);
+    if (p->student_params < 0) return AD_ERR;
+    size_t unused;
+    AD_TRY(ad_graph_plan(&student, &lim, &train, &p->student_activations, &p->gradients));
+    if (job->teacher) {
+        AD_TRY(load_config(job->teacher, &teacher));
+        int64_t zero;
+        p->teacher_params = count_params(&teacher, NULL, &zero);
+        if (p->teacher_params < 0) return AD_ERR;
+        AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
+    }
+    const size_t weights = 4 * (size_t)(p->teacher_params + p->student_params);
+    const size_t adam = 8 * (size_t)p->trainable_params;
+    const size_t acts = p->student_activations + p->teacher_activations;
+    if (!strcmp(job->train.device, "cuda")) {
+        /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
+        p->device_bytes = weights + p->gradients + acts;
+        p->host_bytes = 8 * (size_t)p->trainable_params + adam;
+    } else {
+        p->host_bytes = weights + p->gradients + acts + adam;
+    }
+    p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
+                           4 * (size_t)p->trainable_params + adam + p->gradients + acts;
+    return AD_OK;
+}
+
+static double gib(size_t b) {
+    return (double)b / (1024.0 * 1024.0 * 1024.0);
+}
+
+void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, double device_gib,
+                          FILE *out) {
+    fprintf(out,
+            "memory plan: teacher %s (%.3f B parameters), student %s (%.3f B, %.3f B "
+            "trainable), micro-batch %lld x %lld frames x %lld tokens\n",
+            job->teacher ? job->teacher : "none", 1e-9 * (double)p->teacher_params, job->student,
+            1e-9 * (double)p->student_params, 1e-9 * (double)p->trainable_params,
+            (long long)job->train.micro_batch, (long long)job->train.max_frames,
+            (long long)job->train.max_len);
+    fprintf(out, "  student activations (kept for backward) %10.2f GiB\n",
+            gib(p->student_activations));
+    fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
+            gib(p->teacher_activations));
+    fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
+    fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB\n",
+            gib(8 * (size_t)p->trainable_params));
+    if (!strcmp(job->train.device, "cuda"))
+        fprintf(out,
+                "  this job now (train.device cuda, fp32 weights): GPU %.2f GiB, host %.2f GiB\n",
+                gib(p->device_bytes), gib(p->host_bytes));
+    else
+        fprintf(out, "  this job now (train.device cpu, fp32): host %.2f GiB\n",
+                gib(p->host_bytes));
+    fprintf(out,
+            "  bf16 design (bf16 weights; fp32 master, moments, gradients on the GPU): GPU "
+            "%.2f GiB",
+            gib(p->bf16_device_bytes));
+    if (device_gib > 0)
+        fprintf(out, " -> %s a %.0f GiB GPU",
+                gib(p->bf16_device_bytes) <= device_gib ? "fits" : "does not fit", device_gib);
+    fprintf(out, "\n");
+}

@@ -1,0 +1,29 @@
+/* Memory plan of a training job from the models' config.json files alone (no weights are
+ * read): what `audistill train` allocates for it on its device and on the host, and what the
+ * bf16 design (bf16 weights with fp32 master weights and moments on the GPU) would need. The
+ * activation and gradient figures are the training graph's own arena plans (ad_graph_plan),
+ * not a formula. `audistill train --plan-memory` prints it. */
+#ifndef AUDISTILL_TRAIN_MEMORY_PLAN_H
+#define AUDISTILL_TRAIN_MEMORY_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "train/trainer.h"
+
+typedef struct {
+    int64_t teacher_params, student_params, trainable_params;
+    size_t student_activations, teacher_activations, gradients;
+    /* as `audistill train` runs the job now (fp32 weights on the job's device) */
+    size_t device_bytes, host_bytes;
+    /* the bf16 design: bf16 weights, fp32 master + Adam moments + gradients on the device */
+    size_t bf16_device_bytes;
+} ad_memory_plan;
+
+int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *plan);
+/* The plan as a table on `out`, with `device_gib` (0: none) to say whether it fits. */
+void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *plan, double device_gib,
+                          FILE *out);
+
+#endif
