@@ -154,9 +154,21 @@ int ad_mel_compute(const ad_mel *m, const float *samples, int64_t n, float *out)
         body[-i] = body[i];
         body[len - 1 + i] = body[len - 1 - i];
     }
+    /* Frames whose window lies wholly in the zero padding after a short clip have zero power:
+     * each of their values is log10 of the floor, bit for bit what mel_frame computes, so only
+     * the frames that reach the clip are transformed (a 3 s clip: a tenth of the 30 s). */
+    int computed = AD_MEL_FRAMES;
+    if (copy < len - pad) {
+        const int64_t reach = (copy + pad) / AD_MEL_HOP_LENGTH + 2;
+        if (reach < computed) computed = (int)reach;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int t = 0; t < AD_MEL_FRAMES; t++)
+    for (int t = 0; t < computed; t++)
         mel_frame(m, padded, t, &work[omp_get_thread_num()], out);
+    const float silent = (float)log10(MEL_LOG_FLOOR);
+    for (int i = 0; i < m->n_mels; i++)
+        for (int t = computed; t < AD_MEL_FRAMES; t++)
+            out[(size_t)i * AD_MEL_FRAMES + (size_t)t] = silent;
 
     const size_t total = (size_t)m->n_mels * AD_MEL_FRAMES;
     float max = -INFINITY;
