@@ -111,6 +111,11 @@ static int grow(void **p, size_t bytes, const char *what) {
     return AD_OK;
 }
 
+void ad_loader_set_input_dropout(ad_loader *l, float p, int32_t token) {
+    l->input_dropout = p;
+    l->dropout_token = token;
+}
+
 int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang) {
     *tokens = 0, *segment = -1, *lang = NULL;
     for (int seg = 0; seg < l->n_segments; seg++) {
@@ -216,6 +221,13 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
         for (int t = 0; t < max_len; t++) {
             lab[t] = t >= first_target - 1 && t + 1 < p ? ids[t + 1] : AD_IGNORE_LABEL;
             b->supervised += lab[t] != AD_IGNORE_LABEL;
+        }
+        if (l->input_dropout > 0) {
+            ad_rng rng;
+            ad_rng_init(&rng, l->seed ^ 0x9e3779b97f4a7c15ull,
+                        ((uint64_t)l->cursor.epoch << 32) ^ (uint64_t)(uint32_t)examples[i]);
+            for (int t = first_target; t < p; t++)
+                if (ad_rng_uniform(&rng) < l->input_dropout) ids[t] = l->dropout_token;
         }
     }
     rc = AD_OK;

@@ -33,6 +33,8 @@ typedef struct {
     bool shuffle;
     int window; /* frames the model sees (2 * max_source_positions); 0 = no limit */
     ad_loader_cursor cursor;
+    float input_dropout; /* ad_loader_set_input_dropout */
+    int32_t dropout_token;
 } ad_loader;
 
 /* langs: the target languages to train on (each must have ids in the set). */
@@ -46,6 +48,11 @@ void ad_loader_set_window(ad_loader *l, int frames);
  * which one it is (segment and language), so a job can refuse a too small max_len before
  * training starts instead of at the step that first draws it. */
 int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang);
+/* Teacher-forcing inputs of target tokens replaced by `token` with probability p (labels keep
+ * the true tokens): token dropout, which stops a decoder trained from scratch from predicting
+ * the translation from its own prefix alone and pushes it to read the audio. Deterministic
+ * per (epoch, example, position), so resumed runs see the same corruption. */
+void ad_loader_set_input_dropout(ad_loader *l, float p, int32_t token);
 /* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
 int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
 

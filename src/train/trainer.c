@@ -118,6 +118,14 @@ static const ad_field train_fields[] = {
      .min = 0,
      .max = 1e9,
      .help = "max global gradient norm (0 = off)"},
+    {.key = "input_dropout",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_train_options, input_dropout),
+     .default_value = "0",
+     .min = 0,
+     .max = 0.9,
+     .help = "probability of replacing a target token's teacher-forcing input by the pad "
+             "token (labels unchanged): makes a decoder trained from scratch read the audio"},
     {.key = "seed",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, seed),
@@ -845,6 +853,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                        r.student.cfg.audio_token_index, (uint64_t)job->train.seed, true) < 0)
         goto done;
     ad_loader_set_window(&r.loader, lim.max_frames);
+    ad_loader_set_input_dropout(&r.loader, (float)job->train.input_dropout,
+                                r.student.cfg.pad_token_id >= 0 ? r.student.cfg.pad_token_id
+                                                                : r.student.cfg.eos_token_id);
     {
         int longest, seg;
         const char *lang;

@@ -131,11 +131,51 @@ static void test_fill(void) {
     ad_loader_close(&l);
 }
 
+/* Token dropout corrupts only target-token inputs, never labels, prompt or audio; the same
+ * (epoch, example) gets the same corruption; the rate is about p. */
+static void test_input_dropout(void) {
+    const char *langs[] = {"de", "zh"};
+    ad_loader l;
+    CHECK_OK(ad_loader_open(&l, path, 2, langs, AUDIO, 5, false));
+    const int n = 2 * l.n_segments;
+    int32_t *ex = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        ex[i] = i;
+    ad_batch clean = {0}, drop = {0}, again = {0};
+    CHECK_OK(ad_loader_fill(&l, ex, n, &clean));
+    ad_loader_set_input_dropout(&l, 0.5f, 9);
+    CHECK_OK(ad_loader_fill(&l, ex, n, &drop));
+    CHECK_OK(ad_loader_fill(&l, ex, n, &again));
+    int targets = 0, replaced = 0, wrong = 0;
+    for (int i = 0; i < n; i++) {
+        int sup = 0; /* = the row's target tokens: the first target sits at len - sup */
+        for (int t = 0; t < clean.max_len; t++)
+            sup += clean.labels[(size_t)i * clean.max_len + (size_t)t] != AD_IGNORE_LABEL;
+        const int first = clean.len[i] - sup;
+        for (int t = 0; t < clean.max_len; t++) {
+            const size_t k = (size_t)i * clean.max_len + (size_t)t;
+            wrong += drop.labels[k] != clean.labels[k] || drop.ids[k] != again.ids[k];
+            if (drop.ids[k] == clean.ids[k]) continue;
+            /* A changed input must be a target position (after the prompt) and the token. */
+            wrong += drop.ids[k] != 9 || clean.ids[k] == AUDIO || t < first || t >= clean.len[i];
+            replaced++;
+        }
+        targets += sup;
+    }
+    CHECK_MSG(wrong == 0, "%d inputs or labels wrong", wrong);
+    CHECK_MSG(replaced > targets / 5 && replaced < targets * 4 / 5,
+              "%d of about %d target inputs replaced at p = 0.5", replaced, targets);
+    ad_batch_free(&clean), ad_batch_free(&drop), ad_batch_free(&again);
+    free(ex);
+    ad_loader_close(&l);
+}
+
 int main(void) {
     snprintf(path, sizeof path, "%s/loader-%ld.h5", AUDISTILL_TEST_TMP, (long)getpid());
     make_set();
     RUN(test_sharding_and_resume);
     RUN(test_fill);
+    RUN(test_input_dropout);
     unlink(path);
     return test_report();
 }
