@@ -10,7 +10,7 @@
 #include "model/translator.h"
 
 static const char *usage =
-    "audistill translate --model DIR --lang de|zh [--beam N] [--prompt TEXT] "
+    "audistill translate --model DIR --lang de|zh|en [--beam N] [--prompt TEXT] "
     "[--max-new-tokens N] [--chat] [--threads N] (AUDIO... | --list FILE)";
 
 static void print_help(void) {
@@ -20,7 +20,9 @@ static void print_help(void) {
         "and prints one line per clip. The model directory holds config.json, the safetensors\n"
         "weights and the tokenizer files. The prompt is the base-model template\n"
         "<|audio_bos|><|AUDIO|><|audio_eos|>TASK with TASK = \"Translate the English speech into\n"
-        "German:\" (--lang de) or \"...Chinese:\" (--lang zh) unless --prompt gives another task;\n"
+        "German:\" (--lang de) or \"...Chinese:\" (--lang zh), or \"Transcribe the English "
+        "speech:\"\n"
+        "(--lang en, a transcription task) unless --prompt gives another task;\n"
         "--chat uses the Instruct chat template instead. Decoding is greedy (--beam 1, default)\n"
         "or beam search with transformers' generate() semantics. Clips longer than the model's\n"
         "30 s window are truncated with a warning: segment long talks first (audistill segment).\n"
@@ -73,8 +75,8 @@ int cmd_translate(int argc, char **argv) {
     }
     const char *task = prompt ? prompt : ad_prompt_default_task(lang);
     if (!task) {
-        cli_usage_error("translate", usage, "unknown language '%s' (de or zh, or give --prompt)",
-                        lang);
+        cli_usage_error("translate", usage,
+                        "unknown language '%s' (de, zh or en, or give --prompt)", lang);
         goto out;
     }
     if (opt.num_beams < 1 || opt.num_beams > 64 || opt.max_new_tokens < 1 || opt.threads < 0) {

@@ -19,6 +19,9 @@ printf '%s\n%s\n' "$fx/translate/clip.wav" "$fx/translate/clip.wav" >"$tmp/list"
 printf 'not audio' >"$tmp/bad.wav"
 "$bin" translate --model "$fx/tiny_b" --lang de "$tmp/bad.wav" >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "bad.wav" "$tmp/err" && ok || { bad "unreadable audio: rc $rc"; cat "$tmp/err"; }
+a=$("$bin" translate --model "$fx/tiny_b" --lang en --max-new-tokens 12 "$fx/translate/clip.wav")
+b=$("$bin" translate --model "$fx/tiny_b" --prompt "Transcribe the English speech:" --lang de --max-new-tokens 12 "$fx/translate/clip.wav")
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "--lang en is not the transcription prompt ('$a' vs '$b')"
 "$bin" translate --model "$fx/tiny_b" --lang xx "$fx/translate/clip.wav" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "unknown language must be a usage error"
 "$bin" translate --model "$tmp/none" --lang de "$fx/translate/clip.wav" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && ok || bad "missing model"
 echo "$passed passed, $failed failed"
