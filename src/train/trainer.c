@@ -529,8 +529,12 @@ static ad_kl_kind kl_kind(const char *s) {
 static int micro_step(run_ctx *r, ad_batch *b, double grad_scale, bool train,
                       ad_distill_sums *sums) {
     ad_train_graph *g = &r->sg;
+    /* The loaders' window keeps batches within the graph's frames; shrinking max_frames here
+     * instead would change the features' row stride without moving them. */
     if (b->max_frames > g->lim.max_frames)
-        b->max_frames = g->lim.max_frames; /* the model's window */
+        return ad_fail("internal: a batch of %d frames exceeds the graph's %d (loader window not "
+                       "set)",
+                       b->max_frames, g->lim.max_frames);
     if (b->max_len > g->lim.max_len)
         return ad_fail("an example has %d tokens, more than train.max_len %d", b->max_len,
                        g->lim.max_len);
