@@ -11,6 +11,7 @@ DEBIAN_PACKAGES=(
   libcjson-dev libyaml-dev libhdf5-dev libsndfile1-dev libsoxr-dev
   libpcre2-dev libutf8proc-dev libopenblas-dev libomp-dev
   gnuplot-nox espeak-ng sox
+  libopenmpi-dev openmpi-bin        # multi-process training (mpirun)
   python3 python3-pip
 )
 PYPI_PACKAGES=(numpy safetensors h5py tensorboard)

@@ -130,3 +130,33 @@ int ad_comm_single(ad_comm **out) {
     *out = c;
     return AD_OK;
 }
+
+/* ---- choosing one -------------------------------------------------------------------------- */
+
+int ad_comm_timeout(double *seconds) {
+    *seconds = 1800;
+    const char *v = getenv("AUDISTILL_COMM_TIMEOUT");
+    if (!v || !*v) return AD_OK;
+    char *end;
+    errno = 0;
+    const double x = strtod(v, &end);
+    if (*end || end == v || errno || !(x > 0) || x > 1e7)
+        return ad_fail("AUDISTILL_COMM_TIMEOUT='%s' is not a number of seconds (> 0)", v);
+    *seconds = x;
+    return AD_OK;
+}
+
+int ad_comm_create(ad_comm **out) {
+    *out = NULL;
+    ad_rank_info info;
+    AD_TRY(ad_discover_ranks(&info));
+    if (info.world == 1) return ad_comm_single(out);
+#ifdef AUDISTILL_HAVE_MPI
+    return ad_comm_mpi(out);
+#else
+    return ad_fail("%s says this job has %d ranks, but this audistill was built without MPI "
+                   "(install libopenmpi-dev and rebuild): each rank would train alone into the "
+                   "same run directory",
+                   info.source, info.world);
+#endif
+}

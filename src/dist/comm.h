@@ -61,4 +61,31 @@ int ad_discover_ranks(ad_rank_info *info);
  * run directory. */
 int ad_comm_single(ad_comm **out);
 
+/* The MPI communicator (CPU buffers), when built with MPI (AUDISTILL_HAVE_MPI): initializes
+ * MPI unless the caller did (then the caller finalizes), checks that MPI's world matches
+ * ad_discover_ranks, and makes every collective deterministic: sums are formed by the owner
+ * of each slice from every rank's values in rank order (in double), whatever algorithm MPI
+ * picks. A watchdog ends the whole job when one collective waits longer than
+ * AUDISTILL_COMM_TIMEOUT seconds (default 1800): a rank that hangs or died unnoticed never
+ * leaves the others waiting forever. Without MPI it fails with a message saying so. */
+int ad_comm_mpi(ad_comm **out);
+
+/* The NCCL communicator (device buffers: every pointer given to it is CUDA memory on GPU
+ * local_rank), when built with CUDA and NCCL (AUDISTILL_HAVE_NCCL). The NCCL unique id made by
+ * rank 0 reaches the others through `bootstrap` (e.g. the MPI communicator) when it is not
+ * NULL, else through the file `id_file` on a filesystem every rank sees (Slurm installations
+ * without PMIx): rank 0 writes it atomically, the others wait for it (AUDISTILL_COMM_TIMEOUT).
+ * Sums are NCCL's: deterministic for a fixed topology and NCCL version, not across them. abort
+ * and barrier go through bootstrap when given. Without NCCL it fails with a message saying so. */
+int ad_comm_nccl(ad_comm *bootstrap, const char *id_file, ad_comm **out);
+
+/* The communicator the launcher's environment asks for: one rank = single process, more =
+ * MPI (an error naming the launcher when this build has no MPI, rather than N processes each
+ * training alone into the same run directory). */
+int ad_comm_create(ad_comm **out);
+
+/* Seconds a collective may wait before the job is ended (AUDISTILL_COMM_TIMEOUT, default
+ * 1800; a malformed value is an error). */
+int ad_comm_timeout(double *seconds);
+
 #endif

@@ -22,6 +22,7 @@
 #include "model/weights.h"
 #include "text/bpe.h"
 #include "train/checkpoint.h"
+#include "train/dist_step.h"
 #include "train/loader.h"
 #include "train/metrics.h"
 #include "train/optim.h"
@@ -173,6 +174,13 @@ static const ad_field train_fields[] = {
      .choices = "cpu|cuda",
      .help = "cuda: the CUDA backend on GPU 0 (fp32 weights and activations; the optimizer "
              "runs on host mirrors)"},
+    {.key = "zero",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(ad_train_options, zero),
+     .default_value = "0",
+     .min = 0,
+     .max = 1,
+     .help = "1: ZeRO-1, Adam moments sharded over the ranks (checkpoints stay unsharded)"},
     {.key = "threads",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, threads),
@@ -262,6 +270,7 @@ static const char *RESUMABLE_KEYS[] = {"train.steps",
                                        "train.checkpoint_every",
                                        "train.keep_checkpoints",
                                        "train.threads",
+                                       "train.zero",
                                        NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
@@ -503,6 +512,7 @@ typedef struct {
     ad_distill_params dp;
     ad_metrics metrics;
     ad_comm *comm;
+    ad_dist_opt dist;
     cJSON *flat;
     const char *langs[AD_LOADER_MAX_LANGS];
     int n_langs;
@@ -674,7 +684,7 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
     return rc;
 }
 
-static int save_checkpoint(run_ctx *r, int64_t step) {
+static int save_checkpoint_files(run_ctx *r, int64_t step) {
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
     void **owned = NULL;
@@ -700,6 +710,80 @@ static int save_checkpoint(run_ctx *r, int64_t step) {
     for (int i = 0; owned && i < r->params.n_specs; i++)
         free(owned[i]);
     free(owned), free(names), free(mi), free(oi), free(config), free(state_text);
+    return rc;
+}
+
+/* Collective: with ZeRO-1 the moment shards are gathered first; only rank 0 writes, always
+ * the full state, so any rank count can resume. */
+static int save_checkpoint(run_ctx *r, int64_t step) {
+    float *fm, *fv;
+    AD_TRY(ad_dist_opt_full_moments(&r->dist, &fm, &fv));
+    int rc = AD_OK;
+    if (r->comm->rank == 0) {
+        for (int i = 0; fm && i < r->params.n_params; i++)
+            r->params.params[i].m = fm + r->dist.offset[i],
+            r->params.params[i].v = fv + r->dist.offset[i];
+        rc = save_checkpoint_files(r, step);
+        for (int i = 0; fm && i < r->params.n_params; i++)
+            r->params.params[i].m = r->params.params[i].v = NULL;
+    }
+    free(fm), free(fv);
+    return rc;
+}
+
+/* This rank's share of the global batch's gradients, scaled by 1 / (supervised tokens of the
+ * whole global batch), so that their sum over the ranks is the single-process gradient; *sums
+ * receives the loss sums of the whole global batch, *supervised its token count. */
+static int forward_backward(run_ctx *r, const int32_t *ex, int n, ad_distill_sums *sums,
+                            int64_t *supervised) {
+    const int mb = (int)r->job->train.micro_batch, n_micro = (n + mb - 1) / mb;
+    double count = 0;
+    for (int k = 0; k < n_micro; k++) {
+        AD_TRY(ad_loader_fill(&r->loader, ex + k * mb, n - k * mb < mb ? n - k * mb : mb,
+                              &r->micro[k]));
+        count += r->micro[k].supervised;
+    }
+    AD_TRY(r->comm->allreduce_sum_f64(r->comm, &count, 1));
+    *supervised = (int64_t)count;
+    *sums = (ad_distill_sums){0};
+    for (int k = 0; k < n_micro; k++)
+        AD_TRY(micro_step(r, &r->micro[k], 1.0 / (count > 0 ? count : 1), true, sums));
+    double s[4] = {sums->loss, sums->kl, sums->ce, (double)sums->rows};
+    AD_TRY(r->comm->allreduce_sum_f64(r->comm, s, 4));
+    *sums = (ad_distill_sums){s[0], s[1], s[2], (int64_t)s[3]};
+    return AD_OK;
+}
+
+/* Rank 0 decides which checkpoint (if any) the job resumes; every rank gets its path. */
+static int agree_on_checkpoint(ad_comm *c, char **ckpt) {
+    if (c->world == 1) return AD_OK;
+    int64_t len = c->rank == 0 && *ckpt ? (int64_t)strlen(*ckpt) + 1 : 0;
+    AD_TRY(c->broadcast(c, &len, sizeof len, 0));
+    if (c->rank != 0) {
+        free(*ckpt);
+        *ckpt = len ? ad_calloc((size_t)len, 1, "checkpoint path") : NULL;
+        if (len && !*ckpt) return AD_ERR;
+    }
+    return len ? c->broadcast(c, *ckpt, len, 0) : AD_OK;
+}
+
+/* One log line with the ranks and each rank's optimizer-state bytes (ZeRO-1 divides them). */
+static int log_data_parallel(run_ctx *r) {
+    ad_comm *c = r->comm;
+    if (c->world == 1 && !r->job->train.zero) return AD_OK;
+    double *bytes = ad_calloc((size_t)c->world, sizeof *bytes, "optimizer bytes");
+    if (!bytes) return AD_ERR;
+    bytes[c->rank] = (double)ad_dist_opt_state_bytes(&r->dist);
+    int rc = c->allreduce_sum_f64(c, bytes, c->world);
+    char list[512] = "";
+    for (int i = 0, w = 0; rc == AD_OK && i < c->world && w < (int)sizeof list - 24; i++)
+        w += snprintf(list + w, sizeof list - (size_t)w, "%s%.0f", i ? " " : "", bytes[i]);
+    if (rc == AD_OK)
+        ad_info("data parallel over %d ranks (%s communicator)%s: optimizer state bytes per rank: "
+                "%s (unsharded: %lld)",
+                c->world, c->name, r->job->train.zero ? ", ZeRO-1" : "", list,
+                (long long)(2 * sizeof(float) * (size_t)r->dist.total));
+    free(bytes);
     return rc;
 }
 
@@ -782,8 +866,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         ad_fail("%s: teacher %s is not a model directory", doc->file_name, job->teacher);
         goto done;
     }
-    if (ad_comm_single(&r.comm) < 0 || ad_mkdir_p(job->output) < 0) goto done;
-    if (opts->resume) {
+    if (ad_comm_create(&r.comm) < 0 || ad_mkdir_p(job->output) < 0) goto done;
+    if (opts->resume && r.comm->rank == 0) {
         if (ad_checkpoint_find(!strcmp(opts->resume, "auto") ? job->output : opts->resume, &ckpt) <
             0)
             goto done;
@@ -792,6 +876,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             goto done;
         }
     }
+    if (agree_on_checkpoint(r.comm, &ckpt) < 0) goto done;
     if (ckpt) {
         if (ad_checkpoint_state(ckpt, &state_text) < 0 || !(state = cJSON_Parse(state_text))) {
             ad_fail("checkpoint %s: state.json is damaged", ckpt);
@@ -809,7 +894,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     }
     if (!strcmp(job->train.device, "cuda")) {
 #ifdef AUDISTILL_HAVE_CUDA
-        if (ad_backend_cuda_create(&r.be, 0) < 0) goto done;
+        if (ad_backend_cuda_create(&r.be, r.comm->local_rank) < 0) goto done; /* GPU per rank */
         r.be->act_dtype = AD_F32; /* fp32 weights: the optimizer updates them directly */
 #else
         ad_fail("%s: train.device is cuda but this audistill was built without CUDA "
@@ -887,7 +972,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             goto done;
         ad_info("resuming from %s (step %lld)", ckpt, (long long)start_step);
     }
-    if (ad_metrics_open(&r.metrics, job->output) < 0) goto done;
+    if (ad_dist_opt_init(&r.dist, r.comm, job->train.zero != 0, r.params.params,
+                         r.params.n_params) < 0 ||
+        log_data_parallel(&r) < 0)
+        goto done;
+    if (r.comm->rank == 0 && ad_metrics_open(&r.metrics, job->output) < 0) goto done;
     ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
             "of %lld",
             job->student, (long long)job->train.steps, r.params.n_params,
@@ -913,22 +1002,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         if (ad_loader_next(&r.loader, (int)job->train.batch, r.comm->rank, r.comm->world, ex, &n) <
             0)
             goto fail_loop;
-        int supervised = 0;
-        for (int k = 0; k < n_micro; k++) {
-            int per = n / n_micro, first = k * per;
-            if (ad_loader_fill(&r.loader, ex + first, k == n_micro - 1 ? n - first : per,
-                               &r.micro[k]) < 0)
-                goto fail_loop;
-            supervised += r.micro[k].supervised;
-        }
-        ad_distill_sums sums = {0};
-        for (int k = 0; k < n_micro; k++)
-            if (micro_step(&r, &r.micro[k], 1.0 / (supervised ? supervised : 1), true, &sums) < 0)
-                goto fail_loop;
+        int64_t supervised;
+        ad_distill_sums sums;
+        if (forward_backward(&r, ex, n, &sums, &supervised) < 0) goto fail_loop;
+        ad_dist_fault_point(r.comm, step + 1);
         if (params_download_grads(&r.params) < 0) goto fail_loop;
-        for (int i = 0; i < r.params.n_params; i++)
-            if (r.comm->allreduce_mean(r.comm, r.params.params[i].grad, r.params.params[i].n) < 0)
-                goto fail_loop;
         const double loss = sums.loss / (double)(sums.rows ? sums.rows : 1);
         if (!isfinite(loss)) {
             ad_fail(
@@ -936,15 +1014,16 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                 (long long)step + 1, loss);
             goto fail_loop;
         }
-        const double norm = ad_clip_grad_norm(r.params.params, r.params.n_params, job->train.clip);
+        const double lr = ad_schedule_lr(&sched, step);
+        double norm;
+        if (ad_dist_opt_step(&r.dist, job->train.clip, &ac, lr, step + 1, &norm) < 0)
+            goto fail_loop;
         if (!isfinite(norm)) {
             ad_fail("step %lld: the gradient norm is not finite: stopping; the last checkpoint is "
                     "intact",
                     (long long)step + 1);
             goto fail_loop;
         }
-        const double lr = ad_schedule_lr(&sched, step);
-        ad_adamw_step(r.params.params, r.params.n_params, &ac, lr, step + 1);
         if (params_upload(&r.params) < 0 || ad_graph_zero_grads(&r.sg) < 0) goto fail_loop;
         tokens_since += supervised;
         const int64_t done_steps = step + 1;
@@ -958,7 +1037,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                    lr,
                                    norm,
                                    tps};
-            if (ad_metrics_write(&r.metrics, done_steps, 6, tags, vals) < 0) goto fail_loop;
+            if (r.comm->rank == 0 && ad_metrics_write(&r.metrics, done_steps, 6, tags, vals) < 0)
+                goto fail_loop;
             char note[160];
             snprintf(note, sizeof note, "loss %.4f (kl %.4f ce %.4f) lr %.2e |g| %.3f %.0f tok/s",
                      vals[0], vals[1], vals[2], lr, norm, tps);
@@ -968,7 +1048,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                         note);
             tokens_since = 0, t_log = now;
         }
-        if (job->data.dev && job->train.eval_every && done_steps % job->train.eval_every == 0) {
+        if (job->data.dev && job->train.eval_every && done_steps % job->train.eval_every == 0 &&
+            r.comm->rank == 0) { /* the others wait for it at the next step's collectives */
             double dl, dk, dc;
             if (evaluate(&r, &dl, &dk, &dc) < 0) goto fail_loop;
             double bleu;
@@ -994,12 +1075,18 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         }
     }
     ad_progress_finish(&progress);
-    if (write_final(&r) < 0) goto fail_loop;
+    if (r.comm->rank == 0 && write_final(&r) < 0) goto fail_loop;
     ad_info("done in %.1f s; final model in %s/final", ad_now_seconds() - t0, job->output);
     rc = AD_OK;
 fail_loop:
     free(ex);
 done:
+    if (rc != AD_OK && r.comm && r.comm->world > 1) {
+        /* the other ranks would wait for this one forever: end the whole job */
+        ad_error_log("%s", ad_error());
+        r.comm->abort(r.comm, 1);
+    }
+    ad_dist_opt_free(&r.dist);
     for (int k = 0; r.micro && k < (int)(job->train.batch / job->train.micro_batch); k++)
         ad_batch_free(&r.micro[k]);
     free(r.micro);
