@@ -22,7 +22,7 @@ if [[ $espeak == 1 ]]; then
     (cd "$data" && cp -r phondata phonindex phontab intonations en_dict voices lang "$stage/espeak/espeak-ng-data/")
 fi
 cp "${bins[@]}" "$stage/bin/"
-skip='^(linux-vdso|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|ld-linux|libstdc\+\+|libgcc_s|libresolv|libcudart|libcublas|libcuda\.so|libnvidia)'
+skip='^(linux-vdso|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|ld-linux|libstdc\+\+|libgcc_s|libresolv|libcudart|libcublas|libcuda\.so|libnvidia|libnccl)'
 for b in "${bins[@]}"; do ldd "$b"; done | awk '$3 ~ /^\// {print $1, $3}' | sort -u |
     while read -r name path; do
         [[ $name =~ $skip ]] && continue

@@ -63,9 +63,10 @@ if [[ -n $PREBUILT ]]; then
     # The CUDA libraries of the same major version, wherever this image keeps them.
     cublaslt=$(find /usr/local /usr/lib /opt -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
     cudart=$(find /usr/local /usr/lib /opt -name 'libcudart.so.13*' 2>/dev/null | head -1)
-    echo "cuBLASLt: ${cublaslt:-not found}; cudart: ${cudart:-not found}"
+    nccl=$(find /usr/local /usr/lib /opt -name 'libnccl.so.2*' 2>/dev/null | head -1)
+    echo "cuBLASLt: ${cublaslt:-not found}; cudart: ${cudart:-not found}; NCCL: ${nccl:-not found}"
     # Only the project's binaries see the bundled libraries (PyTorch keeps its own).
-    libs=$unpack/lib:$(dirname "${cublaslt:-/x/x}"):$(dirname "${cudart:-/x/x}")
+    libs=$unpack/lib:$(dirname "${cublaslt:-/x/x}"):$(dirname "${cudart:-/x/x}"):$(dirname "${nccl:-/x/x}")
     RUN=(env "LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
     if "${RUN[@]}" ldd "$BIN/test_cuda_ops" | grep "not found"; then
         echo "FAILED: missing libraries"
@@ -105,6 +106,17 @@ for src in "$ROOT"/tests/cuda/test_*.c; do
         status=1
     fi
 done
+# The NCCL communicator across GPUs (one rank per GPU; the loop above ran it as one rank).
+gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+if [[ $gpus -ge 2 ]] && command -v mpirun >/dev/null; then
+    section "NCCL communicator on $gpus GPUs (mpirun -np $gpus test_comm_nccl)"
+    if ! timeout 240 mpirun --allow-run-as-root -np "$gpus" "${RUN[@]}" "$BIN/test_comm_nccl" 2>&1 | tee -a "$LOG"; then
+        echo "FAILED: test_comm_nccl on $gpus ranks"
+        status=1
+    fi
+else
+    echo "note: the multi-rank NCCL check needs 2+ GPUs and mpirun (found $gpus GPU(s))"
+fi
 [[ -n "${OUT:-}" ]] && cp "$LOG" "$OUT/cuda-tests.log"
 
 if [[ $MEMCHECK == 1 ]]; then
