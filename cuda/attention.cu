@@ -273,10 +273,11 @@ __global__ static void attn_dkv_kernel(attn_args a, const float *stats, char *dk
 static int check_qkv(const char *op, const char *role, const ad_tensor *t, int64_t B, int heads,
                      int D) {
     AD_TRY(cu_check(op, role, t, CU_ACT));
-    AD_TRY(cu_check_ndim(op, t, 3, 3));
-    AD_TRY(cu_check_rows(op, t));
+    AD_TRY(ad_op_check_ndim(op, t, 3, 3));
+    AD_TRY(ad_op_check_rows(op, t));
     if (t->shape[0] != B || t->shape[2] != (int64_t)heads * D)
-        return cu_fail_tensor(op, t, "(%s) expected [%lld, T, %d]", role, (long long)B, heads * D);
+        return ad_op_fail_tensor(op, t, "(%s) expected [%lld, T, %d]", role, (long long)B,
+                                 heads * D);
     return AD_OK;
 }
 
@@ -321,8 +322,8 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
     if (p->key_len) {
         for (int64_t b = 0; b < B; b++)
             if (p->key_len[b] < 0 || p->key_len[b] > Tk)
-                return cu_fail_tensor(op, k, "key_len[%lld] = %d outside [0, %lld]", (long long)b,
-                                      p->key_len[b], (long long)Tk);
+                return ad_op_fail_tensor(op, k, "key_len[%lld] = %d outside [0, %lld]",
+                                         (long long)b, p->key_len[b], (long long)Tk);
         void *buf;
         AD_TRY(cu_scratch(be, CU_SCRATCH_SMALL, (size_t)B * sizeof(int), &buf));
         CUDA_TRY(cudaMemcpy(buf, p->key_len, (size_t)B * sizeof(int), cudaMemcpyHostToDevice));
@@ -351,19 +352,19 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     const char *op = "attention";
     AD_TRY(check_params(op, p));
     AD_TRY(cu_check(op, "q", q, CU_ACT));
-    AD_TRY(cu_check_ndim(op, q, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, q, 3, 3));
     const int64_t B = q->shape[0], Tq = q->shape[1];
     const int H = p->n_heads, KVH = p->n_kv_heads, D = p->head_dim;
     AD_TRY(check_qkv(op, "q", q, B, H, D));
     AD_TRY(check_qkv(op, "k", k, B, KVH, D));
     AD_TRY(check_qkv(op, "v", v, B, KVH, D));
-    AD_TRY(cu_check_same_shape(op, v, k));
+    AD_TRY(ad_op_check_same_shape(op, v, k));
     AD_TRY(check_qkv(op, "out", out, B, H, D));
     if (out->shape[1] != Tq)
-        return cu_fail_tensor(op, out, "expected %lld rows like q", (long long)Tq);
-    AD_TRY(cu_check_no_alias(op, out, q));
-    AD_TRY(cu_check_no_alias(op, out, k));
-    AD_TRY(cu_check_no_alias(op, out, v));
+        return ad_op_fail_tensor(op, out, "expected %lld rows like q", (long long)Tq);
+    AD_TRY(ad_op_check_no_alias(op, out, q));
+    AD_TRY(ad_op_check_no_alias(op, out, k));
+    AD_TRY(ad_op_check_no_alias(op, out, v));
     AD_TRY(check_grid(op, Tq, B));
     if (B == 0 || Tq == 0) return AD_OK;
     attn_args a;
@@ -386,7 +387,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     const char *op = "attention_backward";
     AD_TRY(check_params(op, p));
     AD_TRY(cu_check(op, "q", q, CU_ACT));
-    AD_TRY(cu_check_ndim(op, q, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, q, 3, 3));
     const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k ? k->shape[1] : 0;
     const int H = p->n_heads, KVH = p->n_kv_heads, D = p->head_dim;
     AD_TRY(check_qkv(op, "q", q, B, H, D));
@@ -398,15 +399,18 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
         return ad_fail("%s: sequence lengths disagree", op);
     if (dq) {
         AD_TRY(check_qkv(op, "dq", dq, B, H, D));
-        if (dq->shape[1] != Tq) return cu_fail_tensor(op, dq, "expected %lld rows", (long long)Tq);
+        if (dq->shape[1] != Tq)
+            return ad_op_fail_tensor(op, dq, "expected %lld rows", (long long)Tq);
     }
     if (dk) {
         AD_TRY(check_qkv(op, "dk", dk, B, KVH, D));
-        if (dk->shape[1] != Tk) return cu_fail_tensor(op, dk, "expected %lld rows", (long long)Tk);
+        if (dk->shape[1] != Tk)
+            return ad_op_fail_tensor(op, dk, "expected %lld rows", (long long)Tk);
     }
     if (dv) {
         AD_TRY(check_qkv(op, "dv", dv, B, KVH, D));
-        if (dv->shape[1] != Tk) return cu_fail_tensor(op, dv, "expected %lld rows", (long long)Tk);
+        if (dv->shape[1] != Tk)
+            return ad_op_fail_tensor(op, dv, "expected %lld rows", (long long)Tk);
     }
     AD_TRY(check_grid(op, Tq > Tk ? Tq : Tk, B));
     if (B == 0) return AD_OK;

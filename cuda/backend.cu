@@ -35,15 +35,6 @@ int cu_scratch(ad_backend *be, int slot, size_t bytes, void **out) {
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
-int cu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) {
-    char desc[160], what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return ad_fail("%s: tensor %s: %s", op, ad_tensor_describe(t, desc, sizeof desc), what);
-}
-
 static void mask_names(unsigned mask, char *buf, size_t size) {
     buf[0] = '\0';
     for (int d = 0; d < AD_DTYPE_COUNT; d++)
@@ -58,73 +49,16 @@ int cu_check(const char *op, const char *role, const ad_tensor *t, unsigned mask
     if (t->ndim < 0 || t->ndim > AD_MAX_DIMS)
         return ad_fail("%s: tensor %s (%s) has %d dims", op, t->name, role, t->ndim);
     if (t->device != AD_DEVICE_CUDA)
-        return cu_fail_tensor(op, t, "(%s) is not on the CUDA device", role);
+        return ad_op_fail_tensor(op, t, "(%s) is not on the CUDA device", role);
     if ((unsigned)t->dtype >= AD_DTYPE_COUNT || !(mask & CU_M(t->dtype))) {
         char names[96];
         mask_names(mask, names, sizeof names);
-        return cu_fail_tensor(op, t, "(%s) expected dtype %s", role, names);
+        return ad_op_fail_tensor(op, t, "(%s) expected dtype %s", role, names);
     }
     for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0) return cu_fail_tensor(op, t, "(%s) has a negative size", role);
-    if (!t->data && ad_tensor_numel(t) > 0) return cu_fail_tensor(op, t, "(%s) has no data", role);
-    return AD_OK;
-}
-
-int cu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi) {
-    if (t->ndim < lo || t->ndim > hi) {
-        if (lo == hi) return cu_fail_tensor(op, t, "expected %d dims", lo);
-        return cu_fail_tensor(op, t, "expected %d to %d dims", lo, hi);
-    }
-    return AD_OK;
-}
-
-int cu_check_rows(const char *op, const ad_tensor *t) {
-    if (t->ndim >= 1 && t->shape[t->ndim - 1] > 1 && t->stride[t->ndim - 1] != 1)
-        return cu_fail_tensor(op, t, "the last dim must be contiguous (stride %lld)",
-                              (long long)t->stride[t->ndim - 1]);
-    return AD_OK;
-}
-
-int cu_check_contiguous(const char *op, const ad_tensor *t) {
-    if (!ad_tensor_is_contiguous(t)) return cu_fail_tensor(op, t, "must be contiguous");
-    return AD_OK;
-}
-
-int cu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b) {
-    if (!ad_tensor_same_shape(a, b)) {
-        char desc[160];
-        return cu_fail_tensor(op, a, "expected the same shape as %s",
-                              ad_tensor_describe(b, desc, sizeof desc));
-    }
-    return AD_OK;
-}
-
-int cu_check_vector(const char *op, const ad_tensor *t, int64_t n) {
-    if (t->ndim != 1 || t->shape[0] != n)
-        return cu_fail_tensor(op, t, "expected a vector [%lld]", (long long)n);
-    return AD_OK;
-}
-
-static void byte_range(const ad_tensor *t, uintptr_t *lo, uintptr_t *hi) {
-    int64_t span = 1;
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] > 0) span += (t->shape[d] - 1) * (t->stride[d] < 0 ? 0 : t->stride[d]);
-    *lo = (uintptr_t)t->data;
-    *hi = *lo + (uintptr_t)span * (uintptr_t)cu_esize(t->dtype);
-}
-
-int cu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in) {
-    if (!in || ad_tensor_numel(out) == 0 || ad_tensor_numel(in) == 0) return AD_OK;
-    bool overlap = out->data == in->data;
-    if (!overlap && ad_tensor_is_contiguous(out) && ad_tensor_is_contiguous(in)) {
-        uintptr_t a0, a1, b0, b1;
-        byte_range(out, &a0, &a1);
-        byte_range(in, &b0, &b1);
-        overlap = a0 < b1 && b0 < a1;
-    }
-    if (overlap)
-        return cu_fail_tensor(op, out, "output overlaps input %s; this op is not in place",
-                              in->name);
+        if (t->shape[d] < 0) return ad_op_fail_tensor(op, t, "(%s) has a negative size", role);
+    if (!t->data && ad_tensor_numel(t) > 0)
+        return ad_op_fail_tensor(op, t, "(%s) has no data", role);
     return AD_OK;
 }
 
@@ -186,7 +120,7 @@ int cu_index_flag_result(ad_backend *be, const char *op, const ad_tensor *idx, c
     int32_t value = 0;
     CUDA_TRY(
         cudaMemcpy(&value, (const int32_t *)idx->data + pos, sizeof value, cudaMemcpyDeviceToHost));
-    return cu_fail_tensor(op, idx, "element %llu = %d is outside %s", pos, value, what);
+    return ad_op_fail_tensor(op, idx, "element %llu = %d is outside %s", pos, value, what);
 }
 
 /* ---- memory ops -------------------------------------------------------------------------- */
@@ -232,11 +166,11 @@ int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const char *op = "upload";
     if (!dst || !src) return ad_fail("upload: NULL tensor");
     if (dst->device != AD_DEVICE_CUDA || src->device != AD_DEVICE_CPU)
-        return cu_fail_tensor(op, dst, "must be a CUDA tensor and the source %s a host tensor",
-                              src->name);
+        return ad_op_fail_tensor(op, dst, "must be a CUDA tensor and the source %s a host tensor",
+                                 src->name);
     AD_TRY(cu_check(op, "dst", dst, CU_FLOAT | CU_I32 | CU_M(AD_U8) | CU_M(AD_I8)));
-    AD_TRY(cu_check_same_shape(op, dst, src));
-    AD_TRY(cu_check_contiguous(op, dst));
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
+    AD_TRY(ad_op_check_contiguous(op, dst));
     (void)be;
     const int64_t n = ad_tensor_numel(src);
     if (n == 0) return AD_OK;
@@ -248,10 +182,10 @@ int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const bool ints = dst->dtype == AD_I32 && (src->dtype == AD_I32 || src->dtype == AD_I64);
     if (!floats && !ints) {
         char desc[160];
-        return cu_fail_tensor(op, dst,
-                              "cannot upload %s into it (supported: the same dtype, "
-                              "F32/BF16/F16 -> F32/BF16/F16, I32/I64 -> I32)",
-                              ad_tensor_describe(src, desc, sizeof desc));
+        return ad_op_fail_tensor(op, dst,
+                                 "cannot upload %s into it (supported: the same dtype, "
+                                 "F32/BF16/F16 -> F32/BF16/F16, I32/I64 -> I32)",
+                                 ad_tensor_describe(src, desc, sizeof desc));
     }
     /* Convert on the host into a staging buffer of the device dtype, then one copy. */
     const size_t bytes = (size_t)n * (size_t)cu_esize(dst->dtype);
@@ -269,8 +203,8 @@ int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
             const void *p = ad_tensor_at(src, idx);
             int64_t v = src->dtype == AD_I32 ? *(const int32_t *)p : *(const int64_t *)p;
             if (v < INT32_MIN || v > INT32_MAX)
-                rc = cu_fail_tensor(op, src, "element %lld = %lld does not fit in I32",
-                                    (long long)i, (long long)v);
+                rc = ad_op_fail_tensor(op, src, "element %lld = %lld does not fit in I32",
+                                       (long long)i, (long long)v);
             out[i] = (int32_t)v;
             for (int d = src->ndim - 1; d >= 0; d--) {
                 if (++idx[d] < src->shape[d]) break;
@@ -293,8 +227,8 @@ int cu_download(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     if (!dst || dst->device != AD_DEVICE_CPU || dst->dtype != AD_F32)
         return ad_fail("download: the destination must be a host F32 tensor");
     AD_TRY(cu_check(op, "src", src, CU_FLOAT | CU_I32));
-    AD_TRY(cu_check_same_shape(op, dst, src));
-    if (!ad_tensor_is_contiguous(dst)) return cu_fail_tensor(op, dst, "must be contiguous");
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
+    if (!ad_tensor_is_contiguous(dst)) return ad_op_fail_tensor(op, dst, "must be contiguous");
     const int64_t n = ad_tensor_numel(src);
     if (n == 0) return AD_OK;
     /* A strided source is first made contiguous on the device (same dtype). */

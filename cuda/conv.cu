@@ -47,10 +47,10 @@ static int conv_check(const char *op, const ad_tensor *x, const ad_tensor *w, in
                       int padding, conv_dims *d) {
     AD_TRY(cu_check(op, "x", x, CU_ACT));
     AD_TRY(cu_check(op, "w", w, CU_FLOAT));
-    AD_TRY(cu_check_ndim(op, x, 3, 3));
-    AD_TRY(cu_check_ndim(op, w, 3, 3));
-    AD_TRY(cu_check_rows(op, x));
-    AD_TRY(cu_check_contiguous(op, w));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, w, 3, 3));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_contiguous(op, w));
     if (stride < 1 || padding < 0)
         return ad_fail("%s: stride %d must be >= 1 and padding %d >= 0", op, stride, padding);
     d->B = x->shape[0];
@@ -59,19 +59,19 @@ static int conv_check(const char *op, const ad_tensor *x, const ad_tensor *w, in
     d->Cout = w->shape[0];
     d->K = w->shape[2];
     if (w->shape[1] != d->Cin)
-        return cu_fail_tensor(op, w, "expected [C_out, %lld, K] for input %s", (long long)d->Cin,
-                              x->name);
+        return ad_op_fail_tensor(op, w, "expected [C_out, %lld, K] for input %s", (long long)d->Cin,
+                                 x->name);
     if (d->K < 1 || d->L + 2 * padding < d->K)
-        return cu_fail_tensor(op, x, "length %lld with padding %d is shorter than kernel %lld",
-                              (long long)d->L, padding, (long long)d->K);
+        return ad_op_fail_tensor(op, x, "length %lld with padding %d is shorter than kernel %lld",
+                                 (long long)d->L, padding, (long long)d->K);
     d->L_out = (d->L + 2 * padding - d->K) / stride + 1;
     return AD_OK;
 }
 
 static int check_out3(const char *op, const ad_tensor *t, int64_t a, int64_t b, int64_t c) {
     if (t->ndim != 3 || t->shape[0] != a || t->shape[1] != b || t->shape[2] != c)
-        return cu_fail_tensor(op, t, "expected [%lld, %lld, %lld]", (long long)a, (long long)b,
-                              (long long)c);
+        return ad_op_fail_tensor(op, t, "expected [%lld, %lld, %lld]", (long long)a, (long long)b,
+                                 (long long)c);
     return AD_OK;
 }
 
@@ -115,10 +115,10 @@ int cu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor 
     AD_TRY(conv_check(op, x, w, stride, padding, &d));
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(check_out3(op, y, d.B, d.L_out, d.Cout));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     cu_mat Y;
     AD_TRY(cu_mat_of(op, y, &Y));
-    if (Y.trans) return cu_fail_tensor(op, y, "the output's rows must be contiguous");
+    if (Y.trans) return ad_op_fail_tensor(op, y, "the output's rows must be contiguous");
     if (d.B == 0 || d.L_out == 0 || d.Cout == 0) return AD_OK;
     cu_mat cols;
     AD_TRY(im2col(be, x, &d, stride, padding, &cols));
@@ -136,21 +136,21 @@ int cu_conv1d_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
     AD_TRY(check_out3(op, dy, d.B, d.L_out, d.Cout));
     cu_mat DY;
     AD_TRY(cu_mat_of(op, dy, &DY));
-    if (DY.trans) return cu_fail_tensor(op, dy, "rows must be contiguous");
+    if (DY.trans) return ad_op_fail_tensor(op, dy, "rows must be contiguous");
     const cu_mat W = weight_mat(w, &d);
     if (dw) {
         AD_TRY(cu_check(op, "dw", dw, CU_F32));
-        AD_TRY(cu_check_contiguous(op, dw));
+        AD_TRY(ad_op_check_contiguous(op, dw));
         AD_TRY(check_out3(op, dw, d.Cout, d.Cin, d.K));
     }
     if (db) {
         AD_TRY(cu_check(op, "db", db, CU_F32));
-        AD_TRY(cu_check_vector(op, db, d.Cout));
-        AD_TRY(cu_check_contiguous(op, db));
+        AD_TRY(ad_op_check_vector(op, db, d.Cout));
+        AD_TRY(ad_op_check_contiguous(op, db));
     }
     if (dx) {
         AD_TRY(cu_check(op, "dx", dx, CU_ACT));
-        AD_TRY(cu_check_rows(op, dx));
+        AD_TRY(ad_op_check_rows(op, dx));
         AD_TRY(check_out3(op, dx, d.B, d.L, d.Cin));
     }
     const int64_t rows = d.B * d.L_out, width = d.Cin * d.K;

@@ -16,6 +16,7 @@
 
 extern "C" {
 #include "backend/backend.h"
+#include "backend/op_check.h"
 }
 #include "backend_cuda.h"
 #include "cuda_check.h"
@@ -61,17 +62,8 @@ int cu_scratch(ad_backend *be, int slot, size_t bytes, void **out);
 #define CU_FLOAT (CU_M(AD_F32) | CU_M(AD_BF16) | CU_M(AD_F16))
 #define CU_I32   CU_M(AD_I32)
 
-int cu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) AD_PRINTF(3, 4);
 /* Non-NULL, on the CUDA device, not packed, dtype in `mask`. */
 int cu_check(const char *op, const char *role, const ad_tensor *t, unsigned mask);
-int cu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi);
-/* The last dim is unit-stride (leading dims may be strided). */
-int cu_check_rows(const char *op, const ad_tensor *t);
-int cu_check_contiguous(const char *op, const ad_tensor *t);
-int cu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
-int cu_check_vector(const char *op, const ad_tensor *t, int64_t n);
-/* Exact aliasing, or overlap of two contiguous tensors, of an op that is not in place. */
-int cu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
 
 /* ---- kernel-side descriptors --------------------------------------------------------------- */
 /* A tensor as rows x cols (cols = last dim, unit stride; rows = the leading dims, merged where

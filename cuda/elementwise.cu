@@ -32,15 +32,15 @@ int cu_copy(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const unsigned any = CU_FLOAT | CU_I32 | CU_M(AD_I8) | CU_M(AD_U8) | CU_M(AD_I64);
     AD_TRY(cu_check(op, "dst", dst, any));
     AD_TRY(cu_check(op, "src", src, any));
-    AD_TRY(cu_check_same_shape(op, dst, src));
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
     const bool same = dst->dtype == src->dtype;
     const bool floats = (CU_FLOAT & CU_M(dst->dtype)) && (CU_FLOAT & CU_M(src->dtype));
     if (!same && !floats) {
         char desc[160];
-        return cu_fail_tensor(op, dst,
-                              "cannot copy %s into it (the same dtype, or between F32, BF16 "
-                              "and F16)",
-                              ad_tensor_describe(src, desc, sizeof desc));
+        return ad_op_fail_tensor(op, dst,
+                                 "cannot copy %s into it (the same dtype, or between F32, BF16 "
+                                 "and F16)",
+                                 ad_tensor_describe(src, desc, sizeof desc));
     }
     const int64_t n = ad_tensor_numel(dst);
     if (n == 0 || (dst->data == src->data && same)) return AD_OK;
@@ -78,10 +78,10 @@ static int check_unary(const char *op, const ad_tensor *y, const ad_tensor *x, c
                        cu_rows *rx) {
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_same_shape(op, y, x));
-    AD_TRY(cu_check_rows(op, y));
-    AD_TRY(cu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_same_shape(op, y, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_rows(op, x));
     cu_rows_of(y, ry);
     cu_rows_of(x, rx);
     return AD_OK;
@@ -143,8 +143,8 @@ int cu_silu_mul(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const ad_te
     cu_rows ry, rg, ru;
     AD_TRY(check_unary(op, y, gate, &ry, &rg));
     AD_TRY(cu_check(op, "up", up, CU_ACT));
-    AD_TRY(cu_check_same_shape(op, up, gate));
-    AD_TRY(cu_check_rows(op, up));
+    AD_TRY(ad_op_check_same_shape(op, up, gate));
+    AD_TRY(ad_op_check_rows(op, up));
     cu_rows_of(up, &ru);
     return launch_rows(EW_SILU_MUL, ry, rg, ru);
 }
@@ -155,14 +155,14 @@ int cu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b)
     cu_rows ry, ra, rb;
     AD_TRY(check_unary(op, y, a, &ry, &ra));
     AD_TRY(cu_check(op, "b", b, CU_ACT));
-    AD_TRY(cu_check_ndim(op, b, 1, a->ndim));
-    AD_TRY(cu_check_rows(op, b));
+    AD_TRY(ad_op_check_ndim(op, b, 1, a->ndim));
+    AD_TRY(ad_op_check_rows(op, b));
     const int lead = a->ndim - b->ndim;
     for (int d = 0; d < b->ndim; d++)
         if (b->shape[d] != a->shape[lead + d]) {
             char desc[160];
-            return cu_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
-                                  ad_tensor_describe(a, desc, sizeof desc));
+            return ad_op_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
+                                     ad_tensor_describe(a, desc, sizeof desc));
         }
     cu_rows_of(b, &rb);
     if (rb.rows == 0) return AD_OK;
@@ -175,8 +175,8 @@ int cu_gelu_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const a
     cu_rows rdx, rx, rdy;
     AD_TRY(check_unary(op, dx, x, &rdx, &rx));
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
-    AD_TRY(cu_check_same_shape(op, dy, x));
-    AD_TRY(cu_check_rows(op, dy));
+    AD_TRY(ad_op_check_same_shape(op, dy, x));
+    AD_TRY(ad_op_check_rows(op, dy));
     cu_rows_of(dy, &rdy);
     return launch_rows(EW_GELU_BWD, rdx, rx, rdy);
 }
@@ -205,12 +205,12 @@ int cu_silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
     AD_TRY(cu_check(op, "gate", gate, CU_ACT));
     AD_TRY(cu_check(op, "up", up, CU_ACT));
-    AD_TRY(cu_check_ndim(op, dy, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_same_shape(op, gate, dy));
-    AD_TRY(cu_check_same_shape(op, up, dy));
+    AD_TRY(ad_op_check_ndim(op, dy, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_same_shape(op, gate, dy));
+    AD_TRY(ad_op_check_same_shape(op, up, dy));
     const ad_tensor *all[3] = {dy, gate, up};
     for (int i = 0; i < 3; i++)
-        AD_TRY(cu_check_rows(op, all[i]));
+        AD_TRY(ad_op_check_rows(op, all[i]));
     cu_rows rdy, rg, ru, rdg, rdu;
     cu_rows_of(dy, &rdy);
     cu_rows_of(gate, &rg);
@@ -218,14 +218,14 @@ int cu_silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const
     rdg = rdu = rdy;
     if (dgate) {
         AD_TRY(cu_check(op, "dgate", dgate, CU_ACT));
-        AD_TRY(cu_check_same_shape(op, dgate, dy));
-        AD_TRY(cu_check_rows(op, dgate));
+        AD_TRY(ad_op_check_same_shape(op, dgate, dy));
+        AD_TRY(ad_op_check_rows(op, dgate));
         cu_rows_of(dgate, &rdg);
     }
     if (dup) {
         AD_TRY(cu_check(op, "dup", dup, CU_ACT));
-        AD_TRY(cu_check_same_shape(op, dup, dy));
-        AD_TRY(cu_check_rows(op, dup));
+        AD_TRY(ad_op_check_same_shape(op, dup, dy));
+        AD_TRY(ad_op_check_rows(op, dup));
         cu_rows_of(dup, &rdu);
     }
     const int64_t n = rdy.rows * rdy.cols;
@@ -296,21 +296,21 @@ int cu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     const char *op = "transpose";
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_ndim(op, x, 2, 3));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, x, 2, 3));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     const int n = x->ndim;
     bool ok =
         y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
     if (n == 3) ok = ok && y->shape[0] == x->shape[0];
     if (!ok) {
         char desc[160];
-        return cu_fail_tensor(op, y, "expected %s with its last two dims swapped",
-                              ad_tensor_describe(x, desc, sizeof desc));
+        return ad_op_fail_tensor(op, y, "expected %s with its last two dims swapped",
+                                 ad_tensor_describe(x, desc, sizeof desc));
     }
     const int64_t B = n == 3 ? x->shape[0] : 1, M = x->shape[n - 2], N = x->shape[n - 1];
     if (B == 0 || M == 0 || N == 0) return AD_OK;
     if (B > 65535 || (M + TR_TILE - 1) / TR_TILE > 65535)
-        return cu_fail_tensor(op, x, "too many batch elements or rows for one launch");
+        return ad_op_fail_tensor(op, x, "too many batch elements or rows for one launch");
     const int64_t xb = n == 3 ? x->stride[0] : 0, yb = n == 3 ? y->stride[0] : 0;
     dim3 grid((unsigned)((N + TR_TILE - 1) / TR_TILE), (unsigned)((M + TR_TILE - 1) / TR_TILE),
               (unsigned)B);

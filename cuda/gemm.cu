@@ -15,7 +15,7 @@
 #define GEMM_TILE_FLOATS ((int64_t)32 << 20)
 
 int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m) {
-    AD_TRY(cu_check_ndim(op, t, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
     cu_rows r;
     cu_rows_of(t, &r);
     memset(m, 0, sizeof *m);
@@ -24,26 +24,26 @@ int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m) {
     m->rows = r.rows;
     m->cols = r.cols;
     if (r.nlead != 1)
-        return cu_fail_tensor(op, t,
-                              "its leading dims cannot be flattened into matrix rows "
-                              "(make it contiguous first)");
+        return ad_op_fail_tensor(op, t,
+                                 "its leading dims cannot be flattened into matrix rows "
+                                 "(make it contiguous first)");
     const int64_t row_stride = r.stride[0], col_stride = t->stride[t->ndim - 1];
     if (m->cols <= 1 || col_stride == 1) {
         m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
         if (m->ld < m->cols || m->ld < 1)
-            return cu_fail_tensor(op, t, "row stride %lld is smaller than the row length",
-                                  (long long)row_stride);
+            return ad_op_fail_tensor(op, t, "row stride %lld is smaller than the row length",
+                                     (long long)row_stride);
     } else if (row_stride == 1 || m->rows <= 1) {
         m->trans = true;
         m->ld = col_stride;
         if (m->ld < m->rows || m->ld < 1)
-            return cu_fail_tensor(op, t, "column stride %lld is smaller than the column length",
-                                  (long long)col_stride);
+            return ad_op_fail_tensor(op, t, "column stride %lld is smaller than the column length",
+                                     (long long)col_stride);
     } else {
-        return cu_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
+        return ad_op_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
     }
     if (m->rows > INT_MAX || m->cols > INT_MAX || m->ld > INT_MAX)
-        return cu_fail_tensor(op, t, "too large for one GEMM (dims above 2^31)");
+        return ad_op_fail_tensor(op, t, "too large for one GEMM (dims above 2^31)");
     return AD_OK;
 }
 
@@ -247,8 +247,8 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
     if (M == 0 || N == 0) return AD_OK;
     if (bias) {
         AD_TRY(cu_check(op, "bias", bias, CU_FLOAT));
-        AD_TRY(cu_check_vector(op, bias, N));
-        if (N > 1 && bias->stride[0] != 1) return cu_fail_tensor(op, bias, "must be contiguous");
+        AD_TRY(ad_op_check_vector(op, bias, N));
+        if (N > 1 && bias->stride[0] != 1) return ad_op_fail_tensor(op, bias, "must be contiguous");
     }
     if (K == 0) {
         /* Nothing to multiply: y = beta * y (+ bias). */
@@ -419,7 +419,7 @@ int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype d
 static int output_mat(const char *op, const ad_tensor *y, cu_mat *m) {
     AD_TRY(cu_check(op, "y", y, CU_FLOAT));
     AD_TRY(cu_mat_of(op, y, m));
-    if (m->trans) return cu_fail_tensor(op, y, "the output's rows must be contiguous");
+    if (m->trans) return ad_op_fail_tensor(op, y, "the output's rows must be contiguous");
     return AD_OK;
 }
 
@@ -432,21 +432,21 @@ int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a
     AD_TRY(cu_check(op, "b", b, CU_FLOAT));
     AD_TRY(cu_mat_of(op, a, &A));
     AD_TRY(cu_mat_of(op, b, &B));
-    AD_TRY(cu_check_no_alias(op, y, a));
-    AD_TRY(cu_check_no_alias(op, y, b));
+    AD_TRY(ad_op_check_no_alias(op, y, a));
+    AD_TRY(ad_op_check_no_alias(op, y, b));
     const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
     const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
     if (K != Kb) {
         char desc[160];
-        return cu_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
-                              transpose_a ? "transposed " : "", (long long)M, (long long)K,
-                              transpose_b ? "transposed " : "",
-                              ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
-                              (long long)N);
+        return ad_op_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
+                                 transpose_a ? "transposed " : "", (long long)M, (long long)K,
+                                 transpose_b ? "transposed " : "",
+                                 ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
+                                 (long long)N);
     }
     if (Y.rows != M || Y.cols != N)
-        return cu_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
-                              (long long)N);
+        return ad_op_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
+                                 (long long)N);
     return cu_gemm(be, op, &Y, &A, transpose_a, &B, transpose_b, alpha, beta, NULL);
 }
 
@@ -457,17 +457,17 @@ int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor 
     AD_TRY(output_mat(op, y, &Y));
     AD_TRY(cu_check(op, "x", x, CU_FLOAT));
     AD_TRY(cu_check(op, "w", w, CU_FLOAT));
-    AD_TRY(cu_check_ndim(op, w, 2, 2));
+    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(cu_mat_of(op, x, &X));
     AD_TRY(cu_mat_of(op, w, &W));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     const int64_t N = W.rows, K = W.cols;
     if (X.cols != K)
-        return cu_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
-                              (long long)X.cols, w->name, (long long)N, (long long)K);
+        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
+                                 (long long)X.cols, w->name, (long long)N, (long long)K);
     if (Y.rows != X.rows || Y.cols != N)
-        return cu_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
-                              (long long)X.rows, (long long)N, x->name, w->name);
+        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
+                                 (long long)X.rows, (long long)N, x->name, w->name);
     return cu_gemm(be, op, &Y, &X, false, &W, true, 1.0f, 0.0f, bias);
 }
 
@@ -477,7 +477,7 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
     AD_TRY(cu_check(op, "dy", dy, CU_FLOAT));
     AD_TRY(cu_check(op, "x", x, CU_FLOAT));
     AD_TRY(cu_check(op, "w", w, CU_FLOAT));
-    AD_TRY(cu_check_ndim(op, w, 2, 2));
+    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     cu_mat DY, X, W;
     AD_TRY(cu_mat_of(op, dy, &DY));
     AD_TRY(cu_mat_of(op, x, &X));
@@ -491,10 +491,10 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
     if (dx) {
         cu_mat DX;
         AD_TRY(output_mat(op, dx, &DX));
-        AD_TRY(cu_check_no_alias(op, dx, dy));
+        AD_TRY(ad_op_check_no_alias(op, dx, dy));
         if (DX.rows != M || DX.cols != K)
-            return cu_fail_tensor(op, dx, "expected %lld x %lld like x", (long long)M,
-                                  (long long)K);
+            return ad_op_fail_tensor(op, dx, "expected %lld x %lld like x", (long long)M,
+                                     (long long)K);
         AD_TRY(cu_gemm(be, op, &DX, &DY, false, &W, false, 1.0f, 0.0f, NULL));
     }
     if (dw) {
@@ -502,15 +502,15 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
         AD_TRY(cu_check(op, "dw", dw, CU_F32));
         AD_TRY(output_mat(op, dw, &DW));
         if (DW.rows != N || DW.cols != K)
-            return cu_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
-                                  (long long)K);
+            return ad_op_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
+                                     (long long)K);
         AD_TRY(cu_gemm(be, op, &DW, &DY, true, &X, false, 1.0f, 1.0f, NULL));
     }
     if (db) {
         AD_TRY(cu_check(op, "db", db, CU_F32));
-        AD_TRY(cu_check_vector(op, db, N));
-        AD_TRY(cu_check_contiguous(op, db));
-        if (DY.trans) return cu_fail_tensor(op, dy, "rows must be contiguous for the bias sum");
+        AD_TRY(ad_op_check_vector(op, db, N));
+        AD_TRY(ad_op_check_contiguous(op, db));
+        if (DY.trans) return ad_op_fail_tensor(op, dy, "rows must be contiguous for the bias sum");
         AD_TRY(cu_colsum_accumulate(be, (float *)db->data, DY.data, DY.dtype, M, N, DY.ld));
     }
     return AD_OK;

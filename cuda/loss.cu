@@ -156,11 +156,11 @@ __global__ static void distill_kernel(float *grad, const char *student, int sdt,
 static int check_logits(const char *op, const char *role, const ad_tensor *t, unsigned mask,
                         int64_t n, int64_t v) {
     AD_TRY(cu_check(op, role, t, mask));
-    AD_TRY(cu_check_ndim(op, t, 2, 2));
-    AD_TRY(cu_check_contiguous(op, t));
+    AD_TRY(ad_op_check_ndim(op, t, 2, 2));
+    AD_TRY(ad_op_check_contiguous(op, t));
     if (n >= 0 && (t->shape[0] != n || t->shape[1] != v))
-        return cu_fail_tensor(op, t, "(%s) expected [%lld, %lld]", role, (long long)n,
-                              (long long)v);
+        return ad_op_fail_tensor(op, t, "(%s) expected [%lld, %lld]", role, (long long)n,
+                                 (long long)v);
     return AD_OK;
 }
 
@@ -175,11 +175,11 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student,
     if (teacher) AD_TRY(check_logits(op, "teacher logits", teacher, CU_ACT, N, V));
     AD_TRY(cu_check(op, "targets", targets, CU_I32));
     if (targets->ndim != 1 || targets->shape[0] != N || !ad_tensor_is_contiguous(targets))
-        return cu_fail_tensor(op, targets, "expected contiguous I32 [%lld]", (long long)N);
+        return ad_op_fail_tensor(op, targets, "expected contiguous I32 [%lld]", (long long)N);
     if (grad->data == student->data && student->dtype != AD_F32)
-        return cu_fail_tensor(op, student, "an in-place gradient needs F32 student logits");
-    if (grad->data != student->data) AD_TRY(cu_check_no_alias(op, grad, student));
-    if (teacher) AD_TRY(cu_check_no_alias(op, grad, teacher));
+        return ad_op_fail_tensor(op, student, "an in-place gradient needs F32 student logits");
+    if (grad->data != student->data) AD_TRY(ad_op_check_no_alias(op, grad, student));
+    if (teacher) AD_TRY(ad_op_check_no_alias(op, grad, teacher));
     if (!(params->temperature > 0) || params->alpha < 0 || params->alpha > 1 || params->skew < 0 ||
         params->skew >= 1)
         return ad_fail("%s: need temperature > 0, 0 <= alpha <= 1, 0 <= skew < 1", op);

@@ -12,8 +12,8 @@
 
 static int check_param(const char *op, const char *role, const ad_tensor *t, int64_t C) {
     AD_TRY(cu_check(op, role, t, CU_FLOAT));
-    AD_TRY(cu_check_vector(op, t, C));
-    if (C > 1 && t->stride[0] != 1) return cu_fail_tensor(op, t, "must be contiguous");
+    AD_TRY(ad_op_check_vector(op, t, C));
+    if (C > 1 && t->stride[0] != 1) return ad_op_fail_tensor(op, t, "must be contiguous");
     return AD_OK;
 }
 
@@ -70,10 +70,10 @@ static int check_norm(const char *op, const ad_tensor *y, const ad_tensor *x, fl
                       cu_rows *ry, cu_rows *rx) {
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_same_shape(op, y, x));
-    AD_TRY(cu_check_rows(op, y));
-    AD_TRY(cu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_same_shape(op, y, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_rows(op, x));
     if (!(eps >= 0)) return ad_fail("%s: eps %g must be >= 0", op, (double)eps);
     cu_rows_of(y, ry);
     cu_rows_of(x, rx);
@@ -214,10 +214,10 @@ static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx
                          const ad_tensor *x, const ad_tensor *weight, float eps) {
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_same_shape(op, dy, x));
-    AD_TRY(cu_check_rows(op, dy));
-    AD_TRY(cu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_same_shape(op, dy, x));
+    AD_TRY(ad_op_check_rows(op, dy));
+    AD_TRY(ad_op_check_rows(op, x));
     if (!(eps >= 0)) return ad_fail("%s: eps %g must be >= 0", op, (double)eps);
     cu_rows rdy, rx, rdx;
     cu_rows_of(dy, &rdy);
@@ -227,16 +227,16 @@ static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx
     AD_TRY(check_param(op, "weight", weight, C));
     if (dx) {
         AD_TRY(cu_check(op, "dx", dx, CU_ACT));
-        AD_TRY(cu_check_same_shape(op, dx, x));
-        AD_TRY(cu_check_rows(op, dx));
+        AD_TRY(ad_op_check_same_shape(op, dx, x));
+        AD_TRY(ad_op_check_rows(op, dx));
         cu_rows_of(dx, &rdx);
     }
     const ad_tensor *params[2] = {dweight, dbias};
     for (int i = 0; i < 2; i++)
         if (params[i]) {
             AD_TRY(cu_check(op, i ? "dbias" : "dweight", params[i], CU_F32));
-            AD_TRY(cu_check_vector(op, params[i], C));
-            AD_TRY(cu_check_contiguous(op, params[i]));
+            AD_TRY(ad_op_check_vector(op, params[i], C));
+            AD_TRY(ad_op_check_contiguous(op, params[i]));
         }
     if (rows == 0 || C == 0) return AD_OK;
     float *stats;

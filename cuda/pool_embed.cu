@@ -48,20 +48,21 @@ static int pool_shapes(const char *op, const ad_tensor *x, const ad_tensor *y, i
                        int stride) {
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_ndim(op, x, 3, 3));
-    AD_TRY(cu_check_ndim(op, y, 3, 3));
-    AD_TRY(cu_check_rows(op, x));
-    AD_TRY(cu_check_rows(op, y));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     if (kernel < 1 || stride < 1)
         return ad_fail("%s: kernel %d and stride %d must be >= 1", op, kernel, stride);
     const int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
     if (L < kernel)
-        return cu_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L, kernel);
+        return ad_op_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
+                                 kernel);
     const int64_t L_out = (L - kernel) / stride + 1;
     if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C)
-        return cu_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B, (long long)L_out,
-                              (long long)C);
+        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
+                                 (long long)L_out, (long long)C);
     return AD_OK;
 }
 
@@ -116,7 +117,7 @@ static int check_ids(ad_backend *be, const char *op, const ad_tensor *ids, int64
 
 static int check_index_tensor(const char *op, const char *role, const ad_tensor *t) {
     AD_TRY(cu_check(op, role, t, CU_I32));
-    return cu_check_contiguous(op, t);
+    return ad_op_check_contiguous(op, t);
 }
 
 /* ---- row copies ---------------------------------------------------------------------------- */
@@ -147,17 +148,17 @@ int cu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "table", table, CU_FLOAT));
     AD_TRY(check_index_tensor(op, "ids", ids));
-    AD_TRY(cu_check_ndim(op, table, 2, 2));
-    AD_TRY(cu_check_ndim(op, y, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_rows(op, table));
-    AD_TRY(cu_check_rows(op, y));
+    AD_TRY(ad_op_check_ndim(op, table, 2, 2));
+    AD_TRY(ad_op_check_ndim(op, y, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_rows(op, table));
+    AD_TRY(ad_op_check_rows(op, y));
     const int64_t V = table->shape[0], C = table->shape[1], N = ad_tensor_numel(ids);
     cu_rows ry, rt;
     cu_rows_of(y, &ry);
     cu_rows_of(table, &rt);
     if (ry.rows != N || ry.cols != C)
-        return cu_fail_tensor(op, y, "expected %lld rows (ids %s) of %lld (table %s)", (long long)N,
-                              ids->name, (long long)C, table->name);
+        return ad_op_fail_tensor(op, y, "expected %lld rows (ids %s) of %lld (table %s)",
+                                 (long long)N, ids->name, (long long)C, table->name);
     char what[96];
     snprintf(what, sizeof what, "[0, %lld) of table %s", (long long)V, table->name);
     AD_TRY(check_ids(be, op, ids, V, false, what));
@@ -169,18 +170,18 @@ int cu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_t
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
     AD_TRY(check_index_tensor(op, "rows", rows));
-    AD_TRY(cu_check_ndim(op, y, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_rows(op, y));
-    AD_TRY(cu_check_rows(op, x));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, y, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     cu_rows ry, rx;
     cu_rows_of(y, &ry);
     cu_rows_of(x, &rx);
     const int64_t N = ad_tensor_numel(rows);
     if (rx.rows != N || rx.cols != ry.cols)
-        return cu_fail_tensor(op, x, "expected %lld rows (rows %s) of %lld (y %s)", (long long)N,
-                              rows->name, (long long)ry.cols, y->name);
+        return ad_op_fail_tensor(op, x, "expected %lld rows (rows %s) of %lld (y %s)", (long long)N,
+                                 rows->name, (long long)ry.cols, y->name);
     char what[96];
     snprintf(what, sizeof what, "the %lld rows of %s", (long long)ry.rows, y->name);
     AD_TRY(check_ids(be, op, rows, ry.rows, false, what));
@@ -192,17 +193,17 @@ int cu_gather_rows(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_
     AD_TRY(cu_check(op, "dx", dx, CU_ACT));
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
     AD_TRY(check_index_tensor(op, "rows", rows));
-    AD_TRY(cu_check_ndim(op, dx, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_ndim(op, dy, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_rows(op, dx));
-    AD_TRY(cu_check_rows(op, dy));
+    AD_TRY(ad_op_check_ndim(op, dx, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_ndim(op, dy, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_rows(op, dx));
+    AD_TRY(ad_op_check_rows(op, dy));
     cu_rows rdx, rdy;
     cu_rows_of(dx, &rdx);
     cu_rows_of(dy, &rdy);
     const int64_t N = ad_tensor_numel(rows);
     if (rdx.rows != N || rdx.cols != rdy.cols)
-        return cu_fail_tensor(op, dx, "expected %lld rows (rows %s) of %lld (dy %s)", (long long)N,
-                              rows->name, (long long)rdy.cols, dy->name);
+        return ad_op_fail_tensor(op, dx, "expected %lld rows (rows %s) of %lld (dy %s)",
+                                 (long long)N, rows->name, (long long)rdy.cols, dy->name);
     char what[96];
     snprintf(what, sizeof what, "[0, %lld) (rows of %s)", (long long)rdy.rows, dy->name);
     AD_TRY(check_ids(be, op, rows, rdy.rows, false, what));
@@ -253,19 +254,19 @@ int cu_embedding_backward(ad_backend *be, ad_tensor *dtable, const ad_tensor *dy
     AD_TRY(cu_check(op, "dtable", dtable, CU_F32));
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
     AD_TRY(check_index_tensor(op, "ids", ids));
-    AD_TRY(cu_check_ndim(op, dtable, 2, 2));
-    AD_TRY(cu_check_rows(op, dtable));
-    AD_TRY(cu_check_ndim(op, dy, 1, AD_MAX_DIMS));
-    AD_TRY(cu_check_rows(op, dy));
+    AD_TRY(ad_op_check_ndim(op, dtable, 2, 2));
+    AD_TRY(ad_op_check_rows(op, dtable));
+    AD_TRY(ad_op_check_ndim(op, dy, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_rows(op, dy));
     const int64_t V = dtable->shape[0], C = dtable->shape[1], N = ad_tensor_numel(ids);
     cu_rows rdy;
     cu_rows_of(dy, &rdy);
     if (rdy.rows != N || rdy.cols != C)
-        return cu_fail_tensor(op, dy, "expected %lld rows (ids %s) of %lld (dtable %s)",
-                              (long long)N, ids->name, (long long)C, dtable->name);
+        return ad_op_fail_tensor(op, dy, "expected %lld rows (ids %s) of %lld (dtable %s)",
+                                 (long long)N, ids->name, (long long)C, dtable->name);
     if (N == 0 || C == 0) return AD_OK;
     if (N > INT32_MAX || (C + PE_BLOCK - 1) / PE_BLOCK > 65535)
-        return cu_fail_tensor(op, ids, "too many ids or columns for one launch");
+        return ad_op_fail_tensor(op, ids, "too many ids or columns for one launch");
     int32_t *links;
     AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, (size_t)N * 2 * sizeof(int32_t), (void **)&links));
     AD_TRY(cu_index_flag_reset(be));

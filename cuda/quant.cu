@@ -44,11 +44,11 @@ extern "C" int ad_cuda_quant_linear(ad_backend *be, ad_tensor *y, const ad_tenso
     if (!be || !w) return ad_fail("%s: backend and weight are required", op);
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(cu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     cu_mat Y, X;
     AD_TRY(cu_mat_of(op, y, &Y));
     AD_TRY(cu_mat_of(op, x, &X));
-    if (Y.trans) return cu_fail_tensor(op, y, "the output's rows must be contiguous");
+    if (Y.trans) return ad_op_fail_tensor(op, y, "the output's rows must be contiguous");
     const ad_quant_spec *s = &w->spec;
     if ((s->bits != 8 && s->bits != 4 && s->bits != 3 && s->bits != 2) || s->group_size < 8 ||
         s->group_size % 8 || w->cols % s->group_size || w->rows < 0)
@@ -58,14 +58,14 @@ extern "C" int ad_cuda_quant_linear(ad_backend *be, ad_tensor *y, const ad_tenso
         return ad_fail("%s: the quantized weight has no codes, scales or zeros", op);
     const int64_t N = w->rows, K = w->cols, M = X.rows;
     if (X.cols != K || Y.rows != M || Y.cols != N)
-        return cu_fail_tensor(op, y,
-                              "expected [%lld, %lld] from x [%lld, %lld] and a [%lld, "
-                              "%lld] weight",
-                              (long long)M, (long long)N, (long long)X.rows, (long long)X.cols,
-                              (long long)N, (long long)K);
+        return ad_op_fail_tensor(op, y,
+                                 "expected [%lld, %lld] from x [%lld, %lld] and a [%lld, "
+                                 "%lld] weight",
+                                 (long long)M, (long long)N, (long long)X.rows, (long long)X.cols,
+                                 (long long)N, (long long)K);
     if (bias) {
         AD_TRY(cu_check(op, "bias", bias, CU_FLOAT));
-        AD_TRY(cu_check_vector(op, bias, N));
+        AD_TRY(ad_op_check_vector(op, bias, N));
     }
     if (M == 0 || N == 0) return AD_OK;
     const ad_dtype wdt = x->dtype; /* the tile matches x, so the GEMM runs without conversion */

@@ -44,20 +44,20 @@ static int rope_run(const char *op, ad_tensor *x, const ad_tensor *positions, in
                     int head_dim, float theta, bool backward) {
     AD_TRY(cu_check(op, "x", x, CU_ACT));
     AD_TRY(cu_check(op, "positions", positions, CU_I32));
-    AD_TRY(cu_check_ndim(op, x, 3, 3));
-    AD_TRY(cu_check_ndim(op, positions, 2, 2));
-    AD_TRY(cu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, positions, 2, 2));
+    AD_TRY(ad_op_check_rows(op, x));
     if (n_heads < 1 || head_dim < 2 || head_dim % 2 != 0 || head_dim > 2 * ROPE_MAX_HALF)
         return ad_fail("%s: need n_heads >= 1 and an even head_dim in [2, %d] (got %d, %d)", op,
                        2 * ROPE_MAX_HALF, n_heads, head_dim);
     if (!(theta > 0) || isinf(theta)) return ad_fail("%s: theta %g must be > 0", op, (double)theta);
     const int64_t B = x->shape[0], T = x->shape[1];
     if (x->shape[2] != (int64_t)n_heads * head_dim)
-        return cu_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
-                              head_dim);
+        return ad_op_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
+                                 head_dim);
     if (positions->shape[0] != B || positions->shape[1] != T)
-        return cu_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
-                              (long long)T, x->name);
+        return ad_op_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
+                                 (long long)T, x->name);
     if (B == 0 || T == 0) return AD_OK;
     rope_table tab;
     const int half = head_dim / 2;

@@ -72,94 +72,32 @@ void ad_cpu_release(ad_backend *be, void *ptr) {
 
 /* ---- checks --------------------------------------------------------------------------- */
 
-int cpu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) {
-    char desc[160], what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return ad_fail("%s: tensor %s: %s", op, ad_tensor_describe(t, desc, sizeof desc), what);
-}
-
 static int check_present(const char *op, const char *role, const ad_tensor *t) {
     if (!t) return ad_fail("%s: tensor '%s' is NULL", op, role);
     if (t->device != AD_DEVICE_CPU)
-        return cpu_fail_tensor(op, t, "(%s) is not on the CPU device", role);
+        return ad_op_fail_tensor(op, t, "(%s) is not on the CPU device", role);
     if (t->ndim < 0 || t->ndim > AD_MAX_DIMS)
         return ad_fail("%s: tensor %s (%s) has %d dims", op, t->name, role, t->ndim);
     if ((unsigned)t->dtype >= AD_DTYPE_COUNT || ad_dtype_is_packed(t->dtype))
-        return cpu_fail_tensor(op, t, "(%s) has a packed or unknown dtype", role);
+        return ad_op_fail_tensor(op, t, "(%s) has a packed or unknown dtype", role);
     for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0) return cpu_fail_tensor(op, t, "(%s) has a negative size", role);
-    if (!t->data && ad_tensor_numel(t) > 0) return cpu_fail_tensor(op, t, "(%s) has no data", role);
+        if (t->shape[d] < 0) return ad_op_fail_tensor(op, t, "(%s) has a negative size", role);
+    if (!t->data && ad_tensor_numel(t) > 0)
+        return ad_op_fail_tensor(op, t, "(%s) has no data", role);
     return AD_OK;
 }
 
 int cpu_check_tensor(const char *op, const char *role, const ad_tensor *t, ad_dtype dtype) {
     AD_TRY(check_present(op, role, t));
     if (t->dtype != dtype)
-        return cpu_fail_tensor(op, t, "(%s) expected dtype %s", role, ad_dtype_name(dtype));
+        return ad_op_fail_tensor(op, t, "(%s) expected dtype %s", role, ad_dtype_name(dtype));
     return AD_OK;
 }
 
 int cpu_check_weight(const char *op, const char *role, const ad_tensor *t) {
     AD_TRY(check_present(op, role, t));
     if (t->dtype != AD_F32 && t->dtype != AD_BF16 && t->dtype != AD_F16)
-        return cpu_fail_tensor(op, t, "(%s) expected dtype F32, BF16 or F16", role);
-    return AD_OK;
-}
-
-int cpu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi) {
-    if (t->ndim < lo || t->ndim > hi) {
-        if (lo == hi) return cpu_fail_tensor(op, t, "expected %d dims", lo);
-        return cpu_fail_tensor(op, t, "expected %d to %d dims", lo, hi);
-    }
-    return AD_OK;
-}
-
-int cpu_check_rows(const char *op, const ad_tensor *t) {
-    if (t->ndim >= 1 && t->shape[t->ndim - 1] > 1 && t->stride[t->ndim - 1] != 1)
-        return cpu_fail_tensor(op, t, "the last dim must be contiguous (stride %lld)",
-                               (long long)t->stride[t->ndim - 1]);
-    return AD_OK;
-}
-
-int cpu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b) {
-    if (!ad_tensor_same_shape(a, b)) {
-        char desc[160];
-        return cpu_fail_tensor(op, a, "expected the same shape as %s",
-                               ad_tensor_describe(b, desc, sizeof desc));
-    }
-    return AD_OK;
-}
-
-int cpu_check_vector(const char *op, const ad_tensor *t, int64_t n) {
-    if (t->ndim != 1 || t->shape[0] != n)
-        return cpu_fail_tensor(op, t, "expected a vector [%lld]", (long long)n);
-    return AD_OK;
-}
-
-/* [lo, hi) byte range covered by a tensor (all strides taken as non-negative). */
-static void byte_range(const ad_tensor *t, uintptr_t *lo, uintptr_t *hi) {
-    int64_t span = 1;
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] > 0) span += (t->shape[d] - 1) * (t->stride[d] < 0 ? 0 : t->stride[d]);
-    *lo = (uintptr_t)t->data;
-    *hi = *lo + (uintptr_t)span * (uintptr_t)(ad_dtype_bits(t->dtype) / 8);
-}
-
-int cpu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in) {
-    if (!in || ad_tensor_numel(out) == 0 || ad_tensor_numel(in) == 0) return AD_OK;
-    bool overlap = out->data == in->data;
-    if (!overlap && ad_tensor_is_contiguous(out) && ad_tensor_is_contiguous(in)) {
-        uintptr_t a0, a1, b0, b1;
-        byte_range(out, &a0, &a1);
-        byte_range(in, &b0, &b1);
-        overlap = a0 < b1 && b0 < a1;
-    }
-    if (overlap)
-        return cpu_fail_tensor(op, out, "output overlaps input %s; this op is not in place",
-                               in->name);
+        return ad_op_fail_tensor(op, t, "(%s) expected dtype F32, BF16 or F16", role);
     return AD_OK;
 }
 
@@ -233,10 +171,10 @@ int ad_cpu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const char *op = "upload";
     if (!dst || !src) return ad_fail("upload: NULL tensor");
     if (dst->device != AD_DEVICE_CPU || src->device != AD_DEVICE_CPU)
-        return cpu_fail_tensor(op, dst, "source %s and destination must be host tensors",
-                               src->name);
-    AD_TRY(cpu_check_same_shape(op, dst, src));
-    if (!ad_tensor_is_contiguous(dst)) return cpu_fail_tensor(op, dst, "must be contiguous");
+        return ad_op_fail_tensor(op, dst, "source %s and destination must be host tensors",
+                                 src->name);
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
+    if (!ad_tensor_is_contiguous(dst)) return ad_op_fail_tensor(op, dst, "must be contiguous");
     int64_t n = ad_tensor_numel(src);
     if (n == 0) return AD_OK;
     if (dst->dtype == src->dtype && ad_tensor_is_contiguous(src)) {
@@ -251,8 +189,8 @@ int ad_cpu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
             const void *p = ad_tensor_at(src, idx);
             int64_t v = src->dtype == AD_I32 ? *(const int32_t *)p : *(const int64_t *)p;
             if (v < INT32_MIN || v > INT32_MAX)
-                return cpu_fail_tensor(op, src, "element %lld = %lld does not fit in I32",
-                                       (long long)i, (long long)v);
+                return ad_op_fail_tensor(op, src, "element %lld = %lld does not fit in I32",
+                                         (long long)i, (long long)v);
             out[i] = (int32_t)v;
             for (int d = src->ndim - 1; d >= 0; d--) {
                 if (++idx[d] < src->shape[d]) break;
@@ -262,10 +200,10 @@ int ad_cpu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
         return AD_OK;
     }
     char desc[160];
-    return cpu_fail_tensor(op, dst,
-                           "cannot upload %s into it (supported: the same dtype "
-                           "contiguous, F32/BF16/F16 -> F32, I32/I64 -> I32)",
-                           ad_tensor_describe(src, desc, sizeof desc));
+    return ad_op_fail_tensor(op, dst,
+                             "cannot upload %s into it (supported: the same dtype "
+                             "contiguous, F32/BF16/F16 -> F32, I32/I64 -> I32)",
+                             ad_tensor_describe(src, desc, sizeof desc));
 }
 
 int ad_cpu_download(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
@@ -273,8 +211,8 @@ int ad_cpu_download(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const char *op = "download";
     AD_TRY(cpu_check_tensor(op, "dst", dst, AD_F32));
     AD_TRY(check_present(op, "src", src));
-    AD_TRY(cpu_check_same_shape(op, dst, src));
-    if (!ad_tensor_is_contiguous(dst)) return cpu_fail_tensor(op, dst, "must be contiguous");
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
+    if (!ad_tensor_is_contiguous(dst)) return ad_op_fail_tensor(op, dst, "must be contiguous");
     return ad_tensor_to_f32(src, dst->data);
 }
 
@@ -292,14 +230,14 @@ int ad_cpu_copy(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
     const char *op = "copy";
     AD_TRY(check_present(op, "dst", dst));
     AD_TRY(check_present(op, "src", src));
-    AD_TRY(cpu_check_same_shape(op, dst, src));
+    AD_TRY(ad_op_check_same_shape(op, dst, src));
     const bool same = dst->dtype == src->dtype;
     if (!same && !(dst->dtype == AD_F32 && is_float_dtype(src->dtype))) {
         char desc[160];
-        return cpu_fail_tensor(op, dst,
-                               "cannot copy %s into it (the same dtype, or "
-                               "BF16/F16 -> F32)",
-                               ad_tensor_describe(src, desc, sizeof desc));
+        return ad_op_fail_tensor(op, dst,
+                                 "cannot copy %s into it (the same dtype, or "
+                                 "BF16/F16 -> F32)",
+                                 ad_tensor_describe(src, desc, sizeof desc));
     }
     const int64_t n = ad_tensor_numel(dst);
     if (n == 0 || dst->data == src->data) return AD_OK;

@@ -12,10 +12,10 @@ static int check_unary(const char *op, const ad_tensor *y, const ad_tensor *x, c
                        cpu_rows *rx) {
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
-    AD_TRY(cpu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cpu_check_same_shape(op, y, x));
-    AD_TRY(cpu_check_rows(op, y));
-    AD_TRY(cpu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_same_shape(op, y, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_rows(op, x));
     cpu_rows_of(y, ry);
     cpu_rows_of(x, rx);
     return AD_OK;
@@ -48,8 +48,8 @@ int ad_cpu_silu_mul(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const a
     cpu_rows ry, rg, ru;
     AD_TRY(check_unary(op, y, gate, &ry, &rg));
     AD_TRY(cpu_check_tensor(op, "up", up, AD_F32));
-    AD_TRY(cpu_check_same_shape(op, up, gate));
-    AD_TRY(cpu_check_rows(op, up));
+    AD_TRY(ad_op_check_same_shape(op, up, gate));
+    AD_TRY(ad_op_check_rows(op, up));
     cpu_rows_of(up, &ru);
     const int64_t C = rg.cols;
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
@@ -68,14 +68,14 @@ int ad_cpu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor
     cpu_rows ry, ra, rb;
     AD_TRY(check_unary(op, y, a, &ry, &ra));
     AD_TRY(cpu_check_tensor(op, "b", b, AD_F32));
-    AD_TRY(cpu_check_ndim(op, b, 1, a->ndim));
-    AD_TRY(cpu_check_rows(op, b));
+    AD_TRY(ad_op_check_ndim(op, b, 1, a->ndim));
+    AD_TRY(ad_op_check_rows(op, b));
     const int lead = a->ndim - b->ndim;
     for (int d = 0; d < b->ndim; d++)
         if (b->shape[d] != a->shape[lead + d]) {
             char desc[160];
-            return cpu_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
-                                   ad_tensor_describe(a, desc, sizeof desc));
+            return ad_op_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
+                                     ad_tensor_describe(a, desc, sizeof desc));
         }
     cpu_rows_of(b, &rb);
     const int64_t C = ra.cols;
@@ -99,8 +99,8 @@ int ad_cpu_layernorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_
     const int64_t C = rx.cols;
     AD_TRY(cpu_check_weight(op, "weight", weight));
     AD_TRY(cpu_check_weight(op, "bias", bias));
-    AD_TRY(cpu_check_vector(op, weight, C));
-    AD_TRY(cpu_check_vector(op, bias, C));
+    AD_TRY(ad_op_check_vector(op, weight, C));
+    AD_TRY(ad_op_check_vector(op, bias, C));
     if (!(eps >= 0)) return ad_fail("layernorm: eps %g must be >= 0", (double)eps);
     const float *w, *bv;
     AD_TRY(cpu_param_f32(be, weight, CPU_SCRATCH_PARAM_A, &w));
@@ -132,7 +132,7 @@ int ad_cpu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_te
     AD_TRY(check_unary(op, y, x, &ry, &rx));
     const int64_t C = rx.cols;
     AD_TRY(cpu_check_weight(op, "weight", weight));
-    AD_TRY(cpu_check_vector(op, weight, C));
+    AD_TRY(ad_op_check_vector(op, weight, C));
     if (!(eps >= 0)) return ad_fail("rmsnorm: eps %g must be >= 0", (double)eps);
     const float *w;
     AD_TRY(cpu_param_f32(be, weight, CPU_SCRATCH_PARAM_A, &w));

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "backend/op_check.h"
 
 /* Scratch slots: an op may use several at once, so each has a fixed purpose. */
 enum {
@@ -44,23 +45,12 @@ void cpu_blas_threads(ad_backend *be);
 /* 64-byte aligned, zeroed; the backend's alloc. */
 void *cpu_aligned_zalloc(size_t bytes, const char *what);
 
-/* ---- checks: each fails with "op: tensor NAME [dims] dtype: what was expected" ----------- */
-int cpu_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) AD_PRINTF(3, 4);
+/* ---- checks: each fails with "op: tensor NAME [dims] dtype: what was expected"; the shape,
+ * stride and aliasing checks are shared with the other backends (backend/op_check.h) ---- */
 /* Non-NULL, on the CPU, not packed, of dtype `dtype`. */
 int cpu_check_tensor(const char *op, const char *role, const ad_tensor *t, ad_dtype dtype);
 /* Like cpu_check_tensor for weights: F32, BF16 or F16. */
 int cpu_check_weight(const char *op, const char *role, const ad_tensor *t);
-/* ndim within [lo, hi]. */
-int cpu_check_ndim(const char *op, const ad_tensor *t, int lo, int hi);
-/* The last dim is unit-stride (rows of contiguous elements; leading dims may be strided). */
-int cpu_check_rows(const char *op, const ad_tensor *t);
-int cpu_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
-/* A 1-D vector of n elements (norm weights, biases). */
-int cpu_check_vector(const char *op, const ad_tensor *t, int64_t n);
-/* Refuses outputs that share memory with an input of an op that is not in place. Exact
- * aliasing is always caught; partial overlap only when both tensors are contiguous (strided
- * views of one buffer, such as a fused QKV, may interleave without overlapping). */
-int cpu_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
 
 /* ---- row addressing ---------------------------------------------------------------------- */
 /* A tensor seen as rows x cols: cols = the last dim (unit stride), rows = the product of the

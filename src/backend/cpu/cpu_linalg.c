@@ -27,7 +27,7 @@ typedef struct {
 } mat_view;
 
 static int mat_of(const char *op, const ad_tensor *t, mat_view *m) {
-    AD_TRY(cpu_check_ndim(op, t, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
     cpu_rows r;
     cpu_rows_of(t, &r);
     memset(m, 0, sizeof *m);
@@ -37,26 +37,26 @@ static int mat_of(const char *op, const ad_tensor *t, mat_view *m) {
     m->rows = r.rows;
     m->cols = r.cols;
     if (r.nlead != 1)
-        return cpu_fail_tensor(op, t,
-                               "its leading dims cannot be flattened into matrix rows "
-                               "(make it contiguous first)");
+        return ad_op_fail_tensor(op, t,
+                                 "its leading dims cannot be flattened into matrix rows "
+                                 "(make it contiguous first)");
     const int64_t row_stride = r.stride[0] / m->esize, col_stride = t->stride[t->ndim - 1];
     if (m->cols <= 1 || col_stride == 1) {
         m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
         if (m->ld < m->cols || m->ld < 1)
-            return cpu_fail_tensor(op, t, "row stride %lld is smaller than the row length",
-                                   (long long)row_stride);
+            return ad_op_fail_tensor(op, t, "row stride %lld is smaller than the row length",
+                                     (long long)row_stride);
     } else if (row_stride == 1 || m->rows <= 1) {
         m->trans = true;
         m->ld = col_stride;
         if (m->ld < m->rows || m->ld < 1)
-            return cpu_fail_tensor(op, t, "column stride %lld is smaller than the column length",
-                                   (long long)col_stride);
+            return ad_op_fail_tensor(op, t, "column stride %lld is smaller than the column length",
+                                     (long long)col_stride);
     } else {
-        return cpu_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
+        return ad_op_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
     }
     if (m->rows > INT_MAX || m->cols > INT_MAX || m->ld > INT_MAX)
-        return cpu_fail_tensor(op, t, "too large for a BLAS call (dims above 2^31)");
+        return ad_op_fail_tensor(op, t, "too large for a BLAS call (dims above 2^31)");
     return AD_OK;
 }
 
@@ -115,7 +115,7 @@ static int gemm(ad_backend *be, float *y, int64_t ldy, const mat_view *A, bool t
 static int output_view(const char *op, const ad_tensor *y, mat_view *m) {
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(mat_of(op, y, m));
-    if (m->trans) return cpu_fail_tensor(op, y, "the output's rows must be contiguous");
+    if (m->trans) return ad_op_fail_tensor(op, y, "the output's rows must be contiguous");
     return AD_OK;
 }
 
@@ -128,21 +128,21 @@ int ad_cpu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpo
     AD_TRY(cpu_check_weight(op, "b", b));
     AD_TRY(mat_of(op, a, &A));
     AD_TRY(mat_of(op, b, &B));
-    AD_TRY(cpu_check_no_alias(op, y, a));
-    AD_TRY(cpu_check_no_alias(op, y, b));
+    AD_TRY(ad_op_check_no_alias(op, y, a));
+    AD_TRY(ad_op_check_no_alias(op, y, b));
     const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
     const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
     if (K != Kb) {
         char desc[160];
-        return cpu_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
-                               transpose_a ? "transposed " : "", (long long)M, (long long)K,
-                               transpose_b ? "transposed " : "",
-                               ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
-                               (long long)N);
+        return ad_op_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
+                                 transpose_a ? "transposed " : "", (long long)M, (long long)K,
+                                 transpose_b ? "transposed " : "",
+                                 ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
+                                 (long long)N);
     }
     if (Y.rows != M || Y.cols != N)
-        return cpu_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
-                               (long long)N);
+        return ad_op_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
+                                 (long long)N);
     return gemm(be, (float *)Y.data, Y.ld, &A, transpose_a, &B, transpose_b, M, N, K, alpha, beta);
 }
 
@@ -151,7 +151,7 @@ static int prefill_bias(ad_backend *be, const char *op, const mat_view *Y, const
     const float *bv = NULL;
     if (bias) {
         AD_TRY(cpu_check_weight(op, "bias", bias));
-        AD_TRY(cpu_check_vector(op, bias, Y->cols));
+        AD_TRY(ad_op_check_vector(op, bias, Y->cols));
         AD_TRY(cpu_param_f32(be, bias, CPU_SCRATCH_PARAM_A, &bv));
     }
     float *y = (float *)Y->data;
@@ -169,13 +169,14 @@ static int prefill_bias(ad_backend *be, const char *op, const mat_view *Y, const
 
 /* y += x @ W^T for a group-quantized W: rows of W are dequantized a tile at a time into f32
  * (never the whole matrix) and multiplied with sgemm, like the BF16 path above. */
-static int linear_quantized(ad_backend *be, const mat_view *Y, const mat_view *X, const ad_tensor *w) {
+static int linear_quantized(ad_backend *be, const mat_view *Y, const mat_view *X,
+                            const ad_tensor *w) {
     const ad_quant_tensor *q = w->quant;
-    if (!q) return cpu_fail_tensor("linear", w, "is QGROUP but has no quantized data");
+    if (!q) return ad_op_fail_tensor("linear", w, "is QGROUP but has no quantized data");
     const int64_t N = q->rows, K = q->cols, M = X->rows;
     if (X->cols != K || Y->cols != N || Y->rows != M || X->trans)
-        return cpu_fail_tensor("linear", w, "quantized [%lld, %lld] does not fit x [%lld, %lld]", (long long)N,
-                               (long long)K, (long long)M, (long long)X->cols);
+        return ad_op_fail_tensor("linear", w, "quantized [%lld, %lld] does not fit x [%lld, %lld]",
+                                 (long long)N, (long long)K, (long long)M, (long long)X->cols);
     int64_t nb = TILE_FLOATS / (K ? K : 1);
     if (nb < 64) nb = 64;
     if (nb > N) nb = N;
@@ -186,8 +187,9 @@ static int linear_quantized(ad_backend *be, const mat_view *Y, const mat_view *X
         const int64_t n = N - n0 < nb ? N - n0 : nb;
         ad_quant_dequantize_rows(q, n0, n, tile);
         if (M)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, (const float *)X->data,
-                        (int)X->ld, tile, (int)K, 1.0f, (float *)Y->data + n0, (int)Y->ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f,
+                        (const float *)X->data, (int)X->ld, tile, (int)K, 1.0f,
+                        (float *)Y->data + n0, (int)Y->ld);
     }
     return AD_OK;
 }
@@ -200,22 +202,22 @@ int ad_cpu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
     if (w->dtype == AD_QGROUP) {
         AD_TRY(mat_of(op, x, &X));
-        AD_TRY(cpu_check_no_alias(op, y, x));
+        AD_TRY(ad_op_check_no_alias(op, y, x));
         AD_TRY(prefill_bias(be, op, &Y, bias));
         return linear_quantized(be, &Y, &X, w);
     }
     AD_TRY(cpu_check_weight(op, "w", w));
-    AD_TRY(cpu_check_ndim(op, w, 2, 2));
+    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(mat_of(op, x, &X));
     AD_TRY(mat_of(op, w, &W));
-    AD_TRY(cpu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     const int64_t N = W.rows, K = W.cols;
     if (X.cols != K)
-        return cpu_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
-                               (long long)X.cols, w->name, (long long)N, (long long)K);
+        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
+                                 (long long)X.cols, w->name, (long long)N, (long long)K);
     if (Y.rows != X.rows || Y.cols != N)
-        return cpu_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
-                               (long long)X.rows, (long long)N, x->name, w->name);
+        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
+                                 (long long)X.rows, (long long)N, x->name, w->name);
     AD_TRY(prefill_bias(be, op, &Y, bias));
     return gemm(be, (float *)Y.data, Y.ld, &X, false, &W, true, X.rows, N, K, 1.0f, 1.0f);
 }
@@ -226,33 +228,33 @@ int ad_cpu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
     AD_TRY(cpu_check_weight(op, "w", w));
-    AD_TRY(cpu_check_ndim(op, x, 3, 3));
-    AD_TRY(cpu_check_ndim(op, y, 3, 3));
-    AD_TRY(cpu_check_ndim(op, w, 3, 3));
-    AD_TRY(cpu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, w, 3, 3));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     if (stride < 1 || padding < 0)
         return ad_fail("conv1d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
     const int64_t B = x->shape[0], L = x->shape[1], C_in = x->shape[2];
     const int64_t C_out = w->shape[0], K = w->shape[2];
     if (w->shape[1] != C_in)
-        return cpu_fail_tensor(op, w, "expected [C_out, %lld, K] for input %s", (long long)C_in,
-                               x->name);
-    if (!ad_tensor_is_contiguous(w)) return cpu_fail_tensor(op, w, "must be contiguous");
+        return ad_op_fail_tensor(op, w, "expected [C_out, %lld, K] for input %s", (long long)C_in,
+                                 x->name);
+    if (!ad_tensor_is_contiguous(w)) return ad_op_fail_tensor(op, w, "must be contiguous");
     if ((C_in > 1 && x->stride[2] != 1) || (L > 1 && x->stride[1] != C_in))
-        return cpu_fail_tensor(op, x, "each batch element must be a contiguous [L, C_in] block");
-    AD_TRY(cpu_check_rows(op, y));
+        return ad_op_fail_tensor(op, x, "each batch element must be a contiguous [L, C_in] block");
+    AD_TRY(ad_op_check_rows(op, y));
     if (K < 1 || L + 2 * padding < K)
-        return cpu_fail_tensor(op, x, "length %lld with padding %d is shorter than kernel %lld",
-                               (long long)L, padding, (long long)K);
+        return ad_op_fail_tensor(op, x, "length %lld with padding %d is shorter than kernel %lld",
+                                 (long long)L, padding, (long long)K);
     const int64_t L_out = (L + 2 * padding - K) / stride + 1, KC = K * C_in;
     if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C_out)
-        return cpu_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B, (long long)L_out,
-                               (long long)C_out);
+        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
+                                 (long long)L_out, (long long)C_out);
     const int64_t ldy = L_out > 1 ? y->stride[1] : C_out;
     if (ldy < C_out)
-        return cpu_fail_tensor(op, y, "its rows overlap (stride %lld)", (long long)ldy);
+        return ad_op_fail_tensor(op, y, "its rows overlap (stride %lld)", (long long)ldy);
     if (KC > INT_MAX || C_out > INT_MAX || ldy > INT_MAX)
-        return cpu_fail_tensor(op, w, "too large for a BLAS call");
+        return ad_op_fail_tensor(op, w, "too large for a BLAS call");
     if (B == 0 || L_out == 0 || C_out == 0) return AD_OK;
     const int n_threads = cpu_of(be)->n_threads;
 

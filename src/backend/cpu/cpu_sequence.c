@@ -26,20 +26,20 @@ int ad_cpu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_
     const char *op = "rope";
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
     AD_TRY(cpu_check_tensor(op, "positions", positions, AD_I32));
-    AD_TRY(cpu_check_ndim(op, x, 3, 3));
-    AD_TRY(cpu_check_ndim(op, positions, 2, 2));
-    AD_TRY(cpu_check_rows(op, x));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, positions, 2, 2));
+    AD_TRY(ad_op_check_rows(op, x));
     if (n_heads < 1 || head_dim < 2 || head_dim % 2 != 0 || head_dim > ROPE_MAX_HEAD_DIM)
         return ad_fail("rope: need n_heads >= 1 and an even head_dim in [2, %d] (got %d, %d)",
                        ROPE_MAX_HEAD_DIM, n_heads, head_dim);
     if (!(theta > 0) || isinf(theta)) return ad_fail("rope: theta %g must be > 0", (double)theta);
     const int64_t B = x->shape[0], T = x->shape[1];
     if (x->shape[2] != (int64_t)n_heads * head_dim)
-        return cpu_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
-                               head_dim);
+        return ad_op_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
+                                 head_dim);
     if (positions->shape[0] != B || positions->shape[1] != T)
-        return cpu_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
-                               (long long)T, x->name);
+        return ad_op_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
+                                 (long long)T, x->name);
     const int half = head_dim / 2;
     /* transformers: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32;
      * freqs = position.float() * inv_freq in float32, then cos/sin of that float. The float
@@ -78,8 +78,8 @@ int ad_cpu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_
 static int row_ld(const char *op, const ad_tensor *t, int64_t *ld) {
     *ld = t->shape[1] > 1 ? t->stride[1] : t->shape[2];
     if (*ld < t->shape[2] || *ld > INT_MAX)
-        return cpu_fail_tensor(op, t, "time stride %lld is not usable as a row stride",
-                               (long long)t->stride[1]);
+        return ad_op_fail_tensor(op, t, "time stride %lld is not usable as a row stride",
+                                 (long long)t->stride[1]);
     return AD_OK;
 }
 
@@ -91,8 +91,8 @@ static int check_attention(const ad_tensor *out, const ad_tensor *q, const ad_te
     const char *roles[4] = {"out", "q", "k", "v"};
     for (int i = 0; i < 4; i++) {
         AD_TRY(cpu_check_tensor(op, roles[i], all[i], AD_F32));
-        AD_TRY(cpu_check_ndim(op, all[i], 3, 3));
-        AD_TRY(cpu_check_rows(op, all[i]));
+        AD_TRY(ad_op_check_ndim(op, all[i], 3, 3));
+        AD_TRY(ad_op_check_rows(op, all[i]));
     }
     if (p->n_heads < 1 || p->n_kv_heads < 1 || p->head_dim < 1 || p->n_heads % p->n_kv_heads)
         return ad_fail("attention: need n_heads (%d) a positive multiple of n_kv_heads (%d) and "
@@ -104,21 +104,22 @@ static int check_attention(const ad_tensor *out, const ad_tensor *q, const ad_te
     const int64_t qd = (int64_t)p->n_heads * p->head_dim,
                   kvd = (int64_t)p->n_kv_heads * p->head_dim;
     if (q->shape[2] != qd)
-        return cpu_fail_tensor(op, q, "expected last dim n_heads * head_dim = %lld", (long long)qd);
+        return ad_op_fail_tensor(op, q, "expected last dim n_heads * head_dim = %lld",
+                                 (long long)qd);
     if (k->shape[0] != B || k->shape[2] != kvd)
-        return cpu_fail_tensor(op, k, "expected [%lld, Tk, n_kv_heads * head_dim = %lld]",
-                               (long long)B, (long long)kvd);
-    AD_TRY(cpu_check_same_shape(op, v, k));
+        return ad_op_fail_tensor(op, k, "expected [%lld, Tk, n_kv_heads * head_dim = %lld]",
+                                 (long long)B, (long long)kvd);
+    AD_TRY(ad_op_check_same_shape(op, v, k));
     if (out->shape[0] != B || out->shape[1] != Tq || out->shape[2] != qd)
-        return cpu_fail_tensor(op, out, "expected [%lld, %lld, %lld] like q", (long long)B,
-                               (long long)Tq, (long long)qd);
+        return ad_op_fail_tensor(op, out, "expected [%lld, %lld, %lld] like q", (long long)B,
+                                 (long long)Tq, (long long)qd);
     for (int i = 1; i < 4; i++)
-        AD_TRY(cpu_check_no_alias(op, out, all[i]));
+        AD_TRY(ad_op_check_no_alias(op, out, all[i]));
     if (p->key_len)
         for (int64_t b = 0; b < B; b++)
             if (p->key_len[b] < 0 || p->key_len[b] > Tk)
-                return cpu_fail_tensor(op, k, "key_len[%lld] = %d outside [0, %lld]", (long long)b,
-                                       p->key_len[b], (long long)Tk);
+                return ad_op_fail_tensor(op, k, "key_len[%lld] = %d outside [0, %lld]",
+                                         (long long)b, p->key_len[b], (long long)Tk);
     return AD_OK;
 }
 
@@ -205,21 +206,21 @@ int ad_cpu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kern
     const char *op = "avg_pool1d";
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
-    AD_TRY(cpu_check_ndim(op, x, 3, 3));
-    AD_TRY(cpu_check_ndim(op, y, 3, 3));
-    AD_TRY(cpu_check_rows(op, x));
-    AD_TRY(cpu_check_rows(op, y));
-    AD_TRY(cpu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     if (kernel < 1 || stride < 1)
         return ad_fail("avg_pool1d: kernel %d and stride %d must be >= 1", kernel, stride);
     const int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
     if (L < kernel)
-        return cpu_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
-                               kernel);
+        return ad_op_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
+                                 kernel);
     const int64_t L_out = (L - kernel) / stride + 1;
     if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C)
-        return cpu_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B, (long long)L_out,
-                               (long long)C);
+        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
+                                 (long long)L_out, (long long)C);
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
     schedule(static) if (B * L_out * C > CPU_PARALLEL_MIN_WORK)
     for (int64_t r = 0; r < B * L_out; r++) {
@@ -237,19 +238,21 @@ int ad_cpu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kern
 }
 
 /* Rows of a group-quantized table (a quantized embed_tokens), dequantized one by one. */
-static int cpu_embedding_quantized(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids) {
+static int cpu_embedding_quantized(ad_backend *be, ad_tensor *y, const ad_tensor *table,
+                                   const ad_tensor *ids) {
     (void)be;
     const ad_quant_tensor *q = table->quant;
-    if (!q) return cpu_fail_tensor("embedding", table, "is QGROUP but has no quantized data");
+    if (!q) return ad_op_fail_tensor("embedding", table, "is QGROUP but has no quantized data");
     AD_TRY(cpu_check_tensor("embedding", "ids", ids, AD_I32));
     const int64_t N = ad_tensor_numel(ids);
     if (!ad_tensor_is_contiguous(y) || ad_tensor_numel(y) != N * q->cols)
-        return cpu_fail_tensor("embedding", y, "expected %lld contiguous rows of %lld", (long long)N, (long long)q->cols);
+        return ad_op_fail_tensor("embedding", y, "expected %lld contiguous rows of %lld",
+                                 (long long)N, (long long)q->cols);
     const int32_t *id = ids->data;
     for (int64_t i = 0; i < N; i++) {
         if (id[i] < 0 || id[i] >= q->rows)
-            return cpu_fail_tensor("embedding", ids, "element %lld = %d is outside [0, %lld)", (long long)i, id[i],
-                                   (long long)q->rows);
+            return ad_op_fail_tensor("embedding", ids, "element %lld = %d is outside [0, %lld)",
+                                     (long long)i, id[i], (long long)q->rows);
         ad_quant_dequantize_rows(q, id[i], 1, (float *)y->data + i * q->cols);
     }
     return AD_OK;
@@ -261,21 +264,21 @@ int ad_cpu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const
     if (table->dtype == AD_QGROUP) return cpu_embedding_quantized(be, y, table, ids);
     AD_TRY(cpu_check_weight(op, "table", table));
     AD_TRY(cpu_check_tensor(op, "ids", ids, AD_I32));
-    AD_TRY(cpu_check_ndim(op, table, 2, 2));
-    AD_TRY(cpu_check_rows(op, table));
-    AD_TRY(cpu_check_rows(op, y));
-    if (!ad_tensor_is_contiguous(ids)) return cpu_fail_tensor(op, ids, "must be contiguous");
+    AD_TRY(ad_op_check_ndim(op, table, 2, 2));
+    AD_TRY(ad_op_check_rows(op, table));
+    AD_TRY(ad_op_check_rows(op, y));
+    if (!ad_tensor_is_contiguous(ids)) return ad_op_fail_tensor(op, ids, "must be contiguous");
     const int64_t V = table->shape[0], C = table->shape[1], N = ad_tensor_numel(ids);
     cpu_rows ry;
     cpu_rows_of(y, &ry);
     if (y->ndim < 1 || ry.rows != N || ry.cols != C)
-        return cpu_fail_tensor(op, y, "expected %lld rows (ids %s) of %lld (table %s)",
-                               (long long)N, ids->name, (long long)C, table->name);
+        return ad_op_fail_tensor(op, y, "expected %lld rows (ids %s) of %lld (table %s)",
+                                 (long long)N, ids->name, (long long)C, table->name);
     const int32_t *id = ids->data;
     for (int64_t i = 0; i < N; i++)
         if (id[i] < 0 || id[i] >= V)
-            return cpu_fail_tensor(op, ids, "element %lld = %d is outside [0, %lld) of table %s",
-                                   (long long)i, id[i], (long long)V, table->name);
+            return ad_op_fail_tensor(op, ids, "element %lld = %d is outside [0, %lld) of table %s",
+                                     (long long)i, id[i], (long long)V, table->name);
     const int64_t es = ad_dtype_bits(table->dtype) / 8;
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
     schedule(static) if (N * C > CPU_PARALLEL_MIN_WORK)
@@ -290,24 +293,24 @@ int ad_cpu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const 
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
     AD_TRY(cpu_check_tensor(op, "rows", rows, AD_I32));
-    AD_TRY(cpu_check_ndim(op, y, 1, AD_MAX_DIMS));
-    AD_TRY(cpu_check_ndim(op, x, 1, AD_MAX_DIMS));
-    AD_TRY(cpu_check_rows(op, y));
-    AD_TRY(cpu_check_rows(op, x));
-    AD_TRY(cpu_check_no_alias(op, y, x));
-    if (!ad_tensor_is_contiguous(rows)) return cpu_fail_tensor(op, rows, "must be contiguous");
+    AD_TRY(ad_op_check_ndim(op, y, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
+    if (!ad_tensor_is_contiguous(rows)) return ad_op_fail_tensor(op, rows, "must be contiguous");
     cpu_rows ry, rx;
     cpu_rows_of(y, &ry);
     cpu_rows_of(x, &rx);
     const int64_t N = ad_tensor_numel(rows);
     if (rx.rows != N || rx.cols != ry.cols)
-        return cpu_fail_tensor(op, x, "expected %lld rows (rows %s) of %lld (y %s)", (long long)N,
-                               rows->name, (long long)ry.cols, y->name);
+        return ad_op_fail_tensor(op, x, "expected %lld rows (rows %s) of %lld (y %s)", (long long)N,
+                                 rows->name, (long long)ry.cols, y->name);
     const int32_t *idx = rows->data;
     for (int64_t i = 0; i < N; i++)
         if (idx[i] < 0 || idx[i] >= ry.rows)
-            return cpu_fail_tensor(op, rows, "element %lld = %d is outside the %lld rows of %s",
-                                   (long long)i, idx[i], (long long)ry.rows, y->name);
+            return ad_op_fail_tensor(op, rows, "element %lld = %d is outside the %lld rows of %s",
+                                     (long long)i, idx[i], (long long)ry.rows, y->name);
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
     schedule(static) if (N * rx.cols > CPU_PARALLEL_MIN_WORK)
     for (int64_t i = 0; i < N; i++)
@@ -319,16 +322,16 @@ int ad_cpu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     const char *op = "transpose";
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
-    AD_TRY(cpu_check_ndim(op, x, 2, 3));
-    AD_TRY(cpu_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_ndim(op, x, 2, 3));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
     const int n = x->ndim;
     bool ok =
         y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
     if (n == 3) ok = ok && y->shape[0] == x->shape[0];
     if (!ok) {
         char desc[160];
-        return cpu_fail_tensor(op, y, "expected %s with its last two dims swapped",
-                               ad_tensor_describe(x, desc, sizeof desc));
+        return ad_op_fail_tensor(op, y, "expected %s with its last two dims swapped",
+                                 ad_tensor_describe(x, desc, sizeof desc));
     }
     const int64_t B = n == 3 ? x->shape[0] : 1, M = x->shape[n - 2], N = x->shape[n - 1];
     const int64_t xb = n == 3 ? x->stride[0] : 0, yb = n == 3 ? y->stride[0] : 0;

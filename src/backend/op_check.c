@@ -1,0 +1,73 @@
+#include "backend/op_check.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+int ad_op_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) {
+    char desc[160], what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return ad_fail("%s: tensor %s: %s", op, ad_tensor_describe(t, desc, sizeof desc), what);
+}
+
+int ad_op_check_ndim(const char *op, const ad_tensor *t, int lo, int hi) {
+    if (t->ndim < lo || t->ndim > hi) {
+        if (lo == hi) return ad_op_fail_tensor(op, t, "expected %d dims", lo);
+        return ad_op_fail_tensor(op, t, "expected %d to %d dims", lo, hi);
+    }
+    return AD_OK;
+}
+
+int ad_op_check_rows(const char *op, const ad_tensor *t) {
+    if (t->ndim >= 1 && t->shape[t->ndim - 1] > 1 && t->stride[t->ndim - 1] != 1)
+        return ad_op_fail_tensor(op, t, "the last dim must be contiguous (stride %lld)",
+                                 (long long)t->stride[t->ndim - 1]);
+    return AD_OK;
+}
+
+int ad_op_check_contiguous(const char *op, const ad_tensor *t) {
+    if (!ad_tensor_is_contiguous(t)) return ad_op_fail_tensor(op, t, "must be contiguous");
+    return AD_OK;
+}
+
+int ad_op_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b) {
+    if (!ad_tensor_same_shape(a, b)) {
+        char desc[160];
+        return ad_op_fail_tensor(op, a, "expected the same shape as %s",
+                                 ad_tensor_describe(b, desc, sizeof desc));
+    }
+    return AD_OK;
+}
+
+int ad_op_check_vector(const char *op, const ad_tensor *t, int64_t n) {
+    if (t->ndim != 1 || t->shape[0] != n)
+        return ad_op_fail_tensor(op, t, "expected a vector [%lld]", (long long)n);
+    return AD_OK;
+}
+
+/* [lo, hi) byte range covered by a tensor (all strides taken as non-negative). */
+static void byte_range(const ad_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+    int64_t span = 1;
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] > 0) span += (t->shape[d] - 1) * (t->stride[d] < 0 ? 0 : t->stride[d]);
+    *lo = (uintptr_t)t->data;
+    *hi = *lo + (uintptr_t)span * (uintptr_t)(ad_dtype_bits(t->dtype) / 8);
+}
+
+int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in) {
+    if (!in || ad_tensor_numel(out) == 0 || ad_tensor_numel(in) == 0) return AD_OK;
+    bool overlap = out->data == in->data;
+    if (!overlap && ad_tensor_is_contiguous(out) && ad_tensor_is_contiguous(in)) {
+        uintptr_t a0, a1, b0, b1;
+        byte_range(out, &a0, &a1);
+        byte_range(in, &b0, &b1);
+        overlap = a0 < b1 && b0 < a1;
+    }
+    if (overlap)
+        return ad_op_fail_tensor(op, out, "output overlaps input %s; this op is not in place",
+                                 in->name);
+    return AD_OK;
+}

@@ -1,0 +1,35 @@
+/* Argument checks every backend's ops run before touching data. They read only a tensor's
+ * shape, strides, dtype and address, never its memory, so the CPU and CUDA backends share them;
+ * each fails with "op: tensor NAME [dims] dtype: what was expected". (Device and dtype checks
+ * stay in each backend: they differ.) */
+#ifndef AUDISTILL_BACKEND_OP_CHECK_H
+#define AUDISTILL_BACKEND_OP_CHECK_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int ad_op_fail_tensor(const char *op, const ad_tensor *t, const char *fmt, ...) AD_PRINTF(3, 4);
+/* ndim within [lo, hi]. */
+int ad_op_check_ndim(const char *op, const ad_tensor *t, int lo, int hi);
+/* The last dim is unit-stride (rows of contiguous elements; leading dims may be strided). */
+int ad_op_check_rows(const char *op, const ad_tensor *t);
+int ad_op_check_contiguous(const char *op, const ad_tensor *t);
+int ad_op_check_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
+/* A 1-D vector of n elements (norm weights, biases). */
+int ad_op_check_vector(const char *op, const ad_tensor *t, int64_t n);
+/* Refuses outputs that share memory with an input of an op that is not in place. Exact
+ * aliasing is always caught; partial overlap only when both tensors are contiguous (strided
+ * views of one buffer, such as a fused QKV, may interleave without overlapping). */
+int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
