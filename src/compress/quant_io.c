@@ -5,7 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "core/error.h"
+#include "core/log.h"
+#include "io/file.h"
 
 void ad_quant_index_free(ad_quant_index *index) {
     for (int i = 0; i < index->n; i++)
@@ -152,4 +156,85 @@ char *ad_quant_metadata_json(const ad_quant_entry *entries, int n) {
     cJSON_Delete(root);
     if (!json) ad_fail("out of memory printing quantization metadata");
     return json;
+}
+
+int ad_compact_model_write(const ad_compact_weight *w, int n, const char *config_dir,
+                           const char *out_dir) {
+    if (ad_path_exists(out_dir))
+        return ad_fail("%s already exists; remove it or choose another output", out_dir);
+    ad_st_write_item *items = ad_calloc((size_t)(3 * n + 1), sizeof *items, "compact model");
+    ad_quant_entry *entries = ad_calloc((size_t)n + 1, sizeof *entries, "compact model");
+    char **names = ad_calloc((size_t)(3 * n + 1), sizeof *names, "compact model");
+    char tmp[4200], path[4400], *meta = NULL;
+    int rc = AD_ERR, n_items = 0, n_entries = 0, n_names = 0;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_dir, (long)getpid());
+    if (!items || !entries || !names) goto done;
+    for (int s = 0; s < n; s++) {
+        if (!w[s].q) {
+            /* In place: element i's two bytes land where elements < i lived, all read already. */
+            int64_t numel = 1;
+            for (int d = 0; d < w[s].ndim; d++)
+                numel *= w[s].shape[d];
+            unsigned char *bytes = (unsigned char *)w[s].values;
+            for (int64_t i = 0; i < numel; i++) {
+                float v;
+                memcpy(&v, bytes + 4 * i, 4);
+                const uint16_t b = ad_f32_to_bf16(v);
+                memcpy(bytes + 2 * i, &b, 2);
+            }
+            items[n_items++] = (ad_st_write_item){w[s].name,
+                                                  AD_BF16,
+                                                  w[s].ndim,
+                                                  {w[s].shape[0], w[s].shape[1], w[s].shape[2]},
+                                                  w[s].values};
+            continue;
+        }
+        const ad_quant_tensor *q = w[s].q;
+        const int64_t groups = q->cols / q->spec.group_size;
+        const char *suffix[3] = {"qcodes", "qscales", "qzeros"};
+        for (int k = 0; k < (q->spec.symmetric ? 2 : 3); k++) {
+            char *nm = ad_malloc(strlen(w[s].name) + 16, "name");
+            if (!nm) goto done;
+            sprintf(nm, "%s.%s", w[s].name, suffix[k]);
+            names[n_names++] = nm;
+            if (k == 0)
+                items[n_items++] = (ad_st_write_item){
+                    nm, AD_U8, 2, {q->rows, ad_quant_row_bytes(&q->spec, q->cols)}, q->codes};
+            if (k == 1)
+                items[n_items++] = (ad_st_write_item){nm, AD_F16, 2, {q->rows, groups}, q->scales};
+            if (k == 2)
+                items[n_items++] = (ad_st_write_item){nm, AD_U8, 2, {q->rows, groups}, q->zeros};
+        }
+        entries[n_entries] = (ad_quant_entry){
+            .name = (char *)w[s].name, .spec = q->spec, .rows = q->rows, .cols = q->cols};
+        snprintf(entries[n_entries].method, sizeof entries[n_entries].method, "%s",
+                 w[s].method ? w[s].method : "rtn");
+        n_entries++;
+    }
+    meta = ad_quant_metadata_json(entries, n_entries);
+    if (!meta || ad_mkdir_p(tmp) < 0) goto done;
+    ad_st_metadata md[] = {{"format", "pt"}, {AD_QUANT_METADATA_KEY, meta}};
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    if (ad_safetensors_write(path, items, n_items, md, 2) < 0) goto done;
+    static const char *files[] = {"config.json",
+                                  "vocab.json",
+                                  "merges.txt",
+                                  "tokenizer_config.json",
+                                  "preprocessor_config.json",
+                                  "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (ad_copy_optional_file(config_dir, tmp, files[i]) < 0) goto done;
+    if (ad_fsync_directory(tmp) < 0) goto done;
+    if (rename(tmp, out_dir) != 0) {
+        ad_fail("cannot rename %s to %s", tmp, out_dir);
+        goto done;
+    }
+    rc = AD_OK;
+done:
+    if (rc < 0 && ad_path_exists(tmp) && ad_remove_tree(tmp) < 0)
+        ad_warn("could not remove %s", tmp);
+    for (int i = 0; names && i < n_names; i++)
+        free(names[i]);
+    free(names), free(items), free(entries), free(meta);
+    return rc;
 }

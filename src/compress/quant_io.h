@@ -39,4 +39,21 @@ int ad_quant_view(const ad_safetensors *st, const ad_quant_entry *e, ad_quant_te
 /* Builds the metadata JSON for a set of quantized tensors (caller frees). */
 char *ad_quant_metadata_json(const ad_quant_entry *entries, int n);
 
+/* One weight of a compact model directory: group format when `q` is set, else bf16 (the
+ * teacher's own precision, so that size on disk is what the recipe promises). */
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[3];
+    float *values;            /* f32 values of a kept weight: converted to bf16 in place */
+    const ad_quant_tensor *q; /* the packed weight, or NULL */
+    const char *method;       /* "rtn", "gptq", "qat": recorded in the metadata */
+} ad_compact_weight;
+
+/* Writes out_dir/model.safetensors from the weights (with the quantization metadata) plus the
+ * config and tokenizer files of config_dir, under a temporary name renamed when complete.
+ * Refuses an existing out_dir. */
+int ad_compact_model_write(const ad_compact_weight *weights, int n, const char *config_dir,
+                           const char *out_dir);
+
 #endif

@@ -173,17 +173,12 @@ int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe 
     bool *gptq = ad_calloc((size_t)n, sizeof *gptq, "quantize"),
          *quant = ad_calloc((size_t)n, sizeof *quant, "quantize");
     hessian *hs = ad_calloc((size_t)n, sizeof *hs, "quantize");
-    ad_st_write_item *items = ad_calloc((size_t)(3 * n), sizeof *items, "quantize");
+    ad_compact_weight *out = ad_calloc((size_t)n, sizeof *out, "quantize");
     ad_quant_tensor *qt = ad_calloc((size_t)n, sizeof *qt, "quantize");
-    ad_quant_entry *entries = ad_calloc((size_t)n, sizeof *entries, "quantize");
-    char **names = ad_calloc((size_t)(3 * n), sizeof *names, "quantize");
     float **host = ad_calloc((size_t)n, sizeof *host, "quantize");
-    int rc = AD_ERR, n_items = 0, n_entries = 0;
+    int rc = AD_ERR;
     bool any_gptq = false;
-    char tmp[4200], path[4400];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_dir, (long)getpid());
-    char *meta = NULL, *json = NULL;
-    if (!gptq || !quant || !hs || !items || !qt || !entries || !names || !host) goto done;
+    if (!gptq || !quant || !hs || !out || !qt || !host) goto done;
     for (int s = 0; s < n; s++) {
         const ad_quant_choice *c = choice_for(recipe, ad_weight_class_of(&specs[s]));
         if (!c || c->bits == 16) continue;
@@ -215,29 +210,14 @@ int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe 
         if (!host[s]) goto done;
         ad_tensor_init(&h, host[s], AD_F32, AD_DEVICE_CPU, w->ndim, w->shape, specs[s].name);
         if (m->be->download(m->be, &h, w) < 0) goto done;
-        if (!quant[s]) {
-            /* Kept weights are stored as bf16, the teacher's own precision, so that size on disk
-             * is what the recipe promises. In place: element i's two bytes land where elements
-             * < i lived, all read already. */
-            unsigned char *bytes = (unsigned char *)host[s];
-            for (int64_t i = 0; i < numel; i++) {
-                float v;
-                memcpy(&v, bytes + 4 * i, 4);
-                const uint16_t b = ad_f32_to_bf16(v);
-                memcpy(bytes + 2 * i, &b, 2);
-            }
-            items[n_items++] =
-                (ad_st_write_item){specs[s].name,
-                                   AD_BF16,
-                                   specs[s].ndim,
-                                   {specs[s].shape[0], specs[s].shape[1], specs[s].shape[2]},
-                                   host[s]};
-            continue;
-        }
+        out[s] = (ad_compact_weight){
+            specs[s].name, specs[s].ndim, {specs[s].shape[0], specs[s].shape[1], specs[s].shape[2]},
+            host[s],       NULL,          NULL};
+        if (!quant[s]) continue;
         const ad_quant_choice *c = choice_for(recipe, ad_weight_class_of(&specs[s]));
         ad_quant_spec qs = {(int)c->bits, (int)c->group_size, c->symmetric};
-        const int64_t rows = specs[s].shape[0], cols = specs[s].shape[1];
-        if (ad_quant_alloc(&qt[s], &qs, rows, cols, specs[s].name) < 0) goto done;
+        if (ad_quant_alloc(&qt[s], &qs, specs[s].shape[0], specs[s].shape[1], specs[s].name) < 0)
+            goto done;
         int r;
         if (gptq[s] && hs[s].count > 0) {
             ad_gptq_options go = {.damp_percent = o->damp_percent};
@@ -249,57 +229,17 @@ int ad_quantize_model(ad_model *m, const char *model_dir, const ad_quant_recipe 
             r = ad_quant_rtn(&qt[s], host[s]);
         }
         if (r < 0) goto done;
-        const int64_t groups = cols / qs.group_size;
-        const char *suffix[3] = {"qcodes", "qscales", "qzeros"};
-        for (int k = 0; k < (qs.symmetric ? 2 : 3); k++) {
-            char *nm = ad_malloc(strlen(specs[s].name) + 16, "name");
-            if (!nm) goto done;
-            sprintf(nm, "%s.%s", specs[s].name, suffix[k]);
-            names[3 * s + k] = nm;
-            if (k == 0)
-                items[n_items++] = (ad_st_write_item){
-                    nm, AD_U8, 2, {rows, ad_quant_row_bytes(&qs, cols)}, qt[s].codes};
-            if (k == 1)
-                items[n_items++] = (ad_st_write_item){nm, AD_F16, 2, {rows, groups}, qt[s].scales};
-            if (k == 2)
-                items[n_items++] = (ad_st_write_item){nm, AD_U8, 2, {rows, groups}, qt[s].zeros};
-        }
-        entries[n_entries] =
-            (ad_quant_entry){.name = specs[s].name, .spec = qs, .rows = rows, .cols = cols};
-        snprintf(entries[n_entries].method, sizeof entries[n_entries].method, "%s",
-                 gptq[s] && hs[s].count ? "gptq" : "rtn");
-        n_entries++;
+        out[s].q = &qt[s];
+        out[s].method = gptq[s] && hs[s].count ? "gptq" : "rtn";
     }
-    meta = ad_quant_metadata_json(entries, n_entries);
-    if (!meta || ad_mkdir_p(tmp) < 0) goto done;
-    ad_st_metadata md[] = {{"format", "pt"}, {AD_QUANT_METADATA_KEY, meta}};
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
-    if (ad_safetensors_write(path, items, n_items, md, 2) < 0) goto done;
-    static const char *files[] = {"config.json",
-                                  "vocab.json",
-                                  "merges.txt",
-                                  "tokenizer_config.json",
-                                  "preprocessor_config.json",
-                                  "generation_config.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
-        if (ad_copy_optional_file(model_dir, tmp, files[i]) < 0) goto done;
-    if (ad_fsync_directory(tmp) < 0) goto done;
-    if (rename(tmp, out_dir) != 0) {
-        ad_fail("cannot rename %s to %s", tmp, out_dir);
-        goto done;
-    }
-    rc = AD_OK;
+    rc = ad_compact_model_write(out, n, model_dir, out_dir);
 done:
-    if (rc < 0 && ad_remove_tree(tmp) < 0) ad_warn("could not remove %s", tmp);
     for (int s = 0; s < n; s++) {
         free(hs ? hs[s].H : NULL);
         if (qt) ad_quant_free(&qt[s]);
         free(host ? host[s] : NULL);
     }
-    for (int i = 0; names && i < 3 * n; i++)
-        free(names[i]);
-    free(names), free(gptq), free(quant), free(hs), free(items), free(qt), free(entries),
-        free(host), free(meta), free(json);
+    free(gptq), free(quant), free(hs), free(out), free(qt), free(host);
     free(specs);
     return rc;
 }

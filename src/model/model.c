@@ -114,11 +114,14 @@ static void describe_shape(char *buf, size_t size, int ndim, const int64_t *shap
 /* Copies a quantized weight's parts out of the file into memory the model owns and points
  * the slot (dtype AD_QGROUP) at them. Quantized weights live on the host for the CPU
  * backend's dequantizing matmul. */
-static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_entry *qe, ad_tensor *slot) {
-    if (m->be->device != AD_DEVICE_CPU) return ad_fail("quantized weights need the CPU backend for now");
+static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_entry *qe,
+                          ad_tensor *slot) {
+    if (m->be->device != AD_DEVICE_CPU)
+        return ad_fail("quantized weights need the CPU backend for now");
     ad_quant_tensor view, *q = ad_calloc(1, sizeof *q, "quantized weight");
     if (!q) return AD_ERR;
-    void **g = ad_realloc(m->quant_owned, sizeof *g * (size_t)(m->n_quant_owned + 1), "quantized weights");
+    void **g =
+        ad_realloc(m->quant_owned, sizeof *g * (size_t)(m->n_quant_owned + 1), "quantized weights");
     if (!g) {
         free(q);
         return AD_ERR;
@@ -131,13 +134,29 @@ static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_
     memcpy(q->codes, view.codes, (size_t)(qe->rows * ad_quant_row_bytes(&qe->spec, qe->cols)));
     memcpy(q->scales, view.scales, sizeof(uint16_t) * (size_t)groups);
     if (q->zeros) memcpy(q->zeros, view.zeros, (size_t)groups);
-    AD_TRY(ad_tensor_init(slot, q->codes, AD_QGROUP, AD_DEVICE_CPU, 2, (int64_t[]){qe->rows, qe->cols}, NULL));
+    AD_TRY(ad_tensor_init(slot, q->codes, AD_QGROUP, AD_DEVICE_CPU, 2,
+                          (int64_t[]){qe->rows, qe->cols}, NULL));
     slot->quant = q;
     return AD_OK;
 }
 
-int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
-                         const char *weights_path) {
+/* Uploads the f32 values a quantized weight stands for into an ordinary slot. */
+static int load_dequantized(ad_model *m, const ad_safetensors *st, const ad_quant_entry *qe,
+                            ad_tensor *slot) {
+    ad_quant_tensor view;
+    AD_TRY(ad_quant_view(st, qe, &view));
+    float *host = ad_malloc(sizeof(float) * (size_t)(qe->rows * qe->cols), qe->name);
+    if (!host) return AD_ERR;
+    ad_quant_dequantize_rows(&view, 0, qe->rows, host);
+    ad_tensor src;
+    ad_tensor_init(&src, host, AD_F32, AD_DEVICE_CPU, 2, (int64_t[]){qe->rows, qe->cols}, qe->name);
+    int rc = m->be->upload(m->be, slot, &src);
+    free(host);
+    return rc;
+}
+
+static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
+                      const char *weights_path, bool dequantize) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
@@ -175,9 +194,10 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
         if (qe) {
             /* A group-quantized weight: its parts (.qcodes/.qscales/.qzeros) stand for it. */
             if (sp->ndim != 2 || qe->rows != sp->shape[0] || qe->cols != sp->shape[1]) {
-                ad_fail("%s: quantized tensor %s is [%lld, %lld] but config.json implies [%lld, %lld]", weights_path,
-                        sp->name, (long long)qe->rows, (long long)qe->cols, (long long)sp->shape[0],
-                        (long long)(sp->ndim > 1 ? sp->shape[1] : 1));
+                ad_fail(
+                    "%s: quantized tensor %s is [%lld, %lld] but config.json implies [%lld, %lld]",
+                    weights_path, sp->name, (long long)qe->rows, (long long)qe->cols,
+                    (long long)sp->shape[0], (long long)(sp->ndim > 1 ? sp->shape[1] : 1));
                 goto done;
             }
             for (int i = 0; i < st.n_entries; i++) {
@@ -187,7 +207,12 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
                     part_used[i] = 1;
             }
             matched[s] = -1;
-            m->n_quantized++;
+            if (dequantize) {
+                ad_arena_plan_tensor(&plan, be->act_dtype, sp->ndim, sp->shape);
+                m->n_dequantized++;
+            } else {
+                m->n_quantized++;
+            }
             continue;
         }
         int found = -1;
@@ -242,7 +267,7 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
             ad_fail("internal: no slot for weight %s", sp->name);
             goto done;
         }
-        if (matched[s] < 0) {
+        if (matched[s] < 0 && !dequantize) {
             if (load_quantized(m, &st, ad_quant_index_find(&qindex, sp->name), slot) < 0) {
                 ad_fail_context("%s: loading %s", weights_path, sp->name);
                 goto done;
@@ -253,6 +278,13 @@ int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg
             goto done;
         slot->device = be->device;
         slot->name = NULL; /* the spec names die with `specs` */
+        if (matched[s] < 0) {
+            if (load_dequantized(m, &st, ad_quant_index_find(&qindex, sp->name), slot) < 0) {
+                ad_fail_context("%s: loading %s", weights_path, sp->name);
+                goto done;
+            }
+            continue;
+        }
         ad_tensor src;
         if (ad_safetensors_view(&st, &st.entries[matched[s]], &src) < 0 ||
             be->upload(be, slot, &src) < 0) {
@@ -273,7 +305,12 @@ done:
     return rc;
 }
 
-int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
+int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
+                         const char *weights_path) {
+    return load_model(m, be, cfg, weights_path, false);
+}
+
+static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantize) {
     memset(m, 0, sizeof *m);
     char *config_path = ad_path_join(dir, "config.json");
     if (!config_path) return AD_ERR;
@@ -281,7 +318,15 @@ int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
     int rc = ad_model_config_load(config_path, &cfg);
     free(config_path);
     AD_TRY(rc);
-    return ad_model_load_config(m, be, &cfg, dir);
+    return load_model(m, be, &cfg, dir, dequantize);
+}
+
+int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
+    return load_dir(m, be, dir, false);
+}
+
+int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir) {
+    return load_dir(m, be, dir, true);
 }
 
 void ad_model_free(ad_model *m) {

@@ -43,6 +43,7 @@ typedef struct {
     int n_quantized;    /* weights stored group-quantized (AD_QGROUP slots) */
     void **quant_owned; /* their ad_quant_tensor copies */
     int n_quant_owned;
+    int n_dequantized; /* ad_model_load_dequantized: group-quantized weights loaded as floats */
 } ad_model;
 
 /* Reads DIR/config.json and the checkpoint in DIR (single file or sharded index; checkpoint or
@@ -52,6 +53,9 @@ int ad_model_load(ad_model *m, ad_backend *be, const char *dir);
 /* The same from a parsed config and an opened checkpoint path. */
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path);
+/* The same, with every group-quantized weight expanded to the floats it stands for, in an
+ * ordinary slot (quantization-aware training starts from these exact values on any backend). */
+int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir);
 void ad_model_free(ad_model *m);
 /* The tensor holding the weight called `name` (a checkpoint name from ad_weight_specs), or
  * NULL. Training uses it to pair weights with gradients and optimizer state by name. */

@@ -30,12 +30,17 @@ typedef struct {
 } ad_distill_options;
 
 typedef struct {
+    const char *scales; /* learned | fixed */
+} ad_qat_options;
+
+typedef struct {
     const char *student;
     const char *teacher;
     const char *output;
     ad_train_data data;
     ad_train_options train;
     ad_distill_options distill;
+    ad_qat_options qat;
 } ad_train_job;
 
 extern const ad_field ad_train_job_fields[];
