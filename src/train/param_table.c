@@ -1,0 +1,246 @@
+#include "train/param_table.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+static int host_view(ad_tensor *t, float *data, const ad_tensor *like) {
+    return ad_tensor_init(t, data, AD_F32, AD_DEVICE_CPU, like->ndim, like->shape, like->name);
+}
+
+/* Device gradients -> host mirrors; quantized weights' gradients through the quantizer. */
+int ad_params_download_grads(ad_param_table *t) {
+    for (int i = 0; t->mirrored && i < t->n_params; i++) {
+        if (!t->dev_g[i]) continue;
+        ad_tensor h;
+        AD_TRY(host_view(&h, t->params[i].grad, t->dev_g[i]));
+        AD_TRY(t->be->download(t->be, &h, t->dev_g[i]));
+        if (t->qat_of[i])
+            ad_qat_backward(t->qat_of[i], t->params[i].param, t->params[i].grad,
+                            t->scale_of[i] >= 0 ? t->params[t->scale_of[i]].grad : NULL);
+    }
+    return AD_OK;
+}
+
+static void round_to_bf16(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = ad_bf16_to_f32(ad_f32_to_bf16(x[i]));
+}
+
+/* Host mirrors of the weights -> device (fake-quantized or bf16-rounded when training
+ * quantization-aware). */
+int ad_params_upload(ad_param_table *t) {
+    for (int i = 0; t->qat.n && i < t->qat.n; i++)
+        ad_qat_clamp_scales(&t->qat.w[i]);
+    for (int i = 0; t->mirrored && i < t->n_params; i++) {
+        if (!t->dev_w[i]) continue;
+        const ad_param_ref *p = &t->params[i];
+        const float *src = p->param;
+        if (t->qat_of[i]) {
+            ad_qat_fake_quantize(t->qat_of[i], p->param, t->staging);
+            src = t->staging;
+        } else if (t->qat.n) {
+            round_to_bf16(p->param, t->staging, p->n);
+            src = t->staging;
+        }
+        ad_tensor h;
+        AD_TRY(host_view(&h, (float *)src, t->dev_w[i]));
+        AD_TRY(t->be->upload(t->be, t->dev_w[i], &h));
+    }
+    return AD_OK;
+}
+
+/* Quantization-aware training stores every weight the way the exported model does: the frozen
+ * unquantized ones are rounded to bf16 once, here (the trainable ones at every upload). */
+int ad_params_round_frozen(ad_model *m, ad_param_table *t) {
+    for (int s = 0; t->qat.n && s < t->n_specs; s++) {
+        ad_tensor *w = ad_model_weight(m, t->specs[s].name);
+        bool trainable = false;
+        for (int i = 0; i < t->n_params && !trainable; i++)
+            trainable = t->dev_w[i] == w;
+        if (trainable || ad_qat_find(&t->qat, t->specs[s].name)) continue;
+        ad_tensor h;
+        AD_TRY(host_view(&h, t->staging, w));
+        AD_TRY(t->be->download(t->be, &h, w));
+        round_to_bf16(t->staging, t->staging, ad_weight_spec_numel(&t->specs[s]));
+        AD_TRY(t->be->upload(t->be, w, &h));
+    }
+    return AD_OK;
+}
+
+int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scales,
+                    ad_param_table *t) {
+    memset(t, 0, sizeof *t);
+    t->be = g->be;
+    AD_TRY(ad_qat_open(&t->qat, student_dir, learn_scales));
+    t->mirrored = g->be->device != AD_DEVICE_CPU || t->qat.n > 0;
+    AD_TRY(ad_weight_specs(&g->m->cfg, &t->specs, &t->n_specs));
+    const size_t cap = (size_t)(t->n_specs + t->qat.n);
+    t->params = ad_calloc(cap, sizeof *t->params, "parameters");
+    t->dev_w = ad_calloc(cap, sizeof *t->dev_w, "parameters");
+    t->dev_g = ad_calloc(cap, sizeof *t->dev_g, "parameters");
+    t->qat_of = ad_calloc(cap, sizeof *t->qat_of, "parameters");
+    t->scale_of = ad_calloc(cap, sizeof *t->scale_of, "parameters");
+    if (!t->params || !t->dev_w || !t->dev_g || !t->qat_of || !t->scale_of) return AD_ERR;
+    int64_t largest = 1;
+    for (int i = 0; i < t->n_specs; i++) {
+        const int64_t numel = ad_weight_spec_numel(&t->specs[i]);
+        largest = numel > largest ? numel : largest;
+        ad_tensor *w = ad_model_weight(g->m, t->specs[i].name),
+                  *d = ad_model_weight(&g->grads, t->specs[i].name);
+        if (!w || !d) return ad_fail("internal: no weight %s", t->specs[i].name);
+        if (!d->data) continue;
+        if (w->dtype != AD_F32)
+            return ad_fail("training: the optimizer needs fp32 weights (%s is %s)",
+                           t->specs[i].name, ad_dtype_name(w->dtype));
+        t->dev_w[t->n_params] = w;
+        t->dev_g[t->n_params] = d;
+        t->qat_of[t->n_params] = ad_qat_find(&t->qat, t->specs[i].name);
+        t->scale_of[t->n_params] = -1;
+        ad_param_ref *p = &t->params[t->n_params++];
+        p->name = t->specs[i].name;
+        p->n = numel;
+        if (t->mirrored) {
+            p->param = ad_malloc(sizeof(float) * (size_t)p->n, "weight mirror");
+            p->grad = ad_malloc(sizeof(float) * (size_t)p->n, "gradient mirror");
+            if (!p->param || !p->grad) return AD_ERR;
+            ad_tensor h;
+            AD_TRY(host_view(&h, p->param, w));
+            AD_TRY(g->be->download(g->be, &h, w));
+        } else {
+            p->param = w->data;
+            p->grad = d->data;
+        }
+        p->decay = ad_param_decays(p->name, t->specs[i].ndim);
+        p->m = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        p->v = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        if (!p->m || !p->v) return AD_ERR;
+    }
+    /* The scales come after every weight, so checkpoints list weights in the usual order. */
+    const int n_weights = t->n_params;
+    for (int i = 0; learn_scales && i < n_weights; i++) {
+        const ad_qat_weight *q = t->qat_of[i];
+        if (!q) continue;
+        char *name = ad_malloc(strlen(q->name) + 16, "scale name");
+        if (!name) return AD_ERR;
+        sprintf(name, "%s.qat_scale", q->name);
+        t->scale_of[i] = t->n_params;
+        t->qat_of[t->n_params] = NULL;
+        t->scale_of[t->n_params] = -1;
+        ad_param_ref *p = &t->params[t->n_params++];
+        p->name = name;
+        p->n = q->rows * q->groups;
+        p->param = q->scale;
+        p->decay = false;
+        p->grad = ad_calloc((size_t)p->n, sizeof(float), "scale gradient");
+        p->m = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        p->v = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
+        if (!p->grad || !p->m || !p->v) return AD_ERR;
+    }
+    if (t->qat.n) {
+        t->staging = ad_malloc(sizeof(float) * (size_t)largest, "upload staging");
+        if (!t->staging) return AD_ERR;
+    }
+    return AD_OK;
+}
+
+void ad_params_free(ad_param_table *t) {
+    for (int i = 0; i < t->n_params; i++) {
+        free(t->params[i].m), free(t->params[i].v);
+        if (!t->dev_w[i]) /* a scale: its name and gradient are ours, its values the quantizer's */
+            free((char *)t->params[i].name), free(t->params[i].grad);
+        else if (t->mirrored)
+            free(t->params[i].param), free(t->params[i].grad);
+    }
+    free(t->dev_w), free(t->dev_g), free(t->qat_of), free(t->scale_of), free(t->staging);
+    free(t->params);
+    free(t->specs);
+    ad_qat_free(&t->qat);
+    memset(t, 0, sizeof *t);
+}
+
+/* The host values of weight spec s: the optimizer's mirror (for a quantization-aware run, the
+ * master, not the fake-quantized copy on the device), else a download into *owned. */
+int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const float **data,
+                            float **owned) {
+    const ad_tensor *w = ad_model_weight(m, t->specs[s].name);
+    *owned = NULL;
+    for (int i = 0; t->mirrored && i < t->n_params; i++)
+        if (t->dev_w[i] == w) {
+            *data = t->params[i].param;
+            return AD_OK;
+        }
+    if (w->device == AD_DEVICE_CPU) {
+        *data = w->data;
+        return AD_OK;
+    }
+    float *h =
+        ad_malloc(sizeof(float) * (size_t)ad_weight_spec_numel(&t->specs[s]) + 4, "checkpoint");
+    if (!h) return AD_ERR;
+    ad_tensor ht;
+    host_view(&ht, h, w);
+    if (t->be->download(t->be, &ht, w) < 0) {
+        free(h);
+        return AD_ERR;
+    }
+    *owned = h, *data = h;
+    return AD_OK;
+}
+
+/* Model tensors (all weights, HF names) and optimizer tensors (moments of the trainable ones,
+ * and the learned quantization scales). Weights on a device are copied to host buffers in
+ * *owned (n_specs entries, free each). */
+int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write_item **model_items,
+                               ad_st_write_item **opt_items, char ***names, void ***owned) {
+    *model_items = ad_calloc((size_t)t->n_specs, sizeof **model_items, "checkpoint");
+    *opt_items = ad_calloc((size_t)(3 * t->n_params + 1), sizeof **opt_items, "checkpoint");
+    *names = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **names, "checkpoint");
+    *owned = ad_calloc((size_t)t->n_specs, sizeof **owned, "checkpoint");
+    if (!*model_items || !*opt_items || !*names || !*owned) return AD_ERR;
+    for (int i = 0; i < t->n_specs; i++) {
+        const ad_weight_spec *s = &t->specs[i];
+        const float *data;
+        float *copy;
+        AD_TRY(ad_params_weight_values(m, t, i, &data, &copy));
+        (*owned)[i] = copy;
+        (*model_items)[i] = (ad_st_write_item){
+            s->name, AD_F32, s->ndim, {s->shape[0], s->shape[1], s->shape[2]}, data};
+    }
+    int k_opt = 2 * t->n_params;
+    for (int i = 0; i < t->n_params; i++) {
+        const ad_param_ref *p = &t->params[i];
+        for (int k = 0; k < 2; k++) {
+            char *name = ad_malloc(strlen(p->name) + 16, "checkpoint");
+            if (!name) return AD_ERR;
+            sprintf(name, "%s.%s", p->name, k ? "exp_avg_sq" : "exp_avg");
+            (*names)[2 * i + k] = name;
+            (*opt_items)[2 * i + k] = (ad_st_write_item){name, AD_F32, 1, {p->n}, k ? p->v : p->m};
+        }
+        if (!t->dev_w[i]) /* a learned scale: its values live with the optimizer state */
+            (*opt_items)[k_opt++] = (ad_st_write_item){p->name, AD_F32, 1, {p->n}, p->param};
+    }
+    return k_opt;
+}
+
+int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t) {
+    char *path = ad_path_join(ckpt_dir, "optimizer.safetensors");
+    ad_safetensors st;
+    int rc = path ? ad_safetensors_open(&st, path) : AD_ERR;
+    free(path);
+    AD_TRY(rc);
+    for (int i = 0; i < t->n_params && rc == AD_OK; i++) {
+        ad_param_ref *p = &t->params[i];
+        char name[256];
+        snprintf(name, sizeof name, "%s.exp_avg", p->name);
+        rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->m);
+        snprintf(name, sizeof name, "%s.exp_avg_sq", p->name);
+        if (rc == AD_OK) rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->v);
+        if (rc == AD_OK && !t->dev_w[i]) /* a learned quantization scale */
+            rc = ad_safetensors_read_f32(&st, p->name, 1, &p->n, p->param);
+    }
+    ad_safetensors_close(&st);
+    return rc < 0 ? ad_fail_context("resuming the optimizer (was the trainable set changed?)")
+                  : AD_OK;
+}

@@ -1,0 +1,59 @@
+/* The trainer's parameter table: which weights the optimizer updates and where their host
+ * copies live, the moves between those copies and the backend (gradients down, weights up),
+ * and the weights and optimizer state a checkpoint holds. */
+#ifndef AUDISTILL_TRAIN_PARAM_TABLE_H
+#define AUDISTILL_TRAIN_PARAM_TABLE_H
+
+#include <stdbool.h>
+
+#include "io/safetensors.h"
+#include "model/train_graph.h"
+#include "model/weights.h"
+#include "train/optim.h"
+#include "train/qat.h"
+
+/* On a device backend the optimizer keeps host mirrors of the trainable weights and their
+ * gradients: gradients come down after the backward pass, the updated weights go back up. For
+ * the small models trained here that traffic is a few ms per step; a device-side AdamW
+ * (cuda/adamw.cu) is the step after this one.
+ *
+ * Quantization-aware training (a group-quantized student) mirrors on every backend: the
+ * mirrors are the f32 masters, and what goes up is what the exported model will hold, the
+ * fake-quantized weight (train/qat.h) or, for the weights kept unquantized, its bf16 value.
+ * Learned scales are extra host-only parameters ("<weight>.qat_scale"). */
+typedef struct {
+    ad_weight_spec *specs;
+    int n_specs;
+    ad_param_ref *params; /* trainable tensors (host memory) */
+    int n_params;
+    ad_backend *be;
+    bool mirrored;                /* params live on a device: dev_w/dev_g are the device tensors */
+    ad_tensor **dev_w, **dev_g;   /* NULL for the host-only scale parameters */
+    ad_qat qat;                   /* qat.n > 0: quantization-aware training */
+    const ad_qat_weight **qat_of; /* per param: its quantizer, or NULL */
+    int *scale_of;                /* per param: the index of its scale parameter, or -1 */
+    float *staging;               /* one weight's upload values */
+} ad_param_table;
+
+/* The trainable weights of g's model (those with gradients), with AdamW moments; a
+ * group-quantized student_dir makes it quantization-aware (learn_scales: LSQ scales). */
+int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scales,
+                    ad_param_table *t);
+void ad_params_free(ad_param_table *t);
+/* Device gradients -> host mirrors; quantized weights' gradients through the quantizer. */
+int ad_params_download_grads(ad_param_table *t);
+/* Host mirrors -> device (fake-quantized or bf16-rounded when quantization-aware). */
+int ad_params_upload(ad_param_table *t);
+/* Quantization-aware: rounds the frozen unquantized weights to bf16 once. */
+int ad_params_round_frozen(ad_model *m, ad_param_table *t);
+/* Host values of weight spec s: the mirror (the master), else a download into *owned. */
+int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const float **data,
+                            float **owned);
+/* Every weight (HF names) and the optimizer state (moments, learned scales) as write items;
+ * returns the number of optimizer items. Free names[0 .. 2 * n_params) and owned[0 .. n_specs). */
+int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write_item **model_items,
+                               ad_st_write_item **opt_items, char ***names, void ***owned);
+/* Restores the moments (and learned scales) from ckpt_dir/optimizer.safetensors. */
+int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t);
+
+#endif
