@@ -1,5 +1,6 @@
 #include "compress/gptq.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,21 +11,23 @@
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 
-void ad_gptq_hessian_add(double *H, int64_t cols, const float *X, int64_t n_rows, int64_t *count) {
-    /* Running mean of 2 x x^T: rescale what is there, then add the new rows. */
+int ad_gptq_hessian_add(double *H, int64_t cols, const float *X, int64_t n_rows, int64_t *count) {
+    /* Running mean of 2 x x^T: rescale what is there, then add the new rows, as one BLAS
+     * rank-k update in double (upper triangle, mirrored after). */
     double total = (double)(*count + n_rows);
     double keep = (double)*count / total, add = 2.0 / total;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < cols; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            double s = 0;
-            for (int64_t r = 0; r < n_rows; r++)
-                s += (double)X[r * cols + i] * X[r * cols + j];
-            H[i * cols + j] = H[i * cols + j] * keep + add * s;
-            H[j * cols + i] = H[i * cols + j];
-        }
-    }
+    double *Xd = ad_malloc(sizeof(double) * (size_t)(n_rows * cols + 1), "calibration rows");
+    if (!Xd) return AD_ERR;
+    for (int64_t i = 0; i < n_rows * cols; i++)
+        Xd[i] = X[i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)n_rows, add, Xd, (int)cols,
+                keep, H, (int)cols);
+    free(Xd);
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < i; j++)
+            H[i * cols + j] = H[j * cols + i];
     *count += n_rows;
+    return AD_OK;
 }
 
 /* H <- upper Cholesky factor U of H^-1 (H^-1 = U^T U), row-major. */

@@ -12,7 +12,7 @@
 /* Accumulates H += 2/n * X^T X from calibration rows X [n_rows, cols] (call once per batch,
  * then ad_gptq_hessian_finish). H is [cols, cols] double, zeroed by the caller; *count
  * tracks the rows seen so far so the running mean stays exact across batches. */
-void ad_gptq_hessian_add(double *H, int64_t cols, const float *X, int64_t n_rows, int64_t *count);
+int ad_gptq_hessian_add(double *H, int64_t cols, const float *X, int64_t n_rows, int64_t *count);
 
 typedef struct {
     double damp_percent; /* dampening: this fraction of mean(diag H) added to the diagonal (0.01) */

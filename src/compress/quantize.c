@@ -147,7 +147,7 @@ static int calibrate(ad_model *m, const ad_quantize_options *o, const ad_weight_
                 if (row_valid(&g, &in, i))
                     memcpy(rows + (k++) * in.cols, all + i * in.cols,
                            sizeof(float) * (size_t)in.cols);
-            if (rc == AD_OK && k) ad_gptq_hessian_add(hs[s].H, in.cols, rows, k, &hs[s].count);
+            if (rc == AD_OK && k) rc = ad_gptq_hessian_add(hs[s].H, in.cols, rows, k, &hs[s].count);
             free(all), free(rows), rows = NULL;
         }
         done += got;

@@ -55,9 +55,9 @@ static void test_gptq_beats_rtn(void) {
             double rtn = output_error(X, n, W, Wq, rows, cols);
             memset(H, 0, sizeof(double) * cols * cols);
             int64_t count = 0;
-            ad_gptq_hessian_add(H, cols, X, n / 2,
-                                &count); /* two batches: the mean must still be exact */
-            ad_gptq_hessian_add(H, cols, X + (n / 2) * cols, n - n / 2, &count);
+            /* two batches: the mean must still be exact */
+            CHECK_OK(ad_gptq_hessian_add(H, cols, X, n / 2, &count));
+            CHECK_OK(ad_gptq_hessian_add(H, cols, X + (n / 2) * cols, n - n / 2, &count));
             CHECK(count == n);
             ad_gptq_options opts = {.damp_percent = 0.01};
             CHECK_OK(ad_gptq_quantize(&q, W, H, &opts, "w"));
@@ -88,7 +88,7 @@ static void test_dead_columns_and_refusal(void) {
             X[s * cols + c] = c == 7 ? 0.0f : ad_rng_normal(&rng);
     double H[32 * 32] = {0};
     int64_t count = 0;
-    ad_gptq_hessian_add(H, cols, X, 64, &count);
+    CHECK_OK(ad_gptq_hessian_add(H, cols, X, 64, &count));
     ad_quant_spec spec = {4, 32, false};
     ad_quant_tensor q;
     CHECK_OK(ad_quant_alloc(&q, &spec, rows, cols, "w"));
