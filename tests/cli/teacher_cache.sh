@@ -79,7 +79,7 @@ refuse() { # job file, expected message
   rm -rf "$tmp/refused"
   sed -i "s|^output: .*|output: $tmp/refused|" "$1"
   "$bin" train --config "$1" --quiet >/dev/null 2>"$tmp/err"; rc=$?
-  [ $rc -eq 1 ] && grep -q -- "$2" "$tmp/err"  && ok || { bad "expected '$2' (rc $rc)"; cat "$tmp/err"; }
+  [ $rc -eq 1 ] && grep -q -- "$2" "$tmp/err" && ok || { bad "expected '$2' (rc $rc)"; cat "$tmp/err"; }
   [ ! -e "$tmp/refused/metrics.jsonl" ] && [ ! -e "$tmp/refused/checkpoints" ] && ok || bad "a refused job wrote output ($2)"
 }
 cp -r "$fx/tiny_a" "$tmp/tiny_a2"
@@ -93,7 +93,7 @@ head -c $(($(stat -c %s "$tmp/full.h5") / 2)) "$tmp/full.h5" >"$tmp/truncated.h5
 refuse "$(job r3 ", teacher_cache: $tmp/truncated.h5")" "truncated.h5 .*truncated or damaged"
 cp "$tmp/full.h5" "$tmp/damaged.h5"
 half=$(($(stat -c %s "$tmp/damaged.h5") / 2))
-head -c 4096 /dev/zero | tr '\\0' Z | dd of="$tmp/damaged.h5" bs=1 seek=$half conv=notrunc 2>/dev/null
+head -c 4096 /dev/zero | tr '\0' Z | dd of="$tmp/damaged.h5" bs=1 seek=$half conv=notrunc 2>/dev/null
 refuse "$(job r4 ", teacher_cache: $tmp/damaged.h5")" "damaged.h5"
 j=$(job r5 ", teacher_cache: $tmp/full.h5")
 sed -i "s|max_frames: 100|max_frames: 90|" "$j"
