@@ -29,6 +29,7 @@ int cmd_features(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_teacher_cache(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_resegment(int argc, char **argv);

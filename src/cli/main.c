@@ -28,6 +28,8 @@ static const cli_command commands[] = {
     {"report", cmd_report, "Markdown table and size/BLEU Pareto plot of several runs"},
     {"prepare", cmd_prepare, "audio + texts to a prepared HDF5 set (log-mel, token ids)"},
     {"train", cmd_train, "distill (KL + cross-entropy) or fine-tune a student from a YAML job"},
+    {"teacher-cache", cmd_teacher_cache,
+     "run a teacher once: its top-k log-probs (HDF5) for training"},
     {"run", cmd_run, "a job file's stages (prepare, prune, train, quantize, evaluate), resumable"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -9,16 +9,11 @@
 
 #include "core/error.h"
 #include "io/file.h"
+#include "io/h5util.h"
 
 #define MAX_TARGET_LANGS   AD_MAX_LANGS
 #define FEATURE_CHUNK_ROWS 512
 #define ID_CHUNK           4096
-#define DEFLATE_LEVEL      4
-
-/* HDF5 prints its own error stack by default; we report through ad_fail instead. */
-static void silence_hdf5(void) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
 
 typedef struct {
     int64_t *items;
@@ -53,97 +48,8 @@ struct ad_prepared_writer {
     int n, cap;
 };
 
-static hid_t create_extendable(hid_t loc, const char *name, hid_t type, int rank,
-                               const hsize_t *chunk) {
-    hsize_t dims[2] = {0, rank > 1 ? chunk[1] : 0};
-    hsize_t maxdims[2] = {H5S_UNLIMITED, rank > 1 ? chunk[1] : 0};
-    hid_t space = H5Screate_simple(rank, dims, maxdims);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hid_t ds = -1;
-    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-        H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, DEFLATE_LEVEL) >= 0)
-        ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (space >= 0) H5Sclose(space);
-    if (dcpl >= 0) H5Pclose(dcpl);
-    return ds;
-}
-
-/* Appends `rows` rows to an extendable dataset of rank 1 or 2. */
-static int append_rows(hid_t ds, hid_t memtype, int64_t start, int64_t rows, hsize_t cols,
-                       const void *data, const char *what) {
-    if (rows == 0) return AD_OK;
-    int rank = cols ? 2 : 1;
-    hsize_t size[2] = {(hsize_t)(start + rows), cols};
-    hsize_t offset[2] = {(hsize_t)start, 0}, count[2] = {(hsize_t)rows, cols};
-    int rc = AD_ERR;
-    hid_t fspace = -1, mspace = -1;
-    if (H5Dset_extent(ds, size) < 0) goto done;
-    fspace = H5Dget_space(ds);
-    mspace = H5Screate_simple(rank, count, NULL);
-    if (fspace < 0 || mspace < 0 ||
-        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, offset, NULL, count, NULL) < 0 ||
-        H5Dwrite(ds, memtype, mspace, fspace, H5P_DEFAULT, data) < 0)
-        goto done;
-    rc = AD_OK;
-done:
-    if (fspace >= 0) H5Sclose(fspace);
-    if (mspace >= 0) H5Sclose(mspace);
-    if (rc < 0) ad_fail("HDF5: cannot append %lld rows to %s", (long long)rows, what);
-    return rc;
-}
-
-static int write_string_attr(hid_t loc, const char *name, const char *value) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = attr >= 0 && H5Awrite(attr, type, &value) >= 0 ? AD_OK : AD_ERR;
-    if (attr >= 0) H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
-    return rc < 0 ? ad_fail("HDF5: cannot write attribute %s", name) : AD_OK;
-}
-
-static int write_int_attr(hid_t loc, const char *name, int64_t value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = attr >= 0 && H5Awrite(attr, H5T_NATIVE_INT64, &value) >= 0 ? AD_OK : AD_ERR;
-    if (attr >= 0) H5Aclose(attr);
-    H5Sclose(space);
-    return rc < 0 ? ad_fail("HDF5: cannot write attribute %s", name) : AD_OK;
-}
-
-static int write_array(hid_t loc, const char *name, hid_t filetype, hid_t memtype, int64_t n,
-                       const void *data) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    hid_t ds = H5Dcreate2(loc, name, filetype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = ds >= 0 && (n == 0 || H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
-                 ? AD_OK
-                 : AD_ERR;
-    if (ds >= 0) H5Dclose(ds);
-    H5Sclose(space);
-    return rc < 0 ? ad_fail("HDF5: cannot write dataset %s", name) : AD_OK;
-}
-
-static int write_strings(hid_t loc, const char *name, char **strings, int n) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    int rc = write_array(loc, name, type, type, n, strings);
-    H5Tclose(type);
-    return rc;
-}
-
-static hid_t make_group(hid_t loc, const char *name) {
-    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) ad_fail("HDF5: cannot create group %s", name);
-    return g;
-}
-
 int ad_prepared_create(const char *path, const ad_prepared_info *info, ad_prepared_writer **out) {
-    silence_hdf5();
+    ad_h5_silence();
     *out = NULL;
     if (info->n_text_langs > AD_MAX_LANGS || info->n_target_langs > MAX_TARGET_LANGS)
         return ad_fail("%s: too many languages", path);
@@ -168,17 +74,17 @@ int ad_prepared_create(const char *path, const ad_prepared_info *info, ad_prepar
         goto fail;
     }
     hsize_t chunk[2] = {FEATURE_CHUNK_ROWS, (hsize_t)info->n_mels};
-    w->features = create_extendable(w->file, "features", H5T_IEEE_F32LE, 2, chunk);
+    w->features = ad_h5_create_extendable(w->file, "features", H5T_IEEE_F32LE, 2, chunk);
     if (w->features < 0) {
         ad_fail("%s: cannot create /features", w->temp_path);
         goto fail;
     }
-    hid_t ids_group = make_group(w->file, "ids");
+    hid_t ids_group = ad_h5_make_group(w->file, "ids");
     if (ids_group < 0) goto fail;
     for (int l = 0; l < info->n_target_langs; l++) {
-        hid_t g = make_group(ids_group, w->langs_target[l]);
+        hid_t g = ad_h5_make_group(ids_group, w->langs_target[l]);
         hsize_t c[1] = {ID_CHUNK};
-        w->ids[l] = g >= 0 ? create_extendable(g, "tokens", H5T_STD_I32LE, 1, c) : -1;
+        w->ids[l] = g >= 0 ? ad_h5_create_extendable(g, "tokens", H5T_STD_I32LE, 1, c) : -1;
         if (g >= 0) H5Gclose(g);
         if (w->ids[l] < 0 || i64_push(&w->id_offset[l], 0) < 0) {
             H5Gclose(ids_group);
@@ -187,7 +93,7 @@ int ad_prepared_create(const char *path, const ad_prepared_info *info, ad_prepar
         }
     }
     H5Gclose(ids_group);
-    hid_t prompt = make_group(w->file, "prompt");
+    hid_t prompt = ad_h5_make_group(w->file, "prompt");
     if (prompt < 0) goto fail;
     H5Gclose(prompt);
     if (i64_push(&w->frame_offset, 0) < 0) goto fail;
@@ -202,12 +108,13 @@ int ad_prepared_set_prompt(ad_prepared_writer *w, const char *lang, const char *
                            const int32_t *before, int n_before, const int32_t *after, int n_after) {
     char name[64];
     snprintf(name, sizeof name, "prompt/%s", lang);
-    hid_t g = make_group(w->file, name);
+    hid_t g = ad_h5_make_group(w->file, name);
     if (g < 0) return AD_ERR;
-    int rc = write_array(g, "before_audio", H5T_STD_I32LE, H5T_NATIVE_INT32, n_before, before);
+    int rc =
+        ad_h5_write_array(g, "before_audio", H5T_STD_I32LE, H5T_NATIVE_INT32, n_before, before);
     if (rc == AD_OK)
-        rc = write_array(g, "after_audio", H5T_STD_I32LE, H5T_NATIVE_INT32, n_after, after);
-    if (rc == AD_OK) rc = write_string_attr(g, "text", text);
+        rc = ad_h5_write_array(g, "after_audio", H5T_STD_I32LE, H5T_NATIVE_INT32, n_after, after);
+    if (rc == AD_OK) rc = ad_h5_write_string_attr(g, "text", text);
     H5Gclose(g);
     return rc;
 }
@@ -233,13 +140,13 @@ int ad_prepared_append(ad_prepared_writer *w, const float *features, int n_frame
         }
         w->cap = cap;
     }
-    AD_TRY(append_rows(w->features, H5T_NATIVE_FLOAT, w->total_frames, n_frames,
-                       (hsize_t)w->info.n_mels, features, "/features"));
+    AD_TRY(ad_h5_append_rows(w->features, H5T_NATIVE_FLOAT, w->total_frames, n_frames,
+                             (hsize_t)w->info.n_mels, features, "/features"));
     w->total_frames += n_frames;
     AD_TRY(i64_push(&w->frame_offset, w->total_frames));
     for (int l = 0; l < w->info.n_target_langs; l++) {
-        AD_TRY(append_rows(w->ids[l], H5T_NATIVE_INT32, w->total_ids[l], n_ids[l], 0, ids[l],
-                           "/ids/<lang>/tokens"));
+        AD_TRY(ad_h5_append_rows(w->ids[l], H5T_NATIVE_INT32, w->total_ids[l], n_ids[l], 0, ids[l],
+                                 "/ids/<lang>/tokens"));
         w->total_ids[l] += n_ids[l];
         AD_TRY(i64_push(&w->id_offset[l], w->total_ids[l]));
     }
@@ -297,16 +204,18 @@ void ad_prepared_abort(ad_prepared_writer *w) {
 int ad_prepared_finish(ad_prepared_writer *w) {
     int rc = AD_ERR;
     const ad_prepared_info *in = &w->info;
-    if (write_array(w->file, "frame_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->frame_offset.n,
-                    w->frame_offset.items) < 0 ||
-        write_array(w->file, "valid_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, w->n, w->valid) < 0 ||
-        write_array(w->file, "pad_value", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w->n, w->pad) < 0 ||
-        write_strings(w->file, "talk", w->talks, w->n) < 0)
+    if (ad_h5_write_array(w->file, "frame_offset", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                          w->frame_offset.n, w->frame_offset.items) < 0 ||
+        ad_h5_write_array(w->file, "valid_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, w->n,
+                          w->valid) < 0 ||
+        ad_h5_write_array(w->file, "pad_value", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w->n, w->pad) <
+            0 ||
+        ad_h5_write_strings(w->file, "talk", w->talks, w->n) < 0)
         goto done;
-    hid_t text = make_group(w->file, "text");
+    hid_t text = ad_h5_make_group(w->file, "text");
     if (text < 0) goto done;
     for (int l = 0; l < in->n_text_langs; l++) {
-        if (write_strings(text, w->langs_text[l], w->texts[l], w->n) < 0) {
+        if (ad_h5_write_strings(text, w->langs_text[l], w->texts[l], w->n) < 0) {
             H5Gclose(text);
             goto done;
         }
@@ -316,20 +225,20 @@ int ad_prepared_finish(ad_prepared_writer *w) {
         char name[64];
         snprintf(name, sizeof name, "ids/%s", w->langs_target[l]);
         hid_t g = H5Gopen2(w->file, name, H5P_DEFAULT);
-        int r = g >= 0 ? write_array(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64,
-                                     w->id_offset[l].n, w->id_offset[l].items)
+        int r = g >= 0 ? ad_h5_write_array(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                           w->id_offset[l].n, w->id_offset[l].items)
                        : AD_ERR;
         if (g >= 0) H5Gclose(g);
         if (r < 0) goto done;
     }
-    if (write_string_attr(w->file, "format", AD_PREPARED_FORMAT) < 0 ||
-        write_int_attr(w->file, "version", AD_PREPARED_VERSION) < 0 ||
-        write_int_attr(w->file, "n_mels", in->n_mels) < 0 ||
-        write_int_attr(w->file, "hop_length", in->hop_length) < 0 ||
-        write_int_attr(w->file, "sample_rate", in->sample_rate) < 0 ||
-        write_int_attr(w->file, "count", w->n) < 0 ||
-        write_string_attr(w->file, "source", in->source ? in->source : "") < 0 ||
-        write_string_attr(w->file, "tokenizer", in->tokenizer ? in->tokenizer : "") < 0)
+    if (ad_h5_write_string_attr(w->file, "format", AD_PREPARED_FORMAT) < 0 ||
+        ad_h5_write_int_attr(w->file, "version", AD_PREPARED_VERSION) < 0 ||
+        ad_h5_write_int_attr(w->file, "n_mels", in->n_mels) < 0 ||
+        ad_h5_write_int_attr(w->file, "hop_length", in->hop_length) < 0 ||
+        ad_h5_write_int_attr(w->file, "sample_rate", in->sample_rate) < 0 ||
+        ad_h5_write_int_attr(w->file, "count", w->n) < 0 ||
+        ad_h5_write_string_attr(w->file, "source", in->source ? in->source : "") < 0 ||
+        ad_h5_write_string_attr(w->file, "tokenizer", in->tokenizer ? in->tokenizer : "") < 0)
         goto done;
     if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) {
         ad_fail("HDF5: cannot flush %s", w->temp_path);
@@ -369,63 +278,8 @@ struct ad_prepared {
     char attrs[4][2][256]; /* cached string attributes: name, value */
 };
 
-static int read_1d(hid_t file, const char *path, const char *name, hid_t memtype, size_t elem,
-                   int64_t expect, void **out) {
-    hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
-    if (ds < 0)
-        return ad_fail("%s: dataset /%s is missing (not an audistill prepared set?)", path, name);
-    hid_t space = H5Dget_space(ds);
-    hsize_t dims[2] = {0, 0};
-    int rank = space >= 0 ? H5Sget_simple_extent_dims(space, dims, NULL) : -1;
-    int rc = AD_ERR;
-    if (rank != 1 || (expect >= 0 && (int64_t)dims[0] != expect)) {
-        ad_fail("%s: /%s has %lld entries, expected %lld", path, name, (long long)dims[0],
-                (long long)expect);
-        goto done;
-    }
-    *out = ad_malloc(elem * (dims[0] ? dims[0] : 1), name);
-    if (!*out) goto done;
-    if (dims[0] && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
-        free(*out);
-        *out = NULL;
-        ad_fail("%s: cannot read /%s (file damaged?)", path, name);
-        goto done;
-    }
-    rc = AD_OK;
-done:
-    if (space >= 0) H5Sclose(space);
-    H5Dclose(ds);
-    return rc;
-}
-
-static int read_int_attr(hid_t file, const char *path, const char *name, int64_t *out) {
-    if (H5Aexists(file, name) <= 0) return ad_fail("%s: attribute '%s' is missing", path, name);
-    hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-    int rc = a >= 0 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0 ? AD_OK : AD_ERR;
-    if (a >= 0) H5Aclose(a);
-    return rc < 0 ? ad_fail("%s: cannot read attribute '%s'", path, name) : AD_OK;
-}
-
-static int read_string_attr(hid_t loc, const char *name, char *buf, size_t size) {
-    buf[0] = '\0';
-    if (H5Aexists(loc, name) <= 0) return AD_ERR;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    char *value = NULL;
-    int rc = a >= 0 && H5Aread(a, type, &value) >= 0 ? AD_OK : AD_ERR;
-    if (rc == AD_OK && value) {
-        snprintf(buf, size, "%s", value);
-        H5free_memory(value);
-    }
-    H5Tclose(type);
-    if (a >= 0) H5Aclose(a);
-    return rc;
-}
-
 int ad_prepared_open(const char *path, ad_prepared **out) {
-    silence_hdf5();
+    ad_h5_silence();
     *out = NULL;
     if (!ad_path_exists(path))
         return ad_fail("%s does not exist (run `audistill prepare` first)", path);
@@ -441,15 +295,15 @@ int ad_prepared_open(const char *path, ad_prepared **out) {
         goto fail;
     }
     char format[64];
-    read_string_attr(p->file, "format", format, sizeof format);
+    ad_h5_read_string_attr(p->file, "format", format, sizeof format);
     if (strcmp(format, AD_PREPARED_FORMAT) != 0) {
         ad_fail("%s is not an audistill prepared set (format attribute '%s')", path, format);
         goto fail;
     }
     int64_t version, count, n_mels;
-    if (read_int_attr(p->file, path, "version", &version) < 0 ||
-        read_int_attr(p->file, path, "count", &count) < 0 ||
-        read_int_attr(p->file, path, "n_mels", &n_mels) < 0)
+    if (ad_h5_read_int_attr(p->file, path, "version", &version) < 0 ||
+        ad_h5_read_int_attr(p->file, path, "count", &count) < 0 ||
+        ad_h5_read_int_attr(p->file, path, "n_mels", &n_mels) < 0)
         goto fail;
     if (version != AD_PREPARED_VERSION) {
         ad_fail("%s: prepared-set version %lld, this build reads version %d (prepare it again)",
@@ -458,11 +312,12 @@ int ad_prepared_open(const char *path, ad_prepared **out) {
     }
     p->n = (int)count;
     p->n_mels = (int)n_mels;
-    if (read_1d(p->file, path, "frame_offset", H5T_NATIVE_INT64, 8, count + 1,
-                (void **)&p->frame_offset) < 0 ||
-        read_1d(p->file, path, "valid_frames", H5T_NATIVE_INT32, 4, count, (void **)&p->valid) <
-            0 ||
-        read_1d(p->file, path, "pad_value", H5T_NATIVE_FLOAT, 4, count, (void **)&p->pad) < 0)
+    if (ad_h5_read_1d(p->file, path, "frame_offset", H5T_NATIVE_INT64, 8, count + 1,
+                      (void **)&p->frame_offset, NULL) < 0 ||
+        ad_h5_read_1d(p->file, path, "valid_frames", H5T_NATIVE_INT32, 4, count, (void **)&p->valid,
+                      NULL) < 0 ||
+        ad_h5_read_1d(p->file, path, "pad_value", H5T_NATIVE_FLOAT, 4, count, (void **)&p->pad,
+                      NULL) < 0)
         goto fail;
     p->features = H5Dopen2(p->file, "features", H5P_DEFAULT);
     if (p->features < 0) {
@@ -488,7 +343,7 @@ int ad_prepared_open(const char *path, ad_prepared **out) {
     const char *names[] = {"source", "tokenizer"};
     for (int i = 0; i < 2; i++) {
         snprintf(p->attrs[i][0], sizeof p->attrs[i][0], "%s", names[i]);
-        read_string_attr(p->file, names[i], p->attrs[i][1], sizeof p->attrs[i][1]);
+        ad_h5_read_string_attr(p->file, names[i], p->attrs[i][1], sizeof p->attrs[i][1]);
     }
     *out = p;
     return AD_OK;
@@ -535,28 +390,11 @@ int ad_prepared_frames(const ad_prepared *p, int i, int *stored, int *valid, flo
     return AD_OK;
 }
 
-static int read_rows(hid_t ds, hid_t memtype, int64_t start, int64_t rows, hsize_t cols, void *out,
-                     const char *path, const char *what) {
-    if (rows == 0) return AD_OK;
-    int rank = cols ? 2 : 1;
-    hsize_t offset[2] = {(hsize_t)start, 0}, count[2] = {(hsize_t)rows, cols};
-    hid_t fspace = H5Dget_space(ds);
-    hid_t mspace = H5Screate_simple(rank, count, NULL);
-    int rc = fspace >= 0 && mspace >= 0 &&
-                     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, offset, NULL, count, NULL) >= 0 &&
-                     H5Dread(ds, memtype, mspace, fspace, H5P_DEFAULT, out) >= 0
-                 ? AD_OK
-                 : AD_ERR;
-    if (fspace >= 0) H5Sclose(fspace);
-    if (mspace >= 0) H5Sclose(mspace);
-    return rc < 0 ? ad_fail("%s: cannot read %s (file damaged?)", path, what) : AD_OK;
-}
-
 int ad_prepared_features(const ad_prepared *p, int i, float *out) {
     AD_TRY(check_index(p, i));
-    return read_rows(p->features, H5T_NATIVE_FLOAT, p->frame_offset[i],
-                     p->frame_offset[i + 1] - p->frame_offset[i], (hsize_t)p->n_mels, out, p->path,
-                     "/features");
+    return ad_h5_read_rows(p->features, H5T_NATIVE_FLOAT, p->frame_offset[i],
+                           p->frame_offset[i + 1] - p->frame_offset[i], (hsize_t)p->n_mels, out,
+                           p->path, "/features");
 }
 
 int ad_prepared_target_ids(const ad_prepared *p, const char *lang, int i, int32_t **ids, int *n) {
@@ -571,7 +409,8 @@ int ad_prepared_target_ids(const ad_prepared *p, const char *lang, int i, int32_
     if (H5Lexists(p->file, group, H5P_DEFAULT) <= 0)
         return ad_fail("%s: no token ids for language '%s'", p->path, lang);
     int64_t *offset = NULL;
-    AD_TRY(read_1d(p->file, p->path, name, H5T_NATIVE_INT64, 8, p->n + 1, (void **)&offset));
+    AD_TRY(ad_h5_read_1d(p->file, p->path, name, H5T_NATIVE_INT64, 8, p->n + 1, (void **)&offset,
+                         NULL));
     int64_t start = offset[i], count = offset[i + 1] - offset[i];
     free(offset);
     if (count < 0) return ad_fail("%s: /%s is not increasing", p->path, name);
@@ -579,7 +418,8 @@ int ad_prepared_target_ids(const ad_prepared *p, const char *lang, int i, int32_
     hid_t ds = H5Dopen2(p->file, name, H5P_DEFAULT);
     if (ds < 0) return ad_fail("%s: /%s is missing", p->path, name);
     *ids = ad_malloc(sizeof **ids * (size_t)(count ? count : 1), "ids");
-    int rc = *ids ? read_rows(ds, H5T_NATIVE_INT32, start, count, 0, *ids, p->path, name) : AD_ERR;
+    int rc =
+        *ids ? ad_h5_read_rows(ds, H5T_NATIVE_INT32, start, count, 0, *ids, p->path, name) : AD_ERR;
     H5Dclose(ds);
     if (rc < 0) {
         free(*ids);

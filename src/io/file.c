@@ -329,6 +329,29 @@ int ad_file_crc32(const char *path, uint32_t *crc, uint64_t *size) {
     return bad ? ad_fail("read error on %s", path) : AD_OK;
 }
 
+uint64_t ad_fnv1a64(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+int ad_file_fnv1a64(const char *path, uint64_t *h, uint64_t *size) {
+    FILE *f = ad_fopen(path, "rb");
+    if (!f) return AD_ERR;
+    unsigned char buf[1 << 16];
+    size_t n;
+    uint64_t total = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        *h = ad_fnv1a64(*h, buf, n);
+        total += n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (size) *size = total;
+    return bad ? ad_fail("read error on %s", path) : AD_OK;
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
     return remove(path) == 0 || errno == ENOENT ? 0 : -1;

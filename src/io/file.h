@@ -51,6 +51,12 @@ uint32_t ad_crc32(uint32_t crc, const void *data, size_t n);
 uint32_t ad_crc32c(uint32_t crc, const void *data, size_t n);
 /* CRC-32 of a whole file. */
 int ad_file_crc32(const char *path, uint32_t *crc, uint64_t *size);
+/* FNV-1a 64 continuing from `h` (AD_FNV1A64_INIT to start): identities of files and data
+ * (not a cryptographic hash: it tells versions apart, it does not resist forgery). */
+#define AD_FNV1A64_INIT 1469598103934665603ull
+uint64_t ad_fnv1a64(uint64_t h, const void *data, size_t n);
+/* FNV-1a 64 of a whole file, streamed (any size), continuing from *h; *size may be NULL. */
+int ad_file_fnv1a64(const char *path, uint64_t *h, uint64_t *size);
 
 bool ad_path_exists(const char *path);
 bool ad_is_directory(const char *path);

@@ -101,6 +101,7 @@ void ad_batch_free(ad_batch *b) {
     free(b->labels);
     free(b->len);
     free(b->lang);
+    free(b->segment);
     memset(b, 0, sizeof *b);
 }
 
@@ -116,6 +117,27 @@ void ad_loader_set_input_dropout(ad_loader *l, float p, int32_t token) {
     l->dropout_token = token;
 }
 
+void ad_loader_set_targets(ad_loader *l, int lang, const int64_t *offset, const int32_t *tokens) {
+    if (lang < 0 || lang >= AD_LOADER_MAX_LANGS) return;
+    l->target_offset[lang] = offset && tokens ? offset : NULL;
+    l->target_tokens[lang] = offset && tokens ? tokens : NULL;
+}
+
+/* Segment seg's targets in language k: the prepared ones, or those of ad_loader_set_targets. */
+static int target_ids(ad_loader *l, int k, int seg, int32_t **ids, int *n) {
+    if (!l->target_offset[k]) return ad_prepared_target_ids(l->set, l->langs[k], seg, ids, n);
+    const int64_t first = l->target_offset[k][seg], count = l->target_offset[k][seg + 1] - first;
+    *n = 0;
+    if (count < 0 || count > (1 << 24))
+        return ad_fail("loader: replaced %s targets of segment %d have %lld tokens", l->langs[k],
+                       seg, (long long)count);
+    *ids = ad_malloc(sizeof **ids * (size_t)(count ? count : 1), "targets");
+    if (!*ids) return AD_ERR;
+    memcpy(*ids, l->target_tokens[k] + first, sizeof **ids * (size_t)count);
+    *n = (int)count;
+    return AD_OK;
+}
+
 int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang) {
     *tokens = 0, *segment = -1, *lang = NULL;
     for (int seg = 0; seg < l->n_segments; seg++) {
@@ -126,7 +148,7 @@ int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang
         for (int k = 0; k < l->n_langs; k++) {
             int32_t *ids = NULL;
             int n = 0;
-            AD_TRY(ad_prepared_target_ids(l->set, l->langs[k], seg, &ids, &n));
+            AD_TRY(target_ids(l, k, seg, &ids, &n));
             free(ids);
             const int len = l->n_before[k] + ad_loader_audio_tokens(frames) + l->n_after[k] + n;
             if (len > *tokens) *tokens = len, *segment = seg, *lang = l->langs[k];
@@ -147,7 +169,8 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
     if (grow((void **)&b->frames, sizeof(int) * (size_t)n, "batch") < 0 ||
         grow((void **)&b->audio_tokens, sizeof(int) * (size_t)n, "batch") < 0 ||
         grow((void **)&b->len, sizeof(int) * (size_t)n, "batch") < 0 ||
-        grow((void **)&b->lang, sizeof(int) * (size_t)n, "batch") < 0)
+        grow((void **)&b->lang, sizeof(int) * (size_t)n, "batch") < 0 ||
+        grow((void **)&b->segment, sizeof(int) * (size_t)n, "batch") < 0)
         goto done;
     for (int i = 0; i < n; i++) {
         if (examples[i] < 0 || examples[i] >= l->n_examples) {
@@ -156,7 +179,7 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
         }
         int seg = examples[i] / l->n_langs, lang = examples[i] % l->n_langs;
         if (ad_prepared_frames(l->set, seg, &stored[i], &b->frames[i], &pad[i]) < 0 ||
-            ad_prepared_target_ids(l->set, l->langs[lang], seg, &targets[i], &n_targets[i]) < 0)
+            target_ids(l, lang, seg, &targets[i], &n_targets[i]) < 0)
             goto done;
         if (l->window && b->frames[i] > l->window) b->frames[i] = l->window;
         if (l->window && stored[i] > l->window) stored[i] = l->window;
@@ -169,6 +192,7 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
             goto done;
         }
         b->lang[i] = lang;
+        b->segment[i] = seg;
         b->audio_tokens[i] = ad_loader_audio_tokens(b->frames[i]);
         b->len[i] = l->n_before[lang] + b->audio_tokens[i] + l->n_after[lang] + n_targets[i];
         if (stored[i] > max_frames) max_frames = stored[i];

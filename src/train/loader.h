@@ -35,6 +35,8 @@ typedef struct {
     ad_loader_cursor cursor;
     float input_dropout; /* ad_loader_set_input_dropout */
     int32_t dropout_token;
+    const int64_t *target_offset[AD_LOADER_MAX_LANGS]; /* ad_loader_set_targets (borrowed) */
+    const int32_t *target_tokens[AD_LOADER_MAX_LANGS];
 } ad_loader;
 
 /* langs: the target languages to train on (each must have ids in the set). */
@@ -53,6 +55,11 @@ int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang
  * the translation from its own prefix alone and pushes it to read the audio. Deterministic
  * per (epoch, example, position), so resumed runs see the same corruption. */
 void ad_loader_set_input_dropout(ad_loader *l, float p, int32_t token);
+/* Replaces the prepared targets of language `lang` (an index into the loader's languages) by
+ * other token ids, e.g. a teacher's own translations (sequence-level distillation): segment i's
+ * targets become tokens[offset[i]..offset[i+1]). The arrays are borrowed (they must outlive
+ * the loader) and must cover every segment; NULL restores the prepared targets. */
+void ad_loader_set_targets(ad_loader *l, int lang, const int64_t *offset, const int32_t *tokens);
 /* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
 int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
 
@@ -75,6 +82,7 @@ typedef struct {
                           AD_IGNORE_LABEL elsewhere */
     int *len;          /* tokens per row */
     int *lang;         /* language index per example */
+    int *segment;      /* segment per example */
     int supervised;    /* total labels != AD_IGNORE_LABEL */
 } ad_batch;
 

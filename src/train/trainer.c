@@ -22,6 +22,7 @@
 #include "model/train_graph.h"
 #include "model/weights.h"
 #include "text/bpe.h"
+#include "train/cached_teacher.h"
 #include "train/checkpoint.h"
 #include "train/dist_step.h"
 #include "train/loader.h"
@@ -43,6 +44,13 @@ static const ad_field data_fields[] = {
      .type = AD_FIELD_STRING_LIST,
      .offset = offsetof(ad_train_data, langs),
      .help = "target languages (default de, zh)"},
+    {.key = "targets",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_data, targets),
+     .default_value = "reference",
+     .choices = "reference|teacher",
+     .help = "teacher: train on the teacher's own translations from distill.teacher_cache "
+             "(sequence-level distillation)"},
     {0},
 };
 
@@ -231,6 +239,11 @@ static const ad_field distill_fields[] = {
      .default_value = "0.1",
      .min = 0,
      .max = 0.99},
+    {.key = "teacher_cache",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_distill_options, teacher_cache),
+     .help = "audistill teacher-cache file: the KL term reads its top-k instead of running the "
+             "teacher (dev evaluation uses `teacher` when given, else cross-entropy only)"},
     {0},
 };
 
@@ -384,6 +397,7 @@ typedef struct {
     cJSON *flat;
     const char *langs[AD_LOADER_MAX_LANGS];
     int n_langs;
+    ad_cached_teacher cached; /* distill.teacher_cache */
 } run_ctx;
 
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
@@ -427,7 +441,10 @@ static int micro_step(run_ctx *r, ad_batch *b, double grad_scale, bool train,
     ad_distill_params p = r->dp;
     p.grad_scale = (float)grad_scale;
     const ad_tensor *teacher = NULL;
-    if (r->has_teacher && p.alpha > 0) {
+    if (r->cached.cache && train && p.alpha > 0) { /* the cache covers data.train only */
+        AD_TRY(ad_cached_teacher_logits(&r->cached, b, S, &tlogits));
+        teacher = &tlogits;
+    } else if (r->has_teacher && p.alpha > 0) {
         AD_TRY(ad_graph_forward(&r->tg, b));
         ad_tensor_init(&tlogits, r->tg.logits.data, AD_F32, r->tg.logits.device, 2,
                        (int64_t[]){S, V}, "teacher logits");
@@ -839,10 +856,18 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                     job->teacher, r.teacher.cfg.vocab_size, job->student, r.student.cfg.vocab_size);
             goto done;
         }
-    } else if (job->distill.alpha > 0 && ad_yaml_get(ad_yaml_get(doc->root, "distill"), "alpha")) {
+    } else if (job->distill.alpha > 0 && !job->distill.teacher_cache &&
+               ad_yaml_get(ad_yaml_get(doc->root, "distill"), "alpha")) {
         ad_warn("distill.alpha is set but there is no teacher: training with cross-entropy only");
     }
-    r.dp = (ad_distill_params){.alpha = r.has_teacher ? (float)job->distill.alpha : 0.0f,
+    if (!strcmp(job->data.targets, "teacher") && !job->distill.teacher_cache) {
+        ad_fail("%s: data.targets: teacher needs distill.teacher_cache (a cache made with "
+                "translations)",
+                doc->file_name);
+        goto done;
+    }
+    const bool kl_teacher = r.has_teacher || job->distill.teacher_cache;
+    r.dp = (ad_distill_params){.alpha = kl_teacher ? (float)job->distill.alpha : 0.0f,
                                .temperature = (float)job->distill.temperature,
                                .kind = kl_kind(job->distill.kind),
                                .skew = (float)job->distill.skew};
@@ -866,6 +891,10 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     ad_loader_set_input_dropout(&r.loader, (float)job->train.input_dropout,
                                 r.student.cfg.pad_token_id >= 0 ? r.student.cfg.pad_token_id
                                                                 : r.student.cfg.eos_token_id);
+    if (job->distill.teacher_cache &&
+        ad_cached_teacher_open(&r.cached, doc->file_name, job, r.be, r.student.cfg.vocab_size,
+                               lim.max_frames, &r.loader) < 0)
+        goto done;
     {
         int longest, seg;
         const char *lang;
@@ -905,9 +934,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
             "of %lld",
             job->student, (long long)job->train.steps, r.params.n_params,
-            r.has_teacher ? "distillation from " : "cross-entropy only",
-            r.has_teacher ? job->teacher : "", (long long)job->train.batch,
-            (long long)job->train.micro_batch);
+            kl_teacher ? "distillation from " : "cross-entropy only",
+            job->distill.teacher_cache ? job->distill.teacher_cache
+            : r.has_teacher            ? job->teacher
+                                       : "",
+            (long long)job->train.batch, (long long)job->train.micro_batch);
     const int n_micro = (int)(job->train.batch / job->train.micro_batch);
     r.micro = ad_calloc((size_t)n_micro, sizeof *r.micro, "micro-batches");
     int32_t *ex = ad_malloc(sizeof(int32_t) * (size_t)job->train.batch, "batch");
@@ -1019,6 +1050,7 @@ done:
     if (r.sg.m) ad_graph_free(&r.sg);
     if (r.tg.m) ad_graph_free(&r.tg);
     if (r.loader.set) ad_loader_close(&r.loader);
+    if (r.cached.cache) ad_cached_teacher_close(&r.cached);
     ad_metrics_close(&r.metrics);
     if (r.student.be) ad_model_free(&r.student);
     if (r.teacher.be) ad_model_free(&r.teacher);

@@ -15,6 +15,7 @@ typedef struct {
     const char *train;
     const char *dev;
     ad_string_list langs;
+    const char *targets; /* reference | teacher (the cached teacher translations) */
 } ad_train_data;
 
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
 typedef struct {
     double alpha, temperature, skew;
     const char *kind;
+    const char *teacher_cache; /* audistill teacher-cache output, read instead of the teacher */
 } ad_distill_options;
 
 typedef struct {

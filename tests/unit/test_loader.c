@@ -170,12 +170,59 @@ static void test_input_dropout(void) {
     ad_loader_close(&l);
 }
 
+/* Replaced targets (sequence-level distillation): the labels are exactly the given ids, the
+ * prompt and audio are unchanged, and clearing the hook restores the prepared targets. */
+static void test_replaced_targets(void) {
+    const char *langs[] = {"de", "zh"};
+    ad_loader l;
+    CHECK_OK(ad_loader_open(&l, path, 2, langs, AUDIO, 0, false));
+    int64_t offset[N_SEG + 1] = {0};
+    int32_t tokens[N_SEG * 8];
+    for (int s = 0; s < N_SEG; s++) {
+        const int n = 1 + (s * 5) % 7;
+        for (int j = 0; j < n; j++)
+            tokens[offset[s] + j] = 1000 + 37 * s + j;
+        offset[s + 1] = offset[s] + n;
+    }
+    ad_loader_set_targets(&l, 1, offset, tokens);
+    int32_t ex[2 * N_SEG];
+    for (int i = 0; i < 2 * N_SEG; i++)
+        ex[i] = i;
+    ad_batch b = {0}, ref = {0};
+    CHECK_OK(ad_loader_fill(&l, ex, 2 * N_SEG, &b));
+    int wrong = 0;
+    for (int i = 0; i < b.n; i++) {
+        const int seg = i / 2;
+        wrong += b.segment[i] != seg || b.lang[i] != i % 2;
+        int32_t got[16];
+        int n = 0;
+        for (int t = 0; t < b.max_len; t++)
+            if (b.labels[(size_t)i * b.max_len + t] != AD_IGNORE_LABEL && n < 16)
+                got[n++] = b.labels[(size_t)i * b.max_len + t];
+        if (i % 2 == 1) {
+            wrong += n != offset[seg + 1] - offset[seg];
+            for (int j = 0; j < n && j < offset[seg + 1] - offset[seg]; j++)
+                wrong += got[j] != tokens[offset[seg] + j];
+        } else {
+            wrong += n != 3 || got[0] != 100 + seg || got[2] != 7; /* de keeps its references */
+        }
+    }
+    CHECK_MSG(wrong == 0, "%d mismatches", wrong);
+    ad_loader_set_targets(&l, 1, NULL, NULL);
+    CHECK_OK(ad_loader_fill(&l, ex, 2 * N_SEG, &ref));
+    CHECK(ref.supervised == 5 * N_SEG);
+    ad_batch_free(&b);
+    ad_batch_free(&ref);
+    ad_loader_close(&l);
+}
+
 int main(void) {
     snprintf(path, sizeof path, "%s/loader-%ld.h5", AUDISTILL_TEST_TMP, (long)getpid());
     make_set();
     RUN(test_sharding_and_resume);
     RUN(test_fill);
     RUN(test_input_dropout);
+    RUN(test_replaced_targets);
     unlink(path);
     return test_report();
 }
