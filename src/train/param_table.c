@@ -20,6 +20,8 @@ int ad_params_download_grads(ad_param_table *t) {
         if (t->qat_of[i])
             ad_qat_backward(t->qat_of[i], t->params[i].param, t->params[i].grad,
                             t->scale_of[i] >= 0 ? t->params[t->scale_of[i]].grad : NULL);
+        if (t->qat_of[i] && t->scale_of[i] >= 0)
+            ad_qat_log_scale_grad(t->qat_of[i], t->params[t->scale_of[i]].grad);
     }
     return AD_OK;
 }
@@ -33,7 +35,7 @@ static void round_to_bf16(const float *x, float *out, int64_t n) {
  * quantization-aware). */
 int ad_params_upload(ad_param_table *t) {
     for (int i = 0; t->qat.n && i < t->qat.n; i++)
-        ad_qat_clamp_scales(&t->qat.w[i]);
+        ad_qat_sync_scales(&t->qat.w[i]);
     for (int i = 0; t->mirrored && i < t->n_params; i++) {
         if (!t->dev_w[i]) continue;
         const ad_param_ref *p = &t->params[i];
@@ -125,14 +127,14 @@ int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scale
         if (!q) continue;
         char *name = ad_malloc(strlen(q->name) + 16, "scale name");
         if (!name) return AD_ERR;
-        sprintf(name, "%s.qat_scale", q->name);
+        sprintf(name, "%s.qat_log_scale", q->name);
         t->scale_of[i] = t->n_params;
         t->qat_of[t->n_params] = NULL;
         t->scale_of[t->n_params] = -1;
         ad_param_ref *p = &t->params[t->n_params++];
         p->name = name;
         p->n = q->rows * q->groups;
-        p->param = q->scale;
+        p->param = q->log_scale;
         p->decay = false;
         p->grad = ad_calloc((size_t)p->n, sizeof(float), "scale gradient");
         p->m = ad_calloc((size_t)p->n, sizeof(float), "adam moments");
@@ -196,7 +198,7 @@ int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write
                                ad_st_write_item **opt_items, char ***names, void ***owned) {
     *model_items = ad_calloc((size_t)t->n_specs, sizeof **model_items, "checkpoint");
     *opt_items = ad_calloc((size_t)(3 * t->n_params + 1), sizeof **opt_items, "checkpoint");
-    *names = ad_calloc((size_t)(2 * t->n_params + 1), sizeof **names, "checkpoint");
+    *names = ad_calloc((size_t)(3 * t->n_params + 1), sizeof **names, "checkpoint");
     *owned = ad_calloc((size_t)t->n_specs, sizeof **owned, "checkpoint");
     if (!*model_items || !*opt_items || !*names || !*owned) return AD_ERR;
     for (int i = 0; i < t->n_specs; i++) {
@@ -218,8 +220,19 @@ int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write
             (*names)[2 * i + k] = name;
             (*opt_items)[2 * i + k] = (ad_st_write_item){name, AD_F32, 1, {p->n}, k ? p->v : p->m};
         }
-        if (!t->dev_w[i]) /* a learned scale: its values live with the optimizer state */
-            (*opt_items)[k_opt++] = (ad_st_write_item){p->name, AD_F32, 1, {p->n}, p->param};
+        if (t->dev_w[i]) continue;
+        /* A learned scale: log s (the parameter) and s (what the export uses) live with the
+         * optimizer state. */
+        (*opt_items)[k_opt++] = (ad_st_write_item){p->name, AD_F32, 1, {p->n}, p->param};
+        for (int j = 0; j < t->n_params; j++)
+            if (t->scale_of[j] == i) {
+                char *name = ad_malloc(strlen(t->qat_of[j]->name) + 16, "checkpoint");
+                if (!name) return AD_ERR;
+                sprintf(name, "%s.qat_scale", t->qat_of[j]->name);
+                (*names)[2 * t->n_params + i] = name;
+                (*opt_items)[k_opt++] =
+                    (ad_st_write_item){name, AD_F32, 1, {p->n}, t->qat_of[j]->scale};
+            }
     }
     return k_opt;
 }
@@ -237,9 +250,11 @@ int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t) {
         rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->m);
         snprintf(name, sizeof name, "%s.exp_avg_sq", p->name);
         if (rc == AD_OK) rc = ad_safetensors_read_f32(&st, name, 1, &p->n, p->v);
-        if (rc == AD_OK && !t->dev_w[i]) /* a learned quantization scale */
+        if (rc == AD_OK && !t->dev_w[i]) /* a learned quantization scale (log s) */
             rc = ad_safetensors_read_f32(&st, p->name, 1, &p->n, p->param);
     }
+    for (int i = 0; rc == AD_OK && i < t->qat.n; i++)
+        ad_qat_sync_scales(&t->qat.w[i]);
     ad_safetensors_close(&st);
     return rc < 0 ? ad_fail_context("resuming the optimizer (was the trainable set changed?)")
                   : AD_OK;

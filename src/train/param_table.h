@@ -50,7 +50,7 @@ int ad_params_round_frozen(ad_model *m, ad_param_table *t);
 int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const float **data,
                             float **owned);
 /* Every weight (HF names) and the optimizer state (moments, learned scales) as write items;
- * returns the number of optimizer items. Free names[0 .. 2 * n_params) and owned[0 .. n_specs). */
+ * returns the number of optimizer items. Free names[0 .. 3 * n_params) and owned[0 .. n_specs). */
 int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write_item **model_items,
                                ad_st_write_item **opt_items, char ***names, void ***owned);
 /* Restores the moments (and learned scales) from ckpt_dir/optimizer.safetensors. */

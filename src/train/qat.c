@@ -36,13 +36,18 @@ int ad_qat_open(ad_qat *q, const char *student_dir, bool learn_scales) {
         w->name = ad_malloc(strlen(e->name) + 1, "weight name");
         w->scale = ad_malloc(sizeof(float) * (size_t)ng, e->name);
         w->zero = e->spec.symmetric ? NULL : ad_malloc((size_t)ng, e->name);
-        if (!w->name || !w->scale || (!e->spec.symmetric && !w->zero)) {
+        w->log_scale = learn_scales ? ad_malloc(sizeof(float) * (size_t)ng, e->name) : NULL;
+        if (!w->name || !w->scale || (!e->spec.symmetric && !w->zero) ||
+            (learn_scales && !w->log_scale)) {
             rc = AD_ERR;
             break;
         }
         strcpy(w->name, e->name);
         for (int64_t g = 0; g < ng; g++)
             w->scale[g] = ad_f16_to_f32(view.scales[g]);
+        ad_qat_clamp_scales(w);
+        for (int64_t g = 0; learn_scales && g < ng; g++)
+            w->log_scale[g] = logf(w->scale[g]);
         if (w->zero) memcpy(w->zero, view.zeros, (size_t)ng);
     }
     ad_quant_index_free(&index);
@@ -56,7 +61,7 @@ int ad_qat_open(ad_qat *q, const char *student_dir, bool learn_scales) {
 
 void ad_qat_free(ad_qat *q) {
     for (int i = 0; i < q->n; i++)
-        free(q->w[i].name), free(q->w[i].scale), free(q->w[i].zero);
+        free(q->w[i].name), free(q->w[i].scale), free(q->w[i].zero), free(q->w[i].log_scale);
     free(q->w);
     memset(q, 0, sizeof *q);
 }
@@ -115,6 +120,18 @@ void ad_qat_backward(const ad_qat_weight *w, const float *master, float *grad, f
             }
             if (scale_grad) scale_grad[r * w->groups + g] = (float)(ds * lsq);
         }
+}
+
+void ad_qat_sync_scales(ad_qat_weight *w) {
+    for (int64_t g = 0; w->log_scale && g < w->rows * w->groups; g++)
+        w->scale[g] = expf(w->log_scale[g]);
+    ad_qat_clamp_scales(w);
+}
+
+void ad_qat_log_scale_grad(const ad_qat_weight *w, float *scale_grad) {
+    /* d/d(log s) = s * d/ds, with s the value the forward pass used */
+    for (int64_t g = 0; g < w->rows * w->groups; g++)
+        scale_grad[g] *= ad_qat_scale(w, g);
 }
 
 void ad_qat_clamp_scales(ad_qat_weight *w) {

@@ -590,7 +590,7 @@ static int save_checkpoint_files(run_ctx *r, int64_t step) {
                                 state_text, (int)r->job->train.keep_checkpoints);
     else
         rc = AD_ERR;
-    for (int i = 0; names && i < 2 * r->params.n_params; i++)
+    for (int i = 0; names && i < 3 * r->params.n_params; i++)
         free(names[i]);
     for (int i = 0; owned && i < r->params.n_specs; i++)
         free(owned[i]);
@@ -688,7 +688,7 @@ static int write_final_f32(run_ctx *r, const char *tmp) {
     snprintf(path, sizeof path, "%s/config.json", tmp);
     if (rc == AD_OK) rc = config ? ad_write_file_atomic(path, config, strlen(config)) : AD_ERR;
     if (rc == AD_OK) rc = copy_files(r->job->student, tmp);
-    for (int i = 0; names && i < 2 * r->params.n_params; i++)
+    for (int i = 0; names && i < 3 * r->params.n_params; i++)
         free(names[i]);
     for (int i = 0; owned && i < r->params.n_specs; i++)
         free(owned[i]);

@@ -133,6 +133,25 @@ static void test_export_is_exact(void) {
     }
 }
 
+/* Learned scales live as log s: the optimizer's step is relative, the forward pass sees exp. */
+static void test_log_scales(void) {
+    float scale[4] = {0}, log_scale[4] = {logf(0.02f), logf(0.5f), -30.0f, 20.0f};
+    ad_qat_weight qw = {.spec = {4, 8, true},
+                        .rows = 1,
+                        .cols = 32,
+                        .groups = 4,
+                        .scale = scale,
+                        .log_scale = log_scale};
+    ad_qat_sync_scales(&qw);
+    CHECK_NEAR(scale[0], 0.02, 1e-8);
+    CHECK_NEAR(scale[1], 0.5, 1e-7);
+    CHECK(scale[2] > 0 && scale[2] < 1e-4f); /* clamped to f16's smallest normal */
+    CHECK(scale[3] == 65504.0f);             /* and to its largest */
+    float g[4] = {1, 2, 3, 4};
+    ad_qat_log_scale_grad(&qw, g);
+    CHECK(g[0] == ad_qat_scale(&qw, 0) * 1.0f && g[1] == 1.0f); /* 0.5 is an f16 value */
+}
+
 int main(void) {
     if (ad_safetensors_open(&fx, AUDISTILL_FIXTURES "/qat/lsq.safetensors") < 0) {
         fprintf(stderr, "%s\n", ad_error());
@@ -140,6 +159,7 @@ int main(void) {
     }
     RUN(test_against_torch);
     RUN(test_export_is_exact);
+    RUN(test_log_scales);
     ad_safetensors_close(&fx);
     return test_report();
 }
