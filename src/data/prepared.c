@@ -245,20 +245,8 @@ int ad_prepared_finish(ad_prepared_writer *w) {
         goto done;
     }
     close_handles(w);
-    int fd = open(w->temp_path, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        if (fd >= 0) close(fd);
-        ad_fail("cannot fsync %s", w->temp_path);
-        goto done;
-    }
-    close(fd);
-    if (rename(w->temp_path, w->final_path) != 0) {
-        ad_fail("cannot rename %s to %s", w->temp_path, w->final_path);
-        goto done;
-    }
-    char *dir = ad_path_dirname(w->final_path);
-    rc = dir ? ad_fsync_directory(dir) : AD_ERR;
-    free(dir);
+    rc = ad_commit_file(w->temp_path, w->final_path);
+    if (rc < 0) goto done;
     free_writer(w);
     return rc;
 done:

@@ -169,6 +169,22 @@ int ad_atomic_write(ad_atomic_file *a, const void *data, size_t size) {
     return AD_OK;
 }
 
+int ad_commit_file(const char *temp_path, const char *final_path) {
+    int fd = open(temp_path, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return ad_fail("cannot fsync %s: %s", temp_path, strerror(e));
+    }
+    close(fd);
+    if (rename(temp_path, final_path) != 0)
+        return ad_fail("cannot rename %s to %s: %s", temp_path, final_path, strerror(errno));
+    char *dir = ad_path_dirname(final_path);
+    int rc = dir ? ad_fsync_directory(dir) : AD_ERR;
+    free(dir);
+    return rc;
+}
+
 int ad_atomic_commit(ad_atomic_file *a) {
     if (a->failed) {
         ad_atomic_abort(a);

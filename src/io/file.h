@@ -42,6 +42,9 @@ int ad_atomic_write(ad_atomic_file *a, const void *data, size_t size);
 int ad_atomic_commit(ad_atomic_file *a);
 /* Drop the temp file (after an error elsewhere). Safe to call twice. */
 void ad_atomic_abort(ad_atomic_file *a);
+/* Publishes a finished file written (and closed) under a temporary name by another library
+ * (HDF5): fsync it, rename it onto final_path, fsync the directory. */
+int ad_commit_file(const char *temp_path, const char *final_path);
 /* Write a whole buffer atomically. */
 int ad_write_file_atomic(const char *path, const void *data, size_t size);
 

@@ -375,20 +375,8 @@ int ad_teacher_cache_finish(ad_teacher_cache_writer *w) {
         goto fail;
     }
     close_writer_handles(w);
-    int fd = open(w->temp_path, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        if (fd >= 0) close(fd);
-        ad_fail("cannot fsync %s", w->temp_path);
-        goto fail;
-    }
-    close(fd);
-    if (rename(w->temp_path, w->final_path) != 0) {
-        ad_fail("cannot rename %s to %s", w->temp_path, w->final_path);
-        goto fail;
-    }
-    char *dir = ad_path_dirname(w->final_path);
-    int rc = dir ? ad_fsync_directory(dir) : AD_ERR;
-    free(dir);
+    int rc = ad_commit_file(w->temp_path, w->final_path);
+    if (rc < 0) goto fail;
     free_writer(w);
     return rc;
 fail:
