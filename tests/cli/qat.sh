@@ -5,7 +5,8 @@
 #    weights dequantized by numpy, and the exported model is the PTQ model tensor for tensor;
 # 2. export = training: the final model's codes dequantize bit for bit to numpy's fake
 #    quantization of the checkpoint's masters with its learned scales; it runs (translate);
-# 3. exact resume; fixed scales stay the PTQ scales; a bad qat.scales is refused.
+# 3. exact resume; fixed scales stay the PTQ scales; training from an offline teacher cache;
+#    a bad qat.scales is refused.
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -86,6 +87,15 @@ a, _ = load_all(sys.argv[1]); b, _ = load_all(sys.argv[2])
 scales = [k for k in a if k.endswith(".qscales") or k.endswith(".qzeros")]
 assert scales and all(a[k].tobytes() == b[k].tobytes() for k in scales)
 EOF2
+
+# From an offline teacher cache (k = vocabulary) instead of the online teacher: the same start.
+printf 'teacher: %s/tiny_a\ndata: %s/set.h5\noutput: %s/cache.h5\ntop_k: 280\nmax_len: 64\nmax_frames: 100\nbatch: 4\n' "$fx" "$tmp" "$tmp" >"$tmp/cache.yaml"
+"$bin" teacher-cache --config "$tmp/cache.yaml" 2>"$tmp/err" || { bad "teacher-cache"; cat "$tmp/err"; }
+sed -e "s#^teacher: .*##" -e "s#output: .*#output: $tmp/cached#" -e "s#distill: {alpha: 0.5}#distill: {alpha: 0.5, teacher_cache: $tmp/cache.h5}#" "$tmp/learned.yaml" >"$tmp/cached.yaml"
+"$bin" train --config "$tmp/cached.yaml" --quiet 2>"$tmp/err" && ok || { bad "QAT from the teacher cache"; cat "$tmp/err"; }
+paste <(losses "$tmp/learned" | head -1) <(losses "$tmp/cached" | head -1) | awk '{d = $1 - $2; if (d < 0) d = -d; exit !(NF == 2 && d <= 1e-6 * $1)}' \
+  && ok || { bad "QAT from the cache starts elsewhere"; paste <(losses "$tmp/learned") <(losses "$tmp/cached"); }
+"$py" "$check" exported "$tmp/cached/checkpoints/step_00000006" "$tmp/ptq" "$tmp/cached/final" >"$tmp/out" 2>&1 && ok || { bad "cached: export"; cat "$tmp/out"; }
 
 sed 's/scales: fixed/scales: sometimes/' "$tmp/fixed.yaml" >"$tmp/bad.yaml"
 sed -i "s#output: .*#output: $tmp/bad#" "$tmp/bad.yaml"
