@@ -293,15 +293,15 @@ const ad_field ad_train_job_fields[] = {
 };
 
 /* Keys that may change between a checkpoint and its resumption (they change no result). */
-static const char *RESUMABLE_KEYS[] = {"train.steps",
-                                       "train.device",
-                                       "train.log_every",
-                                       "train.eval_every",
-                                       "train.checkpoint_every",
-                                       "train.keep_checkpoints",
-                                       "train.threads",
-                                       "train.zero",
-                                       NULL};
+static const char *const RESUMABLE_KEYS[] = {"train.steps",
+                                             "train.device",
+                                             "train.log_every",
+                                             "train.eval_every",
+                                             "train.checkpoint_every",
+                                             "train.keep_checkpoints",
+                                             "train.threads",
+                                             "train.zero",
+                                             NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
 
@@ -327,46 +327,31 @@ static void flatten(const ad_yaml_node *n, const char *prefix, cJSON *out) {
     }
 }
 
-static bool resumable(const char *key) {
-    for (int i = 0; RESUMABLE_KEYS[i]; i++)
-        if (!strcmp(key, RESUMABLE_KEYS[i])) return true;
-    return false;
+/* The flat config as key/value pairs for checkpoint.h's hash and diff (strings stay cJSON's). */
+static ad_kv *flat_pairs(const cJSON *flat, int *n) {
+    *n = cJSON_GetArraySize(flat);
+    ad_kv *kv = ad_calloc((size_t)*n + 1, sizeof *kv, "job config");
+    int i = 0;
+    for (const cJSON *item = flat->child; kv && item; item = item->next)
+        if (cJSON_IsString(item)) kv[i++] = (ad_kv){item->string, item->valuestring};
+    *n = i;
+    return kv;
 }
 
 static uint64_t config_hash(const cJSON *flat) {
-    uint64_t h = 1469598103934665603ull;
-    for (const cJSON *kv = flat->child; kv; kv = kv->next) {
-        if (resumable(kv->string)) continue;
-        for (const char *p = kv->string; *p; p++)
-            h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        h = (h ^ '=') * 1099511628211ull;
-        for (const char *p = kv->valuestring; *p; p++)
-            h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        h = (h ^ '\n') * 1099511628211ull;
-    }
+    int n;
+    ad_kv *kv = flat_pairs(flat, &n);
+    const uint64_t h = kv ? ad_config_hash(kv, n, RESUMABLE_KEYS) : 0;
+    free(kv);
     return h;
 }
 
 /* Lists the keys whose values differ (ignoring the resumable ones) into buf. */
-static int config_diff(const cJSON *a, const cJSON *b, char *buf, size_t size) {
-    int n = 0;
-    size_t w = 0;
-    buf[0] = '\0';
-    for (int pass = 0; pass < 2; pass++) {
-        const cJSON *x = pass ? b : a, *y = pass ? a : b;
-        for (const cJSON *kv = x->child; kv; kv = kv->next) {
-            if (resumable(kv->string)) continue;
-            const cJSON *o = cJSON_GetObjectItemCaseSensitive(y, kv->string);
-            if (pass == 1 && o) continue; /* reported in the first pass */
-            if (o && cJSON_IsString(o) && !strcmp(o->valuestring, kv->valuestring)) continue;
-            n++;
-            if (w < size)
-                w += (size_t)snprintf(buf + w, size - w, "%s%s (checkpoint: %s, job: %s)",
-                                      n > 1 ? "; " : "", kv->string,
-                                      pass ? "absent" : kv->valuestring,
-                                      pass ? kv->valuestring : (o ? o->valuestring : "absent"));
-        }
-    }
+static int config_diff(const cJSON *ckpt, const cJSON *job, char *buf, size_t size) {
+    int na, nb;
+    ad_kv *a = flat_pairs(ckpt, &na), *b = flat_pairs(job, &nb);
+    const int n = a && b ? ad_config_diff(a, na, b, nb, RESUMABLE_KEYS, buf, size) : 0;
+    free(a), free(b);
     return n;
 }
 
