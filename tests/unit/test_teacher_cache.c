@@ -358,6 +358,29 @@ static void test_sequence_level(void) {
              tiny, run, set);
     CHECK_OK(run_yaml(yaml, true));
     CHECK(fabs(metric(run, "train/ce") - want) > 0.1);
+    /* Beam search translations: stored like the greedy ones, end-of-turn last, one cached
+     * position per token. */
+    snprintf(cache, sizeof cache, "%s/beam.h5", dir);
+    snprintf(yaml, sizeof yaml,
+             "teacher: %s\ndata: %s\noutput: %s\ntop_k: 4\nmax_len: 64\nmax_frames: 100\n"
+             "batch: 5\ntranslations: beam\nnum_beams: 3\nmax_new_tokens: 6\n",
+             tiny, set, cache);
+    CHECK_OK(run_yaml(yaml, false));
+    CHECK_OK(ad_teacher_cache_open(cache, &c));
+    if (!c) return;
+    int beam_ends = 0, beam_counts = 0;
+    for (int l = 0; l < 2; l++) {
+        const int64_t *off;
+        const int32_t *tok;
+        CHECK_OK(ad_teacher_cache_translations(c, l, &off, &tok));
+        for (int seg = 0; seg < 6; seg++) {
+            beam_ends += off[seg + 1] > off[seg] && tok[off[seg + 1] - 1] == 276;
+            beam_counts +=
+                ad_teacher_cache_count(c, AD_CACHE_TEACHER, l, seg) == off[seg + 1] - off[seg];
+        }
+    }
+    CHECK(beam_ends == 12 && beam_counts == 12);
+    ad_teacher_cache_close(c);
 }
 
 int main(void) {
