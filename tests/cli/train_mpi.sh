@@ -10,7 +10,9 @@
 # 4. a rank killed (SIGKILL) mid-step ends the whole job within a bounded time, and so does a
 #    rank that hangs (the watchdog, AUDISTILL_COMM_TIMEOUT); --resume auto then finishes the run
 #    from the last checkpoint with the uninterrupted result;
-# 5. only rank 0 writes: one metrics line per step, no second run directory artifacts.
+# 5. only rank 0 writes: one metrics line per step, no second run directory artifacts;
+# 6. quantization-aware training of a GPTQ student, plain and ZeRO-1 on 2 ranks, gives the
+#    single process's losses (1e-5) and an exact export.
 # Skips (77) without mpirun or when this audistill was built without MPI.
 set -uo pipefail
 bin=$AUDISTILL_BIN
@@ -147,6 +149,31 @@ for mode in die hang; do
   grep -q "resuming from .*step_00000003" "$tmp/log" && ok || bad "$mode: did not resume at step 3"
   close "$tmp/single" "$tmp/$mode" "after a $mode rank, resumed"
 done
+# Quantization-aware training (a GPTQ student) over 2 ranks, plain and ZeRO-1, equals one process
+# (the learned scales' gradients are summed like the weights'); the export stays exact.
+cat >"$tmp/ptq.yaml" <<EOF
+model: $fx/tiny_a
+output: $tmp/ptq
+calibration: {data: $tmp/set.h5, segments: 8, batch: 4, max_frames: 100}
+quantize:
+  decoder_linear: {bits: 3, group_size: 8, method: gptq}
+  lm_head: {bits: 2, group_size: 8, symmetric: true, method: gptq}
+EOF
+"$bin" quantize --config "$tmp/ptq.yaml" >"$tmp/log" 2>&1 || { bad "quantize for QAT"; cat "$tmp/log"; }
+qjob() { # name, zero
+  printf 'student: %s/ptq\nteacher: %s/tiny_a\noutput: %s/%s\ndata: {train: %s/set.h5}\ntrain: {steps: 6, batch: 4, micro_batch: 2, lr: 2e-2, log_every: 1, checkpoint_every: 3, max_len: 64, max_frames: 100, zero: %s}\nqat: {scales: learned}\n' \
+    "$tmp" "$fx" "$tmp" "$1" "$tmp" "$2" >"$tmp/$1.yaml"
+  echo "$tmp/$1.yaml"
+}
+"$bin" train --config "$(qjob qat1 0)" --quiet >"$tmp/log" 2>&1 || { bad "QAT, one process"; cat "$tmp/log"; }
+mpi 2 "$bin" train --config "$(qjob qat2 0)" --quiet >"$tmp/log" 2>&1 || { bad "QAT, 2 ranks"; cat "$tmp/log"; }
+mpi 2 "$bin" train --config "$(qjob qatz 1)" --quiet >"$tmp/log" 2>&1 || { bad "QAT, 2 ranks ZeRO-1"; cat "$tmp/log"; }
+for run in qat2 qatz; do
+  paste <(losses "$tmp/qat1") <(losses "$tmp/$run") | awk -v t=$TOL_L '
+    {d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r; n++}
+    END {exit !(n == 6 && worst <= t)}' && ok || { bad "$run: QAT losses differ from one process"; paste <(losses "$tmp/qat1") <(losses "$tmp/$run"); }
+done
+"$PY" "$AUDISTILL_SOURCE/tests/cli/qat_check.py" exported "$tmp/qatz/checkpoints/step_00000006" "$tmp/ptq" "$tmp/qatz/final" >"$tmp/log" 2>&1 && ok || { bad "QAT export over 2 ranks"; cat "$tmp/log"; }
 ps -eo args | grep -q "[a]udistill train --config $tmp" && bad "ranks left running" || ok
 
 awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {printf "wall: 1 process %.2f s, 2 ranks %.2f s, 2 ranks ZeRO-1 %.2f s (8 steps, incl. start-up)\n", b - a, c - b, d - c}'
