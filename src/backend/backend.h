@@ -182,5 +182,10 @@ struct ad_backend {
 /* The CPU reference backend (fp32, OpenBLAS, OpenMP). n_threads 0 = OpenMP's default. */
 int ad_backend_cpu_create(ad_backend **out, int n_threads);
 void ad_backend_destroy(ad_backend *be);
+/* The backend a job's `device` names, for training and teacher passes: "cpu" (n_threads) or
+ * "cuda" (GPU `gpu`, fp32 activations so that an optimizer can update the weights directly; a
+ * build without CUDA refuses it, naming `what`). */
+int ad_backend_create_for(const char *device, int n_threads, int gpu, const char *what,
+                          ad_backend **out);
 
 #endif

@@ -5,6 +5,8 @@
 
 #include <stdbool.h>
 
+#include "io/yaml.h"
+
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -17,6 +19,12 @@ int cli_fail(const char *command);
 int cli_usage_error(const char *command, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool cli_is_help(const char *arg);
+/* Commands whose only options are --help and --config JOB.yaml: parses argv, loads the job file
+ * into *doc and binds it to `fields` into `job`. Returns -1 when the job is ready (the caller
+ * frees *doc), else the exit code to return: 0 after --help, 2 on a usage error, 1 when the job
+ * does not load or bind. */
+int cli_config_job(int argc, char **argv, const char *command, const char *usage,
+                   void (*help)(void), const ad_field *fields, void *job, ad_yaml_doc *doc);
 
 int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);

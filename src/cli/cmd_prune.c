@@ -164,9 +164,7 @@ static int score(ad_model *m, const prune_job *job, ad_importance *imp) {
     int n_langs = load_langs(c, langs);
     ad_loader loader;
     AD_TRY(ad_loader_open(&loader, c->data, n_langs, langs, m->cfg.audio_token_index, 0, false));
-    const int window =
-        (int)(c->max_frames < 2 * m->cfg.max_source_positions ? c->max_frames
-                                                              : 2 * m->cfg.max_source_positions);
+    const int window = ad_model_window(&m->cfg, c->max_frames);
     ad_loader_set_window(&loader, window);
     int rc = AD_ERR;
     ad_batch b = {0};
@@ -186,10 +184,7 @@ static int score(ad_model *m, const prune_job *job, ad_importance *imp) {
             /* Sized for the longest example of the first batch plus headroom; later batches
              * that need more are refused with the limit named. */
             ad_graph_limits lim = {.max_clips = (int)c->batch,
-                                   .max_frames =
-                                       (int)(c->max_frames < 2 * m->cfg.max_source_positions
-                                                 ? c->max_frames
-                                                 : 2 * m->cfg.max_source_positions),
+                                   .max_frames = window,
                                    .max_len = 4 * b.max_len + 64,
                                    .max_supervised = (int)c->batch * (4 * b.max_len + 64)};
             ad_trainable keep = {.keep_activations = true};
@@ -240,25 +235,12 @@ static void report(const ad_model_config *before, const ad_model_config *after, 
 }
 
 int cmd_prune(int argc, char **argv) {
-    const char *job_path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            print_help();
-            return 0;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            job_path = argv[++i];
-        } else {
-            return cli_usage_error("prune", usage, "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!job_path) return cli_usage_error("prune", usage, "--config JOB.yaml is required");
     ad_yaml_doc doc;
     prune_job job;
-    if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("prune");
-    if (ad_yaml_bind(&doc, doc.root, prune_job_fields, &job, "") < 0) {
-        ad_yaml_free(&doc);
-        return cli_fail("prune");
-    }
+    const int parsed =
+        cli_config_job(argc, argv, "prune", usage, print_help, prune_job_fields, &job, &doc);
+    if (parsed >= 0) return parsed;
+    const char *job_path = doc.file_name;
     int rc = 1;
     ad_backend *be = NULL;
     ad_model teacher = {0};

@@ -99,25 +99,12 @@ static void print_help(void) {
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *job_path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            print_help();
-            return 0;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            job_path = argv[++i];
-        } else {
-            return cli_usage_error("quantize", usage, "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!job_path) return cli_usage_error("quantize", usage, "--config JOB.yaml is required");
     ad_yaml_doc doc;
     quantize_job job;
-    if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("quantize");
-    if (ad_yaml_bind(&doc, doc.root, quantize_job_fields, &job, "") < 0) {
-        ad_yaml_free(&doc);
-        return cli_fail("quantize");
-    }
+    const int parsed =
+        cli_config_job(argc, argv, "quantize", usage, print_help, quantize_job_fields, &job, &doc);
+    if (parsed >= 0) return parsed;
+    const char *job_path = doc.file_name;
     int rc = 1;
     ad_backend *be = NULL;
     ad_model model = {0};

@@ -25,23 +25,12 @@ static void print_help(void) {
 }
 
 int cmd_teacher_cache(int argc, char **argv) {
-    const char *job_path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            print_help();
-            return 0;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            job_path = argv[++i];
-        } else {
-            return cli_usage_error("teacher-cache", usage, "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!job_path) return cli_usage_error("teacher-cache", usage, "--config JOB.yaml is required");
     ad_yaml_doc doc;
     ad_teacher_cache_job job;
-    if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("teacher-cache");
-    int rc = ad_yaml_bind(&doc, doc.root, ad_teacher_cache_job_fields, &job, "") < 0 ||
-             ad_teacher_cache_run(&doc, &job) < 0;
+    int rc = cli_config_job(argc, argv, "teacher-cache", usage, print_help,
+                            ad_teacher_cache_job_fields, &job, &doc);
+    if (rc >= 0) return rc;
+    rc = ad_teacher_cache_run(&doc, &job) < 0;
     if (rc) cli_fail("teacher-cache");
     ad_yaml_free(&doc);
     return rc;

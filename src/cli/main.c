@@ -53,6 +53,28 @@ int cli_usage_error(const char *command, const char *usage, const char *fmt, ...
     return EXIT_USAGE;
 }
 
+int cli_config_job(int argc, char **argv, const char *command, const char *usage,
+                   void (*help)(void), const ad_field *fields, void *job, ad_yaml_doc *doc) {
+    const char *job_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            help();
+            return 0;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            job_path = argv[++i];
+        } else {
+            return cli_usage_error(command, usage, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!job_path) return cli_usage_error(command, usage, "--config JOB.yaml is required");
+    if (ad_yaml_load(job_path, doc) < 0) return cli_fail(command);
+    if (ad_yaml_bind(doc, doc->root, fields, job, "") < 0) {
+        ad_yaml_free(doc);
+        return cli_fail(command);
+    }
+    return -1;
+}
+
 static void print_usage(FILE *out) {
     fprintf(out,
             "audistill: compress Qwen2-Audio into small speech translators and measure them\n\n"

@@ -98,9 +98,7 @@ static int calibrate(ad_model *m, const ad_quantize_options *o, const ad_weight_
     const char *langs[] = {"de", "zh"};
     ad_loader loader;
     AD_TRY(ad_loader_open(&loader, o->calibration, 2, langs, m->cfg.audio_token_index, 0, false));
-    const int window = o->max_frames < 2 * m->cfg.max_source_positions
-                           ? o->max_frames
-                           : 2 * m->cfg.max_source_positions;
+    const int window = ad_model_window(&m->cfg, o->max_frames);
     ad_loader_set_window(&loader, window);
     ad_train_graph g = {0};
     ad_batch b = {0};

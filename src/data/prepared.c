@@ -63,16 +63,8 @@ int ad_prepared_create(const char *path, const ad_prepared_info *info, ad_prepar
         snprintf(w->langs_text[l], sizeof w->langs_text[l], "%s", info->text_langs[l]);
     for (int l = 0; l < info->n_target_langs; l++)
         snprintf(w->langs_target[l], sizeof w->langs_target[l], "%s", info->target_langs[l]);
-    size_t n = strlen(path) + 32;
-    w->final_path = ad_strdup(path, "path");
-    w->temp_path = ad_malloc(n, "path");
-    if (!w->final_path || !w->temp_path) goto fail;
-    snprintf(w->temp_path, n, "%s.tmp.%ld", path, (long)getpid());
-    w->file = H5Fcreate(w->temp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0) {
-        ad_fail("cannot create HDF5 file %s", w->temp_path);
-        goto fail;
-    }
+    w->file = ad_h5_create_temp(path, &w->final_path, &w->temp_path);
+    if (w->file < 0) goto fail;
     hsize_t chunk[2] = {FEATURE_CHUNK_ROWS, (hsize_t)info->n_mels};
     w->features = ad_h5_create_extendable(w->file, "features", H5T_IEEE_F32LE, 2, chunk);
     if (w->features < 0) {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -98,40 +99,38 @@ hid_t ad_h5_make_group(hid_t loc, const char *name) {
     return g;
 }
 
+hid_t ad_h5_create_temp(const char *path, char **final_path, char **temp_path) {
+    const size_t n = strlen(path) + 32;
+    *final_path = ad_strdup(path, "path");
+    *temp_path = ad_malloc(n, "path");
+    if (!*final_path || !*temp_path) return -1;
+    snprintf(*temp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    hid_t file = H5Fcreate(*temp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0) ad_fail("cannot create HDF5 file %s", *temp_path);
+    return file;
+}
+
 int ad_h5_read_1d(hid_t loc, const char *path, const char *name, hid_t memtype, size_t elem,
                   int64_t expect, void **out, int64_t *count) {
     *out = NULL;
-    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
-        return ad_fail("%s: dataset /%s is missing", path, name);
+    int rank;
+    int64_t dims[2];
+    AD_TRY(ad_h5_dims(loc, path, name, &rank, dims));
+    if (rank != 1) return ad_fail("%s: /%s is not a 1-D dataset", path, name);
+    if (expect >= 0 && dims[0] != expect)
+        return ad_fail("%s: /%s has %lld entries, expected %lld", path, name, (long long)dims[0],
+                       (long long)expect);
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0) return ad_fail("%s: cannot open dataset /%s (file damaged?)", path, name);
-    hid_t space = H5Dget_space(ds);
-    hsize_t dims[2] = {0, 0};
-    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
-    if (rank == 1) H5Sget_simple_extent_dims(space, dims, NULL);
-    int rc = AD_ERR;
-    if (rank != 1) {
-        ad_fail("%s: /%s is not a 1-D dataset", path, name);
-        goto done;
-    }
-    if (expect >= 0 && (int64_t)dims[0] != expect) {
-        ad_fail("%s: /%s has %lld entries, expected %lld", path, name, (long long)dims[0],
-                (long long)expect);
-        goto done;
-    }
-    *out = ad_malloc(elem * (dims[0] ? dims[0] : 1), name);
-    if (!*out) goto done;
-    if (dims[0] && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+    *out = ad_malloc(elem * (size_t)(dims[0] ? dims[0] : 1), name);
+    int rc = *out ? AD_OK : AD_ERR;
+    if (rc == AD_OK && dims[0] && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
         free(*out);
         *out = NULL;
-        ad_fail("%s: cannot read /%s (file damaged?)", path, name);
-        goto done;
+        rc = ad_fail("%s: cannot read /%s (file damaged?)", path, name);
     }
-    if (count) *count = (int64_t)dims[0];
-    rc = AD_OK;
-done:
-    if (space >= 0) H5Sclose(space);
     H5Dclose(ds);
+    if (rc == AD_OK && count) *count = dims[0];
     return rc;
 }
 

@@ -28,6 +28,10 @@ int ad_h5_write_array(hid_t loc, const char *name, hid_t filetype, hid_t memtype
 /* A 1-D dataset of n variable-length UTF-8 strings. */
 int ad_h5_write_strings(hid_t loc, const char *name, char **strings, int n);
 hid_t ad_h5_make_group(hid_t loc, const char *name);
+/* Creates the HDF5 file that will become `path`, under a temporary name beside it (publish it
+ * with ad_commit_file(*temp_path, *final_path)); both names are new strings the caller frees,
+ * also on failure (-1). */
+hid_t ad_h5_create_temp(const char *path, char **final_path, char **temp_path);
 
 /* Reads 1-D dataset `name` into a new array (caller frees) of elem-byte elements; expect >= 0
  * requires that many entries. `path` names the file in messages. *count (may be NULL)

@@ -359,3 +359,17 @@ done:
     free(d.logp);
     return rc;
 }
+
+int ad_stop_ids(const ad_model_config *cfg, const ad_tokenizer *tok, int32_t *stop) {
+    int n = 0;
+    if (cfg->eos_token_id >= 0) stop[n++] = cfg->eos_token_id;
+    const char *ends[] = {"<|im_end|>", "<|endoftext|>"};
+    for (int i = 0; tok && i < 2; i++) {
+        const int id = ad_tokenizer_token_id(tok, ends[i]);
+        bool dup = false;
+        for (int k = 0; k < n; k++)
+            dup |= stop[k] == id;
+        if (id >= 0 && id < cfg->vocab_size && !dup) stop[n++] = id;
+    }
+    return n;
+}

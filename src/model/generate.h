@@ -9,6 +9,9 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "text/bpe.h"
+
+#define AD_MAX_STOP_IDS 3
 
 typedef struct {
     int num_beams;        /* 1 = greedy */
@@ -31,5 +34,10 @@ typedef struct {
 int ad_generate(ad_model_state *st, const int32_t *const *prompts, const int *prompt_len,
                 int n_prompts, bool use_audio, const ad_generate_params *params,
                 ad_generate_output *out);
+
+/* The ids decoding stops at: the model's eos and the chat and text end markers (<|im_end|>,
+ * <|endoftext|>) when the tokenizer has them inside the vocabulary (tok may be NULL), without
+ * duplicates. stop has room for AD_MAX_STOP_IDS; returns the count. */
+int ad_stop_ids(const ad_model_config *cfg, const ad_tokenizer *tok, int32_t *stop);
 
 #endif

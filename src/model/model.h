@@ -65,6 +65,11 @@ ad_tensor *ad_model_weight(ad_model *m, const char *name);
 static inline int ad_audio_conv_frames(int mel_frames) {
     return (mel_frames - 1) / 2 + 1;
 }
+/* The mel frames a job sees: its max_frames, at most the encoder's 2 * max_source_positions. */
+static inline int ad_model_window(const ad_model_config *cfg, int64_t max_frames) {
+    const int64_t encoder = 2 * (int64_t)cfg->max_source_positions;
+    return (int)(max_frames < encoder ? max_frames : encoder);
+}
 static inline int ad_audio_tokens(int mel_frames) {
     return (ad_audio_conv_frames(mel_frames) - 2) / 2 + 1;
 }

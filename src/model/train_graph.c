@@ -327,6 +327,46 @@ void ad_graph_free(ad_train_graph *g) {
     memset(g, 0, sizeof *g);
 }
 
+/* Layer l's recorded activations viewed at the last forward's shapes: the forward pass writes
+ * them, the backward pass reads them. */
+static ad_encoder_record encoder_views(const ad_train_graph *g, int l) {
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_encoder_record *r = &g->enc_rec[l];
+    const int64_t C = g->n_clips, n1 = g->n1, d = cfg->d_model,
+                  A = (int64_t)cfg->encoder_layer[l].num_attention_heads * cfg->encoder_head_dim,
+                  F = cfg->encoder_layer[l].ffn_dim;
+    return (ad_encoder_record){.h_in = shaped(&r->h_in, 3, C, n1, d),
+                               .xn1 = shaped(&r->xn1, 3, C, n1, d),
+                               .q = shaped(&r->q, 3, C, n1, A),
+                               .k = shaped(&r->k, 3, C, n1, A),
+                               .v = shaped(&r->v, 3, C, n1, A),
+                               .att = shaped(&r->att, 3, C, n1, A),
+                               .h_mid = shaped(&r->h_mid, 3, C, n1, d),
+                               .xn2 = shaped(&r->xn2, 3, C, n1, d),
+                               .f_pre = shaped(&r->f_pre, 3, C, n1, F),
+                               .f_act = shaped(&r->f_act, 3, C, n1, F)};
+}
+
+static ad_decoder_record decoder_views(const ad_train_graph *g, int l) {
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
+    const ad_decoder_record *r = &g->dec_rec[l];
+    const int64_t R = g->rows, T = g->len, N = R * T, H = cfg->hidden_size, hd = cfg->head_dim,
+                  Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
+                  F = sh->intermediate_size;
+    return (ad_decoder_record){.x_in = shaped(&r->x_in, 2, N, H, 0),
+                               .xn1 = shaped(&r->xn1, 2, N, H, 0),
+                               .q = shaped(&r->q, 3, R, T, Q),
+                               .k = shaped(&r->k, 3, R, T, KV),
+                               .v = shaped(&r->v, 3, R, T, KV),
+                               .att = shaped(&r->att, 3, R, T, Q),
+                               .x_mid = shaped(&r->x_mid, 2, N, H, 0),
+                               .xn2 = shaped(&r->xn2, 2, N, H, 0),
+                               .gate = shaped(&r->gate, 2, N, F, 0),
+                               .up = shaped(&r->up, 2, N, F, 0),
+                               .act = shaped(&r->act, 2, N, F, 0)};
+}
+
 static int upload_i32(ad_backend *be, ad_tensor *dst, const int32_t *host, int64_t n) {
     ad_tensor src, d = shaped(dst, 1, n, 0, 0);
     AD_TRY(ad_tensor_init(&src, (void *)host, AD_I32, AD_DEVICE_CPU, 1, &n, "host indices"));
@@ -378,35 +418,28 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     AD_TRY(be->add(be, &h, &h, &pos));
     for (int l = 0; l < cfg->encoder_layers; l++) {
         const ad_encoder_layer *w = &m->encoder[l];
-        ad_encoder_record *r = &g->enc_rec[l];
+        ad_encoder_record a = encoder_views(g, l);
         const int heads = cfg->encoder_layer[l].num_attention_heads;
-        const int64_t A = (int64_t)heads * cfg->encoder_head_dim, F = cfg->encoder_layer[l].ffn_dim;
-        ad_tensor h_in = shaped(&r->h_in, 3, C, n1, d), xn1 = shaped(&r->xn1, 3, C, n1, d);
-        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A),
-                  v = shaped(&r->v, 3, C, n1, A);
-        ad_tensor att = shaped(&r->att, 3, C, n1, A), h_mid = shaped(&r->h_mid, 3, C, n1, d);
-        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F),
-                  f_act = shaped(&r->f_act, 3, C, n1, F);
-        AD_TRY(be->copy(be, &h_in, &h));
-        AD_TRY(be->layernorm(be, &xn1, &h, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
+        AD_TRY(be->copy(be, &a.h_in, &h));
+        AD_TRY(be->layernorm(be, &a.xn1, &h, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
                              ENCODER_LN_EPS));
-        AD_TRY(be->linear(be, &q, &xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->linear(be, &k, &xn1, &w->k_proj_w, NULL));
-        AD_TRY(be->linear(be, &v, &xn1, &w->v_proj_w, &w->v_proj_b));
+        AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+        AD_TRY(be->linear(be, &a.k, &a.xn1, &w->k_proj_w, NULL));
+        AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
         ad_attention_params ap = {.n_heads = heads,
                                   .n_kv_heads = heads,
                                   .head_dim = cfg->encoder_head_dim,
                                   .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
                                   .key_len = g->clip_key_len};
-        AD_TRY(be->attention(be, &att, &q, &k, &v, &ap));
-        AD_TRY(be->linear(be, &h_mid, &att, &w->out_proj_w, &w->out_proj_b));
-        AD_TRY(be->add(be, &h_mid, &h_mid, &h_in));
-        AD_TRY(be->layernorm(be, &xn2, &h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
+        AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
+        AD_TRY(be->linear(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b));
+        AD_TRY(be->add(be, &a.h_mid, &a.h_mid, &a.h_in));
+        AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
                              ENCODER_LN_EPS));
-        AD_TRY(be->linear(be, &f_pre, &xn2, &w->fc1_w, &w->fc1_b));
-        AD_TRY(be->gelu(be, &f_act, &f_pre));
-        AD_TRY(be->linear(be, &h, &f_act, &w->fc2_w, &w->fc2_b));
-        AD_TRY(be->add(be, &h, &h, &h_mid));
+        AD_TRY(be->linear(be, &a.f_pre, &a.xn2, &w->fc1_w, &w->fc1_b));
+        AD_TRY(be->gelu(be, &a.f_act, &a.f_pre));
+        AD_TRY(be->linear(be, &h, &a.f_act, &w->fc2_w, &w->fc2_b));
+        AD_TRY(be->add(be, &h, &h, &a.h_mid));
     }
     ad_tensor pooled = shaped(&g->pooled, 3, C, tok, d), enc = shaped(&g->enc, 3, C, tok, d);
     ad_tensor audio = shaped(&g->audio, 3, C, tok, H);
@@ -475,40 +508,32 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         const ad_decoder_layer *w = &m->decoder[l];
         const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
-        ad_decoder_record *r = &g->dec_rec[l];
-        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
-                      F = sh->intermediate_size;
-        ad_tensor x_in = shaped(&r->x_in, 2, N, H, 0), xn1 = shaped(&r->xn1, 2, N, H, 0);
-        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV),
-                  v = shaped(&r->v, 3, R, T, KV);
-        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0),
-                  xn2 = shaped(&r->xn2, 2, N, H, 0);
-        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0),
-                  act = shaped(&r->act, 2, N, F, 0);
-        ad_tensor q2 = shaped(&q, 2, N, Q, 0), k2 = shaped(&k, 2, N, KV, 0),
-                  v2 = shaped(&v, 2, N, KV, 0), att2 = shaped(&att, 2, N, Q, 0);
-        AD_TRY(be->copy(be, &x_in, &x));
-        AD_TRY(be->rmsnorm(be, &xn1, &x, &w->input_layernorm_w, eps));
-        AD_TRY(be->linear(be, &q2, &xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->linear(be, &k2, &xn1, &w->k_proj_w, &w->k_proj_b));
-        AD_TRY(be->linear(be, &v2, &xn1, &w->v_proj_w, &w->v_proj_b));
-        AD_TRY(be->rope(be, &q, &pos, sh->num_attention_heads, (int)hd, theta));
-        AD_TRY(be->rope(be, &k, &pos, sh->num_key_value_heads, (int)hd, theta));
+        ad_decoder_record a = decoder_views(g, l);
+        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd;
+        ad_tensor q2 = shaped(&a.q, 2, N, Q, 0), k2 = shaped(&a.k, 2, N, KV, 0),
+                  v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
+        AD_TRY(be->copy(be, &a.x_in, &x));
+        AD_TRY(be->rmsnorm(be, &a.xn1, &x, &w->input_layernorm_w, eps));
+        AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+        AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+        AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
+        AD_TRY(be->rope(be, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
+        AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
         ad_attention_params ap = {.n_heads = sh->num_attention_heads,
                                   .n_kv_heads = sh->num_key_value_heads,
                                   .head_dim = (int)hd,
                                   .causal = true,
                                   .scale = 1.0f / sqrtf((float)hd),
                                   .key_len = g->row_len};
-        AD_TRY(be->attention(be, &att, &q, &k, &v, &ap));
-        AD_TRY(be->linear(be, &x_mid, &att2, &w->o_proj_w, NULL));
-        AD_TRY(be->add(be, &x_mid, &x_mid, &x_in));
-        AD_TRY(be->rmsnorm(be, &xn2, &x_mid, &w->post_attention_layernorm_w, eps));
-        AD_TRY(be->linear(be, &gate, &xn2, &w->gate_proj_w, NULL));
-        AD_TRY(be->linear(be, &up, &xn2, &w->up_proj_w, NULL));
-        AD_TRY(be->silu_mul(be, &act, &gate, &up));
-        AD_TRY(be->linear(be, &x, &act, &w->down_proj_w, NULL));
-        AD_TRY(be->add(be, &x, &x, &x_mid));
+        AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
+        AD_TRY(be->linear(be, &a.x_mid, &att2, &w->o_proj_w, NULL));
+        AD_TRY(be->add(be, &a.x_mid, &a.x_mid, &a.x_in));
+        AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
+        AD_TRY(be->linear(be, &a.gate, &a.xn2, &w->gate_proj_w, NULL));
+        AD_TRY(be->linear(be, &a.up, &a.xn2, &w->up_proj_w, NULL));
+        AD_TRY(be->silu_mul(be, &a.act, &a.gate, &a.up));
+        AD_TRY(be->linear(be, &x, &a.act, &w->down_proj_w, NULL));
+        AD_TRY(be->add(be, &x, &x, &a.x_mid));
     }
     ad_tensor x_final = shaped(&g->x_final, 2, N, H, 0), hidden = shaped(&g->hidden, 2, N, H, 0);
     AD_TRY(be->copy(be, &x_final, &x));
@@ -575,47 +600,41 @@ static int encoder_backward(ad_train_graph *g) {
     for (int l = cfg->encoder_layers - 1; l >= 0; l--) {
         const ad_encoder_layer *w = &m->encoder[l];
         ad_encoder_layer *dw = &gr->encoder[l];
-        ad_encoder_record *r = &g->enc_rec[l];
+        ad_encoder_record a = encoder_views(g, l);
         const int heads = cfg->encoder_layer[l].num_attention_heads;
         const int64_t A = (int64_t)heads * cfg->encoder_head_dim, F = cfg->encoder_layer[l].ffn_dim;
-        ad_tensor h_in = shaped(&r->h_in, 3, C, n1, d), xn1 = shaped(&r->xn1, 3, C, n1, d);
-        ad_tensor q = shaped(&r->q, 3, C, n1, A), k = shaped(&r->k, 3, C, n1, A),
-                  v = shaped(&r->v, 3, C, n1, A);
-        ad_tensor att = shaped(&r->att, 3, C, n1, A), h_mid = shaped(&r->h_mid, 3, C, n1, d);
-        ad_tensor xn2 = shaped(&r->xn2, 3, C, n1, d), f_pre = shaped(&r->f_pre, 3, C, n1, F),
-                  f_act = shaped(&r->f_act, 3, C, n1, F);
         ad_tensor df = shaped(&g->d_enc_ffn, 3, C, n1, F),
                   df2 = shaped(&g->d_enc_ffn2, 3, C, n1, F);
         ad_tensor dxn = shaped(&g->d_enc_c, 3, C, n1, d);
         /* MLP block: h = h_mid + fc2(gelu(fc1(ln2(h_mid)))) */
         AD_TRY(be->linear_backward(be, &df, grad_or_null(&dw->fc2_w), grad_or_null(&dw->fc2_b), &dh,
-                                   &f_act, &w->fc2_w));
-        AD_TRY(be->gelu_backward(be, &df2, &df, &f_pre));
+                                   &a.f_act, &w->fc2_w));
+        AD_TRY(be->gelu_backward(be, &df2, &df, &a.f_pre));
         AD_TRY(be->linear_backward(be, &dxn, grad_or_null(&dw->fc1_w), grad_or_null(&dw->fc1_b),
-                                   &df2, &xn2, &w->fc1_w));
+                                   &df2, &a.xn2, &w->fc1_w));
         AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->final_layer_norm_w),
-                                      grad_or_null(&dw->final_layer_norm_b), &dxn, &h_mid,
+                                      grad_or_null(&dw->final_layer_norm_b), &dxn, &a.h_mid,
                                       &w->final_layer_norm_w, ENCODER_LN_EPS));
         AD_TRY(be->add(be, &dh, &dh, &tmp));
         /* Attention block: h_mid = h_in + out_proj(attention(q, k, v)) */
         ad_tensor datt = shaped(&g->d_enc_att, 3, C, n1, A), dq = shaped(&g->d_enc_q, 3, C, n1, A);
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
         AD_TRY(be->linear_backward(be, &datt, grad_or_null(&dw->out_proj_w),
-                                   grad_or_null(&dw->out_proj_b), &dh, &att, &w->out_proj_w));
+                                   grad_or_null(&dw->out_proj_b), &dh, &a.att, &w->out_proj_w));
         ad_attention_params ap = {.n_heads = heads,
                                   .n_kv_heads = heads,
                                   .head_dim = cfg->encoder_head_dim,
                                   .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
                                   .key_len = g->clip_key_len};
-        AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &att, &q, &k, &v, &ap));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &xn1,
+        AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
                                &w->q_proj_w));
         AD_TRY(
-            linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, NULL, &dk, &xn1, &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &xn1,
+            linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
                                &w->v_proj_w));
         AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w),
-                                      grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &h_in,
+                                      grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &a.h_in,
                                       &w->self_attn_layer_norm_w, ENCODER_LN_EPS));
         AD_TRY(be->add(be, &dh, &dh, &tmp));
     }
@@ -669,33 +688,27 @@ int ad_graph_backward(ad_train_graph *g) {
         const ad_decoder_layer *w = &m->decoder[l];
         ad_decoder_layer *dw = &gr->decoder[l];
         const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
-        ad_decoder_record *r = &g->dec_rec[l];
+        ad_decoder_record a = decoder_views(g, l);
         const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
                       F = sh->intermediate_size;
-        ad_tensor x_in = shaped(&r->x_in, 2, N, H, 0), xn1 = shaped(&r->xn1, 2, N, H, 0);
-        ad_tensor q = shaped(&r->q, 3, R, T, Q), k = shaped(&r->k, 3, R, T, KV),
-                  v = shaped(&r->v, 3, R, T, KV);
-        ad_tensor att = shaped(&r->att, 3, R, T, Q), x_mid = shaped(&r->x_mid, 2, N, H, 0),
-                  xn2 = shaped(&r->xn2, 2, N, H, 0);
-        ad_tensor gate = shaped(&r->gate, 2, N, F, 0), up = shaped(&r->up, 2, N, F, 0),
-                  act = shaped(&r->act, 2, N, F, 0);
         ad_tensor dact = shaped(&g->d_ffn, 2, N, F, 0), dup = shaped(&g->d_ffn2, 2, N, F, 0);
         /* MLP block: x = x_mid + down(silu(gate(xn2)) * up(xn2)), xn2 = rms(x_mid) */
-        AD_TRY(be->linear_backward(be, &dact, grad_or_null(&dw->down_proj_w), NULL, &dx, &act,
+        AD_TRY(be->linear_backward(be, &dact, grad_or_null(&dw->down_proj_w), NULL, &dx, &a.act,
                                    &w->down_proj_w));
-        AD_TRY(be->silu_mul_backward(be, &dact, &dup, &dact, &gate, &up)); /* dact becomes dgate */
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->gate_proj_w, NULL, &dact, &xn2,
+        AD_TRY(
+            be->silu_mul_backward(be, &dact, &dup, &dact, &a.gate, &a.up)); /* dact becomes dgate */
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->gate_proj_w, NULL, &dact, &a.xn2,
                                &w->gate_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->up_proj_w, NULL, &dup, &xn2,
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->up_proj_w, NULL, &dup, &a.xn2,
                                &w->up_proj_w));
         AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
-                                    &x_mid, &w->post_attention_layernorm_w, eps));
+                                    &a.x_mid, &w->post_attention_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
         /* Attention block: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)) */
         ad_tensor datt = shaped(&g->d_att, 3, R, T, Q), datt2 = shaped(&datt, 2, N, Q, 0);
         ad_tensor dq = shaped(&g->d_q, 3, R, T, Q), dk = shaped(&g->d_k, 3, R, T, KV),
                   dv = shaped(&g->d_v, 3, R, T, KV);
-        ad_tensor att2 = shaped(&att, 2, N, Q, 0);
+        ad_tensor att2 = shaped(&a.att, 2, N, Q, 0);
         AD_TRY(be->linear_backward(be, &datt2, grad_or_null(&dw->o_proj_w), NULL, &dx, &att2,
                                    &w->o_proj_w));
         ad_attention_params ap = {.n_heads = sh->num_attention_heads,
@@ -704,18 +717,18 @@ int ad_graph_backward(ad_train_graph *g) {
                                   .causal = true,
                                   .scale = 1.0f / sqrtf((float)hd),
                                   .key_len = g->row_len};
-        AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &att, &q, &k, &v, &ap));
+        AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(be->rope_backward(be, &dq, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));
         ad_tensor dq2 = shaped(&dq, 2, N, Q, 0), dk2 = shaped(&dk, 2, N, KV, 0),
                   dv2 = shaped(&dv, 2, N, KV, 0);
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &xn1,
+        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &a.xn1,
                                &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &xn1,
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &a.xn1,
                                &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &xn1,
+        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
                                &w->v_proj_w));
-        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &x_in,
+        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &a.x_in,
                                     &w->input_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
     }

@@ -38,16 +38,7 @@ int ad_translator_open(ad_translator *t, const char *dir, const ad_translator_op
                                                                   : AD_MEL_FRAMES;
     t->features = ad_malloc(sizeof(float) * (size_t)cfg->num_mel_bins * AD_MEL_FRAMES, "features");
     if (!t->features) goto fail;
-    /* Stop on the model's eos and on the chat and text end markers when the vocabulary has them. */
-    const char *ends[] = {"<|im_end|>", "<|endoftext|>"};
-    if (cfg->eos_token_id >= 0) t->stop_ids[t->n_stop++] = cfg->eos_token_id;
-    for (int i = 0; i < 2; i++) {
-        int id = ad_tokenizer_token_id(t->tok, ends[i]);
-        bool dup = false;
-        for (int k = 0; k < t->n_stop; k++)
-            dup |= t->stop_ids[k] == id;
-        if (id >= 0 && id < cfg->vocab_size && !dup) t->stop_ids[t->n_stop++] = id;
-    }
+    t->n_stop = ad_stop_ids(cfg, t->tok, t->stop_ids);
     const int audio_tokens = ad_audio_tokens(t->max_frames);
     ad_model_limits lim = {.max_clips = 1,
                            .max_frames = t->max_frames,

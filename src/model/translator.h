@@ -29,7 +29,7 @@ typedef struct {
     ad_mel mel;
     ad_translator_options opt;
     int max_frames;
-    int32_t stop_ids[4];
+    int32_t stop_ids[AD_MAX_STOP_IDS];
     int n_stop;
     float *features; /* n_mels x AD_MEL_FRAMES */
     int truncated;   /* clips cut at 30 s so far */

@@ -264,3 +264,11 @@ done:
     free(pad);
     return rc;
 }
+
+int ad_batch_prompt_len(const ad_batch *b, int i) {
+    const int32_t *labels = b->labels + (size_t)i * (size_t)b->max_len;
+    int n = 0;
+    while (n < b->max_len && labels[n] == AD_IGNORE_LABEL)
+        n++;
+    return n + 1;
+}

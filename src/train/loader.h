@@ -86,6 +86,9 @@ typedef struct {
     int supervised;    /* total labels != AD_IGNORE_LABEL */
 } ad_batch;
 
+/* Tokens of row i's prompt: its ids up to and including the one that predicts the first target
+ * token (what generation starts from). */
+int ad_batch_prompt_len(const ad_batch *b, int i);
 /* Fills a batch with the given examples (host memory, reallocated as needed). */
 int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b);
 void ad_batch_free(ad_batch *b);

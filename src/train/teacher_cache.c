@@ -229,16 +229,8 @@ int ad_teacher_cache_create(const char *path, const ad_teacher_cache_info *info,
              info->translations ? info->translations : "none");
     w->info.langs = NULL, w->info.teacher_dir = w->teacher_dir, w->info.data_path = w->data_path,
     w->info.translations = w->translations;
-    size_t n = strlen(path) + 32;
-    w->final_path = ad_strdup(path, "path");
-    w->temp_path = ad_malloc(n, "path");
-    if (!w->final_path || !w->temp_path) goto fail;
-    snprintf(w->temp_path, n, "%s.tmp.%ld", path, (long)getpid());
-    w->file = H5Fcreate(w->temp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0) {
-        ad_fail("cannot create HDF5 file %s", w->temp_path);
-        goto fail;
-    }
+    w->file = ad_h5_create_temp(path, &w->final_path, &w->temp_path);
+    if (w->file < 0) goto fail;
     const int k = info->top_k;
     hsize_t chunk[2] = {(hsize_t)(CHUNK_ELEMENTS / k > 0 ? CHUNK_ELEMENTS / k : 1), (hsize_t)k};
     for (int s = 0; s < AD_CACHE_SOURCES; s++) {

@@ -10,9 +10,6 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#ifdef AUDISTILL_HAVE_CUDA
-#include "../cuda/backend_cuda.h"
-#endif
 #include "core/log.h"
 #include "core/progress.h"
 #include "io/file.h"
@@ -218,14 +215,8 @@ static int translate_all(cache_ctx *c, translations *tr) {
     if (have_tok && ad_tokenizer_load(job->teacher, 1, &tok) < 0) return AD_ERR;
     if (!have_tok)
         ad_warn("%s has no tokenizer: translations are stored without text", job->teacher);
-    int32_t stop[3], end[AD_LOADER_MAX_LANGS];
-    int n_stop = 0;
-    if (cfg->eos_token_id >= 0) stop[n_stop++] = cfg->eos_token_id;
-    const char *ends[] = {"<|endoftext|>", "<|im_end|>"};
-    for (int i = 0; tok && i < 2; i++) {
-        int id = ad_tokenizer_token_id(tok, ends[i]);
-        if (id >= 0 && id < cfg->vocab_size && id != cfg->eos_token_id) stop[n_stop++] = id;
-    }
+    int32_t stop[AD_MAX_STOP_IDS], end[AD_LOADER_MAX_LANGS];
+    const int n_stop = ad_stop_ids(cfg, tok, stop);
     int rc = AD_OK;
     for (int l = 0; l < c->n_langs && rc == AD_OK; l++) {
         rc = common_end_token(c, l, &end[l]);
@@ -273,11 +264,7 @@ static int translate_all(cache_ctx *c, translations *tr) {
             ad_tensor feat;
             ad_tensor_init(&feat, b.features, AD_F32, AD_DEVICE_CPU, 3,
                            (int64_t[]){1, b.n_mels, b.max_frames}, "features");
-            /* The prompt is the example's ids up to the first target token. */
-            int prompt_len = 0;
-            while (prompt_len < b.max_len && b.labels[prompt_len] == AD_IGNORE_LABEL)
-                prompt_len++;
-            prompt_len++;
+            int prompt_len = ad_batch_prompt_len(&b, 0);
             if (prompt_len > lim.max_step_tokens) {
                 rc = ad_fail("segment %d: a prompt of %d tokens exceeds max_len %d", seg,
                              prompt_len, lim.max_step_tokens);
@@ -332,17 +319,9 @@ int ad_teacher_cache_run(const ad_yaml_doc *doc, const ad_teacher_cache_job *job
                        job->data);
     if (!ad_is_directory(job->teacher))
         return ad_fail("%s: teacher %s is not a model directory", doc->file_name, job->teacher);
-    if (!strcmp(job->device, "cuda")) {
-#ifdef AUDISTILL_HAVE_CUDA
-        if (ad_backend_cuda_create(&c.be, 0) < 0) return AD_ERR;
-        c.be->act_dtype = AD_F32;
-#else
-        return ad_fail("%s: device is cuda but this audistill was built without CUDA",
-                       doc->file_name);
-#endif
-    } else if (ad_backend_cpu_create(&c.be, (int)job->threads) < 0) {
-        return AD_ERR;
-    }
+    char what[4200];
+    snprintf(what, sizeof what, "%s: device", doc->file_name);
+    if (ad_backend_create_for(job->device, (int)job->threads, 0, what, &c.be) < 0) return AD_ERR;
     if (ad_model_load(&c.teacher, c.be, job->teacher) < 0) goto done;
     const int V = c.teacher.cfg.vocab_size;
     if (job->top_k > V) {
@@ -357,9 +336,7 @@ int ad_teacher_cache_run(const ad_yaml_doc *doc, const ad_teacher_cache_job *job
         goto done;
     ad_info("teacher identity %016" PRIx64 " (%.2f s), data identity %016" PRIx64 " (%.2f s)", th,
             ts, dh, ds);
-    c.window = (int)(job->max_frames < 2 * c.teacher.cfg.max_source_positions
-                         ? job->max_frames
-                         : 2 * c.teacher.cfg.max_source_positions);
+    c.window = ad_model_window(&c.teacher.cfg, job->max_frames);
     if (ad_loader_open(&c.loader, job->data, c.n_langs, c.langs, c.teacher.cfg.audio_token_index, 0,
                        false) < 0)
         goto done;

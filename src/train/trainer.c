@@ -10,9 +10,6 @@
 
 #include "backend/backend.h"
 #include "compress/quant_io.h"
-#ifdef AUDISTILL_HAVE_CUDA
-#include "../cuda/backend_cuda.h"
-#endif
 #include "core/log.h"
 #include "core/progress.h"
 #include "dist/comm.h"
@@ -386,9 +383,7 @@ typedef struct {
 } run_ctx;
 
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
-    const int frames = (int)(job->train.max_frames < 2 * cfg->max_source_positions
-                                 ? job->train.max_frames
-                                 : 2 * cfg->max_source_positions);
+    const int frames = ad_model_window(cfg, job->train.max_frames);
     *lim = (ad_graph_limits){.max_clips = (int)job->train.micro_batch,
                              .max_frames = frames,
                              .max_len = (int)job->train.max_len,
@@ -502,14 +497,8 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
     ad_model_state st = {0};
     ad_batch b = {0};
     ad_bleu_stats stats = {0};
-    int32_t stop[3];
-    int n_stop = 0;
-    const char *ends[] = {"<|endoftext|>", "<|im_end|>"};
-    if (cfg->eos_token_id >= 0) stop[n_stop++] = cfg->eos_token_id;
-    for (int i = 0; i < 2; i++) {
-        int id = ad_tokenizer_token_id(tok, ends[i]);
-        if (id >= 0 && id < cfg->vocab_size && id != cfg->eos_token_id) stop[n_stop++] = id;
-    }
+    int32_t stop[AD_MAX_STOP_IDS];
+    const int n_stop = ad_stop_ids(cfg, tok, stop);
     int32_t gen_tokens[EVAL_MAX_NEW_TOKENS];
     int gen_len = 0;
     float gen_score = 0;
@@ -530,11 +519,7 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
         ad_tensor feat;
         ad_tensor_init(&feat, b.features, AD_F32, AD_DEVICE_CPU, 3,
                        (int64_t[]){1, b.n_mels, b.max_frames}, "features");
-        /* The prompt is the example's ids up to the first target token. */
-        int prompt_len = 0;
-        while (prompt_len < b.max_len && b.labels[prompt_len] == AD_IGNORE_LABEL)
-            prompt_len++;
-        prompt_len++;
+        int prompt_len = ad_batch_prompt_len(&b, 0);
         const int32_t *prompts[1] = {b.ids};
         ad_model_state_reset(&st);
         rc = ad_model_encode(&st, &feat, b.frames);
@@ -813,18 +798,13 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             goto done;
         }
     }
-    if (!strcmp(job->train.device, "cuda")) {
-#ifdef AUDISTILL_HAVE_CUDA
-        if (ad_backend_cuda_create(&r.be, r.comm->local_rank) < 0) goto done; /* GPU per rank */
-        r.be->act_dtype = AD_F32; /* fp32 weights: the optimizer updates them directly */
-#else
-        ad_fail("%s: train.device is cuda but this audistill was built without CUDA "
-                "(cmake -DAUDISTILL_CUDA=ON)",
-                doc->file_name);
-        goto done;
-#endif
-    } else if (ad_backend_cpu_create(&r.be, (int)job->train.threads) < 0) {
-        goto done;
+    {
+        char what[4200];
+        snprintf(what, sizeof what, "%s: train.device", doc->file_name);
+        /* one GPU per rank */
+        if (ad_backend_create_for(job->train.device, (int)job->train.threads, r.comm->local_rank,
+                                  what, &r.be) < 0)
+            goto done;
     }
     /* The student starts from its directory, or from the checkpoint when resuming (which holds
      * the f32 masters of a quantization-aware run). A group-quantized student is trained

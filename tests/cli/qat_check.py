@@ -5,6 +5,8 @@
         to float32 (scale * (code - zero)), every other tensor as float32.
     qat_check.py same PTQ_DIR QAT_DIR
         the two compact models hold identical tensors (codes, scales, zeros, bf16 weights).
+    qat_check.py same-scales PTQ_DIR QAT_DIR
+        the two hold identical group scales and zero points (a run with fixed scales).
     qat_check.py exported CHECKPOINT_DIR PTQ_DIR FINAL_DIR
         fake-quantizes the checkpoint's f32 masters with its learned scales (or PTQ_DIR's when
         the run kept them) and PTQ_DIR's zero points, exactly as the format defines codes
@@ -89,6 +91,15 @@ def main():
         bad = [k for k in a if a[k].tobytes() != b[k].tobytes()]
         assert not bad, f"tensors differ: {bad[:5]}"
         print(f"{len(a)} tensors identical")
+        return
+    if cmd == "same-scales":
+        a, _ = load_all(sys.argv[2])
+        b, _ = load_all(sys.argv[3])
+        scales = [k for k in a if k.endswith(".qscales") or k.endswith(".qzeros")]
+        assert scales, "no quantized tensors"
+        bad = [k for k in scales if a[k].tobytes() != b.get(k, np.zeros(0)).tobytes()]
+        assert not bad, f"scales differ: {bad[:5]}"
+        print(f"{len(scales)} scale/zero tensors identical")
         return
     if cmd == "exported":
         ckpt, ptq, final = sys.argv[2:5]
