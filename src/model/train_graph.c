@@ -485,7 +485,19 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
             return ad_fail("row %d has %d <|AUDIO|> tokens but its clip gives %d", r, audio_in_row,
                            g->clip_tokens[r]);
     }
-    g->n_audio = n_audio, g->n_supervised = n_sel;
+    g->n_audio = n_audio, g->n_text_rows = n_sel;
+    if (n_sel == 0) return ad_fail("the micro-batch has no supervised tokens");
+    if (b->ctc_max > 0) {
+        /* CTC reads lm_head at every audio position, after the text rows; target -1 keeps them
+         * out of the cross-entropy and KL. */
+        if (n_sel + n_audio > g->lim.max_supervised)
+            return ad_fail("batch has more than %d supervised and audio rows (max_supervised)",
+                           g->lim.max_supervised);
+        for (int i = 0; i < n_audio; i++)
+            g->host_sel[n_sel + i] = g->host_audio_rows[i], g->host_targets[n_sel + i] = -1;
+        n_sel += n_audio;
+    }
+    g->n_supervised = n_sel;
     ad_tensor ids = shaped(&g->ids, 1, N, 0, 0), pos = shaped(&g->pos, 2, R, T, 0);
     AD_TRY(upload_i32(be, &g->ids, g->host_ids, N));
     AD_TRY(upload_i32(be, &g->pos, g->host_pos, N));
@@ -538,7 +550,6 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
     ad_tensor x_final = shaped(&g->x_final, 2, N, H, 0), hidden = shaped(&g->hidden, 2, N, H, 0);
     AD_TRY(be->copy(be, &x_final, &x));
     AD_TRY(be->rmsnorm(be, &hidden, &x_final, &m->norm_w, eps));
-    if (n_sel == 0) return ad_fail("the micro-batch has no supervised tokens");
     ad_tensor sel_rows = shaped(&g->sel_rows, 1, n_sel, 0, 0),
               sel = shaped(&g->sel, 2, n_sel, H, 0);
     ad_tensor logits = shaped(&g->logits, 2, n_sel, V, 0);

@@ -64,7 +64,9 @@ typedef struct {
         d_enc_ffn, d_enc_ffn2, d_enc_q, d_enc_k, d_enc_v, d_enc_att, d_pooled, d_audio, d_conv1,
         d_conv2, d_sel, d_hidden;
     /* the last forward's shapes, on the host */
-    int n_clips, n1, L_in, n2_in, tok_max, rows, len, n_supervised, n_audio;
+    /* n_supervised: rows of `logits`, the n_text_rows target rows and then, when the batch
+     * carries CTC transcripts, one row per audio position (n_audio, in row order). */
+    int n_clips, n1, L_in, n2_in, tok_max, rows, len, n_supervised, n_text_rows, n_audio;
     int *clip_tokens, *clip_key_len, *row_len;
     int32_t *host_ids, *host_pos, *host_audio_rows, *host_sel, *host_targets;
 } ad_train_graph;

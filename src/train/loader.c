@@ -102,6 +102,8 @@ void ad_batch_free(ad_batch *b) {
     free(b->len);
     free(b->lang);
     free(b->segment);
+    free(b->ctc_len);
+    free(b->ctc_ids);
     memset(b, 0, sizeof *b);
 }
 
@@ -136,6 +138,55 @@ static int target_ids(ad_loader *l, int k, int seg, int32_t **ids, int *n) {
     memcpy(*ids, l->target_tokens[k] + first, sizeof **ids * (size_t)count);
     *n = (int)count;
     return AD_OK;
+}
+
+int ad_loader_set_ctc(ad_loader *l, const char *lang) {
+    l->ctc_lang[0] = '\0';
+    if (!lang) return AD_OK;
+    if (strlen(lang) >= sizeof l->ctc_lang)
+        return ad_fail("loader: CTC language name \"%s\" is too long", lang);
+    int32_t *ids = NULL;
+    int n = 0;
+    /* Segment 0 proves the set holds the language before the first step needs it. */
+    if (ad_prepared_target_ids(l->set, lang, 0, &ids, &n) < 0)
+        return ad_fail("loader: the CTC transcripts need \"%s\" targets in the prepared set "
+                       "(audistill prepare --langs ...,%s)",
+                       lang, lang);
+    free(ids);
+    snprintf(l->ctc_lang, sizeof l->ctc_lang, "%s", lang);
+    return AD_OK;
+}
+
+/* Example i's CTC transcript into the batch: the stored targets minus their end token. */
+static int fill_ctc(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
+    int32_t **ids = ad_calloc((size_t)(n ? n : 1), sizeof *ids, "CTC targets");
+    if (!ids || grow((void **)&b->ctc_len, sizeof(int) * (size_t)n, "batch") < 0) {
+        free(ids);
+        return AD_ERR;
+    }
+    int rc = AD_ERR, max = 1;
+    for (int i = 0; i < n; i++) {
+        const int seg = examples[i] / l->n_langs;
+        if (ad_prepared_target_ids(l->set, l->ctc_lang, seg, &ids[i], &b->ctc_len[i]) < 0)
+            goto done;
+        if (b->ctc_len[i] < 2) {
+            ad_fail("loader: segment %d's %s transcript is empty", seg, l->ctc_lang);
+            goto done;
+        }
+        b->ctc_len[i]--; /* prepare appends the end token; CTC emits only the words */
+        if (b->ctc_len[i] > max) max = b->ctc_len[i];
+    }
+    if (grow((void **)&b->ctc_ids, sizeof(int32_t) * (size_t)n * (size_t)max, "batch CTC") < 0)
+        goto done;
+    b->ctc_max = max;
+    for (int i = 0; i < n; i++)
+        memcpy(b->ctc_ids + (size_t)i * max, ids[i], sizeof(int32_t) * (size_t)b->ctc_len[i]);
+    rc = AD_OK;
+done:
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    return rc;
 }
 
 int ad_loader_longest(ad_loader *l, int *tokens, int *segment, const char **lang) {
@@ -209,6 +260,7 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
     b->max_frames = max_frames;
     b->max_len = max_len;
     b->supervised = 0;
+    b->ctc_max = 0;
     float *rows = NULL;
     for (int i = 0; i < n; i++) {
         int seg = examples[i] / l->n_langs, lang = b->lang[i];
@@ -254,7 +306,7 @@ int ad_loader_fill(ad_loader *l, const int32_t *examples, int n, ad_batch *b) {
                 if (ad_rng_uniform(&rng) < l->input_dropout) ids[t] = l->dropout_token;
         }
     }
-    rc = AD_OK;
+    rc = l->ctc_lang[0] ? fill_ctc(l, examples, n, b) : AD_OK;
 done:
     for (int i = 0; targets && i < n; i++)
         free(targets[i]);

@@ -37,6 +37,7 @@ typedef struct {
     int32_t dropout_token;
     const int64_t *target_offset[AD_LOADER_MAX_LANGS]; /* ad_loader_set_targets (borrowed) */
     const int32_t *target_tokens[AD_LOADER_MAX_LANGS];
+    char ctc_lang[8]; /* ad_loader_set_ctc; "" = none */
 } ad_loader;
 
 /* langs: the target languages to train on (each must have ids in the set). */
@@ -60,6 +61,10 @@ void ad_loader_set_input_dropout(ad_loader *l, float p, int32_t token);
  * targets become tokens[offset[i]..offset[i+1]). The arrays are borrowed (they must outlive
  * the loader) and must cover every segment; NULL restores the prepared targets. */
 void ad_loader_set_targets(ad_loader *l, int lang, const int64_t *offset, const int32_t *tokens);
+/* Every example also carries segment i's `lang` targets (in practice the English
+ * transcription), without their end token, as the target of the encoder-side CTC loss
+ * (batch.ctc_*). The set must hold that language; NULL turns it off. */
+int ad_loader_set_ctc(ad_loader *l, const char *lang);
 /* Restore a cursor saved in a checkpoint (rebuilds that epoch's order). */
 int ad_loader_seek(ad_loader *l, ad_loader_cursor cursor);
 
@@ -84,6 +89,11 @@ typedef struct {
     int *lang;         /* language index per example */
     int *segment;      /* segment per example */
     int supervised;    /* total labels != AD_IGNORE_LABEL */
+    /* CTC targets (ad_loader_set_ctc; ctc_max 0 = none): example i's transcript is
+     * ctc_ids[i * ctc_max ..][0 .. ctc_len[i]). */
+    int *ctc_len;
+    int32_t *ctc_ids;
+    int ctc_max;
 } ad_batch;
 
 /* Tokens of row i's prompt: its ids up to and including the one that predicts the first target

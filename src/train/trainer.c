@@ -21,6 +21,7 @@
 #include "text/bpe.h"
 #include "train/cached_teacher.h"
 #include "train/checkpoint.h"
+#include "train/ctc_term.h"
 #include "train/dist_step.h"
 #include "train/loader.h"
 #include "train/metrics.h"
@@ -254,6 +255,24 @@ static const ad_field qat_fields[] = {
     {0},
 };
 
+static const ad_field ctc_fields[] = {
+    {.key = "weight",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(ad_ctc_options, weight),
+     .default_value = "0",
+     .min = 0,
+     .max = 100,
+     .help = "weight of the CTC loss on the audio positions (0 = off), relative to the "
+             "per-token cross-entropy"},
+    {.key = "transcript",
+     .type = AD_FIELD_STRING,
+     .offset = offsetof(ad_ctc_options, transcript),
+     .default_value = "en",
+     .help = "the prepared language whose targets are the CTC transcripts (prepare --langs "
+             "...,en)"},
+    {0},
+};
+
 const ad_field ad_train_job_fields[] = {
     {.key = "student",
      .type = AD_FIELD_STRING,
@@ -286,6 +305,12 @@ const ad_field ad_train_job_fields[] = {
      .offset = offsetof(ad_train_job, qat),
      .section = qat_fields,
      .help = "quantization-aware training, used when the student is group-quantized"},
+    {.key = "ctc",
+     .type = AD_FIELD_SECTION,
+     .offset = offsetof(ad_train_job, ctc),
+     .section = ctc_fields,
+     .help = "an auxiliary CTC loss that makes the states at the audio positions spell the "
+             "transcript: for teachers trained from scratch"},
     {0},
 };
 
@@ -380,6 +405,8 @@ typedef struct {
     const char *langs[AD_LOADER_MAX_LANGS];
     int n_langs;
     ad_cached_teacher cached; /* distill.teacher_cache */
+    ad_ctc_term ctc;          /* ctc.weight > 0 */
+    ad_ctc_sums ctc_sums;     /* this rank's, since the last log line */
 } run_ctx;
 
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
@@ -430,7 +457,12 @@ static int micro_step(run_ctx *r, ad_batch *b, double grad_scale, bool train,
                        (int64_t[]){S, V}, "teacher logits");
         teacher = &tlogits;
     }
+    const bool ctc = b->ctc_max > 0;
+    if (ctc) AD_TRY(ad_ctc_term_read(&r->ctc, r->be, g));
     AD_TRY(r->be->distill_loss(r->be, &logits, &logits, teacher, &targets, &p, sums));
+    if (ctc)
+        AD_TRY(ad_ctc_term_apply(&r->ctc, r->be, g, b, r->student.cfg.audio_token_index,
+                                 (float)r->job->ctc.weight, p.grad_scale, train, &r->ctc_sums));
     return train ? ad_graph_backward(g) : AD_OK;
 }
 
@@ -601,11 +633,19 @@ static int forward_backward(run_ctx *r, const int32_t *ex, int n, ad_distill_sum
     AD_TRY(r->comm->allreduce_sum_f64(r->comm, &count, 1));
     *supervised = (int64_t)count;
     *sums = (ad_distill_sums){0};
+    r->ctc_sums = (ad_ctc_sums){0};
     for (int k = 0; k < n_micro; k++)
         AD_TRY(micro_step(r, &r->micro[k], 1.0 / (count > 0 ? count : 1), true, sums));
-    double s[4] = {sums->loss, sums->kl, sums->ce, (double)sums->rows};
-    AD_TRY(r->comm->allreduce_sum_f64(r->comm, s, 4));
+    double s[7] = {sums->loss,
+                   sums->kl,
+                   sums->ce,
+                   (double)sums->rows,
+                   r->ctc_sums.nll,
+                   r->ctc_sums.tokens,
+                   r->ctc_sums.infeasible};
+    AD_TRY(r->comm->allreduce_sum_f64(r->comm, s, 7));
     *sums = (ad_distill_sums){s[0], s[1], s[2], (int64_t)s[3]};
+    r->ctc_sums = (ad_ctc_sums){s[4], s[5], s[6]};
     return AD_OK;
 }
 
@@ -853,6 +893,19 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                        r.student.cfg.audio_token_index, (uint64_t)job->train.seed, true) < 0)
         goto done;
     ad_loader_set_window(&r.loader, lim.max_frames);
+    if (job->ctc.weight > 0) {
+        if (job->distill.teacher_cache) {
+            ad_fail("%s: ctc.weight needs the teacher's rows at the audio positions, which a "
+                    "teacher cache does not hold: use `teacher` or set ctc.weight to 0",
+                    doc->file_name);
+            goto done;
+        }
+        if (ad_loader_set_ctc(&r.loader, job->ctc.transcript) < 0) goto done;
+        ad_info("CTC on the audio positions: weight %g, transcripts from %s's \"%s\" targets, "
+                "blank <|AUDIO|> (%d)",
+                job->ctc.weight, job->data.train, job->ctc.transcript,
+                r.student.cfg.audio_token_index);
+    }
     ad_loader_set_input_dropout(&r.loader, (float)job->train.input_dropout,
                                 r.student.cfg.pad_token_id >= 0 ? r.student.cfg.pad_token_id
                                                                 : r.student.cfg.eos_token_id);
@@ -928,11 +981,13 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         if (forward_backward(&r, ex, n, &sums, &supervised) < 0) goto fail_loop;
         ad_dist_fault_point(r.comm, step + 1);
         if (ad_params_download_grads(&r.params) < 0) goto fail_loop;
-        const double loss = sums.loss / (double)(sums.rows ? sums.rows : 1);
-        if (!isfinite(loss)) {
+        const double loss = sums.loss / (double)(sums.rows ? sums.rows : 1),
+                     ctc = r.ctc_sums.nll / (r.ctc_sums.tokens > 0 ? r.ctc_sums.tokens : 1);
+        if (!isfinite(loss) || !isfinite(ctc)) {
             ad_fail(
-                "step %lld: the loss is not finite (%g): stopping; the last checkpoint is intact",
-                (long long)step + 1, loss);
+                "step %lld: the loss is not finite (%g, CTC %g): stopping; the last checkpoint is "
+                "intact",
+                (long long)step + 1, loss, ctc);
             goto fail_loop;
         }
         const double lr = ad_schedule_lr(&sched, step);
@@ -960,9 +1015,15 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                    tps};
             if (r.comm->rank == 0 && ad_metrics_write(&r.metrics, done_steps, 6, tags, vals) < 0)
                 goto fail_loop;
-            char note[160];
-            snprintf(note, sizeof note, "loss %.4f (kl %.4f ce %.4f) lr %.2e |g| %.3f %.0f tok/s",
-                     vals[0], vals[1], vals[2], lr, norm, tps);
+            if (job->ctc.weight > 0 && r.comm->rank == 0) {
+                const char *ctags[] = {"train/ctc", "train/ctc_infeasible"};
+                const double cvals[] = {ctc, r.ctc_sums.infeasible};
+                if (ad_metrics_write(&r.metrics, done_steps, 2, ctags, cvals) < 0) goto fail_loop;
+            }
+            char note[192], ctc_note[32] = "";
+            if (job->ctc.weight > 0) snprintf(ctc_note, sizeof ctc_note, " ctc %.3f", ctc);
+            snprintf(note, sizeof note, "loss %.4f (kl %.4f ce %.4f)%s lr %.2e |g| %.3f %.0f tok/s",
+                     vals[0], vals[1], vals[2], ctc_note, lr, norm, tps);
             ad_progress_update(&progress, done_steps, note);
             if (!progress.enabled && !opts->quiet)
                 ad_info("step %lld/%lld  %s", (long long)done_steps, (long long)job->train.steps,
@@ -1016,6 +1077,7 @@ done:
     if (r.tg.m) ad_graph_free(&r.tg);
     if (r.loader.set) ad_loader_close(&r.loader);
     if (r.cached.cache) ad_cached_teacher_close(&r.cached);
+    ad_ctc_term_free(&r.ctc);
     ad_metrics_close(&r.metrics);
     if (r.student.be) ad_model_free(&r.student);
     if (r.teacher.be) ad_model_free(&r.teacher);

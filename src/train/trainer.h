@@ -36,6 +36,11 @@ typedef struct {
 } ad_qat_options;
 
 typedef struct {
+    double weight;          /* 0 = off */
+    const char *transcript; /* the prepared set's language whose targets CTC spells */
+} ad_ctc_options;
+
+typedef struct {
     const char *student;
     const char *teacher;
     const char *output;
@@ -43,6 +48,7 @@ typedef struct {
     ad_train_options train;
     ad_distill_options distill;
     ad_qat_options qat;
+    ad_ctc_options ctc;
 } ad_train_job;
 
 extern const ad_field ad_train_job_fields[];

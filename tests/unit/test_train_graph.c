@@ -2,13 +2,15 @@
  * cross-entropy and EVERY parameter gradient (fixture tests/fixtures/grad, generated with
  * transformers) — relative L2 error <= 1e-4 per tensor — for a batch of two clips of different
  * lengths with right-padded prompts. Also: gradients accumulate over calls, frozen parts get
- * none, and a teacher graph (nothing trainable) gives the same logits. */
+ * none, and a teacher graph (nothing trainable) gives the same logits. The CTC term on the
+ * audio positions is checked the same way against torch's F.ctc_loss. */
 #include "backend/cpu/cpu_backward.h"
 #include "fixture_batch.h"
 #include "io/safetensors.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
 #include "test.h"
+#include "train/ctc_term.h"
 
 static ad_safetensors ref;
 
@@ -23,6 +25,39 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
         den += (double)b[i] * b[i];
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Every parameter gradient of `g` against the fixture's grad.<name> tensors. */
+static void compare_gradients(ad_safetensors *st, ad_model *m, ad_train_graph *g) {
+    ad_weight_spec *specs;
+    int n_specs;
+    CHECK_OK(ad_weight_specs(&m->cfg, &specs, &n_specs));
+    double worst = 0;
+    const char *worst_name = "";
+    int compared = 0;
+    for (int i = 0; i < n_specs; i++) {
+        /* The reference declares the position table frozen (requires_grad_(False)). */
+        if (strstr(specs[i].name, "embed_positions")) {
+            CHECK(ad_model_weight(&g->grads, specs[i].name)->data == NULL);
+            continue;
+        }
+        char key[160];
+        snprintf(key, sizeof key, "grad.%s", specs[i].name);
+        int64_t n;
+        float *want = fixture_floats(st, key, &n);
+        const ad_tensor *got = ad_model_weight(&g->grads, specs[i].name);
+        CHECK_MSG(want && got && got->data && n == ad_weight_spec_numel(&specs[i]), "%s missing",
+                  specs[i].name);
+        if (!want || !got || !got->data) continue;
+        double e = rel_l2(got->data, want, n);
+        CHECK_MSG(e <= 1e-4, "%s: relative L2 error %.3g", specs[i].name, e);
+        if (e > worst) worst = e, worst_name = specs[i].name;
+        compared++;
+        free(want);
+    }
+    printf("compared %d parameter gradients, worst relative L2 error %.3g (%s)\n", compared, worst,
+           worst_name);
+    free(specs);
 }
 
 static void test_gradients_match_torch(void) {
@@ -71,33 +106,7 @@ static void test_gradients_match_torch(void) {
               sums.loss, want_loss[0]);
     CHECK_OK(ad_graph_backward(&g));
 
-    ad_weight_spec *specs;
-    int n_specs;
-    CHECK_OK(ad_weight_specs(&m.cfg, &specs, &n_specs));
-    double worst = 0;
-    const char *worst_name = "";
-    int compared = 0;
-    for (int i = 0; i < n_specs; i++) {
-        /* The reference declares the position table frozen (requires_grad_(False)). */
-        if (strstr(specs[i].name, "embed_positions")) {
-            CHECK(ad_model_weight(&g.grads, specs[i].name)->data == NULL);
-            continue;
-        }
-        char key[160];
-        snprintf(key, sizeof key, "grad.%s", specs[i].name);
-        float *want = read_all(key, &n);
-        const ad_tensor *got = ad_model_weight(&g.grads, specs[i].name);
-        CHECK_MSG(want && got && got->data && n == ad_weight_spec_numel(&specs[i]), "%s missing",
-                  specs[i].name);
-        if (!want || !got || !got->data) continue;
-        double e = rel_l2(got->data, want, n);
-        CHECK_MSG(e <= 1e-4, "%s: relative L2 error %.3g", specs[i].name, e);
-        if (e > worst) worst = e, worst_name = specs[i].name;
-        compared++;
-        free(want);
-    }
-    printf("compared %d parameter gradients, worst relative L2 error %.3g (%s)\n", compared, worst,
-           worst_name);
+    compare_gradients(&ref, &m, &g);
 
     /* Accumulation: a second identical forward/backward doubles every gradient. */
     const ad_tensor *g1 =
@@ -140,7 +149,6 @@ static void test_gradients_match_torch(void) {
     CHECK(ad_model_weight(&d.grads, "language_model.model.embed_tokens.weight")->data == NULL);
     ad_graph_free(&d);
 
-    free(specs);
     free(want_logits);
     free(want_loss);
     ad_graph_free(&g);
@@ -149,12 +157,108 @@ static void test_gradients_match_torch(void) {
     ad_backend_destroy(be);
 }
 
+/* The CTC term (train/ctc_term.c) on the audio positions: loss CE + w * sum of CTC losses, every
+ * parameter gradient against torch autograd with F.ctc_loss (grad/tiny_a_ctc.safetensors). */
+static void test_ctc_gradients_match_torch(void) {
+    ad_safetensors st;
+    if (ad_safetensors_open(&st, AUDISTILL_FIXTURES "/grad/tiny_a_ctc.safetensors") < 0) {
+        CHECK_MSG(false, "%s", ad_error());
+        return;
+    }
+    ad_backend *be;
+    CHECK_OK(ad_backend_cpu_create(&be, 0));
+    ad_cpu_register_backward(be);
+    ad_model m;
+    CHECK_OK(ad_model_load(&m, be, AUDISTILL_FIXTURES "/tiny_a"));
+    ad_batch b;
+    CHECK_OK(fixture_batch(&st, &b));
+    int64_t n_ids, n_len, n_w;
+    float *ctc_ids = fixture_floats(&st, "input.ctc_ids", &n_ids);
+    float *ctc_len = fixture_floats(&st, "input.ctc_len", &n_len);
+    float *weight = fixture_floats(&st, "input.ctc_weight", &n_w);
+    CHECK(ctc_ids && ctc_len && weight && n_len == b.n && n_ids % b.n == 0);
+    b.ctc_max = (int)(n_ids / b.n);
+    b.ctc_len = calloc((size_t)b.n, sizeof(int));
+    b.ctc_ids = calloc((size_t)n_ids, sizeof(int32_t));
+    int audio_rows = 0;
+    for (int i = 0; i < b.n; i++) {
+        b.ctc_len[i] = (int)ctc_len[i];
+        audio_rows += b.audio_tokens[i];
+    }
+    for (int64_t i = 0; i < n_ids; i++)
+        b.ctc_ids[i] = (int32_t)ctc_ids[i];
+    ad_graph_limits lim = {.max_clips = 2,
+                           .max_frames = b.max_frames,
+                           .max_len = b.max_len,
+                           .max_supervised = b.supervised + audio_rows};
+    ad_trainable all = {.audio_encoder = true,
+                        .projector = true,
+                        .decoder = true,
+                        .embed_tokens = true,
+                        .lm_head = true};
+    ad_train_graph g;
+    CHECK_OK(ad_graph_init(&g, &m, &lim, &all));
+    CHECK_OK(ad_graph_forward(&g, &b));
+    const int S = g.n_supervised;
+    const int64_t V = m.cfg.vocab_size;
+    CHECK(g.n_text_rows == b.supervised && S == b.supervised + audio_rows);
+    ad_ctc_term term = {0};
+    CHECK_OK(ad_ctc_term_read(&term, be, &g));
+    ad_tensor logits, targets;
+    ad_tensor_init(&logits, g.logits.data, AD_F32, AD_DEVICE_CPU, 2, (int64_t[]){S, V}, "logits");
+    ad_tensor_init(&targets, g.targets.data, AD_I32, AD_DEVICE_CPU, 1, (int64_t[]){S}, "targets");
+    ad_distill_params p = {.alpha = 0, .temperature = 1, .grad_scale = 1};
+    ad_distill_sums sums = {0};
+    CHECK_OK(be->distill_loss(be, &logits, &logits, NULL, &targets, &p, &sums));
+    CHECK(sums.rows == b.supervised); /* the audio rows stay out of the cross-entropy */
+    ad_ctc_sums cs = {0};
+    CHECK_OK(
+        ad_ctc_term_apply(&term, be, &g, &b, m.cfg.audio_token_index, weight[0], 1.0f, true, &cs));
+    CHECK(cs.infeasible == 0 && cs.tokens == ctc_len[0] + ctc_len[1]);
+    int64_t n;
+    float *want_loss = fixture_floats(&st, "output.loss", &n);
+    const double loss = sums.loss + weight[0] * cs.nll;
+    CHECK_MSG(fabs(loss - want_loss[0]) <= 1e-5 * fabs(want_loss[0]), "loss %.7g vs %.7g", loss,
+              want_loss[0]);
+    CHECK_OK(ad_graph_backward(&g));
+    compare_gradients(&st, &m, &g);
+
+    /* A transcript too long for its clip is counted, not fatal, and adds no gradient. */
+    b.ctc_len[1] = b.ctc_max = b.audio_tokens[1] + 1;
+    int32_t *longer = calloc((size_t)(2 * b.ctc_max), sizeof(int32_t));
+    for (int i = 0; i < 2 * b.ctc_max; i++)
+        longer[i] = 40 + i % 3;
+    free(b.ctc_ids);
+    b.ctc_ids = longer;
+    b.ctc_len[0] = 2;
+    CHECK_OK(ad_graph_forward(&g, &b));
+    CHECK_OK(ad_ctc_term_read(&term, be, &g));
+    cs = (ad_ctc_sums){0};
+    CHECK_OK(ad_ctc_term_apply(&term, be, &g, &b, m.cfg.audio_token_index, 1.0f, 1.0f, true, &cs));
+    CHECK(cs.infeasible == 1 && cs.tokens == 2);
+    /* The blank is never a transcript token. */
+    b.ctc_ids[0] = m.cfg.audio_token_index;
+    CHECK_OK(ad_ctc_term_read(&term, be, &g));
+    CHECK_FAILS_WITH(
+        ad_ctc_term_apply(&term, be, &g, &b, m.cfg.audio_token_index, 1.0f, 1.0f, true, &cs),
+        "CTC loss of segment 0");
+
+    ad_ctc_term_free(&term);
+    free(ctc_ids), free(ctc_len), free(weight), free(want_loss);
+    ad_graph_free(&g);
+    ad_batch_free(&b);
+    ad_model_free(&m);
+    ad_backend_destroy(be);
+    ad_safetensors_close(&st);
+}
+
 int main(void) {
     if (ad_safetensors_open(&ref, AUDISTILL_FIXTURES "/grad/tiny_a_ce.safetensors") < 0) {
         fprintf(stderr, "%s\n", ad_error());
         return 1;
     }
     RUN(test_gradients_match_torch);
+    RUN(test_ctc_gradients_match_torch);
     ad_safetensors_close(&ref);
     return test_report();
 }
