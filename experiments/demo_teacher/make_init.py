@@ -1,5 +1,6 @@
 """The demo teacher's starting point: a Qwen2-Audio-architecture model with small widths and
-standard random initialisation, and a byte-level BPE vocabulary learned from the synthetic
+standard random initialisation except the audio encoder's position table, which gets Whisper's
+sinusoids (set_positions.py says why), and a byte-level BPE vocabulary learned from the synthetic
 corpus (same vocab.json/merges.txt/tokenizer_config.json format and the six Qwen2-Audio
 special tokens), saved as a Hugging Face directory that `audistill train` then trains (CE).
 
@@ -11,6 +12,7 @@ import os
 import sys
 
 import torch
+from set_positions import sinusoids
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
 
@@ -64,6 +66,9 @@ def main(synth, out):
                          tie_word_embeddings=False),
         audio_token_index=sid["<|AUDIO|>"])
     model = Qwen2AudioForConditionalGeneration(cfg).float()
+    table = model.get_parameter("model.audio_tower.embed_positions.weight")
+    with torch.no_grad():
+        table.copy_(torch.from_numpy(sinusoids(*table.shape)).float())
     model.generation_config.pad_token_id = sid["<|endoftext|>"]
     model.generation_config.eos_token_id = [sid["<|im_end|>"], sid["<|endoftext|>"]]
     model.save_pretrained(out)
