@@ -10,9 +10,14 @@
 # Rehearsal without a GPU: TRAIN_DEVICE=cpu SYNTH_SIZES="--train 60 --dev 20 --eval 20" ...
 # TASKS=de,zh,en adds English transcription (the multitask stage); SKIP_CHECK=1 skips the
 # GPU-vs-CPU check; NO_DEV=1 prepares no dev set and evaluates nothing (short budgets).
+# The sets always hold the English transcripts, which the job's CTC term spells (teacher-gpu.yaml,
+# ctc.weight; CTC_WEIGHT=0 turns it off). TEACHER_INIT_DIR must have Whisper's sinusoidal
+# position table (make_init.py writes it; set_positions.py repairs an older init).
 set -uo pipefail
 device=${TRAIN_DEVICE:-cuda}
 tasks=${TASKS:-de,zh}
+prep_langs=$tasks
+[[ ,$tasks, == *,en,* ]] || prep_langs=$tasks,en
 splits="train dev eval"
 [[ ${NO_DEV:-0} == 1 ]] && splits=train
 sizes=${SYNTH_SIZES:---train 6000 --dev 300 --eval 500}
@@ -46,14 +51,15 @@ audistill synth --out "$work/synth" $sizes --talks 1 --jobs "$(nproc)" \
     >"$work/synth.log" 2>&1 || { tail "$work/synth.log"; echo "FAILED: synth"; exit 1; }
 echo "== prepare (t=$(elapsed)s)"
 for s in $splits; do
-    audistill prepare --data "$work/synth" --split $s --tokenizer "$init" --n-mels 80 --langs "$tasks" \
+    audistill prepare --data "$work/synth" --split $s --tokenizer "$init" --n-mels 80 --langs "$prep_langs" \
         --out "$work/$s.h5" >"$work/prepare-$s.log" 2>&1 &
 done
 wait
 for s in $splits; do [[ -s $work/$s.h5 ]] || { tail "$work/prepare-$s.log"; echo "FAILED: prepare $s"; exit 1; }; done
 cp -r "$init" "$work/teacher-init"
 # The job: tasks as the data languages; without a dev set no dev key and no evaluation.
-sed -e "s|langs: \[de, zh\]|langs: [${tasks//,/, }]|" "$root/experiments/demo_teacher/teacher-gpu.yaml" >"$work/job.yaml"
+sed -e "s|langs: \[de, zh\]|langs: [${tasks//,/, }]|" -e "s|weight: 0.3|weight: ${CTC_WEIGHT:-0.3}|" \
+    "$root/experiments/demo_teacher/teacher-gpu.yaml" >"$work/job.yaml"
 [[ ${NO_DEV:-0} == 1 ]] && sed -i -e "/dev: WORK/d" -e "s|eval_every: 500|eval_every: 0|" "$work/job.yaml"
 
 echo "== timing probe: 40 steps (t=$(elapsed)s)"
