@@ -10,30 +10,28 @@ import sys
 import h5py
 import numpy as np
 import torch
+from probe_clip import Clips
 from transformers import Qwen2AudioForConditionalGeneration
 
 
 def main(prepared, models, n=8):
     f = h5py.File(prepared, "r")
-    off, valid = f["frame_offset"][:], f["valid_frames"][:]
     for d in models:
         model = Qwen2AudioForConditionalGeneration.from_pretrained(d, dtype=torch.float32).eval()
         window = 2 * model.config.audio_config.max_source_positions
+        clips = Clips(f, window)
         shares = []
         for i in range(n):
-            frames = min(int(valid[i]), window)
-            x = np.full((window, f["features"].shape[1]), f["pad_value"][i], np.float32)
-            stored = f["features"][off[i]:off[i + 1]][:window]
-            x[:len(stored)] = stored
+            feats, _, frames, n_tokens = clips[i]
             # the padded frames are masked out of the encoder's attention, as in the model's own
             # forward and in audistill
             conv = (frames - 1) // 2 + 1
             mask = torch.zeros(1, 1, window // 2, window // 2)
             mask[..., conv:] = float("-inf")
             with torch.no_grad():
-                h = model.model.audio_tower(torch.from_numpy(x.T[None]), attention_mask=mask).last_hidden_state
+                h = model.model.audio_tower(feats, attention_mask=mask).last_hidden_state
                 tokens = model.model.multi_modal_projector(h)[0]
-            tokens = tokens[:((frames - 1) // 2 + 1 - 2) // 2 + 1]  # the clip's own tokens
+            tokens = tokens[:n_tokens]  # the clip's own tokens
             shares.append(float(tokens.mean(0).norm() ** 2 / (tokens.norm(dim=1) ** 2).mean()))
         print(f"{d}: share of the audio tokens' energy in the clip mean {np.mean(shares):.3f} "
               f"(clips {min(shares):.3f}-{max(shares):.3f})")

@@ -8,8 +8,8 @@ C code: transformers runs the model.
 import sys
 
 import h5py
-import numpy as np
 import torch
+from probe_clip import Clips
 from transformers import AutoTokenizer, Qwen2AudioForConditionalGeneration
 
 
@@ -28,22 +28,16 @@ def main(model_dir, prepared, n=12, tok_dir=None):
     cfg = model.config
     blank, window = cfg.audio_token_index, 2 * cfg.audio_config.max_source_positions
     f = h5py.File(prepared, "r")
-    off, valid = f["frame_offset"][:], f["valid_frames"][:]
+    clips = Clips(f, window)
     en_off, en_tok = f["ids/en/offset"][:], f["ids/en/tokens"][:]
     before, after = list(f["prompt/de/before_audio"][:]), list(f["prompt/de/after_audio"][:])
     errors = total = 0
     for i in range(n):
-        frames = min(int(valid[i]), window)
-        x = np.full((window, f["features"].shape[1]), f["pad_value"][i], np.float32)
-        stored = f["features"][off[i]:off[i + 1]][:window]
-        x[:len(stored)] = stored
-        mask = torch.zeros(1, window, dtype=torch.long)
-        mask[0, :frames] = 1
-        tokens = ((frames - 1) // 2 + 1 - 2) // 2 + 1
+        feats, mask, _, tokens = clips[i]
         ids = torch.tensor([before + [blank] * tokens + after])
         with torch.no_grad():
             out = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                        input_features=torch.from_numpy(x.T[None]), feature_attention_mask=mask)
+                        input_features=feats, feature_attention_mask=mask)
         best = out.logits[0, len(before):len(before) + tokens].argmax(-1).tolist()
         hyp = [t for k, t in enumerate(best) if t != blank and (k == 0 or t != best[k - 1])]
         ref = list(en_tok[en_off[i]:en_off[i + 1] - 1])  # without the end token

@@ -9,8 +9,8 @@ import collections
 import sys
 
 import h5py
-import numpy as np
 import torch
+from probe_clip import Clips
 from transformers import AutoTokenizer, Qwen2AudioForConditionalGeneration
 
 
@@ -22,21 +22,15 @@ def main(model_dir, prepared, n=64, tok_dir=None):
     stop = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
                else [model.generation_config.eos_token_id])
     f = h5py.File(prepared, "r")
-    off, valid = f["frame_offset"][:], f["valid_frames"][:]
+    clips = Clips(f, window)
     de_off, de_tok = f["ids/de/offset"][:], f["ids/de/tokens"][:]
     before, after = list(f["prompt/de/before_audio"][:]), list(f["prompt/de/after_audio"][:])
     groups = collections.defaultdict(list)
     exact = 0
-    for i in range(min(n, len(valid))):
-        frames = min(int(valid[i]), window)
-        x = np.full((window, f["features"].shape[1]), f["pad_value"][i], np.float32)
-        stored = f["features"][off[i]:off[i + 1]][:window]
-        x[:len(stored)] = stored
-        mask = torch.zeros(1, window, dtype=torch.long)
-        mask[0, :frames] = 1
-        tokens = ((frames - 1) // 2 + 1 - 2) // 2 + 1
+    n = min(n, len(clips))
+    for i in range(n):
+        feats, mask, _, tokens = clips[i]
         ids = before + [audio] * tokens + after
-        feats = torch.from_numpy(x.T[None])
         out = []
         with torch.no_grad():
             for _ in range(40):
@@ -54,7 +48,7 @@ def main(model_dir, prepared, n=64, tok_dir=None):
     clips = sum(len(g) for g in shared)
     distinct = sum(len({h for h, _ in g}) for g in shared)
     right = sum(h == r for g in shared for h, r in g)
-    print(f"{model_dir}: exact translations {exact}/{min(n, len(valid))}; clips sharing their length with "
+    print(f"{model_dir}: exact translations {exact}/{n}; clips sharing their length with "
           f"another: {clips} in {len(shared)} groups, {distinct} distinct translations among them, {right} exact")
     for g in shared[:3]:
         for h, r in g:

@@ -256,6 +256,10 @@ struct ad_prepared {
     int32_t *valid;
     float *pad;
     char attrs[4][2][256]; /* cached string attributes: name, value */
+    /* segment offsets of the target ids, per language, read on first use: every batch asks */
+    int n_offsets;
+    char offset_lang[MAX_TARGET_LANGS][8];
+    int64_t *offsets[MAX_TARGET_LANGS];
 };
 
 int ad_prepared_open(const char *path, ad_prepared **out) {
@@ -340,6 +344,8 @@ void ad_prepared_close(ad_prepared *p) {
     free(p->valid);
     free(p->pad);
     free(p->path);
+    for (int k = 0; k < p->n_offsets; k++)
+        free(p->offsets[k]);
     free(p);
 }
 
@@ -377,23 +383,39 @@ int ad_prepared_features(const ad_prepared *p, int i, float *out) {
                            p->path, "/features");
 }
 
-int ad_prepared_target_ids(const ad_prepared *p, const char *lang, int i, int32_t **ids, int *n) {
-    *ids = NULL;
-    *n = 0;
-    AD_TRY(check_index(p, i));
-    char name[64];
-    snprintf(name, sizeof name, "ids/%s/offset", lang);
+/* /ids/<lang>/offset, read once per language and kept. */
+static int target_offsets(ad_prepared *p, const char *lang, const int64_t **offset) {
+    for (int k = 0; k < p->n_offsets; k++)
+        if (!strcmp(p->offset_lang[k], lang)) {
+            *offset = p->offsets[k];
+            return AD_OK;
+        }
     if (H5Lexists(p->file, "ids", H5P_DEFAULT) <= 0) return ad_fail("%s: no /ids group", p->path);
     char group[64];
     snprintf(group, sizeof group, "ids/%s", lang);
-    if (H5Lexists(p->file, group, H5P_DEFAULT) <= 0)
+    if (strlen(lang) >= sizeof p->offset_lang[0] || H5Lexists(p->file, group, H5P_DEFAULT) <= 0)
         return ad_fail("%s: no token ids for language '%s'", p->path, lang);
-    int64_t *offset = NULL;
-    AD_TRY(ad_h5_read_1d(p->file, p->path, name, H5T_NATIVE_INT64, 8, p->n + 1, (void **)&offset,
-                         NULL));
+    if (p->n_offsets == MAX_TARGET_LANGS)
+        return ad_fail("%s: more than %d target languages", p->path, MAX_TARGET_LANGS);
+    char name[64];
+    snprintf(name, sizeof name, "ids/%s/offset", lang);
+    int64_t *o = NULL;
+    AD_TRY(ad_h5_read_1d(p->file, p->path, name, H5T_NATIVE_INT64, 8, p->n + 1, (void **)&o, NULL));
+    snprintf(p->offset_lang[p->n_offsets], sizeof p->offset_lang[0], "%s", lang);
+    p->offsets[p->n_offsets++] = o;
+    *offset = o;
+    return AD_OK;
+}
+
+int ad_prepared_target_ids(ad_prepared *p, const char *lang, int i, int32_t **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    AD_TRY(check_index(p, i));
+    const int64_t *offset = NULL;
+    AD_TRY(target_offsets(p, lang, &offset));
     int64_t start = offset[i], count = offset[i + 1] - offset[i];
-    free(offset);
-    if (count < 0) return ad_fail("%s: /%s is not increasing", p->path, name);
+    char name[64];
+    if (count < 0) return ad_fail("%s: /ids/%s/offset is not increasing", p->path, lang);
     snprintf(name, sizeof name, "ids/%s/tokens", lang);
     hid_t ds = H5Dopen2(p->file, name, H5P_DEFAULT);
     if (ds < 0) return ad_fail("%s: /%s is missing", p->path, name);

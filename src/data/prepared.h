@@ -66,8 +66,9 @@ const char *ad_prepared_attr(const ad_prepared *p, const char *name); /* string 
 int ad_prepared_frames(const ad_prepared *p, int i, int *stored, int *valid, float *pad_value);
 /* Reads the stored frames of segment i into out[stored * n_mels] (time-major). */
 int ad_prepared_features(const ad_prepared *p, int i, float *out);
-/* Target ids of segment i for `lang`: allocates *ids (caller frees). */
-int ad_prepared_target_ids(const ad_prepared *p, const char *lang, int i, int32_t **ids, int *n);
+/* Target ids of segment i for `lang`: allocates *ids (caller frees). The language's segment
+ * offsets are read on first use and kept in p. */
+int ad_prepared_target_ids(ad_prepared *p, const char *lang, int i, int32_t **ids, int *n);
 int ad_prepared_prompt(const ad_prepared *p, const char *lang, int32_t **before, int *n_before,
                        int32_t **after, int *n_after);
 /* Text of segment i in `lang` (source or target) into a new string (caller frees). */

@@ -13,6 +13,11 @@
 #include "train/ctc_term.h"
 
 static ad_safetensors ref;
+static const ad_trainable all = {.audio_encoder = true,
+                                 .projector = true,
+                                 .decoder = true,
+                                 .embed_tokens = true,
+                                 .lm_head = true};
 
 static float *read_all(const char *name, int64_t *numel) {
     return fixture_floats(&ref, name, numel);
@@ -70,11 +75,6 @@ static void test_gradients_match_torch(void) {
     CHECK_OK(fixture_batch(&ref, &b));
     ad_graph_limits lim = {
         .max_clips = 2, .max_frames = b.max_frames, .max_len = b.max_len, .max_supervised = 16};
-    ad_trainable all = {.audio_encoder = true,
-                        .projector = true,
-                        .decoder = true,
-                        .embed_tokens = true,
-                        .lm_head = true};
     ad_train_graph g;
     CHECK_OK(ad_graph_init(&g, &m, &lim, &all));
     /* The memory plan (no model, no backend) is exactly what the graph allocated. */
@@ -191,11 +191,6 @@ static void test_ctc_gradients_match_torch(void) {
                            .max_frames = b.max_frames,
                            .max_len = b.max_len,
                            .max_supervised = b.supervised + audio_rows};
-    ad_trainable all = {.audio_encoder = true,
-                        .projector = true,
-                        .decoder = true,
-                        .embed_tokens = true,
-                        .lm_head = true};
     ad_train_graph g;
     CHECK_OK(ad_graph_init(&g, &m, &lim, &all));
     CHECK_OK(ad_graph_forward(&g, &b));
