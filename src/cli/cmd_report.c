@@ -13,7 +13,7 @@
 #include "eval/report.h"
 #include "io/file.h"
 
-static const char *usage = "audistill report RUN_DIR... -o OUT_DIR";
+static const char *usage = "audistill report RUN_DIR... -o OUT_DIR [--baseline NAME]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -28,7 +28,9 @@ static void print_help(void) {
            "and OUT_DIR/pareto-<direction>.png (BLEU against size in MB on a log axis, the\n"
            "frontier connected, dominated runs grey) with its gnuplot script. Without gnuplot\n"
            "(or with AUDISTILL_GNUPLOT naming a missing program) the plots are skipped with a\n"
-           "message and the exit status stays 0.\n",
+           "message and the exit status stays 0.\n\n"
+           "  --baseline NAME  also a table of every run's size and BLEU as a percentage of\n"
+           "                   run NAME's (e.g. the uncompressed teacher)\n",
            usage);
 }
 
@@ -128,7 +130,7 @@ done:
 }
 
 int cmd_report(int argc, char **argv) {
-    const char *out_dir = NULL;
+    const char *out_dir = NULL, *baseline = NULL;
     const char **dirs = calloc((size_t)argc, sizeof *dirs);
     int n_dirs = 0;
     if (!dirs) return cli_fail("report");
@@ -139,6 +141,8 @@ int cmd_report(int argc, char **argv) {
             return 0;
         } else if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
             out_dir = argv[++i];
+        } else if (!strcmp(argv[i], "--baseline") && i + 1 < argc) {
+            baseline = argv[++i];
         } else if (argv[i][0] == '-') {
             free(dirs);
             return cli_usage_error("report", usage, "unexpected argument '%s'", argv[i]);
@@ -152,7 +156,7 @@ int cmd_report(int argc, char **argv) {
     }
     int rc = 1, n_runs = 0;
     ad_run_info *runs = ad_calloc((size_t)n_dirs, sizeof *runs, "runs");
-    char *table = NULL, *md_buf = NULL, *gnuplot = NULL;
+    char *table = NULL, *relative = NULL, *md_buf = NULL, *gnuplot = NULL;
     size_t md_len = 0;
     FILE *md = NULL;
     if (!runs) goto done;
@@ -176,13 +180,16 @@ int cmd_report(int argc, char **argv) {
         n_runs++;
     }
     table = ad_report_markdown(runs, n_runs);
-    if (!table || ad_mkdir_p(out_dir) < 0) goto done;
+    if (!table) goto done;
+    if (baseline && !(relative = ad_report_relative(runs, n_runs, baseline))) goto done;
+    if (ad_mkdir_p(out_dir) < 0) goto done;
     md = open_memstream(&md_buf, &md_len);
     if (!md) {
         ad_fail("out of memory");
         goto done;
     }
     fputs(table, md);
+    if (relative) fputs(relative, md);
     const char *directions[AD_REPORT_MAX_DIRECTIONS];
     int n_directions;
     if (ad_report_directions(runs, n_runs, directions, &n_directions) < 0) goto done;
@@ -208,6 +215,6 @@ done:
     if (md) fclose(md);
     for (int i = 0; i < n_runs; i++)
         ad_run_free(&runs[i]);
-    free(runs), free(table), free(md_buf), free(gnuplot), free(dirs);
+    free(runs), free(table), free(relative), free(md_buf), free(gnuplot), free(dirs);
     return rc;
 }

@@ -43,7 +43,9 @@ static void print_help(void) {
         "    max_new_tokens: 128\n"
         "    models:\n"
         "      - {name: teacher, path: tests/fixtures/tiny_b, parameters: {bits: 16}}\n"
-        "    report: \"{work}/report\"              # the default\n\n"
+        "    report: \"{work}/report\"              # the default\n"
+        "    baseline: teacher                   # optional: sizes and BLEU as %% of this "
+        "model's\n\n"
         "A stage is skipped when its stamp {work}/.stages/<name>.done records the same command\n"
         "(arguments, inline config, the contents of YAML files it names), the stages it reads\n"
         "from (any earlier stage whose output path occurs in its arguments or configs) have not\n"
@@ -388,7 +390,7 @@ static int evaluate(const ad_pipeline *p) {
     printf("evaluate: scores and sizes of %d model%s\n", e->n_models, e->n_models == 1 ? "" : "s");
     for (int m = 0; m < e->n_models; m++)
         if (evaluate_model(p, m) < 0) return ad_fail_context("evaluating %s", e->models[m].name);
-    char **argv = ad_calloc((size_t)e->n_models + 4, sizeof *argv, "report arguments");
+    char **argv = ad_calloc((size_t)e->n_models + 6, sizeof *argv, "report arguments");
     if (!argv) return AD_ERR;
     int n = 0, rc = AD_OK;
     argv[n++] = "report";
@@ -396,6 +398,10 @@ static int evaluate(const ad_pipeline *p) {
         if (!(argv[n++] = ad_path_join(e->dir, e->models[m].name))) rc = AD_ERR;
     argv[n++] = "-o";
     argv[n++] = e->report;
+    if (e->baseline) {
+        argv[n++] = "--baseline";
+        argv[n++] = e->baseline;
+    }
     int status = 0, sig = 0;
     if (rc == AD_OK) rc = ad_run_self(argv, -1, &status, &sig);
     if (rc == AD_OK && status) rc = ad_fail("audistill report failed (exit status %d)", status);

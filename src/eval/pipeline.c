@@ -269,7 +269,7 @@ static const ad_field refs_field_table[] = {
 };
 
 typedef struct {
-    const char *synth_split, *list, *report;
+    const char *synth_split, *list, *report, *baseline;
     refs_fields references;
     ad_string_list langs;
     int64_t limit, beam, max_new_tokens;
@@ -289,6 +289,8 @@ static const ad_field eval_field_table[] = {
      NULL, NULL, NULL},
     {"report", AD_FIELD_STRING, offsetof(eval_fields, report), "{work}/report", false, 0, 0, NULL,
      NULL, NULL},
+    {"baseline", AD_FIELD_STRING, offsetof(eval_fields, baseline), NULL, false, 0, 0, NULL, NULL,
+     NULL},
     {NULL, 0, 0, NULL, false, 0, 0, NULL, NULL, NULL},
 };
 
@@ -460,6 +462,13 @@ static int load_eval(ad_pipeline *p, const ad_yaml_node *node) {
         }
         AD_TRY(!(e->models[m].name = pool_printf(p, "%s", mf.name)) ? AD_ERR : AD_OK);
         AD_TRY(expand(p, mf.path, mn->line, NULL, &e->models[m].path));
+    }
+    if (f.baseline) {
+        for (int m = 0; m < e->n_models && !e->baseline; m++)
+            if (!strcmp(e->models[m].name, f.baseline)) e->baseline = e->models[m].name;
+        if (!e->baseline)
+            return ad_fail("%s:%d: evaluate.baseline '%s' is not one of evaluate.models' names",
+                           path, e->line, f.baseline);
     }
     AD_TRY(!(e->dir = pool_printf(p, "%s/eval", p->work_dir)) ? AD_ERR : AD_OK);
     AD_TRY(!(e->list_path = pool_printf(p, "%s/list.txt", e->dir)) ? AD_ERR : AD_OK);

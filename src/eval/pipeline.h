@@ -57,6 +57,7 @@ typedef struct {
     int n_models;
     ad_eval_model *models;
     char *report;
+    char *baseline;  /* a model's name: the report's relative table is against it; or NULL */
     char *dir;       /* {work}/eval */
     char *list_path; /* {work}/eval/list.txt, written from synth_split or copied from list */
     char *ref_path[AD_PIPELINE_LANGS]; /* {work}/eval/ref.<lang> */

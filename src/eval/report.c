@@ -286,6 +286,67 @@ fail:
     return NULL;
 }
 
+char *ad_report_relative(const ad_run_info *runs, int n, const char *baseline) {
+    const ad_run_info *base = NULL;
+    for (int r = 0; r < n && !base; r++)
+        if (!strcmp(runs[r].name, baseline)) base = &runs[r];
+    if (!base) {
+        ad_fail("report: the baseline \"%s\" is not one of the runs", baseline);
+        return NULL;
+    }
+    const char *dirs[AD_REPORT_MAX_DIRECTIONS];
+    int n_dirs;
+    if (ad_report_directions(runs, n, dirs, &n_dirs) < 0) return NULL;
+    int *order = order_by_size(runs, n);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = order ? open_memstream(&buf, &len) : NULL;
+    if (!f) {
+        if (order) ad_fail("out of memory building the report");
+        free(order);
+        return NULL;
+    }
+    fprintf(f, "\n## Against %s\n\nSize and BLEU as a percentage of %s's (%.1f MB", base->name,
+            base->name, (double)base->bytes / 1e6);
+    for (int d = 0; d < n_dirs; d++) {
+        double b = run_score(base, dirs[d], AD_METRIC_BLEU);
+        if (isnan(b))
+            fprintf(f, "; no %s BLEU", dirs[d]);
+        else
+            fprintf(f, "; %s BLEU %.2f", dirs[d], b);
+    }
+    fputs(").\n\n| Run | Size (% of baseline) |", f);
+    for (int d = 0; d < n_dirs; d++)
+        fprintf(f, " %s BLEU (%% of baseline) |", dirs[d]);
+    fputs("\n|---|---:|", f);
+    for (int d = 0; d < n_dirs; d++)
+        fputs("---:|", f);
+    fputc('\n', f);
+    for (int k = 0; k < n; k++) {
+        const ad_run_info *r = &runs[order[k]];
+        fputs("| ", f);
+        md_cell(f, r->name);
+        fprintf(f, " | %.1f |", 100.0 * (double)r->bytes / (double)base->bytes);
+        for (int d = 0; d < n_dirs; d++) {
+            double v = run_score(r, dirs[d], AD_METRIC_BLEU),
+                   b = run_score(base, dirs[d], AD_METRIC_BLEU);
+            /* A zero baseline score has no meaningful percentage. */
+            if (isnan(v) || isnan(b) || !(b > 0))
+                fputs(" - |", f);
+            else
+                fprintf(f, " %.1f |", 100.0 * v / b);
+        }
+        fputc('\n', f);
+    }
+    free(order);
+    if (fclose(f) != 0) {
+        free(buf);
+        ad_fail("out of memory building the report");
+        return NULL;
+    }
+    return buf;
+}
+
 /* A string as a gnuplot single-quoted literal body ('' stands for '). */
 static void gp_quote(FILE *f, const char *s) {
     fputc('\'', f);

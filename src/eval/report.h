@@ -49,6 +49,12 @@ int ad_report_directions(const ad_run_info *runs, int n, const char **dirs, int 
  * Pareto mark per direction. Caller frees. */
 char *ad_report_markdown(const ad_run_info *runs, int n);
 
+/* A second Markdown table against one run (the baseline, named `baseline`): every run's size
+ * and BLEU per direction as a percentage of the baseline's, so a target such as "at most 25%
+ * of the teacher's bytes, at least 90% of its BLEU" is read off directly. Fails when no run
+ * has that name. Caller frees. */
+char *ad_report_relative(const ad_run_info *runs, int n, const char *baseline);
+
 /* A gnuplot script plotting BLEU against size (MB, log x) for one direction: frontier points
  * connected and labelled, dominated points grey. Returns NULL (no error) if no run has BLEU
  * for that direction. */

@@ -55,6 +55,15 @@ AUDISTILL_GNUPLOT=/nonexistent/gnuplot "$bin" report "$tmp"/runs/* -o "$tmp/out2
 [ $rc -eq 0 ] && [ -f "$tmp/out2/report.md" ] && [ ! -e "$tmp/out2/pareto-en-de.png" ] && ok || bad "no-gnuplot run (rc $rc)"
 grep -q "skipped: gnuplot not found" "$tmp/log" && grep -q "skipped" "$tmp/out2/report.md" && ok || bad "skip message"
 
+# Against a baseline: int4-24l is 3.1/16.4 = 18.9% of the teacher's bytes, 23.0/25.1 = 91.6%
+# of its en-de BLEU and 31.5/33.0 = 95.5% of its en-zh BLEU (worked out by hand).
+"$bin" report "$tmp"/runs/* -o "$tmp/out4" --baseline teacher >"$tmp/log" 2>&1 && ok || { bad "report --baseline failed"; cat "$tmp/log"; }
+grep -q '^## Against teacher' "$tmp/out4/report.md" && ok || bad "no baseline table"
+grep -qF '| int4-24l | 18.9 | 91.6 | 95.5 |' "$tmp/out4/report.md" && ok || bad "baseline percentages"
+grep -qF '| int2-16l | 7.3 | 47.8 | - |' "$tmp/out4/report.md" && ok || bad "a run without en-zh"
+"$bin" report "$tmp"/runs/* -o "$tmp/out5" --baseline nobody 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q '"nobody" is not one of the runs' "$tmp/err" && [ ! -e "$tmp/out5/report.md" ] && ok || bad "unknown baseline (rc $rc)"
+
 # Errors: a typo in a metric names the file; a missing run.json; usage.
 mkdir -p "$tmp/runs_bad/typo"
 echo '{"bytes": 5, "scores": {"en-de": {"blue": 3}}}' >"$tmp/runs_bad/typo/run.json"

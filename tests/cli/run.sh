@@ -54,6 +54,13 @@ row = "| %s | %.1f |" % (name, size["disk_bytes"] / 1e6)
 assert row in md, (row, md)
 PY
 done
+# evaluate.baseline: the second table's sizes as a percentage of the teacher's
+python3 - "$tmp/size.teacher.json" "$tmp/size.kd-int8.json" "$w/report/report.md" <<'PY' && ok || bad "the report's table against the baseline"
+import json, sys
+t, k, md = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), open(sys.argv[3]).read()
+assert "## Against teacher" in md, md
+assert "| teacher | 100.0 |" in md and "| kd-int8 | %.1f |" % (100 * k["disk_bytes"] / t["disk_bytes"]) in md, md
+PY
 # The scores are audistill score's (the command, run on the files run wrote).
 "$bin" score --hyp "$w/eval/kd-int8/hyp.de" --ref "$w/eval/ref.de" --lang de --json >"$tmp/score.json" 2>/dev/null || bad "score"
 python3 -c '
@@ -127,6 +134,7 @@ refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [prnue, --config, x
 refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, x]\n    output: [y]\n" "bad.yaml:5: unknown key 'output' in stage"
 refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, \"{wrok}/x\"]\n" "bad.yaml:3: unknown placeholder '{wrok}'"
 refuse "work_dir: $tmp/b\nstages:\n  - {name: a, command: [size, x]}\n  - {name: a, command: [size, y]}\n" "stage name 'a' is used twice"
+refuse "work_dir: $tmp/b\nevaluate:\n  synth_split: x\n  models: [{name: a, path: y}]\n  baseline: teachr\n" "bad.yaml:3: evaluate.baseline 'teachr' is not one of evaluate.models' names"
 "$bin" run "$job" --work "$w" --only nosuch >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--only with an unknown stage must be a usage error"
 
 # 7. killed (-9) during training: the training child dies with it; the rerun resumes

@@ -113,7 +113,41 @@ static void test_markdown(void) {
         ad_run_free(&runs[i]);
 }
 
+/* Percentages against a baseline, with values worked out by hand: 8/32 MB = 25%, 27/30 BLEU
+ * = 90%; a run without a direction and a baseline without one show "-". */
+static void test_relative(void) {
+    const char *json[] = {
+        "{\"name\": \"teacher\", \"bytes\": 32e6, \"scores\": {\"en-de\": {\"bleu\": 30}, "
+        "\"en-zh\": {\"bleu\": 40}}}",
+        "{\"name\": \"student\", \"bytes\": 8e6, \"scores\": {\"en-de\": {\"bleu\": 27}, "
+        "\"en-zh\": {\"bleu\": 10}}}",
+        "{\"name\": \"de-only\", \"bytes\": 48e6, \"scores\": {\"en-de\": {\"bleu\": 33}, "
+        "\"en-fr\": {\"bleu\": 5}}}",
+    };
+    ad_run_info runs[3];
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(ad_run_parse(json[i], "t", "t", &runs[i]));
+    char *md = ad_report_relative(runs, 3, "teacher");
+    CHECK(md != NULL);
+    if (md) {
+        CHECK(strstr(md, "## Against teacher"));
+        CHECK(strstr(md, "(32.0 MB; en-de BLEU 30.00; no en-fr BLEU; en-zh BLEU 40.00)"));
+        CHECK(strstr(md, "| Run | Size (% of baseline) | en-de BLEU (% of baseline) | en-fr BLEU "
+                         "(% of baseline) | en-zh BLEU (% of baseline) |"));
+        const char *s = strstr(md, "| student | 25.0 | 90.0 | - | 25.0 |"),
+                   *t = strstr(md, "| teacher | 100.0 | 100.0 | - | 100.0 |"),
+                   *d = strstr(md, "| de-only | 150.0 | 110.0 | - | - |");
+        CHECK(s && t && d && s < t && t < d);
+    }
+    free(md);
+    CHECK(ad_report_relative(runs, 3, "nobody") == NULL);
+    CHECK(strstr(ad_error(), "\"nobody\" is not one of the runs") != NULL);
+    for (int i = 0; i < 3; i++)
+        ad_run_free(&runs[i]);
+}
+
 int main(void) {
+    RUN(test_relative);
     RUN(test_random_frontiers);
     RUN(test_hand_cases);
     RUN(test_run_json);
