@@ -53,7 +53,9 @@ static void print_help(void) {
         "the stamp is written only after it exits 0 and wrote every output, so an interrupted\n"
         "run continues at the stage it stopped in. A stage with resume: keeps that directory\n"
         "when it was interrupted (train --resume auto continues from its checkpoint) and\n"
-        "removes it when its command or an input changed. Every model x language translation\n"
+        "removes it when its command or an input changed, also while it was interrupted\n"
+        "({work}/.stages/<name>.started records the command and inputs it began with). Every\n"
+        "model x language translation\n"
         "(eval:<model>:<lang>, hypotheses in {work}/eval/<model>/hyp.<lang>) is stamped the\n"
         "same way; scores, sizes, {work}/eval/<model>/run.json and the report are recomputed\n"
         "every time.\n\n"
@@ -74,6 +76,32 @@ static double now_s(void) {
 
 typedef enum { RUN_SKIP, RUN_NEW, RUN_OUTPUT_MISSING, RUN_CHANGED } run_kind;
 
+/* Whether stage i's inputs differ from those recorded in `st` (a .done or .started stamp):
+ * an input stage ran earlier in this invocation, or completed again since. */
+static int inputs_changed(const ad_pipeline *p, int i, const ad_stamp *st, const bool *ran,
+                          bool *changed, char *why, size_t why_size) {
+    const ad_stage *s = &p->stages[i];
+    *changed = true;
+    for (int k = 0; k < s->n_deps; k++) {
+        const ad_stage *d = &p->stages[s->deps[k]];
+        if (ran[s->deps[k]]) {
+            snprintf(why, why_size, "its input stage %s runs before it", d->name);
+            return AD_OK;
+        }
+        ad_stamp ds;
+        AD_TRY(ad_stamp_read(d->stamp_path, &ds));
+        int r = 0;
+        while (r < st->n_inputs && strcmp(st->input_name[r], d->name))
+            r++;
+        if (!ds.found || r == st->n_inputs || strcmp(st->input_id[r], ds.id)) {
+            snprintf(why, why_size, "its input stage %s changed since", d->name);
+            return AD_OK;
+        }
+    }
+    *changed = false;
+    return AD_OK;
+}
+
 /* Why stage i must run (or RUN_SKIP); `why` gets the words. `ran` marks stages that ran (or
  * would run, in a dry run) earlier in this invocation. */
 static int decide(const ad_pipeline *p, int i, const bool *ran, const char *forced, run_kind *kind,
@@ -88,32 +116,34 @@ static int decide(const ad_pipeline *p, int i, const bool *ran, const char *forc
         snprintf(why, why_size, "unreadable stamp: %s", ad_error());
         return *kind = RUN_CHANGED, AD_OK;
     }
+    bool changed;
     if (!st.found) {
-        bool partial = s->resume_dir && ad_path_exists(s->resume_dir);
-        snprintf(why, why_size, partial ? "not completed; resuming in %s" : "not run yet",
-                 s->resume_dir);
+        if (!s->resume_dir || !ad_path_exists(s->resume_dir)) {
+            snprintf(why, why_size, "not run yet");
+            return *kind = RUN_NEW, AD_OK;
+        }
+        /* An interrupted stage resumes only from the work of the same command on the same
+         * inputs: checkpoints of another student or schedule would be trained on silently. */
+        ad_stamp started;
+        if (ad_stamp_read(s->started_path, &started) < 0 || !started.found) {
+            snprintf(why, why_size, "%s was left by an unknown run", s->resume_dir);
+            return *kind = RUN_CHANGED, AD_OK;
+        }
+        if (started.command != ad_stage_command_hash(s)) {
+            snprintf(why, why_size, "command changed since it was interrupted");
+            return *kind = RUN_CHANGED, AD_OK;
+        }
+        AD_TRY(inputs_changed(p, i, &started, ran, &changed, why, why_size));
+        if (changed) return *kind = RUN_CHANGED, AD_OK;
+        snprintf(why, why_size, "not completed; resuming in %s", s->resume_dir);
         return *kind = RUN_NEW, AD_OK;
     }
     if (st.command != ad_stage_command_hash(s)) {
         snprintf(why, why_size, "command changed");
         return *kind = RUN_CHANGED, AD_OK;
     }
-    for (int k = 0; k < s->n_deps; k++) {
-        const ad_stage *d = &p->stages[s->deps[k]];
-        if (ran[s->deps[k]]) {
-            snprintf(why, why_size, "its input stage %s runs before it", d->name);
-            return *kind = RUN_CHANGED, AD_OK;
-        }
-        ad_stamp ds;
-        AD_TRY(ad_stamp_read(d->stamp_path, &ds));
-        int r = 0;
-        while (r < st.n_inputs && strcmp(st.input_name[r], d->name))
-            r++;
-        if (!ds.found || r == st.n_inputs || strcmp(st.input_id[r], ds.id)) {
-            snprintf(why, why_size, "its input stage %s changed since", d->name);
-            return *kind = RUN_CHANGED, AD_OK;
-        }
-    }
+    AD_TRY(inputs_changed(p, i, &st, ran, &changed, why, why_size));
+    if (changed) return *kind = RUN_CHANGED, AD_OK;
     for (int o = 0; o < s->n_outputs; o++)
         if (!ad_path_exists(s->outputs[o])) {
             snprintf(why, why_size, "output %s is missing", s->outputs[o]);
@@ -140,6 +170,8 @@ static int make_parent(const char *path) {
 
 static int run_stage(const ad_pipeline *p, int i, run_kind kind) {
     const ad_stage *s = &p->stages[i];
+    /* decide() let it resume only with the command and inputs it began with (or completed). */
+    const bool resuming = s->resume_dir && kind != RUN_CHANGED && ad_path_exists(s->resume_dir);
     /* The old stamp goes first: if this run is interrupted, the next one must not skip. */
     AD_TRY(ad_remove_tree(s->stamp_path));
     for (int o = 0; o < s->n_outputs; o++) {
@@ -152,6 +184,11 @@ static int run_stage(const ad_pipeline *p, int i, run_kind kind) {
     }
     if (s->config_text)
         AD_TRY(ad_write_file_atomic(s->config_path, s->config_text, strlen(s->config_text)));
+    ad_stamp st;
+    /* Written when the stage starts afresh (after its config: the command hash reads it); a
+     * resumed stage keeps the record it began with. */
+    if (s->started_path && (!resuming || !ad_path_exists(s->started_path)))
+        AD_TRY(ad_stamp_write(p, i, s->started_path, &st));
     ad_atomic_file hyp = {0};
     int fd = -1;
     if (s->stdout_path) {
@@ -175,8 +212,7 @@ static int run_stage(const ad_pipeline *p, int i, run_kind kind) {
         if (!ad_path_exists(s->outputs[o]))
             return ad_fail("%s:%d: stage %s exited 0 but did not write %s", p->path, s->line,
                            s->name, s->outputs[o]);
-    ad_stamp st;
-    return ad_stamp_write(p, i, &st);
+    return ad_stamp_write(p, i, s->stamp_path, &st);
 }
 
 /* ---- evaluation inputs: the audio list and one reference file per language ---------------- */

@@ -11,6 +11,7 @@
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "text/bpe.h"
 
 /* ---- choosing ------------------------------------------------------------------------------ */
 
@@ -296,14 +297,61 @@ static int gather(ad_backend *be, const ad_tensor *src, const ad_weight_spec *sp
     return AD_OK;
 }
 
+/* merges.txt resolved to ids through the teacher's tokenizer (hash lookups: a linear search
+ * per merge would be quadratic at Qwen2's 151k merges). A comment or unparsable line gets
+ * ids -1. */
+typedef struct {
+    char **lines;
+    int n;
+    int32_t *a, *b, *ab;
+} merge_table;
+
+static void merge_table_free(merge_table *m) {
+    ad_free_lines(m->lines, m->n);
+    free(m->a), free(m->b), free(m->ab);
+    memset(m, 0, sizeof *m);
+}
+
+static int merge_table_load(const char *teacher_dir, merge_table *m) {
+    memset(m, 0, sizeof *m);
+    ad_tokenizer *tok = NULL;
+    char *mpath = ad_path_join(teacher_dir, "merges.txt");
+    int rc = AD_ERR;
+    if (!mpath || ad_read_lines(mpath, &m->lines, &m->n) < 0 ||
+        ad_tokenizer_load(teacher_dir, 0, &tok) < 0)
+        goto done;
+    size_t n = (size_t)(m->n ? m->n : 1);
+    m->a = ad_malloc(sizeof(int32_t) * n, "merges");
+    m->b = ad_malloc(sizeof(int32_t) * n, "merges");
+    m->ab = ad_malloc(sizeof(int32_t) * n, "merges");
+    if (!m->a || !m->b || !m->ab) goto done;
+    for (int i = 0; i < m->n; i++) {
+        const char *line = m->lines[i], *sp = strchr(line, ' ');
+        m->a[i] = m->b[i] = m->ab[i] = -1;
+        if (line[0] == '#' || !sp || sp - line >= 512 || strlen(sp + 1) >= 512) continue;
+        char a[512], b[512], ab[1024];
+        snprintf(a, sizeof a, "%.*s", (int)(sp - line), line);
+        snprintf(b, sizeof b, "%s", sp + 1);
+        snprintf(ab, sizeof ab, "%s%s", a, b);
+        m->a[i] = ad_tokenizer_token_id(tok, a);
+        m->b[i] = ad_tokenizer_token_id(tok, b);
+        m->ab[i] = ad_tokenizer_token_id(tok, ab);
+    }
+    rc = AD_OK;
+done:
+    if (rc < 0) merge_table_free(m);
+    ad_tokenizer_free(tok);
+    free(mpath);
+    return rc;
+}
+
 /* vocab.json / merges.txt / tokenizer_config.json restricted to the kept ids, renumbered. */
-static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad_prune_plan *p) {
+int ad_vocab_write_tokenizer(const char *teacher_dir, const char *out_dir, int vocab_size,
+                             const int32_t *keep_ids, int n_keep) {
     char *vpath = ad_path_join(teacher_dir, "vocab.json"), *text = NULL;
     size_t len;
     int rc = AD_ERR;
     cJSON *vocab = NULL, *out = NULL, *tc = NULL;
-    char **merges = NULL, **kept_strings = NULL;
-    int n_merges = 0;
     int32_t *new_id = NULL;
     if (!vpath || ad_read_file(vpath, 64u << 20, &text, &len) < 0) goto done;
     vocab = cJSON_ParseWithLength(text, len);
@@ -312,47 +360,39 @@ static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad
         ad_fail("%s is not a JSON object", vpath);
         goto done;
     }
-    new_id = ad_malloc(sizeof(int32_t) * (size_t)p->teacher.vocab_size, "vocab map");
-    kept_strings = ad_calloc((size_t)p->vocab.n + 1, sizeof(char *), "vocab strings");
-    if (!new_id || !kept_strings) goto done;
-    for (int i = 0; i < p->teacher.vocab_size; i++)
+    new_id = ad_malloc(sizeof(int32_t) * (size_t)vocab_size, "vocab map");
+    if (!new_id) goto done;
+    for (int i = 0; i < vocab_size; i++)
         new_id[i] = -1;
-    for (int i = 0; i < p->vocab.n; i++)
-        new_id[p->vocab.index[i]] = i;
+    for (int i = 0; i < n_keep; i++)
+        new_id[keep_ids[i]] = i;
     out = cJSON_CreateObject();
     for (const cJSON *kv = vocab->child; kv; kv = kv->next) {
         int id = (int)kv->valuedouble;
-        if (id < 0 || id >= p->teacher.vocab_size || new_id[id] < 0) continue;
+        if (id < 0 || id >= vocab_size || new_id[id] < 0) continue;
         cJSON_AddNumberToObject(out, kv->string, new_id[id]);
-        kept_strings[new_id[id]] = kv->string;
     }
     char *json = cJSON_PrintUnformatted(out), *dst = ad_path_join(out_dir, "vocab.json");
     int w = json && dst ? ad_write_file_atomic(dst, json, strlen(json)) : AD_ERR;
     free(json), free(dst);
     if (w < 0) goto done;
     /* A merge survives when both parts and the result are kept: then the tokenizer can only
-     * ever produce kept ids. */
-    char *mpath = ad_path_join(teacher_dir, "merges.txt");
-    int r = mpath ? ad_read_lines(mpath, &merges, &n_merges) : AD_ERR;
-    free(mpath);
-    if (r < 0) goto done;
+     * ever produce kept ids (and ad_vocab_keep_set keeps every merge a kept token is built by,
+     * so the kept texts tokenize as before). */
+    merge_table mt;
+    if (merge_table_load(teacher_dir, &mt) < 0) goto done;
     size_t cap = 1024, used = 0;
     char *buf = ad_malloc(cap, "merges");
-    if (!buf) goto done;
-    for (int i = 0; i < n_merges; i++) {
-        const char *line = merges[i];
-        const char *sp = strchr(line, ' ');
-        bool keep = line[0] == '#';
-        if (!keep && sp) {
-            char a[512], b[512], ab[1024];
-            snprintf(a, sizeof a, "%.*s", (int)(sp - line), line);
-            snprintf(b, sizeof b, "%s", sp + 1);
-            snprintf(ab, sizeof ab, "%s%s", a, b);
-            const cJSON *ia = cJSON_GetObjectItemCaseSensitive(out, a),
-                        *ib = cJSON_GetObjectItemCaseSensitive(out, b),
-                        *iab = cJSON_GetObjectItemCaseSensitive(out, ab);
-            keep = ia && ib && iab;
-        }
+    if (!buf) {
+        merge_table_free(&mt);
+        goto done;
+    }
+    for (int i = 0; i < mt.n; i++) {
+        const char *line = mt.lines[i];
+        bool keep = line[0] == '#' ||
+                    (mt.ab[i] >= 0 && mt.a[i] >= 0 && mt.b[i] >= 0 && mt.ab[i] < vocab_size &&
+                     mt.a[i] < vocab_size && mt.b[i] < vocab_size && new_id[mt.ab[i]] >= 0 &&
+                     new_id[mt.a[i]] >= 0 && new_id[mt.b[i]] >= 0);
         if (!keep) continue;
         size_t n = strlen(line);
         if (used + n + 2 > cap) {
@@ -360,6 +400,7 @@ static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad
             char *g = ad_realloc(buf, cap, "merges");
             if (!g) {
                 free(buf);
+                merge_table_free(&mt);
                 goto done;
             }
             buf = g;
@@ -368,6 +409,7 @@ static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad
         used += n;
         buf[used++] = '\n';
     }
+    merge_table_free(&mt);
     dst = ad_path_join(out_dir, "merges.txt");
     w = dst ? ad_write_file_atomic(dst, buf, used) : AD_ERR;
     free(dst), free(buf);
@@ -386,7 +428,7 @@ static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad
             cJSON *renamed = cJSON_CreateObject();
             for (cJSON *kv = dec->child; kv; kv = kv->next) {
                 int id = atoi(kv->string);
-                if (id < 0 || id >= p->teacher.vocab_size || new_id[id] < 0) continue;
+                if (id < 0 || id >= vocab_size || new_id[id] < 0) continue;
                 char key[32];
                 snprintf(key, sizeof key, "%d", new_id[id]);
                 cJSON_AddItemToObject(renamed, key, cJSON_Duplicate(kv, 1));
@@ -406,9 +448,8 @@ static int trim_tokenizer(const char *teacher_dir, const char *out_dir, const ad
     free(tpath);
     rc = AD_OK;
 done:
-    ad_free_lines(merges, n_merges);
     cJSON_Delete(vocab), cJSON_Delete(out), cJSON_Delete(tc);
-    free(vpath), free(new_id), free(kept_strings);
+    free(vpath), free(new_id);
     return rc;
 }
 
@@ -467,7 +508,9 @@ int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_
     snprintf(path, sizeof path, "%s/config.json", tmp_dir);
     if (!config || ad_write_file_atomic(path, config, strlen(config)) < 0) goto done;
     if (p->vocab.n != p->teacher.vocab_size) {
-        if (trim_tokenizer(teacher_dir, tmp_dir, p) < 0) goto done;
+        if (ad_vocab_write_tokenizer(teacher_dir, tmp_dir, p->teacher.vocab_size, p->vocab.index,
+                                     p->vocab.n) < 0)
+            goto done;
     } else if (ad_copy_optional_file(teacher_dir, tmp_dir, "vocab.json") < 0 ||
                ad_copy_optional_file(teacher_dir, tmp_dir, "merges.txt") < 0 ||
                ad_copy_optional_file(teacher_dir, tmp_dir, "tokenizer_config.json") < 0) {
@@ -544,6 +587,25 @@ int ad_vocab_keep_set(const char *teacher_dir, int vocab_size, const int32_t *us
             if (added[i].id < vocab_size) mark[added[i].id] = 1;
         ad_added_tokens_free(added, n_added);
     }
+    /* Close the set under the merges that build its tokens: BPE reaches "Translate" through
+     * "Tr", "Trans", ...; with those intermediates gone their merges go too, and the kept
+     * texts fall apart into bytes the model never saw. Keeping every part of every merge that
+     * yields a kept token makes the trimmed tokenizer choose the teacher's merges, in order,
+     * on any kept text (its applicable merges are a subset, the teacher's choice among them). */
+    merge_table mt;
+    if (merge_table_load(teacher_dir, &mt) < 0) goto done;
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int i = mt.n - 1; i >= 0; i--) {
+            int32_t a = mt.a[i], b = mt.b[i], ab = mt.ab[i];
+            if (ab < 0 || ab >= vocab_size || !mark[ab] || a < 0 || b < 0 || a >= vocab_size ||
+                b >= vocab_size || (mark[a] && mark[b]))
+                continue;
+            mark[a] = mark[b] = 1;
+            changed = true;
+        }
+    }
+    merge_table_free(&mt);
     int count = 0;
     for (int i = 0; i < vocab_size; i++)
         count += mark[i];

@@ -42,9 +42,16 @@ int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_
                            const char *out_dir);
 
 /* The tokens a vocabulary must keep: `used` ids (e.g. every id in the target texts), the
- * tokenizer's added/special tokens and every single-byte token, so that any text stays
- * encodable. Reads teacher_dir/vocab.json and tokenizer_config.json. Sorted, unique. */
+ * tokenizer's added/special tokens, every single-byte token (any text stays encodable) and
+ * every token a merge builds a kept token from (the texts the used ids came from tokenize
+ * exactly as before, renumbered). Reads teacher_dir's vocab.json, merges.txt and
+ * tokenizer_config.json. Sorted, unique. */
 int ad_vocab_keep_set(const char *teacher_dir, int vocab_size, const int32_t *used, int n_used,
                       int32_t **keep, int *n_keep);
+
+/* teacher_dir's vocab.json, merges.txt and tokenizer_config.json restricted to the sorted ids
+ * keep_ids (id i of the result is keep_ids[i]), written into out_dir. */
+int ad_vocab_write_tokenizer(const char *teacher_dir, const char *out_dir, int vocab_size,
+                             const int32_t *keep_ids, int n_keep);
 
 #endif

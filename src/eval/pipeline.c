@@ -384,6 +384,9 @@ static int load_stage(ad_pipeline *p, const ad_yaml_node *node, ad_stage *s) {
     }
     AD_TRY(expand_opt(p, f.resume, node->line, &s->resume_dir));
     AD_TRY(!(s->stamp_path = pool_printf(p, "%s/%s.done", p->stamp_dir, s->name)) ? AD_ERR : AD_OK);
+    if (s->resume_dir)
+        AD_TRY(!(s->started_path = pool_printf(p, "%s/%s.started", p->stamp_dir, s->name)) ? AD_ERR
+                                                                                           : AD_OK);
     return AD_OK;
 }
 
@@ -729,7 +732,7 @@ static void fresh_id(char out[AD_STAGE_ID_LEN + 1]) {
     snprintf(out, AD_STAGE_ID_LEN + 1, "%016llx", (unsigned long long)z);
 }
 
-int ad_stamp_write(const ad_pipeline *p, int stage, ad_stamp *st) {
+int ad_stamp_write(const ad_pipeline *p, int stage, const char *path, ad_stamp *st) {
     const ad_stage *s = &p->stages[stage];
     memset(st, 0, sizeof *st);
     fresh_id(st->id);
@@ -756,7 +759,7 @@ int ad_stamp_write(const ad_pipeline *p, int stage, ad_stamp *st) {
         free(b.data);
         return AD_ERR;
     }
-    int rc = ad_write_file_atomic(s->stamp_path, b.data, b.len);
+    int rc = ad_write_file_atomic(path, b.data, b.len);
     free(b.data);
     return rc;
 }

@@ -34,8 +34,11 @@ typedef struct {
     size_t config_body; /* offset past the header comment (which names the job file) */
     char *stdout_path;  /* NULL, or a file that receives the child's stdout atomically */
     char *stamp_path;
-    char *hash_extra; /* more text that identifies the command (the eval list's limit) */
-    int n_deps;       /* earlier stages whose outputs this stage reads */
+    char *started_path; /* with resume_dir: {work}/.stages/<name>.started, the same record
+                           written when the stage starts, so an interrupted stage resumes only
+                           with the command and inputs it began with */
+    char *hash_extra;   /* more text that identifies the command (the eval list's limit) */
+    int n_deps;         /* earlier stages whose outputs this stage reads */
     int *deps;
     int eval_model, eval_lang; /* >= 0 for the translations of `evaluate` */
 } ad_stage;
@@ -100,8 +103,9 @@ typedef struct {
 uint32_t ad_stage_command_hash(const ad_stage *s);
 /* Reads a stamp; a missing file is found = false, a malformed one is an error. */
 int ad_stamp_read(const char *path, ad_stamp *st);
-/* Writes the stamp of a completed stage with a fresh id (returned in *st). */
-int ad_stamp_write(const ad_pipeline *p, int stage, ad_stamp *st);
+/* Writes a stamp of the stage (its command hash, its inputs' ids) with a fresh id (returned in
+ * *st) to `path`: stamp_path when it completed, started_path when it starts. */
+int ad_stamp_write(const ad_pipeline *p, int stage, const char *path, ad_stamp *st);
 
 /* Runs `audistill ARGV...` (this binary) and waits for it. stdout_fd >= 0 replaces the child's
  * stdout. The child dies with the runner (a killed `run` leaves no orphan stage behind).

@@ -137,20 +137,29 @@ refuse "work_dir: $tmp/b\nstages:\n  - {name: a, command: [size, x]}\n  - {name:
 refuse "work_dir: $tmp/b\nevaluate:\n  synth_split: x\n  models: [{name: a, path: y}]\n  baseline: teachr\n" "bad.yaml:3: evaluate.baseline 'teachr' is not one of evaluate.models' names"
 "$bin" run "$job" --work "$w" --only nosuch >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--only with an unknown stage must be a usage error"
 
+# Starts `run JOB --work DIR`, waits for a checkpoint of this run's training stage, kills the
+# runner with -9.
+kill_in_training() {
+  local job=$1 dir=$2 log=$3 pid
+  touch "$tmp/mark"
+  sleep 0.01
+  "$bin" run "$job" --work "$dir" >"$log" 2>&1 &
+  pid=$!
+  # `latest` is written last, after the checkpoint directory is complete.
+  for _ in $(seq 1200); do
+    [ "$dir/kd/checkpoints/latest" -nt "$tmp/mark" ] && break
+    sleep 0.05
+  done
+  [ "$dir/kd/checkpoints/latest" -nt "$tmp/mark" ] && ok || bad "no checkpoint appeared during the training stage ($log)"
+  kill -9 "$pid"
+  wait "$pid" 2>/dev/null
+  sleep 0.5
+}
+
 # 7. killed (-9) during training: the training child dies with it; the rerun resumes
 k=$tmp/k
 sed 's/steps: 20,/steps: 150,/' "$job" >"$tmp/long.yaml"
-"$bin" run "$tmp/long.yaml" --work "$k" >"$tmp/log10" 2>&1 &
-pid=$!
-# `latest` is written last, after the checkpoint directory is complete.
-for _ in $(seq 1200); do
-  [ -f "$k/kd/checkpoints/latest" ] && break
-  sleep 0.05
-done
-[ -f "$k/kd/checkpoints/latest" ] && ok || bad "no checkpoint appeared during the training stage"
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
-sleep 0.5
+kill_in_training "$tmp/long.yaml" "$k" "$tmp/log10"
 pgrep -f "$k/.stages/distill.yaml" >/dev/null && bad "the training stage outlived the killed run" || ok
 [ ! -e "$k/.stages/distill.done" ] && [ ! -e "$k/kd/final" ] && ok || bad "the kill came after the training stage finished"
 "$bin" run "$tmp/long.yaml" --work "$k" >"$tmp/log11" 2>&1 && ok || { bad "run after the kill failed"; tail -20 "$tmp/log11"; }
@@ -158,6 +167,22 @@ expect "$tmp/log11" "$(only_running "distill quantize-int8 eval:teacher:de eval:
 grep -q "distill ... running (not completed; resuming in $k/kd)" "$tmp/log11" && ok || bad "the rerun did not say it resumes"
 grep -qi "resum" "$tmp/log11" && grep -q "step_0000" "$tmp/log11" && ok || { bad "training did not resume from its checkpoint"; grep -i "step\|resum" "$tmp/log11" | head; }
 grep -q '"step": 150' "$k/kd/metrics.jsonl" && [ -f "$k/report/report.md" ] && ok || bad "the resumed run did not complete"
+
+# 8. an interrupted training stage resumes only with the command and inputs it began with:
+# a re-pruned student, then an edited schedule, start over instead of training on the old
+# checkpoint
+k2=$tmp/k2
+kill_in_training "$tmp/long.yaml" "$k2" "$tmp/log12"
+sed 's/decoder_ffn: 16/decoder_ffn: 8/' "$tmp/long.yaml" >"$tmp/long-ffn.yaml"
+kill_in_training "$tmp/long-ffn.yaml" "$k2" "$tmp/log13"
+grep -q "distill ... running (its input stage prune runs before it)" "$tmp/log13" &&
+  grep -q "removing $k2/kd (left by a different command or input)" "$tmp/log13" &&
+  ! grep -q "resuming from" "$tmp/log13" && ok || { bad "the re-pruned student resumed the old checkpoint"; grep -i "distill\|resum\|remov" "$tmp/log13" | head; }
+sed 's/steps: 150,/steps: 40,/' "$tmp/long-ffn.yaml" >"$tmp/short-ffn.yaml"
+"$bin" run "$tmp/short-ffn.yaml" --work "$k2" >"$tmp/log14" 2>&1 && ok || { bad "run after the edit failed"; tail -20 "$tmp/log14"; }
+grep -q "distill ... running (command changed since it was interrupted)" "$tmp/log14" &&
+  grep -q "removing $k2/kd" "$tmp/log14" && ! grep -q "resuming from" "$tmp/log14" && ok || { bad "the edited schedule resumed the old checkpoint"; grep -i "distill\|resum\|remov" "$tmp/log14" | head; }
+grep -q '"step": 40' "$k2/kd/metrics.jsonl" && ! grep -q '"step": 45' "$k2/kd/metrics.jsonl" && ok || bad "the edited schedule did not run 40 steps"
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
