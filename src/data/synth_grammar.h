@@ -115,8 +115,10 @@ enum { AD_SYNTH_TRAIN, AD_SYNTH_DEV, AD_SYNTH_EVAL, AD_SYNTH_SPLITS };
 extern const char *const ad_synth_split_names[AD_SYNTH_SPLITS];
 
 /* Distinct sentences for the three splits, disjoint (by English text) and deterministic in
- * `seed`. Eval is drawn first, then dev, then train, each from its own random stream, so the
- * eval set depends only on the seed and its own size. out[s] is malloc'ed (caller frees). */
+ * `seed`. Which split a sentence can be in depends on its text alone (a hash), so the splits
+ * of corpora made with different seeds are disjoint too. Eval is drawn first, then dev, then train,
+ * each from its own random stream, so the eval set depends only on the seed and its own size.
+ * out[s] is malloc'ed (caller frees). */
 int ad_synth_make_splits(uint64_t seed, const int counts[AD_SYNTH_SPLITS],
                          ad_synth_text *out[AD_SYNTH_SPLITS]);
 

@@ -382,6 +382,20 @@ static void test_splits(void) {
             dup += strcmp(en[i], en[j]) == 0;
     CHECK_MSG(dup == 0, "%d duplicate sentences", dup);
     free(en);
+    /* Across seeds too: no train sentence of seed 43 is an eval or dev sentence of seed 42 (a
+     * teacher trained on one corpus is scored on another's eval split). */
+    int big[AD_SYNTH_SPLITS] = {3000, 300, 300};
+    ad_synth_text *f[AD_SYNTH_SPLITS];
+    CHECK_OK(ad_synth_make_splits(43, big, f));
+    int leaked = 0;
+    for (int i = 0; f[AD_SYNTH_TRAIN] && i < big[AD_SYNTH_TRAIN]; i++)
+        for (int s = AD_SYNTH_DEV; s <= AD_SYNTH_EVAL; s++)
+            for (int j = 0; a[s] && j < counts[s]; j++)
+                leaked += strcmp(f[AD_SYNTH_TRAIN][i].en, a[s][j].en) == 0;
+    CHECK_MSG(leaked == 0, "%d train sentences of seed 43 are dev/eval sentences of seed 42",
+              leaked);
+    for (int s = 0; s < AD_SYNTH_SPLITS; s++)
+        free(f[s]);
     int too_many[AD_SYNTH_SPLITS] = {1, 1, -1};
     ad_synth_text *e[AD_SYNTH_SPLITS];
     CHECK_FAILS_WITH(ad_synth_make_splits(1, too_many, e), "negative");
