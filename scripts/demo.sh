@@ -6,9 +6,10 @@
 # and the report with the Pareto plot (out/demo/report/). An interrupted run continues where it
 # stopped when started again.
 #
-# The job needs the small trained teacher in data/teacher (experiments/demo_teacher/ makes
-# it). Until it is shipped there, this runs the same path on the tiny random fixture model
-# (configs/demo-smoke.yaml: plumbing only, BLEU near zero) and says so.
+# The job compresses the small trained teacher shipped in data/teacher (experiments/
+# demo_teacher/ makes it). Without it (a checkout that dropped it), this runs the same path on
+# the tiny random fixture model (configs/demo-smoke.yaml: plumbing only, BLEU near zero) and
+# says so.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
