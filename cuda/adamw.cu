@@ -2,8 +2,8 @@
 // bias corrections; the update of ad_adamw_step in src/train/optim.c, same float constants
 // made on the host the same way), the sum of squares for the global gradient norm with a fixed
 // reduction order (fixed grid, per-block trees, then the blocks in order: the same bits on
-// every run), and the scaling used by clipping. Not in the op table yet; the trainer calls
-// these through backend_cuda.h.
+// every run), and the scaling used by clipping: the op table's optimizer ops (cu_sum_squares,
+// cu_scale_op, cu_adamw at the end) and the flat-buffer entry points of backend_cuda.h.
 #include <math.h>
 
 #include "cuda_internal.h"
@@ -70,14 +70,15 @@ __global__ static void sumsq_finish_kernel(const double *partial, int blocks, do
     if (threadIdx.x == 0) *out = s;
 }
 
-extern "C" int ad_cuda_sum_squares(const float *x, int64_t n, double *out) {
-    *out = 0.0;
-    if (n <= 0) return AD_OK;
+static int64_t sumsq_blocks(int64_t n) {
     /* The grid size is a function of n only, so the reduction tree is fixed. */
-    int64_t blocks = (n + OPT_BLOCK - 1) / OPT_BLOCK;
-    if (blocks > NORM_BLOCKS_MAX) blocks = NORM_BLOCKS_MAX;
-    double *partial = NULL;
-    CUDA_TRY(cudaMalloc((void **)&partial, sizeof(double) * (size_t)(blocks + 1)));
+    const int64_t blocks = (n + OPT_BLOCK - 1) / OPT_BLOCK;
+    return blocks > NORM_BLOCKS_MAX ? NORM_BLOCKS_MAX : blocks;
+}
+
+/* partial: blocks + 1 doubles of device memory; the sum lands in partial[blocks]. */
+static cudaError_t sumsq_launch(const float *x, int64_t n, double *partial, double *out) {
+    const int64_t blocks = sumsq_blocks(n);
     sumsq_partial_kernel<<<(unsigned)blocks, OPT_BLOCK>>>(x, n, partial);
     cudaError_t err = cudaGetLastError();
     if (err == cudaSuccess) {
@@ -86,6 +87,15 @@ extern "C" int ad_cuda_sum_squares(const float *x, int64_t n, double *out) {
     }
     if (err == cudaSuccess)
         err = cudaMemcpy(out, partial + blocks, sizeof(double), cudaMemcpyDeviceToHost);
+    return err;
+}
+
+extern "C" int ad_cuda_sum_squares(const float *x, int64_t n, double *out) {
+    *out = 0.0;
+    if (n <= 0) return AD_OK;
+    double *partial = NULL;
+    CUDA_TRY(cudaMalloc((void **)&partial, sizeof(double) * (size_t)(sumsq_blocks(n) + 1)));
+    const cudaError_t err = sumsq_launch(x, n, partial, out);
     cudaFree(partial);
     if (err != cudaSuccess) return ad_fail("sum of squares: %s", cudaGetErrorString(err));
     return AD_OK;
@@ -112,4 +122,43 @@ extern "C" int ad_cuda_scale(float *x, int64_t n, float scale) {
     scale_kernel<<<cu_blocks(n, OPT_BLOCK), OPT_BLOCK>>>(x, n, scale);
     CUDA_TRY_LAUNCH();
     return AD_OK;
+}
+
+/* ---- the op table's optimizer ops ------------------------------------------------------------ */
+
+static int check_flat(const char *op, const char *role, const ad_tensor *t) {
+    AD_TRY(cu_check(op, role, t, CU_F32));
+    return ad_op_check_contiguous(op, t);
+}
+
+int cu_sum_squares(ad_backend *be, const ad_tensor *x, double *out) {
+    *out = 0.0;
+    AD_TRY(check_flat("sum_squares", "x", x));
+    const int64_t n = ad_tensor_numel(x);
+    if (n == 0) return AD_OK;
+    void *partial;
+    AD_TRY(cu_scratch(be, CU_SCRATCH_PARTIAL, sizeof(double) * (size_t)(sumsq_blocks(n) + 1),
+                      &partial));
+    const cudaError_t err = sumsq_launch((const float *)x->data, n, (double *)partial, out);
+    if (err != cudaSuccess) return ad_fail("sum_squares: %s", cudaGetErrorString(err));
+    return AD_OK;
+}
+
+int cu_scale_op(ad_backend *be, ad_tensor *x, float s) {
+    (void)be;
+    AD_TRY(check_flat("scale", "x", x));
+    return ad_cuda_scale((float *)x->data, ad_tensor_numel(x), s);
+}
+
+int cu_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
+             const ad_adamw_params *p) {
+    (void)be;
+    AD_TRY(cu_check("adamw", "w", w, CU_F32));
+    AD_TRY(cu_check("adamw", "g", g, CU_F32));
+    AD_TRY(cu_check("adamw", "m", m, CU_F32));
+    AD_TRY(cu_check("adamw", "v", v, CU_F32));
+    AD_TRY(ad_op_check_adamw(w, g, m, v));
+    return ad_cuda_adamw_step((float *)w->data, (const float *)g->data, (float *)m->data,
+                              (float *)v->data, ad_tensor_numel(w), p->lr, p->beta1, p->beta2,
+                              p->eps, p->weight_decay, p->decay, p->step);
 }

@@ -343,6 +343,9 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->embedding_backward = cu_embedding_backward;
     be->gather_rows = cu_gather_rows;
     be->distill_loss = cu_distill_loss;
+    be->sum_squares = cu_sum_squares;
+    be->scale = cu_scale_op;
+    be->adamw = cu_adamw;
     be->destroy = cu_destroy;
     *out = be;
     return AD_OK;

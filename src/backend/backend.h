@@ -57,6 +57,13 @@ typedef struct {
     int64_t rows; /* rows that counted (target >= 0) */
 } ad_distill_sums;
 
+/* One AdamW step (torch.optim.AdamW's single-tensor update; train/optim.h gives the formula). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    bool decay;   /* in the weight-decay group */
+    int64_t step; /* 1-based, for the bias corrections */
+} ad_adamw_params;
+
 struct ad_backend {
     const char *name;
     ad_device device;
@@ -175,6 +182,18 @@ struct ad_backend {
     int (*distill_loss)(ad_backend *be, ad_tensor *grad, const ad_tensor *student_logits,
                         const ad_tensor *teacher_logits, const ad_tensor *targets,
                         const ad_distill_params *params, ad_distill_sums *sums);
+
+    /* ---- optimizer --------------------------------------------------------------------- */
+    /* fp32 weights, gradients and Adam moments where the backend keeps the weights, so a step
+     * moves nothing between host and device. All tensors contiguous F32; w, g, m, v of one
+     * shape. */
+    /* Sum of squares of x in double into *out (host), in an order fixed by x's size alone. */
+    int (*sum_squares)(ad_backend *be, const ad_tensor *x, double *out);
+    /* x *= s (clipping by the global norm). */
+    int (*scale)(ad_backend *be, ad_tensor *x, float s);
+    /* w, m, v updated in place from g. */
+    int (*adamw)(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
+                 const ad_adamw_params *p);
 
     void (*destroy)(ad_backend *be);
 };

@@ -71,3 +71,13 @@ int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *
                                  in->name);
     return AD_OK;
 }
+
+int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,
+                      const ad_tensor *v) {
+    const ad_tensor *all[4] = {w, g, m, v};
+    for (int i = 0; i < 4; i++) {
+        AD_TRY(ad_op_check_contiguous("adamw", all[i]));
+        if (i) AD_TRY(ad_op_check_same_shape("adamw", all[i], w));
+    }
+    return AD_OK;
+}

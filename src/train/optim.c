@@ -76,40 +76,43 @@ void ad_grad_zero(ad_param_ref *p, int n) {
         if (p[i].grad) memset(p[i].grad, 0, sizeof(float) * (size_t)p[i].n);
 }
 
+void ad_scale_f32(float *x, int64_t n, float f) {
+    if (f == 1.0f) return;
+#pragma omp parallel for schedule(static) if (n > AD_OPTIM_NORM_CHUNK)
+    for (int64_t k = 0; k < n; k++)
+        x[k] *= f;
+}
+
 void ad_grad_scale(ad_param_ref *p, int n, double factor) {
-    const float f = (float)factor;
-    for (int i = 0; i < n; i++) {
-        if (!p[i].grad || f == 1.0f) continue;
-        float *g = p[i].grad;
-        const int64_t len = p[i].n;
-#pragma omp parallel for schedule(static) if (len > AD_OPTIM_NORM_CHUNK)
-        for (int64_t k = 0; k < len; k++)
-            g[k] *= f;
+    for (int i = 0; i < n; i++)
+        if (p[i].grad) ad_scale_f32(p[i].grad, p[i].n, (float)factor);
+}
+
+double ad_sum_squares_f32(const float *x, int64_t n) {
+    enum { GROUP = 256 }; /* chunks summed in parallel per round; their sums added in order */
+    double total = 0, part[GROUP];
+    const int64_t chunks = (n + AD_OPTIM_NORM_CHUNK - 1) / AD_OPTIM_NORM_CHUNK;
+    for (int64_t c0 = 0; c0 < chunks; c0 += GROUP) {
+        const int nc = (int)(chunks - c0 < GROUP ? chunks - c0 : GROUP);
+#pragma omp parallel for schedule(static) if (nc > 1)
+        for (int c = 0; c < nc; c++) {
+            const int64_t b = (c0 + c) * AD_OPTIM_NORM_CHUNK;
+            const int64_t e = b + AD_OPTIM_NORM_CHUNK < n ? b + AD_OPTIM_NORM_CHUNK : n;
+            double s = 0;
+            for (int64_t k = b; k < e; k++)
+                s += (double)x[k] * x[k];
+            part[c] = s;
+        }
+        for (int c = 0; c < nc; c++)
+            total += part[c];
     }
+    return total;
 }
 
 double ad_grad_norm(const ad_param_ref *p, int n) {
-    enum { GROUP = 256 }; /* chunks summed in parallel per round; their sums added in order */
-    double total = 0, part[GROUP];
-    for (int i = 0; i < n; i++) {
-        if (!p[i].grad) continue;
-        const float *g = p[i].grad;
-        const int64_t len = p[i].n, chunks = (len + AD_OPTIM_NORM_CHUNK - 1) / AD_OPTIM_NORM_CHUNK;
-        for (int64_t c0 = 0; c0 < chunks; c0 += GROUP) {
-            const int nc = (int)(chunks - c0 < GROUP ? chunks - c0 : GROUP);
-#pragma omp parallel for schedule(static) if (nc > 1)
-            for (int c = 0; c < nc; c++) {
-                const int64_t b = (c0 + c) * AD_OPTIM_NORM_CHUNK;
-                const int64_t e = b + AD_OPTIM_NORM_CHUNK < len ? b + AD_OPTIM_NORM_CHUNK : len;
-                double s = 0;
-                for (int64_t k = b; k < e; k++)
-                    s += (double)g[k] * g[k];
-                part[c] = s;
-            }
-            for (int c = 0; c < nc; c++)
-                total += part[c];
-        }
-    }
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i].grad) total += ad_sum_squares_f32(p[i].grad, p[i].n);
     return sqrt(total);
 }
 
@@ -122,7 +125,8 @@ double ad_clip_grad_norm(ad_param_ref *p, int n, double max_norm) {
     return norm;
 }
 
-void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, int64_t t) {
+void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
+                     const ad_adamw_config *c, double lr, bool decay_group, int64_t t) {
     const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     const float w1 = (float)(1.0 - c->beta1), b2 = (float)c->beta2, w2 = (float)(1.0 - c->beta2),
@@ -130,20 +134,20 @@ void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, 
     /* torch's lerp switches formulas at weight 0.5 to stay exact at weight 1 */
     const bool small = fabsf(w1) < 0.5f;
     const float w1c = 1.0f - w1;
-    for (int i = 0; i < n; i++) {
-        if (!p[i].grad) continue;
-        float *w = p[i].param, *m = p[i].m, *v = p[i].v;
-        const float *g = p[i].grad;
-        const float decay = p[i].decay ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
-        const int64_t len = p[i].n;
-#pragma omp parallel for schedule(static) if (len > AD_OPTIM_NORM_CHUNK)
-        for (int64_t k = 0; k < len; k++) {
-            float wk = w[k] * decay;
-            const float gk = g[k], mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
-            const float vk = b2 * v[k] + w2 * gk * gk;
-            const float denom = sqrtf(vk) / bc2_sqrt + eps;
-            wk += -step_size * mk / denom; /* addcdiv_(m, denom, value=-step_size) */
-            w[k] = wk, m[k] = mk, v[k] = vk;
-        }
+    const float decay = decay_group ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+#pragma omp parallel for schedule(static) if (n > AD_OPTIM_NORM_CHUNK)
+    for (int64_t k = 0; k < n; k++) {
+        float wk = w[k] * decay;
+        const float gk = g[k], mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
+        const float vk = b2 * v[k] + w2 * gk * gk;
+        const float denom = sqrtf(vk) / bc2_sqrt + eps;
+        wk += -step_size * mk / denom; /* addcdiv_(m, denom, value=-step_size) */
+        w[k] = wk, m[k] = mk, v[k] = vk;
     }
+}
+
+void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, int64_t t) {
+    for (int i = 0; i < n; i++)
+        if (p[i].grad)
+            ad_adamw_update(p[i].param, p[i].grad, p[i].m, p[i].v, p[i].n, c, lr, p[i].decay, t);
 }

@@ -10,11 +10,13 @@
  * per-tensor `decay` flag set by a predicate on the name.
  *
  * Determinism: every result is independent of the OpenMP thread count. Element-wise updates
- * touch each element once; the one reduction (the gradient norm) sums fixed chunks of
- * AD_OPTIM_NORM_CHUNK elements in double, each chunk in index order, and adds the chunk sums
- * in (tensor, chunk) order whatever thread computed them.
+ * touch each element once; the one reduction (the gradient norm) sums each tensor in fixed
+ * chunks of AD_OPTIM_NORM_CHUNK elements in double, each chunk in index order, adds a tensor's
+ * chunk sums in order whatever thread computed them, then the tensors' sums in list order.
  *
- * Never allocates; never touches a device buffer (cuda/adamw.cu is the device twin). */
+ * Never allocates; never touches a device buffer. The per-tensor functions at the end are the
+ * CPU backend's optimizer ops (backend.h), so training with `train.optimizer: device` on the
+ * CPU takes the same steps bit for bit; cuda/adamw.cu is their device twin. */
 #ifndef AUDISTILL_TRAIN_OPTIM_H
 #define AUDISTILL_TRAIN_OPTIM_H
 
@@ -114,5 +116,15 @@ typedef struct {
  * torch's vectorized lerp uses a fused multiply-add where this rounds twice: results agree to
  * ~1 ulp per step, not bit for bit. */
 void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, int64_t t);
+
+/* ---- one tensor ------------------------------------------------------------------------------ */
+
+/* Sum of squares of x[0..n) in double, chunked as described above. */
+double ad_sum_squares_f32(const float *x, int64_t n);
+/* x *= f. */
+void ad_scale_f32(float *x, int64_t n, float f);
+/* ad_adamw_step's update of one tensor (decay: in the weight-decay group). */
+void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
+                     const ad_adamw_config *c, double lr, bool decay, int64_t t);
 
 #endif

@@ -1,5 +1,6 @@
 #include "train/param_table.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,11 @@ int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scale
 }
 
 void ad_params_free(ad_param_table *t) {
+    for (int i = 0; t->on_device && i < t->n_params; i++) {
+        if (t->opt_m[i].data) t->be->release(t->be, t->opt_m[i].data);
+        if (t->opt_v[i].data) t->be->release(t->be, t->opt_v[i].data);
+    }
+    free(t->opt_m), free(t->opt_v);
     for (int i = 0; i < t->n_params; i++) {
         free(t->params[i].m), free(t->params[i].v);
         if (!t->dev_w[i]) /* a scale: its name and gradient are ours, its values the quantizer's */
@@ -258,4 +264,77 @@ int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t) {
     ad_safetensors_close(&st);
     return rc < 0 ? ad_fail_context("resuming the optimizer (was the trainable set changed?)")
                   : AD_OK;
+}
+
+static int device_like(ad_backend *be, const ad_tensor *like, const char *name, ad_tensor *out) {
+    void *data;
+    AD_TRY(be->alloc(be, sizeof(float) * (size_t)ad_tensor_numel(like), &data));
+    if (ad_tensor_init(out, data, AD_F32, be->device, like->ndim, like->shape, name) < 0) {
+        be->release(be, data);
+        return AD_ERR;
+    }
+    return AD_OK;
+}
+
+int ad_params_optimizer_to_device(ad_param_table *t) {
+    if (t->qat.n)
+        return ad_fail("train.optimizer: device: not with quantization-aware training (its "
+                       "master weights live on the host)");
+    if (!t->be->adamw || !t->be->sum_squares || !t->be->scale)
+        return ad_fail("train.optimizer: device: the %s backend has no optimizer ops", t->be->name);
+    t->opt_m = ad_calloc((size_t)(t->n_params ? t->n_params : 1), sizeof *t->opt_m, "moments");
+    t->opt_v = ad_calloc((size_t)(t->n_params ? t->n_params : 1), sizeof *t->opt_v, "moments");
+    if (!t->opt_m || !t->opt_v) return AD_ERR;
+    t->on_device = true; /* from here ad_params_free releases what was allocated */
+    for (int i = 0; i < t->n_params; i++) {
+        const ad_param_ref *p = &t->params[i];
+        if (!t->dev_w[i]) return ad_fail("internal: parameter %s has no device tensor", p->name);
+        AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg", &t->opt_m[i]));
+        AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg_sq", &t->opt_v[i]));
+        ad_tensor h;
+        AD_TRY(host_view(&h, p->m, t->dev_w[i]));
+        AD_TRY(t->be->upload(t->be, &t->opt_m[i], &h));
+        AD_TRY(host_view(&h, p->v, t->dev_w[i]));
+        AD_TRY(t->be->upload(t->be, &t->opt_v[i], &h));
+    }
+    return AD_OK;
+}
+
+int ad_params_device_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
+                          int64_t step, double *norm) {
+    ad_backend *be = t->be;
+    double total = 0;
+    for (int i = 0; i < t->n_params; i++) {
+        double s;
+        AD_TRY(be->sum_squares(be, t->dev_g[i], &s));
+        total += s;
+    }
+    *norm = sqrt(total);
+    if (!isfinite(*norm)) return AD_OK;
+    /* as ad_clip_grad_norm */
+    const double coef = max_norm > 0 ? max_norm / (*norm + 1e-6) : 1.0;
+    const ad_adamw_params a = {lr, c->beta1, c->beta2, c->eps, c->weight_decay, false, step};
+    for (int i = 0; i < t->n_params; i++) {
+        if (coef < 1.0 && (float)coef != 1.0f) AD_TRY(be->scale(be, t->dev_g[i], (float)coef));
+        ad_adamw_params ai = a;
+        ai.decay = t->params[i].decay;
+        AD_TRY(be->adamw(be, t->dev_w[i], t->dev_g[i], &t->opt_m[i], &t->opt_v[i], &ai));
+    }
+    return AD_OK;
+}
+
+int ad_params_sync_host(ad_param_table *t) {
+    for (int i = 0; t->on_device && i < t->n_params; i++) {
+        ad_param_ref *p = &t->params[i];
+        ad_tensor h;
+        if (t->mirrored) { /* else the host weights are the backend's own */
+            AD_TRY(host_view(&h, p->param, t->dev_w[i]));
+            AD_TRY(t->be->download(t->be, &h, t->dev_w[i]));
+        }
+        AD_TRY(host_view(&h, p->m, t->dev_w[i]));
+        AD_TRY(t->be->download(t->be, &h, &t->opt_m[i]));
+        AD_TRY(host_view(&h, p->v, t->dev_w[i]));
+        AD_TRY(t->be->download(t->be, &h, &t->opt_v[i]));
+    }
+    return AD_OK;
 }

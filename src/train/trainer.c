@@ -180,8 +180,15 @@ static const ad_field train_fields[] = {
      .offset = offsetof(ad_train_options, device),
      .default_value = "cpu",
      .choices = "cpu|cuda",
-     .help = "cuda: the CUDA backend on GPU 0 (fp32 weights and activations; the optimizer "
-             "runs on host mirrors)"},
+     .help = "cuda: the CUDA backend on GPU 0 (fp32 weights and activations)"},
+    {.key = "optimizer",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, optimizer),
+     .default_value = "host",
+     .choices = "host|device",
+     .help = "where clipping and AdamW run: host (on host mirrors of the weights and gradients "
+             "of a device backend) or device (backend ops beside the weights, moments on the "
+             "device, nothing copied per step; one process, no QAT)"},
     {.key = "zero",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, zero),
@@ -572,6 +579,7 @@ static int evaluate_bleu(run_ctx *r, double *bleu) {
 }
 
 static int save_checkpoint_files(run_ctx *r, int64_t step) {
+    AD_TRY(ad_params_sync_host(&r->params));
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
     void **owned = NULL;
@@ -683,6 +691,7 @@ static int log_data_parallel(run_ctx *r) {
 }
 
 static int write_final_f32(run_ctx *r, const char *tmp) {
+    AD_TRY(ad_params_sync_host(&r->params));
     AD_TRY(ad_mkdir_p(tmp));
     ad_st_write_item *mi = NULL, *oi = NULL;
     char **names = NULL;
@@ -948,6 +957,15 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                          r.params.n_params) < 0 ||
         log_data_parallel(&r) < 0)
         goto done;
+    if (!strcmp(job->train.optimizer, "device")) {
+        if (r.comm->world > 1 || job->train.zero) {
+            ad_fail("%s: train.optimizer: device needs one process without ZeRO (%d ranks%s): "
+                    "use optimizer: host",
+                    doc->file_name, r.comm->world, job->train.zero ? ", zero: 1" : "");
+            goto done;
+        }
+        if (ad_params_optimizer_to_device(&r.params) < 0) goto done;
+    }
     if (r.comm->rank == 0 && ad_metrics_open(&r.metrics, job->output) < 0) goto done;
     ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
             "of %lld",
@@ -980,7 +998,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         ad_distill_sums sums;
         if (forward_backward(&r, ex, n, &sums, &supervised) < 0) goto fail_loop;
         ad_dist_fault_point(r.comm, step + 1);
-        if (ad_params_download_grads(&r.params) < 0) goto fail_loop;
+        if (!r.params.on_device && ad_params_download_grads(&r.params) < 0) goto fail_loop;
         const double loss = sums.loss / (double)(sums.rows ? sums.rows : 1),
                      ctc = r.ctc_sums.nll / (r.ctc_sums.tokens > 0 ? r.ctc_sums.tokens : 1);
         if (!isfinite(loss) || !isfinite(ctc)) {
@@ -992,7 +1010,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         }
         const double lr = ad_schedule_lr(&sched, step);
         double norm;
-        if (ad_dist_opt_step(&r.dist, job->train.clip, &ac, lr, step + 1, &norm) < 0)
+        if (r.params.on_device
+                ? ad_params_device_step(&r.params, job->train.clip, &ac, lr, step + 1, &norm) < 0
+                : ad_dist_opt_step(&r.dist, job->train.clip, &ac, lr, step + 1, &norm) < 0)
             goto fail_loop;
         if (!isfinite(norm)) {
             ad_fail("step %lld: the gradient norm is not finite: stopping; the last checkpoint is "
@@ -1000,7 +1020,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                     (long long)step + 1);
             goto fail_loop;
         }
-        if (ad_params_upload(&r.params) < 0 || ad_graph_zero_grads(&r.sg) < 0) goto fail_loop;
+        if ((!r.params.on_device && ad_params_upload(&r.params) < 0) ||
+            ad_graph_zero_grads(&r.sg) < 0)
+            goto fail_loop;
         tokens_since += supervised;
         const int64_t done_steps = step + 1;
         if (done_steps % job->train.log_every == 0 || done_steps == job->train.steps) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # audistill train on the tiny models (random prepared sets, no espeak needed):
 # 1. exact resume: 6 steps straight == 3 steps, stop, resume, 3 steps (weights, optimizer state
-#    and every per-step loss bit-identical);
+#    and every per-step loss bit-identical); the optimizer as backend ops (optimizer: device)
+#    takes the same steps bit for bit, straight and resumed, with clipping active;
 # 2. crash safety: killed (SIGKILL) at every point of a checkpoint write, the previous
 #    checkpoint still loads and resuming reaches the same result;
 # 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%;
@@ -51,6 +52,26 @@ cmp -s "$tmp/straight/final/model.safetensors" "$tmp/resumed/final/model.safeten
 cmp -s "$tmp/straight/checkpoints/step_00000006/optimizer.safetensors" "$tmp/resumed/checkpoints/step_00000006/optimizer.safetensors" && ok || bad "resumed optimizer state differs"
 grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation has no greedy BLEU"
 [ "$(losses "$tmp/straight")" = "$(losses "$tmp/resumed")" ] && [ "$(losses "$tmp/straight" | wc -l)" -eq 6 ] && ok || bad "per-step losses differ"
+
+# 1b. the optimizer as backend ops == the host optimizer, bit for bit (clip 0.5: the gradient
+# norms of these steps are above it, so the scale op runs too)
+for name in host device; do
+  j=$(job "opt_$name" 6)
+  sed -i "s|^train:|train:\n  clip: 0.5\n  optimizer: $name|" "$j"
+  "$bin" train --config "$j" --quiet 2>"$tmp/err" || { bad "optimizer $name run failed"; cat "$tmp/err"; }
+done
+j=$(job opt_device_resumed 6)
+sed -i "s|^train:|train:\n  clip: 0.5\n  optimizer: device|" "$j"
+"$bin" train --config "$j" --quiet --stop-after 3 2>"$tmp/err" && "$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "device optimizer resume failed"; cat "$tmp/err"; }
+awk -F'"train/grad_norm": ' 'NF > 1 { split($2, a, ","); if (a[1] + 0 > 0.5) n++ } END { exit !(n >= 3) }' "$tmp/opt_host/metrics.jsonl" && ok || bad "the gradient norms do not exceed clip 0.5: clipping untested"
+for run in opt_device opt_device_resumed; do
+  cmp -s "$tmp/opt_host/final/model.safetensors" "$tmp/$run/final/model.safetensors" && ok || bad "$run: weights differ from the host optimizer's"
+  for s in 3 6; do
+    cmp -s "$tmp/opt_host/checkpoints/step_0000000$s/optimizer.safetensors" "$tmp/$run/checkpoints/step_0000000$s/optimizer.safetensors" && ok || bad "$run: step-$s moments differ from the host optimizer's"
+  done
+  [ "$(losses "$tmp/opt_host")" = "$(losses "$tmp/$run")" ] && ok || bad "$run: per-step losses differ from the host optimizer's"
+done
+cmp -s "$tmp/straight/final/model.safetensors" "$tmp/opt_host/final/model.safetensors" && bad "clip 0.5 changed nothing" || ok
 
 # 2. crash safety at every fault point of the step-6 checkpoint write
 for point in after_model after_optimizer after_state before_rename after_rename after_latest; do
@@ -105,6 +126,8 @@ refuse "student: $fx/tiny_a\noutput: $tmp/bad\ndata:\n  train: $tmp/missing.h5\n
 refuse "${base}teacher: $fx/tiny_b_missing\n" "is not a model directory"
 refuse "${base}train:\n  batch: 3\n  micro_batch: 2\n" "not a multiple of train.micro_batch"
 refuse "${base}train:\n  max_len: 10\n  max_frames: 100\n" "train.max_len is 10 but segment"
+refuse "${base}train:\n  optimizer: gpu\n" "train.optimizer"
+refuse "${base}train:\n  optimizer: device\n  zero: 1\n  max_len: 64\n  max_frames: 100\n" "optimizer: device needs one process without ZeRO"
 # A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
 printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
 "$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"

@@ -4,7 +4,9 @@
 # from the same weights and data; every per-step loss within 1e-4 relative, the final weights
 # within 1e-3 relative L2 per tensor (Adam's division by sqrt(v) amplifies the last-digit
 # differences of fp32 sums in another order), the dev evaluation (loss + greedy BLEU) runs on
-# the GPU, and a run stopped on the GPU resumes on the CPU to the same result (1e-3).
+# the GPU, and a run stopped on the GPU resumes on the CPU to the same result (1e-3). The same
+# with the optimizer on the GPU (train.optimizer: device: norm, clipping and AdamW as backend
+# ops, moments on the device, brought to the host only for checkpoints).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -56,6 +58,14 @@ j=$(job moved cuda)
 "$bin" train --config "$j" --quiet --stop-after 4 2>"$tmp/err" || { bad "first half on the GPU failed"; cat "$tmp/err"; }
 sed -i "s|device: cuda|device: cpu|" "$j"
 "$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "resume on the CPU failed"; cat "$tmp/err"; }
+j=$(job gpu_opt cuda)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+"$bin" train --config "$j" --quiet 2>"$tmp/err" || { bad "training with the optimizer on the GPU failed"; cat "$tmp/err"; }
+j=$(job gpu_opt_moved cuda)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+"$bin" train --config "$j" --quiet --stop-after 4 2>"$tmp/err" || { bad "first half with the optimizer on the GPU failed"; cat "$tmp/err"; }
+sed -i "s|device: cuda|device: cpu|; s|optimizer: device|optimizer: host|" "$j"
+"$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "resume on the CPU of a GPU-optimizer run failed"; cat "$tmp/err"; }
 grep -q '"dev/bleu"' "$tmp/gpu/metrics.jsonl" && ok || bad "no dev evaluation on the GPU"
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU run differs from the CPU run (above)"
@@ -71,13 +81,15 @@ def losses(run):
             out.append(r["train/loss"])
     return np.array(out)
 status = 0
-cpu, gpu, moved = losses("cpu"), losses("gpu"), losses("moved")
-assert len(cpu) == 8 and len(gpu) == 8, (len(cpu), len(gpu))
-err = np.max(np.abs(gpu - cpu) / np.abs(cpu))
-print(f"per-step loss: worst relative difference {err:.3g} (tolerance 1e-4); "
-      f"cpu {cpu[0]:.5f} -> {cpu[-1]:.5f}, gpu {gpu[0]:.5f} -> {gpu[-1]:.5f}")
-status |= not err <= 1e-4
-for run in ("gpu", "moved"):
+cpu = losses("cpu")
+for run in ("gpu", "gpu_opt", "gpu_opt_moved"):
+    gpu = losses(run)
+    assert len(cpu) == 8 and len(gpu) == 8, (run, len(cpu), len(gpu))
+    err = np.max(np.abs(gpu - cpu) / np.abs(cpu))
+    print(f"per-step loss of {run}: worst relative difference {err:.3g} (tolerance 1e-4); "
+          f"cpu {cpu[0]:.5f} -> {cpu[-1]:.5f}, {run} {gpu[0]:.5f} -> {gpu[-1]:.5f}")
+    status |= not err <= 1e-4
+for run in ("gpu", "moved", "gpu_opt", "gpu_opt_moved"):
     a = load_file(f"{tmp}/cpu/final/model.safetensors")
     b = load_file(f"{tmp}/{run}/final/model.safetensors")
     worst = max(np.linalg.norm(b[k] - a[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a)

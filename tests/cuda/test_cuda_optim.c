@@ -3,7 +3,9 @@
  * where only FMA contraction may differ), the global gradient norm against ad_grad_norm
  * (1e-12 relative, both in double) and its run-to-run bits, and ad_cuda_quant_linear against
  * ad_quant_dequantize_rows + the CPU linear for 8/4/3/2-bit codes, symmetric and zero-point
- * (TOL_F32 with f32 activations, TOL_BF16 with bf16). Skips without a GPU. */
+ * (TOL_F32 with f32 activations, TOL_BF16 with bf16); and the op table's optimizer ops
+ * (sum_squares, scale, adamw: what `train.optimizer: device` runs) against the CPU backend's,
+ * plus their argument checks. Skips without a GPU. */
 #include "compress/quant.h"
 #include "cuda_test_util.h"
 #include "train/optim.h"
@@ -99,6 +101,44 @@ static void test_grad_norm(void) {
     }
 }
 
+/* The op table's optimizer ops, CUDA against the CPU backend (which is the host optimizer). */
+static void test_optimizer_ops(void) {
+    const int64_t shape[2] = {317, 129};
+    pair w, g, m, v;
+    pair_make(&w, "w", AD_F32, 2, shape, 1.0f, 0.0f);
+    pair_make(&g, "g", AD_F32, 2, shape, 3.0f, 0.0f);
+    pair_make(&m, "m", AD_F32, 2, shape, 1e-2f, 0.0f);
+    pair_make(&v, "v", AD_F32, 2, shape, 0.0f, 1e-3f); /* v >= 0 */
+    double sc, sg;
+    CHECK_OK(g_cpu->sum_squares(g_cpu, &g.c, &sc));
+    CHECK_OK(g_gpu->sum_squares(g_gpu, &g.g, &sg));
+    printf("  sum_squares %.15g (cuda) %.15g (cpu)\n", sg, sc);
+    CHECK_MSG(fabs(sg - sc) <= 1e-12 * sc, "sum_squares %.17g vs %.17g", sg, sc);
+    CHECK_OK(g_cpu->scale(g_cpu, &g.c, 0.37f));
+    CHECK_OK(g_gpu->scale(g_gpu, &g.g, 0.37f));
+    expect_close("scale", &g, 0.0);
+    for (int64_t t = 1; t <= 3; t++) {
+        const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.1, t != 2, t};
+        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p));
+    }
+    expect_close("adamw weights after 3 steps", &w, ADAM_TOL);
+    expect_close("adamw exp_avg", &m, ADAM_TOL);
+    expect_close("adamw exp_avg_sq", &v, ADAM_TOL);
+    /* a shape mismatch and a bf16 tensor are refused by name */
+    pair b;
+    pair_make(&b, "bf16_w", AD_BF16, 2, shape, 1.0f, 0.0f);
+    const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0, false, 1};
+    CHECK_MSG(g_gpu->adamw(g_gpu, &b.g, &g.g, &m.g, &v.g, &p) < 0 && strstr(ad_error(), "bf16_w"),
+              "adamw accepted a bf16 weight: %s", ad_error());
+    ad_tensor short_g;
+    CHECK_OK(ad_tensor_slice(&g.g, 0, 0, 5, &short_g));
+    CHECK_MSG(g_gpu->adamw(g_gpu, &w.g, &short_g, &m.g, &v.g, &p) < 0,
+              "adamw accepted gradients of another shape");
+    pair_free(&b);
+    pair_free(&w), pair_free(&g), pair_free(&m), pair_free(&v);
+}
+
 static void one_quant(int bits, bool symmetric, ad_dtype xdt) {
     const int64_t N = 40, K = 128, M = 5;
     ad_quant_spec spec = {bits, 32, symmetric};
@@ -148,6 +188,7 @@ int main(void) {
     setup_backends(99);
     RUN(test_adamw);
     RUN(test_grad_norm);
+    RUN(test_optimizer_ops);
     RUN(test_quant_linear);
     teardown_backends();
     return test_report();

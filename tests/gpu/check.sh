@@ -81,7 +81,7 @@ else
         exit 1
     fi
     section "build (the CUDA tests, the benchmark and what they link)"
-    targets=(--target bench_distill_step)
+    targets=(--target bench_distill_step --target audistill --target tiny_set)
     for src in "$ROOT"/tests/cuda/test_*.c; do targets+=(--target "$(basename "$src" .c)"); done
     if ! cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >"$BUILD.build.log" 2>&1; then
         grep -E "error|Error" "$BUILD.build.log" | head -30
@@ -106,6 +106,19 @@ for src in "$ROOT"/tests/cuda/test_*.c; do
         status=1
     fi
 done
+# `audistill train` on the GPU against the CPU, with the optimizer on host mirrors and on the
+# device (train.optimizer: device), and moved between them at a checkpoint.
+section "audistill train: GPU against CPU (tests/cli/train_cuda.sh)"
+aud=$BIN/audistill
+[[ -x $aud ]] || aud=$BUILD/audistill
+timeout 300 "${RUN[@]}" AUDISTILL_BIN="$aud" AUDISTILL_FIXTURES="$ROOT/tests/fixtures" \
+    AUDISTILL_TINY_SET="$BIN/tiny_set" AUDISTILL_TEST_TMP="${TMPDIR:-/tmp}" \
+    bash "$ROOT/tests/cli/train_cuda.sh" 2>&1 | tee -a "$LOG"
+rc=${PIPESTATUS[0]}
+if [[ $rc != 0 ]]; then # a skip (77) on a GPU machine is a failure too
+    echo "FAILED: train_cuda.sh (exit $rc)" | tee -a "$LOG"
+    status=1
+fi
 # The NCCL communicator across GPUs (one rank per GPU; the loop above ran it as one rank).
 gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
 if [[ $gpus -ge 2 ]] && command -v mpirun >/dev/null; then

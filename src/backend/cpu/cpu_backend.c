@@ -339,6 +339,7 @@ int ad_backend_cpu_create(ad_backend **out, int n_threads) {
     be->distill_loss = ad_cpu_distill_loss;
     be->destroy = cpu_destroy;
     ad_cpu_register_backward(be);
+    ad_cpu_register_optimizer(be);
     *out = be;
     return AD_OK;
 }

@@ -88,6 +88,8 @@ int ad_cpu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src_host);
 int ad_cpu_download(ad_backend *be, ad_tensor *dst_host_f32, const ad_tensor *src);
 int ad_cpu_copy(ad_backend *be, ad_tensor *dst, const ad_tensor *src);
 int ad_cpu_fill(ad_backend *be, ad_tensor *dst, float value);
+/* The optimizer ops (cpu_optim.c). */
+void ad_cpu_register_optimizer(ad_backend *be);
 
 int ad_cpu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a,
                   const ad_tensor *b, bool transpose_b, float alpha, float beta);
