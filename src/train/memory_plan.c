@@ -54,7 +54,12 @@ int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *p) {
     const size_t weights = 4 * (size_t)(p->teacher_params + p->student_params);
     const size_t adam = 8 * (size_t)p->trainable_params;
     const size_t acts = p->student_activations + p->teacher_activations;
-    if (!strcmp(job->train.device, "cuda")) {
+    if (!strcmp(job->train.device, "cuda") && !strcmp(job->train.optimizer, "device")) {
+        /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
+         * copies of the trainable weights and moments. */
+        p->device_bytes = weights + p->gradients + acts + adam;
+        p->host_bytes = 4 * (size_t)p->trainable_params + adam;
+    } else if (!strcmp(job->train.device, "cuda")) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
         p->host_bytes = 8 * (size_t)p->trainable_params + adam;
@@ -88,8 +93,9 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
             gib(8 * (size_t)p->trainable_params));
     if (!strcmp(job->train.device, "cuda"))
         fprintf(out,
-                "  this job now (train.device cuda, fp32 weights): GPU %.2f GiB, host %.2f GiB\n",
-                gib(p->device_bytes), gib(p->host_bytes));
+                "  this job now (train.device cuda, fp32 weights, optimizer on the %s): GPU %.2f "
+                "GiB, host %.2f GiB\n",
+                job->train.optimizer, gib(p->device_bytes), gib(p->host_bytes));
     else
         fprintf(out, "  this job now (train.device cpu, fp32): host %.2f GiB\n",
                 gib(p->host_bytes));

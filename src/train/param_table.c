@@ -287,13 +287,17 @@ int ad_params_optimizer_to_device(ad_param_table *t) {
     if (!t->opt_m || !t->opt_v) return AD_ERR;
     t->on_device = true; /* from here ad_params_free releases what was allocated */
     for (int i = 0; i < t->n_params; i++) {
-        const ad_param_ref *p = &t->params[i];
+        ad_param_ref *p = &t->params[i];
         if (!t->dev_w[i]) return ad_fail("internal: parameter %s has no device tensor", p->name);
         AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg", &t->opt_m[i]));
         AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg_sq", &t->opt_v[i]));
         ad_tensor h;
         AD_TRY(host_view(&h, p->m, t->dev_w[i]));
         AD_TRY(t->be->upload(t->be, &t->opt_m[i], &h));
+        if (t->mirrored) { /* gradients never come down now */
+            free(t->params[i].grad);
+            t->params[i].grad = NULL;
+        }
         AD_TRY(host_view(&h, p->v, t->dev_w[i]));
         AD_TRY(t->be->upload(t->be, &t->opt_v[i], &h));
     }
