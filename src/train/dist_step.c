@@ -84,10 +84,8 @@ static int zero_step(ad_dist_opt *d, double max_norm, const ad_adamw_config *c, 
     *norm = sqrt(ss);
     if (!isfinite(*norm)) return AD_OK;
     /* as ad_clip_grad_norm, on the slice */
-    if (max_norm > 0) {
-        const double coef = max_norm / (*norm + 1e-6);
-        if (coef < 1.0) ad_grad_scale(d->refs, d->n_refs, coef);
-    }
+    const double coef = ad_clip_coefficient(*norm, max_norm);
+    if (coef < 1.0) ad_grad_scale(d->refs, d->n_refs, coef);
     ad_adamw_step(d->refs, d->n_refs, c, lr, t);
     for (int k = 0; k < d->n_refs; k++)
         memcpy(d->refs[k].grad, d->refs[k].param, sizeof(float) * (size_t)d->refs[k].n);

@@ -120,9 +120,15 @@ double ad_clip_grad_norm(ad_param_ref *p, int n, double max_norm) {
     const double norm = ad_grad_norm(p, n);
     if (!(max_norm > 0) || !isfinite(norm)) return norm;
     /* torch multiplies by the clamped coefficient always; a factor of exactly 1 changes nothing */
-    const double coef = max_norm / (norm + 1e-6);
+    const double coef = ad_clip_coefficient(norm, max_norm);
     if (coef < 1.0) ad_grad_scale(p, n, coef);
     return norm;
+}
+
+double ad_clip_coefficient(double norm, double max_norm) {
+    if (!(max_norm > 0)) return 1.0;
+    const double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? coef : 1.0;
 }
 
 void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,

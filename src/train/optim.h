@@ -99,6 +99,9 @@ double ad_grad_norm(const ad_param_ref *p, int n);
  * clipping. max_norm <= 0 only measures. A non-finite norm is returned without touching the
  * gradients: the caller must stop or skip the step (torch would write NaN into every grad). */
 double ad_clip_grad_norm(ad_param_ref *p, int n, double max_norm);
+/* The factor clipping scales gradients by for a finite global norm: max_norm / (norm + 1e-6)
+ * when that is below 1, else 1 (also for max_norm <= 0: clipping off). */
+double ad_clip_coefficient(double norm, double max_norm);
 
 /* ---- AdamW ---------------------------------------------------------------------------------- */
 

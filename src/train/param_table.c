@@ -294,12 +294,12 @@ int ad_params_optimizer_to_device(ad_param_table *t) {
         ad_tensor h;
         AD_TRY(host_view(&h, p->m, t->dev_w[i]));
         AD_TRY(t->be->upload(t->be, &t->opt_m[i], &h));
-        if (t->mirrored) { /* gradients never come down now */
-            free(t->params[i].grad);
-            t->params[i].grad = NULL;
-        }
         AD_TRY(host_view(&h, p->v, t->dev_w[i]));
         AD_TRY(t->be->upload(t->be, &t->opt_v[i], &h));
+        if (t->mirrored) { /* gradients never come down now */
+            free(p->grad);
+            p->grad = NULL;
+        }
     }
     return AD_OK;
 }
@@ -315,20 +315,20 @@ int ad_params_device_step(ad_param_table *t, double max_norm, const ad_adamw_con
     }
     *norm = sqrt(total);
     if (!isfinite(*norm)) return AD_OK;
-    /* as ad_clip_grad_norm */
-    const double coef = max_norm > 0 ? max_norm / (*norm + 1e-6) : 1.0;
-    const ad_adamw_params a = {lr, c->beta1, c->beta2, c->eps, c->weight_decay, false, step};
+    const double coef = ad_clip_coefficient(*norm, max_norm);
+    t->host_stale = true;
     for (int i = 0; i < t->n_params; i++) {
-        if (coef < 1.0 && (float)coef != 1.0f) AD_TRY(be->scale(be, t->dev_g[i], (float)coef));
-        ad_adamw_params ai = a;
-        ai.decay = t->params[i].decay;
-        AD_TRY(be->adamw(be, t->dev_w[i], t->dev_g[i], &t->opt_m[i], &t->opt_v[i], &ai));
+        if (coef < 1.0) AD_TRY(be->scale(be, t->dev_g[i], (float)coef));
+        const ad_adamw_params a = {
+            lr, c->beta1, c->beta2, c->eps, c->weight_decay, t->params[i].decay, step};
+        AD_TRY(be->adamw(be, t->dev_w[i], t->dev_g[i], &t->opt_m[i], &t->opt_v[i], &a));
     }
     return AD_OK;
 }
 
 int ad_params_sync_host(ad_param_table *t) {
-    for (int i = 0; t->on_device && i < t->n_params; i++) {
+    if (!t->host_stale) return AD_OK; /* e.g. the final model right after the last checkpoint */
+    for (int i = 0; i < t->n_params; i++) {
         ad_param_ref *p = &t->params[i];
         ad_tensor h;
         if (t->mirrored) { /* else the host weights are the backend's own */
@@ -340,5 +340,6 @@ int ad_params_sync_host(ad_param_table *t) {
         AD_TRY(host_view(&h, p->v, t->dev_w[i]));
         AD_TRY(t->be->download(t->be, &h, &t->opt_v[i]));
     }
+    t->host_stale = false;
     return AD_OK;
 }

@@ -37,6 +37,7 @@ typedef struct {
     int *scale_of;                /* per param: the index of its scale parameter, or -1 */
     float *staging;               /* one weight's upload values */
     bool on_device;               /* the optimizer runs as backend ops (opt_m/opt_v in use) */
+    bool host_stale;              /* on_device: steps since the host copies were refreshed */
     ad_tensor *opt_m, *opt_v;     /* per param: the moments on the backend's device */
 } ad_param_table;
 
