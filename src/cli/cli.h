@@ -19,6 +19,8 @@ int cli_fail(const char *command);
 int cli_usage_error(const char *command, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool cli_is_help(const char *arg);
+/* A whole decimal number in [0, max] (no sign, no trailing text); -1 otherwise. */
+int cli_parse_count(const char *text, long long max, long long *out);
 /* Commands whose only options are --help and --config JOB.yaml: parses argv, loads the job file
  * into *doc and binds it to `fields` into `job`. Returns -1 when the job is ready (the caller
  * frees *doc), else the exit code to return: 0 after --help, 2 on a usage error, 1 when the job

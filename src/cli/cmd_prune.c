@@ -27,6 +27,7 @@ typedef struct {
 typedef struct {
     const char *teacher;
     const char *output;
+    const char *output_dtype;
     calibration_job calibration;
     ad_prune_recipe prune;
     int64_t threads;
@@ -74,6 +75,12 @@ static const ad_field prune_job_fields[] = {
      .offset = offsetof(prune_job, output),
      .required = true,
      .help = "student directory to create"},
+    {.key = "output_dtype",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(prune_job, output_dtype),
+     .default_value = "f32",
+     .choices = "f32|bf16",
+     .help = "the student's weights on disk: f32 (exact) or bf16 (half the bytes)"},
     {.key = "calibration",
      .type = AD_FIELD_SECTION,
      .offset = offsetof(prune_job, calibration),
@@ -279,7 +286,8 @@ int cmd_prune(int argc, char **argv) {
     }
     if (ad_prune_plan_make(&teacher.cfg, &job.prune, have_imp ? &imp : NULL, keep, n_keep, &plan) <
             0 ||
-        ad_prune_write_student(&teacher, job.teacher, &plan, job.output) < 0)
+        ad_prune_write_student(&teacher, job.teacher, &plan, job.output,
+                               !strcmp(job.output_dtype, "bf16")) < 0)
         goto done;
     report(&teacher.cfg, &plan.student, job.output);
     rc = 0;

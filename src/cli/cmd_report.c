@@ -30,7 +30,10 @@ static void print_help(void) {
            "(or with AUDISTILL_GNUPLOT naming a missing program) the plots are skipped with a\n"
            "message and the exit status stays 0.\n\n"
            "  --baseline NAME  also a table of every run's size and BLEU as a percentage of\n"
-           "                   run NAME's (e.g. the uncompressed teacher)\n",
+           "                   run NAME's (e.g. the uncompressed teacher)\n\n"
+           "A run.json may also carry \"comparisons\": paired bootstrap tests against other runs\n"
+           "(`audistill run` writes them for evaluate.compare); the report lists them with the\n"
+           "difference, its 95%% interval and p per direction.\n",
            usage);
 }
 
@@ -156,7 +159,7 @@ int cmd_report(int argc, char **argv) {
     }
     int rc = 1, n_runs = 0;
     ad_run_info *runs = ad_calloc((size_t)n_dirs, sizeof *runs, "runs");
-    char *table = NULL, *relative = NULL, *md_buf = NULL, *gnuplot = NULL;
+    char *table = NULL, *relative = NULL, *paired = NULL, *md_buf = NULL, *gnuplot = NULL;
     size_t md_len = 0;
     FILE *md = NULL;
     if (!runs) goto done;
@@ -182,6 +185,7 @@ int cmd_report(int argc, char **argv) {
     table = ad_report_markdown(runs, n_runs);
     if (!table) goto done;
     if (baseline && !(relative = ad_report_relative(runs, n_runs, baseline))) goto done;
+    if (!(paired = ad_report_comparisons(runs, n_runs))) goto done;
     if (ad_mkdir_p(out_dir) < 0) goto done;
     md = open_memstream(&md_buf, &md_len);
     if (!md) {
@@ -190,6 +194,7 @@ int cmd_report(int argc, char **argv) {
     }
     fputs(table, md);
     if (relative) fputs(relative, md);
+    fputs(paired, md);
     const char *directions[AD_REPORT_MAX_DIRECTIONS];
     int n_directions;
     if (ad_report_directions(runs, n_runs, directions, &n_directions) < 0) goto done;
@@ -215,6 +220,6 @@ done:
     if (md) fclose(md);
     for (int i = 0; i < n_runs; i++)
         ad_run_free(&runs[i]);
-    free(runs), free(table), free(relative), free(md_buf), free(gnuplot), free(dirs);
+    free(runs), free(table), free(relative), free(paired), free(md_buf), free(gnuplot), free(dirs);
     return rc;
 }

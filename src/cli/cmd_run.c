@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "eval/pipeline.h"
 #include "eval/sacrebleu.h"
+#include "eval/significance.h"
 #include "io/file.h"
 
 static const char *usage =
@@ -45,7 +46,10 @@ static void print_help(void) {
         "      - {name: teacher, path: tests/fixtures/tiny_b, parameters: {bits: 16}}\n"
         "    report: \"{work}/report\"              # the default\n"
         "    baseline: teacher                   # optional: sizes and BLEU as %% of this "
-        "model's\n\n"
+        "model's\n"
+        "    compare:                            # optional: paired bootstrap tests, as\n"
+        "      - {system: kd, baseline: ce}      # `score --paired-bs` (BLEU, chrF; 1000\n"
+        "                                        # resamples), in run.json and the report\n\n"
         "A stage is skipped when its stamp {work}/.stages/<name>.done records the same command\n"
         "(arguments, inline config, the contents of YAML files it names), the stages it reads\n"
         "from (any earlier stage whose output path occurs in its arguments or configs) have not\n"
@@ -374,6 +378,70 @@ static cJSON *json_scalar(const ad_yaml_node *v) {
     return cJSON_CreateString(v->value);
 }
 
+static void add_paired(cJSON *obj, const char *metric, const ad_paired_result *r) {
+    cJSON *o = cJSON_AddObjectToObject(obj, metric);
+    cJSON_AddNumberToObject(o, "baseline", r->baseline);
+    cJSON_AddNumberToObject(o, "system", r->system);
+    cJSON_AddNumberToObject(o, "delta_lo", r->delta_lo);
+    cJSON_AddNumberToObject(o, "delta_hi", r->delta_hi);
+    cJSON_AddNumberToObject(o, "mean", r->mean);
+    cJSON_AddNumberToObject(o, "ci", r->ci);
+    cJSON_AddNumberToObject(o, "p", r->p);
+}
+
+/* evaluate.compare entries whose system is model m: paired bootstrap (BLEU, chrF) against the
+ * baseline model's hypotheses of the same segments, per language, into run.json. */
+static int compare_model(const ad_pipeline *p, int m, cJSON *root) {
+    const ad_eval_spec *e = &p->eval;
+    cJSON *list = NULL;
+    for (int c = 0; c < e->n_compare; c++) {
+        if (e->compare[c].system != m) continue;
+        const int b = e->compare[c].baseline;
+        if (!list) list = cJSON_AddArrayToObject(root, "comparisons");
+        for (int j = 0; j < e->n_langs; j++) {
+            const int l = e->langs[j];
+            const char *lang = ad_pipeline_lang_names[l];
+            const ad_stage *ss = &p->stages[p->n_job_stages + m * e->n_langs + j],
+                           *sb = &p->stages[p->n_job_stages + b * e->n_langs + j];
+            char **hs = NULL, **hb = NULL, **r = NULL;
+            int ns = 0, nb = 0, nr = 0;
+            ad_paired_result bleu, chrf;
+            int rc = ad_read_lines(ss->stdout_path, &hs, &ns) < 0 ||
+                             ad_read_lines(sb->stdout_path, &hb, &nb) < 0 ||
+                             ad_read_lines(e->ref_path[l], &r, &nr) < 0
+                         ? AD_ERR
+                         : AD_OK;
+            if (rc == AD_OK && (ns != nr || nb != nr))
+                rc = ad_fail("%s, %s and %s must have as many lines (%d, %d, %d)", ss->stdout_path,
+                             sb->stdout_path, e->ref_path[l], ns, nb, nr);
+            if (rc == AD_OK)
+                rc = ad_paired_bootstrap_lines(
+                    hb, hs, r, nr, !strcmp(lang, "zh") ? AD_BLEU_TOK_ZH : AD_BLEU_TOK_13A,
+                    AD_BOOTSTRAP_SAMPLES, AD_BOOTSTRAP_SEED, &bleu, &chrf);
+            ad_free_lines(hs, ns), ad_free_lines(hb, nb), ad_free_lines(r, nr);
+            if (rc < 0)
+                return ad_fail_context("comparing %s with %s (%s)", e->models[m].name,
+                                       e->models[b].name, lang);
+            char dir[16];
+            snprintf(dir, sizeof dir, "en-%s", lang);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddItemToArray(list, o);
+            cJSON_AddStringToObject(o, "baseline", e->models[b].name);
+            cJSON_AddStringToObject(o, "direction", dir);
+            cJSON_AddNumberToObject(o, "segments", bleu.n_segments);
+            cJSON_AddNumberToObject(o, "samples", bleu.n_samples);
+            cJSON_AddNumberToObject(o, "seed", AD_BOOTSTRAP_SEED);
+            add_paired(o, "bleu", &bleu);
+            add_paired(o, "chrf", &chrf);
+            printf("  %-20s against %s, %s: BLEU %+.2f (95%% interval %+.2f .. %+.2f, p = %.4f), "
+                   "chrF %+.2f (p = %.4f)\n",
+                   e->models[m].name, e->models[b].name, dir, bleu.system - bleu.baseline,
+                   bleu.delta_lo, bleu.delta_hi, bleu.p, chrf.system - chrf.baseline, chrf.p);
+        }
+    }
+    return AD_OK;
+}
+
 static int evaluate_model(const ad_pipeline *p, int m) {
     const ad_eval_spec *e = &p->eval;
     const ad_eval_model *model = &e->models[m];
@@ -410,6 +478,7 @@ static int evaluate_model(const ad_pipeline *p, int m) {
         printf("   %s BLEU %6.2f chrF %6.2f", dir, bleu, chrf);
     }
     printf("\n");
+    if (rc == AD_OK) rc = compare_model(p, m, root);
     char *text = rc == AD_OK ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     if (rc < 0) return AD_ERR;

@@ -35,15 +35,6 @@ static void print_help(void) {
            usage);
 }
 
-static int parse_count(const char *text, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < 0 || v > max) return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_synth(int argc, char **argv) {
     ad_synth_corpus_options opt = {
         .seed = 1, .counts = {5000, 500, 500}, .talks = 3, .jobs = 2, .espeak = "espeak-ng"};
@@ -65,13 +56,13 @@ int cmd_synth(int argc, char **argv) {
         } else if (strcmp(a, "--espeak") == 0) {
             opt.espeak = v;
         } else if (strcmp(a, "--seed") == 0) {
-            if (parse_count(v, LLONG_MAX, &n) < 0)
+            if (cli_parse_count(v, LLONG_MAX, &n) < 0)
                 return cli_usage_error("synth", usage, "--seed wants a non-negative integer");
             opt.seed = (uint64_t)n;
         } else if (strcmp(a, "--train") == 0 || strcmp(a, "--dev") == 0 ||
                    strcmp(a, "--eval") == 0 || strcmp(a, "--talks") == 0 ||
                    strcmp(a, "--jobs") == 0) {
-            if (parse_count(v, 10000000, &n) < 0)
+            if (cli_parse_count(v, 10000000, &n) < 0)
                 return cli_usage_error("synth", usage, "%s wants an integer 0..10000000, not '%s'",
                                        a, v);
             if (strcmp(a, "--train") == 0) opt.counts[AD_SYNTH_TRAIN] = (int)n;

@@ -1,4 +1,5 @@
 /* Entry point: global options (--log-level, --version) and dispatch to one command. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,15 @@ static const cli_command commands[] = {
     {"run", cmd_run, "a job file's stages (prepare, prune, train, quantize, evaluate), resumable"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+int cli_parse_count(const char *text, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < 0 || v > max) return -1;
+    *out = v;
+    return 0;
+}
 
 bool cli_is_help(const char *arg) {
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;

@@ -35,11 +35,12 @@ int ad_prune_plan_make(const ad_model_config *teacher, const ad_prune_recipe *re
                        ad_prune_plan *plan);
 void ad_prune_plan_free(ad_prune_plan *plan);
 
-/* Writes the student into out_dir (created): model.safetensors (F32), config.json, the
- * tokenizer files of teacher_dir (trimmed when the vocabulary is), preprocessor_config.json.
- * The directory is written under a temporary name and renamed when complete. */
+/* Writes the student into out_dir (created): model.safetensors (F32, or BF16 when `bf16`),
+ * config.json, the tokenizer files of teacher_dir (trimmed when the vocabulary is),
+ * preprocessor_config.json. The directory is written under a temporary name and renamed when
+ * complete. */
 int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_prune_plan *plan,
-                           const char *out_dir);
+                           const char *out_dir, bool bf16);
 
 /* The tokens a vocabulary must keep: `used` ids (e.g. every id in the target texts), the
  * tokenizer's added/special tokens, every single-byte token (any text stays encodable) and

@@ -305,6 +305,18 @@ static const ad_field model_field_table[] = {
 };
 
 typedef struct {
+    const char *system, *baseline;
+} compare_fields;
+
+static const ad_field compare_field_table[] = {
+    {"system", AD_FIELD_STRING, offsetof(compare_fields, system), NULL, true, 0, 0, NULL, NULL,
+     NULL},
+    {"baseline", AD_FIELD_STRING, offsetof(compare_fields, baseline), NULL, true, 0, 0, NULL, NULL,
+     NULL},
+    {NULL, 0, 0, NULL, false, 0, 0, NULL, NULL, NULL},
+};
+
+typedef struct {
     const char *work_dir;
 } root_fields;
 
@@ -390,13 +402,45 @@ static int load_stage(ad_pipeline *p, const ad_yaml_node *node, ad_stage *s) {
     return AD_OK;
 }
 
+static int model_index(const ad_eval_spec *e, const char *name) {
+    for (int m = 0; m < e->n_models; m++)
+        if (!strcmp(e->models[m].name, name)) return m;
+    return -1;
+}
+
+/* evaluate.compare: [{system: A, baseline: B}, ...], both among evaluate.models. */
+static int load_compare(ad_pipeline *p, const ad_yaml_node *list) {
+    ad_eval_spec *e = &p->eval;
+    if (!list || ad_yaml_is_null(list)) return AD_OK;
+    if (list->kind != AD_YAML_SEQUENCE)
+        return ad_fail("%s:%d: evaluate.compare: a list of {system, baseline} is required", p->path,
+                       list->line);
+    e->compare = ad_calloc((size_t)list->count + 1, sizeof *e->compare, "comparisons");
+    if (!e->compare) return AD_ERR;
+    for (int i = 0; i < list->count; i++) {
+        const ad_yaml_node *c = list->children[i];
+        compare_fields cf;
+        AD_TRY(ad_yaml_bind(&p->doc, c, compare_field_table, &cf, "evaluate.compare"));
+        const int sys = model_index(e, cf.system), base = model_index(e, cf.baseline);
+        if (sys < 0 || base < 0)
+            return ad_fail("%s:%d: evaluate.compare: '%s' is not one of evaluate.models' names",
+                           p->path, c->line, sys < 0 ? cf.system : cf.baseline);
+        if (sys == base)
+            return ad_fail("%s:%d: evaluate.compare: '%s' against itself", p->path, c->line,
+                           cf.system);
+        e->compare[e->n_compare++] = (ad_eval_compare){sys, base};
+    }
+    return AD_OK;
+}
+
 static int load_eval(ad_pipeline *p, const ad_yaml_node *node) {
     ad_eval_spec *e = &p->eval;
     const char *path = p->path;
     eval_fields f;
-    const char *skip[] = {"models"};
-    const ad_yaml_node *models;
-    AD_TRY(bind_except(&p->doc, node, eval_field_table, &f, "evaluate", skip, 1, &models));
+    const char *skip[] = {"models", "compare"};
+    const ad_yaml_node *got[2];
+    AD_TRY(bind_except(&p->doc, node, eval_field_table, &f, "evaluate", skip, 2, got));
+    const ad_yaml_node *models = got[0];
     e->present = true;
     e->line = node->line;
     AD_TRY(expand_opt(p, f.synth_split, node->line, &e->synth_split));
@@ -467,12 +511,13 @@ static int load_eval(ad_pipeline *p, const ad_yaml_node *node) {
         AD_TRY(expand(p, mf.path, mn->line, NULL, &e->models[m].path));
     }
     if (f.baseline) {
-        for (int m = 0; m < e->n_models && !e->baseline; m++)
-            if (!strcmp(e->models[m].name, f.baseline)) e->baseline = e->models[m].name;
+        const int m = model_index(e, f.baseline);
+        if (m >= 0) e->baseline = e->models[m].name;
         if (!e->baseline)
             return ad_fail("%s:%d: evaluate.baseline '%s' is not one of evaluate.models' names",
                            path, e->line, f.baseline);
     }
+    AD_TRY(load_compare(p, got[1]));
     AD_TRY(!(e->dir = pool_printf(p, "%s/eval", p->work_dir)) ? AD_ERR : AD_OK);
     AD_TRY(!(e->list_path = pool_printf(p, "%s/list.txt", e->dir)) ? AD_ERR : AD_OK);
     for (int l = 0; l < AD_PIPELINE_LANGS; l++)
@@ -656,6 +701,7 @@ void ad_pipeline_free(ad_pipeline *p) {
         free(p->stages[i].argv), free(p->stages[i].outputs), free(p->stages[i].deps);
     free(p->stages);
     free(p->eval.models);
+    free(p->eval.compare);
     for (int i = 0; i < p->n_pool; i++)
         free(p->pool[i]);
     free(p->pool);

@@ -48,6 +48,11 @@ typedef struct {
     const ad_yaml_node *parameters; /* NULL or a mapping of scalars, for run.json */
 } ad_eval_model;
 
+/* A paired significance test between two evaluated models (indexes into models). */
+typedef struct {
+    int system, baseline;
+} ad_eval_compare;
+
 typedef struct {
     bool present;
     int line;
@@ -60,7 +65,9 @@ typedef struct {
     int n_models;
     ad_eval_model *models;
     char *report;
-    char *baseline;  /* a model's name: the report's relative table is against it; or NULL */
+    char *baseline; /* a model's name: the report's relative table is against it; or NULL */
+    int n_compare;
+    ad_eval_compare *compare;
     char *dir;       /* {work}/eval */
     char *list_path; /* {work}/eval/list.txt, written from synth_split or copied from list */
     char *ref_path[AD_PIPELINE_LANGS]; /* {work}/eval/ref.<lang> */

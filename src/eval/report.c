@@ -32,6 +32,9 @@ void ad_run_free(ad_run_info *run) {
     free(run->name), free(run->parameters), free(run->dir);
     for (int d = 0; d < run->n_dirs; d++)
         free(run->direction[d]);
+    for (int c = 0; c < run->n_comparisons; c++)
+        free(run->comparisons[c].baseline), free(run->comparisons[c].direction);
+    free(run->comparisons);
     memset(run, 0, sizeof *run);
 }
 
@@ -63,6 +66,61 @@ static char *format_parameters(const cJSON *params) {
         return NULL;
     }
     return buf;
+}
+
+static int parse_paired(const cJSON *o, const char *source, int i, const char *metric,
+                        ad_run_comparison *c, int k) {
+    c->delta[k] = c->lo[k] = c->hi[k] = c->p[k] = NAN;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, metric);
+    if (!m) return AD_OK;
+    const char *keys[] = {"baseline", "system", "delta_lo", "delta_hi", "p"};
+    double v[5];
+    for (int j = 0; j < 5; j++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(m, keys[j]);
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble))
+            return ad_fail("%s: comparisons[%d].%s.%s must be a number", source, i, metric,
+                           keys[j]);
+        v[j] = x->valuedouble;
+    }
+    if (!(v[4] > 0 && v[4] <= 1) || v[2] > v[3])
+        return ad_fail("%s: comparisons[%d].%s: p must be in (0, 1] and delta_lo <= delta_hi",
+                       source, i, metric);
+    c->delta[k] = v[1] - v[0], c->lo[k] = v[2], c->hi[k] = v[3], c->p[k] = v[4];
+    return AD_OK;
+}
+
+static int parse_comparisons(const cJSON *list, const char *source, ad_run_info *run) {
+    if (!list) return AD_OK;
+    if (!cJSON_IsArray(list))
+        return ad_fail("%s: \"comparisons\" must be a list of paired tests", source);
+    const int n = cJSON_GetArraySize(list);
+    run->comparisons = ad_calloc((size_t)n + 1, sizeof *run->comparisons, "comparisons");
+    if (!run->comparisons) return AD_ERR;
+    int i = 0;
+    for (const cJSON *o = list->child; o; o = o->next, i++) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "baseline"),
+                    *d = cJSON_GetObjectItemCaseSensitive(o, "direction"),
+                    *seg = cJSON_GetObjectItemCaseSensitive(o, "segments"),
+                    *smp = cJSON_GetObjectItemCaseSensitive(o, "samples");
+        if (!cJSON_IsString(b) || !cJSON_IsString(d))
+            return ad_fail("%s: comparisons[%d] needs \"baseline\" and \"direction\" strings",
+                           source, i);
+        ad_run_comparison *c = &run->comparisons[run->n_comparisons++];
+        c->baseline = ad_strdup(b->valuestring, "comparison");
+        c->direction = ad_strdup(d->valuestring, "comparison");
+        if (!c->baseline || !c->direction) return AD_ERR;
+        c->segments = cJSON_IsNumber(seg) && seg->valuedouble >= 1 && seg->valuedouble < 1e9
+                          ? (int)seg->valuedouble
+                          : 0;
+        c->samples = cJSON_IsNumber(smp) && smp->valuedouble >= 1 && smp->valuedouble < 1e9
+                         ? (int)smp->valuedouble
+                         : 0;
+        AD_TRY(parse_paired(o, source, i, "bleu", c, AD_PAIRED_BLEU));
+        AD_TRY(parse_paired(o, source, i, "chrf", c, AD_PAIRED_CHRF));
+        if (isnan(c->delta[AD_PAIRED_BLEU]))
+            return ad_fail("%s: comparisons[%d] has no \"bleu\" figures", source, i);
+    }
+    return AD_OK;
 }
 
 int ad_run_parse(const char *text, const char *source, const char *dir, ad_run_info *run) {
@@ -139,6 +197,8 @@ int ad_run_parse(const char *text, const char *source, const char *dir, ad_run_i
             run->score[k][m] = s->valuedouble;
         }
     }
+    if (parse_comparisons(cJSON_GetObjectItemCaseSensitive(root, "comparisons"), source, run) < 0)
+        goto done;
     rc = AD_OK;
 done:
     if (rc < 0) ad_run_free(run);
@@ -284,6 +344,54 @@ fail:
     if (f) fclose(f);
     free(buf), free(front), free(order);
     return NULL;
+}
+
+char *ad_report_comparisons(const ad_run_info *runs, int n) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        ad_fail("out of memory building the report");
+        return NULL;
+    }
+    bool any = false;
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c < runs[r].n_comparisons; c++) {
+            const ad_run_comparison *x = &runs[r].comparisons[c];
+            if (!any)
+                fputs("\n## Paired comparisons\n\nPaired bootstrap resampling as `sacrebleu "
+                      "--paired-bs` computes it: the segments are drawn with replacement, both "
+                      "systems scored on every draw. Difference: system - baseline on all "
+                      "segments; interval: the middle 95% of the resampled differences; p: "
+                      "sacreBLEU's p-value, the share of resampled differences, centred on zero, "
+                      "larger than the real one (below 0.05: significant).\n\n| System | Baseline "
+                      "| Direction | Segments | Resamples | "
+                      "BLEU difference | 95% interval | p | chrF difference | 95% interval | p "
+                      "|\n|---|---|---|---:|---:|---:|---|---:|---:|---|---:|\n",
+                      f);
+            any = true;
+            fputs("| ", f);
+            md_cell(f, runs[r].name);
+            fputs(" | ", f);
+            md_cell(f, x->baseline);
+            fputs(" | ", f);
+            md_cell(f, x->direction);
+            fprintf(f, " | %d | %d |", x->segments, x->samples);
+            for (int k = 0; k < AD_PAIRED_METRICS; k++) {
+                if (isnan(x->delta[k]))
+                    fputs(" - | - | - |", f);
+                else
+                    fprintf(f, " %+.2f | %+.2f .. %+.2f | %.3f |", x->delta[k], x->lo[k], x->hi[k],
+                            x->p[k]);
+            }
+            fputc('\n', f);
+        }
+    if (fclose(f) != 0) {
+        free(buf);
+        ad_fail("out of memory building the report");
+        return NULL;
+    }
+    return buf;
 }
 
 char *ad_report_relative(const ad_run_info *runs, int n, const char *baseline) {

@@ -29,6 +29,21 @@ extern const char *const ad_metric_names[AD_METRIC_COUNT]; /* "bleu", "chrf", "c
 
 #define AD_REPORT_MAX_DIRECTIONS 8
 
+/* One paired bootstrap test in run.json's optional "comparisons" list (`audistill run` writes
+ * them for evaluate.compare):
+ *   {"baseline": "ce", "direction": "en-de", "segments": 500, "samples": 1000,
+ *    "bleu": {"baseline": 61.8, "system": 62.1, "delta_lo": -1.2, "delta_hi": 1.8, "p": 0.25},
+ *    "chrf": {...}}                         chrf optional */
+enum { AD_PAIRED_BLEU = 0, AD_PAIRED_CHRF, AD_PAIRED_METRICS };
+
+typedef struct {
+    char *baseline, *direction;
+    int segments, samples; /* 0 when not given */
+    /* per metric: system - baseline, its 95% interval, p; NaN when the metric is absent */
+    double delta[AD_PAIRED_METRICS], lo[AD_PAIRED_METRICS], hi[AD_PAIRED_METRICS],
+        p[AD_PAIRED_METRICS];
+} ad_run_comparison;
+
 typedef struct {
     char *name, *parameters; /* parameters: "k=v, k=v" ("" when none) */
     char *dir;
@@ -36,6 +51,8 @@ typedef struct {
     int n_dirs;
     char *direction[AD_REPORT_MAX_DIRECTIONS];
     double score[AD_REPORT_MAX_DIRECTIONS][AD_METRIC_COUNT]; /* NaN when absent */
+    int n_comparisons;
+    ad_run_comparison *comparisons;
 } ad_run_info;
 
 /* Parses one run.json (`text`); `source` names it in errors, `dir` is the default name. */
@@ -54,6 +71,9 @@ char *ad_report_markdown(const ad_run_info *runs, int n);
  * of the teacher's bytes, at least 90% of its BLEU" is read off directly. Fails when no run
  * has that name. Caller frees. */
 char *ad_report_relative(const ad_run_info *runs, int n, const char *baseline);
+
+/* The runs' paired comparisons as a Markdown section; "" when no run has any. Caller frees. */
+char *ad_report_comparisons(const ad_run_info *runs, int n);
 
 /* A gnuplot script plotting BLEU against size (MB, log x) for one direction: frontier points
  * connected and labelled, dominated points grey. Returns NULL (no error) if no run has BLEU

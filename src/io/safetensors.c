@@ -484,3 +484,22 @@ done:
     cJSON_Delete(root);
     return rc;
 }
+
+int ad_st_items_to_bf16(ad_st_write_item *items, int n, void ***owned) {
+    *owned = ad_calloc((size_t)n + 1, sizeof **owned, "bf16 tensors");
+    if (!*owned) return AD_ERR;
+    for (int i = 0; i < n; i++) {
+        if (items[i].dtype != AD_F32) continue;
+        int64_t numel = 1;
+        for (int d = 0; d < items[i].ndim; d++)
+            numel *= items[i].shape[d];
+        uint16_t *h = ad_malloc(sizeof *h * (size_t)numel + 2, items[i].name);
+        if (!h) return AD_ERR;
+        const float *f = items[i].data;
+        for (int64_t k = 0; k < numel; k++)
+            h[k] = ad_f32_to_bf16(f[k]);
+        (*owned)[i] = h;
+        items[i].data = h, items[i].dtype = AD_BF16;
+    }
+    return AD_OK;
+}

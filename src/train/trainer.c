@@ -295,6 +295,13 @@ const ad_field ad_train_job_fields[] = {
      .offset = offsetof(ad_train_job, output),
      .required = true,
      .help = "run directory: checkpoints, metrics, final model"},
+    {.key = "output_dtype",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_job, output_dtype),
+     .default_value = "f32",
+     .choices = "f32|bf16",
+     .help = "the final model's weights: f32 (the masters exactly) or bf16 (half the bytes); "
+             "checkpoints stay f32"},
     {.key = "data",
      .type = AD_FIELD_SECTION,
      .offset = offsetof(ad_train_job, data),
@@ -702,7 +709,13 @@ static int write_final_f32(run_ctx *r, const char *tmp) {
     char path[4400];
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     ad_st_metadata meta[] = {{"format", "pt"}};
+    void **halves = NULL;
+    if (rc == AD_OK && !strcmp(r->job->output_dtype, "bf16"))
+        rc = ad_st_items_to_bf16(mi, r->params.n_specs, &halves);
     if (rc == AD_OK) rc = ad_safetensors_write(path, mi, r->params.n_specs, meta, 1);
+    for (int i = 0; halves && i < r->params.n_specs; i++)
+        free(halves[i]);
+    free(halves);
     char *config = ad_model_config_to_json(&r->student.cfg, NULL);
     snprintf(path, sizeof path, "%s/config.json", tmp);
     if (rc == AD_OK) rc = config ? ad_write_file_atomic(path, config, strlen(config)) : AD_ERR;

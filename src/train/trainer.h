@@ -44,6 +44,7 @@ typedef struct {
     const char *student;
     const char *teacher;
     const char *output;
+    const char *output_dtype; /* "f32" or "bf16": the final model's weights */
     ad_train_data data;
     ad_train_options train;
     ad_distill_options distill;

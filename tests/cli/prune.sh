@@ -34,6 +34,12 @@ want=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"]
 got=$(sha256sum "$tmp/export/model.safetensors" | cut -d' ' -f1)
 [ "$want" = "$got" ] && ok || bad "the exported student's weights differ from those transformers loaded (regenerate with make_prune_fixtures.py if intended)"
 
+# output_dtype: bf16 writes the same student rounded to bf16 (checked against the f32 export).
+printf 'teacher: %s/tiny_a\noutput: %s/export16\noutput_dtype: bf16\nprune:\n  drop_decoder_layers: [1]\n  drop_encoder_layers: [0]\n' "$fx" "$tmp" >"$tmp/export16.yaml"
+"$bin" prune --config "$tmp/export16.yaml" >/dev/null 2>&1 || bad "prune with output_dtype bf16"
+python3 "$AUDISTILL_SOURCE/tests/cli/bf16_rounding.py" "$tmp/export/model.safetensors" "$tmp/export16/model.safetensors" >/dev/null && ok || bad "output_dtype bf16: not the f32 student rounded to bf16"
+"$bin" inspect "$tmp/export16" >/dev/null 2>&1 && ok || bad "the bf16 student does not load"
+
 refuse() { # job text, expected message
   printf '%b' "$1" >"$tmp/bad.yaml"
   "$bin" prune --config "$tmp/bad.yaml" >/dev/null 2>"$tmp/err"; rc=$?

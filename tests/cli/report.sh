@@ -64,6 +64,23 @@ grep -qF '| int2-16l | 7.3 | 47.8 | - |' "$tmp/out4/report.md" && ok || bad "a r
 "$bin" report "$tmp"/runs/* -o "$tmp/out5" --baseline nobody 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q '"nobody" is not one of the runs' "$tmp/err" && [ ! -e "$tmp/out5/report.md" ] && ok || bad "unknown baseline (rc $rc)"
 
+# Paired comparisons in run.json become their own table (differences, intervals, p as given);
+# a report without any has no such section.
+mkdir -p "$tmp/runs_cmp/kd" "$tmp/runs_cmp/ce"
+echo '{"bytes": 7, "scores": {"en-de": {"bleu": 30}}}' >"$tmp/runs_cmp/ce/run.json"
+cat >"$tmp/runs_cmp/kd/run.json" <<'EOF'
+{"bytes": 7, "scores": {"en-de": {"bleu": 31.5}},
+ "comparisons": [{"baseline": "ce", "direction": "en-de", "segments": 500, "samples": 1000,
+   "bleu": {"baseline": 30.0, "system": 31.5, "delta_lo": 0.25, "delta_hi": 2.75, "p": 0.012},
+   "chrf": {"baseline": 60.0, "system": 59.0, "delta_lo": -2.0, "delta_hi": 0.5, "p": 0.31}}]}
+EOF
+"$bin" report "$tmp"/runs_cmp/* -o "$tmp/out6" >"$tmp/log" 2>&1 && ok || { bad "report with comparisons failed"; cat "$tmp/log"; }
+grep -qF '| kd | ce | en-de | 500 | 1000 | +1.50 | +0.25 .. +2.75 | 0.012 | -1.00 | -2.00 .. +0.50 | 0.310 |' "$tmp/out6/report.md" && ok || { bad "comparison row"; cat "$tmp/out6/report.md"; }
+! grep -q "Paired comparisons" "$md" && ok || bad "a report without comparisons has no comparison section"
+echo '{"bytes": 7, "scores": {}, "comparisons": [{"baseline": "ce", "direction": "en-de", "bleu": {"baseline": 1, "system": 2, "delta_lo": 0, "delta_hi": 1}}]}' >"$tmp/runs_cmp/kd/run.json"
+"$bin" report "$tmp"/runs_cmp/* -o "$tmp/out7" 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -qF 'kd/run.json: comparisons[0].bleu.p must be a number' "$tmp/err" && ok || bad "comparison without p (rc $rc)"
+
 # Errors: a typo in a metric names the file; a missing run.json; usage.
 mkdir -p "$tmp/runs_bad/typo"
 echo '{"bytes": 5, "scores": {"en-de": {"blue": 3}}}' >"$tmp/runs_bad/typo/run.json"

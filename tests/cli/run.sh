@@ -67,6 +67,27 @@ python3 -c '
 import json, sys
 s, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["scores"]["en-de"]
 assert abs(s["chrf"] - r["chrf"]) < 1e-5 and abs(s["bleu"] - r["bleu"]) < 1e-5, (s, r)' "$tmp/score.json" "$w/eval/kd-int8/run.json" && ok || bad "run.json scores differ from audistill score"
+# evaluate.compare: kd-int8 against the teacher in run.json and the report, the same figures as
+# `audistill score --paired-bs` on the files run wrote (that command is checked against
+# sacreBLEU's own paired test in score.sh).
+for l in de zh; do
+  "$bin" score --hyp "$w/eval/kd-int8/hyp.$l" --ref "$w/eval/ref.$l" --lang $l --paired-bs "$w/eval/teacher/hyp.$l" --json >"$tmp/pbs.$l.json" 2>/dev/null || bad "score --paired-bs $l"
+done
+python3 - "$w/eval/kd-int8/run.json" "$tmp/pbs.de.json" "$tmp/pbs.zh.json" "$w/report/report.md" <<'PY' && ok || bad "evaluate.compare: run.json / report disagree with score --paired-bs"
+import json, sys
+run, md = json.load(open(sys.argv[1])), open(sys.argv[4]).read()
+comps = {c["direction"]: c for c in run["comparisons"]}
+assert set(comps) == {"en-de", "en-zh"}, comps
+for d, path in (("en-de", sys.argv[2]), ("en-zh", sys.argv[3])):
+    c, want = comps[d], json.load(open(path))["paired_bs"]
+    assert c["baseline"] == "teacher" and c["segments"] == 4 and c["samples"] == want["samples"], c
+    for m in ("bleu", "chrf"):
+        for k in ("baseline", "system", "delta_lo", "delta_hi", "p"):
+            assert abs(c[m][k] - want[m][k]) < 1e-5, (d, m, k, c[m][k], want[m][k])
+    row = "| kd-int8 | teacher | %s | 4 | %d | %+.2f |" % (d, c["samples"], c["bleu"]["system"] - c["bleu"]["baseline"])
+    assert row in md, (row, md)
+assert "## Paired comparisons" in md
+PY
 [ "$(head -1 "$w/eval/ref.de")" = "$(head -1 "$w/synth/eval/text/txt/ACL.6060.eval.en-xx.de.txt")" ] && ok || bad "references are not the synth eval split's"
 
 # 2. a rerun skips everything and is fast
@@ -135,6 +156,8 @@ refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, x]\n    outp
 refuse "work_dir: $tmp/b\nstages:\n  - name: a\n    command: [size, \"{wrok}/x\"]\n" "bad.yaml:3: unknown placeholder '{wrok}'"
 refuse "work_dir: $tmp/b\nstages:\n  - {name: a, command: [size, x]}\n  - {name: a, command: [size, y]}\n" "stage name 'a' is used twice"
 refuse "work_dir: $tmp/b\nevaluate:\n  synth_split: x\n  models: [{name: a, path: y}]\n  baseline: teachr\n" "bad.yaml:3: evaluate.baseline 'teachr' is not one of evaluate.models' names"
+refuse "work_dir: $tmp/b\nevaluate:\n  synth_split: x\n  models: [{name: a, path: y}]\n  compare:\n    - {system: a, baseline: b}\n" "bad.yaml:6: evaluate.compare: 'b' is not one of evaluate.models' names"
+refuse "work_dir: $tmp/b\nevaluate:\n  synth_split: x\n  models: [{name: a, path: y}]\n  compare:\n    - {system: a}\n" "baseline"
 "$bin" run "$job" --work "$w" --only nosuch >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--only with an unknown stage must be a usage error"
 
 # Starts `run JOB --work DIR`, waits for a checkpoint of this run's training stage, kills the

@@ -37,5 +37,24 @@ PATH="$tmp/empty" "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de -
 "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --comet 2>/dev/null; [ $? -eq 2 ] && ok || bad "--comet without --src is a usage error"
 [ "$("$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang de --sentence --chrf-plus | grep -c 'chrF++ ')" -eq 320 ] && ok || bad "--chrf-plus per sentence"
 "$bin" score --hyp "$fx/de.hyp" --ref "$fx/de.ref" --lang xx 2>/dev/null; [ $? -eq 2 ] && ok || bad "unknown language"
+# --paired-bs: the fixture's two systems (tests/fixtures/make_significance_fixtures.py) against
+# sacreBLEU's own PairedTest at its defaults; audistill draws its own resamples, so p within 0.03.
+sig=$AUDISTILL_FIXTURES/significance
+head -200 "$fx/de.hyp" >"$tmp/base200"; head -200 "$fx/de.ref" >"$tmp/ref200"
+"$bin" score --hyp "$sig/de.system" --ref "$tmp/ref200" --lang de --paired-bs "$tmp/base200" --json >"$tmp/pbs.json" && ok || bad "--paired-bs --json failed"
+"${PYTHON:-python3}" - "$tmp/pbs.json" "$sig/de.json" <<'PY' && ok || bad "--paired-bs against sacreBLEU's PairedTest"
+import json, sys
+got, want = json.load(open(sys.argv[1]))["paired_bs"], json.load(open(sys.argv[2]))
+assert got["samples"] == 1000 and got["seed"] == 12345, got
+for k in ("bleu", "chrf"):
+    w = want[k]
+    assert abs(got[k]["baseline"] - w["baseline"]) < 1e-4 and abs(got[k]["system"] - w["system"]) < 1e-4, (k, got[k], w)
+    assert abs(got[k]["p"] - w["default_1000"]["p"]) < 0.03, (k, got[k]["p"], w["default_1000"]["p"])
+    assert got[k]["delta_lo"] < got[k]["system"] - got[k]["baseline"] < got[k]["delta_hi"], got[k]
+PY
+"$bin" score --hyp "$sig/de.system" --ref "$tmp/ref200" --lang de --paired-bs "$tmp/base200" | grep -q "^BLEU .*difference +0.9[0-9] .* p = 0\.0" && ok || bad "--paired-bs text output"
+"$bin" score --hyp "$sig/de.system" --ref "$tmp/ref200" --lang de --paired-bs "$fx/de.hyp" 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "the baseline) has 320 lines but" "$tmp/err" && ok || bad "--paired-bs line-count mismatch: rc $rc"
+"$bin" score --hyp "$sig/de.system" --ref "$tmp/ref200" --lang de --paired-bs "$tmp/base200" --bs-samples 0 2>/dev/null; [ $? -eq 2 ] && ok || bad "--bs-samples 0 is a usage error"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

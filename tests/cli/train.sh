@@ -2,7 +2,8 @@
 # audistill train on the tiny models (random prepared sets, no espeak needed):
 # 1. exact resume: 6 steps straight == 3 steps, stop, resume, 3 steps (weights, optimizer state
 #    and every per-step loss bit-identical); the optimizer as backend ops (optimizer: device)
-#    takes the same steps bit for bit, straight and resumed, with clipping active;
+#    takes the same steps bit for bit, straight and resumed, with clipping active; a bf16
+#    final model is the f32 one rounded to bf16;
 # 2. crash safety: killed (SIGKILL) at every point of a checkpoint write, the previous
 #    checkpoint still loads and resuming reaches the same result;
 # 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%;
@@ -72,6 +73,13 @@ for run in opt_device opt_device_resumed; do
   [ "$(losses "$tmp/opt_host")" = "$(losses "$tmp/$run")" ] && ok || bad "$run: per-step losses differ from the host optimizer's"
 done
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/opt_host/final/model.safetensors" && bad "clip 0.5 changed nothing" || ok
+
+# 1c. output_dtype: bf16 stores the same final weights rounded to bf16 (nearest even, computed
+# here independently from the f32 run's final model); checkpoints stay f32.
+j=$(job half 6)
+sed -i "s|^output: .*|output: $tmp/half\noutput_dtype: bf16|" "$j"
+"$bin" train --config "$j" --quiet 2>"$tmp/err" || { bad "output_dtype bf16 run failed"; cat "$tmp/err"; }
+python3 "$AUDISTILL_SOURCE/tests/cli/bf16_rounding.py" "$tmp/straight/final/model.safetensors" "$tmp/half/final/model.safetensors" "$tmp/half/checkpoints/step_00000006/model.safetensors" >/dev/null && ok || bad "output_dtype bf16: not the f32 weights rounded to bf16 (or checkpoints not f32)"
 
 # 2. crash safety at every fault point of the step-6 checkpoint write
 for point in after_model after_optimizer after_state before_rename after_rename after_latest; do

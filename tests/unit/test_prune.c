@@ -48,7 +48,7 @@ static int prune_to(ad_model *teacher, const ad_prune_recipe *r, const ad_import
     char dir[700];
     snprintf(dir, sizeof dir, "%s/%s", tmp, name);
     AD_TRY(ad_prune_plan_make(&teacher->cfg, r, imp, vocab, n_vocab, plan));
-    AD_TRY(ad_prune_write_student(teacher, TEACHER, plan, dir));
+    AD_TRY(ad_prune_write_student(teacher, TEACHER, plan, dir, false));
     return ad_model_load(student, be, dir);
 }
 
@@ -201,7 +201,7 @@ static void test_refusals(ad_model *t) {
     CHECK_OK(ad_prune_plan_make(&t->cfg, &r, NULL, NULL, 0, &plan));
     char dir[700];
     snprintf(dir, sizeof dir, "%s/empty", tmp);
-    CHECK_FAILS_WITH(ad_prune_write_student(t, TEACHER, &plan, dir), "already exists");
+    CHECK_FAILS_WITH(ad_prune_write_student(t, TEACHER, &plan, dir, false), "already exists");
     ad_prune_plan_free(&plan);
 }
 
