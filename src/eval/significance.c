@@ -13,6 +13,12 @@ int32_t *ad_bootstrap_indices(int n, int n_samples, uint64_t seed) {
                 n_samples);
         return NULL;
     }
+    if ((size_t)n * (size_t)n_samples > ((size_t)1 << 28)) {
+        ad_fail("bootstrap: %d segments x %d resamples is more than 2^28 indices (1 GiB); use "
+                "fewer resamples",
+                n, n_samples);
+        return NULL;
+    }
     int32_t *idx = ad_malloc(sizeof *idx * (size_t)n * (size_t)n_samples, "bootstrap indices");
     if (!idx) return NULL;
     ad_rng rng;

@@ -130,6 +130,7 @@ static void test_indices(void) {
     CHECK_MSG(chi2 < 90, "chi-square %.1f with 49 degrees of freedom", chi2); /* p < 1e-3 */
     free(a), free(b), free(c);
     CHECK_FAILS_WITH(ad_bootstrap_indices(0, 10, 1) ? AD_OK : AD_ERR, "at least one segment");
+    CHECK_FAILS_WITH(ad_bootstrap_indices(1 << 20, 1 << 10, 1) ? AD_OK : AD_ERR, "fewer resamples");
 }
 
 int main(void) {
