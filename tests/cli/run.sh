@@ -144,6 +144,8 @@ EOF
 [ ! -e "$tmp/n/.stages/weigh.done" ] && ok || bad "stamp written although an output is missing"
 "$bin" run "$job" --work "$w" --only prune >"$tmp/log9" 2>&1 && ok || bad "--only prune"
 [ "$(states "$tmp/log9")" = "prune:running " ] && ok || bad "--only prune ran: $(states "$tmp/log9")"
+# The shipped demo job parses and plans (its full run is scripts/demo.sh, minutes long).
+"$bin" run configs/demo.yaml --dry-run --work "$tmp/demo-dry" >"$tmp/dry" 2>&1 && grep -q "25 stages would run" "$tmp/dry" && [ ! -e "$tmp/demo-dry/eval" ] && ok || { bad "configs/demo.yaml --dry-run"; tail -5 "$tmp/dry"; }
 refuse() { # job text, expected message
   printf '%b' "$1" >"$tmp/bad.yaml"
   "$bin" run "$tmp/bad.yaml" >"$tmp/err" 2>&1; rc=$?
