@@ -318,12 +318,16 @@ done:
 
 /* ---- scores, sizes, run.json, report ----------------------------------------------------- */
 
+static ad_bleu_tokenizer tokenizer_for(const char *lang) {
+    return !strcmp(lang, "zh") ? AD_BLEU_TOK_ZH : AD_BLEU_TOK_13A;
+}
+
 /* Corpus BLEU, chrF and chrF++ exactly as `audistill score` computes them. */
 static int score_file(const char *hyp, const char *ref, const char *lang, double *bleu,
                       double *chrf, double *chrfpp) {
     char **h = NULL, **r = NULL;
     int nh = 0, nr = 0, rc = AD_ERR;
-    ad_bleu_tokenizer tok = !strcmp(lang, "zh") ? AD_BLEU_TOK_ZH : AD_BLEU_TOK_13A;
+    ad_bleu_tokenizer tok = tokenizer_for(lang);
     if (ad_read_lines(hyp, &h, &nh) < 0 || ad_read_lines(ref, &r, &nr) < 0) goto done;
     if (nh != nr) {
         ad_fail("%s has %d lines but %s has %d", hyp, nh, ref, nr);
@@ -378,17 +382,6 @@ static cJSON *json_scalar(const ad_yaml_node *v) {
     return cJSON_CreateString(v->value);
 }
 
-static void add_paired(cJSON *obj, const char *metric, const ad_paired_result *r) {
-    cJSON *o = cJSON_AddObjectToObject(obj, metric);
-    cJSON_AddNumberToObject(o, "baseline", r->baseline);
-    cJSON_AddNumberToObject(o, "system", r->system);
-    cJSON_AddNumberToObject(o, "delta_lo", r->delta_lo);
-    cJSON_AddNumberToObject(o, "delta_hi", r->delta_hi);
-    cJSON_AddNumberToObject(o, "mean", r->mean);
-    cJSON_AddNumberToObject(o, "ci", r->ci);
-    cJSON_AddNumberToObject(o, "p", r->p);
-}
-
 /* evaluate.compare entries whose system is model m: paired bootstrap (BLEU, chrF) against the
  * baseline model's hypotheses of the same segments, per language, into run.json. */
 static int compare_model(const ad_pipeline *p, int m, cJSON *root) {
@@ -415,9 +408,9 @@ static int compare_model(const ad_pipeline *p, int m, cJSON *root) {
                 rc = ad_fail("%s, %s and %s must have as many lines (%d, %d, %d)", ss->stdout_path,
                              sb->stdout_path, e->ref_path[l], ns, nb, nr);
             if (rc == AD_OK)
-                rc = ad_paired_bootstrap_lines(
-                    hb, hs, r, nr, !strcmp(lang, "zh") ? AD_BLEU_TOK_ZH : AD_BLEU_TOK_13A,
-                    AD_BOOTSTRAP_SAMPLES, AD_BOOTSTRAP_SEED, &bleu, &chrf);
+                rc = ad_paired_bootstrap_lines(hb, hs, r, nr, tokenizer_for(lang),
+                                               AD_BOOTSTRAP_SAMPLES, AD_BOOTSTRAP_SEED, &bleu,
+                                               &chrf);
             ad_free_lines(hs, ns), ad_free_lines(hb, nb), ad_free_lines(r, nr);
             if (rc < 0)
                 return ad_fail_context("comparing %s with %s (%s)", e->models[m].name,
@@ -431,8 +424,8 @@ static int compare_model(const ad_pipeline *p, int m, cJSON *root) {
             cJSON_AddNumberToObject(o, "segments", bleu.n_segments);
             cJSON_AddNumberToObject(o, "samples", bleu.n_samples);
             cJSON_AddNumberToObject(o, "seed", AD_BOOTSTRAP_SEED);
-            add_paired(o, "bleu", &bleu);
-            add_paired(o, "chrf", &chrf);
+            cJSON_AddItemToObject(o, "bleu", ad_paired_result_json(&bleu));
+            cJSON_AddItemToObject(o, "chrf", ad_paired_result_json(&chrf));
             printf("  %-20s against %s, %s: BLEU %+.2f (95%% interval %+.2f .. %+.2f, p = %.4f), "
                    "chrF %+.2f (p = %.4f)\n",
                    e->models[m].name, e->models[b].name, dir, bleu.system - bleu.baseline,

@@ -1,5 +1,6 @@
 /* audistill score: BLEU, chrF and chrF++ exactly as sacreBLEU 2.x computes them, corpus and
  * sentence level; COMET through the external comet-score when it is installed. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -104,13 +105,6 @@ static void print_paired(const char *metric, const ad_paired_result *p) {
            p->mean, p->ci, p->p);
 }
 
-static void paired_result_json(const ad_paired_result *p, char *out, size_t size) {
-    snprintf(out, size,
-             "{\"baseline\": %.6f, \"system\": %.6f, \"delta_lo\": %.6f, \"delta_hi\": %.6f, "
-             "\"mean\": %.6f, \"ci\": %.6f, \"p\": %.6f}",
-             p->baseline, p->system, p->delta_lo, p->delta_hi, p->mean, p->ci, p->p);
-}
-
 int cmd_score(int argc, char **argv) {
     const char *hyp = NULL, *ref = NULL, *lang = NULL, *tok_name = NULL, *src = NULL,
                *paired = NULL;
@@ -174,7 +168,7 @@ int cmd_score(int argc, char **argv) {
         return cli_usage_error("score", usage,
                                "unknown language '%s' (de, zh, en; or give --tokenize)", lang);
     }
-    char **h = NULL, **r = NULL, **base = NULL;
+    char **h = NULL, **r = NULL, **base = NULL, *paired_json = NULL;
     int nh = 0, nr = 0, nb = 0, rc = 1;
     ad_paired_result pb, pc;
     if (ad_read_lines(hyp, &h, &nh) < 0 || ad_read_lines(ref, &r, &nr) < 0) goto done;
@@ -244,21 +238,30 @@ int cmd_score(int argc, char **argv) {
              mark);
     if (comet && comet_rc == AD_OK)
         snprintf(comet_json, sizeof comet_json, ", \"comet\": %.6f", comet_score);
-    char paired_json[1024] = "";
     if (paired) {
-        char bj[400], cj[400];
-        paired_result_json(&pb, bj, sizeof bj), paired_result_json(&pc, cj, sizeof cj);
-        snprintf(paired_json, sizeof paired_json,
-                 ", \"paired_bs\": {\"samples\": %lld, \"seed\": %lld, \"bleu\": %s, "
-                 "\"chrf\": %s}",
-                 bs_samples, bs_seed, bj, cj);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "samples", (double)bs_samples);
+        cJSON_AddNumberToObject(o, "seed", (double)bs_seed);
+        cJSON_AddItemToObject(o, "bleu", ad_paired_result_json(&pb));
+        cJSON_AddItemToObject(o, "chrf", ad_paired_result_json(&pc));
+        char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        const size_t size = text ? strlen(text) + 32 : 0;
+        if (text && (paired_json = malloc(size)))
+            snprintf(paired_json, size, ", \"paired_bs\": %s", text);
+        free(text);
+        if (!paired_json) {
+            ad_fail("out of memory writing the paired test");
+            goto done;
+        }
     }
     if (json)
         printf("{\"bleu\": %.6f, \"chrf\": %.6f, \"chrf++\": %.6f, \"bp\": %.6f, \"sys_len\": "
                "%lld, \"ref_len\": %lld, \"lines\": %d%s, \"signature\": \"%s\", "
                "\"signature_chrf\": \"%s\", \"signature_chrf++\": \"%s\"%s}\n",
                b.score, ad_chrf_score(&chrf), ad_chrf_score(&chrfpp), b.bp, (long long)b.sys_len,
-               (long long)b.ref_len, nh, comet_json, signature, sig_chrf, sig_chrfpp, paired_json);
+               (long long)b.ref_len, nh, comet_json, signature, sig_chrf, sig_chrfpp,
+               paired_json ? paired_json : "");
     else
         printf("BLEU = %.2f %.1f/%.1f/%.1f/%.1f (BP = %.3f ratio = %.3f hyp_len = %lld ref_len = "
                "%lld)\n"
@@ -280,5 +283,6 @@ int cmd_score(int argc, char **argv) {
 done:
     if (rc) cli_fail("score");
     ad_free_lines(h, nh), ad_free_lines(r, nr), ad_free_lines(base, nb);
+    free(paired_json);
     return rc;
 }

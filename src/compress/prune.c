@@ -494,13 +494,7 @@ int ad_prune_write_student(ad_model *teacher, const char *teacher_dir, const ad_
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", tmp_dir);
     ad_st_metadata meta[] = {{"format", "pt"}};
-    void **halves = NULL;
-    int wrc = bf16 ? ad_st_items_to_bf16(items, n, &halves) : AD_OK;
-    if (wrc == AD_OK) wrc = ad_safetensors_write(path, items, n, meta, 1);
-    for (int i = 0; halves && i < n; i++)
-        free(halves[i]);
-    free(halves);
-    if (wrc < 0) goto done;
+    if (ad_safetensors_write_as(path, items, n, meta, 1, bf16 ? AD_BF16 : AD_F32) < 0) goto done;
     /* config.json: what was kept, so the student can be traced back to the teacher. */
     cJSON *x = cJSON_CreateObject();
     cJSON_AddStringToObject(x, "pruned_from", teacher_dir);

@@ -1,5 +1,6 @@
 #include "eval/significance.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,19 @@ int32_t *ad_bootstrap_indices(int n, int n_samples, uint64_t seed) {
     for (size_t k = 0; k < (size_t)n * (size_t)n_samples; k++)
         idx[k] = (int32_t)ad_rng_below(&rng, (uint32_t)n);
     return idx;
+}
+
+cJSON *ad_paired_result_json(const ad_paired_result *r) {
+    const char *keys[] = {"baseline", "system", "delta_lo", "delta_hi", "mean", "ci", "p"};
+    const double values[] = {r->baseline, r->system, r->delta_lo, r->delta_hi,
+                             r->mean,     r->ci,     r->p};
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < 7; i++)
+        if (!cJSON_AddNumberToObject(o, keys[i], values[i])) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    return o;
 }
 
 /* A corpus score from the statistics of segments idx[0..n) (all n in order when idx is NULL). */

@@ -26,6 +26,10 @@ typedef struct {
     int n_segments, n_samples;
 } ad_paired_result;
 
+/* {"baseline", "system", "delta_lo", "delta_hi", "mean", "ci", "p"}: the form run.json and
+ * `score --json` carry (report.c reads it back); NULL when out of memory. */
+struct cJSON *ad_paired_result_json(const ad_paired_result *r);
+
 /* n_samples rows of n indices in [0, n), drawn from (seed); caller frees. */
 int32_t *ad_bootstrap_indices(int n, int n_samples, uint64_t seed);
 

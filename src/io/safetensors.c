@@ -485,21 +485,32 @@ done:
     return rc;
 }
 
-int ad_st_items_to_bf16(ad_st_write_item *items, int n, void ***owned) {
-    *owned = ad_calloc((size_t)n + 1, sizeof **owned, "bf16 tensors");
-    if (!*owned) return AD_ERR;
-    for (int i = 0; i < n; i++) {
+int ad_safetensors_write_as(const char *path, const ad_st_write_item *items, int n_items,
+                            const ad_st_metadata *metadata, int n_metadata, ad_dtype store) {
+    if (store == AD_F32) return ad_safetensors_write(path, items, n_items, metadata, n_metadata);
+    if (store != AD_BF16)
+        return ad_fail("%s: float tensors can be stored as F32 or BF16 only", path);
+    ad_st_write_item *copy = ad_calloc((size_t)n_items + 1, sizeof *copy, "bf16 tensors");
+    uint16_t **halves = ad_calloc((size_t)n_items + 1, sizeof *halves, "bf16 tensors");
+    int rc = copy && halves ? AD_OK : AD_ERR;
+    for (int i = 0; i < n_items && rc == AD_OK; i++) {
+        copy[i] = items[i];
         if (items[i].dtype != AD_F32) continue;
         int64_t numel = 1;
         for (int d = 0; d < items[i].ndim; d++)
             numel *= items[i].shape[d];
-        uint16_t *h = ad_malloc(sizeof *h * (size_t)numel + 2, items[i].name);
-        if (!h) return AD_ERR;
+        if (!(halves[i] = ad_malloc(sizeof **halves * (size_t)numel + 2, items[i].name))) {
+            rc = AD_ERR;
+            break;
+        }
         const float *f = items[i].data;
         for (int64_t k = 0; k < numel; k++)
-            h[k] = ad_f32_to_bf16(f[k]);
-        (*owned)[i] = h;
-        items[i].data = h, items[i].dtype = AD_BF16;
+            halves[i][k] = ad_f32_to_bf16(f[k]);
+        copy[i].data = halves[i], copy[i].dtype = AD_BF16;
     }
-    return AD_OK;
+    if (rc == AD_OK) rc = ad_safetensors_write(path, copy, n_items, metadata, n_metadata);
+    for (int i = 0; halves && i < n_items; i++)
+        free(halves[i]);
+    free(halves), free(copy);
+    return rc;
 }

@@ -74,9 +74,9 @@ typedef struct {
 int ad_safetensors_write(const char *path, const ad_st_write_item *items, int n_items,
                          const ad_st_metadata *metadata, int n_metadata);
 
-/* For writing a model in bf16: every F32 item becomes BF16 (round to nearest even) in a new
- * buffer; (*owned)[i] is that buffer or NULL where the item was left as it was. The caller
- * frees each owned buffer and the array, after writing. */
-int ad_st_items_to_bf16(ad_st_write_item *items, int n, void ***owned);
+/* ad_safetensors_write with the F32 items stored as `store`: AD_F32 (as they are) or AD_BF16
+ * (rounded to nearest even, e.g. a model's final weights at half the bytes). */
+int ad_safetensors_write_as(const char *path, const ad_st_write_item *items, int n_items,
+                            const ad_st_metadata *metadata, int n_metadata, ad_dtype store);
 
 #endif

@@ -709,13 +709,8 @@ static int write_final_f32(run_ctx *r, const char *tmp) {
     char path[4400];
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     ad_st_metadata meta[] = {{"format", "pt"}};
-    void **halves = NULL;
-    if (rc == AD_OK && !strcmp(r->job->output_dtype, "bf16"))
-        rc = ad_st_items_to_bf16(mi, r->params.n_specs, &halves);
-    if (rc == AD_OK) rc = ad_safetensors_write(path, mi, r->params.n_specs, meta, 1);
-    for (int i = 0; halves && i < r->params.n_specs; i++)
-        free(halves[i]);
-    free(halves);
+    const ad_dtype store = !strcmp(r->job->output_dtype, "bf16") ? AD_BF16 : AD_F32;
+    if (rc == AD_OK) rc = ad_safetensors_write_as(path, mi, r->params.n_specs, meta, 1, store);
     char *config = ad_model_config_to_json(&r->student.cfg, NULL);
     snprintf(path, sizeof path, "%s/config.json", tmp);
     if (rc == AD_OK) rc = config ? ad_write_file_atomic(path, config, strlen(config)) : AD_ERR;
