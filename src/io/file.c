@@ -27,6 +27,33 @@ int ad_read_file(const char *path, size_t max_bytes, char **data, size_t *size) 
         fclose(f);
         return ad_fail("%s is a directory, expected a file", path);
     }
+    if (!S_ISREG(st.st_mode)) { /* a pipe or /dev/stdin: no size up front, read to the end */
+        size_t cap = 1 << 16, n = 0;
+        char *buf = ad_malloc(cap + 1, path);
+        while (buf) {
+            n += fread(buf + n, 1, cap - n, f);
+            if (n < cap || ferror(f)) break;
+            if (cap > max_bytes) {
+                free(buf);
+                fclose(f);
+                return ad_fail("%s is more than the %zu bytes allowed for this kind of file", path,
+                               max_bytes);
+            }
+            char *g = ad_realloc(buf, 2 * cap + 1, path);
+            if (!g) free(buf);
+            buf = g, cap *= 2;
+        }
+        const int read_error = !buf || ferror(f);
+        fclose(f);
+        if (read_error) {
+            free(buf);
+            return buf ? ad_fail("cannot read %s: %s", path, strerror(errno)) : AD_ERR;
+        }
+        buf[n] = '\0';
+        *data = buf;
+        *size = n;
+        return AD_OK;
+    }
     if ((size_t)st.st_size > max_bytes) {
         fclose(f);
         return ad_fail("%s is %lld bytes, more than the %zu allowed for this kind of file", path,

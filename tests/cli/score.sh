@@ -15,6 +15,8 @@ read -r want_bleu want_chrf want_chrfpp < <("${PYTHON:-python3}" -c "import json
 grep -q "^BLEU = $want_bleu " "$tmp/out" && grep -q "^chrF2 = $want_chrf\$" "$tmp/out" && grep -q "^chrF2++ = $want_chrfpp\$" "$tmp/out" && ok || { bad "scores (sacreBLEU: $want_bleu $want_chrf $want_chrfpp)"; cat "$tmp/out"; }
 grep -q "tok:13a|smooth:exp" "$tmp/out" && ok || bad "signature"
 [ "$("$bin" score --hyp "$fx/zh.hyp" --ref "$fx/zh.ref" --lang zh --sentence | grep -c '^line ')" -eq 320 ] && ok || bad "--sentence prints one line per pair"
+# Files that are pipes (process substitution, /dev/stdin) are read to their end, not as empty.
+[ "$(cat "$fx/de.hyp" | "$bin" score --hyp /dev/stdin --ref "$fx/de.ref" --lang de | head -1)" = "$(head -1 "$tmp/out")" ] && ok || bad "a hypothesis file on a pipe must score as the file does"
 head -5 "$fx/de.hyp" >"$tmp/short"
 "$bin" score --hyp "$tmp/short" --ref "$fx/de.ref" --lang de 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "has 5 lines but" "$tmp/err" && ok || bad "line-count mismatch: rc $rc"
