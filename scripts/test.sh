@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command (README, CI): installs dependencies, then builds and runs ctest twice —
+# The test command (README, CI): installs dependencies, then builds and runs ctest three times —
 # a Release build (with the CUDA backend compiled when nvcc is present; GPU tests skip without
-# a GPU) and an ASan+UBSan build — and finally runs each libFuzzer target for a bounded time.
+# a GPU), the CUDA tests on the CPU emulator of tests/cuda_emu (when the CUDA headers are
+# present; threads and blocks in launch order, then reversed) and an ASan+UBSan build — and
+# finally runs each libFuzzer target for a bounded time.
 #   AUDISTILL_FUZZ_SECONDS  seconds per fuzz target (default 60; 0 skips fuzzing)
 #   AUDISTILL_JOBS          parallel build/test jobs (default: number of cores)
 set -euo pipefail
@@ -20,6 +22,18 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA=AUTO >/dev/null
 cmake --build build -j"$jobs"
 section "release tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
+
+section "CUDA emulator build (tests/cuda_emu: the CUDA backend's kernels on the CPU)"
+if cmake -S . -B build-cuda-emu -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA_EMULATOR=ON >/dev/null; then
+  cmake --build build-cuda-emu -j"$jobs"
+  section "CUDA tests on the emulator"
+  ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" -R '^cuda_|^cli_train_cuda'
+  section "CUDA tests on the emulator, blocks and threads in reverse order"
+  AUDISTILL_CUDA_EMU_ORDER=reverse ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" \
+    -R '^cuda_|^cli_train_cuda'
+else
+  echo "skipped: the CUDA toolkit headers were not found (the emulator needs cuda_bf16.h)"
+fi
 
 section "sanitizer build (ASan + UBSan)"
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DAUDISTILL_SANITIZE=ON -DAUDISTILL_CUDA=OFF >/dev/null

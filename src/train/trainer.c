@@ -337,6 +337,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.keep_checkpoints",
                                              "train.threads",
                                              "train.zero",
+                                             "train.optimizer",
                                              NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The training features beside plain distillation with train.device: cuda, against the CPU
+# reference on the same weights and data (skips without a CUDA backend or device; the CUDA
+# emulator of tests/cuda_emu runs it on the CPU):
+# 1. the CTC term on the audio positions (ctc.weight): per-step loss and CTC within 1e-4,
+#    final weights within 1e-3 relative L2 per tensor (as train_cuda.sh);
+# 2. quantization-aware training of a GPTQ 3-bit student with learned scales: per-step loss
+#    within 1e-4, and the exported quantized models run (translate) to the same text;
+# 3. teacher-cache with device: cuda: every cached top-k logit within 1e-4 relative of the
+#    CPU's (same ids), and training from that cache on the GPU matches the CPU run (1e-4).
+set -uo pipefail
+bin=$AUDISTILL_BIN
+fx=$AUDISTILL_FIXTURES
+py=${PYTHON:-python3}
+tmp=$(mktemp -d "${AUDISTILL_TEST_TMP:-/tmp}/train_cuda_features.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+"$py" -c "import numpy, h5py, safetensors" 2>/dev/null || { echo "SKIP: needs python3 with numpy, h5py and safetensors"; exit 77; }
+"$AUDISTILL_TINY_SET" "$tmp/set.h5" 12 16 280 7 en || { echo "cannot make the data set"; exit 1; }
+
+job() { # name, device, student, extra top-level YAML
+  cat >"$tmp/$1.yaml" <<YAML
+student: $3
+output: $tmp/$1
+data: {train: $tmp/set.h5}
+train: {device: $2, steps: 6, batch: 4, micro_batch: 2, lr: 5e-3, warmup: 2, log_every: 1, checkpoint_every: 100, max_len: 64, max_frames: 100}
+$4
+YAML
+  echo "$tmp/$1.yaml"
+}
+train() { # name -> trains $tmp/$name.yaml
+  "$bin" train --config "$tmp/$1.yaml" --quiet 2>"$tmp/$1.err" && ok || { bad "training $1 failed"; cat "$tmp/$1.err"; }
+}
+
+# Skip cleanly where there is no CUDA backend or device.
+job probe cuda "$fx/tiny_a" "" >/dev/null
+sed -i 's/steps: 6/steps: 1/' "$tmp/probe.yaml"
+if ! "$bin" train --config "$tmp/probe.yaml" --quiet 2>"$tmp/err"; then
+  if grep -qE "built without CUDA|no usable CUDA device|no CUDA device" "$tmp/err"; then
+    echo "SKIP: $(grep -m1 -oE "built without CUDA|no usable CUDA device[^(]*|no CUDA device present" "$tmp/err")"
+    exit 77
+  fi
+  bad "a one-step run on the GPU failed"; cat "$tmp/err"
+fi
+
+# 1. CTC
+for dev in cpu cuda; do
+  job "ctc_$dev" $dev "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}\nctc: {weight: 0.5}' >/dev/null
+  train "ctc_$dev"
+done
+
+# 2. QAT
+cat >"$tmp/ptq.yaml" <<YAML
+model: $fx/tiny_a
+output: $tmp/ptq
+calibration: {data: $tmp/set.h5, segments: 8, batch: 4, max_frames: 100}
+quantize:
+  decoder_linear: {bits: 3, group_size: 8, method: gptq}
+  encoder_linear: {bits: 3, group_size: 8, method: gptq}
+YAML
+"$bin" quantize --config "$tmp/ptq.yaml" >"$tmp/ptq.log" 2>&1 || { cat "$tmp/ptq.log"; echo "cannot quantize"; exit 1; }
+for dev in cpu cuda; do
+  job "qat_$dev" $dev "$tmp/ptq" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5}\nqat: {scales: learned}' >/dev/null
+  train "qat_$dev"
+  "$bin" translate --model "$tmp/qat_$dev/final" --lang de --max-new-tokens 8 "$fx/translate/clip.wav" \
+    >"$tmp/qat_$dev.txt" 2>"$tmp/tr_$dev.err" && ok || { bad "translate with the QAT $dev model"; cat "$tmp/tr_$dev.err"; }
+done
+cmp -s "$tmp/qat_cpu.txt" "$tmp/qat_cuda.txt" && ok || { bad "the QAT models translate differently"; diff "$tmp/qat_cpu.txt" "$tmp/qat_cuda.txt" | head; }
+
+# 3. teacher cache
+for dev in cpu cuda; do
+  printf 'teacher: %s/tiny_a\ndata: %s/set.h5\noutput: %s/cache_%s.h5\ntop_k: 16\nmax_len: 64\nmax_frames: 100\nbatch: 3\ndevice: %s\n' \
+    "$fx" "$tmp" "$tmp" $dev $dev >"$tmp/cache_$dev.yaml"
+  "$bin" teacher-cache --config "$tmp/cache_$dev.yaml" 2>"$tmp/cache_$dev.log" && ok || { bad "teacher-cache on $dev"; cat "$tmp/cache_$dev.log"; }
+  job "cached_$dev" $dev "$fx/tiny_a" $'distill: {alpha: 0.7, temperature: 2.0, teacher_cache: '"$tmp/cache_$dev.h5"'}' >/dev/null
+  train "cached_$dev"
+done
+
+"$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"
+import json, sys
+import h5py
+import numpy as np
+from safetensors.numpy import load_file
+tmp = sys.argv[1]
+def series(run, key):
+    return np.array([r[key] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if key in r])
+status = 0
+for name, keys in (("ctc", ("train/loss", "train/ctc")), ("qat", ("train/loss",)), ("cached", ("train/loss",))):
+    for key in keys:
+        cpu, gpu = series(f"{name}_cpu", key), series(f"{name}_cuda", key)
+        assert len(cpu) == 6 and len(gpu) == 6, (name, key, len(cpu), len(gpu))
+        err = np.max(np.abs(gpu - cpu) / np.abs(cpu))
+        print(f"{name} {key}: worst relative difference {err:.3g} (tolerance 1e-4); cpu {cpu[0]:.5f} -> {cpu[-1]:.5f}")
+        status |= not err <= 1e-4
+a = load_file(f"{tmp}/ctc_cpu/final/model.safetensors")
+b = load_file(f"{tmp}/ctc_cuda/final/model.safetensors")
+worst = max(np.linalg.norm(b[k] - a[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a)
+print(f"ctc final weights: worst relative L2 {worst:.3g} over {len(a)} tensors (tolerance 1e-3)")
+status |= not worst <= 1e-3
+with h5py.File(f"{tmp}/cache_cpu.h5") as c, h5py.File(f"{tmp}/cache_cuda.h5") as g:
+    n = 0
+    def visit(name, obj):
+        global n, status
+        if not isinstance(obj, h5py.Dataset):
+            return
+        x, y = c[name][()], g[name][()]
+        if x.dtype.kind == "f":
+            err = np.max(np.abs(y - x)) / max(np.max(np.abs(x)), 1e-30) if x.size else 0.0
+            if not err <= 1e-4:
+                print(f"cache {name}: relative difference {err:.3g} above 1e-4")
+                status |= 1
+        elif not np.array_equal(x, y):
+            # top-k ids may swap where two logits tie to 1e-4; count real disagreements
+            print(f"cache {name}: {np.sum(x != y)} of {x.size} entries differ")
+            status |= 1
+        n += 1
+    c.visititems(visit)
+    print(f"teacher cache: {n} datasets compared")
+sys.exit(status)
+PY
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

@@ -1,0 +1,489 @@
+// The CPU emulator of the CUDA runtime for tests/cuda_emu: device memory, the few runtime calls
+// the backend makes, and the kernel scheduler. Device memory is host memory with guard zones
+// (checked after every launch, so an out-of-bounds write names the kernel) and is filled with
+// NaN bytes when allocated, as uninitialised GPU memory would be garbage. Kernels run one block
+// at a time; each thread of a block is a fiber that runs until it reaches a barrier or
+// returns. AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks and threads in reverse order, so a
+// result that depends on the order (a missing __syncthreads, a race between blocks) changes.
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <map>
+#include <vector>
+
+#include "emu_device.h"
+
+uint3 ad_emu_thread_idx, ad_emu_block_idx;
+dim3 ad_emu_block_dim, ad_emu_grid_dim;
+
+[[noreturn]] static void emu_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cuda emulator: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+    abort();
+}
+
+/* ---- device memory --------------------------------------------------------------------- */
+#define GUARD_BYTES 256 /* keeps cudaMalloc's 256-byte alignment */
+#define GUARD_BYTE  0xA5
+
+struct allocation {
+    char *base; /* guard, user bytes, guard */
+    size_t size;
+};
+static std::map<uintptr_t, allocation> g_allocs; /* by user address */
+static size_t g_allocated;
+static const size_t EMU_TOTAL_MEMORY = (size_t)80 << 30;
+
+/* The allocation holding [p, p + bytes), or NULL. */
+static const allocation *find_alloc(const void *p, size_t bytes) {
+    const uintptr_t a = (uintptr_t)p;
+    auto it = g_allocs.upper_bound(a);
+    if (it == g_allocs.begin()) return NULL;
+    --it;
+    if (a < it->first || a + bytes > it->first + it->second.size) return NULL;
+    return &it->second;
+}
+
+static void check_guards(const char *after) {
+    for (auto &kv : g_allocs) {
+        const allocation &al = kv.second;
+        const unsigned char *lo = (const unsigned char *)al.base;
+        const unsigned char *hi = lo + GUARD_BYTES + al.size;
+        for (int i = 0; i < GUARD_BYTES; i++) {
+            if (lo[i] != GUARD_BYTE)
+                emu_die("%s wrote before a device allocation of %zu bytes at %p (byte %d before "
+                        "its start)",
+                        after, al.size, (void *)kv.first, GUARD_BYTES - i);
+            if (hi[i] != GUARD_BYTE)
+                emu_die("%s wrote past the end of a device allocation of %zu bytes at %p (byte "
+                        "%d after its end)",
+                        after, al.size, (void *)kv.first, i);
+        }
+    }
+}
+
+cudaError_t cudaMalloc(void **ptr, size_t bytes) {
+    if (!ptr) return cudaErrorInvalidValue;
+    if (g_allocated + bytes > EMU_TOTAL_MEMORY) return cudaErrorMemoryAllocation;
+    char *base =
+        (char *)aligned_alloc(GUARD_BYTES, GUARD_BYTES * 2 + ((bytes + 255) & ~(size_t)255));
+    if (!base) return cudaErrorMemoryAllocation;
+    memset(base, GUARD_BYTE, GUARD_BYTES);
+    memset(base + GUARD_BYTES, 0xFF, bytes);
+    memset(base + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
+    *ptr = base + GUARD_BYTES;
+    g_allocs[(uintptr_t)*ptr] = allocation{base, bytes};
+    g_allocated += bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *ptr) {
+    if (!ptr) return cudaSuccess;
+    auto it = g_allocs.find((uintptr_t)ptr);
+    if (it == g_allocs.end()) emu_die("cudaFree(%p): not a live device allocation", ptr);
+    check_guards("a kernel or copy before cudaFree");
+    g_allocated -= it->second.size;
+    free(it->second.base);
+    g_allocs.erase(it);
+    return cudaSuccess;
+}
+
+static void check_range(const char *call, const char *role, const void *p, size_t bytes) {
+    if (bytes && !find_alloc(p, bytes))
+        emu_die("%s: %s [%p, +%zu bytes) is not inside one device allocation", call, role, p,
+                bytes);
+}
+
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    check_range("cudaMemset", "destination", p, bytes);
+    memset(p, value, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    switch (kind) {
+    case cudaMemcpyHostToDevice:
+        check_range("cudaMemcpy(HostToDevice)", "destination", dst, bytes);
+        if (bytes && find_alloc(src, 1))
+            emu_die("cudaMemcpy(HostToDevice): the source %p is device memory", src);
+        break;
+    case cudaMemcpyDeviceToHost:
+        check_range("cudaMemcpy(DeviceToHost)", "source", src, bytes);
+        if (bytes && find_alloc(dst, 1))
+            emu_die("cudaMemcpy(DeviceToHost): the destination %p is device memory", dst);
+        break;
+    case cudaMemcpyDeviceToDevice:
+        check_range("cudaMemcpy(DeviceToDevice)", "source", src, bytes);
+        check_range("cudaMemcpy(DeviceToDevice)", "destination", dst, bytes);
+        break;
+    default: break;
+    }
+    memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = EMU_TOTAL_MEMORY - g_allocated;
+    *total_bytes = EMU_TOTAL_MEMORY;
+    return cudaSuccess;
+}
+
+/* ---- device ---------------------------------------------------------------------------- */
+static cudaError_t g_last_error = cudaSuccess;
+
+cudaError_t cudaGetDeviceCount(int *count) {
+    *count = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
+    if (device != 0) return cudaErrorInvalidDevice;
+    memset(prop, 0, sizeof *prop);
+    snprintf(prop->name, sizeof prop->name, "CUDA emulator on the CPU (tests/cuda_emu)");
+    prop->totalGlobalMem = EMU_TOTAL_MEMORY;
+    prop->sharedMemPerBlock = 48 << 10;
+    prop->sharedMemPerBlockOptin = 227 << 10;
+    prop->warpSize = 32;
+    prop->maxThreadsPerBlock = 1024;
+    prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
+    prop->maxThreadsDim[2] = 64;
+    prop->maxGridSize[0] = 0x7fffffff;
+    prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
+    prop->multiProcessorCount = 132;
+    prop->major = 9;
+    prop->minor = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g_last_error;
+    g_last_error = cudaSuccess;
+    return e;
+}
+
+const char *cudaGetErrorString(cudaError_t err) {
+    switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "unknown error (emulator)";
+    }
+}
+
+static std::map<const void *, int> g_max_dynamic_smem;
+
+cudaError_t cudaFuncSetAttribute(const void *kernel, cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+    if (value < 0 || value > (227 << 10)) return cudaErrorInvalidValue;
+    g_max_dynamic_smem[kernel] = value;
+    return cudaSuccess;
+}
+
+/* ---- fibers ------------------------------------------------------------------------------ */
+#define FIBER_STACK_BYTES ((size_t)256 << 10)
+#define MAX_THREADS       1024
+
+enum fiber_state { F_READY, F_WAIT_BLOCK, F_WAIT_WARP, F_DONE };
+
+struct fiber {
+    void *sp;
+    char *stack;
+    fiber_state state;
+    uint3 idx;
+    /* a pending shuffle */
+    unsigned mask;
+    int kind, arg, width;
+    const char *site_file; /* the __syncthreads it waits at (source line: compiled code may */
+    int site_line;         /* duplicate one barrier, e.g. when it unswitches a loop) */
+    uint64_t value, result;
+};
+
+static fiber g_fibers[MAX_THREADS];
+static fiber *g_current;
+static void *g_sched_sp;
+static void (*g_body)(void *);
+static void *g_body_ctx;
+static const char *g_kernel_name;
+static unsigned long long g_block_serial;
+
+extern "C" void ad_emu_switch(void **save_sp, void *to_sp);
+#if defined(__x86_64__)
+/* Saves the callee-saved registers on the current stack, swaps stacks, restores. */
+__asm__(".text\n"
+        ".globl ad_emu_switch\n"
+        ".type ad_emu_switch,@function\n"
+        "ad_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size ad_emu_switch, .-ad_emu_switch\n");
+#else
+#error "tests/cuda_emu has a context switch for x86-64 only"
+#endif
+
+[[noreturn]] static void fiber_entry(void) {
+    fiber *f = g_current;
+    g_body(g_body_ctx);
+    f->state = F_DONE;
+    ad_emu_switch(&f->sp, g_sched_sp);
+    __builtin_unreachable();
+}
+
+static void fiber_reset(fiber *f) {
+    if (!f->stack) {
+        /* A guard page below each stack turns an overflow into a fault, not corruption. */
+        char *m = (char *)mmap(NULL, FIBER_STACK_BYTES + 4096, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) emu_die("cannot map a thread stack: %s", strerror(errno));
+        if (mprotect(m, 4096, PROT_NONE) != 0) emu_die("mprotect: %s", strerror(errno));
+        f->stack = m + 4096;
+    }
+    void **top = (void **)(((uintptr_t)(f->stack + FIBER_STACK_BYTES)) & ~(uintptr_t)15);
+    top[-1] = NULL;                /* fiber_entry's return address: never used */
+    top[-2] = (void *)fiber_entry; /* where the first switch returns to */
+    for (int i = 3; i <= 8; i++)
+        top[-i] = NULL; /* rbp rbx r12..r15 */
+    f->sp = &top[-8];
+    f->state = F_READY;
+}
+
+static void run_fiber(fiber *f) {
+    g_current = f;
+    ad_emu_thread_idx = f->idx;
+    ad_emu_switch(&g_sched_sp, f->sp);
+    g_current = NULL;
+}
+
+[[noreturn]] static void kernel_fault(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    emu_die("kernel %s, block (%u,%u,%u) of (%u,%u,%u), %u threads: %s", g_kernel_name,
+            ad_emu_block_idx.x, ad_emu_block_idx.y, ad_emu_block_idx.z, ad_emu_grid_dim.x,
+            ad_emu_grid_dim.y, ad_emu_grid_dim.z,
+            ad_emu_block_dim.x * ad_emu_block_dim.y * ad_emu_block_dim.z, msg);
+}
+
+static void wait_here(fiber_state st) {
+    fiber *f = g_current;
+    if (!f) emu_die("a barrier or shuffle outside a kernel");
+    f->state = st;
+    ad_emu_switch(&f->sp, g_sched_sp);
+}
+
+void ad_emu_syncthreads(const char *file, int line) {
+    if (g_current) {
+        g_current->site_file = file;
+        g_current->site_line = line;
+    }
+    wait_here(F_WAIT_BLOCK);
+}
+
+uint64_t ad_emu_shuffle(unsigned mask, uint64_t bits, int kind, int arg, int width) {
+    fiber *f = g_current;
+    if (!f) emu_die("a shuffle outside a kernel");
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        kernel_fault("shuffle width %d is not a power of two up to 32", width);
+    f->mask = mask;
+    f->value = bits;
+    f->kind = kind;
+    f->arg = arg;
+    f->width = width;
+    wait_here(F_WAIT_WARP);
+    return f->result;
+}
+
+/* Releases every warp whose shuffle has all its lanes; false when none could be. */
+static bool release_warps(int nthreads) {
+    bool released = false;
+    for (int w0 = 0; w0 < nthreads; w0 += 32) {
+        const int nl = nthreads - w0 < 32 ? nthreads - w0 : 32;
+        fiber *lanes = &g_fibers[w0];
+        int first = -1;
+        for (int l = 0; l < nl; l++)
+            if (lanes[l].state == F_WAIT_WARP) {
+                first = l;
+                break;
+            }
+        if (first < 0) continue;
+        const unsigned mask = lanes[first].mask;
+        for (int l = 0; l < 32; l++) {
+            const bool named = (mask >> l) & 1u;
+            if (l >= nl) {
+                if (named)
+                    kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which does not "
+                                 "exist",
+                                 w0 / 32, mask, l);
+                continue;
+            }
+            const fiber &fl = lanes[l];
+            if (fl.state == F_WAIT_WARP && !named)
+                kernel_fault("warp %d: lane %d shuffles with mask 0x%08x, which lane %d's mask "
+                             "0x%08x does not name",
+                             w0 / 32, l, fl.mask, first, mask);
+            if (!named) continue;
+            if (fl.state == F_DONE)
+                kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which has exited",
+                             w0 / 32, mask, l);
+            if (fl.state == F_WAIT_BLOCK)
+                kernel_fault("warp %d: lane %d waits at __syncthreads while lane %d shuffles "
+                             "(divergent barrier)",
+                             w0 / 32, l, first);
+            if (fl.mask != mask || fl.kind != lanes[first].kind)
+                kernel_fault("warp %d: lanes %d and %d are in different shuffles", w0 / 32, first,
+                             l);
+        }
+        for (int l = 0; l < nl; l++) {
+            fiber &fl = lanes[l];
+            if (!((mask >> l) & 1u)) continue;
+            const int w = fl.width, seg = l & ~(w - 1);
+            int src = l;
+            switch (fl.kind) {
+            case 0: src = seg + (fl.arg & (w - 1)); break;
+            case 1:
+                src = l ^ fl.arg;
+                if (src >= seg + w) src = l;
+                break;
+            case 2:
+                src = l + fl.arg;
+                if (src >= seg + w) src = l;
+                break;
+            default:
+                src = l - fl.arg;
+                if (src < seg) src = l;
+                break;
+            }
+            if (src < 0 || src >= 32 || !((mask >> src) & 1u))
+                kernel_fault("warp %d: lane %d reads lane %d, which is not in the shuffle's mask "
+                             "0x%08x (undefined on a GPU)",
+                             w0 / 32, l, src, mask);
+            fl.result = lanes[src].value;
+        }
+        for (int l = 0; l < nl; l++)
+            if ((mask >> l) & 1u) lanes[l].state = F_READY;
+        released = true;
+    }
+    return released;
+}
+
+static bool g_reverse;
+
+static void run_block(int nthreads) {
+    g_block_serial++;
+    const dim3 b = ad_emu_block_dim;
+    for (int t = 0; t < nthreads; t++) {
+        fiber_reset(&g_fibers[t]);
+        g_fibers[t].idx = make_uint3(t % b.x, (t / b.x) % b.y, t / (b.x * b.y));
+    }
+    for (;;) {
+        for (int i = 0; i < nthreads; i++) {
+            fiber *f = &g_fibers[g_reverse ? nthreads - 1 - i : i];
+            if (f->state == F_READY) run_fiber(f);
+        }
+        bool all_done = true, any_block = false;
+        for (int t = 0; t < nthreads; t++) {
+            if (g_fibers[t].state != F_DONE) all_done = false;
+            if (g_fibers[t].state == F_WAIT_BLOCK) any_block = true;
+        }
+        if (all_done) return;
+        if (release_warps(nthreads)) continue;
+        if (!any_block) kernel_fault("no thread can proceed (deadlock)");
+        /* A barrier in code that not every thread reaches is undefined (the programming
+         * guide); GPUs often get away with it, so only the emulator can say. */
+        int waiter = -1;
+        for (int t = 0; t < nthreads; t++) {
+            const fiber &f = g_fibers[t];
+            if (f.state == F_DONE)
+                kernel_fault("thread %d has exited while others wait at a __syncthreads "
+                             "(divergent barrier)",
+                             t);
+            if (waiter < 0) waiter = t;
+            const fiber &w = g_fibers[waiter];
+            if (f.site_line != w.site_line || strcmp(f.site_file, w.site_file) != 0)
+                kernel_fault("thread %d waits at the __syncthreads of %s:%d, thread %d at %s:%d "
+                             "(divergent barrier)",
+                             waiter, w.site_file, w.site_line, t, f.site_file, f.site_line);
+        }
+        for (int t = 0; t < nthreads; t++)
+            g_fibers[t].state = F_READY;
+    }
+}
+
+/* ---- shared memory ------------------------------------------------------------------------- */
+static std::vector<char> g_dynamic_smem;
+static std::map<void *, unsigned long long> g_shared_seen;
+
+void *ad_emu_dynamic_shared(void) {
+    return g_dynamic_smem.data();
+}
+
+void ad_emu_shared_fresh(void *p, size_t bytes) {
+    unsigned long long &seen = g_shared_seen[p];
+    if (seen == g_block_serial) return;
+    seen = g_block_serial;
+    memset(p, 0xFF, bytes);
+}
+
+/* ---- launch ---------------------------------------------------------------------------------- */
+void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 block, size_t smem,
+                        void (*body)(void *), void *ctx) {
+    if (g_current) emu_die("kernel %s launched from inside a kernel", name);
+    const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+    if (nthreads == 0 || nthreads > MAX_THREADS || block.x > 1024 || block.y > 1024 ||
+        block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||
+        grid.y > 65535 || grid.z > 65535) {
+        g_last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    if (smem > (48u << 10)) {
+        auto it = g_max_dynamic_smem.find(kernel);
+        if (it == g_max_dynamic_smem.end() || (size_t)it->second < smem) {
+            g_last_error = cudaErrorInvalidValue;
+            return;
+        }
+    }
+    static bool order_read;
+    if (!order_read) {
+        const char *o = getenv("AUDISTILL_CUDA_EMU_ORDER");
+        g_reverse = o && strcmp(o, "reverse") == 0;
+        order_read = true;
+    }
+    g_dynamic_smem.assign(smem + 16, 0);
+    g_body = body;
+    g_body_ctx = ctx;
+    g_kernel_name = name;
+    ad_emu_grid_dim = grid;
+    ad_emu_block_dim = block;
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    for (unsigned long long i = 0; i < nblocks; i++) {
+        const unsigned long long bi = g_reverse ? nblocks - 1 - i : i;
+        ad_emu_block_idx = make_uint3((unsigned)(bi % grid.x), (unsigned)((bi / grid.x) % grid.y),
+                                      (unsigned)(bi / ((unsigned long long)grid.x * grid.y)));
+        memset(g_dynamic_smem.data(), 0xFF, smem);
+        run_block((int)nthreads);
+    }
+    check_guards(name);
+}

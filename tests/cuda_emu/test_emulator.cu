@@ -1,0 +1,209 @@
+// Self-test of the CUDA emulator (tests/cuda_emu): the primitives the backend's kernels rely on
+// behave as the CUDA programming guide defines them, and the faults the emulator exists to
+// catch are caught. Built and run only with -DAUDISTILL_CUDA_EMULATOR=ON; it is CUDA source,
+// rewritten by translate.py like cuda/*.cu, so the translator is exercised too.
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int g_failed, g_passed;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            g_passed++;                                                                            \
+        } else {                                                                                   \
+            g_failed++;                                                                            \
+            printf("%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);                        \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* out[w][lane] for the four shuffle kinds at width w. */
+__global__ static void shuffle_kernel(int *out, int width) {
+    const int lane = threadIdx.x & 31, base = (threadIdx.x >> 5) * 32 * 4;
+    const int v = 100 * (int)(threadIdx.x >> 5) + lane;
+    out[base + lane] = __shfl_sync(0xffffffffu, v, 3, width);
+    out[base + 32 + lane] = __shfl_xor_sync(0xffffffffu, v, 5, width);
+    out[base + 64 + lane] = __shfl_down_sync(0xffffffffu, v, 2, width);
+    out[base + 96 + lane] = __shfl_up_sync(0xffffffffu, v, 2, width);
+}
+
+static void test_shuffles(void) {
+    for (int width = 32; width >= 8; width /= 2) {
+        int *d, h[2 * 128];
+        cudaMalloc((void **)&d, sizeof h);
+        shuffle_kernel<<<1, 64>>>(d, width);
+        CHECK(cudaGetLastError() == cudaSuccess, "launch");
+        cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+        cudaFree(d);
+        for (int w = 0; w < 2; w++)
+            for (int l = 0; l < 32; l++) {
+                const int seg = l / width * width, *o = h + w * 128;
+                const int v0 = 100 * w;
+                /* Programming guide, warp shuffle functions: a source lane outside the caller's
+                 * width-segment returns the caller's own value (down, up, xor upward). */
+                const int idx = seg + 3 % width;
+                const int x = (l ^ 5) >= seg + width ? l : (l ^ 5);
+                const int dn = l + 2 < seg + width ? l + 2 : l;
+                const int up = l - 2 >= seg ? l - 2 : l;
+                CHECK(o[l] == v0 + idx, "__shfl_sync width %d lane %d: %d", width, l, o[l]);
+                CHECK(o[32 + l] == v0 + x, "__shfl_xor_sync width %d lane %d: %d", width, l,
+                      o[32 + l]);
+                CHECK(o[64 + l] == v0 + dn, "__shfl_down_sync width %d lane %d: %d", width, l,
+                      o[64 + l]);
+                CHECK(o[96 + l] == v0 + up, "__shfl_up_sync width %d lane %d: %d", width, l,
+                      o[96 + l]);
+            }
+    }
+}
+
+/* Each block reverses its slice through shared memory: needs the barrier between the write
+ * and the read; also sums its slice with a tree in dynamic shared memory. */
+__global__ static void reverse_kernel(float *x, float *sums) {
+    __shared__ float buf[128];
+    extern __shared__ float tree[];
+    const int t = threadIdx.x, n = blockDim.x;
+    float *row = x + (size_t)blockIdx.x * n;
+    buf[t] = row[t];
+    tree[t] = row[t];
+    __syncthreads();
+    row[t] = buf[n - 1 - t];
+    for (int s = n / 2; s > 0; s /= 2) {
+        __syncthreads();
+        if (t < s) tree[t] += tree[t + s];
+    }
+    if (t == 0) sums[blockIdx.x] = tree[0];
+}
+
+static void test_barriers(void) {
+    enum { B = 5, N = 128 };
+    float h[B * N], sums[B], *d, *ds;
+    for (int i = 0; i < B * N; i++)
+        h[i] = (float)i;
+    cudaMalloc((void **)&d, sizeof h);
+    cudaMalloc((void **)&ds, sizeof sums);
+    cudaMemcpy(d, h, sizeof h, cudaMemcpyHostToDevice);
+    reverse_kernel<<<B, N, N * sizeof(float)>>>(d, ds);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    cudaMemcpy(sums, ds, sizeof sums, cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    cudaFree(ds);
+    int wrong = 0;
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < N; t++)
+            wrong += h[b * N + t] != (float)(b * N + N - 1 - t);
+        const double want = (double)N * (2.0 * b * N + N - 1) / 2.0;
+        CHECK(sums[b] == (float)want, "block %d sum %g, want %g", b, sums[b], want);
+    }
+    CHECK(wrong == 0, "%d elements not reversed", wrong);
+}
+
+__global__ static void nothing_kernel(int *p) {
+    if (p) p[threadIdx.x] = 0;
+}
+
+static void test_launch_errors(void) {
+    nothing_kernel<<<1, 1025>>>(NULL);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "1025 threads per block");
+    CHECK(cudaGetLastError() == cudaSuccess, "the error is cleared once read");
+    nothing_kernel<<<dim3(1, 70000), 32>>>(NULL);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "grid.y 70000");
+    nothing_kernel<<<1, 32, 64 << 10>>>(NULL);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue, "64 KiB dynamic shared without opt-in");
+    CHECK(cudaFuncSetAttribute(nothing_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               64 << 10) == cudaSuccess,
+          "opt-in");
+    nothing_kernel<<<1, 32, 64 << 10>>>(NULL);
+    CHECK(cudaGetLastError() == cudaSuccess, "64 KiB after opt-in");
+}
+
+/* ---- faults: each runs in a child, which must abort naming the fault ---------------------- */
+__global__ static void divergent_barrier_kernel(void) {
+    if (threadIdx.x < 32) {
+        __syncthreads();
+    } else {
+        float v = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+        (void)v;
+    }
+}
+__global__ static void exited_lane_kernel(float *out) {
+    if (threadIdx.x == 7) return;
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+__global__ static void overrun_kernel(float *out, int n) {
+    out[n + threadIdx.x] = 1.0f;
+}
+__global__ static void uninitialised_shared_kernel(float *out) {
+    __shared__ float s[32];
+    out[threadIdx.x] = s[threadIdx.x];
+}
+
+static void fault_divergent(void) {
+    divergent_barrier_kernel<<<1, 64>>>();
+}
+static void fault_exited(void) {
+    float *d;
+    cudaMalloc((void **)&d, 32 * sizeof(float));
+    exited_lane_kernel<<<1, 32>>>(d);
+}
+static void fault_overrun(void) {
+    float *d;
+    cudaMalloc((void **)&d, 10 * sizeof(float));
+    overrun_kernel<<<1, 2>>>(d, 10);
+}
+static void fault_copy(void) {
+    float *d, h[4];
+    cudaMalloc((void **)&d, 2 * sizeof(float));
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+}
+
+static void expect_abort(const char *what, void (*fn)(void), const char *needle) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    char msg[2048] = "";
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < sizeof msg && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0)
+        len += (size_t)r;
+    msg[len] = 0;
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st) && strstr(msg, needle), "%s: child status %d, message \"%s\"", what, st,
+          msg);
+}
+
+int main(void) {
+    test_shuffles();
+    test_barriers();
+    test_launch_errors();
+    {
+        float *d, h[32];
+        cudaMalloc((void **)&d, sizeof h);
+        uninitialised_shared_kernel<<<1, 32>>>(d);
+        cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+        cudaFree(d);
+        int nan = 0;
+        for (int i = 0; i < 32; i++)
+            nan += h[i] != h[i];
+        CHECK(nan == 32, "shared memory read before any write: %d of 32 NaN", nan);
+    }
+    expect_abort("divergent barrier", fault_divergent, "divergent barrier");
+    expect_abort("shuffle naming an exited lane", fault_exited, "which has exited");
+    expect_abort("write past an allocation", fault_overrun, "overrun_kernel wrote past the end");
+    expect_abort("copy past an allocation", fault_copy, "is not inside one device allocation");
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
