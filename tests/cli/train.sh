@@ -2,8 +2,8 @@
 # audistill train on the tiny models (random prepared sets, no espeak needed):
 # 1. exact resume: 6 steps straight == 3 steps, stop, resume, 3 steps (weights, optimizer state
 #    and every per-step loss bit-identical); the optimizer as backend ops (optimizer: device)
-#    takes the same steps bit for bit, straight and resumed, with clipping active; a bf16
-#    final model is the f32 one rounded to bf16;
+#    takes the same steps bit for bit, straight, resumed and moved between host and backend
+#    at a checkpoint, with clipping active; a bf16 final model is the f32 one rounded to bf16;
 # 2. crash safety: killed (SIGKILL) at every point of a checkpoint write, the previous
 #    checkpoint still loads and resuming reaches the same result;
 # 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%;
@@ -65,7 +65,13 @@ j=$(job opt_device_resumed 6)
 sed -i "s|^train:|train:\n  clip: 0.5\n  optimizer: device|" "$j"
 "$bin" train --config "$j" --quiet --stop-after 3 2>"$tmp/err" && "$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "device optimizer resume failed"; cat "$tmp/err"; }
 awk -F'"train/grad_norm": ' 'NF > 1 { split($2, a, ","); if (a[1] + 0 > 0.5) n++ } END { exit !(n >= 3) }' "$tmp/opt_host/metrics.jsonl" && ok || bad "the gradient norms do not exceed clip 0.5: clipping untested"
-for run in opt_device opt_device_resumed; do
+# The optimizer may move at a checkpoint (host for steps 1-3, device after): same bits.
+j=$(job opt_moved 6)
+sed -i "s|^train:|train:\n  clip: 0.5\n  optimizer: host|" "$j"
+"$bin" train --config "$j" --quiet --stop-after 3 2>"$tmp/err" || { bad "host optimizer first half failed"; cat "$tmp/err"; }
+sed -i "s|optimizer: host|optimizer: device|" "$j"
+"$bin" train --config "$j" --quiet --resume auto 2>"$tmp/err" || { bad "resume with the optimizer moved to the backend failed"; cat "$tmp/err"; }
+for run in opt_device opt_device_resumed opt_moved; do
   cmp -s "$tmp/opt_host/final/model.safetensors" "$tmp/$run/final/model.safetensors" && ok || bad "$run: weights differ from the host optimizer's"
   for s in 3 6; do
     cmp -s "$tmp/opt_host/checkpoints/step_0000000$s/optimizer.safetensors" "$tmp/$run/checkpoints/step_0000000$s/optimizer.safetensors" && ok || bad "$run: step-$s moments differ from the host optimizer's"
