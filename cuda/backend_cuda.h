@@ -37,6 +37,9 @@ void ad_cuda_free(void *ptr);
 int ad_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
 int ad_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
 int ad_cuda_synchronize(void);
+/* An NVTX range (Nsight Systems timelines; free when no tool is attached). */
+void ad_cuda_range_push(const char *name);
+void ad_cuda_range_pop(void);
 /* Device memory free and total now (cudaMemGetInfo): with arenas planned up front, total - free
  * after the first step is the peak. */
 int ad_cuda_memory_info(size_t *free_bytes, size_t *total_bytes);

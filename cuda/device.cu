@@ -1,4 +1,5 @@
 // Device discovery and memory for the CUDA backend.
+#include <nvtx3/nvToolsExt.h>
 #include <stdio.h>
 
 #include "backend_cuda.h"
@@ -43,6 +44,14 @@ extern "C" int ad_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes) {
 extern "C" int ad_cuda_synchronize(void) {
     CUDA_TRY(cudaDeviceSynchronize());
     return AD_OK;
+}
+
+extern "C" void ad_cuda_range_push(const char *name) {
+    nvtxRangePushA(name);
+}
+
+extern "C" void ad_cuda_range_pop(void) {
+    nvtxRangePop();
 }
 
 extern "C" int ad_cuda_memory_info(size_t *free_bytes, size_t *total_bytes) {

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "backend/profile.h"
 #include "core/error.h"
 #ifdef AUDISTILL_HAVE_CUDA
 #include "../cuda/backend_cuda.h"
@@ -27,5 +28,7 @@ int ad_backend_create_for(const char *device, int n_threads, int gpu, const char
 }
 
 void ad_backend_destroy(ad_backend *be) {
-    if (be && be->destroy) be->destroy(be);
+    if (!be) return;
+    ad_backend_profile_stop(be);
+    if (be->destroy) be->destroy(be);
 }

@@ -69,6 +69,7 @@ struct ad_backend {
     ad_device device;
     ad_dtype act_dtype; /* dtype of activations this backend computes in */
     void *impl;
+    void *profile; /* the op profile while one runs (backend/profile.h), else NULL */
 
     /* ---- memory -------------------------------------------------------------------- */
     /* Device memory (zeroed). */

@@ -272,12 +272,13 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                 ad_fail_context("%s: loading %s", weights_path, sp->name);
                 goto done;
             }
+            slot->name = sp->name;
             continue;
         }
         if (ad_arena_tensor(&arena, slot, be->act_dtype, sp->ndim, sp->shape, sp->name) < 0)
             goto done;
         slot->device = be->device;
-        slot->name = NULL; /* the spec names die with `specs` */
+        slot->name = sp->name; /* the model keeps `specs` (error messages, op profiles) */
         if (matched[s] < 0) {
             if (load_dequantized(m, &st, ad_quant_index_find(&qindex, sp->name), slot) < 0) {
                 ad_fail_context("%s: loading %s", weights_path, sp->name);
@@ -299,7 +300,12 @@ done:
     free(matched);
     free(part_used);
     ad_quant_index_free(&qindex);
-    free(specs);
+    if (rc == AD_OK) {
+        m->specs = specs;
+        m->n_specs = n_specs;
+    } else {
+        free(specs);
+    }
     if (st.entries || st.shards) ad_safetensors_close(&st);
     if (rc < 0) ad_model_free(m);
     return rc;
@@ -338,6 +344,7 @@ void ad_model_free(ad_model *m) {
     free(m->quant_owned);
     free(m->encoder);
     free(m->decoder);
+    free(m->specs);
     memset(m, 0, sizeof *m);
 }
 

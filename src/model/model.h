@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "core/arena.h"
 #include "io/hf_config.h"
+#include "model/weights.h"
 
 typedef struct {
     ad_tensor k_proj_w, v_proj_w, v_proj_b, q_proj_w, q_proj_b, out_proj_w, out_proj_b;
@@ -43,7 +44,9 @@ typedef struct {
     int n_quantized;    /* weights stored group-quantized (AD_QGROUP slots) */
     void **quant_owned; /* their ad_quant_tensor copies */
     int n_quant_owned;
-    int n_dequantized; /* ad_model_load_dequantized: group-quantized weights loaded as floats */
+    int n_dequantized;     /* ad_model_load_dequantized: group-quantized weights loaded as floats */
+    ad_weight_spec *specs; /* the list the weight tensors' names point into */
+    int n_specs;
 } ad_model;
 
 /* Reads DIR/config.json and the checkpoint in DIR (single file or sharded index; checkpoint or

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/profile.h"
 #include "compress/quant_io.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -863,6 +864,10 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         if (ad_backend_create_for(job->train.device, (int)job->train.threads, r.comm->local_rank,
                                   what, &r.be) < 0)
             goto done;
+        /* AUDISTILL_PROFILE=1: every op timed, the table printed at the end (backend/profile.h). */
+        const char *prof = getenv("AUDISTILL_PROFILE");
+        if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
+            goto done;
     }
     /* The student starts from its directory, or from the checkpoint when resuming (which holds
      * the f32 masters of a quantization-aware run). A group-quantized student is trained
@@ -1112,6 +1117,8 @@ done:
     ad_metrics_close(&r.metrics);
     if (r.student.be) ad_model_free(&r.student);
     if (r.teacher.be) ad_model_free(&r.teacher);
+    if (r.be && r.be->profile && (!r.comm || r.comm->rank == 0))
+        ad_backend_profile_report(r.be, stderr, 0);
     if (r.be) ad_backend_destroy(r.be);
     if (r.comm) r.comm->destroy(r.comm);
     cJSON_Delete(r.flat);

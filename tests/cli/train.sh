@@ -53,6 +53,10 @@ cmp -s "$tmp/straight/final/model.safetensors" "$tmp/resumed/final/model.safeten
 cmp -s "$tmp/straight/checkpoints/step_00000006/optimizer.safetensors" "$tmp/resumed/checkpoints/step_00000006/optimizer.safetensors" && ok || bad "resumed optimizer state differs"
 grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation has no greedy BLEU"
 [ "$(losses "$tmp/straight")" = "$(losses "$tmp/resumed")" ] && [ "$(losses "$tmp/straight" | wc -l)" -eq 6 ] && ok || bad "per-step losses differ"
+# AUDISTILL_PROFILE=1: the op table printed at the end, the run's results unchanged.
+AUDISTILL_PROFILE=1 "$bin" train --config "$(job profiled 6)" --quiet 2>"$tmp/err" || { bad "profiled run failed"; cat "$tmp/err"; }
+grep -q "^op profile (cpu backend)" "$tmp/err" && grep -qE "^linear_backward language_model\.model\.layers\.#\.mlp\.down_proj\.weight +[0-9]+" "$tmp/err" && ok || { bad "no op profile"; cat "$tmp/err"; }
+cmp -s "$tmp/straight/final/model.safetensors" "$tmp/profiled/final/model.safetensors" && ok || bad "profiling changed the weights"
 
 # 1b. the optimizer as backend ops == the host optimizer, bit for bit (clip 0.5: the gradient
 # norms of these steps are above it, so the scale op runs too)

@@ -165,6 +165,8 @@ if [[ $BENCH == 1 ]]; then
                 "$benchdir/student" 4 1000 40 10 $mode >"$benchdir/audistill-$mode.json" \
                 2>"$benchdir/audistill-$mode.log"; then
                 cat "$benchdir/audistill-$mode.json"
+                # Where the step's time goes: every op of one extra step timed (backend/profile.h).
+                sed -n '/^op profile/,/^profiled step/p' "$benchdir/audistill-$mode.log" | head -70
             else
                 tail -20 "$benchdir/audistill-$mode.log"
                 echo "FAILED: audistill benchmark ($mode GEMMs)"
@@ -192,7 +194,7 @@ for r in rows:
     mfu = 100 * flops / (r["ms_per_step"] / 1e3) / peak if flops else 0
     print(f"{r['impl']:15} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 PY
-    [[ -n "${OUT:-}" ]] && cp "$benchdir"/*.json "$benchdir/table.txt" "$OUT/" 2>/dev/null
+    [[ -n "${OUT:-}" ]] && cp "$benchdir"/*.json "$benchdir"/audistill-*.log "$benchdir/table.txt" "$OUT/" 2>/dev/null
 fi
 
 section "done"
