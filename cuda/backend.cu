@@ -187,11 +187,13 @@ int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
                                  "F32/BF16/F16 -> F32/BF16/F16, I32/I64 -> I32)",
                                  ad_tensor_describe(src, desc, sizeof desc));
     }
-    /* Convert on the host into a staging buffer of the device dtype, then one copy. */
+    /* Convert on the host into a staging buffer of the device dtype, then one copy. The f32
+     * values go first: after 2n bytes of bf16 (n odd) a float would be misaligned. */
     const size_t bytes = (size_t)n * (size_t)cu_esize(dst->dtype);
-    void *stage = ad_malloc(bytes + (size_t)n * sizeof(float), "upload staging");
-    if (!stage) return AD_ERR;
-    float *f32 = (float *)((char *)stage + bytes);
+    void *buf = ad_malloc((size_t)n * sizeof(float) + bytes, "upload staging");
+    if (!buf) return AD_ERR;
+    float *f32 = (float *)buf;
+    void *stage = (char *)buf + (size_t)n * sizeof(float);
     int rc = AD_OK;
     if (floats) {
         rc = ad_tensor_to_f32(src, f32);
@@ -218,7 +220,7 @@ int cu_upload(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
             rc = ad_fail("upload: copying %s to the device failed: %s", dst->name,
                          cudaGetErrorString(err));
     }
-    free(stage);
+    free(buf);
     return rc;
 }
 

@@ -5,6 +5,10 @@
 // at a time; each thread of a block is a fiber that runs until it reaches a barrier or
 // returns. AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks and threads in reverse order, so a
 // result that depends on the order (a missing __syncthreads, a race between blocks) changes.
+//
+// Built with AddressSanitizer, device allocations are exact (no guard zones) so that ASan
+// reports any read or write out of bounds with the kernel's line, and the fiber switches are
+// announced to ASan (its fiber API), as compute-sanitizer's memcheck would on a GPU.
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +20,17 @@
 #include <vector>
 
 #include "emu_device.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 uint3 ad_emu_thread_idx, ad_emu_block_idx;
 dim3 ad_emu_block_dim, ad_emu_grid_dim;
@@ -32,8 +47,12 @@ dim3 ad_emu_block_dim, ad_emu_grid_dim;
 }
 
 /* ---- device memory --------------------------------------------------------------------- */
+#ifdef EMU_ASAN
+#define GUARD_BYTES 0 /* ASan's own redzones catch reads too */
+#else
 #define GUARD_BYTES 256 /* keeps cudaMalloc's 256-byte alignment */
-#define GUARD_BYTE  0xA5
+#endif
+#define GUARD_BYTE 0xA5
 
 struct allocation {
     char *base; /* guard, user bytes, guard */
@@ -74,12 +93,16 @@ static void check_guards(const char *after) {
 cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     if (!ptr) return cudaErrorInvalidValue;
     if (g_allocated + bytes > EMU_TOTAL_MEMORY) return cudaErrorMemoryAllocation;
-    char *base =
-        (char *)aligned_alloc(GUARD_BYTES, GUARD_BYTES * 2 + ((bytes + 255) & ~(size_t)255));
-    if (!base) return cudaErrorMemoryAllocation;
+    /* cudaMalloc's alignment; the user bytes exact under ASan, whole 256-byte units here. */
+    void *mem = NULL;
+    const size_t body = GUARD_BYTES ? (bytes + 255) & ~(size_t)255 : (bytes ? bytes : 1);
+    if (posix_memalign(&mem, 256, GUARD_BYTES * 2 + body) != 0) return cudaErrorMemoryAllocation;
+    char *base = (char *)mem;
+#if GUARD_BYTES
     memset(base, GUARD_BYTE, GUARD_BYTES);
-    memset(base + GUARD_BYTES, 0xFF, bytes);
     memset(base + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
+#endif
+    memset(base + GUARD_BYTES, 0xFF, bytes);
     *ptr = base + GUARD_BYTES;
     g_allocs[(uintptr_t)*ptr] = allocation{base, bytes};
     g_allocated += bytes;
@@ -207,6 +230,7 @@ enum fiber_state { F_READY, F_WAIT_BLOCK, F_WAIT_WARP, F_DONE };
 struct fiber {
     void *sp;
     char *stack;
+    void *asan_fake_stack; /* ASan's record of this fiber's stack while it is switched out */
     fiber_state state;
     uint3 idx;
     /* a pending shuffle */
@@ -220,6 +244,48 @@ struct fiber {
 static fiber g_fibers[MAX_THREADS];
 static fiber *g_current;
 static void *g_sched_sp;
+#ifdef EMU_ASAN
+static const void *g_sched_stack_bottom; /* the scheduler's stack, as ASan reports it */
+static size_t g_sched_stack_size;
+#endif
+
+/* ASan's fiber protocol: announce a switch before it, confirm it after (sanitizer/
+ * common_interface_defs.h). No-ops without ASan. */
+static inline void asan_leave(void **fake_stack_save, const void *to_bottom, size_t to_size) {
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(fake_stack_save, to_bottom, to_size);
+#else
+    (void)fake_stack_save, (void)to_bottom, (void)to_size;
+#endif
+}
+static inline void asan_arrived_in_fiber(void *fake_stack) {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake_stack, &g_sched_stack_bottom, &g_sched_stack_size);
+#else
+    (void)fake_stack;
+#endif
+}
+static inline void asan_back_in_scheduler(void *fake_stack) {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake_stack, NULL, NULL);
+#else
+    (void)fake_stack;
+#endif
+}
+static inline const void *sched_bottom(void) {
+#ifdef EMU_ASAN
+    return g_sched_stack_bottom;
+#else
+    return NULL;
+#endif
+}
+static inline size_t sched_size(void) {
+#ifdef EMU_ASAN
+    return g_sched_stack_size;
+#else
+    return 0;
+#endif
+}
 static void (*g_body)(void *);
 static void *g_body_ctx;
 static const char *g_kernel_name;
@@ -244,8 +310,10 @@ __asm__(".text\n"
 
 [[noreturn]] static void fiber_entry(void) {
     fiber *f = g_current;
+    asan_arrived_in_fiber(NULL);
     g_body(g_body_ctx);
     f->state = F_DONE;
+    asan_leave(NULL, sched_bottom(), sched_size()); /* NULL: this stack is finished with */
     ad_emu_switch(&f->sp, g_sched_sp);
     __builtin_unreachable();
 }
@@ -271,7 +339,10 @@ static void fiber_reset(fiber *f) {
 static void run_fiber(fiber *f) {
     g_current = f;
     ad_emu_thread_idx = f->idx;
+    void *sched_fake_stack = NULL;
+    asan_leave(&sched_fake_stack, f->stack, FIBER_STACK_BYTES);
     ad_emu_switch(&g_sched_sp, f->sp);
+    asan_back_in_scheduler(sched_fake_stack);
     g_current = NULL;
 }
 
@@ -291,7 +362,9 @@ static void wait_here(fiber_state st) {
     fiber *f = g_current;
     if (!f) emu_die("a barrier or shuffle outside a kernel");
     f->state = st;
+    asan_leave(&f->asan_fake_stack, sched_bottom(), sched_size());
     ad_emu_switch(&f->sp, g_sched_sp);
+    asan_arrived_in_fiber(f->asan_fake_stack);
 }
 
 void ad_emu_syncthreads(const char *file, int line) {
@@ -471,7 +544,7 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
         g_reverse = o && strcmp(o, "reverse") == 0;
         order_read = true;
     }
-    g_dynamic_smem.assign(smem + 16, 0);
+    g_dynamic_smem.assign(smem ? smem : 1, 0); /* exact: ASan sees an overrun */
     g_body = body;
     g_body_ctx = ctx;
     g_kernel_name = name;

@@ -225,5 +225,17 @@ int main(int argc, char **argv) {
         "\"loss_first\": %.5f, \"loss_last\": %.5f, \"profiled_step_ms\": %.2f}\n",
         bf16 ? "bf16" : "f32", med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S,
         (long long)trainable, total_b - free_b, first_loss, last_loss, profiled_ms);
+    for (int i = 0; i < n_slots; i++) {
+        be->release(be, slots[i].master);
+        be->release(be, slots[i].m);
+        be->release(be, slots[i].v);
+    }
+    free(slots), free(specs), free(grads), free(counts), free(ms);
+    ad_graph_free(&sg);
+    ad_graph_free(&tg);
+    ad_batch_free(&b);
+    ad_model_free(&student);
+    ad_model_free(&teacher);
+    ad_backend_destroy(be);
     return 0;
 }
