@@ -180,6 +180,10 @@ static inline unsigned cu_blocks(int64_t n, int block) {
 int cu_index_flag_reset(ad_backend *be);
 int cu_index_flag_result(ad_backend *be, const char *op, const ad_tensor *idx, const char *what);
 
+/* Fails naming `what` unless every id is in [0, hi) (negative ids allowed with skip_negative). */
+int cu_check_ids(ad_backend *be, const char *op, const ad_tensor *ids, int64_t hi,
+                 bool skip_negative, const char *what);
+
 __device__ static inline void cu_flag_bad(unsigned long long *flag, int64_t pos) {
     atomicMin(flag, (unsigned long long)pos);
 }
@@ -203,6 +207,12 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
  * deterministic, no atomics. */
 int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,
                          int64_t cols, int64_t ld);
+
+/* ---- quantized weights (quant.cu) ------------------------------------------------------- */
+/* The device parts of an AD_QGROUP weight tensor (its `quant`), checked against its shape. */
+int cu_quant_view(const char *op, const ad_tensor *w, ad_cuda_quant_weight *out);
+/* embedding with a quantized table: the rows dequantized as ad_quant_dequantize_rows does. */
+int cu_quant_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids);
 
 /* ---- op entry points ------------------------------------------------------------------------ */
 int cu_alloc(ad_backend *be, size_t bytes, void **out);

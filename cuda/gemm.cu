@@ -453,6 +453,11 @@ int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a
 int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
               const ad_tensor *bias) {
     const char *op = "linear";
+    if (w && w->dtype == AD_QGROUP) {
+        ad_cuda_quant_weight qw;
+        AD_TRY(cu_quant_view(op, w, &qw));
+        return ad_cuda_quant_linear(be, y, x, &qw, bias);
+    }
     cu_mat Y, X, W;
     AD_TRY(output_mat(op, y, &Y));
     AD_TRY(cu_check(op, "x", x, CU_FLOAT));

@@ -104,8 +104,8 @@ __global__ static void check_ids_kernel(const int32_t *ids, int64_t n, int64_t l
     }
 }
 
-static int check_ids(ad_backend *be, const char *op, const ad_tensor *ids, int64_t hi,
-                     bool skip_negative, const char *what) {
+int cu_check_ids(ad_backend *be, const char *op, const ad_tensor *ids, int64_t hi,
+                 bool skip_negative, const char *what) {
     const int64_t n = ad_tensor_numel(ids);
     if (n == 0) return AD_OK;
     AD_TRY(cu_index_flag_reset(be));
@@ -145,6 +145,7 @@ static int rows_copy(const cu_rows &dst, const cu_rows &src, const ad_tensor *id
 
 int cu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids) {
     const char *op = "embedding";
+    if (table && table->dtype == AD_QGROUP) return cu_quant_embedding(be, y, table, ids);
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "table", table, CU_FLOAT));
     AD_TRY(check_index_tensor(op, "ids", ids));
@@ -161,7 +162,7 @@ int cu_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_
                                  (long long)N, ids->name, (long long)C, table->name);
     char what[96];
     snprintf(what, sizeof what, "[0, %lld) of table %s", (long long)V, table->name);
-    AD_TRY(check_ids(be, op, ids, V, false, what));
+    AD_TRY(cu_check_ids(be, op, ids, V, false, what));
     return rows_copy(ry, rt, ids, 0);
 }
 
@@ -184,7 +185,7 @@ int cu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_t
                                  rows->name, (long long)ry.cols, y->name);
     char what[96];
     snprintf(what, sizeof what, "the %lld rows of %s", (long long)ry.rows, y->name);
-    AD_TRY(check_ids(be, op, rows, ry.rows, false, what));
+    AD_TRY(cu_check_ids(be, op, rows, ry.rows, false, what));
     return rows_copy(ry, rx, rows, 1);
 }
 
@@ -206,7 +207,7 @@ int cu_gather_rows(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_
                                  (long long)N, rows->name, (long long)rdy.cols, dy->name);
     char what[96];
     snprintf(what, sizeof what, "[0, %lld) (rows of %s)", (long long)rdy.rows, dy->name);
-    AD_TRY(check_ids(be, op, rows, rdy.rows, false, what));
+    AD_TRY(cu_check_ids(be, op, rows, rdy.rows, false, what));
     return rows_copy(rdx, rdy, rows, 0);
 }
 

@@ -6,6 +6,8 @@
 //
 // Later: a fused kernel that decodes codes in registers inside the GEMM main loop (the win
 // for decoding with one or a few rows, where this path is bound by the tile writes).
+#include <stdio.h>
+
 #include "cuda_internal.h"
 
 #define QUANT_TILE_BYTES ((int64_t)64 << 20)
@@ -100,5 +102,64 @@ extern "C" int ad_cuda_quant_linear(ad_backend *be, ad_tensor *y, const ad_tenso
         }
         AD_TRY(cu_gemm(be, op, &Yt, &X, false, &W, true, 1.0f, 0.0f, bp));
     }
+    return AD_OK;
+}
+
+/* ---- AD_QGROUP weights of a loaded model (src/model/model.c puts their parts on the device) - */
+
+int cu_quant_view(const char *op, const ad_tensor *w, ad_cuda_quant_weight *out) {
+    AD_TRY(cu_check(op, "weight", w, CU_M(AD_QGROUP)));
+    const ad_quant_tensor *q = (const ad_quant_tensor *)w->quant;
+    if (!q || !q->codes) return ad_op_fail_tensor(op, w, "is quantized but has no codes");
+    if (w->ndim != 2 || w->shape[0] != q->rows || w->shape[1] != q->cols)
+        return ad_op_fail_tensor(op, w, "does not match its quantized [%lld, %lld] parts",
+                                 (long long)q->rows, (long long)q->cols);
+    out->spec = q->spec;
+    out->rows = q->rows;
+    out->cols = q->cols;
+    out->codes = q->codes;
+    out->scales = q->scales;
+    out->zeros = q->zeros;
+    return AD_OK;
+}
+
+__global__ static void dequant_rows_kernel(cu_rows y, const int32_t *ids, int64_t n,
+                                           const uint8_t *codes, const uint16_t *scales,
+                                           const uint8_t *zeros, int bits, int G, int64_t cols,
+                                           int64_t row_bytes) {
+    const int64_t groups = cols / G;
+    const int sym_zero = 1 << (bits - 1);
+    CU_GRID_STRIDE(i, n * cols) {
+        const int64_t k = i / cols, j = i % cols, r = ids[k], g = j / G;
+        const float scale = __half2float(__ushort_as_half(scales[r * groups + g]));
+        const int zero = zeros ? zeros[r * groups + g] : sym_zero;
+        const int code = (int)get_code(codes + r * row_bytes, bits, j);
+        cu_store(y.base, y.dtype, cu_row_off(y, k) + j, scale * (float)(code - zero));
+    }
+}
+
+int cu_quant_embedding(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids) {
+    const char *op = "embedding";
+    ad_cuda_quant_weight w;
+    AD_TRY(cu_quant_view(op, table, &w));
+    AD_TRY(cu_check(op, "y", y, CU_ACT));
+    AD_TRY(cu_check(op, "ids", ids, CU_I32));
+    AD_TRY(ad_op_check_contiguous(op, ids));
+    AD_TRY(ad_op_check_rows(op, y));
+    const int64_t N = ad_tensor_numel(ids);
+    cu_rows ry;
+    cu_rows_of(y, &ry);
+    if (ry.rows != N || ry.cols != w.cols)
+        return ad_op_fail_tensor(op, y, "expected %lld rows (ids %s) of %lld (table %s)",
+                                 (long long)N, ids->name, (long long)w.cols, table->name);
+    char what[96];
+    snprintf(what, sizeof what, "[0, %lld) of table %s", (long long)w.rows, table->name);
+    AD_TRY(cu_check_ids(be, op, ids, w.rows, false, what));
+    if (N * w.cols == 0) return AD_OK;
+    const ad_quant_spec *s = &w.spec;
+    dequant_rows_kernel<<<cu_blocks(N * w.cols, 256), 256>>>(
+        ry, (const int32_t *)ids->data, N, w.codes, w.scales, s->symmetric ? NULL : w.zeros,
+        s->bits, s->group_size, w.cols, ad_quant_row_bytes(s, w.cols));
+    CUDA_TRY_LAUNCH();
     return AD_OK;
 }

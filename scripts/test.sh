@@ -29,10 +29,10 @@ if cmake -S . -B build-cuda-emu -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA_EMUL
   emulate=ON
   cmake --build build-cuda-emu -j"$jobs"
   section "CUDA tests on the emulator"
-  ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" -R '^cuda_|^cli_train_cuda'
+  ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" -R '^cuda_|^cli_.*_cuda'
   section "CUDA tests on the emulator, blocks and threads in reverse order"
   AUDISTILL_CUDA_EMU_ORDER=reverse ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" \
-    -R '^cuda_|^cli_train_cuda'
+    -R '^cuda_|^cli_.*_cuda'
 else
   echo "skipped: the CUDA toolkit headers were not found (the emulator needs cuda_bf16.h)"
 fi

@@ -11,7 +11,7 @@
 
 static const char *usage =
     "audistill translate --model DIR --lang de|zh|en [--beam N] [--prompt TEXT] "
-    "[--max-new-tokens N] [--chat] [--threads N] (AUDIO... | --list FILE)";
+    "[--max-new-tokens N] [--chat] [--threads N] [--device cpu|cuda] (AUDIO... | --list FILE)";
 
 static void print_help(void) {
     printf(
@@ -26,7 +26,8 @@ static void print_help(void) {
         "--chat uses the Instruct chat template instead. Decoding is greedy (--beam 1, default)\n"
         "or beam search with transformers' generate() semantics. Clips longer than the model's\n"
         "30 s window are truncated with a warning: segment long talks first (audistill segment).\n"
-        "--list FILE reads one audio path per line.\n",
+        "--list FILE reads one audio path per line. --device cuda runs the model on GPU 0 (f32\n"
+        "activations; a build without CUDA refuses it).\n",
         usage);
 }
 
@@ -58,6 +59,8 @@ int cmd_translate(int argc, char **argv) {
             opt.max_new_tokens = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && has_value)
             opt.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--device") && has_value)
+            opt.device = argv[++i];
         else if (!strcmp(a, "--chat"))
             opt.style = AD_PROMPT_CHAT;
         else if (a[0] == '-') {
@@ -77,6 +80,10 @@ int cmd_translate(int argc, char **argv) {
     if (!task) {
         cli_usage_error("translate", usage,
                         "unknown language '%s' (de, zh or en, or give --prompt)", lang);
+        goto out;
+    }
+    if (opt.device && strcmp(opt.device, "cpu") != 0 && strcmp(opt.device, "cuda") != 0) {
+        cli_usage_error("translate", usage, "--device must be cpu or cuda, not '%s'", opt.device);
         goto out;
     }
     if (opt.num_beams < 1 || opt.num_beams > 64 || opt.max_new_tokens < 1 || opt.threads < 0) {

@@ -269,7 +269,7 @@ static const ad_field refs_field_table[] = {
 };
 
 typedef struct {
-    const char *synth_split, *list, *report, *baseline;
+    const char *synth_split, *list, *report, *baseline, *device;
     refs_fields references;
     ad_string_list langs;
     int64_t limit, beam, max_new_tokens;
@@ -289,6 +289,8 @@ static const ad_field eval_field_table[] = {
      NULL, NULL, NULL},
     {"report", AD_FIELD_STRING, offsetof(eval_fields, report), "{work}/report", false, 0, 0, NULL,
      NULL, NULL},
+    {"device", AD_FIELD_ENUM, offsetof(eval_fields, device), "cpu", false, 0, 0, "cpu|cuda", NULL,
+     "where the models translate (audistill translate --device)"},
     {"baseline", AD_FIELD_STRING, offsetof(eval_fields, baseline), NULL, false, 0, 0, NULL, NULL,
      NULL},
     {NULL, 0, 0, NULL, false, 0, 0, NULL, NULL, NULL},
@@ -453,6 +455,7 @@ static int load_eval(ad_pipeline *p, const ad_yaml_node *node) {
                        "list (one audio path per line) with references",
                        path, e->line);
     e->limit = f.limit, e->beam = f.beam, e->max_new_tokens = f.max_new_tokens;
+    AD_TRY(!(e->device = pool_printf(p, "%s", f.device)) ? AD_ERR : AD_OK);
     if (f.langs.count == 0) {
         e->n_langs = AD_PIPELINE_LANGS;
         for (int l = 0; l < AD_PIPELINE_LANGS; l++)
@@ -553,6 +556,8 @@ static int add_eval_stages(ad_pipeline *p) {
                             pool_printf(p, "%lld", (long long)e->beam),
                             "--max-new-tokens",
                             pool_printf(p, "%lld", (long long)e->max_new_tokens),
+                            "--device",
+                            e->device,
                             NULL};
             s->argc = (int)(sizeof argv / sizeof argv[0]) - 1;
             s->argv = ad_calloc((size_t)s->argc + 1, sizeof *s->argv, "stage arguments");

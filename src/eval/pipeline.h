@@ -62,6 +62,7 @@ typedef struct {
     int n_langs;
     int langs[AD_PIPELINE_LANGS]; /* indexes into ad_pipeline_lang_names */
     int64_t limit, beam, max_new_tokens;
+    char *device; /* "cpu" or "cuda": translate --device */
     int n_models;
     ad_eval_model *models;
     char *report;

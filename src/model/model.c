@@ -111,13 +111,43 @@ static void describe_shape(char *buf, size_t size, int ndim, const int64_t *shap
     if (at < size) snprintf(buf + at, size - at, "]");
 }
 
+/* Moves a host quantized weight's codes, scales and zeros into one device allocation (codes,
+ * then scales and zeros at 256-byte offsets) and repoints q at it; the host arrays are freed. */
+static int quant_to_device(ad_backend *be, ad_quant_tensor *q) {
+    const int64_t groups = q->rows * (q->cols / q->spec.group_size);
+    const size_t code_bytes = (size_t)(q->rows * ad_quant_row_bytes(&q->spec, q->cols));
+    const size_t scale_at = (code_bytes + 255) & ~(size_t)255;
+    const size_t zero_at = (scale_at + sizeof(uint16_t) * (size_t)groups + 255) & ~(size_t)255;
+    const size_t total = zero_at + (q->zeros ? (size_t)groups : 0);
+    uint8_t *host = ad_calloc(total, 1, "quantized weight staging");
+    if (!host) return AD_ERR;
+    memcpy(host, q->codes, code_bytes);
+    memcpy(host + scale_at, q->scales, sizeof(uint16_t) * (size_t)groups);
+    if (q->zeros) memcpy(host + zero_at, q->zeros, (size_t)groups);
+    void *dev = NULL;
+    ad_tensor src, dst;
+    int rc = be->alloc(be, total, &dev);
+    if (rc == AD_OK) {
+        ad_tensor_init(&src, host, AD_U8, AD_DEVICE_CPU, 1, (int64_t[]){(int64_t)total}, "codes");
+        ad_tensor_init(&dst, dev, AD_U8, be->device, 1, (int64_t[]){(int64_t)total}, "codes");
+        rc = be->upload(be, &dst, &src);
+        if (rc < 0) be->release(be, dev);
+    }
+    free(host);
+    AD_TRY(rc);
+    const bool has_zeros = q->zeros != NULL;
+    free(q->codes), free(q->scales), free(q->zeros);
+    q->codes = dev;
+    q->scales = (uint16_t *)((uint8_t *)dev + scale_at);
+    q->zeros = has_zeros ? (uint8_t *)dev + zero_at : NULL;
+    return AD_OK;
+}
+
 /* Copies a quantized weight's parts out of the file into memory the model owns and points
- * the slot (dtype AD_QGROUP) at them. Quantized weights live on the host for the CPU
- * backend's dequantizing matmul. */
+ * the slot (dtype AD_QGROUP) at them: host memory for the CPU backend's dequantizing matmul,
+ * one device allocation for a device backend (m->quant_on_device). */
 static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_entry *qe,
                           ad_tensor *slot) {
-    if (m->be->device != AD_DEVICE_CPU)
-        return ad_fail("quantized weights need the CPU backend for now");
     ad_quant_tensor view, *q = ad_calloc(1, sizeof *q, "quantized weight");
     if (!q) return AD_ERR;
     void **g =
@@ -128,13 +158,23 @@ static int load_quantized(ad_model *m, const ad_safetensors *st, const ad_quant_
     }
     m->quant_owned = g;
     m->quant_owned[m->n_quant_owned++] = q;
-    AD_TRY(ad_quant_view(st, qe, &view));
-    AD_TRY(ad_quant_alloc(q, &qe->spec, qe->rows, qe->cols, qe->name));
-    const int64_t groups = qe->rows * (qe->cols / qe->spec.group_size);
-    memcpy(q->codes, view.codes, (size_t)(qe->rows * ad_quant_row_bytes(&qe->spec, qe->cols)));
-    memcpy(q->scales, view.scales, sizeof(uint16_t) * (size_t)groups);
-    if (q->zeros) memcpy(q->zeros, view.zeros, (size_t)groups);
-    AD_TRY(ad_tensor_init(slot, q->codes, AD_QGROUP, AD_DEVICE_CPU, 2,
+    m->quant_on_device = m->be->device != AD_DEVICE_CPU;
+    int rc = ad_quant_view(st, qe, &view);
+    if (rc == AD_OK) rc = ad_quant_alloc(q, &qe->spec, qe->rows, qe->cols, qe->name);
+    if (rc == AD_OK) {
+        const int64_t groups = qe->rows * (qe->cols / qe->spec.group_size);
+        memcpy(q->codes, view.codes, (size_t)(qe->rows * ad_quant_row_bytes(&qe->spec, qe->cols)));
+        memcpy(q->scales, view.scales, sizeof(uint16_t) * (size_t)groups);
+        if (q->zeros) memcpy(q->zeros, view.zeros, (size_t)groups);
+        if (m->quant_on_device) rc = quant_to_device(m->be, q);
+    }
+    if (rc < 0) {
+        /* Nothing of q on the device: free its host arrays here, so that ad_model_free (which
+         * releases device copies) finds codes NULL. */
+        if (m->quant_on_device) ad_quant_free(q);
+        return rc;
+    }
+    AD_TRY(ad_tensor_init(slot, q->codes, AD_QGROUP, m->be->device, 2,
                           (int64_t[]){qe->rows, qe->cols}, NULL));
     slot->quant = q;
     return AD_OK;
@@ -338,8 +378,13 @@ int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir) {
 void ad_model_free(ad_model *m) {
     if (m->weight_memory) m->be->release(m->be, m->weight_memory);
     for (int i = 0; i < m->n_quant_owned; i++) {
-        ad_quant_free(m->quant_owned[i]);
-        free(m->quant_owned[i]);
+        ad_quant_tensor *q = m->quant_owned[i];
+        if (m->quant_on_device) {
+            if (q->codes) m->be->release(m->be, q->codes); /* scales and zeros share it */
+        } else {
+            ad_quant_free(q);
+        }
+        free(q);
     }
     free(m->quant_owned);
     free(m->encoder);

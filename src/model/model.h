@@ -44,6 +44,7 @@ typedef struct {
     int n_quantized;    /* weights stored group-quantized (AD_QGROUP slots) */
     void **quant_owned; /* their ad_quant_tensor copies */
     int n_quant_owned;
+    bool quant_on_device;  /* those copies point into one device allocation each */
     int n_dequantized;     /* ad_model_load_dequantized: group-quantized weights loaded as floats */
     ad_weight_spec *specs; /* the list the weight tensors' names point into */
     int n_specs;

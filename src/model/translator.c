@@ -29,7 +29,8 @@ int ad_translator_open(ad_translator *t, const char *dir, const ad_translator_op
     t->opt = *opt;
     if (opt->num_beams < 1 || opt->max_new_tokens < 1)
         return ad_fail("translator: need at least 1 beam and 1 new token");
-    AD_TRY(ad_backend_cpu_create(&t->be, opt->threads));
+    AD_TRY(ad_backend_create_for(opt->device ? opt->device : "cpu", opt->threads, 0,
+                                 "translate --device", &t->be));
     if (ad_model_load(&t->model, t->be, dir) < 0 || ad_tokenizer_load(dir, 1, &t->tok) < 0 ||
         ad_mel_init(&t->mel, t->model.cfg.num_mel_bins) < 0)
         goto fail;

@@ -19,6 +19,7 @@ typedef struct {
     int max_new_tokens;
     int threads;
     ad_prompt_style style;
+    const char *device; /* "cpu" (NULL: cpu) or "cuda" (GPU 0, f32 activations) */
 } ad_translator_options;
 
 typedef struct {

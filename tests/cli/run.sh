@@ -146,6 +146,10 @@ EOF
 [ "$(states "$tmp/log9")" = "prune:running " ] && ok || bad "--only prune ran: $(states "$tmp/log9")"
 # The shipped demo job parses and plans (its full run is scripts/demo.sh, minutes long).
 "$bin" run configs/demo.yaml --dry-run --work "$tmp/demo-dry" >"$tmp/dry" 2>&1 && grep -q "25 stages would run" "$tmp/dry" && [ ! -e "$tmp/demo-dry/eval" ] && ok || { bad "configs/demo.yaml --dry-run"; tail -5 "$tmp/dry"; }
+[ "$(grep -c "audistill translate .* --device cpu > " "$tmp/dry")" -eq 14 ] && ok || bad "the demo's 14 translation stages do not run on the CPU"
+# evaluate.device: cuda translates on the GPU (audistill translate --device cuda).
+sed 's/^evaluate:/evaluate:\n  device: cuda/' configs/demo.yaml >"$tmp/demo-cuda.yaml"
+"$bin" run "$tmp/demo-cuda.yaml" --dry-run --work "$tmp/demo-dry" >"$tmp/dry" 2>&1 && [ "$(grep -c "audistill translate .* --device cuda > " "$tmp/dry")" -eq 14 ] && ok || { bad "evaluate.device: cuda"; grep translate "$tmp/dry" | head -3; }
 refuse() { # job text, expected message
   printf '%b' "$1" >"$tmp/bad.yaml"
   "$bin" run "$tmp/bad.yaml" >"$tmp/err" 2>&1; rc=$?

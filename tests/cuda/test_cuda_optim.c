@@ -3,7 +3,9 @@
  * where only FMA contraction may differ), the global gradient norm against ad_grad_norm
  * (1e-12 relative, both in double) and its run-to-run bits, and ad_cuda_quant_linear against
  * ad_quant_dequantize_rows + the CPU linear for 8/4/3/2-bit codes, symmetric and zero-point
- * (TOL_F32 with f32 activations, TOL_BF16 with bf16); and the op table's optimizer ops
+ * (TOL_F32 with f32 activations, TOL_BF16 with bf16), and the same weights as AD_QGROUP tensors
+ * (as a loaded model holds them) through the table's linear and embedding against the CPU
+ * backend's quantized paths; and the op table's optimizer ops
  * (sum_squares, scale, adamw: what `train.optimizer: device` runs) against the CPU backend's,
  * plus their argument checks. Skips without a GPU. */
 #include "compress/quant.h"
@@ -164,6 +166,36 @@ static void one_quant(int bits, bool symmetric, ad_dtype xdt) {
     char what[96];
     snprintf(what, sizeof what, "quant_linear %d-bit %s", bits, symmetric ? "sym" : "zero-point");
     expect_close(what, &y, xdt == AD_F32 ? TOL_F32 : TOL_BF16);
+
+    /* The same weight as a model holds it (an AD_QGROUP tensor, parts on its device) through
+     * the table's linear and embedding, against the CPU backend's own quantized paths. */
+    ad_quant_tensor dq = {
+        spec, N, K, (uint8_t *)qw.codes, (uint16_t *)qw.scales, (uint8_t *)qw.zeros};
+    ad_tensor wq_c, wq_g;
+    CHECK_OK(ad_tensor_init(&wq_c, q.codes, AD_QGROUP, AD_DEVICE_CPU, 2, S(N, K), "wq"));
+    wq_c.quant = &q;
+    CHECK_OK(ad_tensor_init(&wq_g, dq.codes, AD_QGROUP, AD_DEVICE_CUDA, 2, S(N, K), "wq"));
+    wq_g.quant = &dq;
+    CHECK_OK(g_cpu->linear(g_cpu, &y.c, &x.c, &wq_c, &bias.c));
+    CHECK_OK(g_gpu->linear(g_gpu, &y.g, &x.g, &wq_g, &bias.g));
+    snprintf(what, sizeof what, "linear, AD_QGROUP %d-bit %s", bits, symmetric ? "sym" : "zp");
+    expect_close(what, &y, xdt == AD_F32 ? TOL_F32 : TOL_BF16);
+    const int32_t idv[7] = {3, 0, 39, 3, 17, 22, 38};
+    pair ids, e;
+    pair_ids(&ids, "ids", 1, S(7), idv);
+    pair_make(&e, "e", xdt, 2, S(7, K), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->embedding(g_cpu, &e.c, &wq_c, &ids.c));
+    CHECK_OK(g_gpu->embedding(g_gpu, &e.g, &wq_g, &ids.g));
+    snprintf(what, sizeof what, "embedding, AD_QGROUP %d-bit %s", bits, symmetric ? "sym" : "zp");
+    expect_close(what, &e, xdt == AD_F32 ? 0.0 : TOL_BF16);
+    const int32_t bad[2] = {5, 40};
+    pair badids;
+    pair_ids(&badids, "bad_ids", 1, S(2), bad);
+    ad_tensor e2;
+    CHECK_OK(ad_tensor_slice(&e.g, 0, 0, 2, &e2));
+    CHECK_FAILS_WITH(g_gpu->embedding(g_gpu, &e2, &wq_g, &badids.g), "element 1 = 40");
+    pair_free(&badids), pair_free(&ids), pair_free(&e);
+
     ad_cuda_free((void *)qw.codes);
     ad_cuda_free((void *)qw.scales);
     ad_cuda_free((void *)qw.zeros);
