@@ -25,18 +25,25 @@ __device__ static inline uint32_t get_code(const uint8_t *row, int bits, int64_t
     }
 }
 
+/* Element (r, j) of a quantized [rows, cols] weight: scale * (code - zero) in float, as
+ * ad_quant_dequantize_rows computes it. */
+__device__ static inline float dequant_at(const uint8_t *codes, const uint16_t *scales,
+                                          const uint8_t *zeros, int bits, int G, int64_t cols,
+                                          int64_t row_bytes, int64_t r, int64_t j) {
+    const int64_t at = r * (cols / G) + j / G;
+    const float scale = __half2float(__ushort_as_half(scales[at]));
+    const int zero = zeros ? zeros[at] : 1 << (bits - 1);
+    return scale * (float)((int)get_code(codes + r * row_bytes, bits, j) - zero);
+}
+
 __global__ static void dequant_kernel(char *out, int dt, const uint8_t *codes,
                                       const uint16_t *scales, const uint8_t *zeros, int bits, int G,
                                       int64_t row0, int64_t n_rows, int64_t cols,
                                       int64_t row_bytes) {
-    const int64_t groups = cols / G;
-    const int sym_zero = 1 << (bits - 1);
     CU_GRID_STRIDE(i, n_rows * cols) {
-        const int64_t r = row0 + i / cols, j = i % cols, g = j / G;
-        const float scale = __half2float(__ushort_as_half(scales[r * groups + g]));
-        const int zero = zeros ? zeros[r * groups + g] : sym_zero;
-        const int code = (int)get_code(codes + r * row_bytes, bits, j);
-        cu_store(out, dt, i, scale * (float)(code - zero));
+        cu_store(
+            out, dt, i,
+            dequant_at(codes, scales, zeros, bits, G, cols, row_bytes, row0 + i / cols, i % cols));
     }
 }
 
@@ -127,14 +134,10 @@ __global__ static void dequant_rows_kernel(cu_rows y, const int32_t *ids, int64_
                                            const uint8_t *codes, const uint16_t *scales,
                                            const uint8_t *zeros, int bits, int G, int64_t cols,
                                            int64_t row_bytes) {
-    const int64_t groups = cols / G;
-    const int sym_zero = 1 << (bits - 1);
     CU_GRID_STRIDE(i, n * cols) {
-        const int64_t k = i / cols, j = i % cols, r = ids[k], g = j / G;
-        const float scale = __half2float(__ushort_as_half(scales[r * groups + g]));
-        const int zero = zeros ? zeros[r * groups + g] : sym_zero;
-        const int code = (int)get_code(codes + r * row_bytes, bits, j);
-        cu_store(y.base, y.dtype, cu_row_off(y, k) + j, scale * (float)(code - zero));
+        const int64_t k = i / cols, j = i % cols;
+        cu_store(y.base, y.dtype, cu_row_off(y, k) + j,
+                 dequant_at(codes, scales, zeros, bits, G, cols, row_bytes, ids[k], j));
     }
 }
 
