@@ -45,6 +45,18 @@ if ! "$bin" train --config "$tmp/probe.yaml" --quiet 2>"$tmp/err"; then
   bad "a one-step run on the GPU failed"; cat "$tmp/err"
 fi
 
+# The memory plan is printed before a GPU run, against the card.
+grep -q "^memory plan: " "$tmp/err" && grep -q "this job now (train.device cuda" "$tmp/err" && ok || { bad "no memory plan before the GPU run"; cat "$tmp/err"; }
+# On the emulator, a card too small for the plan (32.6 MiB: the backend's 32 MiB cuBLASLt
+# workspace fits, the model does not): a warning first, then a clean out-of-memory failure,
+# and no final model.
+if [[ ${AUDISTILL_TEST_CUDA_EMULATOR:-OFF} == ON ]]; then
+  sed -i "s|output: .*|output: $tmp/small|" "$tmp/probe.yaml"
+  AUDISTILL_CUDA_EMU_GIB=0.0318 "$bin" train --config "$tmp/probe.yaml" --quiet 2>"$tmp/err"
+  rc=$?
+  [[ $rc != 0 ]] && grep -q "expect it to run out of memory" "$tmp/err" && grep -qi "out of memory" "$tmp/err" && [ ! -e "$tmp/small/final" ] && ok || { bad "a 32.6 MiB card: rc $rc"; cat "$tmp/err"; }
+fi
+
 # 1. CTC
 for dev in cpu cuda; do
   job "ctc_$dev" $dev "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}\nctc: {weight: 0.5}' >/dev/null

@@ -60,7 +60,19 @@ struct allocation {
 };
 static std::map<uintptr_t, allocation> g_allocs; /* by user address */
 static size_t g_allocated;
-static const size_t EMU_TOTAL_MEMORY = (size_t)80 << 30;
+/* The emulated card's memory: 80 GiB, or AUDISTILL_CUDA_EMU_GIB (a small card makes the
+ * out-of-memory paths testable). */
+static size_t emu_total_memory(void) {
+    static size_t total;
+    if (!total) {
+        const char *e = getenv("AUDISTILL_CUDA_EMU_GIB");
+        const double gib = e && *e ? atof(e) : 80.0;
+        total = gib > 0 ? (size_t)(gib * (double)(1 << 30)) : (size_t)80 << 30;
+        if (!total) total = 1;
+    }
+    return total;
+}
+#define EMU_TOTAL_MEMORY emu_total_memory()
 
 /* The allocation holding [p, p + bytes), or NULL. */
 static const allocation *find_alloc(const void *p, size_t bytes) {
