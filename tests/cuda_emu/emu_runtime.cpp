@@ -175,17 +175,25 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 /* ---- device ---------------------------------------------------------------------------- */
 static cudaError_t g_last_error = cudaSuccess;
 
+/* One emulated card per process, or AUDISTILL_CUDA_EMU_DEVICES of them (each process of an MPI
+ * run then opens "its" GPU, local rank r -> device r; all are this process's memory). */
+static int emu_devices(void) {
+    const char *e = getenv("AUDISTILL_CUDA_EMU_DEVICES");
+    const int n = e && *e ? atoi(e) : 1;
+    return n >= 1 && n <= 64 ? n : 1;
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = emu_devices();
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+    return device >= 0 && device < emu_devices() ? cudaSuccess : cudaErrorInvalidDevice;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
-    if (device != 0) return cudaErrorInvalidDevice;
+    if (device < 0 || device >= emu_devices()) return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "CUDA emulator on the CPU (tests/cuda_emu)");
     prop->totalGlobalMem = EMU_TOTAL_MEMORY;

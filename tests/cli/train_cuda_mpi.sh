@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Data-parallel training on GPUs: audistill train as 2 MPI ranks with train.device: cuda (rank r
+# on GPU r, gradients averaged through MPI on host memory) against one process on the CPU with
+# the same global batch (8 examples, micro-batches of 2, 6 steps): per-step losses within 1e-4
+# relative and final weights within 1e-3 relative L2 per tensor (train_cuda.sh's tolerances),
+# only rank 0 writing. Skips without mpirun, an MPI build, a CUDA backend or 2 GPUs; on the CUDA
+# emulator (tests/cuda_emu) each rank emulates its own card (AUDISTILL_CUDA_EMU_DEVICES=2).
+set -uo pipefail
+bin=$AUDISTILL_BIN
+fx=$AUDISTILL_FIXTURES
+py=${PYTHON:-python3}
+command -v mpirun >/dev/null 2>&1 || { echo "SKIP: mpirun not installed"; exit 77; }
+"$py" -c "import numpy, safetensors" 2>/dev/null || { echo "SKIP: needs python3 with numpy and safetensors"; exit 77; }
+tmp=$(mktemp -d "${AUDISTILL_TEST_TMP:-/tmp}/train_cuda_mpi.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+export OMP_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1
+export LSAN_OPTIONS=${LSAN_OPTIONS:-detect_leaks=0}
+export AUDISTILL_CUDA_EMU_DEVICES=2
+"$AUDISTILL_TINY_SET" "$tmp/set.h5" 12 16 280 7 || { echo "cannot make the data set"; exit 1; }
+job() { # name, device
+  cat >"$tmp/$1.yaml" <<YAML
+student: $fx/tiny_a
+teacher: $fx/tiny_a
+output: $tmp/$1
+data: {train: $tmp/set.h5}
+train: {device: $2, steps: 6, batch: 8, micro_batch: 2, lr: 5e-3, warmup: 2, log_every: 1, checkpoint_every: 100, max_len: 64, max_frames: 100}
+distill: {alpha: 0.5, temperature: 2.0}
+YAML
+  echo "$tmp/$1.yaml"
+}
+mpirun --oversubscribe --allow-run-as-root -np 2 "$bin" train --config "$(job gpu2 cuda)" --quiet 2>"$tmp/err"
+rc=$?
+if [[ $rc != 0 ]]; then
+  if grep -qE "built without (CUDA|MPI)|no usable CUDA device|no CUDA device|device 1 does not exist" "$tmp/err"; then
+    echo "SKIP: $(grep -m1 -oE "built without (CUDA|MPI)|no usable CUDA device[^(]*|no CUDA device present|device 1 does not exist[^)]*\)" "$tmp/err")"
+    exit 77
+  fi
+  bad "2 ranks on GPUs failed"; cat "$tmp/err"
+fi
+grep -q "data parallel over 2 ranks" "$tmp/err" && ok || { bad "not 2 ranks"; cat "$tmp/err"; }
+"$bin" train --config "$(job cpu cpu)" --quiet 2>"$tmp/err" || { bad "the CPU run failed"; cat "$tmp/err"; }
+"$py" - "$tmp" <<'PY' && ok || bad "2 GPU ranks differ from one CPU process (above)"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+tmp = sys.argv[1]
+def losses(run):
+    return np.array([r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r])
+a, b = losses("cpu"), losses("gpu2")
+assert len(a) == 6 and len(b) == 6, (len(a), len(b))
+err = np.max(np.abs(b - a) / np.abs(a))
+print(f"per-step loss: worst relative difference {err:.3g} (tolerance 1e-4); {a[0]:.5f} -> {a[-1]:.5f}")
+wa, wb = load_file(f"{tmp}/cpu/final/model.safetensors"), load_file(f"{tmp}/gpu2/final/model.safetensors")
+worst = max(np.linalg.norm(wb[k] - wa[k]) / max(np.linalg.norm(wa[k]), 1e-30) for k in wa)
+print(f"final weights: worst relative L2 {worst:.3g} over {len(wa)} tensors (tolerance 1e-3)")
+sys.exit(not (err <= 1e-4 and worst <= 1e-3))
+PY
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
