@@ -7,7 +7,8 @@
 # 2. quantization-aware training of a GPTQ 3-bit student with learned scales: per-step loss
 #    within 1e-4, and the exported quantized models run (translate) to the same text;
 # 3. teacher-cache with device: cuda: every cached top-k logit within 1e-4 relative of the
-#    CPU's (same ids), and training from that cache on the GPU matches the CPU run (1e-4).
+#    CPU's (same ids), the teacher's beam-search translations identical, and training from that
+#    cache on the GPU matches the CPU run (1e-4).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -83,7 +84,7 @@ cmp -s "$tmp/qat_cpu.txt" "$tmp/qat_cuda.txt" && ok || { bad "the QAT models tra
 
 # 3. teacher cache
 for dev in cpu cuda; do
-  printf 'teacher: %s/tiny_a\ndata: %s/set.h5\noutput: %s/cache_%s.h5\ntop_k: 16\nmax_len: 64\nmax_frames: 100\nbatch: 3\ndevice: %s\n' \
+  printf 'teacher: %s/tiny_a\ndata: %s/set.h5\noutput: %s/cache_%s.h5\ntop_k: 16\nmax_len: 64\nmax_frames: 100\nbatch: 3\ndevice: %s\ntranslations: beam\nnum_beams: 2\n' \
     "$fx" "$tmp" "$tmp" $dev $dev >"$tmp/cache_$dev.yaml"
   "$bin" teacher-cache --config "$tmp/cache_$dev.yaml" 2>"$tmp/cache_$dev.log" && ok || { bad "teacher-cache on $dev"; cat "$tmp/cache_$dev.log"; }
   job "cached_$dev" $dev "$fx/tiny_a" $'distill: {alpha: 0.7, temperature: 2.0, teacher_cache: '"$tmp/cache_$dev.h5"'}' >/dev/null
