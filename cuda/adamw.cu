@@ -76,39 +76,62 @@ static int64_t sumsq_blocks(int64_t n) {
     return blocks > NORM_BLOCKS_MAX ? NORM_BLOCKS_MAX : blocks;
 }
 
-/* partial: blocks + 1 doubles of device memory; the sum lands in partial[blocks]. */
-static cudaError_t sumsq_launch(const float *x, int64_t n, double *partial, double *out) {
-    const int64_t blocks = sumsq_blocks(n);
-    sumsq_partial_kernel<<<(unsigned)blocks, OPT_BLOCK>>>(x, n, partial);
-    cudaError_t err = cudaGetLastError();
-    if (err == cudaSuccess) {
-        sumsq_finish_kernel<<<1, OPT_BLOCK>>>(partial, (int)blocks, partial + blocks);
+/* The device doubles the sums of `count` buffers need: each buffer's block partials, then one
+ * result per buffer at the end (so one copy brings every result back). */
+static int64_t sumsq_space(const int64_t *n, int count) {
+    int64_t space = count;
+    for (int i = 0; i < count; i++)
+        if (n[i] > 0) space += sumsq_blocks(n[i]);
+    return space;
+}
+
+/* Sums of squares of count buffers (NULL or empty: 0) into out[] on the host with one copy;
+ * `work` holds sumsq_space(n, count) doubles of device memory. */
+static cudaError_t sumsq_many(const float *const *x, const int64_t *n, int count, double *work,
+                              double *out) {
+    double *results = work, *partial = work + count;
+    cudaError_t err = cudaMemset(results, 0, sizeof(double) * (size_t)count);
+    for (int i = 0; i < count && err == cudaSuccess; i++) {
+        if (!x[i] || n[i] <= 0) continue;
+        const int64_t blocks = sumsq_blocks(n[i]);
+        sumsq_partial_kernel<<<(unsigned)blocks, OPT_BLOCK>>>(x[i], n[i], partial);
         err = cudaGetLastError();
+        if (err == cudaSuccess) {
+            sumsq_finish_kernel<<<1, OPT_BLOCK>>>(partial, (int)blocks, results + i);
+            err = cudaGetLastError();
+        }
+        partial += blocks;
     }
-    if (err == cudaSuccess)
-        err = cudaMemcpy(out, partial + blocks, sizeof(double), cudaMemcpyDeviceToHost);
+    if (err == cudaSuccess && count > 0)
+        err = cudaMemcpy(out, results, sizeof(double) * (size_t)count, cudaMemcpyDeviceToHost);
     return err;
+}
+
+/* For the flat-buffer entry points, which have no backend and so no scratch. */
+static int sumsq_many_alloc(const float *const *x, const int64_t *n, int count, double *out) {
+    double *work = NULL;
+    CUDA_TRY(cudaMalloc((void **)&work, sizeof(double) * (size_t)sumsq_space(n, count)));
+    const cudaError_t err = sumsq_many(x, n, count, work, out);
+    cudaFree(work);
+    if (err != cudaSuccess) return ad_fail("sum of squares: %s", cudaGetErrorString(err));
+    return AD_OK;
 }
 
 extern "C" int ad_cuda_sum_squares(const float *x, int64_t n, double *out) {
     *out = 0.0;
     if (n <= 0) return AD_OK;
-    double *partial = NULL;
-    CUDA_TRY(cudaMalloc((void **)&partial, sizeof(double) * (size_t)(sumsq_blocks(n) + 1)));
-    const cudaError_t err = sumsq_launch(x, n, partial, out);
-    cudaFree(partial);
-    if (err != cudaSuccess) return ad_fail("sum of squares: %s", cudaGetErrorString(err));
-    return AD_OK;
+    return sumsq_many_alloc(&x, &n, 1, out);
 }
 
 extern "C" int ad_cuda_grad_norm(float *const *grads, const int64_t *n, int count, double *norm) {
+    double *sums = (double *)ad_malloc(sizeof(double) * (size_t)(count ? count : 1), "norms");
+    if (!sums) return AD_ERR;
+    const int rc = count ? sumsq_many_alloc(grads, n, count, sums) : AD_OK;
     double total = 0.0;
-    for (int i = 0; i < count; i++) {
-        if (!grads[i]) continue;
-        double s;
-        AD_TRY(ad_cuda_sum_squares(grads[i], n[i], &s));
-        total += s;
-    }
+    for (int i = 0; i < count && rc == AD_OK; i++)
+        total += sums[i]; /* per-buffer sums added in list order */
+    free(sums);
+    AD_TRY(rc);
     *norm = sqrt(total);
     return AD_OK;
 }
@@ -131,17 +154,27 @@ static int check_flat(const char *op, const char *role, const ad_tensor *t) {
     return ad_op_check_contiguous(op, t);
 }
 
-int cu_sum_squares(ad_backend *be, const ad_tensor *x, double *out) {
-    *out = 0.0;
-    AD_TRY(check_flat("sum_squares", "x", x));
-    const int64_t n = ad_tensor_numel(x);
-    if (n == 0) return AD_OK;
-    void *partial;
-    AD_TRY(cu_scratch(be, CU_SCRATCH_PARTIAL, sizeof(double) * (size_t)(sumsq_blocks(n) + 1),
-                      &partial));
-    const cudaError_t err = sumsq_launch((const float *)x->data, n, (double *)partial, out);
-    if (err != cudaSuccess) return ad_fail("sum_squares: %s", cudaGetErrorString(err));
-    return AD_OK;
+int cu_sum_squares(ad_backend *be, const ad_tensor *const *xs, int count, double *out) {
+    if (count <= 0) return AD_OK;
+    const float **x = (const float **)ad_malloc(sizeof *x * (size_t)count, "sum_squares list");
+    int64_t *n = (int64_t *)ad_malloc(sizeof *n * (size_t)count, "sum_squares list");
+    int rc = x && n ? AD_OK : AD_ERR;
+    for (int i = 0; i < count && rc == AD_OK; i++) {
+        x[i] = NULL, n[i] = 0;
+        if (!xs[i]) continue;
+        rc = check_flat("sum_squares", "x", xs[i]);
+        x[i] = (const float *)xs[i]->data, n[i] = ad_tensor_numel(xs[i]);
+    }
+    void *work = NULL;
+    if (rc == AD_OK)
+        rc = cu_scratch(be, CU_SCRATCH_PARTIAL, sizeof(double) * (size_t)sumsq_space(n, count),
+                        &work);
+    if (rc == AD_OK) {
+        const cudaError_t err = sumsq_many(x, n, count, (double *)work, out);
+        if (err != cudaSuccess) rc = ad_fail("sum_squares: %s", cudaGetErrorString(err));
+    }
+    free(x), free(n);
+    return rc;
 }
 
 int cu_scale_op(ad_backend *be, ad_tensor *x, float s) {

@@ -277,7 +277,7 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student_lo
                     const ad_tensor *teacher_logits, const ad_tensor *targets,
                     const ad_distill_params *params, ad_distill_sums *sums);
 
-int cu_sum_squares(ad_backend *be, const ad_tensor *x, double *out);
+int cu_sum_squares(ad_backend *be, const ad_tensor *const *xs, int count, double *out);
 int cu_scale_op(ad_backend *be, ad_tensor *x, float s);
 int cu_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
              const ad_adamw_params *p);

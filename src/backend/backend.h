@@ -188,8 +188,10 @@ struct ad_backend {
     /* fp32 weights, gradients and Adam moments where the backend keeps the weights, so a step
      * moves nothing between host and device. All tensors contiguous F32; w, g, m, v of one
      * shape. */
-    /* Sum of squares of x in double into *out (host), in an order fixed by x's size alone. */
-    int (*sum_squares)(ad_backend *be, const ad_tensor *x, double *out);
+    /* Sums of squares of n tensors in double into out[0..n) (host), each in an order fixed by
+     * its size alone; NULL entries give 0. One call for the whole list, so a device backend
+     * brings all the sums back in one copy (one synchronisation, not one per tensor). */
+    int (*sum_squares)(ad_backend *be, const ad_tensor *const *xs, int n, double *out);
     /* x *= s (clipping by the global norm). */
     int (*scale)(ad_backend *be, ad_tensor *x, float s);
     /* w, m, v updated in place from g. */

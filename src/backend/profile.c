@@ -260,8 +260,11 @@ static int p_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *s, c
     RUN(distill_loss(be, grad, s, t, targets, params, sums), "distill_loss", NULL, 0,
         B2(grad, s) + tensor_bytes(t));
 }
-static int p_sum_squares(ad_backend *be, const ad_tensor *x, double *out) {
-    RUN(sum_squares(be, x, out), "sum_squares", NULL, 0, tensor_bytes(x));
+static int p_sum_squares(ad_backend *be, const ad_tensor *const *xs, int n, double *out) {
+    double bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += tensor_bytes(xs[i]);
+    RUN(sum_squares(be, xs, n, out), "sum_squares", NULL, 0, bytes);
 }
 static int p_scale(ad_backend *be, ad_tensor *x, float s) {
     RUN(scale(be, x, s), "scale", NULL, 0, 2 * tensor_bytes(x));

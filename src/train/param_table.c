@@ -307,12 +307,14 @@ int ad_params_optimizer_to_device(ad_param_table *t) {
 int ad_params_device_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
                           int64_t step, double *norm) {
     ad_backend *be = t->be;
+    double *sums = ad_malloc(sizeof(double) * (size_t)(t->n_params ? t->n_params : 1), "norms");
+    if (!sums) return AD_ERR;
+    int rc = be->sum_squares(be, (const ad_tensor *const *)t->dev_g, t->n_params, sums);
     double total = 0;
-    for (int i = 0; i < t->n_params; i++) {
-        double s;
-        AD_TRY(be->sum_squares(be, t->dev_g[i], &s));
-        total += s;
-    }
+    for (int i = 0; i < t->n_params && rc == AD_OK; i++)
+        total += sums[i]; /* in list order, as the host optimizer adds them */
+    free(sums);
+    AD_TRY(rc);
     *norm = sqrt(total);
     if (!isfinite(*norm)) return AD_OK;
     const double coef = ad_clip_coefficient(*norm, max_norm);

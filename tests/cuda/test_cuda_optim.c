@@ -112,10 +112,21 @@ static void test_optimizer_ops(void) {
     pair_make(&m, "m", AD_F32, 2, shape, 1e-2f, 0.0f);
     pair_make(&v, "v", AD_F32, 2, shape, 0.0f, 1e-3f); /* v >= 0 */
     double sc, sg;
-    CHECK_OK(g_cpu->sum_squares(g_cpu, &g.c, &sc));
-    CHECK_OK(g_gpu->sum_squares(g_gpu, &g.g, &sg));
+    const ad_tensor *gc = &g.c, *gg = &g.g;
+    CHECK_OK(g_cpu->sum_squares(g_cpu, &gc, 1, &sc));
+    CHECK_OK(g_gpu->sum_squares(g_gpu, &gg, 1, &sg));
     printf("  sum_squares %.15g (cuda) %.15g (cpu)\n", sg, sc);
     CHECK_MSG(fabs(sg - sc) <= 1e-12 * sc, "sum_squares %.17g vs %.17g", sg, sc);
+    /* A list (what the trainer passes: every gradient, one copy back), a NULL entry giving 0. */
+    const ad_tensor *lc[4] = {&w.c, &g.c, NULL, &m.c}, *lg[4] = {&w.g, &g.g, NULL, &m.g};
+    double oc[4], og[4] = {-1, -1, -1, -1};
+    CHECK_OK(g_cpu->sum_squares(g_cpu, lc, 4, oc));
+    CHECK_OK(g_gpu->sum_squares(g_gpu, lg, 4, og));
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(fabs(og[i] - oc[i]) <= 1e-12 * oc[i], "sum_squares list [%d]: %.17g vs %.17g", i,
+                  og[i], oc[i]);
+    CHECK_MSG(og[2] == 0.0 && og[1] == sg, "list [2] %g (want 0), list [1] %.17g vs %.17g alone",
+              og[2], og[1], sg);
     CHECK_OK(g_cpu->scale(g_cpu, &g.c, 0.37f));
     CHECK_OK(g_gpu->scale(g_gpu, &g.g, 0.37f));
     expect_close("scale", &g, 0.0);

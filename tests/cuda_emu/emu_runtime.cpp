@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 
 #include <map>
+#include <string>
 #include <vector>
 
 #include "emu_device.h"
@@ -44,6 +45,49 @@ dim3 ad_emu_block_dim, ad_emu_grid_dim;
     va_end(ap);
     fflush(stderr);
     abort();
+}
+
+/* ---- call counts (AUDISTILL_CUDA_EMU_STATS=1) ------------------------------------------------
+ * What a GPU would pay for beside the arithmetic: kernel launches (a few microseconds each),
+ * synchronous copies and synchronisations (each drains the GPU's queue) and allocations in
+ * the middle of work (cudaMalloc/cudaFree synchronise too). Printed to stderr at exit, or
+ * written to the file the variable names when it is not "1". */
+struct emu_stats {
+    std::map<std::string, long> launches;
+    long h2d = 0, d2h = 0, d2d = 0, memsets = 0, syncs = 0, mallocs = 0, frees = 0;
+    double h2d_bytes = 0, d2h_bytes = 0;
+};
+static emu_stats *g_stats;
+
+static void print_stats(void) {
+    const char *where = getenv("AUDISTILL_CUDA_EMU_STATS");
+    FILE *out = where && strcmp(where, "1") != 0 ? fopen(where, "w") : stderr;
+    if (!out) out = stderr;
+    long total = 0;
+    for (auto &kv : g_stats->launches)
+        total += kv.second;
+    fprintf(out,
+            "cuda emulator calls: %ld kernel launches, %ld host->device copies (%.0f bytes), "
+            "%ld device->host copies (%.0f bytes), %ld device copies, %ld memsets, %ld "
+            "synchronisations, %ld cudaMalloc, %ld cudaFree\n",
+            total, g_stats->h2d, g_stats->h2d_bytes, g_stats->d2h, g_stats->d2h_bytes, g_stats->d2d,
+            g_stats->memsets, g_stats->syncs, g_stats->mallocs, g_stats->frees);
+    for (auto &kv : g_stats->launches)
+        fprintf(out, "  %8ld %s\n", kv.second, kv.first.c_str());
+    if (out != stderr) fclose(out);
+}
+
+static emu_stats *stats(void) {
+    static bool checked;
+    if (!checked) {
+        checked = true;
+        const char *e = getenv("AUDISTILL_CUDA_EMU_STATS");
+        if (e && *e && strcmp(e, "0") != 0) {
+            g_stats = new emu_stats;
+            atexit(print_stats);
+        }
+    }
+    return g_stats;
 }
 
 /* ---- device memory --------------------------------------------------------------------- */
@@ -103,6 +147,7 @@ static void check_guards(const char *after) {
 }
 
 cudaError_t cudaMalloc(void **ptr, size_t bytes) {
+    if (stats()) g_stats->mallocs++;
     if (!ptr) return cudaErrorInvalidValue;
     if (g_allocated + bytes > EMU_TOTAL_MEMORY) return cudaErrorMemoryAllocation;
     /* cudaMalloc's alignment; the user bytes exact under ASan, whole 256-byte units here. */
@@ -123,6 +168,7 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
 
 cudaError_t cudaFree(void *ptr) {
     if (!ptr) return cudaSuccess;
+    if (stats()) g_stats->frees++;
     auto it = g_allocs.find((uintptr_t)ptr);
     if (it == g_allocs.end()) emu_die("cudaFree(%p): not a live device allocation", ptr);
     check_guards("a kernel or copy before cudaFree");
@@ -139,12 +185,18 @@ static void check_range(const char *call, const char *role, const void *p, size_
 }
 
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    if (stats()) g_stats->memsets++;
     check_range("cudaMemset", "destination", p, bytes);
     memset(p, value, bytes);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (stats()) {
+        if (kind == cudaMemcpyHostToDevice) g_stats->h2d++, g_stats->h2d_bytes += (double)bytes;
+        if (kind == cudaMemcpyDeviceToHost) g_stats->d2h++, g_stats->d2h_bytes += (double)bytes;
+        if (kind == cudaMemcpyDeviceToDevice) g_stats->d2d++;
+    }
     switch (kind) {
     case cudaMemcpyHostToDevice:
         check_range("cudaMemcpy(HostToDevice)", "destination", dst, bytes);
@@ -212,6 +264,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    if (stats()) g_stats->syncs++;
     return cudaSuccess;
 }
 
@@ -544,6 +597,7 @@ void ad_emu_shared_fresh(void *p, size_t bytes) {
 void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 block, size_t smem,
                         void (*body)(void *), void *ctx) {
     if (g_current) emu_die("kernel %s launched from inside a kernel", name);
+    if (stats()) g_stats->launches[name]++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > MAX_THREADS || block.x > 1024 || block.y > 1024 ||
         block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||

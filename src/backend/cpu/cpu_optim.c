@@ -9,10 +9,14 @@ static int check_flat(const char *op, const char *role, const ad_tensor *t) {
     return ad_op_check_contiguous(op, t);
 }
 
-static int sum_squares(ad_backend *be, const ad_tensor *x, double *out) {
+static int sum_squares(ad_backend *be, const ad_tensor *const *xs, int n, double *out) {
     (void)be;
-    AD_TRY(check_flat("sum_squares", "x", x));
-    *out = ad_sum_squares_f32((const float *)x->data, ad_tensor_numel(x));
+    for (int i = 0; i < n; i++) {
+        out[i] = 0.0;
+        if (!xs[i]) continue;
+        AD_TRY(check_flat("sum_squares", "x", xs[i]));
+        out[i] = ad_sum_squares_f32((const float *)xs[i]->data, ad_tensor_numel(xs[i]));
+    }
     return AD_OK;
 }
 
