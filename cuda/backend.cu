@@ -267,6 +267,26 @@ int cu_download(ad_backend *be, ad_tensor *dst, const ad_tensor *src) {
 
 /* ---- the table --------------------------------------------------------------------------- */
 
+static int cu_synchronize(ad_backend *be) {
+    (void)be;
+    return ad_cuda_synchronize();
+}
+
+static int cu_memory_info(ad_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    (void)be;
+    return ad_cuda_memory_info(free_bytes, total_bytes);
+}
+
+static void cu_range_push(ad_backend *be, const char *name) {
+    (void)be;
+    ad_cuda_range_push(name);
+}
+
+static void cu_range_pop(ad_backend *be) {
+    (void)be;
+    ad_cuda_range_pop();
+}
+
 static void cu_destroy(ad_backend *be) {
     if (!be) return;
     cu_impl *impl = cu_of(be);
@@ -318,6 +338,10 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->download = cu_download;
     be->copy = cu_copy;
     be->fill = cu_fill;
+    be->synchronize = cu_synchronize;
+    be->memory_info = cu_memory_info;
+    be->range_push = cu_range_push;
+    be->range_pop = cu_range_pop;
     be->matmul = cu_matmul;
     be->linear = cu_linear;
     be->conv1d = cu_conv1d;

@@ -84,6 +84,15 @@ struct ad_backend {
     int (*copy)(ad_backend *be, ad_tensor *dst, const ad_tensor *src);
     int (*fill)(ad_backend *be, ad_tensor *dst, float value);
 
+    /* ---- device services (optional: NULL on the CPU, whose ops finish before they return) - */
+    /* Waits for the work queued on the device. */
+    int (*synchronize)(ad_backend *be);
+    /* Device memory free and total now. */
+    int (*memory_info)(ad_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* A named range on the device's timeline (NVTX on CUDA, for Nsight Systems). */
+    void (*range_push)(ad_backend *be, const char *name);
+    void (*range_pop)(ad_backend *be);
+
     /* ---- linear algebra --------------------------------------------------------------- */
     /* y = alpha * op(a) @ op(b) + beta * y, op = transpose when the flag is set.
      * a, b, y are 2-D (or flattened contiguous leading dims). b may be a weight dtype

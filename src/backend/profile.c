@@ -4,12 +4,9 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/error.h"
-#ifdef AUDISTILL_HAVE_CUDA
-#include "../cuda/backend_cuda.h"
-#endif
+#include "core/progress.h"
 
 typedef struct {
     char key[160];
@@ -28,28 +25,14 @@ static prof_state *P(ad_backend *be) {
     return (prof_state *)be->profile;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void device_sync(ad_backend *be) {
-#ifdef AUDISTILL_HAVE_CUDA
-    if (be->device == AD_DEVICE_CUDA) (void)ad_cuda_synchronize();
-#else
-    (void)be;
-#endif
+    if (be->synchronize) (void)be->synchronize(be);
 }
 
 static double begin(ad_backend *be, const char *op) {
     device_sync(be);
-#ifdef AUDISTILL_HAVE_CUDA
-    if (be->device == AD_DEVICE_CUDA) ad_cuda_range_push(op);
-#else
-    (void)op;
-#endif
-    return now_s();
+    if (be->range_push) be->range_push(be, op);
+    return ad_now_seconds();
 }
 
 static double tensor_bytes(const ad_tensor *t) {
@@ -77,10 +60,8 @@ static void fold_digits(const char *name, char *out, size_t size) {
 static void end(ad_backend *be, double t0, const char *op, const ad_tensor *weight, double flops,
                 double bytes) {
     device_sync(be);
-    const double dt = now_s() - t0;
-#ifdef AUDISTILL_HAVE_CUDA
-    if (be->device == AD_DEVICE_CUDA) ad_cuda_range_pop();
-#endif
+    const double dt = ad_now_seconds() - t0;
+    if (be->range_pop) be->range_pop(be);
     prof_state *s = P(be);
     char key[160], folded[128] = "";
     if (weight && weight->name && weight->name[0]) fold_digits(weight->name, folded, sizeof folded);

@@ -10,9 +10,6 @@
 
 #include "backend/backend.h"
 #include "backend/profile.h"
-#ifdef AUDISTILL_HAVE_CUDA
-#include "../cuda/backend_cuda.h"
-#endif
 #include "compress/quant_io.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -409,7 +406,7 @@ static int copy_files(const char *from, const char *to) {
 
 /* Before a GPU run: the memory plan (as --plan-memory prints it) against the device, and a
  * warning when the plan exceeds what is free, rather than an out-of-memory error mid-step. */
-static void print_gpu_plan(const ad_train_job *job) {
+static void print_gpu_plan(const ad_train_job *job, ad_backend *be) {
     ad_memory_plan plan;
     if (ad_train_memory_plan(job, &plan) < 0) {
         ad_warn("no memory plan for this job: %s", ad_error());
@@ -417,15 +414,13 @@ static void print_gpu_plan(const ad_train_job *job) {
         return;
     }
     double total_gib = 0, free_gib = 0;
-#ifdef AUDISTILL_HAVE_CUDA
     size_t free_b = 0, total_b = 0;
-    if (ad_cuda_memory_info(&free_b, &total_b) == AD_OK) {
+    if (be->memory_info && be->memory_info(be, &free_b, &total_b) == AD_OK) {
         total_gib = (double)total_b / (1 << 30);
         free_gib = (double)free_b / (1 << 30);
-    } else {
-        ad_error_clear();
+    } else if (be->memory_info) {
+        ad_error_clear(); /* the plan still prints, without the card's size */
     }
-#endif
     ad_memory_plan_print(job, &plan, total_gib, stderr);
     const double need = (double)plan.device_bytes / (1 << 30);
     if (free_gib > 0 && need > free_gib)
@@ -896,7 +891,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                   what, &r.be) < 0)
             goto done;
         /* AUDISTILL_PROFILE=1: every op timed, the table printed at the end (backend/profile.h). */
-        if (!strcmp(job->train.device, "cuda") && r.comm->rank == 0) print_gpu_plan(job);
+        if (!strcmp(job->train.device, "cuda") && r.comm->rank == 0) print_gpu_plan(job, r.be);
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
             goto done;

@@ -13,6 +13,7 @@ reports point at the .cu line):
 
 Usage: translate.py IN.cu OUT.cpp
 """
+import os
 import re
 import sys
 
@@ -126,8 +127,6 @@ def main():
     tmp = dst + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(f'#line 1 "{src}"\n' + text)
-    import os
-
     os.replace(tmp, dst)
 
 
