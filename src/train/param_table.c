@@ -304,9 +304,16 @@ int ad_params_optimizer_to_device(ad_param_table *t) {
     return AD_OK;
 }
 
-int ad_params_device_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
-                          int64_t step, double *norm) {
+int ad_params_device_step(ad_param_table *t, ad_comm *grad_comm, double max_norm,
+                          const ad_adamw_config *c, double lr, int64_t step, double *norm) {
     ad_backend *be = t->be;
+    for (int i = 0; grad_comm && grad_comm->world > 1 && i < t->n_params; i++) {
+        ad_tensor *g = t->dev_g[i];
+        if (g->dtype != AD_F32)
+            return ad_fail("internal: the gradient of %s is %s, the %s communicator sums f32",
+                           t->params[i].name, ad_dtype_name(g->dtype), grad_comm->name);
+        AD_TRY(grad_comm->allreduce_sum(grad_comm, g->data, ad_tensor_numel(g)));
+    }
     double *sums = ad_malloc(sizeof(double) * (size_t)(t->n_params ? t->n_params : 1), "norms");
     if (!sums) return AD_ERR;
     int rc = be->sum_squares(be, (const ad_tensor *const *)t->dev_g, t->n_params, sums);

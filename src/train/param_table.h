@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "dist/comm.h"
 #include "io/safetensors.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
@@ -65,11 +66,15 @@ int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t);
 /* Moves the optimizer onto the backend: device moments made from the host ones (zeros or a
  * checkpoint's). Not for quantization-aware runs (their masters are host-only). */
 int ad_params_optimizer_to_device(ad_param_table *t);
-/* The step of ad_dist_opt_step for one process, as backend ops: the global norm (the tensors'
- * sums of squares added in list order), clipping to max_norm (0 = off), AdamW. *norm receives
- * the norm before clipping; when it is not finite nothing is updated. */
-int ad_params_device_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
-                          int64_t step, double *norm);
+/* The step of ad_dist_opt_step (plain data parallel) as backend ops. With grad_comm (NULL: one
+ * process), a communicator that works on the backend's memory (NCCL for CUDA, the host one for
+ * the CPU backend), each gradient is first summed over the ranks in place; the trainer's
+ * gradients are pre-scaled so that the sum is the global gradient. Then the global norm (the
+ * tensors' sums of squares added in list order), clipping to max_norm (0 = off), AdamW: the
+ * same inputs on every rank, so the same weights. *norm receives the norm before clipping;
+ * when it is not finite nothing is updated. Collective when grad_comm is given. */
+int ad_params_device_step(ad_param_table *t, ad_comm *grad_comm, double max_norm,
+                          const ad_adamw_config *c, double lr, int64_t step, double *norm);
 /* Device weights and moments -> host mirrors (before a checkpoint or the final model). */
 int ad_params_sync_host(ad_param_table *t);
 

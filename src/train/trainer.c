@@ -190,7 +190,8 @@ static const ad_field train_fields[] = {
      .choices = "host|device",
      .help = "where clipping and AdamW run: host (on host mirrors of the weights and gradients "
              "of a device backend) or device (backend ops beside the weights, moments on the "
-             "device, nothing copied per step; one process, no QAT)"},
+             "device, nothing copied per step; over several ranks the gradients are summed on "
+             "the device, by NCCL on GPUs; no ZeRO, no QAT)"},
     {.key = "zero",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, zero),
@@ -442,7 +443,8 @@ typedef struct {
     ad_distill_params dp;
     ad_metrics metrics;
     ad_comm *comm;
-    ad_dist_opt dist;
+    ad_dist_opt dist;   /* optimizer: host */
+    ad_comm *grad_comm; /* optimizer: device over several ranks: sums the device gradients */
     cJSON *flat;
     const char *langs[AD_LOADER_MAX_LANGS];
     int n_langs;
@@ -725,6 +727,34 @@ static int log_data_parallel(run_ctx *r) {
     return rc;
 }
 
+/* train.optimizer: device over several ranks: the gradients are summed where they are. On a
+ * CUDA backend that is NCCL, bootstrapped through the host communicator; the CPU backend's
+ * tensors are host memory, so the host communicator sums them itself. */
+static int open_grad_comm(run_ctx *r) {
+    if (r->comm->world == 1) return AD_OK;
+    if (r->be->device == AD_DEVICE_CPU) {
+        r->grad_comm = r->comm;
+        return AD_OK;
+    }
+    if (ad_comm_nccl(r->comm, NULL, &r->grad_comm) < 0)
+        return ad_fail_context("train.optimizer: device over %d ranks sums the gradients on the "
+                               "GPUs through NCCL (optimizer: host sums them through %s on the "
+                               "host)",
+                               r->comm->world, r->comm->name);
+    return AD_OK;
+}
+
+static int log_device_parallel(run_ctx *r) {
+    if (r->comm->world == 1) return AD_OK;
+    int64_t n = 0;
+    for (int i = 0; i < r->params.n_params; i++)
+        n += r->params.params[i].n;
+    ad_info("data parallel over %d ranks: gradients summed on the %s backend by the %s "
+            "communicator, the optimizer on every rank's device (moments: %lld bytes per rank)",
+            r->comm->world, r->be->name, r->grad_comm->name, (long long)(2 * sizeof(float) * n));
+    return AD_OK;
+}
+
 static int write_final_f32(run_ctx *r, const char *tmp) {
     AD_TRY(ad_params_sync_host(&r->params));
     AD_TRY(ad_mkdir_p(tmp));
@@ -994,18 +1024,20 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     if (r.params.qat.n &&
         (ad_params_upload(&r.params) < 0 || ad_params_round_frozen(&r.student, &r.params) < 0))
         goto done;
-    if (ad_dist_opt_init(&r.dist, r.comm, job->train.zero != 0, r.params.params,
-                         r.params.n_params) < 0 ||
-        log_data_parallel(&r) < 0)
-        goto done;
     if (!strcmp(job->train.optimizer, "device")) {
-        if (r.comm->world > 1 || job->train.zero) {
-            ad_fail("%s: train.optimizer: device needs one process without ZeRO (%d ranks%s): "
-                    "use optimizer: host",
-                    doc->file_name, r.comm->world, job->train.zero ? ", zero: 1" : "");
+        if (job->train.zero) {
+            ad_fail("%s: train.optimizer: device does not shard the moments (train.zero: 1 "
+                    "shards host moments): use optimizer: host with zero: 1",
+                    doc->file_name);
             goto done;
         }
-        if (ad_params_optimizer_to_device(&r.params) < 0) goto done;
+        if (open_grad_comm(&r) < 0 || ad_params_optimizer_to_device(&r.params) < 0 ||
+            log_device_parallel(&r) < 0)
+            goto done;
+    } else if (ad_dist_opt_init(&r.dist, r.comm, job->train.zero != 0, r.params.params,
+                                r.params.n_params) < 0 ||
+               log_data_parallel(&r) < 0) {
+        goto done;
     }
     if (r.comm->rank == 0 && ad_metrics_open(&r.metrics, job->output) < 0) goto done;
     ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
@@ -1052,7 +1084,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         const double lr = ad_schedule_lr(&sched, step);
         double norm;
         if (r.params.on_device
-                ? ad_params_device_step(&r.params, job->train.clip, &ac, lr, step + 1, &norm) < 0
+                ? ad_params_device_step(&r.params, r.grad_comm, job->train.clip, &ac, lr, step + 1,
+                                        &norm) < 0
                 : ad_dist_opt_step(&r.dist, job->train.clip, &ac, lr, step + 1, &norm) < 0)
             goto fail_loop;
         if (!isfinite(norm)) {
@@ -1146,6 +1179,7 @@ done:
     if (r.teacher.be) ad_model_free(&r.teacher);
     if (r.be && r.be->profile && (!r.comm || r.comm->rank == 0))
         ad_backend_profile_report(r.be, stderr, 0);
+    if (r.grad_comm && r.grad_comm != r.comm) r.grad_comm->destroy(r.grad_comm);
     if (r.be) ad_backend_destroy(r.be);
     if (r.comm) r.comm->destroy(r.comm);
     cJSON_Delete(r.flat);

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Data-parallel training on GPUs: audistill train as 2 MPI ranks with train.device: cuda (rank r
-# on GPU r, gradients averaged through MPI on host memory) against one process on the CPU with
-# the same global batch (8 examples, micro-batches of 2, 6 steps): per-step losses within 1e-4
-# relative and final weights within 1e-3 relative L2 per tensor (train_cuda.sh's tolerances),
-# only rank 0 writing. Skips without mpirun, an MPI build, a CUDA backend or 2 GPUs; on the CUDA
-# emulator (tests/cuda_emu) each rank emulates its own card (AUDISTILL_CUDA_EMU_DEVICES=2).
+# on GPU r) against one process on the CPU with the same global batch (8 examples, micro-batches
+# of 2, 6 steps): per-step losses within 1e-4 relative and final weights within 1e-3 relative L2
+# per tensor (train_cuda.sh's tolerances), only rank 0 writing. Two ways:
+# 1. optimizer: host: gradients averaged through MPI on host memory;
+# 2. optimizer: device: gradients summed on the GPUs by NCCL (src/dist/comm_nccl.c), the
+#    optimizer on each GPU; a rank that hangs before the sum ends the job through the NCCL
+#    communicator's watchdog (AUDISTILL_COMM_TIMEOUT) with a message naming it.
+# Skips without mpirun, an MPI build, a CUDA backend or 2 GPUs; on the CUDA emulator
+# (tests/cuda_emu) each rank emulates its own card (AUDISTILL_CUDA_EMU_DEVICES=2) and NCCL is the
+# emulator's (emu_nccl.cpp).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -20,13 +25,13 @@ export OMP_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1
 export LSAN_OPTIONS=${LSAN_OPTIONS:-detect_leaks=0}
 export AUDISTILL_CUDA_EMU_DEVICES=2
 "$AUDISTILL_TINY_SET" "$tmp/set.h5" 12 16 280 7 || { echo "cannot make the data set"; exit 1; }
-job() { # name, device
+job() { # name, device [optimizer]
   cat >"$tmp/$1.yaml" <<YAML
 student: $fx/tiny_a
 teacher: $fx/tiny_a
 output: $tmp/$1
 data: {train: $tmp/set.h5}
-train: {device: $2, steps: 6, batch: 8, micro_batch: 2, lr: 5e-3, warmup: 2, log_every: 1, checkpoint_every: 100, max_len: 64, max_frames: 100}
+train: {device: $2, optimizer: ${3:-host}, steps: 6, batch: 8, micro_batch: 2, lr: 5e-3, warmup: 2, log_every: 1, checkpoint_every: 100, max_len: 64, max_frames: 100}
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
   echo "$tmp/$1.yaml"
@@ -41,22 +46,36 @@ if [[ $rc != 0 ]]; then
   bad "2 ranks on GPUs failed"; cat "$tmp/err"
 fi
 grep -q "data parallel over 2 ranks" "$tmp/err" && ok || { bad "not 2 ranks"; cat "$tmp/err"; }
+mpirun --oversubscribe --allow-run-as-root -np 2 "$bin" train --config "$(job gpu2dev cuda device)" --quiet 2>"$tmp/err" || { bad "2 ranks on GPUs, optimizer: device"; cat "$tmp/err"; }
+grep -q "gradients summed on the cuda backend by the nccl communicator" "$tmp/err" && ok || { bad "optimizer: device did not sum through NCCL"; cat "$tmp/err"; }
 "$bin" train --config "$(job cpu cpu)" --quiet 2>"$tmp/err" || { bad "the CPU run failed"; cat "$tmp/err"; }
-"$py" - "$tmp" <<'PY' && ok || bad "2 GPU ranks differ from one CPU process (above)"
+for run in gpu2 gpu2dev; do
+"$py" - "$tmp" "$run" <<'PY' && ok || bad "$run: 2 GPU ranks differ from one CPU process (above)"
 import json, sys
 import numpy as np
 from safetensors.numpy import load_file
-tmp = sys.argv[1]
+tmp, run = sys.argv[1], sys.argv[2]
 def losses(run):
     return np.array([r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r])
-a, b = losses("cpu"), losses("gpu2")
+a, b = losses("cpu"), losses(run)
 assert len(a) == 6 and len(b) == 6, (len(a), len(b))
 err = np.max(np.abs(b - a) / np.abs(a))
-print(f"per-step loss: worst relative difference {err:.3g} (tolerance 1e-4); {a[0]:.5f} -> {a[-1]:.5f}")
-wa, wb = load_file(f"{tmp}/cpu/final/model.safetensors"), load_file(f"{tmp}/gpu2/final/model.safetensors")
+print(f"{run}: per-step loss: worst relative difference {err:.3g} (tolerance 1e-4); {a[0]:.5f} -> {a[-1]:.5f}")
+wa, wb = load_file(f"{tmp}/cpu/final/model.safetensors"), load_file(f"{tmp}/{run}/final/model.safetensors")
 worst = max(np.linalg.norm(wb[k] - wa[k]) / max(np.linalg.norm(wa[k]), 1e-30) for k in wa)
 print(f"final weights: worst relative L2 {worst:.3g} over {len(wa)} tensors (tolerance 1e-3)")
 sys.exit(not (err <= 1e-4 and worst <= 1e-3))
 PY
+done
+# rank 1 hangs at step 3 before the gradient sum: rank 0's NCCL allreduce gives up after
+# AUDISTILL_COMM_TIMEOUT seconds, aborts the communicator and ends the job
+s=$(date +%s)
+AUDISTILL_COMM_TIMEOUT=3 AUDISTILL_RANK_FAULT=1:3:hang timeout 120 mpirun --oversubscribe --allow-run-as-root \
+  -np 2 "$bin" train --config "$(job hang cuda device)" --quiet >"$tmp/log" 2>&1
+rc=$? took=$(($(date +%s) - s))
+echo "hang: job ended with rc $rc after ${took}s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && ok || { bad "hang: rc $rc after ${took}s"; cat "$tmp/log"; }
+grep -q "NCCL allreduce on rank 0 of 2 waited [0-9]* s for the other ranks" "$tmp/log" && ok || { bad "hang: no NCCL watchdog message"; cat "$tmp/log"; }
+[ ! -d "$tmp/hang/final" ] && ok || bad "hang: a failed job wrote final/"
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -2,7 +2,8 @@
 # audistill train as 2 MPI ranks on the tiny student (random prepared set), against one process
 # with the same global batch (8 examples, micro-batches of 2, 8 steps):
 # 1. plain data parallel == single process: per-step losses within 1e-5 relative, final weights
-#    and Adam moments within TOL_W / TOL_M absolute;
+#    and Adam moments within TOL_W / TOL_M absolute; with optimizer: device (gradients summed
+#    in place, the optimizer as backend ops) the same run bit for bit;
 # 2. ZeRO-1 == plain data parallel within the same tolerances, each rank holding about half of
 #    the optimizer-state bytes (from the trainer's log line);
 # 3. resume on another rank count (2 -> 1 with ZeRO-1 -> plain, 1 -> 2 with plain -> ZeRO-1)
@@ -104,6 +105,23 @@ close "$tmp/single" "$tmp/dp" "2 ranks vs 1"
 grep -q "data parallel over 2 ranks (mpi communicator)" "$tmp/dp.log" && ok || bad "no data-parallel log line"
 [ "$(grep -c '"train/loss"' "$tmp/dp/metrics.jsonl")" -eq 8 ] && [ "$(grep -c '"dev/loss"' "$tmp/dp/metrics.jsonl")" -eq 2 ] && ok || bad "metrics must be written once (rank 0)"
 [ -z "$(find "$tmp/dp" -name '*.tmp.*' -o -name '*.old.*')" ] && ok || bad "leftover temporary files"
+
+# 1b. the optimizer as backend ops (optimizer: device): each gradient summed in place by the
+# communicator, then the one-process device step on every rank: bit for bit the host optimizer's
+# data parallel (same sums in rank order, same norm, same AdamW)
+j=$(job dpdev 8 0)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+mpi 2 "$bin" train --config "$j" --quiet >"$tmp/dpdev.log" 2>&1 || { bad "2 ranks, optimizer: device"; cat "$tmp/dpdev.log"; }
+grep -q "data parallel over 2 ranks: gradients summed on the cpu backend by the mpi communicator" "$tmp/dpdev.log" && ok || { bad "optimizer: device: no data-parallel log line"; cat "$tmp/dpdev.log"; }
+cmp -s "$tmp/dp/final/model.safetensors" "$tmp/dpdev/final/model.safetensors" &&
+  cmp -s "$tmp/dp/checkpoints/step_00000008/optimizer.safetensors" "$tmp/dpdev/checkpoints/step_00000008/optimizer.safetensors" &&
+  [ "$(losses "$tmp/dp")" = "$(losses "$tmp/dpdev")" ] && ok || bad "optimizer: device over 2 ranks differs from optimizer: host"
+# and stopped after 3 steps, resumed on 2 ranks (moments back from the checkpoint to the devices)
+j=$(job dpdevr 8 0)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+mpi 2 "$bin" train --config "$j" --quiet --stop-after 3 >"$tmp/log" 2>&1 &&
+  mpi 2 "$bin" train --config "$j" --quiet --resume auto >"$tmp/log" 2>&1 || { bad "optimizer: device, stop and resume"; cat "$tmp/log"; }
+cmp -s "$tmp/dp/final/model.safetensors" "$tmp/dpdevr/final/model.safetensors" && ok || bad "optimizer: device over 2 ranks, resumed, differs"
 
 # 2. ZeRO-1
 mpi 2 "$bin" train --config "$(job zero 8 1)" --quiet >"$tmp/zero.log" 2>&1 || { bad "ZeRO-1 run failed"; cat "$tmp/zero.log"; }

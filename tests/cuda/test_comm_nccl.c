@@ -34,9 +34,9 @@ static float *to_device(const float *h, int64_t n) {
     return d;
 }
 
-static void test_collectives(void) {
+static void collectives(int64_t n) {
     const int W = comm->world, R = comm->rank;
-    const int64_t n = 1 << 16, all = W * n;
+    const int64_t all = W * n;
     float *h = malloc(sizeof(float) * (size_t)all), *other = malloc(sizeof(float) * (size_t)all),
           *got = malloc(sizeof(float) * (size_t)all);
     double *want = calloc((size_t)all, sizeof(double));
@@ -91,6 +91,13 @@ static void test_collectives(void) {
     CHECK_FAILS_WITH(comm->broadcast(comm, d, 4, W), "broadcast from rank");
     cudaFree(d);
     free(h), free(other), free(got), free(want);
+}
+
+/* A power of two, and a count that leaves partial chunks and blocks in any staging scheme. */
+static void test_collectives(void) {
+    collectives(1 << 16);
+    collectives(12345);
+    collectives(1);
 }
 
 int main(void) {

@@ -10,6 +10,7 @@
 // reports any read or write out of bounds with the kernel's line, and the fiber switches are
 // announced to ASan (its fiber API), as compute-sanitizer's memcheck would on a GPU.
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +225,47 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     return cudaSuccess;
 }
 
+/* For the emulated NCCL (emu_nccl.cpp): whether [p, p + bytes) is device memory. */
+bool ad_emu_device_range(const void *p, size_t bytes) {
+    return !bytes || find_alloc(p, bytes);
+}
+
+/* ---- streams ---------------------------------------------------------------------------
+ * Kernels and copies run synchronously, so a stream is idle except while the emulated NCCL has
+ * a collective on it waiting for the other ranks: cudaStreamQuery then lets it make progress
+ * (the poll returns true while it is not finished) and answers cudaErrorNotReady. */
+struct CUstream_st {
+    bool (*poll)(void *);
+    void *arg;
+};
+
+void ad_emu_stream_set_poll(cudaStream_t s, bool (*poll)(void *), void *arg) {
+    s->poll = poll;
+    s->arg = arg;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    (void)flags;
+    *s = new CUstream_st{NULL, NULL};
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    delete s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    return s && s->poll && s->poll(s->arg) ? cudaErrorNotReady : cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    if (stats()) g_stats->syncs++;
+    while (s && s->poll && s->poll(s->arg))
+        sched_yield();
+    return cudaSuccess;
+}
+
 /* ---- device ---------------------------------------------------------------------------- */
 static cudaError_t g_last_error = cudaSuccess;
 
@@ -281,6 +323,7 @@ const char *cudaGetErrorString(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
     default: return "unknown error (emulator)";
     }
 }
