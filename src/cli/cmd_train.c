@@ -9,8 +9,9 @@
 #include "train/memory_plan.h"
 #include "train/trainer.h"
 
-static const char *usage = "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
-                           "[--force] [--stop-after N] [--quiet] [--plan-memory [--gpu-gib N]]";
+static const char *usage =
+    "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
+    "[--force] [--stop-after N] [--quiet] [--plan-memory [--gpu-gib N] [--ranks N]]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -21,7 +22,8 @@ static void print_help(void) {
            "--stop-after N checkpoints and exits after N steps of this invocation.\n"
            "--plan-memory prints the job's memory plan from the models' config.json alone\n"
            "(activations and gradients from the training graph's own arena plan) and exits;\n"
-           "--gpu-gib N also says whether the bf16 design fits a GPU of N GiB.\n"
+           "--gpu-gib N also says whether the bf16 design fits a GPU of N GiB; --ranks N plans\n"
+           "one rank of N data-parallel ones (with train.zero: 1 the sharded state divides).\n"
            "Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/, OUTPUT/checkpoints/ and\n"
            "OUTPUT/final/ (a model directory). Job file keys:\n",
            usage);
@@ -33,6 +35,7 @@ int cmd_train(int argc, char **argv) {
     ad_train_run_options opts = {0};
     bool plan_only = false;
     double gpu_gib = 0;
+    int ranks = 1;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             print_help();
@@ -51,6 +54,9 @@ int cmd_train(int argc, char **argv) {
             plan_only = true;
         } else if (!strcmp(argv[i], "--gpu-gib") && i + 1 < argc) {
             gpu_gib = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) {
+            ranks = atoi(argv[++i]);
+            if (ranks < 1) return cli_usage_error("train", usage, "--ranks needs a positive count");
         } else if (!strcmp(argv[i], "--quiet")) {
             opts.quiet = true;
         } else {
@@ -64,7 +70,7 @@ int cmd_train(int argc, char **argv) {
     int rc = ad_yaml_bind(&doc, doc.root, ad_train_job_fields, &job, "") < 0;
     if (!rc && plan_only) {
         ad_memory_plan plan;
-        rc = ad_train_memory_plan(&job, &plan) < 0;
+        rc = ad_train_memory_plan(&job, ranks, &plan) < 0;
         if (!rc) ad_memory_plan_print(&job, &plan, gpu_gib, stdout);
     } else if (!rc) {
         rc = ad_train_run(&doc, &job, &opts) < 0;

@@ -32,8 +32,10 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
     return total;
 }
 
-int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *p) {
+int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) {
     memset(p, 0, sizeof *p);
+    if (ranks < 1) return ad_fail("memory plan: %d ranks", ranks);
+    p->ranks = ranks;
     ad_model_config student, teacher;
     AD_TRY(load_config(job->student, &student));
     ad_graph_limits lim;
@@ -53,21 +55,26 @@ int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *p) {
     }
     const size_t weights = 4 * (size_t)(p->teacher_params + p->student_params);
     const size_t adam = 8 * (size_t)p->trainable_params;
+    /* ZeRO-1: each rank keeps its share of the moments (and, in the bf16 design, of the fp32
+     * master weights); the full host copies for checkpoints stay on every rank. */
+    const size_t shards = job->train.zero ? (size_t)ranks : 1;
+    const size_t adam_here = (adam + shards - 1) / shards;
     const size_t acts = p->student_activations + p->teacher_activations;
     if (!strcmp(job->train.device, "cuda") && !strcmp(job->train.optimizer, "device")) {
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
          * copies of the trainable weights and moments. */
-        p->device_bytes = weights + p->gradients + acts + adam;
+        p->device_bytes = weights + p->gradients + acts + adam_here;
         p->host_bytes = 4 * (size_t)p->trainable_params + adam;
     } else if (!strcmp(job->train.device, "cuda")) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
-        p->host_bytes = 8 * (size_t)p->trainable_params + adam;
+        p->host_bytes = 8 * (size_t)p->trainable_params + adam_here;
     } else {
-        p->host_bytes = weights + p->gradients + acts + adam;
+        p->host_bytes = weights + p->gradients + acts + adam_here;
     }
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
-                           4 * (size_t)p->trainable_params + adam + p->gradients + acts;
+                           (4 * (size_t)p->trainable_params + adam + shards - 1) / shards +
+                           p->gradients + acts;
     return AD_OK;
 }
 
@@ -89,19 +96,24 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
     fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
             gib(p->teacher_activations));
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
-    fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB\n",
+    fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB",
             gib(8 * (size_t)p->trainable_params));
+    if (job->train.zero && p->ranks > 1)
+        fprintf(out, " (ZeRO-1 over %d ranks: %.2f GiB each)", p->ranks,
+                gib(8 * (size_t)p->trainable_params / (size_t)p->ranks));
+    fprintf(out, "\n");
     if (!strcmp(job->train.device, "cuda"))
         fprintf(out,
-                "  this job now (train.device cuda, fp32 weights, optimizer on the %s): GPU %.2f "
-                "GiB, host %.2f GiB\n",
+                "  this job now (train.device cuda, fp32 weights, optimizer on the %s), per rank: "
+                "GPU %.2f GiB, host %.2f GiB\n",
                 job->train.optimizer, gib(p->device_bytes), gib(p->host_bytes));
     else
         fprintf(out, "  this job now (train.device cpu, fp32): host %.2f GiB\n",
                 gib(p->host_bytes));
     fprintf(out,
-            "  bf16 design (bf16 weights; fp32 master, moments, gradients on the GPU): GPU "
+            "  bf16 design (bf16 weights; fp32 master, moments, gradients on the GPU%s): GPU "
             "%.2f GiB",
+            job->train.zero && p->ranks > 1 ? "; master and moments sharded" : "",
             gib(p->bf16_device_bytes));
     if (device_gib > 0)
         fprintf(out, " -> %s a %.0f GiB GPU",

@@ -19,9 +19,11 @@ typedef struct {
     size_t device_bytes, host_bytes;
     /* the bf16 design: bf16 weights, fp32 master + Adam moments + gradients on the device */
     size_t bf16_device_bytes;
+    int ranks; /* data-parallel ranks: with train.zero, the sharded state is per rank */
 } ad_memory_plan;
 
-int ad_train_memory_plan(const ad_train_job *job, ad_memory_plan *plan);
+/* Per rank of `ranks` (1: one process); train.zero divides the sharded state among them. */
+int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *plan);
 /* The plan as a table on `out`, with `device_gib` (0: none) to say whether it fits. */
 void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *plan, double device_gib,
                           FILE *out);

@@ -154,7 +154,8 @@ void ad_params_free(ad_param_table *t) {
         if (t->opt_m[i].data) t->be->release(t->be, t->opt_m[i].data);
         if (t->opt_v[i].data) t->be->release(t->be, t->opt_v[i].data);
     }
-    free(t->opt_m), free(t->opt_v);
+    if (t->zero_scratch.data) t->be->release(t->be, t->zero_scratch.data);
+    free(t->opt_m), free(t->opt_v), free(t->slice_at);
     for (int i = 0; i < t->n_params; i++) {
         free(t->params[i].m), free(t->params[i].v);
         if (!t->dev_w[i]) /* a scale: its name and gradient are ours, its values the quantizer's */
@@ -266,75 +267,6 @@ int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t) {
                   : AD_OK;
 }
 
-static int device_like(ad_backend *be, const ad_tensor *like, const char *name, ad_tensor *out) {
-    void *data;
-    AD_TRY(be->alloc(be, sizeof(float) * (size_t)ad_tensor_numel(like), &data));
-    if (ad_tensor_init(out, data, AD_F32, be->device, like->ndim, like->shape, name) < 0) {
-        be->release(be, data);
-        return AD_ERR;
-    }
-    return AD_OK;
-}
-
-int ad_params_optimizer_to_device(ad_param_table *t) {
-    if (t->qat.n)
-        return ad_fail("train.optimizer: device: not with quantization-aware training (its "
-                       "master weights live on the host)");
-    if (!t->be->adamw || !t->be->sum_squares || !t->be->scale)
-        return ad_fail("train.optimizer: device: the %s backend has no optimizer ops", t->be->name);
-    t->opt_m = ad_calloc((size_t)(t->n_params ? t->n_params : 1), sizeof *t->opt_m, "moments");
-    t->opt_v = ad_calloc((size_t)(t->n_params ? t->n_params : 1), sizeof *t->opt_v, "moments");
-    if (!t->opt_m || !t->opt_v) return AD_ERR;
-    t->on_device = true; /* from here ad_params_free releases what was allocated */
-    for (int i = 0; i < t->n_params; i++) {
-        ad_param_ref *p = &t->params[i];
-        if (!t->dev_w[i]) return ad_fail("internal: parameter %s has no device tensor", p->name);
-        AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg", &t->opt_m[i]));
-        AD_TRY(device_like(t->be, t->dev_w[i], "exp_avg_sq", &t->opt_v[i]));
-        ad_tensor h;
-        AD_TRY(host_view(&h, p->m, t->dev_w[i]));
-        AD_TRY(t->be->upload(t->be, &t->opt_m[i], &h));
-        AD_TRY(host_view(&h, p->v, t->dev_w[i]));
-        AD_TRY(t->be->upload(t->be, &t->opt_v[i], &h));
-        if (t->mirrored) { /* gradients never come down now */
-            free(p->grad);
-            p->grad = NULL;
-        }
-    }
-    return AD_OK;
-}
-
-int ad_params_device_step(ad_param_table *t, ad_comm *grad_comm, double max_norm,
-                          const ad_adamw_config *c, double lr, int64_t step, double *norm) {
-    ad_backend *be = t->be;
-    for (int i = 0; grad_comm && grad_comm->world > 1 && i < t->n_params; i++) {
-        ad_tensor *g = t->dev_g[i];
-        if (g->dtype != AD_F32)
-            return ad_fail("internal: the gradient of %s is %s, the %s communicator sums f32",
-                           t->params[i].name, ad_dtype_name(g->dtype), grad_comm->name);
-        AD_TRY(grad_comm->allreduce_sum(grad_comm, g->data, ad_tensor_numel(g)));
-    }
-    double *sums = ad_malloc(sizeof(double) * (size_t)(t->n_params ? t->n_params : 1), "norms");
-    if (!sums) return AD_ERR;
-    int rc = be->sum_squares(be, (const ad_tensor *const *)t->dev_g, t->n_params, sums);
-    double total = 0;
-    for (int i = 0; i < t->n_params && rc == AD_OK; i++)
-        total += sums[i]; /* in list order, as the host optimizer adds them */
-    free(sums);
-    AD_TRY(rc);
-    *norm = sqrt(total);
-    if (!isfinite(*norm)) return AD_OK;
-    const double coef = ad_clip_coefficient(*norm, max_norm);
-    t->host_stale = true;
-    for (int i = 0; i < t->n_params; i++) {
-        if (coef < 1.0) AD_TRY(be->scale(be, t->dev_g[i], (float)coef));
-        const ad_adamw_params a = {
-            lr, c->beta1, c->beta2, c->eps, c->weight_decay, t->params[i].decay, step};
-        AD_TRY(be->adamw(be, t->dev_w[i], t->dev_g[i], &t->opt_m[i], &t->opt_v[i], &a));
-    }
-    return AD_OK;
-}
-
 int ad_params_sync_host(ad_param_table *t) {
     if (!t->host_stale) return AD_OK; /* e.g. the final model right after the last checkpoint */
     for (int i = 0; i < t->n_params; i++) {
@@ -344,9 +276,10 @@ int ad_params_sync_host(ad_param_table *t) {
             AD_TRY(host_view(&h, p->param, t->dev_w[i]));
             AD_TRY(t->be->download(t->be, &h, t->dev_w[i]));
         }
-        AD_TRY(host_view(&h, p->m, t->dev_w[i]));
+        if (t->zero) continue; /* slices: ad_device_opt_gather_moments */
+        AD_TRY(host_view(&h, p->m, &t->opt_m[i]));
         AD_TRY(t->be->download(t->be, &h, &t->opt_m[i]));
-        AD_TRY(host_view(&h, p->v, t->dev_w[i]));
+        AD_TRY(host_view(&h, p->v, &t->opt_v[i]));
         AD_TRY(t->be->download(t->be, &h, &t->opt_v[i]));
     }
     t->host_stale = false;

@@ -16,10 +16,10 @@
 /* On a device backend the optimizer keeps host mirrors of the trainable weights and their
  * gradients: gradients come down after the backward pass, the updated weights go back up. For
  * the small models trained here that traffic is a few ms per step. With the optimizer on the
- * device (ad_params_optimizer_to_device, `train.optimizer: device`) the norm, clipping and
- * AdamW run as backend ops on the weights where they live, with the moments beside them, and
- * nothing moves per step: the host mirrors and moments are refreshed (ad_params_sync_host) only
- * before a checkpoint or the final model is written.
+ * device (train/device_opt.h, `train.optimizer: device`) the norm, clipping and AdamW run as
+ * backend ops on the weights where they live, with the moments beside them, and nothing moves
+ * per step: the host mirrors and moments are refreshed (ad_params_sync_host) only before a
+ * checkpoint or the final model is written.
  *
  * Quantization-aware training (a group-quantized student) mirrors on every backend: the
  * mirrors are the f32 masters, and what goes up is what the exported model will hold, the
@@ -37,9 +37,14 @@ typedef struct {
     const ad_qat_weight **qat_of; /* per param: its quantizer, or NULL */
     int *scale_of;                /* per param: the index of its scale parameter, or -1 */
     float *staging;               /* one weight's upload values */
-    bool on_device;               /* the optimizer runs as backend ops (opt_m/opt_v in use) */
-    bool host_stale;              /* on_device: steps since the host copies were refreshed */
-    ad_tensor *opt_m, *opt_v;     /* per param: the moments on the backend's device */
+    /* train/device_opt.h: the optimizer as backend ops */
+    bool on_device;                 /* opt_m/opt_v in use */
+    bool host_stale;                /* steps since the host copies were refreshed */
+    ad_tensor *opt_m, *opt_v;       /* per param: its moments (zero: this rank's slice's) */
+    ad_comm *grad_comm, *host_comm; /* several ranks (else NULL): borrowed */
+    bool zero;                      /* ZeRO-1: moments of slices */
+    int64_t *slice_at;              /* per param: where its slice starts (else 0) */
+    ad_tensor zero_scratch;         /* zero: for tensors the ranks do not divide */
 } ad_param_table;
 
 /* The trainable weights of g's model (those with gradients), with AdamW moments; a
@@ -63,19 +68,8 @@ int ad_params_checkpoint_items(ad_model *m, const ad_param_table *t, ad_st_write
 /* Restores the moments (and learned scales) from ckpt_dir/optimizer.safetensors. */
 int ad_params_load_moments(const char *ckpt_dir, ad_param_table *t);
 
-/* Moves the optimizer onto the backend: device moments made from the host ones (zeros or a
- * checkpoint's). Not for quantization-aware runs (their masters are host-only). */
-int ad_params_optimizer_to_device(ad_param_table *t);
-/* The step of ad_dist_opt_step (plain data parallel) as backend ops. With grad_comm (NULL: one
- * process), a communicator that works on the backend's memory (NCCL for CUDA, the host one for
- * the CPU backend), each gradient is first summed over the ranks in place; the trainer's
- * gradients are pre-scaled so that the sum is the global gradient. Then the global norm (the
- * tensors' sums of squares added in list order), clipping to max_norm (0 = off), AdamW: the
- * same inputs on every rank, so the same weights. *norm receives the norm before clipping;
- * when it is not finite nothing is updated. Collective when grad_comm is given. */
-int ad_params_device_step(ad_param_table *t, ad_comm *grad_comm, double max_norm,
-                          const ad_adamw_config *c, double lr, int64_t step, double *norm);
-/* Device weights and moments -> host mirrors (before a checkpoint or the final model). */
+/* Device weights and moments -> host mirrors (before a checkpoint or the final model); with
+ * ZeRO-1 the weights only (the moments: ad_device_opt_gather_moments). */
 int ad_params_sync_host(ad_param_table *t);
 
 #endif

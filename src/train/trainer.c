@@ -23,6 +23,7 @@
 #include "train/cached_teacher.h"
 #include "train/checkpoint.h"
 #include "train/ctc_term.h"
+#include "train/device_opt.h"
 #include "train/dist_step.h"
 #include "train/loader.h"
 #include "train/memory_plan.h"
@@ -191,7 +192,7 @@ static const ad_field train_fields[] = {
      .help = "where clipping and AdamW run: host (on host mirrors of the weights and gradients "
              "of a device backend) or device (backend ops beside the weights, moments on the "
              "device, nothing copied per step; over several ranks the gradients are summed on "
-             "the device, by NCCL on GPUs; no ZeRO, no QAT)"},
+             "the device, by NCCL on GPUs; zero: 1 shards the moments there; no QAT)"},
     {.key = "zero",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, zero),
@@ -407,9 +408,9 @@ static int copy_files(const char *from, const char *to) {
 
 /* Before a GPU run: the memory plan (as --plan-memory prints it) against the device, and a
  * warning when the plan exceeds what is free, rather than an out-of-memory error mid-step. */
-static void print_gpu_plan(const ad_train_job *job, ad_backend *be) {
+static void print_gpu_plan(const ad_train_job *job, ad_backend *be, int ranks) {
     ad_memory_plan plan;
-    if (ad_train_memory_plan(job, &plan) < 0) {
+    if (ad_train_memory_plan(job, ranks, &plan) < 0) {
         ad_warn("no memory plan for this job: %s", ad_error());
         ad_error_clear();
         return;
@@ -649,6 +650,7 @@ static int save_checkpoint_files(run_ctx *r, int64_t step) {
  * the full state, so any rank count can resume. */
 static int save_checkpoint(run_ctx *r, int64_t step) {
     float *fm, *fv;
+    AD_TRY(ad_device_opt_gather_moments(&r->params));
     AD_TRY(ad_dist_opt_full_moments(&r->dist, &fm, &fv));
     int rc = AD_OK;
     if (r->comm->rank == 0) {
@@ -707,22 +709,35 @@ static int agree_on_checkpoint(ad_comm *c, char **ckpt) {
     return len ? c->broadcast(c, *ckpt, len, 0) : AD_OK;
 }
 
-/* One log line with the ranks and each rank's optimizer-state bytes (ZeRO-1 divides them). */
+/* One log line with the ranks, how the gradients are summed, and each rank's optimizer-state
+ * bytes (ZeRO-1 divides them). Collective. */
 static int log_data_parallel(run_ctx *r) {
     ad_comm *c = r->comm;
     if (c->world == 1 && !r->job->train.zero) return AD_OK;
+    const bool device = r->params.on_device;
+    int64_t n = 0;
+    for (int i = 0; i < r->params.n_params; i++)
+        n += r->params.params[i].n;
     double *bytes = ad_calloc((size_t)c->world, sizeof *bytes, "optimizer bytes");
     if (!bytes) return AD_ERR;
-    bytes[c->rank] = (double)ad_dist_opt_state_bytes(&r->dist);
+    bytes[c->rank] = (double)(device ? ad_device_opt_state_bytes(&r->params)
+                                     : ad_dist_opt_state_bytes(&r->dist));
     int rc = c->allreduce_sum_f64(c, bytes, c->world);
-    char list[512] = "";
+    char list[512] = "", how[256];
     for (int i = 0, w = 0; rc == AD_OK && i < c->world && w < (int)sizeof list - 24; i++)
         w += snprintf(list + w, sizeof list - (size_t)w, "%s%.0f", i ? " " : "", bytes[i]);
+    if (device)
+        snprintf(how, sizeof how,
+                 ": gradients summed on the %s backend by the %s communicator, the optimizer on "
+                 "every rank's device",
+                 r->be->name, r->grad_comm ? r->grad_comm->name : c->name);
+    else
+        snprintf(how, sizeof how, " (%s communicator)", c->name);
     if (rc == AD_OK)
-        ad_info("data parallel over %d ranks (%s communicator)%s: optimizer state bytes per rank: "
-                "%s (unsharded: %lld)",
-                c->world, c->name, r->job->train.zero ? ", ZeRO-1" : "", list,
-                (long long)(2 * sizeof(float) * (size_t)r->dist.total));
+        ad_info("data parallel over %d ranks%s%s: optimizer state bytes per rank: %s (unsharded: "
+                "%lld)",
+                c->world, how, r->job->train.zero ? ", ZeRO-1" : "", list,
+                (long long)(2 * sizeof(float) * n));
     free(bytes);
     return rc;
 }
@@ -741,17 +756,6 @@ static int open_grad_comm(run_ctx *r) {
                                "GPUs through NCCL (optimizer: host sums them through %s on the "
                                "host)",
                                r->comm->world, r->comm->name);
-    return AD_OK;
-}
-
-static int log_device_parallel(run_ctx *r) {
-    if (r->comm->world == 1) return AD_OK;
-    int64_t n = 0;
-    for (int i = 0; i < r->params.n_params; i++)
-        n += r->params.params[i].n;
-    ad_info("data parallel over %d ranks: gradients summed on the %s backend by the %s "
-            "communicator, the optimizer on every rank's device (moments: %lld bytes per rank)",
-            r->comm->world, r->be->name, r->grad_comm->name, (long long)(2 * sizeof(float) * n));
     return AD_OK;
 }
 
@@ -921,7 +925,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                   what, &r.be) < 0)
             goto done;
         /* AUDISTILL_PROFILE=1: every op timed, the table printed at the end (backend/profile.h). */
-        if (!strcmp(job->train.device, "cuda") && r.comm->rank == 0) print_gpu_plan(job, r.be);
+        if (!strcmp(job->train.device, "cuda") && r.comm->rank == 0)
+            print_gpu_plan(job, r.be, r.comm->world);
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
             goto done;
@@ -1025,14 +1030,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         (ad_params_upload(&r.params) < 0 || ad_params_round_frozen(&r.student, &r.params) < 0))
         goto done;
     if (!strcmp(job->train.optimizer, "device")) {
-        if (job->train.zero) {
-            ad_fail("%s: train.optimizer: device does not shard the moments (train.zero: 1 "
-                    "shards host moments): use optimizer: host with zero: 1",
-                    doc->file_name);
-            goto done;
-        }
-        if (open_grad_comm(&r) < 0 || ad_params_optimizer_to_device(&r.params) < 0 ||
-            log_device_parallel(&r) < 0)
+        if (open_grad_comm(&r) < 0 ||
+            ad_device_opt_init(&r.params, r.grad_comm, r.comm, job->train.zero != 0) < 0 ||
+            log_data_parallel(&r) < 0)
             goto done;
     } else if (ad_dist_opt_init(&r.dist, r.comm, job->train.zero != 0, r.params.params,
                                 r.params.n_params) < 0 ||
@@ -1084,8 +1084,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         const double lr = ad_schedule_lr(&sched, step);
         double norm;
         if (r.params.on_device
-                ? ad_params_device_step(&r.params, r.grad_comm, job->train.clip, &ac, lr, step + 1,
-                                        &norm) < 0
+                ? ad_device_opt_step(&r.params, job->train.clip, &ac, lr, step + 1, &norm) < 0
                 : ad_dist_opt_step(&r.dist, job->train.clip, &ac, lr, step + 1, &norm) < 0)
             goto fail_loop;
         if (!isfinite(norm)) {

@@ -5,8 +5,9 @@
 # per tensor (train_cuda.sh's tolerances), only rank 0 writing. Two ways:
 # 1. optimizer: host: gradients averaged through MPI on host memory;
 # 2. optimizer: device: gradients summed on the GPUs by NCCL (src/dist/comm_nccl.c), the
-#    optimizer on each GPU; a rank that hangs before the sum ends the job through the NCCL
-#    communicator's watchdog (AUDISTILL_COMM_TIMEOUT) with a message naming it.
+#    optimizer on each GPU; plain, and ZeRO-1 (reduce-scatter, moments of slices, all-gather);
+#    a rank that hangs before the sum ends the job through the NCCL communicator's watchdog
+#    (AUDISTILL_COMM_TIMEOUT) with a message naming it.
 # Skips without mpirun, an MPI build, a CUDA backend or 2 GPUs; on the CUDA emulator
 # (tests/cuda_emu) each rank emulates its own card (AUDISTILL_CUDA_EMU_DEVICES=2) and NCCL is the
 # emulator's (emu_nccl.cpp).
@@ -48,8 +49,12 @@ fi
 grep -q "data parallel over 2 ranks" "$tmp/err" && ok || { bad "not 2 ranks"; cat "$tmp/err"; }
 mpirun --oversubscribe --allow-run-as-root -np 2 "$bin" train --config "$(job gpu2dev cuda device)" --quiet 2>"$tmp/err" || { bad "2 ranks on GPUs, optimizer: device"; cat "$tmp/err"; }
 grep -q "gradients summed on the cuda backend by the nccl communicator" "$tmp/err" && ok || { bad "optimizer: device did not sum through NCCL"; cat "$tmp/err"; }
+j=$(job gpu2zero cuda device)
+sed -i "s|optimizer: device,|optimizer: device, zero: 1,|" "$j"
+mpirun --oversubscribe --allow-run-as-root -np 2 "$bin" train --config "$j" --quiet 2>"$tmp/err" || { bad "2 ranks on GPUs, optimizer: device, zero: 1"; cat "$tmp/err"; }
+grep -q "by the nccl communicator, the optimizer on every rank's device, ZeRO-1" "$tmp/err" && ok || { bad "no NCCL ZeRO-1 log line"; cat "$tmp/err"; }
 "$bin" train --config "$(job cpu cpu)" --quiet 2>"$tmp/err" || { bad "the CPU run failed"; cat "$tmp/err"; }
-for run in gpu2 gpu2dev; do
+for run in gpu2 gpu2dev gpu2zero; do
 "$py" - "$tmp" "$run" <<'PY' && ok || bad "$run: 2 GPU ranks differ from one CPU process (above)"
 import json, sys
 import numpy as np
@@ -75,6 +80,7 @@ AUDISTILL_COMM_TIMEOUT=3 AUDISTILL_RANK_FAULT=1:3:hang timeout 120 mpirun --over
 rc=$? took=$(($(date +%s) - s))
 echo "hang: job ended with rc $rc after ${took}s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok || { bad "hang: rc $rc after ${took}s"; cat "$tmp/log"; }
+grep -m1 "NCCL allreduce on rank" "$tmp/log"
 grep -q "NCCL allreduce on rank 0 of 2 waited [0-9]* s for the other ranks" "$tmp/log" && ok || { bad "hang: no NCCL watchdog message"; cat "$tmp/log"; }
 [ ! -d "$tmp/hang/final" ] && ok || bad "hang: a failed job wrote final/"
 echo "$passed passed, $failed failed"

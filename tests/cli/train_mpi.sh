@@ -5,7 +5,9 @@
 #    and Adam moments within TOL_W / TOL_M absolute; with optimizer: device (gradients summed
 #    in place, the optimizer as backend ops) the same run bit for bit;
 # 2. ZeRO-1 == plain data parallel within the same tolerances, each rank holding about half of
-#    the optimizer-state bytes (from the trainer's log line);
+#    the optimizer-state bytes (from the trainer's log line); ZeRO-1 with optimizer: device on
+#    3 ranks == one process, a third of the bytes each, and resumable on 2 ranks with the host
+#    optimizer;
 # 3. resume on another rank count (2 -> 1 with ZeRO-1 -> plain, 1 -> 2 with plain -> ZeRO-1)
 #    ends where the uninterrupted single-process run ends;
 # 4. a rank killed (SIGKILL) mid-step ends the whole job within a bounded time, and so does a
@@ -131,6 +133,23 @@ bytes_of() { sed -nE 's/.*optimizer state bytes per rank: ([0-9]+) ([0-9]+) \(un
 echo "$(bytes_of "$tmp/zero.log") $(bytes_of "$tmp/dp.log")" | awk '
   {printf "optimizer bytes per rank: ZeRO-1 %d %d, plain %d %d, unsharded %d\n", $1, $2, $4, $5, $3;
    exit !(NF == 6 && $1 <= 0.51 * $3 && $2 <= 0.51 * $3 && $1 + $2 >= $3 && $4 == $3 && $5 == $3)}' && ok || bad "ZeRO-1 optimizer bytes"
+
+# 2b. ZeRO-1 with the optimizer on the device over 3 ranks (tensors the ranks do not divide go
+# through the padded scratch), checkpoints gathered from the slices: equals one process; stopped
+# after 3 steps, it resumes on 2 ranks with the host optimizer
+j=$(job zdev 8 1)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+mpi 3 "$bin" train --config "$j" --quiet >"$tmp/zdev.log" 2>&1 || { bad "ZeRO-1 on the device, 3 ranks"; cat "$tmp/zdev.log"; }
+close "$tmp/single" "$tmp/zdev" "ZeRO-1 on the device, 3 ranks vs 1"
+sed -nE 's/.*ZeRO-1: optimizer state bytes per rank: ([0-9]+) ([0-9]+) ([0-9]+) \(unsharded: ([0-9]+)\).*/\1 \2 \3 \4/p' "$tmp/zdev.log" | awk '
+  {printf "device ZeRO-1 optimizer bytes per rank: %d %d %d of %d\n", $1, $2, $3, $4;
+   exit !(NF == 4 && $1 <= 0.34 * $4 && $2 <= 0.34 * $4 && $3 <= 0.34 * $4 && $1 + $2 + $3 >= $4)}' && ok || { bad "device ZeRO-1 optimizer bytes"; grep "data parallel" "$tmp/zdev.log"; }
+j=$(job zdevr 8 1)
+sed -i "s|^train:|train:\n  optimizer: device|" "$j"
+mpi 3 "$bin" train --config "$j" --quiet --stop-after 3 >"$tmp/log" 2>&1 || { bad "device ZeRO-1, first 3 steps"; cat "$tmp/log"; }
+sed -i 's/optimizer: device/optimizer: host/; s/zero: 1/zero: 0/' "$j"
+mpi 2 "$bin" train --config "$j" --quiet --resume auto >"$tmp/log" 2>&1 || { bad "device ZeRO-1 3 ranks -> host 2 ranks"; cat "$tmp/log"; }
+close "$tmp/single" "$tmp/zdevr" "device ZeRO-1 on 3 ranks, resumed on 2 with the host optimizer"
 
 # 3. resume on another rank count
 j=$(job r21 8 1)

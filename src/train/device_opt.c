@@ -1,0 +1,228 @@
+/* The optimizer as backend ops, one process or several, plain or ZeRO-1; see device_opt.h. */
+#include "train/device_opt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+static int host_view(ad_tensor *t, float *data, int64_t n, const char *name) {
+    return ad_tensor_init(t, data, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){n}, name);
+}
+
+/* Elements [at, at + n) of the f32 tensor x (any shape, contiguous) as a 1-D tensor. */
+static int slice_view(ad_tensor *out, const ad_tensor *x, int64_t at, int64_t n) {
+    return ad_tensor_init(out, (float *)x->data + at, AD_F32, x->device, 1, (int64_t[]){n},
+                          x->name);
+}
+
+static int world_of(const ad_param_table *t) {
+    return t->grad_comm ? t->grad_comm->world : 1;
+}
+static int rank_of(const ad_param_table *t) {
+    return t->grad_comm ? t->grad_comm->rank : 0;
+}
+
+/* Tensor i's slice length s (ZeRO-1: the world's slices of ceil(n / world) elements). */
+static int64_t slice_size(const ad_param_table *t, int i) {
+    const int64_t W = world_of(t);
+    return (t->params[i].n + W - 1) / W;
+}
+
+static int device_f32(ad_backend *be, int64_t n, const char *name, ad_tensor *out) {
+    void *data;
+    AD_TRY(be->alloc(be, sizeof(float) * (size_t)(n ? n : 1), &data));
+    if (ad_tensor_init(out, data, AD_F32, be->device, 1, (int64_t[]){n}, name) < 0) {
+        be->release(be, data);
+        return AD_ERR;
+    }
+    return AD_OK;
+}
+
+int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm, bool zero) {
+    if (t->qat.n)
+        return ad_fail("train.optimizer: device: not with quantization-aware training (its "
+                       "master weights live on the host)");
+    ad_backend *be = t->be;
+    if (!be->adamw || !be->sum_squares || !be->scale || !be->copy || !be->fill)
+        return ad_fail("train.optimizer: device: the %s backend has no optimizer ops", be->name);
+    if (grad_comm && grad_comm->world > 1 && !host_comm)
+        return ad_fail("internal: the device optimizer over ranks needs a host communicator");
+    t->grad_comm = grad_comm && grad_comm->world > 1 ? grad_comm : NULL;
+    t->host_comm = t->grad_comm ? host_comm : NULL;
+    t->zero = zero;
+    const int n = t->n_params ? t->n_params : 1;
+    t->opt_m = ad_calloc((size_t)n, sizeof *t->opt_m, "moments");
+    t->opt_v = ad_calloc((size_t)n, sizeof *t->opt_v, "moments");
+    t->slice_at = ad_calloc((size_t)n, sizeof *t->slice_at, "moment slices");
+    if (!t->opt_m || !t->opt_v || !t->slice_at) return AD_ERR;
+    t->on_device = true; /* from here ad_params_free releases what was allocated */
+    const int64_t W = world_of(t), R = rank_of(t);
+    int64_t scratch = 0;
+    for (int i = 0; i < t->n_params; i++) {
+        ad_param_ref *p = &t->params[i];
+        const ad_tensor *w = t->dev_w[i], *g = t->dev_g[i];
+        if (!w || !g) return ad_fail("internal: parameter %s has no device tensor", p->name);
+        if (w->dtype != AD_F32 || g->dtype != AD_F32)
+            return ad_fail("train.optimizer: device: %s is %s with a %s gradient (f32 needed)",
+                           p->name, ad_dtype_name(w->dtype), ad_dtype_name(g->dtype));
+        int64_t at = 0, len = p->n;
+        if (zero) {
+            const int64_t s = slice_size(t, i);
+            at = R * s < p->n ? R * s : p->n;
+            len = p->n - at < s ? p->n - at : s;
+            if (p->n % W && W * s > scratch) scratch = W * s;
+        }
+        t->slice_at[i] = at;
+        AD_TRY(device_f32(be, len, "exp_avg", &t->opt_m[i]));
+        AD_TRY(device_f32(be, len, "exp_avg_sq", &t->opt_v[i]));
+        ad_tensor h;
+        AD_TRY(host_view(&h, p->m + at, len, p->name));
+        AD_TRY(be->upload(be, &t->opt_m[i], &h));
+        AD_TRY(host_view(&h, p->v + at, len, p->name));
+        AD_TRY(be->upload(be, &t->opt_v[i], &h));
+        if (t->mirrored) { /* gradients never come down now */
+            free(p->grad);
+            p->grad = NULL;
+        }
+    }
+    if (scratch) AD_TRY(device_f32(be, scratch, "ZeRO-1 scratch", &t->zero_scratch));
+    return AD_OK;
+}
+
+int64_t ad_device_opt_state_bytes(const ad_param_table *t) {
+    int64_t n = 0;
+    for (int i = 0; t->on_device && i < t->n_params; i++)
+        n += ad_tensor_numel(&t->opt_m[i]);
+    return 2 * (int64_t)sizeof(float) * n;
+}
+
+/* Gradient i summed over the ranks into this rank's slice [at, at + len) of it. */
+static int reduce_scatter_grad(ad_param_table *t, int i) {
+    ad_backend *be = t->be;
+    ad_comm *c = t->grad_comm;
+    ad_tensor *g = t->dev_g[i];
+    const int64_t n = t->params[i].n, s = slice_size(t, i), R = c->rank;
+    float *gd = g->data;
+    if (n % c->world == 0) return c->reduce_scatter_sum(c, gd, gd + R * s, s);
+    /* padded: the gradient into the scratch, zeros after it, and this rank's slice back */
+    ad_tensor *sc = &t->zero_scratch, a, b;
+    const int64_t len = ad_tensor_numel(&t->opt_m[i]);
+    AD_TRY(slice_view(&a, sc, 0, n));
+    AD_TRY(slice_view(&b, g, 0, n));
+    AD_TRY(be->copy(be, &a, &b));
+    AD_TRY(slice_view(&a, sc, n, c->world * s - n));
+    AD_TRY(be->fill(be, &a, 0.0f));
+    AD_TRY(c->reduce_scatter_sum(c, sc->data, (float *)sc->data + R * s, s));
+    if (!len) return AD_OK;
+    AD_TRY(slice_view(&a, g, t->slice_at[i], len));
+    AD_TRY(slice_view(&b, sc, R * s, len));
+    return be->copy(be, &a, &b);
+}
+
+/* Weight i's slices from every rank into the whole weight on every rank. */
+static int all_gather_weight(ad_param_table *t, int i) {
+    ad_backend *be = t->be;
+    ad_comm *c = t->grad_comm;
+    ad_tensor *w = t->dev_w[i];
+    const int64_t n = t->params[i].n, s = slice_size(t, i), R = c->rank;
+    float *wd = w->data;
+    if (n % c->world == 0) return c->all_gather(c, wd + R * s, wd, s);
+    ad_tensor *sc = &t->zero_scratch, a, b;
+    const int64_t len = ad_tensor_numel(&t->opt_m[i]);
+    if (len) {
+        AD_TRY(slice_view(&a, sc, R * s, len));
+        AD_TRY(slice_view(&b, w, t->slice_at[i], len));
+        AD_TRY(be->copy(be, &a, &b));
+    }
+    if (len < s) { /* the last ranks' padding: defined values, never read back */
+        AD_TRY(slice_view(&a, sc, R * s + len, s - len));
+        AD_TRY(be->fill(be, &a, 0.0f));
+    }
+    AD_TRY(c->all_gather(c, (float *)sc->data + R * s, sc->data, s));
+    AD_TRY(slice_view(&a, w, 0, n));
+    AD_TRY(slice_view(&b, sc, 0, n));
+    return be->copy(be, &a, &b);
+}
+
+int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
+                       int64_t step, double *norm) {
+    ad_backend *be = t->be;
+    const int n = t->n_params;
+    const bool sharded = t->zero && t->grad_comm;
+    for (int i = 0; t->grad_comm && i < n; i++) {
+        if (sharded)
+            AD_TRY(reduce_scatter_grad(t, i));
+        else
+            AD_TRY(t->grad_comm->allreduce_sum(t->grad_comm, t->dev_g[i]->data, t->params[i].n));
+    }
+    /* This rank's part of every gradient: the whole tensor, or (ZeRO-1) its slice. */
+    ad_tensor *gv = ad_calloc((size_t)(n ? n : 1), sizeof *gv, "gradient views");
+    const ad_tensor **list = ad_calloc((size_t)(n ? n : 1), sizeof *list, "gradient views");
+    double *sums = ad_malloc(sizeof(double) * (size_t)(n ? n : 1), "norms");
+    int rc = gv && list && sums ? AD_OK : AD_ERR, k = 0;
+    for (int i = 0; rc == AD_OK && i < n; i++) {
+        const int64_t len = ad_tensor_numel(&t->opt_m[i]);
+        if (!len) continue;
+        rc = slice_view(&gv[i], t->dev_g[i], t->slice_at[i], len);
+        list[k++] = &gv[i];
+    }
+    if (rc == AD_OK && k) rc = be->sum_squares(be, list, k, sums);
+    double total = 0;
+    for (int i = 0; rc == AD_OK && i < k; i++)
+        total += sums[i];       /* in list order, as the host optimizer adds them */
+    if (rc == AD_OK && sharded) /* the slices' sums, added in rank order */
+        rc = t->host_comm->allreduce_sum_f64(t->host_comm, &total, 1);
+    free(list), free(sums);
+    *norm = sqrt(total);
+    if (rc < 0 || !isfinite(*norm)) {
+        free(gv);
+        return rc;
+    }
+    const double coef = ad_clip_coefficient(*norm, max_norm);
+    t->host_stale = true;
+    for (int i = 0; rc == AD_OK && i < n; i++) {
+        const int64_t len = ad_tensor_numel(&t->opt_m[i]);
+        ad_tensor wv;
+        if (len) {
+            if (coef < 1.0) rc = be->scale(be, &gv[i], (float)coef);
+            const ad_adamw_params a = {
+                lr, c->beta1, c->beta2, c->eps, c->weight_decay, t->params[i].decay, step};
+            if (rc == AD_OK) rc = slice_view(&wv, t->dev_w[i], t->slice_at[i], len);
+            if (rc == AD_OK) rc = be->adamw(be, &wv, &gv[i], &t->opt_m[i], &t->opt_v[i], &a);
+        }
+        if (rc == AD_OK && sharded) rc = all_gather_weight(t, i);
+    }
+    free(gv);
+    return rc;
+}
+
+int ad_device_opt_gather_moments(ad_param_table *t) {
+    if (!t->on_device || !t->zero) return AD_OK;
+    ad_backend *be = t->be;
+    ad_comm *c = t->host_comm;
+    const int64_t W = world_of(t), R = rank_of(t);
+    int64_t most = 0;
+    for (int i = 0; i < t->n_params; i++)
+        if (slice_size(t, i) > most) most = slice_size(t, i);
+    float *buf = ad_calloc((size_t)(W * most + 1), sizeof(float), "moment slices");
+    if (!buf) return AD_ERR;
+    int rc = AD_OK;
+    for (int i = 0; rc == AD_OK && i < t->n_params; i++) {
+        ad_param_ref *p = &t->params[i];
+        const int64_t s = slice_size(t, i), len = ad_tensor_numel(&t->opt_m[i]);
+        for (int k = 0; rc == AD_OK && k < 2; k++) {
+            ad_tensor *src = k ? &t->opt_v[i] : &t->opt_m[i];
+            float *dst = k ? p->v : p->m;
+            ad_tensor h;
+            memset(buf + R * s, 0, sizeof(float) * (size_t)s);
+            rc = host_view(&h, buf + R * s, len, p->name);
+            if (rc == AD_OK && len) rc = be->download(be, &h, src);
+            if (rc == AD_OK && c) rc = c->all_gather(c, buf + R * s, buf, s);
+            if (rc == AD_OK) memcpy(dst, buf, sizeof(float) * (size_t)p->n);
+        }
+    }
+    free(buf);
+    return rc;
+}
