@@ -342,6 +342,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->memory_info = cu_memory_info;
     be->range_push = cu_range_push;
     be->range_pop = cu_range_pop;
+    be->set_bf16_matmul = ad_cuda_set_bf16_matmul;
     be->matmul = cu_matmul;
     be->linear = cu_linear;
     be->conv1d = cu_conv1d;

@@ -92,6 +92,9 @@ struct ad_backend {
     /* A named range on the device's timeline (NVTX on CUDA, for Nsight Systems). */
     void (*range_push)(ad_backend *be, const char *name);
     void (*range_pop)(ad_backend *be);
+    /* GEMMs from here on round their f32 operands to bf16 (tensor cores, fp32 accumulation);
+     * off: full fp32. NULL where the backend has only fp32. */
+    int (*set_bf16_matmul)(ad_backend *be, bool on);
 
     /* ---- linear algebra --------------------------------------------------------------- */
     /* y = alpha * op(a) @ op(b) + beta * y, op = transpose when the flag is set.

@@ -196,7 +196,7 @@ static int load_dequantized(ad_model *m, const ad_safetensors *st, const ad_quan
 }
 
 static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
-                      const char *weights_path, bool dequantize) {
+                      const char *weights_path, bool dequantize, ad_dtype wdt) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
@@ -248,7 +248,7 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             }
             matched[s] = -1;
             if (dequantize) {
-                ad_arena_plan_tensor(&plan, be->act_dtype, sp->ndim, sp->shape);
+                ad_arena_plan_tensor(&plan, wdt, sp->ndim, sp->shape);
                 m->n_dequantized++;
             } else {
                 m->n_quantized++;
@@ -277,7 +277,7 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             goto done;
         }
         matched[s] = found;
-        ad_arena_plan_tensor(&plan, be->act_dtype, sp->ndim, sp->shape);
+        ad_arena_plan_tensor(&plan, wdt, sp->ndim, sp->shape);
     }
     for (int i = 0; i < st.n_entries; i++) {
         bool used = false;
@@ -315,8 +315,7 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             slot->name = sp->name;
             continue;
         }
-        if (ad_arena_tensor(&arena, slot, be->act_dtype, sp->ndim, sp->shape, sp->name) < 0)
-            goto done;
+        if (ad_arena_tensor(&arena, slot, wdt, sp->ndim, sp->shape, sp->name) < 0) goto done;
         slot->device = be->device;
         slot->name = sp->name; /* the model keeps `specs` (error messages, op profiles) */
         if (matched[s] < 0) {
@@ -353,10 +352,10 @@ done:
 
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path) {
-    return load_model(m, be, cfg, weights_path, false);
+    return load_model(m, be, cfg, weights_path, false, be->act_dtype);
 }
 
-static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantize) {
+static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantize, ad_dtype wdt) {
     memset(m, 0, sizeof *m);
     char *config_path = ad_path_join(dir, "config.json");
     if (!config_path) return AD_ERR;
@@ -364,15 +363,22 @@ static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantiz
     int rc = ad_model_config_load(config_path, &cfg);
     free(config_path);
     AD_TRY(rc);
-    return load_model(m, be, &cfg, dir, dequantize);
+    return load_model(m, be, &cfg, dir, dequantize, wdt);
 }
 
 int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
-    return load_dir(m, be, dir, false);
+    return load_dir(m, be, dir, false, be->act_dtype);
+}
+
+int ad_model_load_as(ad_model *m, ad_backend *be, const char *dir, ad_dtype weights) {
+    if (weights != AD_F32 && weights != AD_BF16)
+        return ad_fail("%s: weights can be loaded as F32 or BF16, not %s", dir,
+                       ad_dtype_name(weights));
+    return load_dir(m, be, dir, false, weights);
 }
 
 int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir) {
-    return load_dir(m, be, dir, true);
+    return load_dir(m, be, dir, true, be->act_dtype);
 }
 
 void ad_model_free(ad_model *m) {

@@ -54,6 +54,9 @@ typedef struct {
  * transformers-5 tensor names), checks every tensor against the shape the config implies, and
  * uploads them in the backend's activation dtype. */
 int ad_model_load(ad_model *m, ad_backend *be, const char *dir);
+/* The same with the unquantized weights stored as `weights` (F32 or BF16) instead of the
+ * backend's activation dtype (a frozen teacher in bf16 on a GPU). */
+int ad_model_load_as(ad_model *m, ad_backend *be, const char *dir, ad_dtype weights);
 /* The same from a parsed config and an opened checkpoint path. */
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path);

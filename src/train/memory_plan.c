@@ -53,7 +53,10 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
         if (p->teacher_params < 0) return AD_ERR;
         AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
     }
-    const size_t weights = 4 * (size_t)(p->teacher_params + p->student_params);
+    /* train.precision: bf16 keeps the frozen teacher in bf16 */
+    const size_t teacher_bytes = strcmp(job->train.precision, "bf16") ? 4 : 2;
+    const size_t weights =
+        teacher_bytes * (size_t)p->teacher_params + 4 * (size_t)p->student_params;
     const size_t adam = 8 * (size_t)p->trainable_params;
     /* ZeRO-1: each rank keeps its share of the moments (and, in the bf16 design, of the fp32
      * master weights); the full host copies for checkpoints stay on every rank. */
@@ -102,12 +105,18 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
         fprintf(out, " (ZeRO-1 over %d ranks: %.2f GiB each)", p->ranks,
                 gib(8 * (size_t)p->trainable_params / (size_t)p->ranks));
     fprintf(out, "\n");
-    if (!strcmp(job->train.device, "cuda"))
+    if (!strcmp(job->train.device, "cuda")) {
         fprintf(out,
-                "  this job now (train.device cuda, fp32 weights, optimizer on the %s), per rank: "
-                "GPU %.2f GiB, host %.2f GiB\n",
+                "  this job now (train.device cuda, %s, optimizer on the %s), per rank: "
+                "GPU %.2f GiB, host %.2f GiB",
+                strcmp(job->train.precision, "bf16") ? "fp32 weights"
+                                                     : "bf16 teacher, fp32 student weights",
                 job->train.optimizer, gib(p->device_bytes), gib(p->host_bytes));
-    else
+        if (device_gib > 0)
+            fprintf(out, " -> %s a %.0f GiB GPU",
+                    gib(p->device_bytes) <= device_gib ? "fits" : "does not fit", device_gib);
+        fprintf(out, "\n");
+    } else
         fprintf(out, "  this job now (train.device cpu, fp32): host %.2f GiB\n",
                 gib(p->host_bytes));
     fprintf(out,

@@ -193,6 +193,15 @@ static const ad_field train_fields[] = {
              "of a device backend) or device (backend ops beside the weights, moments on the "
              "device, nothing copied per step; over several ranks the gradients are summed on "
              "the device, by NCCL on GPUs; zero: 1 shards the moments there; no QAT)"},
+    {.key = "precision",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, precision),
+     .default_value = "fp32",
+     .choices = "fp32|bf16",
+     .help = "fp32: every GEMM in fp32 (the CPU reference's numbers); bf16 (device: cuda): GEMM "
+             "operands rounded to bf16 on tensor cores with fp32 accumulation, and the "
+             "teacher's frozen weights kept in bf16 (half its memory); master weights, "
+             "gradients, moments and activations stay fp32"},
     {.key = "zero",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, zero),
@@ -342,6 +351,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.threads",
                                              "train.zero",
                                              "train.optimizer",
+                                             "train.precision",
                                              NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
@@ -927,6 +937,13 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
         /* AUDISTILL_PROFILE=1: every op timed, the table printed at the end (backend/profile.h). */
         if (!strcmp(job->train.device, "cuda") && r.comm->rank == 0)
             print_gpu_plan(job, r.be, r.comm->world);
+        if (!strcmp(job->train.precision, "bf16") &&
+            (!r.be->set_bf16_matmul || r.be->set_bf16_matmul(r.be, true) < 0)) {
+            ad_fail("%s: train.precision: bf16 needs bf16 GEMMs, which the %s backend does not "
+                    "have (train.device: cuda; the CPU backend is the fp32 reference)",
+                    doc->file_name, r.be->name);
+            goto done;
+        }
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
             goto done;
@@ -938,7 +955,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
               : ad_model_load_dequantized(&r.student, r.be, job->student)) < 0)
         goto done;
     if (job->teacher) {
-        if (ad_model_load(&r.teacher, r.be, job->teacher) < 0) goto done;
+        /* frozen: in bf16 it costs half the memory, and its GEMMs round to bf16 anyway */
+        const ad_dtype tw = strcmp(job->train.precision, "bf16") ? r.be->act_dtype : AD_BF16;
+        if (ad_model_load_as(&r.teacher, r.be, job->teacher, tw) < 0) goto done;
         r.has_teacher = true;
         if (r.teacher.cfg.vocab_size != r.student.cfg.vocab_size) {
             ad_fail("teacher %s has a vocabulary of %d, the student %s of %d: distillation needs "

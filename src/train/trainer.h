@@ -22,7 +22,7 @@ typedef struct {
     int64_t steps, batch, micro_batch, warmup, seed, log_every, eval_every, eval_segments,
         checkpoint_every, keep_checkpoints, threads, max_len, max_frames, zero;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip, input_dropout;
-    const char *schedule, *trainable, *device, *optimizer;
+    const char *schedule, *trainable, *device, *optimizer, *precision;
 } ad_train_options;
 
 typedef struct {

@@ -145,6 +145,7 @@ refuse "${base}teacher: $fx/tiny_b_missing\n" "is not a model directory"
 refuse "${base}train:\n  batch: 3\n  micro_batch: 2\n" "not a multiple of train.micro_batch"
 refuse "${base}train:\n  max_len: 10\n  max_frames: 100\n" "train.max_len is 10 but segment"
 refuse "${base}train:\n  optimizer: gpu\n" "train.optimizer"
+refuse "${base}train:\n  precision: bf16\n  max_len: 64\n  max_frames: 100\n" "train.precision: bf16 needs bf16 GEMMs, which the cpu backend does not have"
 # A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
 printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
 "$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"
@@ -158,10 +159,14 @@ src=${AUDISTILL_SOURCE:-$(dirname "$0")/../..}
 grep -q "teacher tests/fixtures/qwen2_audio_7b (8.397 B parameters)" "$tmp/plan" && grep -q "student-24l (6.778 B" "$tmp/plan" && grep -q "does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan"; cat "$tmp/plan"; }
 
 # ZeRO-1 over 8 ranks with the optimizer on the GPUs: the moments (and the bf16 design's master
-# weights) divide by 8; at micro-batch 4 the bf16 design fits
-sed 's/^train:/train:\n  zero: 1\n  optimizer: device/; s/micro_batch: 8/micro_batch: 4/' "$src/experiments/memory_plan/job.yaml" >"$tmp/plan_zero.yaml"
+# weights) divide by 8; at micro-batch 4 the bf16 design fits; the job as it runs (precision:
+# bf16 keeps the teacher in bf16) fits at micro-batch 2
+sed 's/^train:/train:\n  zero: 1\n  optimizer: device\n  precision: bf16/; s/micro_batch: 8/micro_batch: 4/' "$src/experiments/memory_plan/job.yaml" >"$tmp/plan_zero.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan_zero.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$tmp/plan" 2>&1 || { bad "--plan-memory --ranks 8 failed"; cat "$tmp/plan"; }
-grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan" && grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan"; }
+grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan" && grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan"; }
+sed -i 's/micro_batch: 4/micro_batch: 2/' "$tmp/plan_zero.yaml"
+(cd "$src" && "$bin" train --config "$tmp/plan_zero.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$tmp/plan" 2>&1 || { bad "--plan-memory at micro-batch 2 failed"; cat "$tmp/plan"; }
+grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan at micro-batch 2"; cat "$tmp/plan"; }
 
 # TensorBoard / tbparse read the event file (skipped when neither is installed)
 python3 - "$tmp/straight/tensorboard" <<'PY' && ok || bad "TensorBoard could not read the event file"

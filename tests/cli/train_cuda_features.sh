@@ -8,7 +8,9 @@
 #    within 1e-4, and the exported quantized models run (translate) to the same text;
 # 3. teacher-cache with device: cuda: every cached top-k logit within 1e-4 relative of the
 #    CPU's (same ids), the teacher's beam-search translations identical, and training from that
-#    cache on the GPU matches the CPU run (1e-4).
+#    cache on the GPU matches the CPU run (1e-4);
+# 4. train.precision: bf16 (bf16 GEMM operands, bf16 teacher weights): near the CPU's fp32 run
+#    (1e-2 per-step loss, 5e-2 final weights) and measurably apart from the fp32 GPU run.
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -90,6 +92,34 @@ for dev in cpu cuda; do
   job "cached_$dev" $dev "$fx/tiny_a" $'distill: {alpha: 0.7, temperature: 2.0, teacher_cache: '"$tmp/cache_$dev.h5"'}' >/dev/null
   train "cached_$dev"
 done
+
+# 4. train.precision: bf16 (bf16 GEMM operands, the teacher's weights in bf16) against the fp32
+# runs on both devices: close to the CPU (bf16 rounding: per-step loss within 1e-2 relative,
+# final weights within 5e-2 relative L2), and not the fp32 GPU run (the bf16 path is in use)
+for run in "prec_cpu cpu fp32" "prec_cuda cuda fp32" "prec_bf16 cuda bf16"; do
+  set -- $run
+  job "$1" "$2" "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+  sed -i "s|^train: {device: $2,|train: {device: $2, precision: $3,|" "$tmp/$1.yaml"
+  train "$1"
+done
+grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights" "$tmp/prec_bf16.err" && ok || { bad "no bf16 memory plan"; cat "$tmp/prec_bf16.err"; }
+"$py" - "$tmp" <<'PY' && ok || bad "train.precision: bf16 (above)"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+tmp = sys.argv[1]
+def losses(run):
+    return np.array([r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r])
+cpu, f32, b16 = losses("prec_cpu"), losses("prec_cuda"), losses("prec_bf16")
+assert len(cpu) == len(f32) == len(b16) == 6
+near = np.max(np.abs(b16 - cpu) / np.abs(cpu))
+apart = np.max(np.abs(b16 - f32) / np.abs(f32))
+a = load_file(f"{tmp}/prec_cpu/final/model.safetensors")
+b = load_file(f"{tmp}/prec_bf16/final/model.safetensors")
+worst = max(np.linalg.norm(b[k] - a[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a)
+print(f"precision bf16: losses within {near:.3g} of the CPU (tolerance 1e-2), {apart:.3g} from the fp32 GPU run (must exceed 1e-5); final weights {worst:.3g} (tolerance 5e-2)")
+sys.exit(not (near <= 1e-2 and apart > 1e-5 and worst <= 5e-2))
+PY
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"
 import json, sys
