@@ -1,7 +1,9 @@
 // CUDA scaled dot-product attention, forward and backward: a straightforward tiled kernel,
-// written for correctness first. Per (batch, head, block of 4 query rows) one warp owns a
+// written for correctness first. Per (batch, head, block of 16 query rows) one warp owns a
 // query row; keys and values stream through shared memory 32 at a time, each lane scoring one
-// key, with an online (running max / sum) softmax. GQA maps query head h to kv head
+// key, with an online (running max / sum) softmax. The 16 rows of a block share each tile,
+// whose loading (index arithmetic and a dtype-dispatched load per element) otherwise costs
+// several times the tile's arithmetic. GQA maps query head h to kv head
 // h / (n_heads / n_kv_heads); causal masking uses absolute positions q_offset + i; key_len
 // masks padded keys; q/k/v/out may be strided views (a KV cache, a fused QKV) with a unit
 // last-dim stride. The backward recomputes probabilities: a stats pass (row max, sum, and
@@ -18,7 +20,7 @@
 
 #include "cuda_internal.h"
 
-#define ATT_WARPS    4
+#define ATT_WARPS    16
 #define ATT_TILE     32
 #define ATT_MAX_D    256
 #define ATT_PER_LANE (ATT_MAX_D / 32)
@@ -46,11 +48,16 @@ __device__ static inline int64_t key_limit(const attn_args &a, int64_t b, int64_
 __device__ static inline void load_tile(float *tile, const char *base, int dt, int64_t boff,
                                         int64_t tstride, int64_t hoff, int64_t r0, int64_t limit,
                                         int D) {
+    /* (r, d) of element idx = r * D + d, advanced by the block size without a division */
+    const int step_r = blockDim.x / D, step_d = blockDim.x % D;
+    int r = threadIdx.x / D, d = threadIdx.x % D;
     for (int idx = threadIdx.x; idx < ATT_TILE * D; idx += blockDim.x) {
-        const int r = idx / D, d = idx % D;
         const int64_t row = r0 + r;
         tile[r * (D + 1) + d] =
             row < limit ? cu_load(base, dt, boff + row * tstride + hoff + d) : 0.0f;
+        r += step_r;
+        d += step_d;
+        if (d >= D) d -= D, r++;
     }
 }
 

@@ -217,6 +217,9 @@ static void test_attention_backward(void) {
         {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
         {"attn_bwd q_offset 37 GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
         {"attn_bwd head_dim 128", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
+        /* head dims that do not divide the block size: the tile loads wrap rows mid-stride */
+        {"attn_bwd head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32},
+        {"attn_bwd head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32},
         {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
