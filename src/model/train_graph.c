@@ -42,6 +42,29 @@ typedef struct {
     int64_t enc_attn, enc_ffn, dec_q, dec_kv, dec_ffn;
 } widths;
 
+/* What a stack of layers keeps for the backward pass. */
+typedef enum {
+    KEEP_ONE_LAYER, /* forward only: one record at the widest widths, reused by every layer */
+    KEEP_INPUTS,    /* recompute: every layer's input, and one shared record for the rest */
+    KEEP_ALL        /* every layer its own record */
+} keep_mode;
+
+static keep_mode stack_keep(const ad_train_graph *g, bool gradient_passes) {
+    if (g->train.keep_activations) return KEEP_ALL;
+    if (!gradient_passes) return KEEP_ONE_LAYER;
+    return g->train.recompute ? KEEP_INPUTS : KEEP_ALL;
+}
+
+/* A gradient passes through the encoder layers only when they train; through the decoder layers
+ * when anything before lm_head trains. */
+static keep_mode encoder_keep(const ad_train_graph *g) {
+    return stack_keep(g, g->train.audio_encoder);
+}
+static keep_mode decoder_keep(const ad_train_graph *g) {
+    const ad_trainable *t = &g->train;
+    return stack_keep(g, t->decoder || t->embed_tokens || t->projector || t->audio_encoder);
+}
+
 static widths max_widths(const ad_model_config *cfg) {
     widths w = {0, 0, 0, 0, 0};
     for (int l = 0; l < cfg->encoder_layers; l++) {
@@ -67,7 +90,7 @@ static int layout(ad_train_graph *g, carver *c) {
     const int64_t C = L->max_clips, T = L->max_frames, M = cfg->num_mel_bins, d = cfg->d_model;
     const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
     const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
-    const bool rec = g->records;
+    const keep_mode ek = encoder_keep(g), dk = decoder_keep(g);
     AD_TRY(carve(c, &g->feat, AD_F32, C, M, T, "features"));
     AD_TRY(carve(c, &g->featT, AD_F32, C, T, M, "features (time-major)"));
     AD_TRY(carve(c, &g->x0, AD_F32, C, T, M, "conv1 input"));
@@ -78,12 +101,16 @@ static int layout(ad_train_graph *g, carver *c) {
     AD_TRY(carve(c, &g->pooled, AD_F32, C, tok, d, "pooled"));
     AD_TRY(carve(c, &g->enc, AD_F32, C, tok, d, "encoder output"));
     AD_TRY(carve(c, &g->audio, AD_F32, C, tok, H, "audio features"));
-    const int enc_records = rec ? cfg->encoder_layers : 1;
+    const bool enc_all = ek == KEEP_ALL;
+    const int enc_records = enc_all ? cfg->encoder_layers : 1;
+    for (int l = 1; ek == KEEP_INPUTS && l < cfg->encoder_layers; l++)
+        AD_TRY(carve(c, &g->enc_rec[l].h_in, AD_F32, C, n1, d, "encoder layer input"));
     for (int l = 0; l < enc_records && l < cfg->encoder_layers; l++) {
         ad_encoder_record *r = &g->enc_rec[l];
-        int64_t A = rec ? (int64_t)cfg->encoder_layer[l].num_attention_heads * cfg->encoder_head_dim
+        int64_t A = enc_all
+                        ? (int64_t)cfg->encoder_layer[l].num_attention_heads * cfg->encoder_head_dim
                         : w.enc_attn;
-        int64_t F = rec ? cfg->encoder_layer[l].ffn_dim : w.enc_ffn;
+        int64_t F = enc_all ? cfg->encoder_layer[l].ffn_dim : w.enc_ffn;
         AD_TRY(carve(c, &r->h_in, AD_F32, C, n1, d, "encoder layer input"));
         AD_TRY(carve(c, &r->xn1, AD_F32, C, n1, d, "encoder ln1"));
         AD_TRY(carve(c, &r->q, AD_F32, C, n1, A, "encoder q"));
@@ -105,13 +132,16 @@ static int layout(ad_train_graph *g, carver *c) {
     AD_TRY(carve(c, &g->sel, AD_F32, S, H, 0, "supervised hidden"));
     AD_TRY(carve(c, &g->logits, AD_F32, S, V, 0, "logits"));
     AD_TRY(carve(c, &g->targets, AD_I32, S, 0, 0, "targets"));
-    const int dec_records = rec ? cfg->num_hidden_layers : 1;
+    const bool dec_all = dk == KEEP_ALL;
+    const int dec_records = dec_all ? cfg->num_hidden_layers : 1;
+    for (int l = 1; dk == KEEP_INPUTS && l < cfg->num_hidden_layers; l++)
+        AD_TRY(carve(c, &g->dec_rec[l].x_in, AD_F32, N, H, 0, "decoder layer input"));
     for (int l = 0; l < dec_records && l < cfg->num_hidden_layers; l++) {
         ad_decoder_record *r = &g->dec_rec[l];
         const ad_decoder_layer_shape *s = &cfg->decoder_layer[l];
-        int64_t Q = rec ? (int64_t)s->num_attention_heads * cfg->head_dim : w.dec_q;
-        int64_t KV = rec ? (int64_t)s->num_key_value_heads * cfg->head_dim : w.dec_kv;
-        int64_t F = rec ? s->intermediate_size : w.dec_ffn;
+        int64_t Q = dec_all ? (int64_t)s->num_attention_heads * cfg->head_dim : w.dec_q;
+        int64_t KV = dec_all ? (int64_t)s->num_key_value_heads * cfg->head_dim : w.dec_kv;
+        int64_t F = dec_all ? s->intermediate_size : w.dec_ffn;
         AD_TRY(carve(c, &r->x_in, AD_F32, N, H, 0, "decoder layer input"));
         AD_TRY(carve(c, &r->xn1, AD_F32, N, H, 0, "decoder rms1"));
         AD_TRY(carve(c, &r->q, AD_F32, N, Q, 0, "decoder q"));
@@ -294,12 +324,19 @@ int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
     ad_arena_wrap(&g->arena, g->memory, plan.plan.bytes, "training activations");
     carver real = {&g->arena, {0, 0}, g->be->device};
     if (layout(g, &real) < 0) goto fail;
-    if (!g->records) {
-        for (int l = 1; l < cfg->encoder_layers; l++)
+    /* Shared records: every layer uses record 0's buffers (with recompute, its own input). */
+    if (encoder_keep(g) != KEEP_ALL)
+        for (int l = 1; l < cfg->encoder_layers; l++) {
+            const ad_tensor own = g->enc_rec[l].h_in;
             g->enc_rec[l] = g->enc_rec[0];
-        for (int l = 1; l < cfg->num_hidden_layers; l++)
+            if (encoder_keep(g) == KEEP_INPUTS) g->enc_rec[l].h_in = own;
+        }
+    if (decoder_keep(g) != KEEP_ALL)
+        for (int l = 1; l < cfg->num_hidden_layers; l++) {
+            const ad_tensor own = g->dec_rec[l].x_in;
             g->dec_rec[l] = g->dec_rec[0];
-    }
+            if (decoder_keep(g) == KEEP_INPUTS) g->dec_rec[l].x_in = own;
+        }
     if (g->any_trainable && (alloc_grads(g) < 0 || ad_graph_zero_grads(g) < 0)) goto fail;
     return AD_OK;
 fail:
@@ -376,6 +413,38 @@ static int upload_i32(ad_backend *be, ad_tensor *dst, const int32_t *host, int64
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
+/* Encoder layer l on the stream h (in place), recording its activations; with h NULL
+ * (recompute), only the activations its backward reads, rebuilt from the recorded input. */
+static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
+    ad_backend *be = g->be;
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_encoder_layer *w = &g->m->encoder[l];
+    ad_encoder_record a = encoder_views(g, l);
+    const int heads = cfg->encoder_layer[l].num_attention_heads;
+    if (h) AD_TRY(be->copy(be, &a.h_in, h));
+    const ad_tensor *in = h ? h : &a.h_in;
+    AD_TRY(be->layernorm(be, &a.xn1, in, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
+                         ENCODER_LN_EPS));
+    AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+    AD_TRY(be->linear(be, &a.k, &a.xn1, &w->k_proj_w, NULL));
+    AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
+    ad_attention_params ap = {.n_heads = heads,
+                              .n_kv_heads = heads,
+                              .head_dim = cfg->encoder_head_dim,
+                              .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
+                              .key_len = g->clip_key_len};
+    AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
+    AD_TRY(be->linear(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b));
+    AD_TRY(be->add(be, &a.h_mid, &a.h_mid, &a.h_in));
+    AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
+                         ENCODER_LN_EPS));
+    AD_TRY(be->linear(be, &a.f_pre, &a.xn2, &w->fc1_w, &w->fc1_b));
+    AD_TRY(be->gelu(be, &a.f_act, &a.f_pre));
+    if (!h) return AD_OK;
+    AD_TRY(be->linear(be, h, &a.f_act, &w->fc2_w, &w->fc2_b));
+    return be->add(be, h, h, &a.h_mid);
+}
+
 static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     ad_model *m = g->m;
     ad_backend *be = g->be;
@@ -416,31 +485,8 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     AD_TRY(be->gelu(be, &h, &a2_pre));
     AD_TRY(ad_tensor_slice(&m->embed_positions, 0, 0, n1, &pos));
     AD_TRY(be->add(be, &h, &h, &pos));
-    for (int l = 0; l < cfg->encoder_layers; l++) {
-        const ad_encoder_layer *w = &m->encoder[l];
-        ad_encoder_record a = encoder_views(g, l);
-        const int heads = cfg->encoder_layer[l].num_attention_heads;
-        AD_TRY(be->copy(be, &a.h_in, &h));
-        AD_TRY(be->layernorm(be, &a.xn1, &h, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
-                             ENCODER_LN_EPS));
-        AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->linear(be, &a.k, &a.xn1, &w->k_proj_w, NULL));
-        AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-        ad_attention_params ap = {.n_heads = heads,
-                                  .n_kv_heads = heads,
-                                  .head_dim = cfg->encoder_head_dim,
-                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
-                                  .key_len = g->clip_key_len};
-        AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
-        AD_TRY(be->linear(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b));
-        AD_TRY(be->add(be, &a.h_mid, &a.h_mid, &a.h_in));
-        AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
-                             ENCODER_LN_EPS));
-        AD_TRY(be->linear(be, &a.f_pre, &a.xn2, &w->fc1_w, &w->fc1_b));
-        AD_TRY(be->gelu(be, &a.f_act, &a.f_pre));
-        AD_TRY(be->linear(be, &h, &a.f_act, &w->fc2_w, &w->fc2_b));
-        AD_TRY(be->add(be, &h, &h, &a.h_mid));
-    }
+    for (int l = 0; l < cfg->encoder_layers; l++)
+        AD_TRY(encoder_layer_forward(g, l, &h));
     ad_tensor pooled = shaped(&g->pooled, 3, C, tok, d), enc = shaped(&g->enc, 3, C, tok, d);
     ad_tensor audio = shaped(&g->audio, 3, C, tok, H);
     AD_TRY(be->avg_pool1d(be, &pooled, &h, 2, 2));
@@ -449,12 +495,52 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     return AD_OK;
 }
 
+/* Decoder layer l on the stream x (in place), recording its activations; with x NULL
+ * (recompute), only the activations its backward reads, rebuilt from the recorded input. */
+static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
+    ad_backend *be = g->be;
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_decoder_layer *w = &g->m->decoder[l];
+    const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
+    const int64_t N = (int64_t)g->rows * g->len, hd = cfg->head_dim;
+    const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd;
+    const float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
+    ad_decoder_record a = decoder_views(g, l);
+    ad_tensor q2 = shaped(&a.q, 2, N, Q, 0), k2 = shaped(&a.k, 2, N, KV, 0),
+              v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
+    ad_tensor pos = shaped(&g->pos, 2, g->rows, g->len, 0);
+    if (x) AD_TRY(be->copy(be, &a.x_in, x));
+    const ad_tensor *in = x ? x : &a.x_in;
+    AD_TRY(be->rmsnorm(be, &a.xn1, in, &w->input_layernorm_w, eps));
+    AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+    AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+    AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
+    AD_TRY(be->rope(be, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
+    AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
+    ad_attention_params ap = {.n_heads = sh->num_attention_heads,
+                              .n_kv_heads = sh->num_key_value_heads,
+                              .head_dim = (int)hd,
+                              .causal = true,
+                              .scale = 1.0f / sqrtf((float)hd),
+                              .key_len = g->row_len};
+    AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
+    AD_TRY(be->linear(be, &a.x_mid, &att2, &w->o_proj_w, NULL));
+    AD_TRY(be->add(be, &a.x_mid, &a.x_mid, &a.x_in));
+    AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
+    AD_TRY(be->linear(be, &a.gate, &a.xn2, &w->gate_proj_w, NULL));
+    AD_TRY(be->linear(be, &a.up, &a.xn2, &w->up_proj_w, NULL));
+    AD_TRY(be->silu_mul(be, &a.act, &a.gate, &a.up));
+    if (!x) return AD_OK;
+    AD_TRY(be->linear(be, x, &a.act, &w->down_proj_w, NULL));
+    return be->add(be, x, x, &a.x_mid);
+}
+
 static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
     ad_model *m = g->m;
     ad_backend *be = g->be;
     const ad_model_config *cfg = &m->cfg;
     const int R = b->n, T = b->max_len;
-    const int64_t N = (int64_t)R * T, H = cfg->hidden_size, hd = cfg->head_dim, V = cfg->vocab_size;
+    const int64_t N = (int64_t)R * T, H = cfg->hidden_size, V = cfg->vocab_size;
     g->rows = R, g->len = T;
     int n_audio = 0, n_sel = 0;
     for (int r = 0; r < R; r++) {
@@ -498,7 +584,7 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
         n_sel += n_audio;
     }
     g->n_supervised = n_sel;
-    ad_tensor ids = shaped(&g->ids, 1, N, 0, 0), pos = shaped(&g->pos, 2, R, T, 0);
+    ad_tensor ids = shaped(&g->ids, 1, N, 0, 0);
     AD_TRY(upload_i32(be, &g->ids, g->host_ids, N));
     AD_TRY(upload_i32(be, &g->pos, g->host_pos, N));
     ad_tensor x = shaped(&g->x, 2, N, H, 0);
@@ -516,37 +602,9 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
             at += g->clip_tokens[c];
         }
     }
-    const float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
-    for (int l = 0; l < cfg->num_hidden_layers; l++) {
-        const ad_decoder_layer *w = &m->decoder[l];
-        const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
-        ad_decoder_record a = decoder_views(g, l);
-        const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd;
-        ad_tensor q2 = shaped(&a.q, 2, N, Q, 0), k2 = shaped(&a.k, 2, N, KV, 0),
-                  v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
-        AD_TRY(be->copy(be, &a.x_in, &x));
-        AD_TRY(be->rmsnorm(be, &a.xn1, &x, &w->input_layernorm_w, eps));
-        AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
-        AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-        AD_TRY(be->rope(be, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
-        AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
-        ad_attention_params ap = {.n_heads = sh->num_attention_heads,
-                                  .n_kv_heads = sh->num_key_value_heads,
-                                  .head_dim = (int)hd,
-                                  .causal = true,
-                                  .scale = 1.0f / sqrtf((float)hd),
-                                  .key_len = g->row_len};
-        AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
-        AD_TRY(be->linear(be, &a.x_mid, &att2, &w->o_proj_w, NULL));
-        AD_TRY(be->add(be, &a.x_mid, &a.x_mid, &a.x_in));
-        AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
-        AD_TRY(be->linear(be, &a.gate, &a.xn2, &w->gate_proj_w, NULL));
-        AD_TRY(be->linear(be, &a.up, &a.xn2, &w->up_proj_w, NULL));
-        AD_TRY(be->silu_mul(be, &a.act, &a.gate, &a.up));
-        AD_TRY(be->linear(be, &x, &a.act, &w->down_proj_w, NULL));
-        AD_TRY(be->add(be, &x, &x, &a.x_mid));
-    }
+    const float eps = (float)cfg->rms_norm_eps;
+    for (int l = 0; l < cfg->num_hidden_layers; l++)
+        AD_TRY(decoder_layer_forward(g, l, &x));
     ad_tensor x_final = shaped(&g->x_final, 2, N, H, 0), hidden = shaped(&g->hidden, 2, N, H, 0);
     AD_TRY(be->copy(be, &x_final, &x));
     AD_TRY(be->rmsnorm(be, &hidden, &x_final, &m->norm_w, eps));
@@ -611,6 +669,9 @@ static int encoder_backward(ad_train_graph *g) {
     for (int l = cfg->encoder_layers - 1; l >= 0; l--) {
         const ad_encoder_layer *w = &m->encoder[l];
         ad_encoder_layer *dw = &gr->encoder[l];
+        /* the shared record holds the last layer's activations from the forward pass */
+        if (encoder_keep(g) == KEEP_INPUTS && l < cfg->encoder_layers - 1)
+            AD_TRY(encoder_layer_forward(g, l, NULL));
         ad_encoder_record a = encoder_views(g, l);
         const int heads = cfg->encoder_layer[l].num_attention_heads;
         const int64_t A = (int64_t)heads * cfg->encoder_head_dim, F = cfg->encoder_layer[l].ffn_dim;
@@ -699,6 +760,9 @@ int ad_graph_backward(ad_train_graph *g) {
         const ad_decoder_layer *w = &m->decoder[l];
         ad_decoder_layer *dw = &gr->decoder[l];
         const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
+        /* the shared record holds the last layer's activations from the forward pass */
+        if (decoder_keep(g) == KEEP_INPUTS && l < cfg->num_hidden_layers - 1)
+            AD_TRY(decoder_layer_forward(g, l, NULL));
         ad_decoder_record a = decoder_views(g, l);
         const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd,
                       F = sh->intermediate_size;

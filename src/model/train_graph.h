@@ -6,7 +6,9 @@
  * accumulation over micro-batches needs nothing extra.
  *
  * A graph with nothing trainable (the teacher) keeps one layer's worth of activations and
- * reuses it for every layer: forward only, no stored activations. */
+ * reuses it for every layer: forward only, no stored activations. So does a stack that no
+ * gradient passes through (a frozen audio encoder), and with recompute every stack keeps only
+ * its layers' inputs beside that one layer's worth. */
 #ifndef AUDISTILL_MODEL_TRAIN_GRAPH_H
 #define AUDISTILL_MODEL_TRAIN_GRAPH_H
 
@@ -24,6 +26,10 @@ typedef struct {
     bool embed_tokens;
     bool lm_head;
     bool keep_activations; /* record every layer even when nothing trains (importance scoring) */
+    /* Activation recomputation: keep only each layer's input, and rebuild the layer's
+     * activations from it just before its backward (one extra forward of the layers in exchange
+     * for one layer's activations instead of all of them; the same results, bit for bit). */
+    bool recompute;
 } ad_trainable;
 
 typedef struct {

@@ -41,7 +41,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
     ad_graph_limits lim;
     ad_train_limits(job, &student, &lim);
     ad_trainable train, none = {0};
-    ad_train_trainable(job->train.trainable, &train);
+    ad_train_trainable(&job->train, &train);
     p->student_params = count_params(&student, &train, &p->trainable_params);
     if (p->student_params < 0) return AD_ERR;
     size_t unused;

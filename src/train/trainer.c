@@ -202,6 +202,14 @@ static const ad_field train_fields[] = {
              "operands rounded to bf16 on tensor cores with fp32 accumulation, and the "
              "teacher's frozen weights kept in bf16 (half its memory); master weights, "
              "gradients, moments and activations stay fp32"},
+    {.key = "recompute",
+     .type = AD_FIELD_BOOL,
+     .offset = offsetof(ad_train_options, recompute),
+     .default_value = "false",
+     .help = "activation recomputation: keep only each layer's input and rebuild the layer's "
+             "activations just before its backward (about one more forward pass of the student "
+             "per step, for a fraction of the activation memory; the same results, bit for "
+             "bit)"},
     {.key = "zero",
      .type = AD_FIELD_INT,
      .offset = offsetof(ad_train_options, zero),
@@ -352,6 +360,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.zero",
                                              "train.optimizer",
                                              "train.precision",
+                                             "train.recompute",
                                              NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
@@ -855,7 +864,8 @@ static int write_final(run_ctx *r) {
     return ad_fsync_directory(r->job->output);
 }
 
-void ad_train_trainable(const char *mode, ad_trainable *t) {
+void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
+    const char *mode = o->trainable;
     *t = (ad_trainable){.audio_encoder = true,
                         .projector = true,
                         .decoder = true,
@@ -867,6 +877,7 @@ void ad_train_trainable(const char *mode, ad_trainable *t) {
         t->audio_encoder = false;
     else if (!strcmp(mode, "no_embeddings"))
         t->embed_tokens = false;
+    t->recompute = o->recompute;
 }
 
 int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
@@ -983,7 +994,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     ad_graph_limits lim;
     ad_train_limits(job, &r.student.cfg, &lim);
     ad_trainable tr;
-    ad_train_trainable(job->train.trainable, &tr);
+    ad_train_trainable(&job->train, &tr);
     ad_trainable none = {0};
     if (ad_graph_init(&r.sg, &r.student, &lim, &tr) < 0 ||
         (r.has_teacher && ad_graph_init(&r.tg, &r.teacher, &lim, &none) < 0) ||

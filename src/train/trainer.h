@@ -23,6 +23,7 @@ typedef struct {
         checkpoint_every, keep_checkpoints, threads, max_len, max_frames, zero;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip, input_dropout;
     const char *schedule, *trainable, *device, *optimizer, *precision;
+    bool recompute;
 } ad_train_options;
 
 typedef struct {
@@ -62,9 +63,10 @@ typedef struct {
 } ad_train_run_options;
 
 /* The training graph's limits for a job (micro-batch, frames within the model's window,
- * tokens, supervised rows) and the trainable set a train.trainable value names. */
+ * tokens, supervised rows) and what its student graph trains and keeps (train.trainable,
+ * train.recompute). */
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim);
-void ad_train_trainable(const char *mode, ad_trainable *t);
+void ad_train_trainable(const ad_train_options *o, ad_trainable *t);
 
 /* Runs the job read from `doc` (bound with ad_train_job_fields). */
 int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job, const ad_train_run_options *opts);

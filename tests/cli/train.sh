@@ -4,6 +4,7 @@
 #    and every per-step loss bit-identical); the optimizer as backend ops (optimizer: device)
 #    takes the same steps bit for bit, straight, resumed and moved between host and backend
 #    at a checkpoint, with clipping active; a bf16 final model is the f32 one rounded to bf16;
+#    activation recomputation (recompute: true) takes the same steps bit for bit;
 # 2. crash safety: killed (SIGKILL) at every point of a checkpoint write, the previous
 #    checkpoint still loads and resuming reaches the same result;
 # 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%;
@@ -57,6 +58,11 @@ grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation ha
 AUDISTILL_PROFILE=1 "$bin" train --config "$(job profiled 6)" --quiet 2>"$tmp/err" || { bad "profiled run failed"; cat "$tmp/err"; }
 grep -q "^op profile (cpu backend)" "$tmp/err" && grep -qE "^linear_backward language_model\.model\.layers\.#\.mlp\.down_proj\.weight +[0-9]+" "$tmp/err" && ok || { bad "no op profile"; cat "$tmp/err"; }
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/profiled/final/model.safetensors" && ok || bad "profiling changed the weights"
+# Activation recomputation: the same run bit for bit, and the memory plan counts less
+j=$(job recompute 6)
+sed -i "s|^train:|train:\n  recompute: true|" "$j"
+"$bin" train --config "$j" --quiet 2>"$tmp/err" || { bad "recompute run failed"; cat "$tmp/err"; }
+cmp -s "$tmp/straight/final/model.safetensors" "$tmp/recompute/final/model.safetensors" && [ "$(losses "$tmp/straight")" = "$(losses "$tmp/recompute")" ] && ok || bad "recompute changed the weights or losses"
 
 # 1b. the optimizer as backend ops == the host optimizer, bit for bit (clip 0.5: the gradient
 # norms of these steps are above it, so the scale op runs too)
@@ -158,15 +164,22 @@ src=${AUDISTILL_SOURCE:-$(dirname "$0")/../..}
 (cd "$src" && "$bin" train --config experiments/memory_plan/job.yaml --plan-memory --gpu-gib 79) >"$tmp/plan" 2>&1 || { bad "--plan-memory failed"; cat "$tmp/plan"; }
 grep -q "teacher tests/fixtures/qwen2_audio_7b (8.397 B parameters)" "$tmp/plan" && grep -q "student-24l (6.778 B" "$tmp/plan" && grep -q "does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan"; cat "$tmp/plan"; }
 
-# ZeRO-1 over 8 ranks with the optimizer on the GPUs: the moments (and the bf16 design's master
-# weights) divide by 8; at micro-batch 4 the bf16 design fits; the job as it runs (precision:
-# bf16 keeps the teacher in bf16) fits at micro-batch 2
-sed 's/^train:/train:\n  zero: 1\n  optimizer: device\n  precision: bf16/; s/micro_batch: 8/micro_batch: 4/' "$src/experiments/memory_plan/job.yaml" >"$tmp/plan_zero.yaml"
-(cd "$src" && "$bin" train --config "$tmp/plan_zero.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$tmp/plan" 2>&1 || { bad "--plan-memory --ranks 8 failed"; cat "$tmp/plan"; }
-grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan" && grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan"; }
-sed -i 's/micro_batch: 4/micro_batch: 2/' "$tmp/plan_zero.yaml"
-(cd "$src" && "$bin" train --config "$tmp/plan_zero.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$tmp/plan" 2>&1 || { bad "--plan-memory at micro-batch 2 failed"; cat "$tmp/plan"; }
-grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan at micro-batch 2"; cat "$tmp/plan"; }
+# ZeRO-1 over 8 ranks with the optimizer on the GPUs and precision: bf16 (the teacher in bf16),
+# the 7B teacher and a 24-layer student: the moments divide by 8; at micro-batch 8 the job as it
+# runs does not fit a 79 GiB GPU, with activation recomputation it does (its activations under a
+# third); the bf16 design fits at micro-batch 4
+plan() { # file, extra train keys, micro-batch
+  sed "s/^train:/train:\n  zero: 1\n  optimizer: device\n  precision: bf16$2/; s/micro_batch: 8/micro_batch: $3/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan.yaml"
+  (cd "$src" && "$bin" train --config "$tmp/plan.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$1" 2>&1 || { bad "--plan-memory --ranks 8 failed"; cat "$1"; }
+}
+plan "$tmp/plan8" "" 8
+plan "$tmp/plan8r" "\\n  recompute: true" 8
+plan "$tmp/plan4" "" 4
+grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan8" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan8"; }
+grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan8r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan8r"; }
+grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && ok || { bad "the bf16 design at micro-batch 4"; cat "$tmp/plan4"; }
+acts() { sed -nE 's/.*student activations \(kept for backward\) +([0-9.]+) GiB.*/\1/p' "$1"; }
+awk -v a="$(acts "$tmp/plan8")" -v b="$(acts "$tmp/plan8r")" 'BEGIN {printf "student activations at micro-batch 8: %s GiB, %s GiB with recompute\n", a, b; exit !(b > 0 && b < a / 3)}' && ok || { bad "recompute does not shrink the planned activations"; cat "$tmp/plan8r"; }
 
 # TensorBoard / tbparse read the event file (skipped when neither is installed)
 python3 - "$tmp/straight/tensorboard" <<'PY' && ok || bad "TensorBoard could not read the event file"

@@ -10,7 +10,8 @@
 #    CPU's (same ids), the teacher's beam-search translations identical, and training from that
 #    cache on the GPU matches the CPU run (1e-4);
 # 4. train.precision: bf16 (bf16 GEMM operands, bf16 teacher weights): near the CPU's fp32 run
-#    (1e-2 per-step loss, 5e-2 final weights) and measurably apart from the fp32 GPU run.
+#    (1e-2 per-step loss, 5e-2 final weights) and measurably apart from the fp32 GPU run;
+# 5. train.recompute: the fp32 GPU run bit for bit.
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -103,6 +104,12 @@ for run in "prec_cpu cpu fp32" "prec_cuda cuda fp32" "prec_bf16 cuda bf16"; do
   train "$1"
 done
 grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights" "$tmp/prec_bf16.err" && ok || { bad "no bf16 memory plan"; cat "$tmp/prec_bf16.err"; }
+# 5. activation recomputation on the GPU: the fp32 run's weights and losses, bit for bit
+job prec_recompute cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+sed -i "s|^train: {device: cuda,|train: {device: cuda, recompute: true,|" "$tmp/prec_recompute.yaml"
+train prec_recompute
+cmp -s "$tmp/prec_cuda/final/model.safetensors" "$tmp/prec_recompute/final/model.safetensors" &&
+  [ "$(grep -o '"train/loss": [^,]*' "$tmp/prec_cuda/metrics.jsonl")" = "$(grep -o '"train/loss": [^,]*' "$tmp/prec_recompute/metrics.jsonl")" ] && ok || bad "recompute on the GPU changed the weights or losses"
 "$py" - "$tmp" <<'PY' && ok || bad "train.precision: bf16 (above)"
 import json, sys
 import numpy as np
