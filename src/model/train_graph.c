@@ -413,14 +413,35 @@ static int upload_i32(ad_backend *be, ad_tensor *dst, const int32_t *host, int64
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
+/* Layer l's attention: bidirectional over each clip's frames (encoder), causal over each
+ * row's tokens (decoder). */
+static ad_attention_params encoder_attention(const ad_train_graph *g, int l) {
+    const ad_model_config *cfg = &g->m->cfg;
+    const int heads = cfg->encoder_layer[l].num_attention_heads;
+    return (ad_attention_params){.n_heads = heads,
+                                 .n_kv_heads = heads,
+                                 .head_dim = cfg->encoder_head_dim,
+                                 .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
+                                 .key_len = g->clip_key_len};
+}
+
+static ad_attention_params decoder_attention(const ad_train_graph *g, int l) {
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
+    return (ad_attention_params){.n_heads = sh->num_attention_heads,
+                                 .n_kv_heads = sh->num_key_value_heads,
+                                 .head_dim = cfg->head_dim,
+                                 .causal = true,
+                                 .scale = 1.0f / sqrtf((float)cfg->head_dim),
+                                 .key_len = g->row_len};
+}
+
 /* Encoder layer l on the stream h (in place), recording its activations; with h NULL
  * (recompute), only the activations its backward reads, rebuilt from the recorded input. */
 static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     ad_backend *be = g->be;
-    const ad_model_config *cfg = &g->m->cfg;
     const ad_encoder_layer *w = &g->m->encoder[l];
     ad_encoder_record a = encoder_views(g, l);
-    const int heads = cfg->encoder_layer[l].num_attention_heads;
     if (h) AD_TRY(be->copy(be, &a.h_in, h));
     const ad_tensor *in = h ? h : &a.h_in;
     AD_TRY(be->layernorm(be, &a.xn1, in, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
@@ -428,11 +449,7 @@ static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
     AD_TRY(be->linear(be, &a.k, &a.xn1, &w->k_proj_w, NULL));
     AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-    ad_attention_params ap = {.n_heads = heads,
-                              .n_kv_heads = heads,
-                              .head_dim = cfg->encoder_head_dim,
-                              .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
-                              .key_len = g->clip_key_len};
+    const ad_attention_params ap = encoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b));
     AD_TRY(be->add(be, &a.h_mid, &a.h_mid, &a.h_in));
@@ -517,12 +534,7 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
     AD_TRY(be->rope(be, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
     AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
-    ad_attention_params ap = {.n_heads = sh->num_attention_heads,
-                              .n_kv_heads = sh->num_key_value_heads,
-                              .head_dim = (int)hd,
-                              .causal = true,
-                              .scale = 1.0f / sqrtf((float)hd),
-                              .key_len = g->row_len};
+    const ad_attention_params ap = decoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear(be, &a.x_mid, &att2, &w->o_proj_w, NULL));
     AD_TRY(be->add(be, &a.x_mid, &a.x_mid, &a.x_in));
@@ -693,11 +705,7 @@ static int encoder_backward(ad_train_graph *g) {
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
         AD_TRY(be->linear_backward(be, &datt, grad_or_null(&dw->out_proj_w),
                                    grad_or_null(&dw->out_proj_b), &dh, &a.att, &w->out_proj_w));
-        ad_attention_params ap = {.n_heads = heads,
-                                  .n_kv_heads = heads,
-                                  .head_dim = cfg->encoder_head_dim,
-                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
-                                  .key_len = g->clip_key_len};
+        const ad_attention_params ap = encoder_attention(g, l);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
                                &w->q_proj_w));
@@ -786,12 +794,7 @@ int ad_graph_backward(ad_train_graph *g) {
         ad_tensor att2 = shaped(&a.att, 2, N, Q, 0);
         AD_TRY(be->linear_backward(be, &datt2, grad_or_null(&dw->o_proj_w), NULL, &dx, &att2,
                                    &w->o_proj_w));
-        ad_attention_params ap = {.n_heads = sh->num_attention_heads,
-                                  .n_kv_heads = sh->num_key_value_heads,
-                                  .head_dim = (int)hd,
-                                  .causal = true,
-                                  .scale = 1.0f / sqrtf((float)hd),
-                                  .key_len = g->row_len};
+        const ad_attention_params ap = decoder_attention(g, l);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(be->rope_backward(be, &dq, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));
