@@ -4,6 +4,11 @@
  * that died or hangs ends in ncclCommAbort and an error naming the operation after
  * AUDISTILL_COMM_TIMEOUT seconds, never in a silent hang.
  *
+ * The communicator's stream is a non-blocking one, so every operation first makes it wait for
+ * the work already queued on the legacy default stream (where the backend's kernels run, e.g.
+ * the backward pass writing the gradients a sum reads): an event recorded there and waited for,
+ * no host synchronisation.
+ *
  * allreduce_mean is NCCL's ncclAvg (rounding as NCCL computes it, not the sum times
  * (float)(1/world) of the host communicators); sums are NCCL's float sums in its ring or tree
  * order, fixed for a given topology and NCCL version. */
@@ -40,6 +45,7 @@ typedef struct {
     cudaStream_t stream;
     ad_comm *bootstrap; /* not owned */
     float *scratch;     /* one device float for the barrier without a bootstrap */
+    cudaEvent_t queued; /* recorded on the default stream before each operation */
     double timeout;
 } nccl_comm;
 
@@ -78,11 +84,19 @@ static int finish(nccl_comm *m, ncclResult_t launched, const char *op) {
     }
 }
 
+/* Whether the operation may start: the communicator is alive, the count sane, and the stream
+ * ordered after the work queued on the default stream. */
 static int usable(nccl_comm *m, int64_t n, const char *op) {
     if (!m->nccl)
         return ad_fail("NCCL %s on rank %d: the communicator was aborted by an earlier error", op,
                        m->base.rank);
-    return n >= 0 ? AD_OK : ad_fail("NCCL %s: negative count %lld", op, (long long)n);
+    if (n < 0) return ad_fail("NCCL %s: negative count %lld", op, (long long)n);
+    cudaError_t e = cudaEventRecord(m->queued, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(m->stream, m->queued, 0);
+    return e == cudaSuccess ? AD_OK
+                            : ad_fail("NCCL %s on rank %d: cannot order its stream after the "
+                                      "default stream (%s)",
+                                      op, m->base.rank, cudaGetErrorString(e));
 }
 
 static int nccl_allreduce(ad_comm *c, float *buf, int64_t n) {
@@ -151,6 +165,7 @@ static void nccl_destroy(ad_comm *c) {
     if (m->nccl) ncclCommDestroy(m->nccl);
     if (m->stream) cudaStreamDestroy(m->stream);
     if (m->scratch) cudaFree(m->scratch);
+    if (m->queued) cudaEventDestroy(m->queued);
     free(m);
 }
 
@@ -231,6 +246,9 @@ int ad_comm_nccl(ad_comm *bootstrap, const char *id_file, ad_comm **out) {
         (ce = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc =
             ad_fail("rank %d: cannot create a CUDA stream (%s)", info.rank, cudaGetErrorString(ce));
+    if (rc == AD_OK &&
+        (ce = cudaEventCreateWithFlags(&m->queued, cudaEventDisableTiming)) != cudaSuccess)
+        rc = ad_fail("rank %d: cannot create a CUDA event (%s)", info.rank, cudaGetErrorString(ce));
     if (rc == AD_OK && (ce = cudaMalloc((void **)&m->scratch, sizeof(float))) != cudaSuccess)
         rc = ad_fail("rank %d: cudaMalloc (%s)", info.rank, cudaGetErrorString(ce));
     if (rc == AD_OK && (ce = cudaMemset(m->scratch, 0, sizeof(float))) != cudaSuccess)

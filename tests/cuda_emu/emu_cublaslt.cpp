@@ -10,6 +10,8 @@
 
 #include "emu_device.h"
 
+void ad_emu_default_stream_work(void);
+
 struct emu_desc {
     cublasComputeType_t compute;
     cudaDataType_t scale;
@@ -189,6 +191,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
                               cublasLtMatrixLayout_t cl, void *D, cublasLtMatrixLayout_t dl,
                               const cublasLtMatmulAlgo_t *algo, void *workspace,
                               size_t workspace_bytes, cudaStream_t stream) {
+    ad_emu_default_stream_work();
     (void)h;
     (void)workspace;
     (void)workspace_bytes;

@@ -11,7 +11,9 @@
 //   ready, as a hung peer does on GPUs; a peer process that has exited, or a communicator that a
 //   peer aborted, becomes the asynchronous error ncclRemoteError.
 // - Buffers must be device memory of this process (emulated allocations): host pointers are
-//   ncclInvalidArgument, where real NCCL would fault.
+//   ncclInvalidArgument, where real NCCL would fault. The stream must be ordered after the work
+//   pending on the default stream (an event, or a synchronising call): otherwise
+//   ncclInvalidUsage, where a GPU would read buffers that are not written yet.
 // - Sums are formed in rank order in the buffer's type (float or double); ncclAvg is that sum
 //   times 1/world. Every rank computes the same sums, so every rank gets the same bits, as NCCL
 //   guarantees for allreduce.
@@ -32,6 +34,7 @@
 
 bool ad_emu_device_range(const void *p, size_t bytes);
 void ad_emu_stream_set_poll(cudaStream_t s, bool (*poll)(void *), void *arg);
+bool ad_emu_stream_ordered(cudaStream_t s);
 
 #define EMU_NCCL_MAGIC      "audistill-emulated-nccl-id"
 #define EMU_NCCL_MAX_RANKS  64
@@ -212,6 +215,14 @@ static ncclResult_t post(ncclComm *c, op_kind kind, const void *send, void *recv
         fprintf(stderr, "emulated NCCL: rank %d passed a buffer that is not device memory\n",
                 c->rank);
         return ncclInvalidArgument;
+    }
+    if (!ad_emu_stream_ordered(stream)) {
+        fprintf(stderr,
+                "emulated NCCL: rank %d posted a collective on a stream that has not waited for "
+                "the work pending on the default stream (on a GPU it would read buffers the "
+                "pending kernels have not written: record an event there and wait for it)\n",
+                c->rank);
+        return ncclInvalidUsage;
     }
     if (c->op.active) {
         fprintf(stderr, "emulated NCCL: one collective at a time per communicator\n");

@@ -91,6 +91,10 @@ static emu_stats *stats(void) {
     return g_stats;
 }
 
+/* Work issued to the legacy default stream so far, and how much of it the host has waited for
+ * (see "streams and events" below). */
+static unsigned long g_default_generation, g_synchronised_generation;
+
 /* ---- device memory --------------------------------------------------------------------- */
 #ifdef EMU_ASAN
 #define GUARD_BYTES 0 /* ASan's own redzones catch reads too */
@@ -188,6 +192,7 @@ static void check_range(const char *call, const char *role, const void *p, size_
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
     if (stats()) g_stats->memsets++;
     check_range("cudaMemset", "destination", p, bytes);
+    g_default_generation++; /* asynchronous on a GPU */
     memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -216,6 +221,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
     default: break;
     }
     memmove(dst, src, bytes);
+    g_synchronised_generation = ++g_default_generation; /* cudaMemcpy waits for the device */
     return cudaSuccess;
 }
 
@@ -230,14 +236,63 @@ bool ad_emu_device_range(const void *p, size_t bytes) {
     return !bytes || find_alloc(p, bytes);
 }
 
-/* ---- streams ---------------------------------------------------------------------------
+/* ---- streams and events ------------------------------------------------------------------
  * Kernels and copies run synchronously, so a stream is idle except while the emulated NCCL has
  * a collective on it waiting for the other ranks: cudaStreamQuery then lets it make progress
- * (the poll returns true while it is not finished) and answers cudaErrorNotReady. */
+ * (the poll returns true while it is not finished) and answers cudaErrorNotReady.
+ *
+ * What a GPU would order is still tracked: work on the legacy default stream (launches,
+ * cuBLASLt, memsets) counts up a generation; a synchronising call (cudaMemcpy,
+ * cudaDeviceSynchronize, cudaStreamSynchronize of the default stream) or an event recorded on
+ * the default stream and waited for by another stream orders that stream after it. The emulated
+ * NCCL refuses a collective on a stream not ordered after the default stream's work, because on
+ * a GPU (a non-blocking stream) it would read buffers the pending kernels have not written. */
 struct CUstream_st {
     bool (*poll)(void *);
     void *arg;
+    unsigned long ordered_after; /* default-stream generation this stream has waited for */
 };
+struct CUevent_st {
+    unsigned long generation;
+};
+void ad_emu_default_stream_work(void) {
+    g_default_generation++;
+}
+
+static bool is_default_stream(cudaStream_t s) {
+    return s == NULL || s == cudaStreamLegacy || s == cudaStreamPerThread;
+}
+
+bool ad_emu_stream_ordered(cudaStream_t s) {
+    if (g_synchronised_generation >= g_default_generation) return true;
+    return s && !is_default_stream(s) ? s->ordered_after >= g_default_generation : true;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    (void)flags;
+    *e = new CUevent_st{0};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    if (!e) return cudaErrorInvalidValue;
+    /* another stream's work is complete when issued here; the default stream's is pending */
+    e->generation = is_default_stream(s) ? g_default_generation : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    (void)flags;
+    if (!e) return cudaErrorInvalidValue;
+    if (s && !is_default_stream(s) && e->generation > s->ordered_after)
+        s->ordered_after = e->generation;
+    return cudaSuccess;
+}
 
 void ad_emu_stream_set_poll(cudaStream_t s, bool (*poll)(void *), void *arg) {
     s->poll = poll;
@@ -246,7 +301,7 @@ void ad_emu_stream_set_poll(cudaStream_t s, bool (*poll)(void *), void *arg) {
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     (void)flags;
-    *s = new CUstream_st{NULL, NULL};
+    *s = new CUstream_st{NULL, NULL, 0};
     return cudaSuccess;
 }
 
@@ -256,12 +311,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t s) {
-    return s && s->poll && s->poll(s->arg) ? cudaErrorNotReady : cudaSuccess;
+    if (is_default_stream(s)) return cudaSuccess;
+    return s->poll && s->poll(s->arg) ? cudaErrorNotReady : cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     if (stats()) g_stats->syncs++;
-    while (s && s->poll && s->poll(s->arg))
+    if (is_default_stream(s)) g_synchronised_generation = g_default_generation;
+    while (!is_default_stream(s) && s->poll && s->poll(s->arg))
         sched_yield();
     return cudaSuccess;
 }
@@ -307,6 +364,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
 
 cudaError_t cudaDeviceSynchronize(void) {
     if (stats()) g_stats->syncs++;
+    g_synchronised_generation = g_default_generation;
     return cudaSuccess;
 }
 
@@ -324,6 +382,7 @@ const char *cudaGetErrorString(cudaError_t err) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     default: return "unknown error (emulator)";
     }
 }
@@ -641,6 +700,7 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
                         void (*body)(void *), void *ctx) {
     if (g_current) emu_die("kernel %s launched from inside a kernel", name);
     if (stats()) g_stats->launches[name]++;
+    g_default_generation++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > MAX_THREADS || block.x > 1024 || block.y > 1024 ||
         block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||

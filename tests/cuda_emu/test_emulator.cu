@@ -120,6 +120,39 @@ static void test_launch_errors(void) {
     CHECK(cudaGetLastError() == cudaSuccess, "64 KiB after opt-in");
 }
 
+/* Stream order as a GPU would have it: a non-blocking stream is ordered after the default
+ * stream's pending kernels only by an event waited for, or by a synchronising call. */
+bool ad_emu_stream_ordered(cudaStream_t s);
+
+static void test_stream_order(void) {
+    cudaStream_t s;
+    cudaEvent_t e;
+    int *d;
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess, "stream");
+    CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess, "event");
+    CHECK(cudaMalloc((void **)&d, 32 * sizeof(int)) == cudaSuccess, "malloc");
+    nothing_kernel<<<1, 32>>>(d);
+    CHECK(!ad_emu_stream_ordered(s), "a kernel pending on the default stream");
+    CHECK(ad_emu_stream_ordered(cudaStreamLegacy), "the default stream is ordered after itself");
+    CHECK(cudaEventRecord(e, s) == cudaSuccess && cudaStreamWaitEvent(s, e, 0) == cudaSuccess &&
+              !ad_emu_stream_ordered(s),
+          "an event of the stream itself does not order it after the default stream");
+    CHECK(cudaEventRecord(e, cudaStreamLegacy) == cudaSuccess, "record");
+    nothing_kernel<<<1, 32>>>(d); /* issued after the event: not covered by it */
+    CHECK(cudaStreamWaitEvent(s, e, 0) == cudaSuccess && !ad_emu_stream_ordered(s),
+          "an event recorded before the last kernel");
+    CHECK(cudaEventRecord(e, cudaStreamLegacy) == cudaSuccess &&
+              cudaStreamWaitEvent(s, e, 0) == cudaSuccess && ad_emu_stream_ordered(s),
+          "an event recorded after it and waited for");
+    cudaMemset(d, 0, 32 * sizeof(int));
+    CHECK(!ad_emu_stream_ordered(s), "cudaMemset is asynchronous");
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && ad_emu_stream_ordered(s),
+          "cudaDeviceSynchronize orders everything");
+    cudaFree(d);
+    cudaEventDestroy(e);
+    cudaStreamDestroy(s);
+}
+
 /* ---- faults: each runs in a child, which must abort naming the fault ---------------------- */
 __global__ static void divergent_barrier_kernel(void) {
     if (threadIdx.x < 32) {
@@ -193,6 +226,7 @@ int main(void) {
     test_shuffles();
     test_barriers();
     test_launch_errors();
+    test_stream_order();
     {
         float *d, h[32];
         cudaMalloc((void **)&d, sizeof h);
