@@ -9,9 +9,9 @@
 #include "train/memory_plan.h"
 #include "train/trainer.h"
 
-static const char *usage =
-    "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
-    "[--force] [--stop-after N] [--quiet] [--plan-memory [--gpu-gib N] [--ranks N]]";
+static const char *usage = "audistill train --config JOB.yaml [--resume auto|CHECKPOINT_DIR] "
+                           "[--force] [--stop-after N] [--quiet] [--benchmark N] "
+                           "[--plan-memory [--gpu-gib N] [--ranks N]]";
 
 static void print_help(void) {
     printf("usage: %s\n\n"
@@ -20,6 +20,9 @@ static void print_help(void) {
            "complete checkpoint in the output directory (a fresh start when there is none);\n"
            "a job config that differs from the checkpoint's is refused unless --force.\n"
            "--stop-after N checkpoints and exits after N steps of this invocation.\n"
+           "--benchmark N times N steps of the job (the device drained after each) and prints\n"
+           "the median step time after the first, supervised tokens/s and device memory; it\n"
+           "skips dev evaluation and writes no checkpoint or final model.\n"
            "--plan-memory prints the job's memory plan from the models' config.json alone\n"
            "(activations and gradients from the training graph's own arena plan) and exits;\n"
            "--gpu-gib N also says whether the bf16 design fits a GPU of N GiB; --ranks N plans\n"
@@ -50,6 +53,10 @@ int cmd_train(int argc, char **argv) {
             opts.stop_after = atoll(argv[++i]);
             if (opts.stop_after < 1)
                 return cli_usage_error("train", usage, "--stop-after needs a positive step count");
+        } else if (!strcmp(argv[i], "--benchmark") && i + 1 < argc) {
+            opts.benchmark = atoll(argv[++i]);
+            if (opts.benchmark < 1)
+                return cli_usage_error("train", usage, "--benchmark needs a positive step count");
         } else if (!strcmp(argv[i], "--plan-memory")) {
             plan_only = true;
         } else if (!strcmp(argv[i], "--gpu-gib") && i + 1 < argc) {
@@ -64,6 +71,9 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!job_path) return cli_usage_error("train", usage, "--config JOB.yaml is required");
+    if (opts.benchmark && (opts.resume || opts.stop_after))
+        return cli_usage_error("train", usage,
+                               "--benchmark times a fresh run: not with --resume or --stop-after");
     ad_yaml_doc doc;
     ad_train_job job;
     if (ad_yaml_load(job_path, &doc) < 0) return cli_fail("train");

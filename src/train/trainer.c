@@ -880,6 +880,52 @@ void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
     t->recompute = o->recompute;
 }
 
+/* train --benchmark: each step's time with the device drained, then a summary. */
+typedef struct {
+    double start, *ms, tokens;
+    int64_t n, cap;
+} step_timer;
+
+static int step_timer_init(step_timer *t, int64_t steps) {
+    t->cap = steps;
+    t->ms = ad_calloc((size_t)steps, sizeof *t->ms, "step times");
+    return t->ms ? AD_OK : AD_ERR;
+}
+
+static int step_timer_stop(step_timer *t, ad_backend *be, int64_t supervised) {
+    if (be->synchronize) AD_TRY(be->synchronize(be));
+    if (t->n < t->cap) t->ms[t->n++] = 1e3 * (ad_now_seconds() - t->start);
+    if (t->n > 1) t->tokens += (double)supervised; /* the first step is the warm-up */
+    return AD_OK;
+}
+
+static int cmp_ms(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int step_timer_report(step_timer *t, run_ctx *r) {
+    if (r->comm->rank != 0) return AD_OK;
+    const double first = t->ms[0];
+    double total = 0;
+    for (int64_t i = 1; i < t->n; i++)
+        total += t->ms[i];
+    if (t->n > 1) qsort(t->ms + 1, (size_t)(t->n - 1), sizeof *t->ms, cmp_ms);
+    const double median = t->n > 1 ? t->ms[1 + (t->n - 1) / 2] : first;
+    size_t free_b = 0, total_b = 0;
+    char mem[96] = "";
+    if (r->be->memory_info && r->be->memory_info(r->be, &free_b, &total_b) == AD_OK)
+        snprintf(mem, sizeof mem, ", device memory in use %.2f GiB of %.2f",
+                 (double)(total_b - free_b) / (1 << 30), (double)total_b / (1 << 30));
+    ad_error_clear();
+    printf("benchmark: %lld steps on %s, median %.2f ms/step after the first (%.2f ms), %.0f "
+           "supervised tokens/s%s\n",
+           (long long)t->n, r->be->name, median, first, total > 0 ? 1e3 * t->tokens / total : 0.0,
+           mem);
+    fflush(stdout);
+    return AD_OK;
+}
+
 int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                  const ad_train_run_options *opts) {
     run_ctx r;
@@ -888,6 +934,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     int rc = AD_ERR;
     char *ckpt = NULL, *state_text = NULL;
     cJSON *state = NULL;
+    step_timer timer = {0}; /* --benchmark */
     if (job->train.batch % job->train.micro_batch != 0) {
         ad_fail("%s: train.batch %lld is not a multiple of train.micro_batch %lld", doc->file_name,
                 (long long)job->train.batch, (long long)job->train.micro_batch);
@@ -1092,7 +1139,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     ad_progress progress;
     ad_progress_start(&progress, "train", job->train.steps, "steps");
     double t0 = ad_now_seconds(), tokens_since = 0, t_log = t0;
+    if (opts->benchmark > 0 && step_timer_init(&timer, opts->benchmark) < 0) goto fail_loop;
     for (int64_t step = start_step; step < job->train.steps; step++) {
+        timer.start = ad_now_seconds();
         int n;
         if (ad_loader_next(&r.loader, (int)job->train.batch, r.comm->rank, r.comm->world, ex, &n) <
             0)
@@ -1128,6 +1177,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             goto fail_loop;
         tokens_since += supervised;
         const int64_t done_steps = step + 1;
+        if (opts->benchmark > 0 && step_timer_stop(&timer, r.be, supervised) < 0) goto fail_loop;
         if (done_steps % job->train.log_every == 0 || done_steps == job->train.steps) {
             const double now = ad_now_seconds(), tps = tokens_since / fmax(now - t_log, 1e-9);
             const char *tags[] = {"train/loss", "train/kl",        "train/ce",
@@ -1154,6 +1204,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                 ad_info("step %lld/%lld  %s", (long long)done_steps, (long long)job->train.steps,
                         note);
             tokens_since = 0, t_log = now;
+        }
+        if (opts->benchmark > 0 && timer.n == opts->benchmark) {
+            ad_progress_finish(&progress);
+            rc = step_timer_report(&timer, &r);
+            goto fail_loop;
         }
         if (job->data.dev && job->train.eval_every && done_steps % job->train.eval_every == 0 &&
             r.comm->rank == 0) { /* the others wait for it at the next step's collectives */
@@ -1188,6 +1243,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
 fail_loop:
     free(ex);
 done:
+    free(timer.ms);
     if (rc != AD_OK && r.comm && r.comm->world > 1) {
         /* the other ranks would wait for this one forever: end the whole job */
         ad_error_log("%s", ad_error());

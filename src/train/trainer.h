@@ -60,6 +60,7 @@ typedef struct {
     bool force;         /* resume even if the job config changed */
     bool quiet;
     int64_t stop_after; /* > 0: stop after this many steps in this invocation (preemptible slots) */
+    int64_t benchmark;  /* > 0: time this many steps and stop, writing no checkpoint or model */
 } ad_train_run_options;
 
 /* The training graph's limits for a job (micro-batch, frames within the model's window,

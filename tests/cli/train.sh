@@ -58,6 +58,12 @@ grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation ha
 AUDISTILL_PROFILE=1 "$bin" train --config "$(job profiled 6)" --quiet 2>"$tmp/err" || { bad "profiled run failed"; cat "$tmp/err"; }
 grep -q "^op profile (cpu backend)" "$tmp/err" && grep -qE "^linear_backward language_model\.model\.layers\.#\.mlp\.down_proj\.weight +[0-9]+" "$tmp/err" && ok || { bad "no op profile"; cat "$tmp/err"; }
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/profiled/final/model.safetensors" && ok || bad "profiling changed the weights"
+# --benchmark N: N timed steps, a summary line, no checkpoint, no final model, no dev evaluation
+"$bin" train --config "$(job bench 6)" --benchmark 3 >"$tmp/bench.out" 2>"$tmp/err" || { bad "--benchmark failed"; cat "$tmp/err"; }
+grep -qE "^benchmark: 3 steps on cpu, median [0-9.]+ ms/step after the first \([0-9.]+ ms\), [0-9]+ supervised tokens/s" "$tmp/bench.out" &&
+  [ ! -e "$tmp/bench/checkpoints" ] && [ ! -e "$tmp/bench/final" ] && ! grep -q dev/loss "$tmp/bench/metrics.jsonl" && ok || { bad "--benchmark output"; cat "$tmp/bench.out"; ls "$tmp/bench"; }
+"$bin" train --config "$(job bench 6)" --benchmark 3 --resume auto >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "not with --resume" "$tmp/err" && ok || bad "--benchmark with --resume must be refused"
 # Activation recomputation: the same run bit for bit, and the memory plan counts less
 j=$(job recompute 6)
 sed -i "s|^train:|train:\n  recompute: true|" "$j"

@@ -104,6 +104,10 @@ for run in "prec_cpu cpu fp32" "prec_cuda cuda fp32" "prec_bf16 cuda bf16"; do
   train "$1"
 done
 grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights" "$tmp/prec_bf16.err" && ok || { bad "no bf16 memory plan"; cat "$tmp/prec_bf16.err"; }
+# --benchmark on the GPU reports the step time and the device memory in use
+sed "s|output: .*|output: $tmp/bench|" "$tmp/prec_bf16.yaml" >"$tmp/bench.yaml"
+"$bin" train --config "$tmp/bench.yaml" --benchmark 2 >"$tmp/bench.out" 2>"$tmp/err" &&
+  grep -qE "^benchmark: 2 steps on cuda, median .* device memory in use [0-9.]+ GiB" "$tmp/bench.out" && ok || { bad "--benchmark on the GPU"; cat "$tmp/bench.out" "$tmp/err"; }
 # 5. activation recomputation on the GPU: the fp32 run's weights and losses, bit for bit
 job prec_recompute cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
 sed -i "s|^train: {device: cuda,|train: {device: cuda, recompute: true,|" "$tmp/prec_recompute.yaml"

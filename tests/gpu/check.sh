@@ -6,7 +6,8 @@
 # against the CPU backend), `audistill train` / `translate` / `teacher-cache` with device cuda
 # against the CPU (tests/cli/train_cuda*.sh, translate_cuda.sh), then benchmarks one
 # distillation step at real widths against PyTorch + transformers on the same card and prints
-# where that step's time goes (the op profile of one more step).
+# where that step's time goes (the op profile of one more step), and times `audistill train
+# --benchmark` on the same models and shapes.
 #
 # Usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--memcheck] [--no-bench]
 #   --prebuilt   use binaries packed by tests/gpu/bundle.sh (for GPU machines without the
@@ -192,6 +193,31 @@ if [[ $BENCH == 1 ]]; then
             fi
         done
     fi
+    # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
+    # the device, decoder + lm_head trained): the loader, the trainer's host work and the f32
+    # student weights' conversions included; no checkpoint is written.
+    if [[ -s "$benchdir/pytorch.json" ]]; then
+        section "audistill train --benchmark at the same shapes"
+        "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
+            cat >"$benchdir/train.yaml" <<YAML
+student: $benchdir/student
+teacher: $benchdir/teacher
+output: $benchdir/train-run
+data: {train: $benchdir/set.h5}
+train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, steps: 100, batch: 4, micro_batch: 4, lr: 1e-5, warmup: 0, log_every: 1, max_len: 320, max_frames: 1000}
+distill: {alpha: 0.5, temperature: 2.0}
+YAML
+        if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$benchdir/train.yaml" \
+            --benchmark 8 >"$benchdir/train-bench.txt" 2>"$benchdir/train-bench.log"; then
+            cat "$benchdir/train-bench.txt"
+            grep -m1 "this job now" "$benchdir/train-bench.log"
+        else
+            tail -20 "$benchdir/train-bench.log"
+            echo "FAILED: audistill train --benchmark"
+            status=1
+        fi
+        rm -rf "$benchdir/train-run"
+    fi
     python3 - "$benchdir/pytorch.json" "$benchdir/audistill-f32.json" \
         "$benchdir/audistill-bf16.json" <<'PY' | tee "$benchdir/table.txt"
 import json, subprocess, sys
@@ -212,7 +238,8 @@ for r in rows:
     mfu = 100 * flops / (r["ms_per_step"] / 1e3) / peak if flops else 0
     print(f"{r['impl']:15} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 PY
-    [[ -n "${OUT:-}" ]] && cp "$benchdir"/*.json "$benchdir"/audistill-*.log "$benchdir/table.txt" "$OUT/" 2>/dev/null
+    [[ -n "${OUT:-}" ]] && cp "$benchdir"/*.json "$benchdir"/audistill-*.log "$benchdir/table.txt" \
+        "$benchdir"/train-bench.* "$OUT/" 2>/dev/null
 fi
 
 section "done"

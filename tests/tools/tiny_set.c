@@ -1,9 +1,10 @@
 /* Test helper: writes a small prepared set with random log-mel features and random target ids
  * for the tiny fixture models, so training tests need neither espeak-ng nor a tokenizer:
- *   tiny_set OUT.h5 SEGMENTS N_MELS VOCAB SEED [en]
+ *   tiny_set OUT.h5 SEGMENTS N_MELS VOCAB SEED [en] [--frames N --targets N]
  * With "en", every segment also gets English targets (its transcript, for CTC): three tokens
  * that follow the audio, then an end token. They draw nothing from the random stream, so the
- * rest of the set is the same with or without them. */
+ * rest of the set is the same with or without them. --frames and --targets fix every segment's
+ * length and target count instead (benchmarks at real shapes: 1000 frames are 10 s). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +15,21 @@
 #include "data/prepared.h"
 
 int main(int argc, char **argv) {
-    const bool with_en = argc == 7 && !strcmp(argv[6], "en");
-    if (argc != 6 && !with_en) {
-        fprintf(stderr, "usage: tiny_set OUT.h5 SEGMENTS N_MELS VOCAB SEED [en]\n");
+    bool with_en = false, ok = argc >= 6;
+    int fixed_frames = 0, fixed_targets = 0;
+    for (int i = 6; ok && i < argc; i++) {
+        if (!strcmp(argv[i], "en"))
+            with_en = true;
+        else if (!strcmp(argv[i], "--frames") && i + 1 < argc)
+            fixed_frames = atoi(argv[++i]), ok = fixed_frames >= 3;
+        else if (!strcmp(argv[i], "--targets") && i + 1 < argc)
+            fixed_targets = atoi(argv[++i]), ok = fixed_targets >= 1;
+        else
+            ok = false;
+    }
+    if (!ok) {
+        fprintf(stderr, "usage: tiny_set OUT.h5 SEGMENTS N_MELS VOCAB SEED [en] [--frames N "
+                        "--targets N]\n");
         return 2;
     }
     const int n = atoi(argv[2]), mels = atoi(argv[3]), vocab = atoi(argv[4]);
@@ -40,12 +53,14 @@ int main(int argc, char **argv) {
         (with_en && ad_prepared_set_prompt(w, "en", "en", before, 3, after_zh, 2) < 0))
         goto fail;
     for (int i = 0; i < n; i++) {
-        const int frames = 20 + (int)ad_rng_below(&rng, 60), stored = frames + 2;
+        const int frames = fixed_frames ? fixed_frames : 20 + (int)ad_rng_below(&rng, 60),
+                  stored = frames + 2;
         float *f = malloc(sizeof(float) * (size_t)(stored * mels));
         for (int k = 0; k < stored * mels; k++)
             f[k] = ad_rng_normal(&rng) * 0.5f;
-        int32_t de[8], zh[8];
-        const int nd = 2 + (int)ad_rng_below(&rng, 5), nz = 2 + (int)ad_rng_below(&rng, 5);
+        int32_t de[256], zh[256];
+        int nd = 2 + (int)ad_rng_below(&rng, 5), nz = 2 + (int)ad_rng_below(&rng, 5);
+        if (fixed_targets) nd = nz = fixed_targets < 256 ? fixed_targets : 256;
         /* Targets follow the audio a little (first feature value), so there is something to learn.
          */
         for (int k = 0; k < nd; k++)
