@@ -30,9 +30,9 @@ if cmake -S . -B build-cuda-emu -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA_EMUL
   cmake --build build-cuda-emu -j"$jobs"
   section "CUDA tests on the emulator"
   ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" -R '^cuda_|^cli_.*_cuda'
-  section "CUDA tests on the emulator, blocks and threads in reverse order"
-  AUDISTILL_CUDA_EMU_ORDER=reverse ctest --test-dir build-cuda-emu --output-on-failure -j"$jobs" \
-    -R '^cuda_|^cli_.*_cuda'
+  section "CUDA tests on the emulator, blocks and threads in reverse order, device memory page-protected from host code"
+  AUDISTILL_CUDA_EMU_ORDER=reverse AUDISTILL_CUDA_EMU_HOST_CHECK=1 ctest --test-dir build-cuda-emu \
+    --output-on-failure -j"$jobs" -R '^cuda_|^cli_.*_cuda'
 else
   echo "skipped: the CUDA toolkit headers were not found (the emulator needs cuda_bf16.h)"
 fi

@@ -11,6 +11,7 @@
 #include "emu_device.h"
 
 void ad_emu_default_stream_work(void);
+void ad_emu_device_access(bool begin);
 
 struct emu_desc {
     cublasComputeType_t compute;
@@ -208,6 +209,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     const bool in_place = C == D;
     if (in_place && (lc->ld != ld->ld || lc->type != ld->type)) return CUBLAS_STATUS_INVALID_VALUE;
     /* Column-major: element (r, c) of a layout is at r + c * ld. */
+    ad_emu_device_access(true);
     for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < m; i++) {
             double acc = 0.0;
@@ -221,5 +223,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
             if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(d->bias, ld->type, i);
             store(D, ld->type, i + j * ld->ld, v);
         }
+    ad_emu_device_access(false);
     return CUBLAS_STATUS_SUCCESS;
 }

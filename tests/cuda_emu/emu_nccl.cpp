@@ -35,6 +35,7 @@
 bool ad_emu_device_range(const void *p, size_t bytes);
 void ad_emu_stream_set_poll(cudaStream_t s, bool (*poll)(void *), void *arg);
 bool ad_emu_stream_ordered(cudaStream_t s);
+void ad_emu_device_access(bool begin);
 
 #define EMU_NCCL_MAGIC      "audistill-emulated-nccl-id"
 #define EMU_NCCL_MAX_RANKS  64
@@ -178,12 +179,16 @@ static bool progress(void *arg) {
         }
         const size_t k = chunk_elements(o, c->world);
         if (!o->staged) {
+            ad_emu_device_access(true);
             stage_input(c, o, k);
+            ad_emu_device_access(false);
             __atomic_store_n(&c->shm->posted[c->rank], next, __ATOMIC_RELEASE);
             o->staged = true;
             continue;
         }
+        ad_emu_device_access(true);
         form_output(c, o, k);
+        ad_emu_device_access(false);
         c->chunks = next;
         __atomic_store_n(&c->shm->consumed[c->rank], next, __ATOMIC_RELEASE);
         o->staged = false;

@@ -11,11 +11,13 @@
 // announced to ASan (its fiber API), as compute-sanitizer's memcheck would on a GPU.
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <map>
 #include <string>
@@ -106,6 +108,7 @@ static unsigned long g_default_generation, g_synchronised_generation;
 struct allocation {
     char *base; /* guard, user bytes, guard */
     size_t size;
+    size_t mapped; /* bytes mapped at base (0: from the heap, under ASan) */
 };
 static std::map<uintptr_t, allocation> g_allocs; /* by user address */
 static size_t g_allocated;
@@ -133,6 +136,108 @@ static const allocation *find_alloc(const void *p, size_t bytes) {
     return &it->second;
 }
 
+/* ---- host access to device memory ------------------------------------------------------
+ * On a GPU, host code that dereferences a device pointer faults. Here device memory is host
+ * memory, so outside the emulated device's own work (a kernel, a copy, a memset, cuBLASLt,
+ * NCCL's staging) every allocation is mapped PROT_NONE: host code touching it stops with a
+ * message naming the allocation instead of silently working. (Not under ASan, whose exact
+ * heap allocations cannot be protected page by page; ASan watches bounds instead.) Switching the
+ * protection around every launch costs about as much as the kernels of a training test, so it
+ * is on only with AUDISTILL_CUDA_EMU_HOST_CHECK=1 (scripts/test.sh sets it for one of its two
+ * passes). */
+static int g_device_access; /* nesting depth of device work in progress */
+
+/* Device memory comes from one reserved region, so that one mprotect covers all of it (one per
+ * allocation per launch would cost more than the kernels). Page-granular blocks; a freed block
+ * is returned to the system and reused by an allocation of the same size. */
+static char *g_heap, *g_heap_top;
+static const size_t g_heap_size = (size_t)256 << 30; /* address space only (MAP_NORESERVE) */
+static std::multimap<size_t, char *> g_free_blocks;
+
+static char *heap_alloc(size_t mapped) {
+    if (!g_heap) {
+        void *m =
+            mmap(NULL, g_heap_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        g_heap = g_heap_top = (char *)m;
+    }
+    auto it = g_free_blocks.find(mapped);
+    if (it != g_free_blocks.end()) {
+        char *p = it->second;
+        g_free_blocks.erase(it);
+        return p;
+    }
+    if ((size_t)(g_heap + g_heap_size - g_heap_top) < mapped) return NULL;
+    char *p = g_heap_top;
+    g_heap_top += mapped;
+    return p;
+}
+
+static void heap_free(char *p, size_t mapped) {
+    madvise(p, mapped, MADV_DONTNEED);
+    g_free_blocks.insert({mapped, p});
+}
+
+static void protect(char *p, size_t bytes, int prot) {
+    if (bytes && mprotect(p, bytes, prot) != 0)
+        emu_die("mprotect of device memory failed: %s", strerror(errno));
+}
+
+static bool host_check(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AUDISTILL_CUDA_EMU_HOST_CHECK");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on;
+}
+
+static void protect_all(int prot) {
+    if (g_heap && host_check()) protect(g_heap, (size_t)(g_heap_top - g_heap), prot);
+}
+
+void ad_emu_device_access(bool begin) {
+    if (begin && g_device_access++ == 0) protect_all(PROT_READ | PROT_WRITE);
+    if (!begin && --g_device_access == 0) protect_all(PROT_NONE);
+}
+
+static void host_fault(int sig, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    const uintptr_t a = (uintptr_t)info->si_addr;
+    if (g_heap && (a < (uintptr_t)g_heap || a >= (uintptr_t)g_heap_top)) {
+        signal(sig, SIG_DFL); /* not device memory: the ordinary crash */
+        return;
+    }
+    for (auto &kv : g_allocs) {
+        const allocation &al = kv.second;
+        if (al.mapped && a >= (uintptr_t)al.base && a < (uintptr_t)al.base + al.mapped) {
+            char msg[256];
+            const int n =
+                snprintf(msg, sizeof msg,
+                         "cuda emulator: host code accessed device memory at %p (byte "
+                         "%lld of a %zu-byte allocation at %p): on a GPU this faults; "
+                         "use a copy\n",
+                         info->si_addr, (long long)(a - kv.first), al.size, (void *)kv.first);
+            if (write(2, msg, (size_t)n) < 0) {
+            }
+            abort();
+        }
+    }
+    signal(sig, SIG_DFL); /* not ours: the ordinary crash */
+}
+
+static void watch_host_access(void) {
+    static bool installed;
+    if (installed) return;
+    installed = true;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = host_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
 static void check_guards(const char *after) {
     for (auto &kv : g_allocs) {
         const allocation &al = kv.second;
@@ -158,15 +263,26 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     /* cudaMalloc's alignment; the user bytes exact under ASan, whole 256-byte units here. */
     void *mem = NULL;
     const size_t body = GUARD_BYTES ? (bytes + 255) & ~(size_t)255 : (bytes ? bytes : 1);
+    size_t mapped = 0;
+#if GUARD_BYTES
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    mapped = (GUARD_BYTES * 2 + body + page - 1) / page * page;
+    mem = heap_alloc(mapped);
+    if (!mem) return cudaErrorMemoryAllocation;
+    watch_host_access();
+    protect((char *)mem, mapped, PROT_READ | PROT_WRITE);
+#else
     if (posix_memalign(&mem, 256, GUARD_BYTES * 2 + body) != 0) return cudaErrorMemoryAllocation;
+#endif
     char *base = (char *)mem;
 #if GUARD_BYTES
     memset(base, GUARD_BYTE, GUARD_BYTES);
     memset(base + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
 #endif
     memset(base + GUARD_BYTES, 0xFF, bytes);
+    if (mapped && !g_device_access && host_check()) protect(base, mapped, PROT_NONE);
     *ptr = base + GUARD_BYTES;
-    g_allocs[(uintptr_t)*ptr] = allocation{base, bytes};
+    g_allocs[(uintptr_t)*ptr] = allocation{base, bytes, mapped};
     g_allocated += bytes;
     return cudaSuccess;
 }
@@ -176,9 +292,14 @@ cudaError_t cudaFree(void *ptr) {
     if (stats()) g_stats->frees++;
     auto it = g_allocs.find((uintptr_t)ptr);
     if (it == g_allocs.end()) emu_die("cudaFree(%p): not a live device allocation", ptr);
+    ad_emu_device_access(true);
     check_guards("a kernel or copy before cudaFree");
+    ad_emu_device_access(false);
     g_allocated -= it->second.size;
-    free(it->second.base);
+    if (it->second.mapped)
+        heap_free(it->second.base, it->second.mapped);
+    else
+        free(it->second.base);
     g_allocs.erase(it);
     return cudaSuccess;
 }
@@ -193,7 +314,9 @@ cudaError_t cudaMemset(void *p, int value, size_t bytes) {
     if (stats()) g_stats->memsets++;
     check_range("cudaMemset", "destination", p, bytes);
     g_default_generation++; /* asynchronous on a GPU */
+    ad_emu_device_access(true);
     memset(p, value, bytes);
+    ad_emu_device_access(false);
     return cudaSuccess;
 }
 
@@ -220,7 +343,9 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
         break;
     default: break;
     }
+    ad_emu_device_access(true);
     memmove(dst, src, bytes);
+    ad_emu_device_access(false);
     g_synchronised_generation = ++g_default_generation; /* cudaMemcpy waits for the device */
     return cudaSuccess;
 }
@@ -722,6 +847,7 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
         order_read = true;
     }
     g_dynamic_smem.assign(smem ? smem : 1, 0); /* exact: ASan sees an overrun */
+    ad_emu_device_access(true);
     g_body = body;
     g_body_ctx = ctx;
     g_kernel_name = name;
@@ -736,4 +862,5 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
         run_block((int)nthreads);
     }
     check_guards(name);
+    ad_emu_device_access(false);
 }

@@ -3,9 +3,18 @@
 // catch are caught. Built and run only with -DAUDISTILL_CUDA_EMULATOR=ON; it is CUDA source,
 // rewritten by translate.py like cuda/*.cu, so the translator is exercised too.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_UNDER_ASAN 1
+#endif
+#endif
 
 static int g_failed, g_passed;
 #define CHECK(cond, ...)                                                                           \
@@ -187,6 +196,11 @@ static void fault_overrun(void) {
     cudaMalloc((void **)&d, 10 * sizeof(float));
     overrun_kernel<<<1, 2>>>(d, 10);
 }
+static void fault_host_read(void) {
+    float *d;
+    cudaMalloc((void **)&d, 8 * sizeof(float));
+    printf("%g\n", ((volatile float *)d)[3]); /* host code reading device memory */
+}
 static void fault_copy(void) {
     float *d, h[4];
     cudaMalloc((void **)&d, 2 * sizeof(float));
@@ -223,6 +237,7 @@ static void expect_abort(const char *what, void (*fn)(void), const char *needle,
 }
 
 int main(void) {
+    setenv("AUDISTILL_CUDA_EMU_HOST_CHECK", "1", 1); /* device memory page-protected from host */
     test_shuffles();
     test_barriers();
     test_launch_errors();
@@ -243,6 +258,9 @@ int main(void) {
     expect_abort("write past an allocation", fault_overrun, "overrun_kernel wrote past the end",
                  "heap-buffer-overflow");
     expect_abort("copy past an allocation", fault_copy, "is not inside one device allocation");
+#ifndef TEST_UNDER_ASAN /* the ASan build does not page-protect device memory */
+    expect_abort("host read of device memory", fault_host_read, "host code accessed device memory");
+#endif
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }
