@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/compare.h"
 #include "core/error.h"
 
 #define FRAMES_PER_SECOND 100
@@ -41,11 +42,6 @@ int ad_segmentation_entry(char *buf, size_t size, int64_t start, int64_t length,
     ad_format_sample_seconds(length, rate, dur, sizeof dur);
     return snprintf(buf, size, "- {duration: %s, offset: %s, speaker_id: %s, wav: %s}\n", dur, off,
                     speaker, wav);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Running minimum of v over [i - w, i + w] with a monotonic deque: O(n). */
@@ -111,7 +107,7 @@ int ad_vad_segment_audio(const float *x, int64_t n, int rate, const ad_vad_optio
     }
     running_min(smooth, nf, (int64_t)(FLOOR_WINDOW_S * FRAMES_PER_SECOND), floor_db, dq);
     memcpy(sorted, e, (size_t)nf * sizeof *sorted);
-    qsort(sorted, (size_t)nf, sizeof *sorted, cmp_double);
+    qsort(sorted, (size_t)nf, sizeof *sorted, ad_compare_doubles);
     double loud = sorted[(size_t)((double)(nf - 1) * 0.95)];
     if (loud < SILENT_DB) goto done;
 

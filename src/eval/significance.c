@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/compare.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -70,11 +71,6 @@ static double chrf_of(const void *stats, const int32_t *idx, int n) {
     return ad_chrf_score(&sum);
 }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int paired_bootstrap(const void *baseline, const void *system, int n, const int32_t *idx,
                             int n_samples, resampled_score_fn score, ad_paired_result *out) {
     memset(out, 0, sizeof *out);
@@ -105,8 +101,8 @@ static int paired_bootstrap(const void *baseline, const void *system, int n, con
     for (int s = 0; s < n_samples; s++)
         above += abs_diff[s] - mean_abs > real;
     out->p = (above + 1.0) / (n_samples + 1.0);
-    qsort(sys, (size_t)n_samples, sizeof *sys, compare_doubles);
-    qsort(diff, (size_t)n_samples, sizeof *diff, compare_doubles);
+    qsort(sys, (size_t)n_samples, sizeof *sys, ad_compare_doubles);
+    qsort(diff, (size_t)n_samples, sizeof *diff, ad_compare_doubles);
     const int lo = n_samples / 40, hi = n_samples - lo - 1;
     out->mean = mean_sys;
     out->ci = 0.5 * (sys[hi] - sys[lo]);

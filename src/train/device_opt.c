@@ -87,7 +87,12 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
             p->grad = NULL;
         }
     }
-    if (scratch) AD_TRY(device_f32(be, scratch, "ZeRO-1 scratch", &t->zero_scratch));
+    if (scratch) {
+        /* zeroed once: the padding past a tensor's end is summed and gathered but never read
+         * back, so it only has to hold defined values */
+        AD_TRY(device_f32(be, scratch, "ZeRO-1 scratch", &t->zero_scratch));
+        AD_TRY(be->fill(be, &t->zero_scratch, 0.0f));
+    }
     return AD_OK;
 }
 
@@ -106,14 +111,12 @@ static int reduce_scatter_grad(ad_param_table *t, int i) {
     const int64_t n = t->params[i].n, s = slice_size(t, i), R = c->rank;
     float *gd = g->data;
     if (n % c->world == 0) return c->reduce_scatter_sum(c, gd, gd + R * s, s);
-    /* padded: the gradient into the scratch, zeros after it, and this rank's slice back */
+    /* padded: the gradient into the scratch, and this rank's slice back */
     ad_tensor *sc = &t->zero_scratch, a, b;
     const int64_t len = ad_tensor_numel(&t->opt_m[i]);
     AD_TRY(slice_view(&a, sc, 0, n));
     AD_TRY(slice_view(&b, g, 0, n));
     AD_TRY(be->copy(be, &a, &b));
-    AD_TRY(slice_view(&a, sc, n, c->world * s - n));
-    AD_TRY(be->fill(be, &a, 0.0f));
     AD_TRY(c->reduce_scatter_sum(c, sc->data, (float *)sc->data + R * s, s));
     if (!len) return AD_OK;
     AD_TRY(slice_view(&a, g, t->slice_at[i], len));
@@ -135,10 +138,6 @@ static int all_gather_weight(ad_param_table *t, int i) {
         AD_TRY(slice_view(&a, sc, R * s, len));
         AD_TRY(slice_view(&b, w, t->slice_at[i], len));
         AD_TRY(be->copy(be, &a, &b));
-    }
-    if (len < s) { /* the last ranks' padding: defined values, never read back */
-        AD_TRY(slice_view(&a, sc, R * s + len, s - len));
-        AD_TRY(be->fill(be, &a, 0.0f));
     }
     AD_TRY(c->all_gather(c, (float *)sc->data + R * s, sc->data, s));
     AD_TRY(slice_view(&a, w, 0, n));

@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "backend/profile.h"
 #include "compress/quant_io.h"
+#include "core/compare.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "dist/comm.h"
@@ -899,25 +900,21 @@ static int step_timer_stop(step_timer *t, ad_backend *be, int64_t supervised) {
     return AD_OK;
 }
 
-static int cmp_ms(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int step_timer_report(step_timer *t, run_ctx *r) {
     if (r->comm->rank != 0) return AD_OK;
     const double first = t->ms[0];
     double total = 0;
     for (int64_t i = 1; i < t->n; i++)
         total += t->ms[i];
-    if (t->n > 1) qsort(t->ms + 1, (size_t)(t->n - 1), sizeof *t->ms, cmp_ms);
+    if (t->n > 1) qsort(t->ms + 1, (size_t)(t->n - 1), sizeof *t->ms, ad_compare_doubles);
     const double median = t->n > 1 ? t->ms[1 + (t->n - 1) / 2] : first;
     size_t free_b = 0, total_b = 0;
     char mem[96] = "";
     if (r->be->memory_info && r->be->memory_info(r->be, &free_b, &total_b) == AD_OK)
         snprintf(mem, sizeof mem, ", device memory in use %.2f GiB of %.2f",
                  (double)(total_b - free_b) / (1 << 30), (double)total_b / (1 << 30));
-    ad_error_clear();
+    else if (r->be->memory_info)
+        ad_error_clear(); /* the summary prints without it */
     printf("benchmark: %lld steps on %s, median %.2f ms/step after the first (%.2f ms), %.0f "
            "supervised tokens/s%s\n",
            (long long)t->n, r->be->name, median, first, total > 0 ? 1e3 * t->tokens / total : 0.0,

@@ -17,6 +17,7 @@
 
 #include "../../cuda/backend_cuda.h"
 #include "backend/profile.h"
+#include "core/compare.h"
 #include "core/rng.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
@@ -42,11 +43,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* A text token: ids 100..100+range as the real vocabulary's ordinary pieces, or anywhere in a
@@ -213,7 +209,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    qsort(ms, (size_t)steps, sizeof(double), cmp_double);
+    qsort(ms, (size_t)steps, sizeof(double), ad_compare_doubles);
     size_t free_b = 0, total_b = 0;
     TRY(ad_cuda_memory_info(&free_b, &total_b));
     const double med = ms[steps / 2];
