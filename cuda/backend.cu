@@ -324,6 +324,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
         return AD_ERR;
     }
     impl->device = device;
+    impl->attention_scratch_bytes = (size_t)256 << 20;
     be->impl = impl;
     if (setup(impl) < 0) {
         cu_destroy(be);
@@ -376,6 +377,26 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->destroy = cu_destroy;
     *out = be;
     return AD_OK;
+}
+
+extern "C" int ad_cuda_set_attention_path(ad_backend *be, int path) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_set_attention_path: not a CUDA backend");
+    if (path < AD_CUDA_ATTENTION_AUTO || path > AD_CUDA_ATTENTION_GEMM)
+        return ad_fail("ad_cuda_set_attention_path: unknown path %d", path);
+    cu_of(be)->attention_path = path;
+    return AD_OK;
+}
+
+extern "C" int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_set_attention_scratch: not a CUDA backend");
+    cu_of(be)->attention_scratch_bytes = bytes;
+    return AD_OK;
+}
+
+extern "C" long ad_cuda_attention_gemm_calls(ad_backend *be) {
+    return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_gemm_calls : -1;
 }
 
 extern "C" int ad_cuda_set_bf16_matmul(ad_backend *be, bool on) {

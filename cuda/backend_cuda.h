@@ -26,6 +26,18 @@ int ad_backend_cuda_create(ad_backend **out, int device);
  * autocast does. Parity with the CPU reference drops from ~1e-6 to bf16 rounding (~1e-2
  * normwise); speed rises several times. */
 int ad_cuda_set_bf16_matmul(ad_backend *be, bool on);
+/* How attention runs. AUTO (the default): training-size sequences through batched GEMMs
+ * (scores materialised per head block, every FLOP on cuBLASLt), decoding steps and sequences
+ * too long for the score scratch through the tiled kernels. KERNEL and GEMM force one path
+ * where it applies (GEMM still falls back when the scores would not fit); tests compare both. */
+enum { AD_CUDA_ATTENTION_AUTO = 0, AD_CUDA_ATTENTION_KERNEL = 1, AD_CUDA_ATTENTION_GEMM = 2 };
+int ad_cuda_set_attention_path(ad_backend *be, int path);
+/* Attention calls (forward and backward) that went through the GEMMs so far: lets tests see
+ * which path ran. */
+long ad_cuda_attention_gemm_calls(ad_backend *be);
+/* Bytes of each score buffer of the GEMM path (default 256 MiB): heads go through it in blocks
+ * that fit, and a sequence whose one head (GQA: one group) does not fit uses the kernels. */
+int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes);
 
 /* AD_OK when at least one usable GPU is present; otherwise AD_ERR and a one-line reason. */
 int ad_cuda_available(void);

@@ -31,6 +31,14 @@ enum {
     CU_SCRATCH_PARTIAL, /* column-sum partials */
     CU_SCRATCH_STAGE,   /* download staging (contiguous copy of a strided tensor) */
     CU_SCRATCH_SMALL,   /* small host-made tables: key_len, rope inv_freq */
+    CU_SCRATCH_ATT_S,   /* attention through GEMMs: scores / probabilities, f32 */
+    CU_SCRATCH_ATT_DP,  /* attention backward through GEMMs: dP, then dS, f32 */
+    CU_SCRATCH_ATT_P16, /* probabilities as bf16 GEMM operands */
+    CU_SCRATCH_ATT_D16, /* dS as a bf16 GEMM operand */
+    CU_SCRATCH_ATT_Q,   /* q, k, v, dO converted to the GEMM operand dtype */
+    CU_SCRATCH_ATT_K,
+    CU_SCRATCH_ATT_V,
+    CU_SCRATCH_ATT_DO,
     CU_SCRATCH_SLOTS
 };
 
@@ -43,8 +51,11 @@ typedef struct {
     void *workspace;
     void *scratch[CU_SCRATCH_SLOTS];
     size_t scratch_bytes[CU_SCRATCH_SLOTS];
-    unsigned long long *flag; /* device word for index checks (smallest bad position) */
-    bool bf16_gemm;           /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
+    unsigned long long *flag;       /* device word for index checks (smallest bad position) */
+    bool bf16_gemm;                 /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
+    int attention_path;             /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
+    long attention_gemm_calls;      /* ad_cuda_attention_gemm_calls */
+    size_t attention_scratch_bytes; /* per score buffer of the GEMM path */
 } cu_impl;
 
 static inline cu_impl *cu_of(ad_backend *be) {
@@ -78,10 +89,22 @@ typedef struct {
 
 void cu_rows_of(const ad_tensor *t, cu_rows *r);
 
+#if defined(__CUDA_ARCH__)
+#define CU_UNROLL _Pragma("unroll")
+#else
+#define CU_UNROLL /* host passes: nothing to unroll for */
+#endif
+
+/* The dims loops below are unrolled over AD_MAX_DIMS so that every array index is a constant:
+ * a run-time index into a kernel parameter's array makes the compiler copy the whole struct to
+ * each thread's stack (288 bytes per thread for the elementwise kernels, which held them near
+ * 300 GB/s on an H100). */
 __host__ __device__ static inline int64_t cu_row_off(const cu_rows &r, int64_t i) {
     if (r.nlead <= 1) return i * r.stride[0];
     int64_t off = 0;
-    for (int d = r.nlead - 1; d >= 0; d--) {
+    CU_UNROLL
+    for (int d = AD_MAX_DIMS - 1; d >= 0; d--) {
+        if (d >= r.nlead) continue;
         off += (i % r.shape[d]) * r.stride[d];
         i /= r.shape[d];
     }
@@ -100,7 +123,9 @@ void cu_view_of(const ad_tensor *t, cu_view *v);
 
 __host__ __device__ static inline int64_t cu_view_off(const cu_view &v, int64_t i) {
     int64_t off = 0;
-    for (int d = v.ndim - 1; d >= 0; d--) {
+    CU_UNROLL
+    for (int d = AD_MAX_DIMS - 1; d >= 0; d--) {
+        if (d >= v.ndim) continue;
         off += (i % v.shape[d]) * v.stride[d];
         i /= v.shape[d];
     }
@@ -203,10 +228,30 @@ int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m);
  * N, may be NULL) added once. Mixed operand dtypes are converted to f32 in tiles. */
 int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
             const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias);
+/* `count` GEMMs of one shape, operand i at its data + i * stride elements (stride 0 repeats
+ * one matrix): Y_i = alpha * op(A_i) @ op(B_i) + beta * Y_i. Operands of one dtype (f32, or
+ * bf16/f16 into f32 or the same dtype); no conversion, no bias. */
+int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
+                    const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
+                    bool tb, int count, float alpha, float beta);
 /* out[c] += sum over rows of src[r, c] (src any float dtype, row stride ld), in a fixed order:
  * deterministic, no atomics. */
 int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,
                          int64_t cols, int64_t ld);
+
+/* ---- attention through batched GEMMs (attention_gemm.cu) ------------------------------- */
+/* Whether this call goes through the GEMMs (ad_cuda_set_attention_path; by default for
+ * training-size query counts whose scores fit the scratch budget, with outputs in f32 or the
+ * GEMM operand dtype). Arguments already checked by the caller; key_len on the device. */
+bool cu_attention_gemm_suits(ad_backend *be, const ad_tensor *q, const ad_tensor *k,
+                             const ad_attention_params *p, const ad_tensor *const *outputs,
+                             int n_outputs);
+int cu_attention_gemm(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                      const ad_tensor *v, const ad_attention_params *p, const int *key_len);
+int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
+                               const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
+                               const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p,
+                               const int *key_len);
 
 /* ---- quantized weights (quant.cu) ------------------------------------------------------- */
 /* The device parts of an AD_QGROUP weight tensor (its `quant`), checked against its shape. */

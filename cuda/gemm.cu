@@ -155,12 +155,37 @@ static void lt_release(lt_objects *o) {
     if (o->desc) cublasLtMatmulDescDestroy(o->desc);
 }
 
-/* One cuBLASLt call for operands of supported dtypes. *no_algo is set (and AD_OK returned)
- * when the heuristic finds no algorithm, so the caller may retry without the epilogue. */
+/* Strided batches of one GEMM shape: matrix i of an operand at its data + i * stride
+ * elements (a stride of 0 repeats one matrix). */
+typedef struct {
+    int count;
+    int64_t y, a, b;
+} lt_batch;
+
+static uint32_t batch_alignment(const void *p, int64_t stride, ad_dtype dt, const lt_batch *bt) {
+    uint32_t al = alignment_of(p);
+    if (bt && bt->count > 1 && stride != 0) {
+        const uint32_t as = alignment_of((const void *)(uintptr_t)(stride * cu_esize(dt)));
+        if (as < al) al = as;
+    }
+    return al;
+}
+
+static int set_batch(cublasLtMatrixLayout_t l, int count, int64_t stride) {
+    CUBLAS_TRY(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                sizeof count));
+    CUBLAS_TRY(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                &stride, sizeof stride));
+    return AD_OK;
+}
+
+/* One cuBLASLt call for operands of supported dtypes (`bt` NULL: one matrix each). *no_algo is
+ * set (and AD_OK returned) when the heuristic finds no algorithm, so the caller may retry
+ * without the epilogue. */
 static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, const cu_mat *A,
                              bool ta, const cu_mat *B, bool tb, int64_t M, int64_t N, int64_t K,
                              float alpha, float beta, const void *bias, ad_dtype bias_dt,
-                             bool *no_algo) {
+                             const lt_batch *bt, bool *no_algo) {
     *no_algo = false;
     (void)K; /* implied by the layouts; kept in the signature for the call sites' clarity */
     /* Library A = our B, library B = our A; a view's column-major form is its stored
@@ -192,12 +217,18 @@ static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, cons
         cublasLtMatrixLayoutCreate(&o->lb, lt_type(A->dtype), (uint64_t)apc, (uint64_t)apr, A->ld));
     CUBLAS_TRY(
         cublasLtMatrixLayoutCreate(&o->ly, lt_type(Y->dtype), (uint64_t)N, (uint64_t)M, Y->ld));
+    if (bt && bt->count > 1) {
+        AD_TRY(set_batch(o->la, bt->count, bt->b));
+        AD_TRY(set_batch(o->lb, bt->count, bt->a));
+        AD_TRY(set_batch(o->ly, bt->count, bt->y));
+    }
     CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&o->pref));
     const size_t ws = CU_LT_WORKSPACE_BYTES;
     CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
         o->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    const uint32_t al_a = alignment_of(B->data), al_b = alignment_of(A->data),
-                   al_y = alignment_of(Y->data);
+    const uint32_t al_a = batch_alignment(B->data, bt ? bt->b : 0, B->dtype, bt),
+                   al_b = batch_alignment(A->data, bt ? bt->a : 0, A->dtype, bt),
+                   al_y = batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt);
     CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
         o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
     CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
@@ -226,8 +257,8 @@ static int lt_matmul(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, c
                      const void *bias, ad_dtype bias_dt, bool *no_algo) {
     lt_objects o;
     memset(&o, 0, sizeof o);
-    int rc =
-        lt_matmul_objects(impl, &o, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, no_algo);
+    int rc = lt_matmul_objects(impl, &o, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL,
+                               no_algo);
     lt_release(&o);
     return rc;
 }
@@ -354,6 +385,34 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
                            "%lld] GEMM",
                            op, (long long)M, (long long)K, (long long)K, (long long)n);
     }
+    return AD_OK;
+}
+
+int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
+                    const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
+                    bool tb, int count, float alpha, float beta) {
+    const int64_t M = ta ? A->cols : A->rows, K = ta ? A->rows : A->cols;
+    const int64_t N = tb ? B->rows : B->cols;
+    if (M == 0 || N == 0 || count == 0) return AD_OK;
+    if (K == 0 || count < 0)
+        return ad_fail("%s: a batched GEMM needs K >= 1 (got %lld) and a batch count >= 0", op,
+                       (long long)K);
+    if (!direct_ok(Y->dtype, A->dtype, B->dtype))
+        return ad_fail("%s: a batched GEMM takes operands of one dtype (got %s x %s into %s)", op,
+                       ad_dtype_name(A->dtype), ad_dtype_name(B->dtype), ad_dtype_name(Y->dtype));
+    lt_batch bt = {count, y_stride, a_stride, b_stride};
+    lt_objects o;
+    memset(&o, 0, sizeof o);
+    bool no_algo = false;
+    int rc = lt_matmul_objects(cu_of(be), &o, Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32,
+                               &bt, &no_algo);
+    lt_release(&o);
+    AD_TRY(rc);
+    if (no_algo)
+        return ad_fail("%s: cuBLASLt has no algorithm for %d batched %s [%lld x %lld] x [%lld x "
+                       "%lld] GEMMs",
+                       op, count, ad_dtype_name(A->dtype), (long long)M, (long long)K, (long long)K,
+                       (long long)N);
     return AD_OK;
 }
 

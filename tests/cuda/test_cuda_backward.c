@@ -172,7 +172,24 @@ typedef struct {
     ad_dtype dt;
 } attn_case;
 
+/* Each case runs through both CUDA paths (the tiled kernels, the batched GEMMs), and with bf16
+ * GEMMs on (f32 tensors, operands rounded to bf16: bf16 tolerance against the fp32 CPU). */
+static const char *const attention_path_names[] = {"", " [kernel]", " [GEMM]"};
+/* Set while the GEMM path's scratch is too small for the case: the kernels must run. */
+static bool g_attention_falls_back;
+
+static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm);
+
 static void one_attention_backward(const attn_case *ac) {
+    one_attention_backward_path(ac, AD_CUDA_ATTENTION_KERNEL, false);
+    one_attention_backward_path(ac, AD_CUDA_ATTENTION_GEMM, false);
+    one_attention_backward_path(ac, AD_CUDA_ATTENTION_GEMM, true);
+}
+
+static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm) {
+    CHECK_OK(ad_cuda_set_attention_path(g_gpu, path));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
+    const long gemm_calls = ad_cuda_attention_gemm_calls(g_gpu);
     const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
     pair q, k, v, out, dout, dq, dk, dv;
     pair_make(&q, "q", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
@@ -192,14 +209,23 @@ static void one_attention_backward(const attn_case *ac) {
                                        &v.c, &p));
     CHECK_OK(g_gpu->attention_backward(g_gpu, &dq.g, &dk.g, &dv.g, &dout.g, &out.g, &q.g, &k.g,
                                        &v.g, &p));
-    char what[128];
-    const double tol = ac->dt == AD_F32 ? TOL_F32 : TOL_BF16;
-    snprintf(what, sizeof what, "%s dq", ac->what);
+    char what[160];
+    const double tol = ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16;
+    const char *how = bf16_gemm ? " bf16 GEMMs" : "";
+    snprintf(what, sizeof what, "%s%s%s dq", ac->what, attention_path_names[path], how);
     expect_close(what, &dq, tol);
-    snprintf(what, sizeof what, "%s dk", ac->what);
+    snprintf(what, sizeof what, "%s%s%s dk", ac->what, attention_path_names[path], how);
     expect_close(what, &dk, tol);
-    snprintf(what, sizeof what, "%s dv", ac->what);
+    snprintf(what, sizeof what, "%s%s%s dv", ac->what, attention_path_names[path], how);
     expect_close(what, &dv, tol);
+    /* the forced path was the one taken (GEMM outputs are f32 or the operand dtype) */
+    const bool gemm_expected = path == AD_CUDA_ATTENTION_GEMM && (ac->dt == AD_F32 || bf16_gemm) &&
+                               !g_attention_falls_back;
+    CHECK_MSG((ad_cuda_attention_gemm_calls(g_gpu) > gemm_calls) == gemm_expected,
+              "%s: attention went through the %s path", ac->what,
+              gemm_expected ? "kernel, not the GEMM" : "GEMM, not the kernel");
+    CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);
@@ -221,9 +247,19 @@ static void test_attention_backward(void) {
         {"attn_bwd head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32},
         {"attn_bwd head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32},
         {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
+        {"attn_bwd chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention_backward(&cases[i]);
+    /* A score scratch of 3 heads: the encoder case's 4 heads go in blocks of 3 and 1. One of
+     * 2 heads holds no GQA group of 3, so that case must fall back to the kernels. */
+    CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, sizeof(float) * 3 * 37 * 37));
+    one_attention_backward(&cases[0]);
+    CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, sizeof(float) * 2 * 45 * 45));
+    g_attention_falls_back = true;
+    one_attention_backward_path(&cases[1], AD_CUDA_ATTENTION_GEMM, false);
+    g_attention_falls_back = false;
+    CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, (size_t)256 << 20));
 }
 
 static void test_pool_backward(void) {

@@ -28,6 +28,34 @@ static void test_copy_fill(void) {
     CHECK_OK(g_cpu->fill(g_cpu, &col.c, 2.5f));
     CHECK_OK(g_gpu->fill(g_gpu, &col.g, 2.5f));
     expect_close("fill of a strided slice", &dst, TOL_F32);
+    /* zero of a whole (contiguous) tensor is a memset; of a slice, the kernel */
+    CHECK_OK(g_cpu->fill(g_cpu, &src.c, 0.0f));
+    CHECK_OK(g_gpu->fill(g_gpu, &src.g, 0.0f));
+    expect_close("zero fill of a contiguous tensor", &src, 0.0);
+    CHECK_OK(g_cpu->fill(g_cpu, &col.c, 0.0f));
+    CHECK_OK(g_gpu->fill(g_gpu, &col.g, 0.0f));
+    expect_close("zero fill of a strided slice", &dst, 0.0);
+    /* Float copies between views with unit-stride rows go through the row kernels: rows that
+     * do not merge (a slice of the middle dim), both directions of the bf16 conversion. */
+    pair big, mid, c32, c16;
+    pair_make(&big, "big", AD_F32, 3, S(4, 9, 1100), 1.0f, 0.0f);
+    pair_make(&c32, "c32", AD_F32, 3, S(4, 5, 1000), 1.0f, 0.0f);
+    pair_make(&c16, "c16", AD_BF16, 3, S(4, 5, 1000), 1.0f, 0.0f);
+    pair_slice(&big, 1, 2, 5, &mid);
+    pair midcols;
+    pair_slice(&mid, 2, 7, 1000, &midcols);
+    CHECK_OK(g_cpu->copy(g_cpu, &c16.c, &midcols.c));
+    CHECK_OK(g_gpu->copy(g_gpu, &c16.g, &midcols.g));
+    expect_close("copy strided f32 rows -> bf16", &c16, TOL_BF16);
+    CHECK_OK(g_cpu->copy(g_cpu, &c32.c, &midcols.c));
+    CHECK_OK(g_gpu->copy(g_gpu, &c32.g, &midcols.g));
+    expect_close("copy strided f32 rows -> f32", &c32, 0.0);
+    CHECK_OK(g_cpu->copy(g_cpu, &midcols.c, &c16.c));
+    CHECK_OK(g_gpu->copy(g_gpu, &midcols.g, &c16.g));
+    expect_close("copy bf16 -> strided f32 rows (the rest untouched)", &big, TOL_BF16);
+    pair_free(&big);
+    pair_free(&c32);
+    pair_free(&c16);
     pair_free(&src);
     pair_free(&dst);
     pair_free(&dst16);
@@ -168,6 +196,32 @@ static void test_elementwise(void) {
         pair_free(&big);
         pair_free(&xt);
         pair_free(&yt);
+        /* Row launches: rows that do not merge (a column slice), several column blocks with
+         * a partial last one, and more rows than one grid dimension holds (a broadcast add,
+         * which is never flattened into one row). */
+        pair wg, wu, wy, g, up, out, tall, bias;
+        pair_make(&wg, "wide_gate", dt, 3, S(2, 3, 2600), 2.0f, 0.0f);
+        pair_make(&wu, "wide_up", dt, 3, S(2, 3, 2600), 1.0f, 0.0f);
+        pair_make(&wy, "wide_y", dt, 3, S(2, 3, 2600), 1.0f, 0.0f);
+        pair_slice(&wg, 2, 0, 2500, &g);
+        pair_slice(&wu, 2, 50, 2500, &up);
+        pair_slice(&wy, 2, 100, 2500, &out);
+        CHECK_OK(g_cpu->silu_mul(g_cpu, &out.c, &g.c, &up.c));
+        CHECK_OK(g_gpu->silu_mul(g_gpu, &out.g, &g.g, &up.g));
+        expect_close("silu_mul over strided rows of 2500", &wy, tol);
+        CHECK_OK(g_cpu->gelu(g_cpu, &out.c, &g.c));
+        CHECK_OK(g_gpu->gelu(g_gpu, &out.g, &g.g));
+        expect_close("gelu over strided rows of 2500", &wy, tol);
+        pair_make(&tall, "tall", dt, 2, S(70000, 3), 1.0f, 0.0f);
+        pair_make(&bias, "bias", dt, 1, S(3), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->add(g_cpu, &tall.c, &tall.c, &bias.c));
+        CHECK_OK(g_gpu->add(g_gpu, &tall.g, &tall.g, &bias.g));
+        expect_close("add in place, bias over 70000 rows", &tall, tol);
+        pair_free(&wg);
+        pair_free(&wu);
+        pair_free(&wy);
+        pair_free(&tall);
+        pair_free(&bias);
     }
 }
 
@@ -225,7 +279,22 @@ typedef struct {
     ad_dtype dt;
 } attn_case;
 
+/* Each case runs through both CUDA paths (the tiled kernels, the batched GEMMs), and with bf16
+ * GEMMs on (f32 tensors, operands rounded to bf16: bf16 tolerance against the fp32 CPU). */
+static const char *const attention_path_names[] = {"", " [kernel]", " [GEMM]"};
+
+static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm);
+
 static void one_attention(const attn_case *ac) {
+    one_attention_path(ac, AD_CUDA_ATTENTION_KERNEL, false);
+    one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, false);
+    one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, true);
+}
+
+static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
+    CHECK_OK(ad_cuda_set_attention_path(g_gpu, path));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
+    const long gemm_calls = ad_cuda_attention_gemm_calls(g_gpu);
     const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
     /* q is a slice of a fused [B, Tq, qd + 2 kvd] projection; k and v the first Tk rows of a
      * longer KV cache: both strided views. */
@@ -241,7 +310,17 @@ static void one_attention(const attn_case *ac) {
         ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
     CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
     CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
-    expect_close(ac->what, &out, ac->dt == AD_F32 ? TOL_F32 : TOL_BF16);
+    char what[160];
+    snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_names[path],
+             bf16_gemm ? " bf16 GEMMs" : "");
+    expect_close(what, &out, ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16);
+    /* the forced path was the one taken (GEMM outputs are f32 or the operand dtype) */
+    const bool gemm_expected = path == AD_CUDA_ATTENTION_GEMM && (ac->dt == AD_F32 || bf16_gemm);
+    CHECK_MSG((ad_cuda_attention_gemm_calls(g_gpu) > gemm_calls) == gemm_expected,
+              "%s: attention went through the %s path", ac->what,
+              gemm_expected ? "kernel, not the GEMM" : "GEMM, not the kernel");
+    CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
     pair_free(&qkv);
     pair_free(&kc);
     pair_free(&vc);
@@ -260,6 +339,8 @@ static void test_attention(void) {
         {"attention head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32},
         {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_BF16},
+        /* a chunk of queries after a cached prefix (causal with q_offset, several query rows) */
+        {"attention prefill chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention(&cases[i]);

@@ -25,6 +25,8 @@ struct emu_layout {
     cudaDataType_t type;
     uint64_t rows, cols;
     int64_t ld;
+    int32_t batch = 1;        /* CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT */
+    int64_t batch_stride = 0; /* CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, in elements */
 };
 struct emu_pref {
     size_t workspace = 0;
@@ -88,6 +90,19 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataTyp
     *l = (cublasLtMatrixLayout_t)e;
     return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
+                                                cublasLtMatrixLayoutAttribute_t attr,
+                                                const void *buf, size_t size) {
+    emu_layout *e = (emu_layout *)l;
+    switch (attr) {
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: {
+        cublasStatus_t st = get_attr(&e->batch, buf, size);
+        return st == CUBLAS_STATUS_SUCCESS && e->batch < 1 ? CUBLAS_STATUS_INVALID_VALUE : st;
+    }
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return get_attr(&e->batch_stride, buf, size);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED; /* not emulated */
+    }
+}
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
     delete (emu_layout *)l;
     return CUBLAS_STATUS_SUCCESS;
@@ -134,6 +149,9 @@ static cublasStatus_t validate(const emu_desc *d, const emu_layout *a, const emu
         return CUBLAS_STATUS_INVALID_VALUE;
     for (const emu_layout *l : {a, b, c, dl})
         if (l->ld < (int64_t)(l->rows > 1 ? l->rows : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    /* Strided batches: every operand has the same count (a stride of 0 repeats one matrix). */
+    if (a->batch != dl->batch || b->batch != dl->batch || c->batch != dl->batch)
+        return CUBLAS_STATUS_INVALID_VALUE;
     if (!float_type(a->type) || a->type != b->type || c->type != dl->type)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (a->type == CUDA_R_32F && dl->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -209,20 +227,25 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     const bool in_place = C == D;
     if (in_place && (lc->ld != ld->ld || lc->type != ld->type)) return CUBLAS_STATUS_INVALID_VALUE;
     /* Column-major: element (r, c) of a layout is at r + c * ld. */
+    if (in_place && lc->batch_stride != ld->batch_stride) return CUBLAS_STATUS_INVALID_VALUE;
     ad_emu_device_access(true);
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            double acc = 0.0;
-            for (int64_t p = 0; p < k; p++) {
-                const int64_t ia = d->ta == CUBLAS_OP_N ? i + p * la->ld : p + i * la->ld;
-                const int64_t ib = d->tb == CUBLAS_OP_N ? p + j * lb->ld : j + p * lb->ld;
-                acc += load(A, la->type, ia) * load(B, lb->type, ib);
+    for (int64_t q = 0; q < ld->batch; q++) {
+        const int64_t oa = q * la->batch_stride, ob = q * lb->batch_stride,
+                      oc = q * lc->batch_stride, od = q * ld->batch_stride;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < m; i++) {
+                double acc = 0.0;
+                for (int64_t p = 0; p < k; p++) {
+                    const int64_t ia = d->ta == CUBLAS_OP_N ? i + p * la->ld : p + i * la->ld;
+                    const int64_t ib = d->tb == CUBLAS_OP_N ? p + j * lb->ld : j + p * lb->ld;
+                    acc += load(A, la->type, oa + ia) * load(B, lb->type, ob + ib);
+                }
+                double v = (double)fa * acc;
+                if (fb != 0.0f) v += (double)fb * load(C, lc->type, oc + i + j * lc->ld);
+                if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(d->bias, ld->type, i);
+                store(D, ld->type, od + i + j * ld->ld, v);
             }
-            double v = (double)fa * acc;
-            if (fb != 0.0f) v += (double)fb * load(C, lc->type, i + j * lc->ld);
-            if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(d->bias, ld->type, i);
-            store(D, ld->type, i + j * ld->ld, v);
-        }
+    }
     ad_emu_device_access(false);
     return CUBLAS_STATUS_SUCCESS;
 }

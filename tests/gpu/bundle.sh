@@ -14,7 +14,9 @@ build=$1 out=$2
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
-bins=("$build"/tests/test_cuda_* "$build/tests/bench_distill_step" "$build/tests/tiny_set" "$build/audistill")
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bins=("$build/tests/bench_distill_step" "$build/tests/tiny_set" "$build/audistill")
+for src in "$root"/tests/cuda/test_*.c; do bins+=("$build/tests/$(basename "$src" .c)"); done
 if [[ $espeak == 1 ]]; then
     bins+=("$(command -v espeak-ng)")
     data=$(espeak-ng --version | sed -n 's/.*Data at: //p')

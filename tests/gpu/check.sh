@@ -9,35 +9,55 @@
 # where that step's time goes (the op profile of one more step), and times `audistill train
 # --benchmark` on the same models and shapes.
 #
-# Usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--memcheck] [--no-bench]
+# Usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]
+#                           [--memcheck] [--no-bench]
 #   --prebuilt   use binaries packed by tests/gpu/bundle.sh (for GPU machines without the
 #                project's C dependencies and no package registry): no configure/build
-#   --memcheck   also run each CUDA test binary under compute-sanitizer (adds minutes)
-#   --no-bench   skip the benchmark
+#   --sections   what to run, in this order, comma-separated (default tests,cli,bench):
+#                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
+#                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
+#   --modes      the benchmark's GEMM precisions (default f32,bf16)
+#   --memcheck   same as adding memcheck to the sections; --no-bench drops bench
 # Environment: AUDISTILL_GPU_BUILD (build dir, default build-gpu), CUDA_ARCH (default 90;
-# use 80 on an A100), JOBS (default: all cores), OUT (when set, logs are copied there).
+# use 80 on an A100), JOBS (default: all cores), OUT (when set, every log is packed into
+# $OUT/check-logs.tar.gz and the benchmark table copied to $OUT/table.txt).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-MEMCHECK=0 BENCH=1 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16 PREBUILT=
+usage() {
+    echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
+        "[--memcheck] [--no-bench]" >&2
+    exit 2
+}
 while [[ $# -gt 0 ]]; do
     case $1 in
-    --memcheck) MEMCHECK=1 ;;
-    --no-bench) BENCH=0 ;;
-    --prebuilt)
-        PREBUILT=$2
+    --memcheck) SECTIONS+=,memcheck ;;
+    --no-bench) SECTIONS=${SECTIONS//bench/} ;;
+    --prebuilt | --sections | --modes)
+        [[ $# -ge 2 ]] || usage
+        case $1 in
+        --prebuilt) PREBUILT=$2 ;;
+        --sections) SECTIONS=$2 ;;
+        --modes) MODES=$2 ;;
+        esac
         shift
         ;;
-    *)
-        echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--memcheck] [--no-bench]" >&2
-        exit 2
-        ;;
+    *) usage ;;
     esac
     shift
 done
+for sec in ${SECTIONS//,/ }; do
+    case $sec in tests | cli | bench | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
+done
+for mode in ${MODES//,/ }; do
+    case $mode in f32 | bf16) ;; *) echo "unknown mode '$mode' (f32, bf16)" >&2 && usage ;; esac
+done
+LOGS=${TMPDIR:-/tmp}/audistill-check-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 START=$(date +%s)
 status=0
 RUN=(env)
@@ -94,112 +114,126 @@ else
     BIN=$BUILD/tests
 fi
 
-section "CUDA parity tests (each op, then the tiny model)"
-LOG=${TMPDIR:-/tmp}/audistill-cuda-tests.log
-: >"$LOG"
-for src in "$ROOT"/tests/cuda/test_*.c; do
-    name=$(basename "$src" .c)
-    printf -- '-- %s\n' "$name" | tee -a "$LOG"
-    timeout 240 "${RUN[@]}" "$BIN/$name" 2>&1 | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    # On a GPU machine a skip (77) is a failure: usually the driver is older than the CUDA
-    # runtime the tests were built with (compare nvidia-smi's driver with nvcc's release above).
-    if [[ $rc != 0 ]]; then
-        echo "FAILED: $name (exit $rc)" | tee -a "$LOG"
-        status=1
-    fi
-done
-# `audistill train` on the GPU against the CPU, with the optimizer on host mirrors and on the
-# device (train.optimizer: device), and moved between them at a checkpoint.
-section "audistill train: GPU against CPU (tests/cli/train_cuda.sh)"
 aud=$BIN/audistill
 [[ -x $aud ]] || aud=$BUILD/audistill
-timeout 300 "${RUN[@]}" AUDISTILL_BIN="$aud" AUDISTILL_FIXTURES="$ROOT/tests/fixtures" \
-    AUDISTILL_TINY_SET="$BIN/tiny_set" AUDISTILL_TEST_TMP="${TMPDIR:-/tmp}" \
-    bash "$ROOT/tests/cli/train_cuda.sh" 2>&1 | tee -a "$LOG"
-rc=${PIPESTATUS[0]}
-if [[ $rc != 0 ]]; then # a skip (77) on a GPU machine is a failure too
-    echo "FAILED: train_cuda.sh (exit $rc)" | tee -a "$LOG"
-    status=1
-fi
-# The other GPU-against-CPU scripts (CTC, QAT, teacher cache; translation of f32, bf16 and
-# quantized models; 2 ranks where there are 2 GPUs). They passed on the CUDA emulator in CI; a
-# skip here (missing h5py, one GPU) is reported, not failed.
-for script in train_cuda_features translate_cuda train_cuda_mpi; do
-    section "tests/cli/$script.sh"
-    timeout 240 "${RUN[@]}" AUDISTILL_BIN="$aud" AUDISTILL_FIXTURES="$ROOT/tests/fixtures" \
-        AUDISTILL_TINY_SET="$BIN/tiny_set" AUDISTILL_TEST_TMP="${TMPDIR:-/tmp}" \
-        bash "$ROOT/tests/cli/$script.sh" 2>&1 | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    if [[ $rc == 77 ]]; then
-        echo "skipped: $script.sh (reason above)" | tee -a "$LOG"
-    elif [[ $rc != 0 ]]; then
-        echo "FAILED: $script.sh (exit $rc)" | tee -a "$LOG"
-        status=1
-    fi
-done
-# The NCCL communicator across GPUs (one rank per GPU; the loop above ran it as one rank).
-gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
-if [[ $gpus -ge 2 ]] && command -v mpirun >/dev/null; then
-    section "NCCL communicator on $gpus GPUs (mpirun -np $gpus test_comm_nccl)"
-    if ! timeout 240 mpirun --allow-run-as-root -np "$gpus" "${RUN[@]}" "$BIN/test_comm_nccl" 2>&1 | tee -a "$LOG"; then
-        echo "FAILED: test_comm_nccl on $gpus ranks"
-        status=1
-    fi
-else
-    echo "note: the multi-rank NCCL check needs 2+ GPUs and mpirun (found $gpus GPU(s))"
-fi
-[[ -n "${OUT:-}" ]] && cp "$LOG" "$OUT/cuda-tests.log"
+cli_env=(AUDISTILL_BIN="$aud" AUDISTILL_FIXTURES="$ROOT/tests/fixtures" AUDISTILL_TINY_SET="$BIN/tiny_set"
+    AUDISTILL_TEST_TMP="${TMPDIR:-/tmp}")
 
-if [[ $MEMCHECK == 1 ]]; then
-    section "compute-sanitizer memcheck"
+run_tests() {
+    section "CUDA parity tests (each op, then the tiny model)"
+    local src name rc
     for src in "$ROOT"/tests/cuda/test_*.c; do
-        bin="$BIN/$(basename "$src" .c)"
-        "${RUN[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" >"$bin.memcheck.log" 2>&1
+        name=$(basename "$src" .c)
+        printf -- '-- %s\n' "$name"
+        timeout 240 "${RUN[@]}" "$BIN/$name" >"$LOGS/$name.log" 2>&1
         rc=$?
-        echo "$(basename "$bin"): rc $rc (log $bin.memcheck.log)"
-        [[ $rc == 9 ]] && { grep -m 20 -E "Invalid|Error" "$bin.memcheck.log"; status=1; }
+        tail -3 "$LOGS/$name.log"
+        # On a GPU machine a skip (77) is a failure: usually the driver is older than the CUDA
+        # runtime the tests were built with (compare nvidia-smi's driver with nvcc's release).
+        if [[ $rc != 0 ]]; then
+            grep -m 20 -E "FAIL|error" "$LOGS/$name.log"
+            echo "FAILED: $name (exit $rc)"
+            status=1
+        fi
     done
-fi
+}
 
-if [[ $BENCH == 1 ]]; then
+# `audistill train` / `translate` on the GPU against the CPU: train_cuda.sh (optimizer on host
+# mirrors and on the device, moved between them at a checkpoint), train_cuda_features.sh (CTC,
+# QAT, teacher cache, precision bf16, recompute), translate_cuda.sh (f32, bf16 and quantized
+# models), train_cuda_mpi.sh (2 ranks over NCCL where there are 2 GPUs). They run side by side
+# (each in its own temporary directory; their CPU references use the machine's cores). A skip
+# (missing h5py, one GPU) is reported, except for train_cuda.sh, which must run.
+run_cli() {
+    section "audistill train / translate: GPU against CPU (tests/cli/*cuda*.sh, side by side)"
+    local script pids=() rc i=0
+    local scripts=(train_cuda train_cuda_features translate_cuda train_cuda_mpi)
+    for script in "${scripts[@]}"; do
+        timeout 300 "${RUN[@]}" "${cli_env[@]}" bash "$ROOT/tests/cli/$script.sh" \
+            >"$LOGS/$script.log" 2>&1 &
+        pids+=($!)
+    done
+    for script in "${scripts[@]}"; do
+        wait "${pids[$i]}"
+        rc=$?
+        i=$((i + 1))
+        printf -- '-- %s (exit %d)\n' "$script" "$rc"
+        grep -E "^(FAIL|ok|passed|skip)|checks|[0-9]+ passed|relative" "$LOGS/$script.log" | tail -12
+        if [[ $rc == 77 && $script != train_cuda ]]; then
+            echo "skipped: $script.sh ($(tail -1 "$LOGS/$script.log"))"
+        elif [[ $rc != 0 ]]; then
+            tail -15 "$LOGS/$script.log"
+            echo "FAILED: $script.sh (exit $rc)"
+            status=1
+        fi
+    done
+    # The NCCL communicator across GPUs (one rank per GPU; the tests above ran it as one rank).
+    local gpus
+    gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+    if [[ $gpus -ge 2 ]] && command -v mpirun >/dev/null; then
+        section "NCCL communicator on $gpus GPUs (mpirun -np $gpus test_comm_nccl)"
+        if ! timeout 240 mpirun --allow-run-as-root -np "$gpus" "${RUN[@]}" "$BIN/test_comm_nccl" \
+            >"$LOGS/comm_nccl_ranks.log" 2>&1; then
+            tail -20 "$LOGS/comm_nccl_ranks.log"
+            echo "FAILED: test_comm_nccl on $gpus ranks"
+            status=1
+        fi
+    else
+        echo "note: the multi-rank NCCL check needs 2+ GPUs and mpirun (found $gpus GPU(s))"
+    fi
+}
+
+run_memcheck() {
+    section "compute-sanitizer memcheck"
+    local src bin rc
+    for src in "$ROOT"/tests/cuda/test_*.c; do
+        bin=$(basename "$src" .c)
+        timeout 240 "${RUN[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/$bin" \
+            >"$LOGS/$bin.memcheck.log" 2>&1
+        rc=$?
+        echo "$bin: rc $rc ($(grep -m1 -E "ERROR SUMMARY" "$LOGS/$bin.memcheck.log"))"
+        [[ $rc != 0 ]] && { grep -m 20 -E "Invalid|Error" "$LOGS/$bin.memcheck.log"; status=1; }
+    done
+}
+
+run_bench() {
     section "benchmark: one distillation step at real widths, audistill vs PyTorch + transformers"
     # Teacher: Qwen2-Audio-7B's widths (d_model 1280, hidden 4096, FFN 11008, vocab 156032) with
     # 4 encoder and 8 decoder layers; student: 4 decoder layers; 4 clips of 10 s, 40 target tokens
     # each. The layer counts keep model creation and the checkpoint round trip inside the lease.
-    benchdir=${TMPDIR:-/tmp}/audistill-bench
+    local benchdir=${TMPDIR:-/tmp}/audistill-bench mode
     rm -rf "$benchdir" && mkdir -p "$benchdir"
-    shape=(--encoder-layers 4 --teacher-layers 8 --student-layers 4 --batch 4 --frames 1000 --targets 40)
+    local shape=(--encoder-layers 4 --teacher-layers 8 --student-layers 4 --batch 4 --frames 1000 --targets 40)
     if PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tests/gpu/bench_distill.py" "${shape[@]}" \
-        --steps 10 --save "$benchdir" >"$benchdir/pytorch.json" 2>"$benchdir/pytorch.log"; then
-        cat "$benchdir/pytorch.json"
+        --steps 10 --save "$benchdir" >"$LOGS/pytorch.json" 2>"$LOGS/pytorch.log"; then
+        cat "$LOGS/pytorch.json"
     else
-        tail -20 "$benchdir/pytorch.log"
+        tail -20 "$LOGS/pytorch.log"
         echo "FAILED: PyTorch benchmark"
         status=1
+        return
     fi
-    if [[ -s "$benchdir/pytorch.json" ]]; then
-        for mode in f32 bf16; do
-            if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
-                "$benchdir/student" 4 1000 40 10 $mode >"$benchdir/audistill-$mode.json" \
-                2>"$benchdir/audistill-$mode.log"; then
-                cat "$benchdir/audistill-$mode.json"
-                # Where the step's time goes: every op of one extra step timed (backend/profile.h).
-                sed -n '/^op profile/,/^profiled step/p' "$benchdir/audistill-$mode.log" | head -70
-            else
-                tail -20 "$benchdir/audistill-$mode.log"
-                echo "FAILED: audistill benchmark ($mode GEMMs)"
-                status=1
-            fi
-        done
-    fi
+    local jsons=("$LOGS/pytorch.json")
+    for mode in ${MODES//,/ }; do
+        if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
+            "$benchdir/student" 4 1000 40 10 "$mode" >"$LOGS/audistill-$mode.json" \
+            2>"$LOGS/audistill-$mode.log"; then
+            cat "$LOGS/audistill-$mode.json"
+            jsons+=("$LOGS/audistill-$mode.json")
+            # Where the step's time goes: every op of one extra step timed (backend/profile.h).
+            sed -n '/^op profile/,/^profiled step/p' "$LOGS/audistill-$mode.log" | head -45
+        else
+            tail -20 "$LOGS/audistill-$mode.log"
+            echo "FAILED: audistill benchmark ($mode GEMMs)"
+            status=1
+        fi
+    done
     # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
     # the device, decoder + lm_head trained): the loader, the trainer's host work and the f32
     # student weights' conversions included; no checkpoint is written.
-    if [[ -s "$benchdir/pytorch.json" ]]; then
-        section "audistill train --benchmark at the same shapes"
-        "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
-            cat >"$benchdir/train.yaml" <<YAML
+    section "audistill train --benchmark at the same shapes"
+    "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
+        cat >"$benchdir/train.yaml" <<YAML
 student: $benchdir/student
 teacher: $benchdir/teacher
 output: $benchdir/train-run
@@ -207,19 +241,17 @@ data: {train: $benchdir/set.h5}
 train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, steps: 100, batch: 4, micro_batch: 4, lr: 1e-5, warmup: 0, log_every: 1, max_len: 320, max_frames: 1000}
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
-        if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$benchdir/train.yaml" \
-            --benchmark 8 >"$benchdir/train-bench.txt" 2>"$benchdir/train-bench.log"; then
-            cat "$benchdir/train-bench.txt"
-            grep -m1 "this job now" "$benchdir/train-bench.log"
-        else
-            tail -20 "$benchdir/train-bench.log"
-            echo "FAILED: audistill train --benchmark"
-            status=1
-        fi
-        rm -rf "$benchdir/train-run"
+    if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$benchdir/train.yaml" \
+        --benchmark 8 >"$LOGS/train-bench.txt" 2>"$LOGS/train-bench.log"; then
+        cat "$LOGS/train-bench.txt"
+        grep -m1 "this job now" "$LOGS/train-bench.log"
+    else
+        tail -20 "$LOGS/train-bench.log"
+        echo "FAILED: audistill train --benchmark"
+        status=1
     fi
-    python3 - "$benchdir/pytorch.json" "$benchdir/audistill-f32.json" \
-        "$benchdir/audistill-bf16.json" <<'PY' | tee "$benchdir/table.txt"
+    rm -rf "$benchdir/train-run"
+    python3 - "${jsons[@]}" <<'PY' | tee "$LOGS/table.txt"
 import json, subprocess, sys
 rows = []
 for path in sys.argv[1:]:
@@ -238,9 +270,24 @@ for r in rows:
     mfu = 100 * flops / (r["ms_per_step"] / 1e3) / peak if flops else 0
     print(f"{r['impl']:15} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 PY
-    [[ -n "${OUT:-}" ]] && cp "$benchdir"/*.json "$benchdir"/audistill-*.log "$benchdir/table.txt" \
-        "$benchdir"/train-bench.* "$OUT/" 2>/dev/null
-fi
+}
+
+# The logs go to $OUT after every section, so a lease that ends mid-check still returns them.
+save_logs() {
+    [[ -n "${OUT:-}" ]] || return 0
+    tar -C "$LOGS" -czf "$OUT/check-logs.tar.gz.tmp" . && mv "$OUT/check-logs.tar.gz.tmp" "$OUT/check-logs.tar.gz"
+    [[ -f $LOGS/table.txt ]] && cp "$LOGS/table.txt" "$OUT/"
+    return 0
+}
+for sec in ${SECTIONS//,/ }; do
+    case $sec in
+    tests) run_tests ;;
+    cli) run_cli ;;
+    bench) run_bench ;;
+    memcheck) run_memcheck ;;
+    esac
+    save_logs
+done
 
 section "done"
 if [[ $status == 0 ]]; then echo "GPU CHECK PASSED"; else echo "GPU CHECK FAILED"; fi
