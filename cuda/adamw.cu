@@ -13,13 +13,14 @@
 
 __global__ static void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
                                     float decay, float w1, bool small, float b2, float w2,
-                                    float eps, float step_size, float bc2_sqrt) {
+                                    float eps, float step_size, float bc2_sqrt, float grad_scale,
+                                    __nv_bfloat16 *w16) {
     const float w1c = 1.0f - w1;
     CU_GRID_STRIDE(k, n) {
         /* torch's single-tensor AdamW order: decay, moments, then the update; its lerp
          * switches formulas at weight 0.5 to stay exact at weight 1 */
         float wk = w[k] * decay;
-        const float gk = g[k];
+        const float gk = g[k] * grad_scale; /* clipping, fused: the bits of a scale pass */
         const float mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
         const float vk = b2 * v[k] + w2 * gk * gk;
         const float denom = sqrtf(vk) / bc2_sqrt + eps;
@@ -27,12 +28,14 @@ __global__ static void adamw_kernel(float *w, const float *g, float *m, float *v
         w[k] = wk;
         m[k] = mk;
         v[k] = vk;
+        if (w16) w16[k] = __float2bfloat16_rn(wk);
     }
 }
 
 extern "C" int ad_cuda_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
                                   double lr, double beta1, double beta2, double eps,
-                                  double weight_decay, bool decay, int64_t t) {
+                                  double weight_decay, bool decay, int64_t t, float grad_scale,
+                                  uint16_t *param_bf16) {
     if (n < 0 || t < 1)
         return ad_fail("adamw: need n >= 0 and step t >= 1 (got %lld, %lld)", (long long)n,
                        (long long)t);
@@ -43,9 +46,11 @@ extern "C" int ad_cuda_adamw_step(float *param, const float *grad, float *m, flo
     const float dec = decay ? (float)(1.0 - lr * weight_decay) : 1.0f;
     /* the float constants exactly as the host step makes them */
     const float w1 = (float)(1.0 - beta1), w2 = (float)(1.0 - beta2);
-    adamw_kernel<<<cu_blocks(n, OPT_BLOCK), OPT_BLOCK>>>(param, grad, m, v, n, dec, w1,
-                                                         fabsf(w1) < 0.5f, (float)beta2, w2,
-                                                         (float)eps, step_size, bc2_sqrt);
+    if (!(grad_scale > 0.0f) || !isfinite(grad_scale))
+        return ad_fail("adamw: gradient scale %g is not a positive finite number", grad_scale);
+    adamw_kernel<<<cu_blocks(n, OPT_BLOCK), OPT_BLOCK>>>(
+        param, grad, m, v, n, dec, w1, fabsf(w1) < 0.5f, (float)beta2, w2, (float)eps, step_size,
+        bc2_sqrt, grad_scale, (__nv_bfloat16 *)param_bf16);
     CUDA_TRY_LAUNCH();
     return AD_OK;
 }
@@ -193,5 +198,6 @@ int cu_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_
     AD_TRY(ad_op_check_adamw(w, g, m, v));
     return ad_cuda_adamw_step((float *)w->data, (const float *)g->data, (float *)m->data,
                               (float *)v->data, ad_tensor_numel(w), p->lr, p->beta1, p->beta2,
-                              p->eps, p->weight_decay, p->decay, p->step);
+                              p->eps, p->weight_decay, p->decay, p->step,
+                              p->grad_scale != 0.0f ? p->grad_scale : 1.0f, NULL);
 }

@@ -296,6 +296,7 @@ static void cu_destroy(ad_backend *be) {
         if (impl->workspace) cudaFree(impl->workspace);
         if (impl->flag) cudaFree(impl->flag);
         if (impl->lt) cublasLtDestroy(impl->lt);
+        cu_gemm_cache_free(impl);
     }
     free(impl);
     free(be);

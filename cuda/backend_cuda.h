@@ -38,6 +38,9 @@ long ad_cuda_attention_gemm_calls(ad_backend *be);
 /* Bytes of each score buffer of the GEMM path (default 256 MiB): heads go through it in blocks
  * that fit, and a sequence whose one head (GQA: one group) does not fit uses the kernels. */
 int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes);
+/* GEMM problems whose cuBLASLt algorithm came from the backend's cache (hits) or from the
+ * heuristic (misses) so far. */
+int ad_cuda_gemm_cache_stats(ad_backend *be, long *hits, long *misses);
 
 /* AD_OK when at least one usable GPU is present; otherwise AD_ERR and a one-line reason. */
 int ad_cuda_available(void);
@@ -63,10 +66,12 @@ int ad_cuda_cast_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
 /* ---- optimizer (no op in the table yet) -------------------------------------------------
  * One AdamW step over flat fp32 device buffers, exactly the update of ad_adamw_step
  * (src/train/optim.c): decoupled weight decay (applied when `decay`), moments, bias
- * corrections for step t (1-based). */
+ * corrections for step t (1-based). The gradient is read as grad * grad_scale (clipping fused:
+ * the bits of ad_cuda_scale first; 1 for none). With param_bf16 non-NULL the updated weights
+ * are also written there rounded to bf16 (the bf16 copy a GEMM reads), in the same pass. */
 int ad_cuda_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n, double lr,
                        double beta1, double beta2, double eps, double weight_decay, bool decay,
-                       int64_t t);
+                       int64_t t, float grad_scale, uint16_t *param_bf16);
 /* Sum of squares of n device floats into *out (host), in a fixed order (deterministic). */
 int ad_cuda_sum_squares(const float *x, int64_t n, double *out);
 /* Global L2 norm of `count` device gradient buffers: per-buffer sums added in list order,

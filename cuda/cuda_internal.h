@@ -45,9 +45,12 @@ enum {
 /* cuBLASLt workspace: what its heuristics ask for on Hopper for large GEMMs. */
 #define CU_LT_WORKSPACE_BYTES ((size_t)32 << 20)
 
+struct cu_algo_cache; /* gemm.cu */
+
 typedef struct {
     int device;
     cublasLtHandle_t lt;
+    struct cu_algo_cache *algos; /* the cuBLASLt heuristic's answers per GEMM problem */
     void *workspace;
     void *scratch[CU_SCRATCH_SLOTS];
     size_t scratch_bytes[CU_SCRATCH_SLOTS];
@@ -234,6 +237,7 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
 int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
                     const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
                     bool tb, int count, float alpha, float beta);
+void cu_gemm_cache_free(cu_impl *impl);
 /* out[c] += sum over rows of src[r, c] (src any float dtype, row stride ld), in a fixed order:
  * deterministic, no atomics. */
 int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,

@@ -155,6 +155,68 @@ static void lt_release(lt_objects *o) {
     if (o->desc) cublasLtMatmulDescDestroy(o->desc);
 }
 
+/* ---- the heuristic's answers, remembered per problem ----------------------------------------
+ * cublasLtMatmulAlgoGetHeuristic costs tens of microseconds of host time per call, more than
+ * many of a step's GEMMs take on the GPU, and a training step asks the same few dozen
+ * questions every time. Its answer depends only on the problem (dims, dtypes, layouts,
+ * transposes, batch strides, epilogue, alignments), all of which make the key, so a
+ * remembered algorithm is the one the heuristic would return again. */
+#define ALGO_CACHE_SLOTS 1024
+
+typedef struct {
+    int64_t dims[3], ld[3], batch_stride[3];
+    int32_t types[3], ops[2], batch, epilogue, bias_type;
+    uint32_t align[3];
+} algo_key;
+
+typedef struct {
+    bool used, found;
+    algo_key key;
+    cublasLtMatmulAlgo_t algo;
+} algo_slot;
+
+struct cu_algo_cache {
+    algo_slot slots[ALGO_CACHE_SLOTS];
+    long hits, misses;
+};
+
+static uint64_t algo_hash(const algo_key *k) {
+    const unsigned char *p = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < sizeof *k; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The slot holding `k`, or the empty slot where it belongs; NULL when the table is full. */
+static algo_slot *algo_lookup(cu_impl *impl, const algo_key *k) {
+    if (!impl->algos) {
+        impl->algos =
+            (cu_algo_cache *)ad_calloc(1, sizeof *impl->algos, "the GEMM algorithm cache");
+        if (!impl->algos) return NULL;
+    }
+    const uint64_t h = algo_hash(k);
+    for (int probe = 0; probe < ALGO_CACHE_SLOTS; probe++) {
+        algo_slot *s = &impl->algos->slots[(h + (uint64_t)probe) % ALGO_CACHE_SLOTS];
+        if (!s->used || memcmp(&s->key, k, sizeof *k) == 0) return s;
+    }
+    return NULL;
+}
+
+void cu_gemm_cache_free(cu_impl *impl) {
+    free(impl->algos);
+    impl->algos = NULL;
+}
+
+extern "C" int ad_cuda_gemm_cache_stats(ad_backend *be, long *hits, long *misses) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_gemm_cache_stats: not a CUDA backend");
+    cu_impl *impl = cu_of(be);
+    *hits = impl->algos ? impl->algos->hits : 0;
+    *misses = impl->algos ? impl->algos->misses : 0;
+    return AD_OK;
+}
+
 /* Strided batches of one GEMM shape: matrix i of an operand at its data + i * stride
  * elements (a stride of 0 repeats one matrix). */
 typedef struct {
@@ -237,18 +299,51 @@ static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, cons
         o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y));
     CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
         o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
-    cublasLtMatmulHeuristicResult_t result;
-    int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl->lt, o->desc, o->la, o->lb, o->ly,
-                                                       o->ly, o->pref, 1, &result, &found);
-    if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
-        *no_algo = true;
-        return AD_OK;
+    algo_key key;
+    memset(&key, 0, sizeof key); /* padding too: the key is hashed and compared as bytes */
+    key.dims[0] = M, key.dims[1] = N, key.dims[2] = K;
+    key.ld[0] = A->ld, key.ld[1] = B->ld, key.ld[2] = Y->ld;
+    key.types[0] = A->dtype, key.types[1] = B->dtype, key.types[2] = Y->dtype;
+    key.ops[0] = opa, key.ops[1] = opb;
+    if (bt && bt->count > 1) {
+        key.batch = bt->count;
+        key.batch_stride[0] = bt->a, key.batch_stride[1] = bt->b, key.batch_stride[2] = bt->y;
     }
-    CUBLAS_TRY(st);
+    key.epilogue = bias ? 1 : 0;
+    key.bias_type = bias ? (int32_t)bias_dt : -1;
+    key.align[0] = al_a, key.align[1] = al_b, key.align[2] = al_y;
+    algo_slot *slot = algo_lookup(impl, &key);
+    cublasLtMatmulAlgo_t algo;
+    if (slot && slot->used) {
+        impl->algos->hits++;
+        if (!slot->found) {
+            *no_algo = true;
+            return AD_OK;
+        }
+        algo = slot->algo;
+    } else {
+        cublasLtMatmulHeuristicResult_t result;
+        int found = 0;
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl->lt, o->desc, o->la, o->lb, o->ly,
+                                                           o->ly, o->pref, 1, &result, &found);
+        const bool none =
+            st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0);
+        if (!none) CUBLAS_TRY(st);
+        if (slot) {
+            impl->algos->misses++;
+            slot->used = true;
+            slot->found = !none;
+            slot->key = key;
+            if (!none) slot->algo = result.algo;
+        }
+        if (none) {
+            *no_algo = true;
+            return AD_OK;
+        }
+        algo = result.algo;
+    }
     CUBLAS_TRY(cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data, o->lb, &beta,
-                              Y->data, o->ly, Y->data, o->ly, &result.algo, impl->workspace, ws,
-                              0));
+                              Y->data, o->ly, Y->data, o->ly, &algo, impl->workspace, ws, 0));
     return AD_OK;
 }
 

@@ -62,6 +62,10 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay;
     bool decay;   /* in the weight-decay group */
     int64_t step; /* 1-based, for the bias corrections */
+    /* Clipping fused into the step: the gradient is read as g * grad_scale (the bits of a
+     * `scale` op first, without its pass over memory; g itself is left as it was). 0, as in a
+     * zero-initialised struct, means 1. */
+    float grad_scale;
 } ad_adamw_params;
 
 struct ad_backend {

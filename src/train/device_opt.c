@@ -185,10 +185,16 @@ int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config
         const int64_t len = ad_tensor_numel(&t->opt_m[i]);
         ad_tensor wv;
         if (len) {
-            if (coef < 1.0) rc = be->scale(be, &gv[i], (float)coef);
-            const ad_adamw_params a = {
-                lr, c->beta1, c->beta2, c->eps, c->weight_decay, t->params[i].decay, step};
-            if (rc == AD_OK) rc = slice_view(&wv, t->dev_w[i], t->slice_at[i], len);
+            /* clipping rides in the step: no pass of its own over the gradients */
+            const ad_adamw_params a = {lr,
+                                       c->beta1,
+                                       c->beta2,
+                                       c->eps,
+                                       c->weight_decay,
+                                       t->params[i].decay,
+                                       step,
+                                       coef < 1.0 ? (float)coef : 1.0f};
+            rc = slice_view(&wv, t->dev_w[i], t->slice_at[i], len);
             if (rc == AD_OK) rc = be->adamw(be, &wv, &gv[i], &t->opt_m[i], &t->opt_v[i], &a);
         }
         if (rc == AD_OK && sharded) rc = all_gather_weight(t, i);

@@ -132,7 +132,8 @@ double ad_clip_coefficient(double norm, double max_norm) {
 }
 
 void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
-                     const ad_adamw_config *c, double lr, bool decay_group, int64_t t) {
+                     const ad_adamw_config *c, double lr, bool decay_group, int64_t t,
+                     float grad_scale) {
     const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     const float w1 = (float)(1.0 - c->beta1), b2 = (float)c->beta2, w2 = (float)(1.0 - c->beta2),
@@ -144,7 +145,8 @@ void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
 #pragma omp parallel for schedule(static) if (n > AD_OPTIM_NORM_CHUNK)
     for (int64_t k = 0; k < n; k++) {
         float wk = w[k] * decay;
-        const float gk = g[k], mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
+        const float gk = g[k] * grad_scale,
+                    mk = small ? m[k] + w1 * (gk - m[k]) : gk - (gk - m[k]) * w1c;
         const float vk = b2 * v[k] + w2 * gk * gk;
         const float denom = sqrtf(vk) / bc2_sqrt + eps;
         wk += -step_size * mk / denom; /* addcdiv_(m, denom, value=-step_size) */
@@ -155,5 +157,6 @@ void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
 void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, int64_t t) {
     for (int i = 0; i < n; i++)
         if (p[i].grad)
-            ad_adamw_update(p[i].param, p[i].grad, p[i].m, p[i].v, p[i].n, c, lr, p[i].decay, t);
+            ad_adamw_update(p[i].param, p[i].grad, p[i].m, p[i].v, p[i].n, c, lr, p[i].decay, t,
+                            1.0f);
 }

@@ -126,8 +126,10 @@ void ad_adamw_step(ad_param_ref *p, int n, const ad_adamw_config *c, double lr, 
 double ad_sum_squares_f32(const float *x, int64_t n);
 /* x *= f. */
 void ad_scale_f32(float *x, int64_t n, float f);
-/* ad_adamw_step's update of one tensor (decay: in the weight-decay group). */
+/* ad_adamw_step's update of one tensor (decay: in the weight-decay group). The gradient is read
+ * as g[k] * grad_scale, the same float product as scaling it in place first (clipping), so a
+ * fused clip gives the bits of ad_scale_f32 followed by the update; 1 leaves it as is. */
 void ad_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
-                     const ad_adamw_config *c, double lr, bool decay, int64_t t);
+                     const ad_adamw_config *c, double lr, bool decay, int64_t t, float grad_scale);
 
 #endif

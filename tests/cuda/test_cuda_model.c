@@ -249,7 +249,7 @@ static void test_distillation_steps(void) {
             ad_adamw_step(&r, 1, &ac, lr, t);
             CHECK_OK(ad_cuda_adamw_step(og[i].w->data, og[i].grad->data, og[i].m, og[i].v, og[i].n,
                                         lr, ac.beta1, ac.beta2, ac.eps, ac.weight_decay,
-                                        og[i].decay, t));
+                                        og[i].decay, t, 1.0f, NULL));
         }
     }
     printf(

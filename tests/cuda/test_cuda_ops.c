@@ -97,6 +97,24 @@ static void test_matmul(void) {
     CHECK_OK(g_cpu->matmul(g_cpu, &y.c, &at.c, false, &b.c, false, 1.0f, 0.0f));
     CHECK_OK(g_gpu->matmul(g_gpu, &y.g, &at.g, false, &b.g, false, 1.0f, 0.0f));
     expect_close("matmul of a transposed view", &y, TOL_F32);
+    /* The same problem again takes the remembered algorithm: a cache hit, the same bits; a
+     * problem differing only in its leading dimension (a row slice) asks the heuristic anew. */
+    long hits0, misses0, hits1, misses1, hits2, misses2;
+    CHECK_OK(ad_cuda_gemm_cache_stats(g_gpu, &hits0, &misses0));
+    CHECK_OK(g_gpu->matmul(g_gpu, &y.g, &at.g, false, &b.g, false, 1.0f, 0.0f));
+    CHECK_OK(ad_cuda_gemm_cache_stats(g_gpu, &hits1, &misses1));
+    CHECK_MSG(hits1 == hits0 + 1 && misses1 == misses0, "hits %ld -> %ld, misses %ld -> %ld", hits0,
+              hits1, misses0, misses1);
+    expect_close("matmul again, the cached algorithm", &y, TOL_F32);
+    pair wide, ys;
+    pair_make(&wide, "y_wide", AD_F32, 2, S(24, 20), 1.0f, 0.0f);
+    pair_slice(&wide, 1, 2, 16, &ys);
+    CHECK_OK(g_cpu->matmul(g_cpu, &ys.c, &at.c, false, &b.c, false, 1.0f, 0.0f));
+    CHECK_OK(g_gpu->matmul(g_gpu, &ys.g, &at.g, false, &b.g, false, 1.0f, 0.0f));
+    CHECK_OK(ad_cuda_gemm_cache_stats(g_gpu, &hits2, &misses2));
+    CHECK_MSG(misses2 == misses1 + 1, "a new leading dimension was not a new problem");
+    expect_close("matmul into a row slice (ld 20)", &wide, TOL_F32);
+    pair_free(&wide);
     pair_free(&a);
     pair_free(&b);
     pair_free(&y);

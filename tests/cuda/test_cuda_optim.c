@@ -32,7 +32,11 @@ static double normwise(const float *ref, const float *got, int64_t n) {
     return mag > 0 ? diff / mag : diff;
 }
 
-static void one_adamw(bool decay, int64_t t) {
+/* One step on flat buffers against the host update. grad_scale != 1: clipping fused into the
+ * step, against the host's scale pass then update (the same float product, so the same bits).
+ * with_bf16: the step also writes the bf16 copy of the weights, which must equal the updated
+ * f32 weights rounded to nearest even. */
+static void one_adamw(bool decay, int64_t t, float grad_scale, bool with_bf16) {
     const int64_t n = 100003;
     float *host[4], *dev[4], *back = malloc(sizeof(float) * (size_t)n);
     for (int k = 0; k < 4; k++) {
@@ -43,30 +47,51 @@ static void one_adamw(bool decay, int64_t t) {
         }
         dev[k] = to_device(host[k], sizeof(float) * (size_t)n);
     }
+    uint16_t *w16 = NULL, *w16_back = malloc(sizeof(uint16_t) * (size_t)n);
+    if (with_bf16) CHECK_OK(ad_cuda_malloc((void **)&w16, sizeof(uint16_t) * (size_t)n));
     ad_param_ref ref = {"w", host[0], host[1], host[2], host[3], n, decay};
     ad_adamw_config cfg = {0.9, 0.999, 1e-8, 0.1};
+    ad_scale_f32(host[1], n, grad_scale);
     ad_adamw_step(&ref, 1, &cfg, 1e-3, t);
     CHECK_OK(ad_cuda_adamw_step(dev[0], dev[1], dev[2], dev[3], n, 1e-3, 0.9, 0.999, 1e-8, 0.1,
-                                decay, t));
+                                decay, t, grad_scale, w16));
     const char *names[4] = {"param", "grad", "m", "v"};
     for (int k = 0; k < 4; k++) {
         if (k == 1) continue;
         CHECK_OK(ad_cuda_memcpy_d2h(back, dev[k], sizeof(float) * (size_t)n));
         const double err = normwise(host[k], back, n);
-        printf("  adamw %-6s decay %d step %lld            err %.3g (tol %.0e)\n", names[k], decay,
-               (long long)t, err, ADAM_TOL);
+        printf("  adamw %-6s decay %d step %lld scale %.2f err %.3g (tol %.0e)\n", names[k], decay,
+               (long long)t, grad_scale, err, ADAM_TOL);
         CHECK_MSG(err <= ADAM_TOL, "adamw %s: error %.3g", names[k], err);
+    }
+    if (with_bf16) {
+        CHECK_OK(ad_cuda_memcpy_d2h(back, dev[0], sizeof(float) * (size_t)n));
+        CHECK_OK(ad_cuda_memcpy_d2h(w16_back, w16, sizeof(uint16_t) * (size_t)n));
+        int64_t wrong = 0;
+        for (int64_t i = 0; i < n; i++)
+            wrong += w16_back[i] != ad_f32_to_bf16(back[i]);
+        CHECK_MSG(wrong == 0, "adamw bf16 copy: %lld of %lld differ from the rounded weights",
+                  (long long)wrong, (long long)n);
+        ad_cuda_free(w16);
     }
     for (int k = 0; k < 4; k++) {
         free(host[k]);
         ad_cuda_free(dev[k]);
     }
-    free(back);
+    free(back), free(w16_back);
 }
 
 static void test_adamw(void) {
-    one_adamw(true, 1);
-    one_adamw(false, 7);
+    one_adamw(true, 1, 1.0f, false);
+    one_adamw(false, 7, 1.0f, false);
+    one_adamw(true, 3, 0.37f, true);
+    /* not a positive finite scale: refused */
+    float *d;
+    CHECK_OK(ad_cuda_malloc((void **)&d, sizeof(float) * 4));
+    CHECK_FAILS_WITH(
+        ad_cuda_adamw_step(d, d, d, d, 4, 1e-3, 0.9, 0.999, 1e-8, 0.0, false, 1, NAN, NULL),
+        "gradient scale");
+    ad_cuda_free(d);
 }
 
 static void test_grad_norm(void) {
@@ -131,17 +156,27 @@ static void test_optimizer_ops(void) {
     CHECK_OK(g_gpu->scale(g_gpu, &g.g, 0.37f));
     expect_close("scale", &g, 0.0);
     for (int64_t t = 1; t <= 3; t++) {
-        const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.1, t != 2, t};
+        const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.1, t != 2, t, 1.0f};
         CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p));
         CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p));
     }
     expect_close("adamw weights after 3 steps", &w, ADAM_TOL);
     expect_close("adamw exp_avg", &m, ADAM_TOL);
     expect_close("adamw exp_avg_sq", &v, ADAM_TOL);
+    /* clipping fused (grad_scale) against the CPU op's scale pass then step */
+    {
+        CHECK_OK(g_cpu->scale(g_cpu, &g.c, 0.61f)); /* the GPU's g stays unscaled */
+        const ad_adamw_params plain = {1e-3, 0.9, 0.999, 1e-8, 0.1, true, 4, 0.0f};
+        const ad_adamw_params fused = {1e-3, 0.9, 0.999, 1e-8, 0.1, true, 4, 0.61f};
+        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &plain));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &fused));
+        expect_close("adamw with the clip fused (grad_scale 0.61)", &w, ADAM_TOL);
+        expect_close("adamw exp_avg, clip fused", &m, ADAM_TOL);
+    }
     /* a shape mismatch and a bf16 tensor are refused by name */
     pair b;
     pair_make(&b, "bf16_w", AD_BF16, 2, shape, 1.0f, 0.0f);
-    const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0, false, 1};
+    const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0, false, 1, 1.0f};
     CHECK_MSG(g_gpu->adamw(g_gpu, &b.g, &g.g, &m.g, &v.g, &p) < 0 && strstr(ad_error(), "bf16_w"),
               "adamw accepted a bf16 weight: %s", ad_error());
     ad_tensor short_g;

@@ -181,14 +181,12 @@ int main(int argc, char **argv) {
         TRY(ad_graph_backward(&sg));
         double norm;
         TRY(ad_cuda_grad_norm(grads, counts, n_slots, &norm));
-        if (norm > 1.0)
-            for (int i = 0; i < n_slots; i++)
-                TRY(ad_cuda_scale(grads[i], counts[i], (float)(1.0 / norm)));
+        /* clipping and the bf16 copy of the weights ride in the AdamW pass */
+        const float clip = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
         for (int i = 0; i < n_slots; i++) {
             slot *s = &slots[i];
             TRY(ad_cuda_adamw_step(s->master, s->grad->data, s->m, s->v, s->n, 1e-5, 0.9, 0.999,
-                                   1e-8, 0.01, s->decay, it + 1));
-            TRY(ad_cuda_cast_f32_to_bf16(s->weight->data, s->master, s->n));
+                                   1e-8, 0.01, s->decay, it + 1, clip, s->weight->data));
         }
         TRY(ad_cuda_synchronize());
         if (profiled) {

@@ -38,7 +38,8 @@ static int adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m,
     if (p->step < 1) return ad_fail("adamw: step %lld (1-based expected)", (long long)p->step);
     const ad_adamw_config c = {p->beta1, p->beta2, p->eps, p->weight_decay};
     ad_adamw_update((float *)w->data, (const float *)g->data, (float *)m->data, (float *)v->data,
-                    ad_tensor_numel(w), &c, p->lr, p->decay, p->step);
+                    ad_tensor_numel(w), &c, p->lr, p->decay, p->step,
+                    p->grad_scale != 0.0f ? p->grad_scale : 1.0f);
     return AD_OK;
 }
 
