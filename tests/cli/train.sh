@@ -184,6 +184,11 @@ plan "$tmp/plan4" "" 4
 grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan8" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan8"; }
 grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan8r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan8r"; }
 grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && ok || { bad "the bf16 design at micro-batch 4"; cat "$tmp/plan4"; }
+# One GPU: the optimizer on the host (moments and the update offloaded), precision bf16 and
+# recompute: the 7B teacher and the 24-layer student fit one 79 GiB card at micro-batch 8
+sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
+(cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
+grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights, optimizer on the host), per rank: GPU 6[0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
 acts() { sed -nE 's/.*student activations \(kept for backward\) +([0-9.]+) GiB.*/\1/p' "$1"; }
 awk -v a="$(acts "$tmp/plan8")" -v b="$(acts "$tmp/plan8r")" 'BEGIN {printf "student activations at micro-batch 8: %s GiB, %s GiB with recompute\n", a, b; exit !(b > 0 && b < a / 3)}' && ok || { bad "recompute does not shrink the planned activations"; cat "$tmp/plan8r"; }
 
