@@ -108,7 +108,7 @@ static void test_matmul(void) {
     expect_close("matmul again, the cached algorithm", &y, TOL_F32);
     pair wide, ys;
     pair_make(&wide, "y_wide", AD_F32, 2, S(24, 20), 1.0f, 0.0f);
-    pair_slice(&wide, 1, 2, 16, &ys);
+    pair_slice(&wide, 1, 0, 16, &ys); /* same alignment as y: only ld differs */
     CHECK_OK(g_cpu->matmul(g_cpu, &ys.c, &at.c, false, &b.c, false, 1.0f, 0.0f));
     CHECK_OK(g_gpu->matmul(g_gpu, &ys.g, &at.g, false, &b.g, false, 1.0f, 0.0f));
     CHECK_OK(ad_cuda_gemm_cache_stats(g_gpu, &hits2, &misses2));
