@@ -17,6 +17,9 @@
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
 #                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
 #   --modes      the benchmark's GEMM precisions (default f32,bf16)
+#   --batches    the benchmark's batch sizes (clips of 10 s; default 4): the first with every
+#                mode and the op profile, the others bf16 only, each against PyTorch at the
+#                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
 #   --memcheck   same as adding memcheck to the sections; --no-bench drops bench
 # Environment: AUDISTILL_GPU_BUILD (build dir, default build-gpu), CUDA_ARCH (default 90;
 # use 80 on an A100), JOBS (default: all cores), OUT (when set, every log is packed into
@@ -27,22 +30,23 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16 BATCHES=4 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
-        "[--memcheck] [--no-bench]" >&2
+        "[--batches LIST] [--memcheck] [--no-bench]" >&2
     exit 2
 }
 while [[ $# -gt 0 ]]; do
     case $1 in
     --memcheck) SECTIONS+=,memcheck ;;
     --no-bench) SECTIONS=${SECTIONS//bench/} ;;
-    --prebuilt | --sections | --modes)
+    --prebuilt | --sections | --modes | --batches)
         [[ $# -ge 2 ]] || usage
         case $1 in
         --prebuilt) PREBUILT=$2 ;;
         --sections) SECTIONS=$2 ;;
         --modes) MODES=$2 ;;
+        --batches) BATCHES=$2 ;;
         esac
         shift
         ;;
@@ -56,6 +60,10 @@ done
 for mode in ${MODES//,/ }; do
     case $mode in f32 | bf16) ;; *) echo "unknown mode '$mode' (f32, bf16)" >&2 && usage ;; esac
 done
+for batch in ${BATCHES//,/ }; do
+    [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
+done
+FIRST_BATCH=${BATCHES%%,*}
 LOGS=${TMPDIR:-/tmp}/audistill-check-logs
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 START=$(date +%s)
@@ -207,7 +215,8 @@ run_bench() {
     # each. The layer counts keep model creation and the checkpoint round trip inside the lease.
     local benchdir=${TMPDIR:-/tmp}/audistill-bench mode
     rm -rf "$benchdir" && mkdir -p "$benchdir"
-    local shape=(--encoder-layers 4 --teacher-layers 8 --student-layers 4 --batch 4 --frames 1000 --targets 40)
+    local shape=(--encoder-layers 4 --teacher-layers 8 --student-layers 4 --batch "$FIRST_BATCH"
+        --frames 1000 --targets 40)
     if PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tests/gpu/bench_distill.py" "${shape[@]}" \
         --steps 10 --save "$benchdir" >"$LOGS/pytorch.json" 2>"$LOGS/pytorch.log"; then
         cat "$LOGS/pytorch.json"
@@ -220,7 +229,7 @@ run_bench() {
     local jsons=("$LOGS/pytorch.json")
     for mode in ${MODES//,/ }; do
         if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
-            "$benchdir/student" 4 1000 40 10 "$mode" >"$LOGS/audistill-$mode.json" \
+            "$benchdir/student" "$FIRST_BATCH" 1000 40 10 "$mode" >"$LOGS/audistill-$mode.json" \
             2>"$LOGS/audistill-$mode.log"; then
             cat "$LOGS/audistill-$mode.json"
             jsons+=("$LOGS/audistill-$mode.json")
@@ -229,6 +238,32 @@ run_bench() {
         else
             tail -20 "$LOGS/audistill-$mode.log"
             echo "FAILED: audistill benchmark ($mode GEMMs)"
+            status=1
+        fi
+    done
+    # Larger batches, bf16 GEMMs: PyTorch (models built again, not saved) and audistill (the
+    # saved models) at the same shapes.
+    local batch
+    for batch in ${BATCHES//,/ }; do
+        [[ $batch == "$FIRST_BATCH" ]] && continue
+        local bshape=("${shape[@]}")
+        bshape[7]=$batch
+        if PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tests/gpu/bench_distill.py" "${bshape[@]}" \
+            --steps 10 >"$LOGS/pytorch-b$batch.json" 2>"$LOGS/pytorch-b$batch.log"; then
+            cat "$LOGS/pytorch-b$batch.json"
+            jsons+=("$LOGS/pytorch-b$batch.json")
+        else
+            tail -5 "$LOGS/pytorch-b$batch.log"
+            echo "note: PyTorch at batch $batch failed (memory?); audistill still runs"
+        fi
+        if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" "$benchdir/student" \
+            "$batch" 1000 40 10 bf16 >"$LOGS/audistill-bf16-b$batch.json" \
+            2>"$LOGS/audistill-bf16-b$batch.log"; then
+            cat "$LOGS/audistill-bf16-b$batch.json"
+            jsons+=("$LOGS/audistill-bf16-b$batch.json")
+        else
+            tail -20 "$LOGS/audistill-bf16-b$batch.log"
+            echo "FAILED: audistill benchmark at batch $batch"
             status=1
         fi
     done
@@ -263,16 +298,20 @@ for path in sys.argv[1:]:
         rows.append(json.load(open(path)))
     except Exception:
         pass
-flops = rows[0].get("flops_per_step", 0) if rows else 0
+# PyTorch's row counts the model FLOPs of its shapes; audistill rows of the same token count
+# share them.
+flops = {r["tokens"]: r["flops_per_step"] for r in rows if r.get("flops_per_step")}
 name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                       capture_output=True, text=True).stdout.strip()
 peak = 989.4e12 if ("H100" in name or "H200" in name) else 312e12  # dense bf16 (A100 otherwise)
-print(f"card: {name}; model FLOPs per step {flops / 1e12:.2f} T; MFU against {peak / 1e12:.0f} TFLOP/s")
-print(f"{'impl':15} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
+print(f"card: {name}; MFU against {peak / 1e12:.0f} TFLOP/s dense bf16")
+print(f"{'impl':15} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
 for r in rows:
     mem = r.get("peak_bytes") or r.get("device_bytes_used") or 0
-    mfu = 100 * flops / (r["ms_per_step"] / 1e3) / peak if flops else 0
-    print(f"{r['impl']:15} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
+    f = flops.get(r["tokens"], 0)
+    mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
+    print(f"{r['impl']:15} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
+          f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 PY
 }
 
