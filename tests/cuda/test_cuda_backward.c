@@ -148,7 +148,7 @@ static void test_norm_backward(void) {
 }
 
 static void test_rope_backward(void) {
-    const int B = 2, T = 9, H = 4, D = 16;
+    const int B = 2, T = 9, H = 5, D = 16; /* a full group of 4 heads and a partial one */
     int32_t pos[2 * 9];
     for (int i = 0; i < B * T; i++)
         pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);

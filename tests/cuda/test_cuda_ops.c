@@ -269,7 +269,8 @@ static void test_norms(void) {
 }
 
 static void test_rope(void) {
-    const int B = 2, T = 9, H = 4, D = 16;
+    /* 6 heads: one full group of ROPE_HEADS (4) and a partial one */
+    const int B = 2, T = 9, H = 6, D = 16;
     int32_t pos[2 * 9];
     for (int i = 0; i < B * T; i++)
         pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);
