@@ -20,7 +20,7 @@ __device__ static inline int64_t attg_limit(const int *key_len, int64_t b, int64
                                             int q_offset, int64_t i) {
     int64_t lim = key_len ? key_len[b] : Tk;
     if (causal && q_offset + i + 1 < lim) lim = q_offset + i + 1;
-    return lim;
+    return lim < Tk ? lim : Tk; /* Tk: the keys this launch multiplied */
 }
 
 /* One block per score row (row = head * Tq + i of this head block): P = softmax over the
@@ -115,9 +115,28 @@ static cu_mat attg_heads(const attg_operand *o, int64_t b, int64_t h, int64_t ro
     return m;
 }
 
-static cu_mat attg_tensor_heads(const ad_tensor *t, int64_t b, int64_t h, int D) {
+static cu_mat attg_tensor_heads(const ad_tensor *t, int64_t b, int64_t h, int64_t rows, int D) {
     attg_operand o = {(char *)t->data, t->dtype, t->stride[0], t->stride[1]};
-    return attg_heads(&o, b, h, t->shape[1], D);
+    return attg_heads(&o, b, h, rows, D);
+}
+
+/* Keys any query row of batch element b sees: the GEMMs stop there, so keys past key_len
+ * (padding, whatever it holds) are never read, as in the CPU reference, and causal rows skip
+ * the keys after the last query. */
+static int64_t attg_keys(const ad_attention_params *p, int64_t b, int64_t Tq, int64_t Tk) {
+    int64_t kb = p->key_len ? p->key_len[b] : Tk;
+    if (p->causal && p->q_offset + Tq < kb) kb = p->q_offset + Tq;
+    return kb;
+}
+
+/* Rows [r0, T) of batch element b of a [B, T, C] tensor set to 0: the output of a row that
+ * sees no key, the gradient of a key no row sees. */
+static int attg_zero_rows(ad_backend *be, const ad_tensor *t, int64_t b, int64_t r0) {
+    if (!t || r0 >= t->shape[1]) return AD_OK;
+    ad_tensor one, rows;
+    AD_TRY(ad_tensor_slice(t, 0, b, 1, &one));
+    AD_TRY(ad_tensor_slice(&one, 1, r0, t->shape[1] - r0, &rows));
+    return cu_fill(be, &rows, 0.0f);
 }
 
 static cu_mat attg_scores(void *data, ad_dtype dt, int64_t Tq, int64_t Tk) {
@@ -195,16 +214,22 @@ int cu_attention_gemm(ad_backend *be, ad_tensor *out, const ad_tensor *q, const 
     const size_t scores = (size_t)per * (size_t)Tq * (size_t)Tk;
     AD_TRY(cu_scratch(be, CU_SCRATCH_ATT_S, scores * sizeof(float), (void **)&s));
     if (dt == AD_BF16) AD_TRY(cu_scratch(be, CU_SCRATCH_ATT_P16, scores * 2, &p16));
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t kb = attg_keys(p, b, Tq, Tk);
+        if (kb == 0) { /* no row sees a key */
+            AD_TRY(attg_zero_rows(be, out, b, 0));
+            continue;
+        }
         for (int h0 = 0; h0 < H; h0 += per) {
             const int hn = H - h0 < per ? H - h0 : per;
-            AD_TRY(attg_probabilities(be, s, p16, &Q, &K, b, h0, hn, Tq, Tk, p, key_len));
-            const cu_mat pm = attg_scores(p16 ? p16 : (void *)s, dt, Tq, Tk);
-            const cu_mat vm = attg_heads(&V, b, h0 / group, Tk, D);
-            const cu_mat om = attg_tensor_heads(out, b, h0, D);
-            AD_TRY(cu_gemm_batched(be, "attention output", &om, D, &pm, Tq * Tk, false, &vm,
+            AD_TRY(attg_probabilities(be, s, p16, &Q, &K, b, h0, hn, Tq, kb, p, key_len));
+            const cu_mat pm = attg_scores(p16 ? p16 : (void *)s, dt, Tq, kb);
+            const cu_mat vm = attg_heads(&V, b, h0 / group, kb, D);
+            const cu_mat om = attg_tensor_heads(out, b, h0, Tq, D);
+            AD_TRY(cu_gemm_batched(be, "attention output", &om, D, &pm, Tq * kb, false, &vm,
                                    group > 1 ? 0 : D, false, hn, 1.0f, 0.0f));
         }
+    }
     return AD_OK;
 }
 
@@ -231,27 +256,34 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
         AD_TRY(cu_scratch(be, CU_SCRATCH_ATT_P16, scores * 2, &p16));
         AD_TRY(cu_scratch(be, CU_SCRATCH_ATT_D16, scores * 2, &d16));
     }
-    const int64_t st = Tq * Tk;
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t kb = attg_keys(p, b, Tq, Tk), st = Tq * kb;
+        /* keys no row sees get no gradient; with none seen at all, no row gets one either */
+        AD_TRY(attg_zero_rows(be, dk, b, kb));
+        AD_TRY(attg_zero_rows(be, dv, b, kb));
+        if (kb == 0) {
+            AD_TRY(attg_zero_rows(be, dq, b, 0));
+            continue;
+        }
         for (int h0 = 0; h0 < H; h0 += per) {
             const int hn = H - h0 < per ? H - h0 : per, kvh = h0 / group;
             const int64_t kv_stride = group > 1 ? 0 : D;
-            AD_TRY(attg_probabilities(be, s, p16, &Q, &K, b, h0, hn, Tq, Tk, p, key_len));
-            const cu_mat km = attg_heads(&K, b, kvh, Tk, D), vm = attg_heads(&V, b, kvh, Tk, D),
+            AD_TRY(attg_probabilities(be, s, p16, &Q, &K, b, h0, hn, Tq, kb, p, key_len));
+            const cu_mat km = attg_heads(&K, b, kvh, kb, D), vm = attg_heads(&V, b, kvh, kb, D),
                          gm = attg_heads(&G, b, h0, Tq, D);
             /* dP = dO V^T, then dS over it */
-            const cu_mat dpm = attg_scores(dp, AD_F32, Tq, Tk);
+            const cu_mat dpm = attg_scores(dp, AD_F32, Tq, kb);
             AD_TRY(cu_gemm_batched(be, "attention dP", &dpm, st, &gm, D, false, &vm, kv_stride,
                                    true, hn, 1.0f, 0.0f));
             attg_dscore_kernel<<<(unsigned)(hn * Tq), ATTG_BLOCK>>>(
-                dp, (char *)d16, s, Tq, Tk, h0, D, (const char *)dout->data, dout->dtype,
+                dp, (char *)d16, s, Tq, kb, h0, D, (const char *)dout->data, dout->dtype,
                 dout->stride[0], dout->stride[1], (const char *)out->data, out->dtype,
                 out->stride[0], out->stride[1], b, key_len, p->causal, p->q_offset);
             CUDA_TRY_LAUNCH();
-            const cu_mat pm = attg_scores(p16 ? p16 : (void *)s, dt, Tq, Tk);
-            const cu_mat dsm = attg_scores(d16 ? d16 : (void *)dp, dt, Tq, Tk);
+            const cu_mat pm = attg_scores(p16 ? p16 : (void *)s, dt, Tq, kb);
+            const cu_mat dsm = attg_scores(d16 ? d16 : (void *)dp, dt, Tq, kb);
             if (dq) {
-                const cu_mat y = attg_tensor_heads(dq, b, h0, D);
+                const cu_mat y = attg_tensor_heads(dq, b, h0, Tq, D);
                 AD_TRY(cu_gemm_batched(be, "attention dQ", &y, D, &dsm, st, false, &km, kv_stride,
                                        false, hn, p->scale, 0.0f));
             }
@@ -261,19 +293,20 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
                 const float beta = l > 0 ? 1.0f : 0.0f;
                 const int64_t hl = h0 + l;
                 const cu_mat ql = attg_heads(&Q, b, hl, Tq, D), gl = attg_heads(&G, b, hl, Tq, D);
-                const cu_mat pl = attg_scores((char *)pm.data + l * st * cu_esize(dt), dt, Tq, Tk);
-                const cu_mat dl = attg_scores((char *)dsm.data + l * st * cu_esize(dt), dt, Tq, Tk);
+                const cu_mat pl = attg_scores((char *)pm.data + l * st * cu_esize(dt), dt, Tq, kb);
+                const cu_mat dl = attg_scores((char *)dsm.data + l * st * cu_esize(dt), dt, Tq, kb);
                 if (dk) {
-                    const cu_mat y = attg_tensor_heads(dk, b, kvh, D);
+                    const cu_mat y = attg_tensor_heads(dk, b, kvh, kb, D);
                     AD_TRY(cu_gemm_batched(be, "attention dK", &y, D, &dl, st, true, &ql, D, false,
                                            count, p->scale, beta));
                 }
                 if (dv) {
-                    const cu_mat y = attg_tensor_heads(dv, b, kvh, D);
+                    const cu_mat y = attg_tensor_heads(dv, b, kvh, kb, D);
                     AD_TRY(cu_gemm_batched(be, "attention dV", &y, D, &pl, st, true, &gl, D, false,
                                            count, 1.0f, beta));
                 }
             }
         }
+    }
     return AD_OK;
 }

@@ -108,6 +108,20 @@ static inline void pair_slice(const pair *p, int dim, int64_t start, int64_t len
     CHECK_OK(ad_tensor_slice(&p->g, dim, start, len, &out->g));
 }
 
+/* Rows [key_len[b], T) of each batch element of a [B, T, C] pair set to NaN on both sides:
+ * keys an attention masks must never be read (the CPU reference does not). */
+static inline void pair_poison_masked_keys(pair *p, const int *key_len) {
+    if (!key_len) return;
+    for (int64_t b = 0; b < p->c.shape[0]; b++) {
+        if (key_len[b] >= p->c.shape[1]) continue;
+        pair one, rows;
+        pair_slice(p, 0, b, 1, &one);
+        pair_slice(&one, 1, key_len[b], p->c.shape[1] - key_len[b], &rows);
+        CHECK_OK(g_cpu->fill(g_cpu, &rows.c, NAN));
+        CHECK_OK(g_gpu->fill(g_gpu, &rows.g, NAN));
+    }
+}
+
 /* Normwise error of a CUDA tensor against the CPU one (views allowed on both sides). */
 static inline double view_error(const ad_tensor *c, const ad_tensor *g) {
     const int64_t n = ad_tensor_numel(c);

@@ -195,6 +195,8 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     pair_make(&q, "q", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_make(&k, "k", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
     pair_make(&v, "v", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    pair_poison_masked_keys(&k, ac->key_len);
+    pair_poison_masked_keys(&v, ac->key_len);
     pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_make(&dout, "dout", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_make(&dq, "dq", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
@@ -237,9 +239,10 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
 }
 
 static void test_attention_backward(void) {
-    static const int key_len[2] = {37, 20};
+    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30};
     const attn_case cases[] = {
         {"attn_bwd encoder key_len", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
+        {"attn_bwd key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32},
         {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
         {"attn_bwd q_offset 37 GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
         {"attn_bwd head_dim 128", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
@@ -257,7 +260,7 @@ static void test_attention_backward(void) {
     one_attention_backward(&cases[0]);
     CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, sizeof(float) * 2 * 45 * 45));
     g_attention_falls_back = true;
-    one_attention_backward_path(&cases[1], AD_CUDA_ATTENTION_GEMM, false);
+    one_attention_backward_path(&cases[2], AD_CUDA_ATTENTION_GEMM, false); /* GQA 6/2 */
     g_attention_falls_back = false;
     CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, (size_t)256 << 20));
 }

@@ -323,6 +323,8 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     pair_make(&vc, "v_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvd), 1.0f, 0.0f);
     pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_slice(&qkv, 2, 0, qd, &q);
+    pair_poison_masked_keys(&kc, ac->key_len);
+    pair_poison_masked_keys(&vc, ac->key_len);
     pair_slice(&kc, 1, 0, ac->Tk, &k);
     pair_slice(&vc, 1, 0, ac->Tk, &v);
     ad_attention_params p = {
@@ -347,9 +349,10 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
 }
 
 static void test_attention(void) {
-    static const int key_len[2] = {37, 20};
+    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30};
     const attn_case cases[] = {
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
+        {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32},
         {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
         {"attention decode q_offset 37, GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
         {"attention head_dim 128, causal", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},

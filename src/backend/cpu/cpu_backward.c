@@ -407,6 +407,11 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
         const int64_t b = task / KVH;
         const int kvh = (int)(task % KVH);
         const int key_len = p->key_len ? p->key_len[b] : (int)Tk;
+        /* Keys any row of this batch element sees: the products stop there, so keys past
+         * key_len are never read (as in the forward) and their gradients stay 0. */
+        int64_t kb = key_len < Tk ? key_len : Tk;
+        if (p->causal && p->q_offset + Tq < kb) kb = p->q_offset + Tq;
+        if (kb < 0) kb = 0;
         float *P = scratch + (size_t)omp_get_thread_num() * per * 2, *dP = P + per;
         const int ldq = (int)q->stride[1], ldk = (int)k->stride[1], ldv = (int)v->stride[1];
         const int ldo = (int)out->stride[1], lddo = (int)dout->stride[1];
@@ -420,9 +425,14 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
         for (int hh = 0; hh < group; hh++) {
             const int h = kvh * group + hh;
             const float *q_h = HEAD(q, h), *o_h = HEAD(out, h), *do_h = HEAD(dout, h);
-            if (Tq == 0 || Tk == 0) continue;
+            if (Tq == 0) continue;
+            if (kb == 0) { /* no key seen: no gradient reaches q */
+                for (int64_t i = 0; dq && i < Tq; i++)
+                    memset(HEAD(dq, h) + i * dq->stride[1], 0, sizeof(float) * (size_t)D);
+                continue;
+            }
             /* P = softmax over the visible keys of scale * Q K^T (masked entries exactly 0) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, D, p->scale, q_h,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)kb, D, p->scale, q_h,
                         ldq, k_h, ldk, 0.0f, P, (int)Tk);
             for (int64_t i = 0; i < Tq; i++) {
                 float *row = P + i * Tk;
@@ -436,14 +446,14 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
                     sum += (row[j] = (float)exp(row[j] - mx));
                 for (int64_t j = 0; j < limit; j++)
                     row[j] = (float)(row[j] / sum);
-                for (int64_t j = limit; j < Tk; j++)
+                for (int64_t j = limit; j < kb; j++)
                     row[j] = 0.0f;
             }
             /* dV += P^T dO ; dP = dO V^T */
             if (dv_h)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, D, (int)Tq, 1.0f, P,
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kb, D, (int)Tq, 1.0f, P,
                             (int)Tk, do_h, lddo, 1.0f, dv_h, (int)dv->stride[1]);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, D, 1.0f, do_h,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)kb, D, 1.0f, do_h,
                         lddo, v_h, ldv, 0.0f, dP, (int)Tk);
             /* dS = P * (dP - rowsum(dO * O)), in place in dP */
             for (int64_t i = 0; i < Tq; i++) {
@@ -452,15 +462,15 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
                     delta += (double)do_h[i * lddo + d] * o_h[i * ldo + d];
                 float *ds = dP + i * Tk;
                 const float *pr = P + i * Tk;
-                for (int64_t j = 0; j < Tk; j++)
+                for (int64_t j = 0; j < kb; j++)
                     ds[j] = (float)(pr[j] * ((double)ds[j] - delta));
             }
             /* dQ = scale * dS K ; dK += scale * dS^T Q */
             if (dq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, D, (int)Tk,
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, D, (int)kb,
                             p->scale, dP, (int)Tk, k_h, ldk, 0.0f, HEAD(dq, h), (int)dq->stride[1]);
             if (dk_h)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, D, (int)Tq, p->scale,
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kb, D, (int)Tq, p->scale,
                             dP, (int)Tk, q_h, ldq, 1.0f, dk_h, (int)dk->stride[1]);
         }
 #undef HEAD
