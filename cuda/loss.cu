@@ -1,9 +1,9 @@
-// The fused distillation loss on CUDA: one block per supervised row. The block streams the
-// row's vocabulary with per-thread online (max, sum) statistics for the student at T = 1,
-// the student at T and the teacher at T, merges them with a fixed tree, accumulates the KL
-// sums of the chosen kind, then writes the logits gradient in place (each element is read
-// and written by the same thread after the statistics are complete, so grad may alias the
-// student logits). The formulas are cpu_distill_loss.c's, term for term, and element math is
+// The fused distillation loss on CUDA, over supervised rows split into vocabulary chunks (a
+// block per chunk, three launches): each chunk's online (max, sum) statistics for the student
+// at T = 1, the student at T and the teacher at T, merged with a fixed tree; then the KL sums
+// of the chosen kind per chunk; then the logits gradient, written in place (each element is
+// read and written by the same thread after the statistics are complete, so grad may alias
+// the student logits). The formulas are cpu_distill_loss.c's, term for term, and element math is
 // in double like the reference: the kernel is memory-bound next to the lm_head GEMM, and
 // float exponentials underflow in the skew mixtures where double ones do not. Row results go
 // to a small device array that the host adds in row order: the sums are deterministic.
@@ -11,7 +11,7 @@
 
 #include "cuda_internal.h"
 
-#define LOSS_BLOCK 512
+#define LOSS_BLOCK 256
 
 typedef struct {
     double loss, kl, ce;
@@ -45,49 +45,100 @@ __device__ static inline double stats_merge(double m, double s, double *shd) {
     return M + log(S);
 }
 
-__global__ static void distill_kernel(float *grad, const char *student, int sdt,
-                                      const char *teacher, int tdt, const int32_t *targets,
-                                      int64_t V, loss_consts c, row_result *rows) {
+/* Rows are split into vocabulary chunks, one block each, in three launches (a row's chunks
+ * need each other's statistics): one block per row left an H100 mostly idle at a batch's ~160
+ * supervised rows (2 ms, latency-bound on the double exponentials). Each launch merges the
+ * per-chunk results of the one before in chunk order, so the sums stay deterministic. */
+#define LOSS_MIN_CHUNK  4096 /* vocabulary entries per block at least */
+#define LOSS_MAX_CHUNKS 64
+#define LOSS_ROW_BLOCKS 1024 /* blocks to aim for over all rows */
+
+typedef struct {
+    double lse1, lseq,
+        lsep; /* log-sum-exp of the chunk: student at T = 1, student and teacher at T */
+} chunk_stats;
+
+typedef struct {
+    double kl, a, qlogq, qlogm, q2m; /* the chunk's KL sums (see the kinds below) */
+} chunk_sums;
+
+typedef struct {
+    const char *student, *teacher;
+    int sdt, tdt;
+    const int32_t *targets;
+    int64_t V, per; /* vocabulary; entries per chunk */
+    int chunks;
+} loss_rows;
+
+__device__ static inline bool row_valid(const loss_rows &L, int64_t r) {
+    const int32_t y = L.targets[r];
+    return y >= 0 && y < L.V;
+}
+
+/* Log-sum-exp over chunks in chunk order (every block of a row computes the same bits). */
+__device__ static inline double lse_merge(const double *lse, int stride, int n) {
+    double m = -INFINITY;
+    for (int c = 0; c < n; c++)
+        m = fmax(m, lse[c * stride]);
+    if (m == -INFINITY) return m;
+    double s = 0;
+    for (int c = 0; c < n; c++)
+        s += exp(lse[c * stride] - m);
+    return m + log(s);
+}
+
+__device__ static inline void row_lse(const loss_rows &L, const chunk_stats *st, int64_t r,
+                                      double *lse1, double *lseq, double *lsep) {
+    const chunk_stats *row = st + r * L.chunks;
+    const int stride = (int)(sizeof(chunk_stats) / sizeof(double));
+    *lse1 = lse_merge(&row->lse1, stride, L.chunks);
+    *lseq = lse_merge(&row->lseq, stride, L.chunks);
+    *lsep = lse_merge(&row->lsep, stride, L.chunks);
+}
+
+/* Launch 1: each chunk's log-sum-exps. */
+__global__ static void loss_stats_kernel(loss_rows L, loss_consts c, chunk_stats *st) {
     __shared__ double shd[32];
-    const int64_t r = blockIdx.x;
-    const int32_t y = targets[r];
-    float *g = grad + r * V;
-    const int64_t off = r * V;
-    if (y < 0 || y >= V) {
-        if (y < 0)
-            for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-                g[j] = 0.0f;
-        if (threadIdx.x == 0) {
-            row_result res = {0, 0, 0, y < 0 ? 0 : 2, 0};
-            rows[r] = res;
-        }
-        return;
-    }
-    const bool has_t = teacher != NULL;
-    const double alpha = has_t ? c.alpha : 0.0;
-    /* pass 1: statistics */
+    const int64_t r = blockIdx.x / L.chunks;
+    const int ch = (int)(blockIdx.x % L.chunks);
+    if (!row_valid(L, r)) return;
+    const int64_t off = r * L.V, j0 = ch * L.per, j1 = j0 + L.per < L.V ? j0 + L.per : L.V;
+    const bool has_t = L.teacher != NULL;
     double m1 = -INFINITY, s1 = 0, mq = -INFINITY, sq = 0, mp = -INFINITY, sp = 0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-        const double x = cu_load(student, sdt, off + j);
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        const double x = cu_load(L.student, L.sdt, off + j);
         stats_add(x, m1, s1);
         if (has_t) {
             stats_add(x * c.inv_T, mq, sq);
-            stats_add((double)cu_load(teacher, tdt, off + j) * c.inv_T, mp, sp);
+            stats_add((double)cu_load(L.teacher, L.tdt, off + j) * c.inv_T, mp, sp);
         }
     }
-    const double lse1 = stats_merge(m1, s1, shd);
-    double lseq = 0, lsep = 0;
-    if (has_t) {
-        lseq = stats_merge(mq, sq, shd);
-        lsep = stats_merge(mp, sp, shd);
-    }
-    const double ce = -((double)cu_load(student, sdt, off + y) - lse1);
-    /* pass 2: KL sums */
-    double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_q2m = 0;
-    if (has_t) {
-        for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-            const double lq = (double)cu_load(student, sdt, off + j) * c.inv_T - lseq;
-            const double lp = (double)cu_load(teacher, tdt, off + j) * c.inv_T - lsep;
+    chunk_stats out;
+    out.lse1 = stats_merge(m1, s1, shd);
+    out.lseq = has_t ? stats_merge(mq, sq, shd) : 0.0;
+    out.lsep = has_t ? stats_merge(mp, sp, shd) : 0.0;
+    if (threadIdx.x == 0) st[blockIdx.x] = out;
+}
+
+/* Launch 2: each chunk's KL sums, and the row's cross-entropy (chunk 0: the target logit is
+ * read here, before launch 3 may overwrite it with its gradient). */
+__global__ static void loss_sums_kernel(loss_rows L, loss_consts c, const chunk_stats *st,
+                                        chunk_sums *sums, double *ce) {
+    __shared__ double shd[32];
+    const int64_t r = blockIdx.x / L.chunks;
+    const int ch = (int)(blockIdx.x % L.chunks);
+    if (!row_valid(L, r)) return;
+    const int64_t off = r * L.V, j0 = ch * L.per, j1 = j0 + L.per < L.V ? j0 + L.per : L.V;
+    double lse1, lseq, lsep;
+    row_lse(L, st, r, &lse1, &lseq, &lsep);
+    if (ch == 0 && threadIdx.x == 0)
+        ce[r] = -((double)cu_load(L.student, L.sdt, off + L.targets[r]) - lse1);
+    chunk_sums out = {0, 0, 0, 0, 0};
+    if (L.teacher) {
+        double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_q2m = 0;
+        for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+            const double lq = (double)cu_load(L.student, L.sdt, off + j) * c.inv_T - lseq;
+            const double lp = (double)cu_load(L.teacher, L.tdt, off + j) * c.inv_T - lsep;
             const double q = exp(lq), p = exp(lp);
             switch (c.kind) {
             case AD_KL_FORWARD: kl += p * (lp - lq); break;
@@ -108,23 +159,52 @@ __global__ static void distill_kernel(float *grad, const char *student, int sdt,
             }
             }
         }
-        kl = cu_block_sum(kl, shd);
-        if (c.kind == AD_KL_SKEW_FORWARD) sum_a = cu_block_sum(sum_a, shd);
+        out.kl = cu_block_sum(kl, shd);
+        if (c.kind == AD_KL_SKEW_FORWARD) out.a = cu_block_sum(sum_a, shd);
         if (c.kind == AD_KL_SKEW_REVERSE) {
-            sum_qlogq = cu_block_sum(sum_qlogq, shd);
-            sum_qlogm = cu_block_sum(sum_qlogm, shd);
-            sum_q2m = cu_block_sum(sum_q2m, shd);
+            out.qlogq = cu_block_sum(sum_qlogq, shd);
+            out.qlogm = cu_block_sum(sum_qlogm, shd);
+            out.q2m = cu_block_sum(sum_q2m, shd);
         }
     }
-    /* Every thread has the statistics (block reductions broadcast); from here each thread
-     * reads and then overwrites only its own elements. */
-    __syncthreads();
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-        const double s = cu_load(student, sdt, off + j);
+    if (threadIdx.x == 0) sums[blockIdx.x] = out;
+}
+
+/* Launch 3: the logits gradient of each chunk (in place over the student logits when grad
+ * aliases them: each element read, then written, by one thread), and the row results. */
+__global__ static void loss_grad_kernel(float *grad, loss_rows L, loss_consts c,
+                                        const chunk_stats *st, const chunk_sums *sums,
+                                        const double *ce, row_result *rows) {
+    const int64_t r = blockIdx.x / L.chunks;
+    const int ch = (int)(blockIdx.x % L.chunks);
+    const int32_t y = L.targets[r];
+    const int64_t off = r * L.V, j0 = ch * L.per, j1 = j0 + L.per < L.V ? j0 + L.per : L.V;
+    float *g = grad + off;
+    if (!row_valid(L, r)) {
+        if (y < 0)
+            for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+                g[j] = 0.0f;
+        if (ch == 0 && threadIdx.x == 0) {
+            row_result res = {0, 0, 0, y < 0 ? 0 : 2, 0};
+            rows[r] = res;
+        }
+        return;
+    }
+    const bool has_t = L.teacher != NULL;
+    const double alpha = has_t ? c.alpha : 0.0;
+    double lse1, lseq, lsep;
+    row_lse(L, st, r, &lse1, &lseq, &lsep);
+    double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_q2m = 0;
+    for (int k = 0; k < L.chunks; k++) { /* chunk order: the same bits in every block */
+        const chunk_sums &s = sums[r * L.chunks + k];
+        kl += s.kl, sum_a += s.a, sum_qlogq += s.qlogq, sum_qlogm += s.qlogm, sum_q2m += s.q2m;
+    }
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        const double s = cu_load(L.student, L.sdt, off + j);
         double gv = (1 - alpha) * (exp(s - lse1) - (j == y ? 1.0 : 0.0));
         if (has_t) {
             const double lq = s * c.inv_T - lseq;
-            const double lp = (double)cu_load(teacher, tdt, off + j) * c.inv_T - lsep;
+            const double lp = (double)cu_load(L.teacher, L.tdt, off + j) * c.inv_T - lsep;
             const double q = exp(lq), p = exp(lp);
             double dz;
             switch (c.kind) {
@@ -147,8 +227,8 @@ __global__ static void distill_kernel(float *grad, const char *student, int sdt,
         }
         g[j] = (float)(gv * c.scale);
     }
-    if (threadIdx.x == 0) {
-        row_result res = {alpha * c.T * c.T * kl + (1 - alpha) * ce, kl, ce, 1, 0};
+    if (ch == 0 && threadIdx.x == 0) {
+        row_result res = {alpha * c.T * c.T * kl + (1 - alpha) * ce[r], kl, ce[r], 1, 0};
         rows[r] = res;
     }
 }
@@ -187,8 +267,30 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student,
         return ad_fail("%s: unknown KL kind %d", op, (int)params->kind);
     if (N == 0) return AD_OK;
     if (N > INT32_MAX) return ad_fail("%s: %lld rows exceed one launch", op, (long long)N);
-    row_result *d_rows;
-    AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, (size_t)N * sizeof(row_result), (void **)&d_rows));
+    loss_rows L;
+    L.student = (const char *)student->data;
+    L.sdt = student->dtype;
+    L.teacher = teacher ? (const char *)teacher->data : NULL;
+    L.tdt = teacher ? teacher->dtype : AD_F32;
+    L.targets = (const int32_t *)targets->data;
+    L.V = V;
+    int64_t chunks = (LOSS_ROW_BLOCKS + N - 1) / N;
+    if (chunks > V / LOSS_MIN_CHUNK) chunks = V / LOSS_MIN_CHUNK;
+    if (chunks > LOSS_MAX_CHUNKS) chunks = LOSS_MAX_CHUNKS;
+    if (chunks < 1) chunks = 1;
+    L.chunks = (int)chunks;
+    L.per = (V + chunks - 1) / chunks;
+    if (N * chunks > INT32_MAX) return ad_fail("%s: %lld rows exceed one launch", op, (long long)N);
+    /* One scratch: row results, cross-entropies, chunk statistics, chunk sums. */
+    const size_t rows_b = (size_t)N * sizeof(row_result), ce_b = (size_t)N * sizeof(double),
+                 st_b = (size_t)(N * chunks) * sizeof(chunk_stats),
+                 sums_b = (size_t)(N * chunks) * sizeof(chunk_sums);
+    char *scratch;
+    AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, rows_b + ce_b + st_b + sums_b, (void **)&scratch));
+    row_result *d_rows = (row_result *)scratch;
+    double *d_ce = (double *)(scratch + rows_b);
+    chunk_stats *d_st = (chunk_stats *)(scratch + rows_b + ce_b);
+    chunk_sums *d_sums = (chunk_sums *)(scratch + rows_b + ce_b + st_b);
     loss_consts c;
     c.T = params->temperature;
     c.inv_T = 1.0 / c.T;
@@ -196,10 +298,12 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student,
     c.alpha = params->alpha;
     c.scale = params->grad_scale;
     c.kind = (int)params->kind;
-    distill_kernel<<<(unsigned)N, LOSS_BLOCK>>>(
-        (float *)grad->data, (const char *)student->data, student->dtype,
-        teacher ? (const char *)teacher->data : NULL, teacher ? teacher->dtype : AD_F32,
-        (const int32_t *)targets->data, V, c, d_rows);
+    const unsigned blocks = (unsigned)(N * chunks);
+    loss_stats_kernel<<<blocks, LOSS_BLOCK>>>(L, c, d_st);
+    CUDA_TRY_LAUNCH();
+    loss_sums_kernel<<<blocks, LOSS_BLOCK>>>(L, c, d_st, d_sums, d_ce);
+    CUDA_TRY_LAUNCH();
+    loss_grad_kernel<<<blocks, LOSS_BLOCK>>>((float *)grad->data, L, c, d_st, d_sums, d_ce, d_rows);
     CUDA_TRY_LAUNCH();
     row_result *h_rows = (row_result *)ad_malloc((size_t)N * sizeof(row_result), "loss rows");
     if (!h_rows) return AD_ERR;

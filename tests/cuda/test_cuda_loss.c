@@ -58,6 +58,15 @@ static void test_kinds(void) {
     one_loss("skew forward KL", AD_KL_SKEW_FORWARD, true, false, AD_F32, 3001);
     one_loss("skew reverse KL", AD_KL_SKEW_REVERSE, true, false, AD_F32, 3001);
     one_loss("cross-entropy only", AD_KL_FORWARD, false, false, AD_F32, 3001);
+    /* A vocabulary of 5 chunks of at least 4096 (the last one shorter): the rows' statistics
+     * and KL sums are merged across blocks. */
+    const int64_t V = 5 * 4096 + 123;
+    one_loss("forward KL, 5 vocabulary chunks", AD_KL_FORWARD, true, false, AD_F32, V);
+    one_loss("reverse KL, 5 vocabulary chunks", AD_KL_REVERSE, true, false, AD_F32, V);
+    one_loss("skew forward KL, 5 vocabulary chunks", AD_KL_SKEW_FORWARD, true, false, AD_F32, V);
+    one_loss("skew reverse KL, 5 vocabulary chunks", AD_KL_SKEW_REVERSE, true, false, AD_F32, V);
+    one_loss("cross-entropy only, 5 vocabulary chunks", AD_KL_FORWARD, false, false, AD_F32, V);
+    one_loss("forward KL in place, 5 vocabulary chunks", AD_KL_FORWARD, true, true, AD_F32, V);
 }
 
 static void test_in_place_and_bf16(void) {
