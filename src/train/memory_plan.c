@@ -32,6 +32,40 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
     return total;
 }
 
+/* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
+ * cuBLASLt's workspace; the bf16 copies of GEMM operands under precision bf16 (the largest
+ * f32 weight, the largest activation matrix) or the f32 tiles of bf16 weights under fp32;
+ * attention's score buffers (a 256 MiB cap each, two of them, bf16 copies half that) and its
+ * bf16 copies of q, k, v and dO. Constants as in cuda/cuda_internal.h, gemm.cu and
+ * attention_gemm.cu. */
+static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16) {
+    const size_t workspace = (size_t)32 << 20, score_cap = (size_t)256 << 20;
+    const size_t clips = (size_t)lim->max_clips, enc_t = (size_t)(lim->max_frames + 1) / 2,
+                 dec_t = (size_t)lim->max_len;
+    size_t gemm = (size_t)128 << 20; /* fp32: 32 M floats of a weight per tile */
+    if (bf16) {
+        size_t widest =
+            (size_t)c->hidden_size *
+            (size_t)(c->vocab_size > c->intermediate_size ? c->vocab_size : c->intermediate_size);
+        size_t acts_dec = clips * dec_t *
+                          (size_t)(c->intermediate_size > c->hidden_size ? c->intermediate_size
+                                                                         : c->hidden_size),
+               acts_enc = clips * enc_t * (size_t)c->encoder_ffn_dim;
+        gemm = 2 * widest + 2 * (acts_dec > acts_enc ? acts_dec : acts_enc);
+    }
+    size_t scores_dec = 4 * (size_t)c->num_attention_heads * dec_t * dec_t,
+           scores_enc = 4 * (size_t)c->encoder_attention_heads * enc_t * enc_t;
+    size_t scores = scores_dec > scores_enc ? scores_dec : scores_enc;
+    if (scores > score_cap) scores = score_cap;
+    size_t attention = 2 * scores;
+    if (bf16) {
+        const size_t qkv_dec = clips * dec_t * (size_t)c->num_attention_heads * (size_t)c->head_dim,
+                     qkv_enc = clips * enc_t * (size_t)c->d_model;
+        attention += scores + 4 * 2 * (qkv_dec > qkv_enc ? qkv_dec : qkv_enc);
+    }
+    return workspace + gemm + attention;
+}
+
 int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) {
     memset(p, 0, sizeof *p);
     if (ranks < 1) return ad_fail("memory plan: %d ranks", ranks);
@@ -62,22 +96,27 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
      * master weights); the full host copies for checkpoints stay on every rank. */
     const size_t shards = job->train.zero ? (size_t)ranks : 1;
     const size_t adam_here = (adam + shards - 1) / shards;
-    const size_t acts = p->student_activations + p->teacher_activations;
-    if (!strcmp(job->train.device, "cuda") && !strcmp(job->train.optimizer, "device")) {
+    const bool cuda = !strcmp(job->train.device, "cuda");
+    const bool bf16 = !strcmp(job->train.precision, "bf16");
+    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16) : 0;
+    const size_t acts = p->student_activations + p->teacher_activations + p->scratch;
+    if (cuda && !strcmp(job->train.optimizer, "device")) {
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
          * copies of the trainable weights and moments. */
         p->device_bytes = weights + p->gradients + acts + adam_here;
         p->host_bytes = 4 * (size_t)p->trainable_params + adam;
-    } else if (!strcmp(job->train.device, "cuda")) {
+    } else if (cuda) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
         p->host_bytes = 8 * (size_t)p->trainable_params + adam_here;
     } else {
         p->host_bytes = weights + p->gradients + acts + adam_here;
     }
+    /* the bf16 design's GEMMs read bf16 weights, so its scratch is that of bf16 GEMMs */
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
                            (4 * (size_t)p->trainable_params + adam + shards - 1) / shards +
-                           p->gradients + acts;
+                           p->gradients + p->student_activations + p->teacher_activations +
+                           cuda_scratch_bytes(&student, &lim, true);
     return AD_OK;
 }
 
@@ -99,6 +138,8 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
     fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
             gib(p->teacher_activations));
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
+    if (p->scratch)
+        fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB\n", gib(p->scratch));
     fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB",
             gib(8 * (size_t)p->trainable_params));
     if (job->train.zero && p->ranks > 1)

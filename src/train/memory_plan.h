@@ -15,6 +15,7 @@
 typedef struct {
     int64_t teacher_params, student_params, trainable_params;
     size_t student_activations, teacher_activations, gradients;
+    size_t scratch; /* the CUDA backend's own buffers at their largest (0 on the CPU) */
     /* as `audistill train` runs the job now (fp32 weights on the job's device) */
     size_t device_bytes, host_bytes;
     /* the bf16 design: bf16 weights, fp32 master + Adam moments + gradients on the device */

@@ -188,7 +188,7 @@ grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && 
 # recompute: the 7B teacher and the 24-layer student fit one 79 GiB card at micro-batch 8
 sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
-grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights, optimizer on the host), per rank: GPU 6[0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
+grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights, optimizer on the host), per rank: GPU [67][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
 acts() { sed -nE 's/.*student activations \(kept for backward\) +([0-9.]+) GiB.*/\1/p' "$1"; }
 awk -v a="$(acts "$tmp/plan8")" -v b="$(acts "$tmp/plan8r")" 'BEGIN {printf "student activations at micro-batch 8: %s GiB, %s GiB with recompute\n", a, b; exit !(b > 0 && b < a / 3)}' && ok || { bad "recompute does not shrink the planned activations"; cat "$tmp/plan8r"; }
 
