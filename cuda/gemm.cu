@@ -153,6 +153,7 @@ static void lt_release(lt_objects *o) {
     if (o->lb) cublasLtMatrixLayoutDestroy(o->lb);
     if (o->ly) cublasLtMatrixLayoutDestroy(o->ly);
     if (o->desc) cublasLtMatmulDescDestroy(o->desc);
+    memset(o, 0, sizeof *o);
 }
 
 /* ---- the heuristic's answers, remembered per problem ----------------------------------------
@@ -165,7 +166,7 @@ static void lt_release(lt_objects *o) {
 
 typedef struct {
     int64_t dims[3], ld[3], batch_stride[3];
-    int32_t types[3], ops[2], batch, epilogue, bias_type;
+    int32_t types[3], ops[2], trans[2], batch, epilogue, bias_type;
     uint32_t align[3];
 } algo_key;
 
@@ -173,6 +174,7 @@ typedef struct {
     bool used, found;
     algo_key key;
     cublasLtMatmulAlgo_t algo;
+    lt_objects obj; /* the problem's descriptors, when an algorithm was found */
 } algo_slot;
 
 struct cu_algo_cache {
@@ -204,6 +206,9 @@ static algo_slot *algo_lookup(cu_impl *impl, const algo_key *k) {
 }
 
 void cu_gemm_cache_free(cu_impl *impl) {
+    if (!impl->algos) return;
+    for (int i = 0; i < ALGO_CACHE_SLOTS; i++)
+        lt_release(&impl->algos->slots[i].obj);
     free(impl->algos);
     impl->algos = NULL;
 }
@@ -241,20 +246,10 @@ static int set_batch(cublasLtMatrixLayout_t l, int count, int64_t stride) {
     return AD_OK;
 }
 
-/* One cuBLASLt call for operands of supported dtypes (`bt` NULL: one matrix each). *no_algo is
- * set (and AD_OK returned) when the heuristic finds no algorithm, so the caller may retry
- * without the epilogue. */
-static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, const cu_mat *A,
-                             bool ta, const cu_mat *B, bool tb, int64_t M, int64_t N, int64_t K,
-                             float alpha, float beta, const void *bias, ad_dtype bias_dt,
-                             const lt_batch *bt, bool *no_algo) {
-    *no_algo = false;
-    (void)K; /* implied by the layouts; kept in the signature for the call sites' clarity */
-    /* Library A = our B, library B = our A; a view's column-major form is its stored
-     * transpose, so the library transposes an operand when the flag and the view's own
-     * transposition disagree. */
-    const cublasOperation_t opa = (tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t opb = (ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+/* The descriptors of one GEMM problem (the bias pointer excepted: it is set per call). */
+static int lt_describe(lt_objects *o, const cu_mat *Y, const cu_mat *A, const cu_mat *B,
+                       cublasOperation_t opa, cublasOperation_t opb, int64_t M, int64_t N,
+                       bool bias, ad_dtype bias_dt, const lt_batch *bt, const uint32_t align[3]) {
     int64_t apr, apc, bpr, bpc;
     phys(A, &apr, &apc);
     phys(B, &bpr, &bpc);
@@ -265,13 +260,11 @@ static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, cons
         cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (bias) {
         const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        const cudaDataType_t bt = lt_type(bias_dt);
+        const cudaDataType_t bty = lt_type(bias_dt);
         CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                   sizeof epi));
-        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                  sizeof bias));
-        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-                                                  sizeof bt));
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                  &bty, sizeof bty));
     }
     CUBLAS_TRY(
         cublasLtMatrixLayoutCreate(&o->la, lt_type(B->dtype), (uint64_t)bpc, (uint64_t)bpr, B->ld));
@@ -288,74 +281,117 @@ static int lt_matmul_objects(cu_impl *impl, lt_objects *o, const cu_mat *Y, cons
     const size_t ws = CU_LT_WORKSPACE_BYTES;
     CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
         o->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    const uint32_t al_a = batch_alignment(B->data, bt ? bt->b : 0, B->dtype, bt),
-                   al_b = batch_alignment(A->data, bt ? bt->a : 0, A->dtype, bt),
-                   al_y = batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt);
-    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
-        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
-        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
-        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y));
-    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
-        o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
+    const cublasLtMatmulPreferenceAttributes_t attrs[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t values[4] = {align[0], align[1], align[2], align[2]};
+    for (int i = 0; i < 4; i++)
+        CUBLAS_TRY(
+            cublasLtMatmulPreferenceSetAttribute(o->pref, attrs[i], &values[i], sizeof values[i]));
+    return AD_OK;
+}
+
+static int lt_set_bias(lt_objects *o, const void *bias) {
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(o->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof bias));
+    return AD_OK;
+}
+
+/* One cuBLASLt call for operands of supported dtypes (`bt` NULL: one matrix each). A problem's
+ * descriptors and the heuristic's algorithm are made once and kept in the cache, so a repeated
+ * GEMM costs a lookup and the matmul. *no_algo is set (and AD_OK returned) when the heuristic
+ * finds no algorithm, so the caller may retry without the epilogue. */
+static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
+                   bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                   const void *bias, ad_dtype bias_dt, const lt_batch *bt, bool *no_algo) {
+    *no_algo = false;
+    /* Library A = our B, library B = our A; a view's column-major form is its stored
+     * transpose, so the library transposes an operand when the flag and the view's own
+     * transposition disagree. */
+    const cublasOperation_t opa = (tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = (ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const uint32_t align[3] = {batch_alignment(B->data, bt ? bt->b : 0, B->dtype, bt),
+                               batch_alignment(A->data, bt ? bt->a : 0, A->dtype, bt),
+                               batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt)};
     algo_key key;
     memset(&key, 0, sizeof key); /* padding too: the key is hashed and compared as bytes */
     key.dims[0] = M, key.dims[1] = N, key.dims[2] = K;
     key.ld[0] = A->ld, key.ld[1] = B->ld, key.ld[2] = Y->ld;
     key.types[0] = A->dtype, key.types[1] = B->dtype, key.types[2] = Y->dtype;
     key.ops[0] = opa, key.ops[1] = opb;
+    key.trans[0] = A->trans, key.trans[1] = B->trans; /* the layouts' shapes follow from these */
     if (bt && bt->count > 1) {
         key.batch = bt->count;
         key.batch_stride[0] = bt->a, key.batch_stride[1] = bt->b, key.batch_stride[2] = bt->y;
     }
     key.epilogue = bias ? 1 : 0;
     key.bias_type = bias ? (int32_t)bias_dt : -1;
-    key.align[0] = al_a, key.align[1] = al_b, key.align[2] = al_y;
+    key.align[0] = align[0], key.align[1] = align[1], key.align[2] = align[2];
     algo_slot *slot = algo_lookup(impl, &key);
+    lt_objects local, *o = &local;
+    memset(&local, 0, sizeof local);
     cublasLtMatmulAlgo_t algo;
+    int rc = AD_OK;
     if (slot && slot->used) {
         impl->algos->hits++;
         if (!slot->found) {
             *no_algo = true;
             return AD_OK;
         }
+        o = &slot->obj;
         algo = slot->algo;
     } else {
+        rc = lt_describe(&local, Y, A, B, opa, opb, M, N, bias != NULL, bias_dt, bt, align);
+        if (rc == AD_OK && bias) rc = lt_set_bias(&local, bias);
         cublasLtMatmulHeuristicResult_t result;
         int found = 0;
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl->lt, o->desc, o->la, o->lb, o->ly,
-                                                           o->ly, o->pref, 1, &result, &found);
-        const bool none =
-            st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0);
-        if (!none) CUBLAS_TRY(st);
-        if (slot) {
-            impl->algos->misses++;
-            slot->used = true;
-            slot->found = !none;
-            slot->key = key;
-            if (!none) slot->algo = result.algo;
-        }
-        if (none) {
-            *no_algo = true;
-            return AD_OK;
+        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+        if (rc == AD_OK)
+            st = cublasLtMatmulAlgoGetHeuristic(impl->lt, local.desc, local.la, local.lb, local.ly,
+                                                local.ly, local.pref, 1, &result, &found);
+        const bool none = rc == AD_OK && (st == CUBLAS_STATUS_NOT_SUPPORTED ||
+                                          (st == CUBLAS_STATUS_SUCCESS && found == 0));
+        if (rc == AD_OK && !none && st != CUBLAS_STATUS_SUCCESS)
+            rc = ad_fail("cublasLtMatmulAlgoGetHeuristic: %s", cublasGetStatusString(st));
+        if (rc < 0 || none) {
+            lt_release(&local);
+            if (none && slot) { /* remembered too: there is none */
+                impl->algos->misses++;
+                slot->used = true;
+                slot->found = false;
+                slot->key = key;
+            }
+            *no_algo = none;
+            return rc;
         }
         algo = result.algo;
+        if (slot) { /* the descriptors now belong to the cache */
+            impl->algos->misses++;
+            slot->used = true;
+            slot->found = true;
+            slot->key = key;
+            slot->algo = algo;
+            slot->obj = local;
+            memset(&local, 0, sizeof local);
+            o = &slot->obj;
+        }
     }
-    CUBLAS_TRY(cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data, o->lb, &beta,
-                              Y->data, o->ly, Y->data, o->ly, &algo, impl->workspace, ws, 0));
-    return AD_OK;
+    if (bias && o != &local) rc = lt_set_bias(o, bias);
+    if (rc == AD_OK) {
+        const cublasStatus_t st = cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data,
+                                                 o->lb, &beta, Y->data, o->ly, Y->data, o->ly,
+                                                 &algo, impl->workspace, CU_LT_WORKSPACE_BYTES, 0);
+        if (st != CUBLAS_STATUS_SUCCESS)
+            rc = ad_fail("cublasLtMatmul: %s", cublasGetStatusString(st));
+    }
+    lt_release(&local); /* nothing when the cache holds them */
+    return rc;
 }
 
 static int lt_matmul(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
                      bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                      const void *bias, ad_dtype bias_dt, bool *no_algo) {
-    lt_objects o;
-    memset(&o, 0, sizeof o);
-    int rc = lt_matmul_objects(impl, &o, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL,
-                               no_algo);
-    lt_release(&o);
-    return rc;
+    return lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL, no_algo);
 }
 
 /* Operand dtypes cuBLASLt takes directly with fp32 compute. */
@@ -496,13 +532,8 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
         return ad_fail("%s: a batched GEMM takes operands of one dtype (got %s x %s into %s)", op,
                        ad_dtype_name(A->dtype), ad_dtype_name(B->dtype), ad_dtype_name(Y->dtype));
     lt_batch bt = {count, y_stride, a_stride, b_stride};
-    lt_objects o;
-    memset(&o, 0, sizeof o);
     bool no_algo = false;
-    int rc = lt_matmul_objects(cu_of(be), &o, Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32,
-                               &bt, &no_algo);
-    lt_release(&o);
-    AD_TRY(rc);
+    AD_TRY(lt_gemm(cu_of(be), Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32, &bt, &no_algo));
     if (no_algo)
         return ad_fail("%s: cuBLASLt has no algorithm for %d batched %s [%lld x %lld] x [%lld x "
                        "%lld] GEMMs",
