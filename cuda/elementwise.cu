@@ -130,12 +130,16 @@ static dim3 rows_grid(int64_t rows, int64_t cols) {
 }
 
 #define EW_ROWS(r, rows) for (int64_t r = blockIdx.y; r < (rows); r += gridDim.y)
-#define EW_COLS(c, cols)                                                                           \
-    for (int64_t c = (int64_t)blockIdx.x * EW_SPAN + threadIdx.x,                                  \
-                 c##_end = ((int64_t)blockIdx.x + 1) * EW_SPAN < (int64_t)(cols)                   \
-                               ? ((int64_t)blockIdx.x + 1) * EW_SPAN                               \
-                               : (int64_t)(cols);                                                  \
-         c < c##_end; c += EW_BLOCK)
+/* A thread's EW_PER_THREAD columns of its block's span: column k is c0 + k * EW_BLOCK, and
+ * valid while below `end`. The kernels load all of them before storing any: an output aliases
+ * an input only element for element (in place), so that is safe, and it keeps 4x the loads in
+ * flight that a load-compute-store loop does (the compiler cannot reorder a load past a store
+ * to memory that may alias it). */
+#define EW_SPAN_OF(c0, end, cols)                                                                  \
+    const int64_t c0 = (int64_t)blockIdx.x * EW_SPAN + threadIdx.x,                                \
+                  end = ((int64_t)blockIdx.x + 1) * EW_SPAN < (int64_t)(cols)                      \
+                            ? ((int64_t)blockIdx.x + 1) * EW_SPAN                                  \
+                            : (int64_t)(cols)
 
 /* Tensors of the same row count that are each one contiguous block become one long row, so a
  * launch over many short rows still fills whole blocks. */
@@ -156,24 +160,33 @@ static void flatten_contiguous(cu_rows *const *rs, int n) {
 
 /* y = f(a, b) row by row; b's rows repeat every b.rows rows (broadcast for add). */
 __global__ static void rows_kernel(int kind, cu_rows y, cu_rows a, cu_rows b) {
+    const bool unary = kind == EW_COPY || kind == EW_GELU;
+    EW_SPAN_OF(c0, end, a.cols);
     EW_ROWS(r, a.rows) {
         const int64_t oa = cu_row_off(a, r), ob = cu_row_off(b, r % b.rows), oy = cu_row_off(y, r);
-        EW_COLS(c, a.cols) {
-            const float av = cu_load(a.base, a.dtype, oa + c);
+        float av[EW_PER_THREAD], bv[EW_PER_THREAD];
+#pragma unroll
+        for (int k = 0; k < EW_PER_THREAD; k++) {
+            const int64_t c = c0 + k * EW_BLOCK;
+            if (c >= end) break;
+            av[k] = cu_load(a.base, a.dtype, oa + c);
+            bv[k] = unary ? 0.0f : cu_load(b.base, b.dtype, ob + c);
+        }
+#pragma unroll
+        for (int k = 0; k < EW_PER_THREAD; k++) {
+            const int64_t c = c0 + k * EW_BLOCK;
+            if (c >= end) break;
             float out;
-            if (kind == EW_COPY) {
-                out = av;
-            } else if (kind == EW_GELU) {
-                out = gelu_f(av);
-            } else {
-                const float bv = cu_load(b.base, b.dtype, ob + c);
-                if (kind == EW_SILU_MUL)
-                    out = av / (1.0f + expf(-av)) * bv;
-                else if (kind == EW_ADD)
-                    out = av + bv;
-                else /* EW_GELU_BWD: a = x, b = dy */
-                    out = bv * gelu_grad_f(av);
-            }
+            if (kind == EW_COPY)
+                out = av[k];
+            else if (kind == EW_GELU)
+                out = gelu_f(av[k]);
+            else if (kind == EW_SILU_MUL)
+                out = av[k] / (1.0f + expf(-av[k])) * bv[k];
+            else if (kind == EW_ADD)
+                out = av[k] + bv[k];
+            else /* EW_GELU_BWD: a = x, b = dy */
+                out = bv[k] * gelu_grad_f(av[k]);
             cu_store(y.base, y.dtype, oy + c, out);
         }
     }
@@ -248,18 +261,29 @@ int cu_gelu_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const a
 
 __global__ static void silu_mul_bwd_kernel(cu_rows dg, cu_rows du, bool want_dg, bool want_du,
                                            cu_rows dy, cu_rows g, cu_rows u) {
+    EW_SPAN_OF(c0, end, dy.cols);
     EW_ROWS(r, dy.rows) {
         const int64_t og = cu_row_off(g, r), ody = cu_row_off(dy, r), ou = cu_row_off(u, r),
                       odg = cu_row_off(dg, r), odu = cu_row_off(du, r);
-        EW_COLS(c, dy.cols) {
-            /* Everything read before anything is written: outputs may alias inputs. */
-            const float x = cu_load(g.base, g.dtype, og + c);
-            const float gy = cu_load(dy.base, dy.dtype, ody + c);
-            const float uv = cu_load(u.base, u.dtype, ou + c);
-            const float sig = 1.0f / (1.0f + expf(-x));
+        /* Everything read before anything is written: outputs may alias inputs. */
+        float x[EW_PER_THREAD], gy[EW_PER_THREAD], uv[EW_PER_THREAD];
+#pragma unroll
+        for (int k = 0; k < EW_PER_THREAD; k++) {
+            const int64_t c = c0 + k * EW_BLOCK;
+            if (c >= end) break;
+            x[k] = cu_load(g.base, g.dtype, og + c);
+            gy[k] = cu_load(dy.base, dy.dtype, ody + c);
+            uv[k] = cu_load(u.base, u.dtype, ou + c);
+        }
+#pragma unroll
+        for (int k = 0; k < EW_PER_THREAD; k++) {
+            const int64_t c = c0 + k * EW_BLOCK;
+            if (c >= end) break;
+            const float sig = 1.0f / (1.0f + expf(-x[k]));
             if (want_dg)
-                cu_store(dg.base, dg.dtype, odg + c, gy * uv * sig * (1.0f + x * (1.0f - sig)));
-            if (want_du) cu_store(du.base, du.dtype, odu + c, gy * x * sig);
+                cu_store(dg.base, dg.dtype, odg + c,
+                         gy[k] * uv[k] * sig * (1.0f + x[k] * (1.0f - sig)));
+            if (want_du) cu_store(du.base, du.dtype, odu + c, gy[k] * x[k] * sig);
         }
     }
 }
