@@ -2,6 +2,7 @@
  * inputs, with parameter gradients accumulated onto non-zero buffers (the += contract), plus
  * bitwise determinism of the reductions that replace atomics (norm parameter gradients, bias
  * sums, embedding backward). Tolerances: cuda_test_util.h. Skips without a GPU. */
+#include "attention_cases.h"
 #include "cuda_test_util.h"
 
 #define S(...) ((const int64_t[]){__VA_ARGS__})
@@ -162,20 +163,9 @@ static void test_rope_backward(void) {
     pair_free(&dx);
 }
 
-typedef struct {
-    const char *what;
-    int64_t B, Tq, Tk;
-    int H, KVH, D;
-    bool causal;
-    int q_offset;
-    const int *key_len;
-    ad_dtype dt;
-} attn_case;
-
-/* Each case runs through both CUDA paths (the tiled kernels, the batched GEMMs), and with bf16
- * GEMMs on (f32 tensors, operands rounded to bf16: bf16 tolerance against the fp32 CPU). */
-static const char *const attention_path_names[] = {"", " [kernel]", " [GEMM]"};
-/* Set while the GEMM path's scratch is too small for the case: the kernels must run. */
+/* Each case through the three paths of attention_cases.h. */ /* Set while the GEMM path's scratch
+                                                                 is too small for the case: the
+                                                                 kernels must run. */
 static bool g_attention_falls_back;
 
 static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm);
@@ -187,9 +177,7 @@ static void one_attention_backward(const attn_case *ac) {
 }
 
 static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm) {
-    CHECK_OK(ad_cuda_set_attention_path(g_gpu, path));
-    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
-    const long gemm_calls = ad_cuda_attention_gemm_calls(g_gpu);
+    const long gemm_calls = attention_path_begin(path, bf16_gemm);
     const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
     pair q, k, v, out, dout, dq, dk, dv;
     pair_make(&q, "q", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
@@ -214,20 +202,13 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     char what[160];
     const double tol = ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16;
     const char *how = bf16_gemm ? " bf16 GEMMs" : "";
-    snprintf(what, sizeof what, "%s%s%s dq", ac->what, attention_path_names[path], how);
+    snprintf(what, sizeof what, "%s%s%s dq", ac->what, attention_path_name(path), how);
     expect_close(what, &dq, tol);
-    snprintf(what, sizeof what, "%s%s%s dk", ac->what, attention_path_names[path], how);
+    snprintf(what, sizeof what, "%s%s%s dk", ac->what, attention_path_name(path), how);
     expect_close(what, &dk, tol);
-    snprintf(what, sizeof what, "%s%s%s dv", ac->what, attention_path_names[path], how);
+    snprintf(what, sizeof what, "%s%s%s dv", ac->what, attention_path_name(path), how);
     expect_close(what, &dv, tol);
-    /* the forced path was the one taken (GEMM outputs are f32 or the operand dtype) */
-    const bool gemm_expected = path == AD_CUDA_ATTENTION_GEMM && (ac->dt == AD_F32 || bf16_gemm) &&
-                               !g_attention_falls_back;
-    CHECK_MSG((ad_cuda_attention_gemm_calls(g_gpu) > gemm_calls) == gemm_expected,
-              "%s: attention went through the %s path", ac->what,
-              gemm_expected ? "kernel, not the GEMM" : "GEMM, not the kernel");
-    CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
-    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    attention_path_end(ac, path, bf16_gemm, gemm_calls, g_attention_falls_back);
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);

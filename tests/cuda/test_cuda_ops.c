@@ -3,6 +3,7 @@
  * elementwise, norms, rope, attention (GQA, causal with q_offset, key_len, strided views of a
  * fused QKV and a KV cache), pooling, embedding, scatter. Tolerances: cuda_test_util.h.
  * Skips without a GPU. */
+#include "attention_cases.h"
 #include "cuda_test_util.h"
 
 #define S(...) ((const int64_t[]){__VA_ARGS__})
@@ -288,20 +289,7 @@ static void test_rope(void) {
     pair_free(&p);
 }
 
-typedef struct {
-    const char *what;
-    int64_t B, Tq, Tk;
-    int H, KVH, D;
-    bool causal;
-    int q_offset;
-    const int *key_len;
-    ad_dtype dt;
-} attn_case;
-
-/* Each case runs through both CUDA paths (the tiled kernels, the batched GEMMs), and with bf16
- * GEMMs on (f32 tensors, operands rounded to bf16: bf16 tolerance against the fp32 CPU). */
-static const char *const attention_path_names[] = {"", " [kernel]", " [GEMM]"};
-
+/* Each case through the three paths of attention_cases.h. */
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm);
 
 static void one_attention(const attn_case *ac) {
@@ -311,9 +299,7 @@ static void one_attention(const attn_case *ac) {
 }
 
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
-    CHECK_OK(ad_cuda_set_attention_path(g_gpu, path));
-    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
-    const long gemm_calls = ad_cuda_attention_gemm_calls(g_gpu);
+    const long gemm_calls = attention_path_begin(path, bf16_gemm);
     const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
     /* q is a slice of a fused [B, Tq, qd + 2 kvd] projection; k and v the first Tk rows of a
      * longer KV cache: both strided views. */
@@ -332,16 +318,10 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
     CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
     char what[160];
-    snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_names[path],
+    snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_name(path),
              bf16_gemm ? " bf16 GEMMs" : "");
     expect_close(what, &out, ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16);
-    /* the forced path was the one taken (GEMM outputs are f32 or the operand dtype) */
-    const bool gemm_expected = path == AD_CUDA_ATTENTION_GEMM && (ac->dt == AD_F32 || bf16_gemm);
-    CHECK_MSG((ad_cuda_attention_gemm_calls(g_gpu) > gemm_calls) == gemm_expected,
-              "%s: attention went through the %s path", ac->what,
-              gemm_expected ? "kernel, not the GEMM" : "GEMM, not the kernel");
-    CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
-    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    attention_path_end(ac, path, bf16_gemm, gemm_calls, false);
     pair_free(&qkv);
     pair_free(&kc);
     pair_free(&vc);
