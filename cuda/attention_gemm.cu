@@ -5,9 +5,12 @@
 // dK = scale dS^T Q, dV = P^T dO; a GQA group's query heads add into their kv head's dK / dV
 // in head order. Every FLOP is in the GEMMs, on the tensor cores when bf16 GEMMs are on
 // (operands rounded to bf16, fp32 accumulation, like cu_gemm) and in full fp32 otherwise, so
-// the F32 path stays within rounding of the CPU reference. The scores take Tq x Tk floats per
-// head; sequences whose one head would exceed the scratch budget use the tiled kernels of
-// attention.cu, which need no such memory (so do decoding steps, where Tq is tiny).
+// the F32 path stays within rounding of the CPU reference. The GEMMs of a batch element stop
+// at the last key any of its rows sees (key_len, and for causal rows the last query), so keys
+// past key_len are never read, whatever they hold, as in the CPU reference. The scores take
+// Tq x Tk floats per head at most; sequences whose one head would exceed the scratch budget
+// use the tiled kernels of attention.cu, which need no such memory (so do decoding steps,
+// where Tq is tiny).
 #include <string.h>
 
 #include "cuda_internal.h"
