@@ -289,6 +289,15 @@ YAML
         echo "FAILED: audistill train --benchmark"
         status=1
     fi
+    # Where that step goes: every op of 3 steps timed (AUDISTILL_PROFILE; the device drained
+    # around each op, so only the table, not the step time, is meaningful here).
+    if AUDISTILL_PROFILE=1 timeout 240 "${RUN[@]}" "$BIN/audistill" train \
+        --config "$benchdir/train.yaml" --benchmark 3 >/dev/null 2>"$LOGS/train-profile.log"; then
+        sed -n '/^op profile/,$p' "$LOGS/train-profile.log" | head -25
+    else
+        tail -5 "$LOGS/train-profile.log"
+        echo "note: the profiled audistill train run failed"
+    fi
     rm -rf "$benchdir/train-run"
     python3 - "${jsons[@]}" <<'PY' | tee "$LOGS/table.txt"
 import json, subprocess, sys
