@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../../cuda/backend_cuda.h"
 #include "backend/backend.h"
@@ -37,8 +39,20 @@ typedef struct {
     void *cbuf, *gbuf;
 } pair;
 
+/* `seed` unless AUDISTILL_TEST_SEED names another (a number, or "random" for a fresh one each
+ * run, as tests/gpu/check.sh asks); the seed is printed so a failure can be replayed. */
 static inline void setup_backends(uint64_t seed) {
     if (ad_cuda_available() < 0) TEST_SKIP("%s", ad_error());
+    const char *env = getenv("AUDISTILL_TEST_SEED");
+    if (env && !strcmp(env, "random")) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+    } else if (env && *env) {
+        seed = strtoull(env, NULL, 10);
+    }
+    printf("seed: %llu (AUDISTILL_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
     char name[256];
     if (ad_cuda_describe(0, name, sizeof name) == AD_OK) printf("device: %s\n", name);
     if (ad_backend_cpu_create(&g_cpu, 2) < 0 || ad_backend_cuda_create(&g_gpu, 0) < 0) {

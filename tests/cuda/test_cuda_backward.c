@@ -200,7 +200,7 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     CHECK_OK(g_gpu->attention_backward(g_gpu, &dq.g, &dk.g, &dv.g, &dout.g, &out.g, &q.g, &k.g,
                                        &v.g, &p));
     char what[160];
-    const double tol = ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16;
+    const double tol = attention_tolerance(ac, bf16_gemm);
     const char *how = bf16_gemm ? " bf16 GEMMs" : "";
     snprintf(what, sizeof what, "%s%s%s dq", ac->what, attention_path_name(path), how);
     expect_close(what, &dq, tol);

@@ -320,7 +320,7 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     char what[160];
     snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_name(path),
              bf16_gemm ? " bf16 GEMMs" : "");
-    expect_close(what, &out, ac->dt == AD_F32 && !bf16_gemm ? TOL_F32 : TOL_BF16);
+    expect_close(what, &out, attention_tolerance(ac, bf16_gemm));
     attention_path_end(ac, path, bf16_gemm, gemm_calls, false);
     pair_free(&qkv);
     pair_free(&kc);

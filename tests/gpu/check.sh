@@ -133,8 +133,11 @@ run_tests() {
     for src in "$ROOT"/tests/cuda/test_*.c; do
         name=$(basename "$src" .c)
         printf -- '-- %s\n' "$name"
-        timeout 240 "${RUN[@]}" "$BIN/$name" >"$LOGS/$name.log" 2>&1
+        # fresh random inputs on every run (the seed is printed, AUDISTILL_TEST_SEED replays it)
+        timeout 240 "${RUN[@]}" AUDISTILL_TEST_SEED="${AUDISTILL_TEST_SEED:-random}" "$BIN/$name" \
+            >"$LOGS/$name.log" 2>&1
         rc=$?
+        grep -m1 "^seed" "$LOGS/$name.log"
         tail -3 "$LOGS/$name.log"
         # On a GPU machine a skip (77) is a failure: usually the driver is older than the CUDA
         # runtime the tests were built with (compare nvidia-smi's driver with nvcc's release).
