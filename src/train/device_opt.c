@@ -86,6 +86,10 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
             free(p->grad);
             p->grad = NULL;
         }
+        if (R != 0) { /* only rank 0 writes checkpoints: the host moments are its alone */
+            free(p->m), free(p->v);
+            p->m = p->v = NULL;
+        }
     }
     if (scratch) {
         /* zeroed once: the padding past a tensor's end is summed and gathered but never read
@@ -225,7 +229,7 @@ int ad_device_opt_gather_moments(ad_param_table *t) {
             rc = host_view(&h, buf + R * s, len, p->name);
             if (rc == AD_OK && len) rc = be->download(be, &h, src);
             if (rc == AD_OK && c) rc = c->all_gather(c, buf + R * s, buf, s);
-            if (rc == AD_OK) memcpy(dst, buf, sizeof(float) * (size_t)p->n);
+            if (rc == AD_OK && dst) memcpy(dst, buf, sizeof(float) * (size_t)p->n);
         }
     }
     free(buf);

@@ -26,8 +26,9 @@
 #include "train/param_table.h"
 
 /* Moves the optimizer onto t's backend: device moments (this rank's slices with zero) made from
- * the host ones (zeros or a checkpoint's). grad_comm and host_comm are NULL for one process;
- * they are borrowed, not owned. Not for quantization-aware runs (their masters are host-only). */
+ * the host ones (zeros or a checkpoint's), which ranks other than 0 then free. grad_comm and
+ * host_comm are NULL for one process; they are borrowed, not owned. Not for quantization-aware runs
+ * (their masters are host-only). */
 int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm, bool zero);
 
 /* Collective over the ranks. The gradients (this rank's share, pre-scaled so that the sum over
@@ -37,8 +38,10 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
 int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
                        int64_t step, double *norm);
 
-/* Collective with zero: the full moments into every rank's host copies (params[i].m / .v),
- * before a checkpoint. Without zero, ad_params_sync_host brings them. */
+/* Collective with zero: the full moments into rank 0's host copies (params[i].m / .v), before
+ * a checkpoint; the other ranks free theirs once their slices are on the device, since only
+ * rank 0 writes checkpoints (at 7B that is 41 GiB of host memory per other rank). Without zero,
+ * ad_params_sync_host brings them (rank 0 too). */
 int ad_device_opt_gather_moments(ad_param_table *t);
 
 /* Bytes of Adam moments this rank holds on the device. */

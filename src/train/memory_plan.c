@@ -105,12 +105,15 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
          * copies of the trainable weights and moments. */
         p->device_bytes = weights + p->gradients + acts + adam_here;
         p->host_bytes = 4 * (size_t)p->trainable_params + adam;
+        p->host_bytes_others = 4 * (size_t)p->trainable_params; /* moments freed after init */
     } else if (cuda) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
         p->host_bytes = 8 * (size_t)p->trainable_params + adam_here;
+        p->host_bytes_others = p->host_bytes;
     } else {
         p->host_bytes = weights + p->gradients + acts + adam_here;
+        p->host_bytes_others = p->host_bytes;
     }
     /* the bf16 design's GEMMs read bf16 weights, so its scratch is that of bf16 GEMMs */
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
@@ -153,6 +156,8 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
                 strcmp(job->train.precision, "bf16") ? "fp32 weights"
                                                      : "bf16 teacher, fp32 student weights",
                 job->train.optimizer, gib(p->device_bytes), gib(p->host_bytes));
+        if (p->ranks > 1 && p->host_bytes_others != p->host_bytes)
+            fprintf(out, " (rank 0; %.2f on the others)", gib(p->host_bytes_others));
         if (device_gib > 0)
             fprintf(out, " -> %s a %.0f GiB GPU",
                     gib(p->device_bytes) <= device_gib ? "fits" : "does not fit", device_gib);

@@ -17,7 +17,8 @@ typedef struct {
     size_t student_activations, teacher_activations, gradients;
     size_t scratch; /* the CUDA backend's own buffers at their largest (0 on the CPU) */
     /* as `audistill train` runs the job now (fp32 weights on the job's device) */
-    size_t device_bytes, host_bytes;
+    size_t device_bytes, host_bytes; /* host: rank 0, which writes the checkpoints */
+    size_t host_bytes_others;        /* host of the other ranks */
     /* the bf16 design: bf16 weights, fp32 master + Adam moments + gradients on the device */
     size_t bf16_device_bytes;
     int ranks; /* data-parallel ranks: with train.zero, the sharded state is per rank */
