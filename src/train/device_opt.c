@@ -86,9 +86,13 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
             free(p->grad);
             p->grad = NULL;
         }
-        if (R != 0) { /* only rank 0 writes checkpoints: the host moments are its alone */
+        if (R != 0) { /* only rank 0 writes checkpoints: the host copies are its alone */
             free(p->m), free(p->v);
             p->m = p->v = NULL;
+            if (t->mirrored) { /* the weights' host mirror too; a CPU backend's are the weights */
+                free(p->param);
+                p->param = NULL;
+            }
         }
     }
     if (scratch) {

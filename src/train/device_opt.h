@@ -26,7 +26,8 @@
 #include "train/param_table.h"
 
 /* Moves the optimizer onto t's backend: device moments (this rank's slices with zero) made from
- * the host ones (zeros or a checkpoint's), which ranks other than 0 then free. grad_comm and
+ * the host ones (zeros or a checkpoint's), which ranks other than 0 then free, with their host
+ * mirrors of the weights. grad_comm and
  * host_comm are NULL for one process; they are borrowed, not owned. Not for quantization-aware runs
  * (their masters are host-only). */
 int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm, bool zero);
@@ -39,9 +40,9 @@ int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config
                        int64_t step, double *norm);
 
 /* Collective with zero: the full moments into rank 0's host copies (params[i].m / .v), before
- * a checkpoint; the other ranks free theirs once their slices are on the device, since only
- * rank 0 writes checkpoints (at 7B that is 41 GiB of host memory per other rank). Without zero,
- * ad_params_sync_host brings them (rank 0 too). */
+ * a checkpoint; the other ranks free their host moments and weight mirrors once their slices
+ * are on the device, since only rank 0 writes checkpoints (at 7B, 61 GiB of host memory per
+ * other rank). Without zero, ad_params_sync_host brings them (rank 0 too). */
 int ad_device_opt_gather_moments(ad_param_table *t);
 
 /* Bytes of Adam moments this rank holds on the device. */

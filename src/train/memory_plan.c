@@ -105,7 +105,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
          * copies of the trainable weights and moments. */
         p->device_bytes = weights + p->gradients + acts + adam_here;
         p->host_bytes = 4 * (size_t)p->trainable_params + adam;
-        p->host_bytes_others = 4 * (size_t)p->trainable_params; /* moments freed after init */
+        p->host_bytes_others = 0; /* host copies freed after init: only rank 0 writes checkpoints */
     } else if (cuda) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
