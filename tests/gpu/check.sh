@@ -17,7 +17,7 @@
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
 #                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
 #   --modes      the benchmark's GEMM precisions (default f32,bf16)
-#   --batches    the benchmark's batch sizes (clips of 10 s; default 4): the first with every
+#   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others bf16 only, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
 #   --memcheck   same as adding memcheck to the sections; --no-bench drops bench
@@ -30,7 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16 BATCHES=4 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16 BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
