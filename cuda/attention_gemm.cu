@@ -28,8 +28,8 @@ __device__ static inline int64_t attg_limit(const int *key_len, int64_t b, int64
 
 /* One block per score row (row = head * Tq + i of this head block): P = softmax over the
  * visible keys, 0 elsewhere (a row with no visible key is all 0, so its output is 0, as in the
- * CPU reference). P goes to `p` in dtype pdt (may be s itself when pdt is F32); when p32 is
- * non-NULL the f32 probabilities are also left in s. */
+ * CPU reference). The f32 probabilities stay in s; they also go to `p` in dtype pdt when p is
+ * another buffer (the bf16 GEMM operand). */
 __global__ static void attg_softmax_kernel(float *s, char *p, int pdt, int64_t Tq, int64_t Tk,
                                            const int *key_len, int64_t b, bool causal,
                                            int q_offset) {
@@ -48,7 +48,7 @@ __global__ static void attg_softmax_kernel(float *s, char *p, int pdt, int64_t T
     const float inv = lim > 0 ? 1.0f / sum : 0.0f;
     for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) {
         const float v = j < lim ? expf(sr[j] - mx) * inv : 0.0f;
-        if (pdt != AD_F32 || (float *)p != s) cu_store(p, pdt, row * Tk + j, v);
+        if (p != (char *)s) cu_store(p, pdt, row * Tk + j, v);
         sr[j] = v;
     }
 }

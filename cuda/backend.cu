@@ -325,7 +325,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
         return AD_ERR;
     }
     impl->device = device;
-    impl->attention_scratch_bytes = (size_t)256 << 20;
+    impl->attention_scratch_bytes = AD_CUDA_ATTENTION_SCRATCH_BYTES;
     be->impl = impl;
     if (setup(impl) < 0) {
         cu_destroy(be);

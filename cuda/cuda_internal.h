@@ -16,6 +16,7 @@
 
 extern "C" {
 #include "backend/backend.h"
+#include "backend/cuda_sizes.h"
 #include "backend/op_check.h"
 }
 #include "backend_cuda.h"
@@ -42,8 +43,7 @@ enum {
     CU_SCRATCH_SLOTS
 };
 
-/* cuBLASLt workspace: what its heuristics ask for on Hopper for large GEMMs. */
-#define CU_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+#define CU_LT_WORKSPACE_BYTES AD_CUDA_LT_WORKSPACE_BYTES
 
 struct cu_algo_cache; /* gemm.cu */
 

@@ -12,7 +12,7 @@
 #include "cuda_internal.h"
 
 /* Floats of an f32 operand tile converted per GEMM call. */
-#define GEMM_TILE_FLOATS ((int64_t)32 << 20)
+#define GEMM_TILE_FLOATS ((int64_t)AD_CUDA_GEMM_TILE_FLOATS)
 
 int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m) {
     AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
@@ -156,12 +156,12 @@ static void lt_release(lt_objects *o) {
     memset(o, 0, sizeof *o);
 }
 
-/* ---- the heuristic's answers, remembered per problem ----------------------------------------
- * cublasLtMatmulAlgoGetHeuristic costs tens of microseconds of host time per call, more than
- * many of a step's GEMMs take on the GPU, and a training step asks the same few dozen
- * questions every time. Its answer depends only on the problem (dims, dtypes, layouts,
- * transposes, batch strides, epilogue, alignments), all of which make the key, so a
- * remembered algorithm is the one the heuristic would return again. */
+/* ---- descriptors and the heuristic's answer, remembered per problem ------------------------
+ * cublasLtMatmulAlgoGetHeuristic and the descriptors cost tens of microseconds of host time per
+ * call, more than many of a step's GEMMs take on the GPU, and a training step asks the same few
+ * dozen questions every time. Both depend only on the problem (dims, dtypes, layouts,
+ * transposes, batch strides, epilogue, alignments), all of which make the key, so a remembered
+ * algorithm is the one the heuristic would return again. */
 #define ALGO_CACHE_SLOTS 1024
 
 typedef struct {

@@ -53,9 +53,9 @@ __device__ static inline double stats_merge(double m, double s, double *shd) {
 #define LOSS_MAX_CHUNKS 64
 #define LOSS_ROW_BLOCKS 1024 /* blocks to aim for over all rows */
 
+/* A chunk's log-sum-exps: the student at T = 1, the student and the teacher at T. */
 typedef struct {
-    double lse1, lseq,
-        lsep; /* log-sum-exp of the chunk: student at T = 1, student and teacher at T */
+    double lse1, lseq, lsep;
 } chunk_stats;
 
 typedef struct {

@@ -45,7 +45,7 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
         return ad_fail("train.optimizer: device: not with quantization-aware training (its "
                        "master weights live on the host)");
     ad_backend *be = t->be;
-    if (!be->adamw || !be->sum_squares || !be->scale || !be->copy || !be->fill)
+    if (!be->adamw || !be->sum_squares || !be->copy || !be->fill)
         return ad_fail("train.optimizer: device: the %s backend has no optimizer ops", be->name);
     if (grad_comm && grad_comm->world > 1 && !host_comm)
         return ad_fail("internal: the device optimizer over ranks needs a host communicator");

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda_sizes.h"
 #include "core/error.h"
 #include "io/file.h"
 #include "io/hf_config.h"
@@ -35,14 +36,14 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
 /* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
  * cuBLASLt's workspace; the bf16 copies of GEMM operands under precision bf16 (the largest
  * f32 weight, the largest activation matrix) or the f32 tiles of bf16 weights under fp32;
- * attention's score buffers (a 256 MiB cap each, two of them, bf16 copies half that) and its
- * bf16 copies of q, k, v and dO. Constants as in cuda/cuda_internal.h, gemm.cu and
- * attention_gemm.cu. */
+ * attention's score buffers (each capped, two of them, bf16 copies half that) and its bf16
+ * copies of q, k, v and dO. The sizes are cuda/'s own (backend/cuda_sizes.h). */
 static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16) {
-    const size_t workspace = (size_t)32 << 20, score_cap = (size_t)256 << 20;
+    const size_t workspace = AD_CUDA_LT_WORKSPACE_BYTES,
+                 score_cap = AD_CUDA_ATTENTION_SCRATCH_BYTES;
     const size_t clips = (size_t)lim->max_clips, enc_t = (size_t)(lim->max_frames + 1) / 2,
                  dec_t = (size_t)lim->max_len;
-    size_t gemm = (size_t)128 << 20; /* fp32: 32 M floats of a weight per tile */
+    size_t gemm = 4 * AD_CUDA_GEMM_TILE_FLOATS; /* fp32: a tile of a bf16 weight as f32 */
     if (bf16) {
         size_t widest =
             (size_t)c->hidden_size *
@@ -87,17 +88,17 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
         if (p->teacher_params < 0) return AD_ERR;
         AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
     }
+    const bool cuda = !strcmp(job->train.device, "cuda");
+    const bool bf16 = !strcmp(job->train.precision, "bf16");
     /* train.precision: bf16 keeps the frozen teacher in bf16 */
-    const size_t teacher_bytes = strcmp(job->train.precision, "bf16") ? 4 : 2;
+    const size_t teacher_bytes = bf16 ? 2 : 4;
     const size_t weights =
         teacher_bytes * (size_t)p->teacher_params + 4 * (size_t)p->student_params;
     const size_t adam = 8 * (size_t)p->trainable_params;
     /* ZeRO-1: each rank keeps its share of the moments (and, in the bf16 design, of the fp32
-     * master weights); the full host copies for checkpoints stay on every rank. */
+     * master weights); the full host copies for checkpoints are rank 0's. */
     const size_t shards = job->train.zero ? (size_t)ranks : 1;
     const size_t adam_here = (adam + shards - 1) / shards;
-    const bool cuda = !strcmp(job->train.device, "cuda");
-    const bool bf16 = !strcmp(job->train.precision, "bf16");
     p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16) : 0;
     const size_t acts = p->student_activations + p->teacher_activations + p->scratch;
     if (cuda && !strcmp(job->train.optimizer, "device")) {

@@ -1,0 +1,15 @@
+/* Sizes of the CUDA backend's own buffers, shared with the memory plan (src/train/memory_plan.c)
+ * so that the plan counts what cuda/ allocates. Plain C: CPU-only builds plan CUDA jobs too. */
+#ifndef AUDISTILL_BACKEND_CUDA_SIZES_H
+#define AUDISTILL_BACKEND_CUDA_SIZES_H
+
+#include <stddef.h>
+
+/* cuBLASLt workspace: what its heuristics ask for on Hopper for large GEMMs. */
+#define AD_CUDA_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+/* Floats of an f32 copy of a bf16 weight converted per GEMM call (fp32 GEMMs). */
+#define AD_CUDA_GEMM_TILE_FLOATS ((size_t)32 << 20)
+/* Default bytes of each score buffer of attention's GEMM path (ad_cuda_set_attention_scratch). */
+#define AD_CUDA_ATTENTION_SCRATCH_BYTES ((size_t)256 << 20)
+
+#endif
