@@ -189,15 +189,16 @@ int cu_scale_op(ad_backend *be, ad_tensor *x, float s) {
 }
 
 int cu_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
-             const ad_adamw_params *p) {
+             const ad_adamw_params *p, ad_tensor *w_bf16) {
     (void)be;
     AD_TRY(cu_check("adamw", "w", w, CU_F32));
     AD_TRY(cu_check("adamw", "g", g, CU_F32));
     AD_TRY(cu_check("adamw", "m", m, CU_F32));
     AD_TRY(cu_check("adamw", "v", v, CU_F32));
-    AD_TRY(ad_op_check_adamw(w, g, m, v));
-    return ad_cuda_adamw_step((float *)w->data, (const float *)g->data, (float *)m->data,
-                              (float *)v->data, ad_tensor_numel(w), p->lr, p->beta1, p->beta2,
-                              p->eps, p->weight_decay, p->decay, p->step,
-                              p->grad_scale != 0.0f ? p->grad_scale : 1.0f, NULL);
+    if (w_bf16) AD_TRY(cu_check("adamw", "w_bf16", w_bf16, CU_M(AD_BF16)));
+    AD_TRY(ad_op_check_adamw(w, g, m, v, w_bf16));
+    return ad_cuda_adamw_step(
+        (float *)w->data, (const float *)g->data, (float *)m->data, (float *)v->data,
+        ad_tensor_numel(w), p->lr, p->beta1, p->beta2, p->eps, p->weight_decay, p->decay, p->step,
+        p->grad_scale != 0.0f ? p->grad_scale : 1.0f, w_bf16 ? (uint16_t *)w_bf16->data : NULL);
 }

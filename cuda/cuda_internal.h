@@ -329,6 +329,6 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student_lo
 int cu_sum_squares(ad_backend *be, const ad_tensor *const *xs, int count, double *out);
 int cu_scale_op(ad_backend *be, ad_tensor *x, float s);
 int cu_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
-             const ad_adamw_params *p);
+             const ad_adamw_params *p, ad_tensor *w_bf16);
 
 #endif

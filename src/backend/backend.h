@@ -210,9 +210,11 @@ struct ad_backend {
     int (*sum_squares)(ad_backend *be, const ad_tensor *const *xs, int n, double *out);
     /* x *= s (clipping by the global norm). */
     int (*scale)(ad_backend *be, ad_tensor *x, float s);
-    /* w, m, v updated in place from g. */
+    /* w, m, v updated in place from g. w_bf16 (NULL: none) receives the updated w rounded to
+     * bf16 (nearest even) in the same pass: the working copy the GEMMs read when the student
+     * computes in bf16 and w is its fp32 master (contiguous BF16, w's shape). */
     int (*adamw)(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
-                 const ad_adamw_params *p);
+                 const ad_adamw_params *p, ad_tensor *w_bf16);
 
     void (*destroy)(ad_backend *be);
 };

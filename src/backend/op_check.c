@@ -73,11 +73,15 @@ int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *
 }
 
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,
-                      const ad_tensor *v) {
-    const ad_tensor *all[4] = {w, g, m, v};
-    for (int i = 0; i < 4; i++) {
+                      const ad_tensor *v, const ad_tensor *w_bf16) {
+    const ad_tensor *all[5] = {w, g, m, v, w_bf16};
+    for (int i = 0; i < 5; i++) {
+        if (!all[i]) continue;
         AD_TRY(ad_op_check_contiguous("adamw", all[i]));
         if (i) AD_TRY(ad_op_check_same_shape("adamw", all[i], w));
     }
-    return AD_OK;
+    if (w_bf16 && w_bf16->dtype != AD_BF16)
+        return ad_op_fail_tensor("adamw", w_bf16, "is the bf16 copy of %s, so BF16 (not %s)",
+                                 w->name, ad_dtype_name(w_bf16->dtype));
+    return w_bf16 ? ad_op_check_no_alias("adamw", w_bf16, w) : AD_OK;
 }

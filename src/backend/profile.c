@@ -19,6 +19,8 @@ typedef struct {
     prof_row *rows;
     int n_rows, cap_rows;
     double seconds;
+    bool timing;  /* false: FLOPs counted, nothing timed (ad_backend_count_flops) */
+    double flops; /* every op's, since the start */
 } prof_state;
 
 static prof_state *P(ad_backend *be) {
@@ -30,6 +32,7 @@ static void device_sync(ad_backend *be) {
 }
 
 static double begin(ad_backend *be, const char *op) {
+    if (!P(be)->timing) return 0;
     device_sync(be);
     if (be->range_push) be->range_push(be, op);
     return ad_now_seconds();
@@ -59,10 +62,12 @@ static void fold_digits(const char *name, char *out, size_t size) {
 
 static void end(ad_backend *be, double t0, const char *op, const ad_tensor *weight, double flops,
                 double bytes) {
+    prof_state *s = P(be);
+    s->flops += flops;
+    if (!s->timing) return;
     device_sync(be);
     const double dt = ad_now_seconds() - t0;
     if (be->range_pop) be->range_pop(be);
-    prof_state *s = P(be);
     char key[160], folded[128] = "";
     if (weight && weight->name && weight->name[0]) fold_digits(weight->name, folded, sizeof folded);
     snprintf(key, sizeof key, "%s%s%s", op, folded[0] ? " " : "", folded);
@@ -251,25 +256,28 @@ static int p_scale(ad_backend *be, ad_tensor *x, float s) {
     RUN(scale(be, x, s), "scale", NULL, 0, 2 * tensor_bytes(x));
 }
 static int p_adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
-                   const ad_adamw_params *p) {
-    RUN(adamw(be, w, g, m, v, p), "adamw", NULL, 0,
-        2 * (B2(w, m) + tensor_bytes(v)) + tensor_bytes(g));
+                   const ad_adamw_params *p, ad_tensor *w_bf16) {
+    RUN(adamw(be, w, g, m, v, p, w_bf16), "adamw", NULL, 0,
+        2 * (B2(w, m) + tensor_bytes(v)) + tensor_bytes(g) + (w_bf16 ? tensor_bytes(w_bf16) : 0));
 }
 
 /* Each entry is replaced only where the backend has one (a missing op stays missing). */
 #define SHIM(op)                                                                                   \
     if (be->op) be->op = p_##op
 
-int ad_backend_profile_start(ad_backend *be) {
+static int start(ad_backend *be, bool timing) {
     if (be->profile) {
         prof_state *s = P(be);
         s->n_rows = 0;
         s->seconds = 0;
+        s->flops = 0;
+        s->timing = timing;
         return AD_OK;
     }
     prof_state *s = calloc(1, sizeof *s);
     if (!s) return ad_fail("out of memory for the op profile");
     s->orig = *be;
+    s->timing = timing;
     be->profile = s;
     SHIM(copy);
     SHIM(fill);
@@ -306,6 +314,18 @@ int ad_backend_profile_start(ad_backend *be) {
     return AD_OK;
 }
 
+int ad_backend_profile_start(ad_backend *be) {
+    return start(be, true);
+}
+
+int ad_backend_count_flops(ad_backend *be) {
+    return be->profile ? AD_OK : start(be, false);
+}
+
+double ad_backend_profile_flops(const ad_backend *be) {
+    return be && be->profile ? ((const prof_state *)be->profile)->flops : -1;
+}
+
 void ad_backend_profile_stop(ad_backend *be) {
     prof_state *s = be ? P(be) : NULL;
     if (!s) return;
@@ -321,7 +341,7 @@ static int by_time(const void *a, const void *b) {
 
 double ad_backend_profile_report(ad_backend *be, FILE *out, int max_rows) {
     prof_state *s = be ? P(be) : NULL;
-    if (!s) return -1;
+    if (!s || !s->timing) return -1;
     qsort(s->rows, (size_t)s->n_rows, sizeof *s->rows, by_time);
     fprintf(out, "op profile (%s backend): %.3f s in %d kinds of op call\n", be->name, s->seconds,
             s->n_rows);

@@ -16,10 +16,16 @@
 
 /* Starts (or restarts, clearing the counts) profiling `be`. */
 int ad_backend_profile_start(ad_backend *be);
+/* Counts the ops' FLOPs (the same credits) without timing anything or synchronising: what
+ * `train --benchmark` reports as TFLOP per step. Nothing when a profile runs already (it counts
+ * them too). */
+int ad_backend_count_flops(ad_backend *be);
+/* FLOPs credited since the (re)start, or -1 when neither runs. */
+double ad_backend_profile_flops(const ad_backend *be);
 /* Restores the op table and frees the counts; nothing when not profiling. */
 void ad_backend_profile_stop(ad_backend *be);
 /* Writes the table, slowest first, at most max_rows rows (0: all), to `out`. Returns the
- * seconds spent in ops since the start, or -1 when not profiling. */
+ * seconds spent in ops since the start, or -1 when not profiling (or only counting FLOPs). */
 double ad_backend_profile_report(ad_backend *be, FILE *out, int max_rows);
 
 #endif

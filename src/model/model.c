@@ -195,8 +195,21 @@ static int load_dequantized(ad_model *m, const ad_safetensors *st, const ad_quan
     return rc;
 }
 
+/* How load_model stores the weights: wdt, except those `pick` chooses, in `picked` with an
+ * fp32 host copy of the file's values kept (m->masters). */
+typedef struct {
+    ad_dtype wdt, picked;
+    bool (*pick)(const ad_weight_spec *spec, void *ctx);
+    void *ctx;
+} weight_dtypes;
+
+static bool picked(const weight_dtypes *d, const ad_weight_spec *sp) {
+    return d->pick && d->pick(sp, d->ctx);
+}
+
 static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
-                      const char *weights_path, bool dequantize, ad_dtype wdt) {
+                      const char *weights_path, bool dequantize, const weight_dtypes *dt) {
+    const ad_dtype wdt = dt->wdt;
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
@@ -277,7 +290,7 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             goto done;
         }
         matched[s] = found;
-        ad_arena_plan_tensor(&plan, wdt, sp->ndim, sp->shape);
+        ad_arena_plan_tensor(&plan, picked(dt, sp) ? dt->picked : wdt, sp->ndim, sp->shape);
     }
     for (int i = 0; i < st.n_entries; i++) {
         bool used = false;
@@ -315,7 +328,10 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             slot->name = sp->name;
             continue;
         }
-        if (ad_arena_tensor(&arena, slot, wdt, sp->ndim, sp->shape, sp->name) < 0) goto done;
+        const bool keep_master = matched[s] >= 0 && picked(dt, sp);
+        if (ad_arena_tensor(&arena, slot, keep_master ? dt->picked : wdt, sp->ndim, sp->shape,
+                            sp->name) < 0)
+            goto done;
         slot->device = be->device;
         slot->name = sp->name; /* the model keeps `specs` (error messages, op profiles) */
         if (matched[s] < 0) {
@@ -330,6 +346,16 @@ static int load_model(ad_model *m, ad_backend *be, const ad_model_config *cfg,
             be->upload(be, slot, &src) < 0) {
             ad_fail_context("%s: loading %s", weights_path, sp->name);
             goto done;
+        }
+        if (keep_master) {
+            if (!m->masters &&
+                !(m->masters = ad_calloc((size_t)n_specs, sizeof *m->masters, "fp32 masters")))
+                goto done;
+            m->masters[s] = ad_malloc(sizeof(float) * (size_t)ad_weight_spec_numel(sp), sp->name);
+            if (!m->masters[s] || ad_tensor_to_f32(&src, m->masters[s]) < 0) {
+                ad_fail_context("%s: the fp32 values of %s", weights_path, sp->name);
+                goto done;
+            }
         }
     }
     if (cfg->tie_word_embeddings) m->lm_head = m->embed_tokens;
@@ -346,16 +372,22 @@ done:
         free(specs);
     }
     if (st.entries || st.shards) ad_safetensors_close(&st);
-    if (rc < 0) ad_model_free(m);
+    if (rc < 0) {
+        for (int s = 0; m->masters && s < n_specs; s++)
+            free(m->masters[s]); /* ad_model_free knows no specs yet */
+        ad_model_free(m);
+    }
     return rc;
 }
 
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path) {
-    return load_model(m, be, cfg, weights_path, false, be->act_dtype);
+    const weight_dtypes dt = {be->act_dtype, be->act_dtype, NULL, NULL};
+    return load_model(m, be, cfg, weights_path, false, &dt);
 }
 
-static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantize, ad_dtype wdt) {
+static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantize,
+                    const weight_dtypes *dt) {
     memset(m, 0, sizeof *m);
     char *config_path = ad_path_join(dir, "config.json");
     if (!config_path) return AD_ERR;
@@ -363,26 +395,55 @@ static int load_dir(ad_model *m, ad_backend *be, const char *dir, bool dequantiz
     int rc = ad_model_config_load(config_path, &cfg);
     free(config_path);
     AD_TRY(rc);
-    return load_model(m, be, &cfg, dir, dequantize, wdt);
+    return load_model(m, be, &cfg, dir, dequantize, dt);
 }
 
 int ad_model_load(ad_model *m, ad_backend *be, const char *dir) {
-    return load_dir(m, be, dir, false, be->act_dtype);
+    const weight_dtypes dt = {be->act_dtype, be->act_dtype, NULL, NULL};
+    return load_dir(m, be, dir, false, &dt);
 }
 
-int ad_model_load_as(ad_model *m, ad_backend *be, const char *dir, ad_dtype weights) {
+static int check_float_dtype(const char *dir, ad_dtype weights) {
     if (weights != AD_F32 && weights != AD_BF16)
         return ad_fail("%s: weights can be loaded as F32 or BF16, not %s", dir,
                        ad_dtype_name(weights));
-    return load_dir(m, be, dir, false, weights);
+    return AD_OK;
+}
+
+int ad_model_load_as(ad_model *m, ad_backend *be, const char *dir, ad_dtype weights) {
+    AD_TRY(check_float_dtype(dir, weights));
+    const weight_dtypes dt = {weights, weights, NULL, NULL};
+    return load_dir(m, be, dir, false, &dt);
+}
+
+int ad_model_load_mixed(ad_model *m, ad_backend *be, const char *dir, bool dequantize,
+                        ad_dtype picked_dtype, bool (*pick)(const ad_weight_spec *spec, void *ctx),
+                        void *ctx) {
+    AD_TRY(check_float_dtype(dir, picked_dtype));
+    const weight_dtypes dt = {be->act_dtype, picked_dtype, pick, ctx};
+    return load_dir(m, be, dir, dequantize, &dt);
 }
 
 int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir) {
-    return load_dir(m, be, dir, true, be->act_dtype);
+    const weight_dtypes dt = {be->act_dtype, be->act_dtype, NULL, NULL};
+    return load_dir(m, be, dir, true, &dt);
+}
+
+float *ad_model_take_master(ad_model *m, const char *name) {
+    for (int s = 0; m->masters && s < m->n_specs; s++)
+        if (!strcmp(m->specs[s].name, name)) {
+            float *x = m->masters[s];
+            m->masters[s] = NULL;
+            return x;
+        }
+    return NULL;
 }
 
 void ad_model_free(ad_model *m) {
     if (m->weight_memory) m->be->release(m->be, m->weight_memory);
+    for (int s = 0; m->masters && s < m->n_specs; s++)
+        free(m->masters[s]);
+    free(m->masters);
     for (int i = 0; i < m->n_quant_owned; i++) {
         ad_quant_tensor *q = m->quant_owned[i];
         if (m->quant_on_device) {

@@ -48,6 +48,7 @@ typedef struct {
     int n_dequantized;     /* ad_model_load_dequantized: group-quantized weights loaded as floats */
     ad_weight_spec *specs; /* the list the weight tensors' names point into */
     int n_specs;
+    float **masters; /* ad_model_load_mixed: per spec, the picked weights' fp32 values (host) */
 } ad_model;
 
 /* Reads DIR/config.json and the checkpoint in DIR (single file or sharded index; checkpoint or
@@ -57,6 +58,16 @@ int ad_model_load(ad_model *m, ad_backend *be, const char *dir);
 /* The same with the unquantized weights stored as `weights` (F32 or BF16) instead of the
  * backend's activation dtype (a frozen teacher in bf16 on a GPU). */
 int ad_model_load_as(ad_model *m, ad_backend *be, const char *dir, ad_dtype weights);
+/* The same (dequantize: as ad_model_load_dequantized) with the unquantized weights `pick`
+ * chooses stored as `picked` (F32 or BF16) and the file's values of each also kept in fp32 on
+ * the host until ad_model_take_master takes them: a student computing in bf16 stores its GEMM
+ * weights so, and its optimizer's fp32 masters are those exact values, not the rounded ones. */
+int ad_model_load_mixed(ad_model *m, ad_backend *be, const char *dir, bool dequantize,
+                        ad_dtype picked, bool (*pick)(const ad_weight_spec *spec, void *ctx),
+                        void *ctx);
+/* The fp32 host values ad_model_load_mixed kept for weight `name` (the caller frees them), or
+ * NULL when it kept none. */
+float *ad_model_take_master(ad_model *m, const char *name);
 /* The same from a parsed config and an opened checkpoint path. */
 int ad_model_load_config(ad_model *m, ad_backend *be, const ad_model_config *cfg,
                          const char *weights_path);

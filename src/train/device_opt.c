@@ -11,10 +11,15 @@ static int host_view(ad_tensor *t, float *data, int64_t n, const char *name) {
     return ad_tensor_init(t, data, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){n}, name);
 }
 
-/* Elements [at, at + n) of the f32 tensor x (any shape, contiguous) as a 1-D tensor. */
+/* Elements [at, at + n) of the tensor x (any shape, contiguous) as a 1-D tensor. */
 static int slice_view(ad_tensor *out, const ad_tensor *x, int64_t at, int64_t n) {
-    return ad_tensor_init(out, (float *)x->data + at, AD_F32, x->device, 1, (int64_t[]){n},
-                          x->name);
+    return ad_tensor_init(out, (char *)x->data + ad_dtype_bytes_for(x->dtype, at), x->dtype,
+                          x->device, 1, (int64_t[]){n}, x->name);
+}
+
+/* Param i's weights are bf16 (the student computes in bf16), updated through an fp32 master. */
+static bool is_bf16(const ad_param_table *t, int i) {
+    return t->dev_w[i] && t->dev_w[i]->dtype == AD_BF16;
 }
 
 static int world_of(const ad_param_table *t) {
@@ -24,10 +29,13 @@ static int rank_of(const ad_param_table *t) {
     return t->grad_comm ? t->grad_comm->rank : 0;
 }
 
-/* Tensor i's slice length s (ZeRO-1: the world's slices of ceil(n / world) elements). */
+/* Tensor i's slice length s (ZeRO-1: the world's slices of ceil(n / world) elements). A bf16
+ * weight's slices have an even length, so that each is whole 4-byte words, which the float
+ * all-gather moves. */
 static int64_t slice_size(const ad_param_table *t, int i) {
     const int64_t W = world_of(t);
-    return (t->params[i].n + W - 1) / W;
+    const int64_t s = (t->params[i].n + W - 1) / W;
+    return W > 1 && is_bf16(t, i) ? s + (s & 1) : s;
 }
 
 static int device_f32(ad_backend *be, int64_t n, const char *name, ad_tensor *out) {
@@ -56,7 +64,8 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
     t->opt_m = ad_calloc((size_t)n, sizeof *t->opt_m, "moments");
     t->opt_v = ad_calloc((size_t)n, sizeof *t->opt_v, "moments");
     t->slice_at = ad_calloc((size_t)n, sizeof *t->slice_at, "moment slices");
-    if (!t->opt_m || !t->opt_v || !t->slice_at) return AD_ERR;
+    t->dev_master = ad_calloc((size_t)n, sizeof *t->dev_master, "fp32 masters");
+    if (!t->opt_m || !t->opt_v || !t->slice_at || !t->dev_master) return AD_ERR;
     t->on_device = true; /* from here ad_params_free releases what was allocated */
     const int64_t W = world_of(t), R = rank_of(t);
     int64_t scratch = 0;
@@ -64,15 +73,17 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
         ad_param_ref *p = &t->params[i];
         const ad_tensor *w = t->dev_w[i], *g = t->dev_g[i];
         if (!w || !g) return ad_fail("internal: parameter %s has no device tensor", p->name);
-        if (w->dtype != AD_F32 || g->dtype != AD_F32)
-            return ad_fail("train.optimizer: device: %s is %s with a %s gradient (f32 needed)",
+        const bool bf16 = is_bf16(t, i);
+        if ((w->dtype != AD_F32 && !bf16) || g->dtype != AD_F32 || (bf16 && !p->param))
+            return ad_fail("train.optimizer: device: %s is %s with a %s gradient (f32, or bf16 "
+                           "with an fp32 master, needed)",
                            p->name, ad_dtype_name(w->dtype), ad_dtype_name(g->dtype));
         int64_t at = 0, len = p->n;
         if (zero) {
             const int64_t s = slice_size(t, i);
             at = R * s < p->n ? R * s : p->n;
             len = p->n - at < s ? p->n - at : s;
-            if (p->n % W && W * s > scratch) scratch = W * s;
+            if (W * s != p->n && W * s > scratch) scratch = W * s;
         }
         t->slice_at[i] = at;
         AD_TRY(device_f32(be, len, "exp_avg", &t->opt_m[i]));
@@ -82,6 +93,11 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
         AD_TRY(be->upload(be, &t->opt_m[i], &h));
         AD_TRY(host_view(&h, p->v + at, len, p->name));
         AD_TRY(be->upload(be, &t->opt_v[i], &h));
+        if (bf16) { /* the master of this rank's slice, from the host's exact values */
+            AD_TRY(device_f32(be, len, p->name, &t->dev_master[i]));
+            AD_TRY(host_view(&h, p->param + at, len, p->name));
+            AD_TRY(be->upload(be, &t->dev_master[i], &h));
+        }
         if (t->mirrored) { /* gradients never come down now */
             free(p->grad);
             p->grad = NULL;
@@ -118,7 +134,7 @@ static int reduce_scatter_grad(ad_param_table *t, int i) {
     ad_tensor *g = t->dev_g[i];
     const int64_t n = t->params[i].n, s = slice_size(t, i), R = c->rank;
     float *gd = g->data;
-    if (n % c->world == 0) return c->reduce_scatter_sum(c, gd, gd + R * s, s);
+    if (n == c->world * s) return c->reduce_scatter_sum(c, gd, gd + R * s, s);
     /* padded: the gradient into the scratch, and this rank's slice back */
     ad_tensor *sc = &t->zero_scratch, a, b;
     const int64_t len = ad_tensor_numel(&t->opt_m[i]);
@@ -132,24 +148,28 @@ static int reduce_scatter_grad(ad_param_table *t, int i) {
     return be->copy(be, &a, &b);
 }
 
-/* Weight i's slices from every rank into the whole weight on every rank. */
+/* Weight i's slices from every rank into the whole weight on every rank: the f32 weight, or
+ * the bf16 one (its fp32 master stays sliced), whose even slices travel as float words. */
 static int all_gather_weight(ad_param_table *t, int i) {
     ad_backend *be = t->be;
     ad_comm *c = t->grad_comm;
     ad_tensor *w = t->dev_w[i];
     const int64_t n = t->params[i].n, s = slice_size(t, i), R = c->rank;
-    float *wd = w->data;
-    if (n % c->world == 0) return c->all_gather(c, wd + R * s, wd, s);
-    ad_tensor *sc = &t->zero_scratch, a, b;
+    const int64_t per_word = w->dtype == AD_BF16 ? 2 : 1, words = s / per_word;
+    if (n == c->world * s)
+        return c->all_gather(c, (const float *)w->data + R * words, w->data, words);
+    ad_tensor sc, a, b; /* the scratch in w's dtype */
+    AD_TRY(ad_tensor_init(&sc, t->zero_scratch.data, w->dtype, w->device, 1,
+                          (int64_t[]){c->world * s}, "ZeRO-1 scratch"));
     const int64_t len = ad_tensor_numel(&t->opt_m[i]);
     if (len) {
-        AD_TRY(slice_view(&a, sc, R * s, len));
+        AD_TRY(slice_view(&a, &sc, R * s, len));
         AD_TRY(slice_view(&b, w, t->slice_at[i], len));
         AD_TRY(be->copy(be, &a, &b));
     }
-    AD_TRY(c->all_gather(c, (float *)sc->data + R * s, sc->data, s));
+    AD_TRY(c->all_gather(c, (const float *)sc.data + R * words, sc.data, words));
     AD_TRY(slice_view(&a, w, 0, n));
-    AD_TRY(slice_view(&b, sc, 0, n));
+    AD_TRY(slice_view(&b, &sc, 0, n));
     return be->copy(be, &a, &b);
 }
 
@@ -191,7 +211,8 @@ int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config
     t->host_stale = true;
     for (int i = 0; rc == AD_OK && i < n; i++) {
         const int64_t len = ad_tensor_numel(&t->opt_m[i]);
-        ad_tensor wv;
+        ad_tensor wv, low;
+        const bool bf16 = is_bf16(t, i);
         if (len) {
             /* clipping rides in the step: no pass of its own over the gradients */
             const ad_adamw_params a = {lr,
@@ -202,8 +223,13 @@ int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config
                                        t->params[i].decay,
                                        step,
                                        coef < 1.0 ? (float)coef : 1.0f};
-            rc = slice_view(&wv, t->dev_w[i], t->slice_at[i], len);
-            if (rc == AD_OK) rc = be->adamw(be, &wv, &gv[i], &t->opt_m[i], &t->opt_v[i], &a);
+            /* a bf16 weight's master holds just this rank's part; the step also writes the
+             * part's bf16 weights */
+            rc = bf16 ? slice_view(&wv, &t->dev_master[i], 0, len)
+                      : slice_view(&wv, t->dev_w[i], t->slice_at[i], len);
+            if (rc == AD_OK && bf16) rc = slice_view(&low, t->dev_w[i], t->slice_at[i], len);
+            if (rc == AD_OK)
+                rc = be->adamw(be, &wv, &gv[i], &t->opt_m[i], &t->opt_v[i], &a, bf16 ? &low : NULL);
         }
         if (rc == AD_OK && sharded) rc = all_gather_weight(t, i);
     }
@@ -225,9 +251,9 @@ int ad_device_opt_gather_moments(ad_param_table *t) {
     for (int i = 0; rc == AD_OK && i < t->n_params; i++) {
         ad_param_ref *p = &t->params[i];
         const int64_t s = slice_size(t, i), len = ad_tensor_numel(&t->opt_m[i]);
-        for (int k = 0; rc == AD_OK && k < 2; k++) {
-            ad_tensor *src = k ? &t->opt_v[i] : &t->opt_m[i];
-            float *dst = k ? p->v : p->m;
+        for (int k = 0; rc == AD_OK && k < (is_bf16(t, i) ? 3 : 2); k++) {
+            ad_tensor *src = k == 2 ? &t->dev_master[i] : k ? &t->opt_v[i] : &t->opt_m[i];
+            float *dst = k == 2 ? p->param : k ? p->v : p->m;
             ad_tensor h;
             memset(buf + R * s, 0, sizeof(float) * (size_t)s);
             rc = host_view(&h, buf + R * s, len, p->name);

@@ -14,7 +14,11 @@
  *   as the sum over ranks of the slices' sums of squares, runs AdamW on its slices and
  *   all-gathers each weight. Tensors the world does not divide go through a padded device
  *   scratch of world * s floats. Checkpoints hold the full moments, gathered first
- *   (ad_device_opt_gather_moments), so any rank count and either optimizer can resume them. */
+ *   (ad_device_opt_gather_moments), so any rank count and either optimizer can resume them.
+ * A student computing in bf16 (train/param_table.h) has bf16 GEMM weights: AdamW updates their
+ * fp32 masters on the device (with ZeRO-1 a rank holds only its slices' masters) and writes the
+ * bf16 weights in the same pass; ZeRO-1 all-gathers the bf16 weights (slices of even length, so
+ * they travel as float words), and the masters are gathered for checkpoints like the moments. */
 #ifndef AUDISTILL_TRAIN_DEVICE_OPT_H
 #define AUDISTILL_TRAIN_DEVICE_OPT_H
 
@@ -39,10 +43,11 @@ int ad_device_opt_init(ad_param_table *t, ad_comm *grad_comm, ad_comm *host_comm
 int ad_device_opt_step(ad_param_table *t, double max_norm, const ad_adamw_config *c, double lr,
                        int64_t step, double *norm);
 
-/* Collective with zero: the full moments into rank 0's host copies (params[i].m / .v), before
- * a checkpoint; the other ranks free their host moments and weight mirrors once their slices
- * are on the device, since only rank 0 writes checkpoints (at 7B, 61 GiB of host memory per
- * other rank). Without zero, ad_params_sync_host brings them (rank 0 too). */
+/* Collective with zero: the full moments (and the masters of bf16 weights) into rank 0's host
+ * copies (params[i].m / .v / .param), before a checkpoint; the other ranks free their host moments
+ * and weight mirrors once their slices are on the device, since only rank 0 writes checkpoints (at
+ * 7B, 61 GiB of host memory per other rank). Without zero, ad_params_sync_host brings them (rank 0
+ * too). */
 int ad_device_opt_gather_moments(ad_param_table *t);
 
 /* Bytes of Adam moments this rank holds on the device. */

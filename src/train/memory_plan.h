@@ -6,6 +6,7 @@
 #ifndef AUDISTILL_TRAIN_MEMORY_PLAN_H
 #define AUDISTILL_TRAIN_MEMORY_PLAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 
 typedef struct {
     int64_t teacher_params, student_params, trainable_params;
+    int64_t trainable_gemm_params; /* of those, GEMM weights */
+    bool student_bf16;             /* train.student_weights: they are stored in bf16 */
     size_t student_activations, teacher_activations, gradients;
     size_t scratch; /* the CUDA backend's own buffers at their largest (0 on the CPU) */
     /* as `audistill train` runs the job now (fp32 weights on the job's device) */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress/recipe.h"
 #include "core/error.h"
 
 static int host_view(ad_tensor *t, float *data, const ad_tensor *like) {
@@ -95,9 +96,16 @@ int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scale
                   *d = ad_model_weight(&g->grads, t->specs[i].name);
         if (!w || !d) return ad_fail("internal: no weight %s", t->specs[i].name);
         if (!d->data) continue;
-        if (w->dtype != AD_F32)
-            return ad_fail("training: the optimizer needs fp32 weights (%s is %s)",
+        /* bf16: a student computing in bf16 (ad_model_load_mixed) on a device, its fp32 masters
+         * kept on the host by the loader */
+        float *master = w->dtype == AD_BF16 && t->mirrored
+                            ? ad_model_take_master(g->m, t->specs[i].name)
+                            : NULL;
+        if (w->dtype != AD_F32 && !master)
+            return ad_fail("training: the optimizer needs fp32 weights or their fp32 masters (%s "
+                           "is %s)",
                            t->specs[i].name, ad_dtype_name(w->dtype));
+        t->n_bf16 += master != NULL;
         t->dev_w[t->n_params] = w;
         t->dev_g[t->n_params] = d;
         t->qat_of[t->n_params] = ad_qat_find(&t->qat, t->specs[i].name);
@@ -105,7 +113,11 @@ int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scale
         ad_param_ref *p = &t->params[t->n_params++];
         p->name = t->specs[i].name;
         p->n = numel;
-        if (t->mirrored) {
+        if (master) {
+            p->param = master; /* the file's values, not the rounded ones on the device */
+            p->grad = ad_malloc(sizeof(float) * (size_t)p->n, "gradient mirror");
+            if (!p->grad) return AD_ERR;
+        } else if (t->mirrored) {
             p->param = ad_malloc(sizeof(float) * (size_t)p->n, "weight mirror");
             p->grad = ad_malloc(sizeof(float) * (size_t)p->n, "gradient mirror");
             if (!p->param || !p->grad) return AD_ERR;
@@ -149,7 +161,24 @@ int ad_params_build(ad_train_graph *g, const char *student_dir, bool learn_scale
     return AD_OK;
 }
 
+/* A weight the GEMMs read as a matrix: the token embedding is gathered, not multiplied (kept
+ * fp32, so its rows are the masters' exactly), and norms, biases and convolutions stay fp32. */
+bool ad_params_is_gemm_weight(const ad_weight_spec *s) {
+    const ad_weight_class c = ad_weight_class_of(s);
+    return c == AD_WEIGHT_CLASS_ENCODER_LINEAR || c == AD_WEIGHT_CLASS_DECODER_LINEAR ||
+           c == AD_WEIGHT_CLASS_LM_HEAD;
+}
+
+/* The fp32 values param i's device optimizer updates: dev_master[i] (with ZeRO-1 this rank's
+ * slice alone) or dev_w[i]. */
+static ad_tensor *params_master(ad_param_table *t, int i) {
+    return t->dev_master && t->dev_master[i].data ? &t->dev_master[i] : t->dev_w[i];
+}
+
 void ad_params_free(ad_param_table *t) {
+    for (int i = 0; t->dev_master && i < t->n_params; i++)
+        if (t->dev_master[i].data) t->be->release(t->be, t->dev_master[i].data);
+    free(t->dev_master);
     for (int i = 0; t->on_device && i < t->n_params; i++) {
         if (t->opt_m[i].data) t->be->release(t->be, t->opt_m[i].data);
         if (t->opt_v[i].data) t->be->release(t->be, t->opt_v[i].data);
@@ -272,9 +301,12 @@ int ad_params_sync_host(ad_param_table *t) {
     for (int i = 0; i < t->n_params; i++) {
         ad_param_ref *p = &t->params[i];
         ad_tensor h;
-        if (t->mirrored) { /* else the host weights are the backend's own */
-            AD_TRY(host_view(&h, p->param, t->dev_w[i]));
-            AD_TRY(t->be->download(t->be, &h, t->dev_w[i]));
+        const bool sliced_master = t->zero && t->dev_master && t->dev_master[i].data;
+        if (t->mirrored && !sliced_master) { /* else the host weights are the backend's own, or
+                                                 slices (ad_device_opt_gather_moments) */
+            const ad_tensor *w = params_master(t, i);
+            AD_TRY(host_view(&h, p->param, w));
+            AD_TRY(t->be->download(t->be, &h, w));
         }
         if (t->zero) continue; /* slices: ad_device_opt_gather_moments */
         AD_TRY(host_view(&h, p->m, &t->opt_m[i]));

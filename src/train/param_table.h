@@ -24,7 +24,14 @@
  * Quantization-aware training (a group-quantized student) mirrors on every backend: the
  * mirrors are the f32 masters, and what goes up is what the exported model will hold, the
  * fake-quantized weight (train/qat.h) or, for the weights kept unquantized, its bf16 value.
- * Learned scales are extra host-only parameters ("<weight>.qat_scale"). */
+ * Learned scales are extra host-only parameters ("<weight>.qat_scale").
+ *
+ * A student computing in bf16 (`train.student_weights`) is loaded with its trainable GEMM
+ * weights in bf16 on the device (ad_model_load_mixed), so no GEMM converts them again; their
+ * fp32 masters are the file's values, which become the host mirrors (host optimizer: what goes
+ * up is rounded on the way). With the optimizer on the device, fp32 device copies of the
+ * masters (dev_master; with ZeRO-1 only this rank's slice) are what AdamW updates, writing the
+ * bf16 weights in the same pass (train/device_opt.h). */
 typedef struct {
     ad_weight_spec *specs;
     int n_specs;
@@ -45,6 +52,9 @@ typedef struct {
     bool zero;                      /* ZeRO-1: moments of slices */
     int64_t *slice_at;              /* per param: where its slice starts (else 0) */
     ad_tensor zero_scratch;         /* zero: for tensors the ranks do not divide */
+    int n_bf16; /* trainable weights the model holds in bf16 (fp32 masters on the host) */
+    ad_tensor *dev_master; /* device optimizer, per param: the bf16 weight's fp32 master on the
+                              device (this rank's slice with zero); data NULL: dev_w is f32 */
 } ad_param_table;
 
 /* The trainable weights of g's model (those with gradients), with AdamW moments; a
@@ -58,6 +68,9 @@ int ad_params_download_grads(ad_param_table *t);
 int ad_params_upload(ad_param_table *t);
 /* Quantization-aware: rounds the frozen unquantized weights to bf16 once. */
 int ad_params_round_frozen(ad_model *m, ad_param_table *t);
+/* A weight the GEMMs read as a matrix (encoder and decoder linears, the projector, an untied
+ * lm_head): what a student computing in bf16 stores in bf16 when it trains it. */
+bool ad_params_is_gemm_weight(const ad_weight_spec *s);
 /* Host values of weight spec s: the mirror (the master), else a download into *owned. */
 int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const float **data,
                             float **owned);

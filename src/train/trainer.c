@@ -203,6 +203,18 @@ static const ad_field train_fields[] = {
              "operands rounded to bf16 on tensor cores with fp32 accumulation, and the "
              "teacher's frozen weights kept in bf16 (half its memory); master weights, "
              "gradients, moments and activations stay fp32"},
+    {.key = "student_weights",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, student_weights),
+     .default_value = "auto",
+     .choices = "auto|f32|bf16",
+     .help = "the dtype of the student's trainable GEMM weights on the device: bf16 (auto "
+             "under precision bf16) stores them rounded, as every GEMM reads them, with their "
+             "fp32 masters on the host (optimizer host) or beside them on the device (optimizer "
+             "device, whose AdamW pass writes both); f32 (auto under fp32) rounds them again in "
+             "every GEMM. The numbers are the same; bf16 saves the conversions and, with the "
+             "host optimizer, half their device memory (with zero: 1 and optimizer device each "
+             "rank keeps only its slices' masters)"},
     {.key = "recompute",
      .type = AD_FIELD_BOOL,
      .offset = offsetof(ad_train_options, recompute),
@@ -865,6 +877,16 @@ static int write_final(run_ctx *r) {
     return ad_fsync_directory(r->job->output);
 }
 
+bool ad_train_student_bf16(const ad_train_options *o) {
+    return !strcmp(o->student_weights, "bf16") ||
+           (!strcmp(o->student_weights, "auto") && !strcmp(o->precision, "bf16"));
+}
+
+/* ad_model_load_mixed's choice for a student computing in bf16: its trainable GEMM weights. */
+static bool student_bf16_weight(const ad_weight_spec *s, void *trainable) {
+    return ad_params_is_gemm_weight(s) && ad_trainable_has(trainable, s->name, s->component);
+}
+
 void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
     const char *mode = o->trainable;
     *t = (ad_trainable){.audio_encoder = true,
@@ -881,22 +903,27 @@ void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
     t->recompute = o->recompute;
 }
 
-/* train --benchmark: each step's time with the device drained, then a summary. */
+/* train --benchmark: each step's time with the device drained, then a summary. The op table
+ * counts the FLOPs it is asked for (backend/profile.h), which gives TFLOP per step and per s. */
 typedef struct {
     double start, *ms, tokens;
+    double flops_warm, flops_last; /* counted after the first step and after the last */
     int64_t n, cap;
 } step_timer;
 
-static int step_timer_init(step_timer *t, int64_t steps) {
+static int step_timer_init(step_timer *t, ad_backend *be, int64_t steps) {
     t->cap = steps;
     t->ms = ad_calloc((size_t)steps, sizeof *t->ms, "step times");
-    return t->ms ? AD_OK : AD_ERR;
+    if (!t->ms) return AD_ERR;
+    return ad_backend_count_flops(be);
 }
 
 static int step_timer_stop(step_timer *t, ad_backend *be, int64_t supervised) {
     if (be->synchronize) AD_TRY(be->synchronize(be));
     if (t->n < t->cap) t->ms[t->n++] = 1e3 * (ad_now_seconds() - t->start);
     if (t->n > 1) t->tokens += (double)supervised; /* the first step is the warm-up */
+    t->flops_last = ad_backend_profile_flops(be);
+    if (t->n == 1) t->flops_warm = t->flops_last;
     return AD_OK;
 }
 
@@ -915,10 +942,16 @@ static int step_timer_report(step_timer *t, run_ctx *r) {
                  (double)(total_b - free_b) / (1 << 30), (double)total_b / (1 << 30));
     else if (r->be->memory_info)
         ad_error_clear(); /* the summary prints without it */
+    /* the timed steps' mean count: batches differ in length */
+    const double flops = t->n > 1 ? (t->flops_last - t->flops_warm) / (double)(t->n - 1) : 0;
+    char rate[96] = "";
+    if (flops > 0)
+        snprintf(rate, sizeof rate, ", %.5g GFLOP per step in the table's ops, %.3g TFLOP/s",
+                 flops / 1e9, flops / 1e12 / (median / 1e3));
     printf("benchmark: %lld steps on %s, median %.2f ms/step after the first (%.2f ms), %.0f "
-           "supervised tokens/s%s\n",
+           "supervised tokens/s%s%s\n",
            (long long)t->n, r->be->name, median, first, total > 0 ? 1e3 * t->tokens / total : 0.0,
-           mem);
+           rate, mem);
     fflush(stdout);
     return AD_OK;
 }
@@ -999,6 +1032,12 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                     doc->file_name, r.be->name);
             goto done;
         }
+        if (ad_train_student_bf16(&job->train) && strcmp(job->train.precision, "bf16") != 0) {
+            ad_fail("%s: train.student_weights: bf16 needs train.precision: bf16 (fp32 GEMMs "
+                    "compute with the fp32 weights)",
+                    doc->file_name);
+            goto done;
+        }
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
             goto done;
@@ -1006,8 +1045,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     /* The student starts from its directory, or from the checkpoint when resuming (which holds
      * the f32 masters of a quantization-aware run). A group-quantized student is trained
      * quantization-aware from the values its codes stand for. */
-    if ((ckpt ? ad_model_load(&r.student, r.be, ckpt)
-              : ad_model_load_dequantized(&r.student, r.be, job->student)) < 0)
+    ad_trainable tr;
+    ad_train_trainable(&job->train, &tr);
+    if (ad_model_load_mixed(&r.student, r.be, ckpt ? ckpt : job->student, !ckpt, AD_BF16,
+                            ad_train_student_bf16(&job->train) ? student_bf16_weight : NULL,
+                            &tr) < 0)
         goto done;
     if (job->teacher) {
         /* frozen: in bf16 it costs half the memory, and its GEMMs round to bf16 anyway */
@@ -1037,8 +1079,6 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                .skew = (float)job->distill.skew};
     ad_graph_limits lim;
     ad_train_limits(job, &r.student.cfg, &lim);
-    ad_trainable tr;
-    ad_train_trainable(&job->train, &tr);
     ad_trainable none = {0};
     if (ad_graph_init(&r.sg, &r.student, &lim, &tr) < 0 ||
         (r.has_teacher && ad_graph_init(&r.tg, &r.teacher, &lim, &none) < 0) ||
@@ -1103,6 +1143,13 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     if (r.params.qat.n &&
         (ad_params_upload(&r.params) < 0 || ad_params_round_frozen(&r.student, &r.params) < 0))
         goto done;
+    if (r.params.n_bf16)
+        ad_info("the student computes in bf16: %d trainable GEMM weights stored as bf16, fp32 "
+                "masters on the %s",
+                r.params.n_bf16,
+                strcmp(job->train.optimizer, "device") ? "host"
+                : job->train.zero                      ? "device (this rank's slices)"
+                                                       : "device");
     if (!strcmp(job->train.optimizer, "device")) {
         if (open_grad_comm(&r) < 0 ||
             ad_device_opt_init(&r.params, r.grad_comm, r.comm, job->train.zero != 0) < 0 ||
@@ -1136,7 +1183,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     ad_progress progress;
     ad_progress_start(&progress, "train", job->train.steps, "steps");
     double t0 = ad_now_seconds(), tokens_since = 0, t_log = t0;
-    if (opts->benchmark > 0 && step_timer_init(&timer, opts->benchmark) < 0) goto fail_loop;
+    if (opts->benchmark > 0 && step_timer_init(&timer, r.be, opts->benchmark) < 0) goto fail_loop;
     for (int64_t step = start_step; step < job->train.steps; step++) {
         timer.start = ad_now_seconds();
         int n;

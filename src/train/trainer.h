@@ -23,6 +23,7 @@ typedef struct {
         checkpoint_every, keep_checkpoints, threads, max_len, max_frames, zero;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip, input_dropout;
     const char *schedule, *trainable, *device, *optimizer, *precision;
+    const char *student_weights; /* auto | f32 | bf16: ad_train_student_bf16 */
     bool recompute;
 } ad_train_options;
 
@@ -68,6 +69,9 @@ typedef struct {
  * train.recompute). */
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim);
 void ad_train_trainable(const ad_train_options *o, ad_trainable *t);
+/* Whether the student's trainable GEMM weights live in bf16 on the device (train.student_weights:
+ * bf16, or auto under precision bf16). */
+bool ad_train_student_bf16(const ad_train_options *o);
 
 /* Runs the job read from `doc` (bound with ad_train_job_fields). */
 int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job, const ad_train_run_options *opts);

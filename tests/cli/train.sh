@@ -60,7 +60,7 @@ grep -q "^op profile (cpu backend)" "$tmp/err" && grep -qE "^linear_backward lan
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/profiled/final/model.safetensors" && ok || bad "profiling changed the weights"
 # --benchmark N: N timed steps, a summary line, no checkpoint, no final model, no dev evaluation
 "$bin" train --config "$(job bench 6)" --benchmark 3 >"$tmp/bench.out" 2>"$tmp/err" || { bad "--benchmark failed"; cat "$tmp/err"; }
-grep -qE "^benchmark: 3 steps on cpu, median [0-9.]+ ms/step after the first \([0-9.]+ ms\), [0-9]+ supervised tokens/s" "$tmp/bench.out" &&
+grep -qE "^benchmark: 3 steps on cpu, median [0-9.]+ ms/step after the first \([0-9.]+ ms\), [0-9]+ supervised tokens/s, [0-9.e+-]+ GFLOP per step in the table's ops, [0-9.e+-]+ TFLOP/s" "$tmp/bench.out" &&
   [ ! -e "$tmp/bench/checkpoints" ] && [ ! -e "$tmp/bench/final" ] && ! grep -q dev/loss "$tmp/bench/metrics.jsonl" && ok || { bad "--benchmark output"; cat "$tmp/bench.out"; ls "$tmp/bench"; }
 "$bin" train --config "$(job bench 6)" --benchmark 3 --resume auto >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "not with --resume" "$tmp/err" && ok || bad "--benchmark with --resume must be refused"
@@ -188,7 +188,32 @@ grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && 
 # recompute: the 7B teacher and the 24-layer student fit one 79 GiB card at micro-batch 8
 sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
-grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights, optimizer on the host), per rank: GPU [67][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
+grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
+# The student's trainable GEMM weights in bf16 (the default under precision bf16) save 2 bytes
+# per parameter of them against student_weights: f32; with the optimizer on the device their
+# fp32 masters cost 4 more, of which ZeRO-1 over 8 ranks keeps an eighth per rank (saving 1.5).
+# The count comes from config.json here (Qwen2Config's defaults for what the student's file
+# leaves out), not from the plan.
+plan "$tmp/plan8rf" "\\n  recompute: true\\n  student_weights: f32" 8
+sed "s/^train:/train:\n  student_weights: f32/" "$tmp/plan1.yaml" >"$tmp/plan1f.yaml"
+sed "s/^train:/train:\n  optimizer: device/" "$tmp/plan1.yaml" >"$tmp/plan1d.yaml"
+(cd "$src" && "$bin" train --config "$tmp/plan1f.yaml" --plan-memory && "$bin" train --config "$tmp/plan1d.yaml" --plan-memory) >"$tmp/plan1fd" 2>&1 || { bad "--plan-memory with student_weights"; cat "$tmp/plan1fd"; }
+python3 - "$src/experiments/memory_plan/student-24l/config.json" "$tmp/plan1" "$tmp/plan1fd" "$tmp/plan8r" "$tmp/plan8rf" <<'PY' && ok || bad "the plan's bf16 student weights (above)"
+import json, re, sys
+t = json.load(open(sys.argv[1]))["text_config"]
+h, heads = t.get("hidden_size", 4096), t.get("num_attention_heads", 32)
+kv = t.get("num_key_value_heads", heads) * (h // heads)
+gemm = t["num_hidden_layers"] * (2 * h * h + 2 * h * kv + 3 * h * t["intermediate_size"])
+gemm += 0 if t.get("tie_word_embeddings") else h * t.get("vocab_size", 151936)
+gpu = lambda text: [float(x) for x in re.findall(r"this job now .* GPU ([0-9.]+) GiB", text)]
+bf16, = gpu(open(sys.argv[2]).read())
+f32, dev = gpu(open(sys.argv[3]).read())
+z16, = gpu(open(sys.argv[4]).read())
+z32, = gpu(open(sys.argv[5]).read())
+want, want8 = 2 * gemm / 2**30, 1.5 * gemm / 2**30
+print(f"trainable GEMM weights {gemm / 1e9:.3f} B: GPU {f32:.2f} GiB in f32, {bf16:.2f} in bf16 (saves {f32 - bf16:.2f}, want {want:.2f}); device optimizer {dev:.2f}; ZeRO-1 over 8 ranks {z32:.2f} -> {z16:.2f} (saves {z32 - z16:.2f}, want {want8:.2f})")
+sys.exit(not (abs(f32 - bf16 - want) < 0.02 and dev > f32 and abs(z32 - z16 - want8) < 0.02))
+PY
 acts() { sed -nE 's/.*student activations \(kept for backward\) +([0-9.]+) GiB.*/\1/p' "$1"; }
 awk -v a="$(acts "$tmp/plan8")" -v b="$(acts "$tmp/plan8r")" 'BEGIN {printf "student activations at micro-batch 8: %s GiB, %s GiB with recompute\n", a, b; exit !(b > 0 && b < a / 3)}' && ok || { bad "recompute does not shrink the planned activations"; cat "$tmp/plan8r"; }
 

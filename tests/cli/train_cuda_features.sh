@@ -11,7 +11,12 @@
 #    cache on the GPU matches the CPU run (1e-4);
 # 4. train.precision: bf16 (bf16 GEMM operands, bf16 teacher weights): near the CPU's fp32 run
 #    (1e-2 per-step loss, 5e-2 final weights) and measurably apart from the fp32 GPU run;
-# 5. train.recompute: the fp32 GPU run bit for bit.
+# 5. train.recompute: the fp32 GPU run bit for bit;
+# 6. train.student_weights: the student's GEMM weights stored in bf16 (the default under
+#    precision bf16; fp32 masters on the host, or on the device with optimizer: device, whose
+#    AdamW writes both) give the run that rounds fp32 weights in every GEMM (student_weights:
+#    f32) bit for bit: losses and final weights, with either optimizer, and across a
+#    checkpoint and resume; bf16 weights under precision fp32 are refused.
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -110,7 +115,7 @@ for run in "prec_cpu cpu fp32 kd" "prec_cuda cuda fp32 kd" "prec_bf16 cuda bf16 
   sed -i "s|^train: {device: $2,|train: {device: $2, precision: $3,|" "$tmp/$1.yaml"
   train "$1"
 done
-grep -q "this job now (train.device cuda, bf16 teacher, fp32 student weights" "$tmp/prec_bf16.err" && ok || { bad "no bf16 memory plan"; cat "$tmp/prec_bf16.err"; }
+grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights" "$tmp/prec_bf16.err" && ok || { bad "no bf16 memory plan"; cat "$tmp/prec_bf16.err"; }
 # --benchmark on the GPU reports the step time and the device memory in use
 sed "s|output: .*|output: $tmp/bench|" "$tmp/prec_bf16.yaml" >"$tmp/bench.yaml"
 "$bin" train --config "$tmp/bench.yaml" --benchmark 2 >"$tmp/bench.out" 2>"$tmp/err" &&
@@ -121,6 +126,35 @@ sed -i "s|^train: {device: cuda,|train: {device: cuda, recompute: true,|" "$tmp/
 train prec_recompute
 cmp -s "$tmp/prec_cuda/final/model.safetensors" "$tmp/prec_recompute/final/model.safetensors" &&
   [ "$(grep -o '"train/loss": [^,]*' "$tmp/prec_cuda/metrics.jsonl")" = "$(grep -o '"train/loss": [^,]*' "$tmp/prec_recompute/metrics.jsonl")" ] && ok || bad "recompute on the GPU changed the weights or losses"
+# 6. bf16 student weights against fp32 weights rounded in every GEMM: the same bits
+grep -q "the student computes in bf16: [1-9][0-9]* trainable GEMM weights stored as bf16, fp32 masters on the host" "$tmp/prec_bf16.err" && ok || { bad "precision bf16 did not store the student's GEMM weights in bf16"; cat "$tmp/prec_bf16.err"; }
+for run in "w32_host host f32" "w16_dev device auto" "w32_dev device f32"; do
+  set -- $run
+  job "$1" cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+  sed -i "s|^train: {device: cuda,|train: {device: cuda, precision: bf16, optimizer: $2, student_weights: $3,|" "$tmp/$1.yaml"
+  train "$1"
+done
+grep -q "the student computes in bf16" "$tmp/w32_host.err" && bad "student_weights: f32 stored bf16 weights" || ok
+grep -q "the student computes in bf16: [1-9][0-9]* trainable GEMM weights stored as bf16, fp32 masters on the device" "$tmp/w16_dev.err" && ok || { bad "optimizer device: no bf16 weights"; cat "$tmp/w16_dev.err"; }
+same_run() { # run_a run_b what
+  cmp -s "$tmp/$1/final/model.safetensors" "$tmp/$2/final/model.safetensors" &&
+    [ "$(grep -o '"train/loss": [^,]*' "$tmp/$1/metrics.jsonl")" = "$(grep -o '"train/loss": [^,]*' "$tmp/$2/metrics.jsonl")" ] && ok || bad "$3: $1 and $2 differ"
+}
+same_run prec_bf16 w32_host "bf16 weights, host optimizer"
+same_run w16_dev w32_dev "bf16 weights, device optimizer"
+same_run prec_bf16 w16_dev "bf16 weights, device against host optimizer"
+# stopped after 3 steps and resumed: the device masters went to the checkpoint, not the bf16
+# weights (a resume from those would drift)
+job w16_resume cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+sed -i "s|^train: {device: cuda,|train: {device: cuda, precision: bf16, optimizer: device,|" "$tmp/w16_resume.yaml"
+"$bin" train --config "$tmp/w16_resume.yaml" --quiet --stop-after 3 2>"$tmp/err" &&
+  "$bin" train --config "$tmp/w16_resume.yaml" --quiet --resume auto 2>>"$tmp/err" && ok || { bad "bf16 weights: stop and resume failed"; cat "$tmp/err"; }
+cmp -s "$tmp/w16_dev/final/model.safetensors" "$tmp/w16_resume/final/model.safetensors" && ok || bad "bf16 weights: the resumed run ends elsewhere"
+job w16_fp32 cuda "$fx/tiny_a" "" >/dev/null
+sed -i "s|^train: {device: cuda,|train: {device: cuda, student_weights: bf16,|" "$tmp/w16_fp32.yaml"
+"$bin" train --config "$tmp/w16_fp32.yaml" --quiet 2>"$tmp/err" && bad "bf16 weights under precision fp32 were accepted" ||
+  { grep -q "student_weights: bf16 needs train.precision: bf16" "$tmp/err" && ok || { bad "bf16 weights under fp32: wrong message"; cat "$tmp/err"; }; }
+
 "$py" - "$tmp" <<'PY' && ok || bad "train.precision: bf16 (above)"
 import json, sys
 import numpy as np

@@ -13,7 +13,11 @@
  * - BF16 weights (the backend's default): logits and gradients within 5e-2 relative L2, the
  *   error of rounding every weight to bf16 (2^-9 relative) carried through the layers.
  * - BF16 weights with bf16 GEMMs (ad_cuda_set_bf16_matmul, the training speed mode): every GEMM
- *   operand rounded to bf16 as well, within 8e-2. */
+ *   operand rounded to bf16 as well, within 8e-2.
+ *
+ * And ad_model_load_mixed (a student computing in bf16): the weights it picks are BF16 on the
+ * device, each element the file's value rounded to nearest even, and their fp32 masters on the
+ * host are the file's values bit for bit (taken once); the rest load as F32 unchanged. */
 #include "backend/cpu/cpu_backward.h"
 #include "cuda_test_util.h"
 #include "fixture_batch.h"
@@ -284,8 +288,71 @@ static void test_distillation_steps(void) {
     ad_batch_free(&b);
 }
 
+/* ad_model_load_mixed's choice here: every weight whose name ends in "proj.weight" */
+static bool pick_proj(const ad_weight_spec *s, void *ctx) {
+    (void)ctx;
+    const size_t n = strlen(s->name);
+    return n > 11 && !strcmp(s->name + n - 11, "proj.weight");
+}
+
+static void test_load_mixed(void) {
+    const ad_dtype act = g_gpu->act_dtype;
+    g_gpu->act_dtype = AD_F32; /* as the trainer's backend: fp32 unless picked */
+    ad_model m;
+    CHECK_OK(ad_model_load_mixed(&m, g_gpu, AUDISTILL_FIXTURES "/tiny_a", false, AD_BF16, pick_proj,
+                                 NULL));
+    ad_safetensors st;
+    CHECK_OK(ad_safetensors_open(&st, AUDISTILL_FIXTURES "/tiny_a/model.safetensors"));
+    int n_picked = 0, n_kept = 0;
+    int64_t wrong_rounding = 0, wrong_master = 0, wrong_kept = 0;
+    for (int s = 0; s < m.n_specs; s++) {
+        const ad_weight_spec *sp = &m.specs[s];
+        const int64_t n = ad_weight_spec_numel(sp);
+        float *file = malloc(sizeof(float) * (size_t)n), *dev = malloc(sizeof(float) * (size_t)n);
+        CHECK_OK(ad_safetensors_read_f32(&st, sp->name, sp->ndim, sp->shape, file));
+        ad_tensor *w = ad_model_weight(&m, sp->name), h;
+        CHECK_OK(ad_tensor_init(&h, dev, AD_F32, AD_DEVICE_CPU, sp->ndim, sp->shape, sp->name));
+        CHECK_OK(g_gpu->download(g_gpu, &h, w));
+        float *master = ad_model_take_master(&m, sp->name);
+        if (pick_proj(sp, NULL)) {
+            n_picked++;
+            CHECK_MSG(w->dtype == AD_BF16, "%s: %s, not BF16", sp->name, ad_dtype_name(w->dtype));
+            CHECK_MSG(master != NULL, "%s: no fp32 master kept", sp->name);
+            for (int64_t i = 0; i < n; i++) {
+                wrong_rounding += dev[i] != ad_bf16_to_f32(ad_f32_to_bf16(file[i]));
+                wrong_master += master && memcmp(&master[i], &file[i], sizeof(float)) != 0;
+            }
+            CHECK_MSG(ad_model_take_master(&m, sp->name) == NULL, "%s: master taken twice",
+                      sp->name);
+        } else {
+            n_kept++;
+            CHECK_MSG(w->dtype == AD_F32 && master == NULL, "%s: %s with a master %p", sp->name,
+                      ad_dtype_name(w->dtype), (void *)master);
+            for (int64_t i = 0; i < n; i++)
+                wrong_kept += memcmp(&dev[i], &file[i], sizeof(float)) != 0;
+        }
+        free(master), free(file), free(dev);
+    }
+    printf("  load_mixed: %d weights picked (bf16), %d kept f32; %lld roundings, %lld masters, "
+           "%lld kept values differ from the file\n",
+           n_picked, n_kept, (long long)wrong_rounding, (long long)wrong_master,
+           (long long)wrong_kept);
+    CHECK_MSG(n_picked > 0 && n_kept > 0, "picked %d, kept %d", n_picked, n_kept);
+    CHECK_MSG(wrong_rounding == 0 && wrong_master == 0 && wrong_kept == 0,
+              "load_mixed: %lld / %lld / %lld values wrong", (long long)wrong_rounding,
+              (long long)wrong_master, (long long)wrong_kept);
+    ad_safetensors_close(&st);
+    ad_model_free(&m); /* frees the masters nobody took (none here) */
+    /* a dtype other than F32/BF16 is refused */
+    CHECK_FAILS_WITH(ad_model_load_mixed(&m, g_gpu, AUDISTILL_FIXTURES "/tiny_a", false, AD_I32,
+                                         pick_proj, NULL),
+                     "F32 or BF16");
+    g_gpu->act_dtype = act;
+}
+
 int main(void) {
     setup_backends(20261126);
+    test_load_mixed();
     ad_cpu_register_backward(g_cpu);
     if (ad_safetensors_open(&ref, AUDISTILL_FIXTURES "/grad/tiny_a_ce.safetensors") < 0) {
         fprintf(stderr, "%s\n", ad_error());

@@ -157,8 +157,8 @@ static void test_optimizer_ops(void) {
     expect_close("scale", &g, 0.0);
     for (int64_t t = 1; t <= 3; t++) {
         const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.1, t != 2, t, 1.0f};
-        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p));
-        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p));
+        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p, NULL));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p, NULL));
     }
     expect_close("adamw weights after 3 steps", &w, ADAM_TOL);
     expect_close("adamw exp_avg", &m, ADAM_TOL);
@@ -168,20 +168,76 @@ static void test_optimizer_ops(void) {
         CHECK_OK(g_cpu->scale(g_cpu, &g.c, 0.61f)); /* the GPU's g stays unscaled */
         const ad_adamw_params plain = {1e-3, 0.9, 0.999, 1e-8, 0.1, true, 4, 0.0f};
         const ad_adamw_params fused = {1e-3, 0.9, 0.999, 1e-8, 0.1, true, 4, 0.61f};
-        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &plain));
-        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &fused));
+        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &plain, NULL));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &fused, NULL));
         expect_close("adamw with the clip fused (grad_scale 0.61)", &w, ADAM_TOL);
         expect_close("adamw exp_avg, clip fused", &m, ADAM_TOL);
     }
-    /* a shape mismatch and a bf16 tensor are refused by name */
+    /* The bf16 working copy written in the step (a student computing in bf16 from fp32
+     * masters): on both backends it is the updated master rounded to nearest even, bit for bit,
+     * and the master itself moves exactly as without the copy. */
     pair b;
     pair_make(&b, "bf16_w", AD_BF16, 2, shape, 1.0f, 0.0f);
+    {
+        const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.1, true, 5, 0.8f};
+        pair w2, m2, v2;
+        pair_make(&w2, "w2", AD_F32, 2, shape, 1.0f, 0.0f);
+        pair_make(&m2, "m2", AD_F32, 2, shape, 1e-2f, 0.0f);
+        pair_make(&v2, "v2", AD_F32, 2, shape, 0.0f, 1e-3f);
+        CHECK_OK(g_gpu->download(g_gpu, &g.c, &g.g)); /* the CPU's was scaled above */
+        /* the same start on both sides for the run without the copy */
+        CHECK_OK(g_gpu->copy(g_gpu, &w2.g, &w.g));
+        CHECK_OK(g_gpu->copy(g_gpu, &m2.g, &m.g));
+        CHECK_OK(g_gpu->copy(g_gpu, &v2.g, &v.g));
+        ad_tensor b16c; /* the CPU side of the copy: a host bf16 tensor */
+        uint16_t *host16 = malloc(sizeof(uint16_t) * (size_t)(shape[0] * shape[1]));
+        CHECK_OK(ad_tensor_init(&b16c, host16, AD_BF16, AD_DEVICE_CPU, 2, shape, "bf16_w"));
+        CHECK_OK(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p, &b16c));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p, &b.g));
+        CHECK_OK(g_gpu->adamw(g_gpu, &w2.g, &g.g, &m2.g, &v2.g, &p, NULL));
+        expect_close("adamw with a bf16 copy: weights", &w, ADAM_TOL);
+        const int64_t n = shape[0] * shape[1];
+        float *gw = malloc(sizeof(float) * (size_t)n), *gw2 = malloc(sizeof(float) * (size_t)n);
+        uint16_t *g16 = malloc(sizeof(uint16_t) * (size_t)n);
+        ad_tensor h;
+        CHECK_OK(ad_tensor_init(&h, gw, AD_F32, AD_DEVICE_CPU, 2, shape, "w"));
+        CHECK_OK(g_gpu->download(g_gpu, &h, &w.g));
+        CHECK_OK(ad_tensor_init(&h, gw2, AD_F32, AD_DEVICE_CPU, 2, shape, "w2"));
+        CHECK_OK(g_gpu->download(g_gpu, &h, &w2.g));
+        CHECK_OK(ad_cuda_memcpy_d2h(g16, b.g.data, sizeof(uint16_t) * (size_t)n));
+        int64_t wrong_gpu = 0, wrong_cpu = 0, moved = 0;
+        for (int64_t i = 0; i < n; i++) {
+            wrong_gpu += g16[i] != ad_f32_to_bf16(gw[i]);
+            wrong_cpu += host16[i] != ad_f32_to_bf16(((const float *)w.c.data)[i]);
+            moved += memcmp(&gw[i], &gw2[i], sizeof(float)) != 0;
+        }
+        printf("  adamw bf16 copy: %lld (cuda) and %lld (cpu) of %lld differ from the rounded "
+               "masters; %lld masters differ from a step without the copy\n",
+               (long long)wrong_gpu, (long long)wrong_cpu, (long long)n, (long long)moved);
+        CHECK_MSG(wrong_gpu == 0 && wrong_cpu == 0 && moved == 0,
+                  "adamw bf16 copy: %lld / %lld wrong, %lld masters moved", (long long)wrong_gpu,
+                  (long long)wrong_cpu, (long long)moved);
+        /* the copy must be BF16, of w's shape, and not w itself */
+        CHECK_FAILS_WITH(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p, &w2.g), "BF16");
+        CHECK_FAILS_WITH(g_cpu->adamw(g_cpu, &w.c, &g.c, &m.c, &v.c, &p, &w2.c), "BF16");
+        ad_tensor short_b;
+        CHECK_OK(ad_tensor_slice(&b.g, 0, 0, 5, &short_b));
+        CHECK_MSG(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p, &short_b) < 0,
+                  "adamw accepted a bf16 copy of another shape");
+        ad_tensor alias = w.g;
+        alias.dtype = AD_BF16;
+        CHECK_FAILS_WITH(g_gpu->adamw(g_gpu, &w.g, &g.g, &m.g, &v.g, &p, &alias), "overlaps");
+        free(gw), free(gw2), free(g16), free(host16);
+        pair_free(&w2), pair_free(&m2), pair_free(&v2);
+    }
+    /* a shape mismatch and a bf16 tensor are refused by name */
     const ad_adamw_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0, false, 1, 1.0f};
-    CHECK_MSG(g_gpu->adamw(g_gpu, &b.g, &g.g, &m.g, &v.g, &p) < 0 && strstr(ad_error(), "bf16_w"),
+    CHECK_MSG(g_gpu->adamw(g_gpu, &b.g, &g.g, &m.g, &v.g, &p, NULL) < 0 &&
+                  strstr(ad_error(), "bf16_w"),
               "adamw accepted a bf16 weight: %s", ad_error());
     ad_tensor short_g;
     CHECK_OK(ad_tensor_slice(&g.g, 0, 0, 5, &short_g));
-    CHECK_MSG(g_gpu->adamw(g_gpu, &w.g, &short_g, &m.g, &v.g, &p) < 0,
+    CHECK_MSG(g_gpu->adamw(g_gpu, &w.g, &short_g, &m.g, &v.g, &p, NULL) < 0,
               "adamw accepted gradients of another shape");
     pair_free(&b);
     pair_free(&w), pair_free(&g), pair_free(&m), pair_free(&v);

@@ -271,8 +271,9 @@ run_bench() {
         fi
     done
     # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
-    # the device, decoder + lm_head trained): the loader, the trainer's host work and the f32
-    # student weights' conversions included; no checkpoint is written.
+    # the device, decoder + lm_head trained): the loader and the trainer's host work included; no
+    # checkpoint is written. Twice: the student's GEMM weights in bf16 (the default) and in f32
+    # (student_weights: f32, converted in every GEMM), side by side.
     section "audistill train --benchmark at the same shapes"
     "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
         cat >"$benchdir/train.yaml" <<YAML
@@ -283,15 +284,20 @@ data: {train: $benchdir/set.h5}
 train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, steps: 100, batch: 4, micro_batch: 4, lr: 1e-5, warmup: 0, log_every: 1, max_len: 320, max_frames: 1000}
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
-    if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$benchdir/train.yaml" \
-        --benchmark 8 >"$LOGS/train-bench.txt" 2>"$LOGS/train-bench.log"; then
-        cat "$LOGS/train-bench.txt"
-        grep -m1 "this job now" "$LOGS/train-bench.log"
-    else
-        tail -20 "$LOGS/train-bench.log"
-        echo "FAILED: audistill train --benchmark"
-        status=1
-    fi
+    sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
+    for weights in bf16 f32; do
+        cfg=$benchdir/train.yaml
+        [[ $weights == f32 ]] && cfg=$benchdir/train-f32.yaml
+        if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$cfg" --benchmark 8 \
+            >"$LOGS/train-bench-$weights.txt" 2>"$LOGS/train-bench-$weights.log"; then
+            echo "student weights $weights: $(cat "$LOGS/train-bench-$weights.txt")"
+            grep -m1 "this job now" "$LOGS/train-bench-$weights.log"
+        else
+            tail -20 "$LOGS/train-bench-$weights.log"
+            echo "FAILED: audistill train --benchmark (student weights $weights)"
+            status=1
+        fi
+    done
     # Where that step goes: every op of 3 steps timed (AUDISTILL_PROFILE; the device drained
     # around each op, so only the table, not the step time, is meaningful here).
     if AUDISTILL_PROFILE=1 timeout 240 "${RUN[@]}" "$BIN/audistill" train \

@@ -1,7 +1,8 @@
 /* The op profile (backend/profile.h) on the CPU backend: results unchanged while profiling,
  * calls counted per op and weight (layer numbers folded), FLOPs credited by the formulas
  * (2*M*N*K for a linear, twice that for a backward with dx and dw), the table restored by stop,
- * and a profile that is not running reported as such. */
+ * and a profile that is not running reported as such; and counting FLOPs alone (what
+ * `train --benchmark` reports) credits the same FLOPs without timing. */
 #include "backend/profile.h"
 
 #include <stdint.h>
@@ -96,6 +97,32 @@ int main(void) {
     ad_backend_profile_report(be, f, 0);
     fclose(f);
     CHECK_MSG(!find_row(report, "gelu", &calls, &gflop), "counts survived a restart\n%s", report);
+    free(report);
+
+    /* Counting only (train --benchmark): the same FLOP credits, nothing timed, results
+     * unchanged; a timing profile started on top counts from zero, and counting leaves it be. */
+    ad_backend_profile_stop(be);
+    CHECK(ad_backend_profile_flops(be) < 0);
+    CHECK_OK(ad_backend_count_flops(be));
+    CHECK_OK(be->linear(be, &ty1, &tx, &tw, NULL));
+    CHECK_MSG(memcmp(y0, y1, sizeof(float) * (size_t)(M * N)) == 0, "counting changed a result");
+    CHECK_OK(be->linear_backward(be, &tdx, &tdw, NULL, &tdy, &tx, &tw));
+    CHECK_OK(be->gelu(be, &ty1, &ty1));
+    const double counted = ad_backend_profile_flops(be), want = 3 * gemm * 1e9;
+    CHECK_MSG(fabs(counted - want) <= 1e-9 * want, "counted %g FLOPs, want %g", counted, want);
+    CHECK_MSG(ad_backend_profile_report(be, stderr, 0) < 0, "counting timed ops");
+    CHECK_OK(ad_backend_profile_start(be));
+    CHECK(ad_backend_profile_flops(be) == 0);
+    CHECK_OK(ad_backend_count_flops(be));
+    CHECK_OK(be->linear(be, &ty1, &tx, &tw, NULL));
+    report = NULL;
+    f = open_memstream(&report, &report_size);
+    CHECK(ad_backend_profile_report(be, f, 0) >= 0);
+    fclose(f);
+    CHECK_MSG(find_row(report, "linear model.layers.#.mlp.up_proj.weight", &calls, &gflop) &&
+                  calls == 1,
+              "counting stopped the timing profile\n%s", report);
+    CHECK(fabs(ad_backend_profile_flops(be) - gemm * 1e9) <= 1e-9 * gemm * 1e9);
     free(report);
 
     ad_backend_profile_stop(be);

@@ -28,18 +28,26 @@ static int scale(ad_backend *be, ad_tensor *x, float s) {
 }
 
 static int adamw(ad_backend *be, ad_tensor *w, const ad_tensor *g, ad_tensor *m, ad_tensor *v,
-                 const ad_adamw_params *p) {
+                 const ad_adamw_params *p, ad_tensor *w_bf16) {
     (void)be;
     AD_TRY(cpu_check_tensor("adamw", "w", w, AD_F32));
     AD_TRY(cpu_check_tensor("adamw", "g", g, AD_F32));
     AD_TRY(cpu_check_tensor("adamw", "m", m, AD_F32));
     AD_TRY(cpu_check_tensor("adamw", "v", v, AD_F32));
-    AD_TRY(ad_op_check_adamw(w, g, m, v));
+    if (w_bf16) AD_TRY(cpu_check_tensor("adamw", "w_bf16", w_bf16, AD_BF16));
+    AD_TRY(ad_op_check_adamw(w, g, m, v, w_bf16));
     if (p->step < 1) return ad_fail("adamw: step %lld (1-based expected)", (long long)p->step);
     const ad_adamw_config c = {p->beta1, p->beta2, p->eps, p->weight_decay};
     ad_adamw_update((float *)w->data, (const float *)g->data, (float *)m->data, (float *)v->data,
                     ad_tensor_numel(w), &c, p->lr, p->decay, p->step,
                     p->grad_scale != 0.0f ? p->grad_scale : 1.0f);
+    if (w_bf16) {
+        const float *x = w->data;
+        uint16_t *out = w_bf16->data;
+        const int64_t n = ad_tensor_numel(w);
+        for (int64_t i = 0; i < n; i++)
+            out[i] = ad_f32_to_bf16(x[i]);
+    }
     return AD_OK;
 }
 
