@@ -439,11 +439,16 @@ float *ad_model_take_master(ad_model *m, const char *name) {
     return NULL;
 }
 
-void ad_model_free(ad_model *m) {
-    if (m->weight_memory) m->be->release(m->be, m->weight_memory);
+void ad_model_free_masters(ad_model *m) {
     for (int s = 0; m->masters && s < m->n_specs; s++)
         free(m->masters[s]);
     free(m->masters);
+    m->masters = NULL;
+}
+
+void ad_model_free(ad_model *m) {
+    if (m->weight_memory) m->be->release(m->be, m->weight_memory);
+    ad_model_free_masters(m);
     for (int i = 0; i < m->n_quant_owned; i++) {
         ad_quant_tensor *q = m->quant_owned[i];
         if (m->quant_on_device) {

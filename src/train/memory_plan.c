@@ -18,21 +18,23 @@ static int load_config(const char *dir, ad_model_config *cfg) {
     return rc;
 }
 
-/* All parameters; *trainable of them train, *trainable_gemm of those are GEMM weights (the ones
- * a bf16 student stores in bf16, train/param_table.h). */
-static int64_t count_params(const ad_model_config *cfg, const ad_trainable *train,
+/* All parameters; *gemm of them are GEMM weights (the ones a bf16 student stores in bf16,
+ * train/param_table.h), *trainable train, *trainable_gemm of those are GEMM weights. */
+static int64_t count_params(const ad_model_config *cfg, const ad_trainable *train, int64_t *gemm,
                             int64_t *trainable, int64_t *trainable_gemm) {
     ad_weight_spec *specs;
     int n;
     if (ad_weight_specs(cfg, &specs, &n) < 0) return -1;
     int64_t total = 0;
-    *trainable = *trainable_gemm = 0;
+    *gemm = *trainable = *trainable_gemm = 0;
     for (int i = 0; i < n; i++) {
         const int64_t k = ad_weight_spec_numel(&specs[i]);
+        const bool is_gemm = ad_params_is_gemm_weight(&specs[i]);
         total += k;
+        *gemm += is_gemm ? k : 0;
         if (!train || !ad_trainable_has(train, specs[i].name, specs[i].component)) continue;
         *trainable += k;
-        if (ad_params_is_gemm_weight(&specs[i])) *trainable_gemm += k;
+        *trainable_gemm += is_gemm ? k : 0;
     }
     free(specs);
     return total;
@@ -82,26 +84,29 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
     ad_train_limits(job, &student, &lim);
     ad_trainable train, none = {0};
     ad_train_trainable(&job->train, &train);
-    p->student_params =
-        count_params(&student, &train, &p->trainable_params, &p->trainable_gemm_params);
+    p->student_params = count_params(&student, &train, &p->gemm_params, &p->trainable_params,
+                                     &p->trainable_gemm_params);
     if (p->student_params < 0) return AD_ERR;
     size_t unused;
     AD_TRY(ad_graph_plan(&student, &lim, &train, &p->student_activations, &p->gradients));
     if (job->teacher) {
         AD_TRY(load_config(job->teacher, &teacher));
-        int64_t zero, zero_gemm;
-        p->teacher_params = count_params(&teacher, NULL, &zero, &zero_gemm);
+        int64_t gemm, zero, zero_gemm;
+        p->teacher_params = count_params(&teacher, NULL, &gemm, &zero, &zero_gemm);
         if (p->teacher_params < 0) return AD_ERR;
         AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
     }
     const bool cuda = !strcmp(job->train.device, "cuda");
     const bool bf16 = !strcmp(job->train.precision, "bf16");
     /* train.precision: bf16 keeps the frozen teacher in bf16, and (train.student_weights) the
-     * student's trainable GEMM weights, whose fp32 masters are then the host mirrors or, with
-     * the optimizer on the device, device copies (ZeRO-1: this rank's slices) */
+     * student's GEMM weights: the trained ones' fp32 masters are then the host mirrors or, with
+     * the optimizer on the device, device copies (ZeRO-1: this rank's slices); the frozen ones'
+     * fp32 values stay in rank 0's host memory for checkpoints */
     const size_t teacher_bytes = bf16 ? 2 : 4;
     p->student_bf16 = cuda && ad_train_student_bf16(&job->train);
-    const size_t gemm16 = p->student_bf16 ? (size_t)p->trainable_gemm_params : 0;
+    const size_t gemm16 = p->student_bf16 ? (size_t)p->gemm_params : 0,
+                 masters16 = p->student_bf16 ? (size_t)p->trainable_gemm_params : 0,
+                 frozen16 = gemm16 - masters16;
     const size_t weights =
         teacher_bytes * (size_t)p->teacher_params + 4 * (size_t)p->student_params - 2 * gemm16;
     const size_t adam = 8 * (size_t)p->trainable_params;
@@ -115,14 +120,14 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
          * copies of the trainable weights and moments. */
         p->device_bytes =
-            weights + (4 * gemm16 + shards - 1) / shards + p->gradients + acts + adam_here;
-        p->host_bytes = 4 * (size_t)p->trainable_params + adam;
+            weights + (4 * masters16 + shards - 1) / shards + p->gradients + acts + adam_here;
+        p->host_bytes = 4 * (size_t)p->trainable_params + adam + 4 * frozen16;
         p->host_bytes_others = 0; /* host copies freed after init: only rank 0 writes checkpoints */
     } else if (cuda) {
         /* Device: fp32 weights, gradients, activations. Host: the optimizer's mirrors. */
         p->device_bytes = weights + p->gradients + acts;
-        p->host_bytes = 8 * (size_t)p->trainable_params + adam_here;
-        p->host_bytes_others = p->host_bytes;
+        p->host_bytes = 8 * (size_t)p->trainable_params + adam_here + 4 * frozen16;
+        p->host_bytes_others = p->host_bytes - 4 * frozen16;
     } else {
         p->host_bytes = weights + p->gradients + acts + adam_here;
         p->host_bytes_others = p->host_bytes;

@@ -15,7 +15,8 @@
 
 typedef struct {
     int64_t teacher_params, student_params, trainable_params;
-    int64_t trainable_gemm_params; /* of those, GEMM weights */
+    int64_t gemm_params;           /* the student's GEMM weights */
+    int64_t trainable_gemm_params; /* of the trainable ones, GEMM weights */
     bool student_bf16;             /* train.student_weights: they are stored in bf16 */
     size_t student_activations, teacher_activations, gradients;
     size_t scratch; /* the CUDA backend's own buffers at their largest (0 on the CPU) */

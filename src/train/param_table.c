@@ -214,6 +214,12 @@ int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const f
         *data = w->data;
         return AD_OK;
     }
+    /* a frozen weight stored bf16: the file's values (m->specs is t->specs' order) */
+    if (m->masters && s < m->n_specs && m->masters[s] &&
+        !strcmp(m->specs[s].name, t->specs[s].name)) {
+        *data = m->masters[s];
+        return AD_OK;
+    }
     float *h =
         ad_malloc(sizeof(float) * (size_t)ad_weight_spec_numel(&t->specs[s]) + 4, "checkpoint");
     if (!h) return AD_ERR;

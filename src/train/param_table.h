@@ -69,9 +69,10 @@ int ad_params_upload(ad_param_table *t);
 /* Quantization-aware: rounds the frozen unquantized weights to bf16 once. */
 int ad_params_round_frozen(ad_model *m, ad_param_table *t);
 /* A weight the GEMMs read as a matrix (encoder and decoder linears, the projector, an untied
- * lm_head): what a student computing in bf16 stores in bf16 when it trains it. */
+ * lm_head): what a student computing in bf16 stores in bf16, trained or frozen. */
 bool ad_params_is_gemm_weight(const ad_weight_spec *s);
-/* Host values of weight spec s: the mirror (the master), else a download into *owned. */
+/* Host values of weight spec s: the mirror (the master), the fp32 values ad_model_load_mixed
+ * kept for a frozen bf16 weight, else a download into *owned. */
 int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const float **data,
                             float **owned);
 /* Every weight (HF names) and the optimizer state (moments, learned scales) as write items;

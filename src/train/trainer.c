@@ -208,11 +208,12 @@ static const ad_field train_fields[] = {
      .offset = offsetof(ad_train_options, student_weights),
      .default_value = "auto",
      .choices = "auto|f32|bf16",
-     .help = "the dtype of the student's trainable GEMM weights on the device: bf16 (auto "
-             "under precision bf16) stores them rounded, as every GEMM reads them, with their "
-             "fp32 masters on the host (optimizer host) or beside them on the device (optimizer "
-             "device, whose AdamW pass writes both); f32 (auto under fp32) rounds them again in "
-             "every GEMM. The numbers are the same; bf16 saves the conversions and, with the "
+     .help = "the dtype of the student's GEMM weights on the device: bf16 (auto under "
+             "precision bf16) stores them rounded, as every GEMM reads them, with the trained "
+             "ones' fp32 masters on the host (optimizer host) or beside them on the device "
+             "(optimizer device, whose AdamW pass writes both) and the frozen ones' fp32 values "
+             "on the host for checkpoints; f32 (auto under fp32) rounds them again in every "
+             "GEMM. The numbers are the same; bf16 saves the conversions and, with the "
              "host optimizer, half their device memory (with zero: 1 and optimizer device each "
              "rank keeps only its slices' masters)"},
     {.key = "recompute",
@@ -882,9 +883,11 @@ bool ad_train_student_bf16(const ad_train_options *o) {
            (!strcmp(o->student_weights, "auto") && !strcmp(o->precision, "bf16"));
 }
 
-/* ad_model_load_mixed's choice for a student computing in bf16: its trainable GEMM weights. */
-static bool student_bf16_weight(const ad_weight_spec *s, void *trainable) {
-    return ad_params_is_gemm_weight(s) && ad_trainable_has(trainable, s->name, s->component);
+/* ad_model_load_mixed's choice for a student computing in bf16: its GEMM weights, trained or
+ * frozen (the frozen ones' fp32 values stay on the host for checkpoints). */
+static bool student_bf16_weight(const ad_weight_spec *s, void *unused) {
+    (void)unused;
+    return ad_params_is_gemm_weight(s);
 }
 
 void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
@@ -1045,11 +1048,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     /* The student starts from its directory, or from the checkpoint when resuming (which holds
      * the f32 masters of a quantization-aware run). A group-quantized student is trained
      * quantization-aware from the values its codes stand for. */
-    ad_trainable tr;
-    ad_train_trainable(&job->train, &tr);
     if (ad_model_load_mixed(&r.student, r.be, ckpt ? ckpt : job->student, !ckpt, AD_BF16,
                             ad_train_student_bf16(&job->train) ? student_bf16_weight : NULL,
-                            &tr) < 0)
+                            NULL) < 0)
         goto done;
     if (job->teacher) {
         /* frozen: in bf16 it costs half the memory, and its GEMMs round to bf16 anyway */
@@ -1079,6 +1080,8 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                                .skew = (float)job->distill.skew};
     ad_graph_limits lim;
     ad_train_limits(job, &r.student.cfg, &lim);
+    ad_trainable tr;
+    ad_train_trainable(&job->train, &tr);
     ad_trainable none = {0};
     if (ad_graph_init(&r.sg, &r.student, &lim, &tr) < 0 ||
         (r.has_teacher && ad_graph_init(&r.tg, &r.teacher, &lim, &none) < 0) ||
@@ -1143,9 +1146,11 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
     if (r.params.qat.n &&
         (ad_params_upload(&r.params) < 0 || ad_params_round_frozen(&r.student, &r.params) < 0))
         goto done;
+    /* the frozen bf16 weights' fp32 values serve checkpoints, which rank 0 alone writes */
+    if (r.comm->rank != 0) ad_model_free_masters(&r.student);
     if (r.params.n_bf16)
-        ad_info("the student computes in bf16: %d trainable GEMM weights stored as bf16, fp32 "
-                "masters on the %s",
+        ad_info("the student computes in bf16: its GEMM weights stored as bf16, the %d trained "
+                "ones with fp32 masters on the %s",
                 r.params.n_bf16,
                 strcmp(job->train.optimizer, "device") ? "host"
                 : job->train.zero                      ? "device (this rank's slices)"

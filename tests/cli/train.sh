@@ -189,29 +189,33 @@ grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && 
 sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
 grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
-# The student's trainable GEMM weights in bf16 (the default under precision bf16) save 2 bytes
-# per parameter of them against student_weights: f32; with the optimizer on the device their
-# fp32 masters cost 4 more, of which ZeRO-1 over 8 ranks keeps an eighth per rank (saving 1.5).
-# The count comes from config.json here (Qwen2Config's defaults for what the student's file
-# leaves out), not from the plan.
+# The student's GEMM weights in bf16 (the default under precision bf16) save 2 bytes per
+# parameter of them against student_weights: f32, trained (the decoder's, lm_head) or frozen (the
+# audio encoder's, the projector); with the optimizer on the device the trained ones' fp32
+# masters cost 4 more, of which ZeRO-1 over 8 ranks keeps an eighth per rank. The counts come
+# from config.json here (Qwen2Config's defaults for what the student's file leaves out), not
+# from the plan.
 plan "$tmp/plan8rf" "\\n  recompute: true\\n  student_weights: f32" 8
 sed "s/^train:/train:\n  student_weights: f32/" "$tmp/plan1.yaml" >"$tmp/plan1f.yaml"
 sed "s/^train:/train:\n  optimizer: device/" "$tmp/plan1.yaml" >"$tmp/plan1d.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1f.yaml" --plan-memory && "$bin" train --config "$tmp/plan1d.yaml" --plan-memory) >"$tmp/plan1fd" 2>&1 || { bad "--plan-memory with student_weights"; cat "$tmp/plan1fd"; }
 python3 - "$src/experiments/memory_plan/student-24l/config.json" "$tmp/plan1" "$tmp/plan1fd" "$tmp/plan8r" "$tmp/plan8rf" <<'PY' && ok || bad "the plan's bf16 student weights (above)"
 import json, re, sys
-t = json.load(open(sys.argv[1]))["text_config"]
+c = json.load(open(sys.argv[1]))
+t, a = c["text_config"], c["audio_config"]
 h, heads = t.get("hidden_size", 4096), t.get("num_attention_heads", 32)
 kv = t.get("num_key_value_heads", heads) * (h // heads)
 gemm = t["num_hidden_layers"] * (2 * h * h + 2 * h * kv + 3 * h * t["intermediate_size"])
 gemm += 0 if t.get("tie_word_embeddings") else h * t.get("vocab_size", 151936)
+d = a["d_model"]
+frozen = a["encoder_layers"] * (4 * d * d + 2 * d * a["encoder_ffn_dim"]) + d * h
 gpu = lambda text: [float(x) for x in re.findall(r"this job now .* GPU ([0-9.]+) GiB", text)]
 bf16, = gpu(open(sys.argv[2]).read())
 f32, dev = gpu(open(sys.argv[3]).read())
 z16, = gpu(open(sys.argv[4]).read())
 z32, = gpu(open(sys.argv[5]).read())
-want, want8 = 2 * gemm / 2**30, 1.5 * gemm / 2**30
-print(f"trainable GEMM weights {gemm / 1e9:.3f} B: GPU {f32:.2f} GiB in f32, {bf16:.2f} in bf16 (saves {f32 - bf16:.2f}, want {want:.2f}); device optimizer {dev:.2f}; ZeRO-1 over 8 ranks {z32:.2f} -> {z16:.2f} (saves {z32 - z16:.2f}, want {want8:.2f})")
+want, want8 = 2 * (gemm + frozen) / 2**30, (1.5 * gemm + 2 * frozen) / 2**30
+print(f"GEMM weights {gemm / 1e9:.3f} B trained, {frozen / 1e9:.3f} B frozen: GPU {f32:.2f} GiB in f32, {bf16:.2f} in bf16 (saves {f32 - bf16:.2f}, want {want:.2f}); device optimizer {dev:.2f}; ZeRO-1 over 8 ranks {z32:.2f} -> {z16:.2f} (saves {z32 - z16:.2f}, want {want8:.2f})")
 sys.exit(not (abs(f32 - bf16 - want) < 0.02 and dev > f32 and abs(z32 - z16 - want8) < 0.02))
 PY
 acts() { sed -nE 's/.*student activations \(kept for backward\) +([0-9.]+) GiB.*/\1/p' "$1"; }

@@ -127,15 +127,16 @@ train prec_recompute
 cmp -s "$tmp/prec_cuda/final/model.safetensors" "$tmp/prec_recompute/final/model.safetensors" &&
   [ "$(grep -o '"train/loss": [^,]*' "$tmp/prec_cuda/metrics.jsonl")" = "$(grep -o '"train/loss": [^,]*' "$tmp/prec_recompute/metrics.jsonl")" ] && ok || bad "recompute on the GPU changed the weights or losses"
 # 6. bf16 student weights against fp32 weights rounded in every GEMM: the same bits
-grep -q "the student computes in bf16: [1-9][0-9]* trainable GEMM weights stored as bf16, fp32 masters on the host" "$tmp/prec_bf16.err" && ok || { bad "precision bf16 did not store the student's GEMM weights in bf16"; cat "$tmp/prec_bf16.err"; }
-for run in "w32_host host f32" "w16_dev device auto" "w32_dev device f32"; do
+grep -q "the student computes in bf16: its GEMM weights stored as bf16, the [1-9][0-9]* trained ones with fp32 masters on the host" "$tmp/prec_bf16.err" && ok || { bad "precision bf16 did not store the student's GEMM weights in bf16"; cat "$tmp/prec_bf16.err"; }
+for run in "w32_host host f32 all" "w16_dev device auto all" "w32_dev device f32 all" \
+  "w16_dec device auto decoder" "w32_dec device f32 decoder"; do
   set -- $run
   job "$1" cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
-  sed -i "s|^train: {device: cuda,|train: {device: cuda, precision: bf16, optimizer: $2, student_weights: $3,|" "$tmp/$1.yaml"
+  sed -i "s|^train: {device: cuda,|train: {device: cuda, precision: bf16, optimizer: $2, student_weights: $3, trainable: $4,|" "$tmp/$1.yaml"
   train "$1"
 done
 grep -q "the student computes in bf16" "$tmp/w32_host.err" && bad "student_weights: f32 stored bf16 weights" || ok
-grep -q "the student computes in bf16: [1-9][0-9]* trainable GEMM weights stored as bf16, fp32 masters on the device" "$tmp/w16_dev.err" && ok || { bad "optimizer device: no bf16 weights"; cat "$tmp/w16_dev.err"; }
+grep -q "the student computes in bf16: its GEMM weights stored as bf16, the [1-9][0-9]* trained ones with fp32 masters on the device" "$tmp/w16_dev.err" && ok || { bad "optimizer device: no bf16 weights"; cat "$tmp/w16_dev.err"; }
 same_run() { # run_a run_b what
   cmp -s "$tmp/$1/final/model.safetensors" "$tmp/$2/final/model.safetensors" &&
     [ "$(grep -o '"train/loss": [^,]*' "$tmp/$1/metrics.jsonl")" = "$(grep -o '"train/loss": [^,]*' "$tmp/$2/metrics.jsonl")" ] && ok || bad "$3: $1 and $2 differ"
@@ -143,6 +144,19 @@ same_run() { # run_a run_b what
 same_run prec_bf16 w32_host "bf16 weights, host optimizer"
 same_run w16_dev w32_dev "bf16 weights, device optimizer"
 same_run prec_bf16 w16_dev "bf16 weights, device against host optimizer"
+# trainable: decoder leaves the audio encoder's and projector's GEMM weights frozen, in bf16 too:
+# the same bits, and the final model holds their fp32 values from the file, not rounded ones
+same_run w16_dec w32_dec "bf16 weights, frozen encoder"
+"$py" - "$fx/tiny_a/model.safetensors" "$tmp/w16_dec/final/model.safetensors" <<'PY' && ok || bad "the frozen weights of a bf16 student changed (above)"
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+frozen = [k for k in a if k.startswith(("audio_tower.", "multi_modal_projector."))]
+changed = [k for k in frozen if not np.array_equal(a[k].astype(np.float32), b[k])]
+print(f"frozen tensors: {len(frozen)}, changed: {changed[:3]}")
+sys.exit(not frozen or bool(changed))
+PY
 # stopped after 3 steps and resumed: the device masters went to the checkpoint, not the bf16
 # weights (a resume from those would drift)
 job w16_resume cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
