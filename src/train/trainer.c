@@ -374,6 +374,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.zero",
                                              "train.optimizer",
                                              "train.precision",
+                                             "train.student_weights",
                                              "train.recompute",
                                              NULL};
 

@@ -291,6 +291,10 @@ YAML
         if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$cfg" --benchmark 8 \
             >"$LOGS/train-bench-$weights.txt" 2>"$LOGS/train-bench-$weights.log"; then
             echo "student weights $weights: $(cat "$LOGS/train-bench-$weights.txt")"
+            # the FLOPs the op table counted, against the card's dense bf16 peak
+            sed -nE 's/.* ([0-9.e+-]+) TFLOP\/s.*/\1/p' "$LOGS/train-bench-$weights.txt" |
+                awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
+                    '{peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
             grep -m1 "this job now" "$LOGS/train-bench-$weights.log"
         else
             tail -20 "$LOGS/train-bench-$weights.log"
