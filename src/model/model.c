@@ -429,14 +429,22 @@ int ad_model_load_dequantized(ad_model *m, ad_backend *be, const char *dir) {
     return load_dir(m, be, dir, true, &dt);
 }
 
-float *ad_model_take_master(ad_model *m, const char *name) {
+/* The kept fp32 values of weight `name`, or NULL. */
+static float **master_slot(const ad_model *m, const char *name) {
     for (int s = 0; m->masters && s < m->n_specs; s++)
-        if (!strcmp(m->specs[s].name, name)) {
-            float *x = m->masters[s];
-            m->masters[s] = NULL;
-            return x;
-        }
+        if (!strcmp(m->specs[s].name, name)) return &m->masters[s];
     return NULL;
+}
+
+const float *ad_model_master(const ad_model *m, const char *name) {
+    float **slot = master_slot(m, name);
+    return slot ? *slot : NULL;
+}
+
+float *ad_model_take_master(ad_model *m, const char *name) {
+    float **slot = master_slot(m, name), *x = slot ? *slot : NULL;
+    if (slot) *slot = NULL;
+    return x;
 }
 
 void ad_model_free_masters(ad_model *m) {

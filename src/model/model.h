@@ -68,6 +68,8 @@ int ad_model_load_mixed(ad_model *m, ad_backend *be, const char *dir, bool dequa
 /* The fp32 host values ad_model_load_mixed kept for weight `name` (the caller frees them), or
  * NULL when it kept none. */
 float *ad_model_take_master(ad_model *m, const char *name);
+/* The same values left with the model (a frozen weight's, for checkpoints), or NULL. */
+const float *ad_model_master(const ad_model *m, const char *name);
 /* Frees the fp32 values nobody took (ranks that write no checkpoints need none). */
 void ad_model_free_masters(ad_model *m);
 /* The same from a parsed config and an opened checkpoint path. */

@@ -214,10 +214,9 @@ int ad_params_weight_values(ad_model *m, const ad_param_table *t, int s, const f
         *data = w->data;
         return AD_OK;
     }
-    /* a frozen weight stored bf16: the file's values (m->specs is t->specs' order) */
-    if (m->masters && s < m->n_specs && m->masters[s] &&
-        !strcmp(m->specs[s].name, t->specs[s].name)) {
-        *data = m->masters[s];
+    const float *kept = ad_model_master(m, t->specs[s].name);
+    if (kept) { /* a frozen weight stored bf16: the file's values */
+        *data = kept;
         return AD_OK;
     }
     float *h =

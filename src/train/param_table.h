@@ -26,12 +26,12 @@
  * fake-quantized weight (train/qat.h) or, for the weights kept unquantized, its bf16 value.
  * Learned scales are extra host-only parameters ("<weight>.qat_scale").
  *
- * A student computing in bf16 (`train.student_weights`) is loaded with its trainable GEMM
- * weights in bf16 on the device (ad_model_load_mixed), so no GEMM converts them again; their
- * fp32 masters are the file's values, which become the host mirrors (host optimizer: what goes
- * up is rounded on the way). With the optimizer on the device, fp32 device copies of the
- * masters (dev_master; with ZeRO-1 only this rank's slice) are what AdamW updates, writing the
- * bf16 weights in the same pass (train/device_opt.h). */
+ * A student computing in bf16 (`train.student_weights`) is loaded with its GEMM weights in bf16
+ * on the device (ad_model_load_mixed), so no GEMM converts them again. The trained ones' fp32
+ * masters are the file's values, which become the host mirrors (host optimizer: what goes up is
+ * rounded on the way); the frozen ones' stay with the model for checkpoints. With the optimizer on
+ * the device, fp32 device copies of the masters (dev_master; with ZeRO-1 only this rank's slice)
+ * are what AdamW updates, writing the bf16 weights in the same pass (train/device_opt.h). */
 typedef struct {
     ad_weight_spec *specs;
     int n_specs;
