@@ -307,6 +307,16 @@ static int setup(cu_impl *impl) {
     CUBLAS_TRY(cublasLtCreate(&impl->lt));
     CUDA_TRY(cudaMalloc(&impl->workspace, CU_LT_WORKSPACE_BYTES));
     CUDA_TRY(cudaMalloc((void **)&impl->flag, sizeof(unsigned long long)));
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, impl->device));
+    impl->cc_major = prop.major;
+    const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+    if (path && *path) {
+        impl->attention_path = ad_cuda_attention_path_of(path);
+        if (impl->attention_path < 0)
+            return ad_fail("AUDISTILL_CUDA_ATTENTION=%s: expected auto, kernel, gemm or flash",
+                           path);
+    }
     return AD_OK;
 }
 
@@ -383,7 +393,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
 extern "C" int ad_cuda_set_attention_path(ad_backend *be, int path) {
     if (!be || be->device != AD_DEVICE_CUDA)
         return ad_fail("ad_cuda_set_attention_path: not a CUDA backend");
-    if (path < AD_CUDA_ATTENTION_AUTO || path > AD_CUDA_ATTENTION_GEMM)
+    if (path < AD_CUDA_ATTENTION_AUTO || path > AD_CUDA_ATTENTION_FLASH)
         return ad_fail("ad_cuda_set_attention_path: unknown path %d", path);
     cu_of(be)->attention_path = path;
     return AD_OK;
@@ -398,6 +408,17 @@ extern "C" int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes) {
 
 extern "C" long ad_cuda_attention_gemm_calls(ad_backend *be) {
     return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_gemm_calls : -1;
+}
+
+extern "C" long ad_cuda_attention_flash_calls(ad_backend *be) {
+    return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_flash_calls : -1;
+}
+
+extern "C" int ad_cuda_attention_path_of(const char *name) {
+    static const char *const names[] = {"auto", "kernel", "gemm", "flash"};
+    for (int i = 0; name && i < 4; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
 }
 
 extern "C" int ad_cuda_set_bf16_matmul(ad_backend *be, bool on) {

@@ -29,12 +29,24 @@ int ad_cuda_set_bf16_matmul(ad_backend *be, bool on);
 /* How attention runs. AUTO (the default): training-size sequences through batched GEMMs
  * (scores materialised per head block, every FLOP on cuBLASLt), decoding steps and sequences
  * too long for the score scratch through the tiled kernels. KERNEL and GEMM force one path
- * where it applies (GEMM still falls back when the scores would not fit); tests compare both. */
-enum { AD_CUDA_ATTENTION_AUTO = 0, AD_CUDA_ATTENTION_KERNEL = 1, AD_CUDA_ATTENTION_GEMM = 2 };
+ * where it applies (GEMM still falls back when the scores would not fit); tests compare them.
+ * FLASH: flash attention on the tensor cores (bf16 operands whatever the GEMM precision, head
+ * dims 16/32/64/128, sm_80+; other calls take AUTO's choice). The environment variable
+ * AUDISTILL_CUDA_ATTENTION=auto|kernel|gemm|flash sets the path of every new backend. */
+enum {
+    AD_CUDA_ATTENTION_AUTO = 0,
+    AD_CUDA_ATTENTION_KERNEL = 1,
+    AD_CUDA_ATTENTION_GEMM = 2,
+    AD_CUDA_ATTENTION_FLASH = 3
+};
 int ad_cuda_set_attention_path(ad_backend *be, int path);
+/* "auto", "kernel", "gemm" or "flash" to AD_CUDA_ATTENTION_*; -1 for anything else. */
+int ad_cuda_attention_path_of(const char *name);
 /* Attention calls (forward and backward) that went through the GEMMs so far: lets tests see
  * which path ran. */
 long ad_cuda_attention_gemm_calls(ad_backend *be);
+/* The same for the flash kernels. */
+long ad_cuda_attention_flash_calls(ad_backend *be);
 /* Bytes of each score buffer of the GEMM path (default 256 MiB): heads go through it in blocks
  * that fit, and a sequence whose one head (GQA: one group) does not fit uses the kernels. */
 int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes);

@@ -58,6 +58,8 @@ typedef struct {
     bool bf16_gemm;                 /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
     int attention_path;             /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
     long attention_gemm_calls;      /* ad_cuda_attention_gemm_calls */
+    long attention_flash_calls;     /* ad_cuda_attention_flash_calls */
+    int cc_major;                   /* compute capability (the flash kernels need 8 or more) */
     size_t attention_scratch_bytes; /* per score buffer of the GEMM path */
 } cu_impl;
 
@@ -256,6 +258,17 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
                                const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
                                const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p,
                                const int *key_len);
+
+/* ---- flash attention on the tensor cores (attention_flash.cu) ---------------------------- */
+/* Whether this call goes through the flash kernels (forced by ad_cuda_set_attention_path, a
+ * head dim of 16, 32, 64 or 128, sm_80 or newer). Same contract as the GEMM path's. */
+bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p);
+int cu_attention_flash(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                       const ad_tensor *v, const ad_attention_params *p, const int *key_len);
+int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
+                                const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
+                                const ad_tensor *k, const ad_tensor *v,
+                                const ad_attention_params *p, const int *key_len);
 
 /* ---- quantized weights (quant.cu) ------------------------------------------------------- */
 /* The device parts of an AD_QGROUP weight tensor (its `quant`), checked against its shape. */

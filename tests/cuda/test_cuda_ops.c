@@ -289,17 +289,18 @@ static void test_rope(void) {
     pair_free(&p);
 }
 
-/* Each case through the three paths of attention_cases.h. */
+/* Each case through the four paths of attention_cases.h. */
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm);
 
 static void one_attention(const attn_case *ac) {
     one_attention_path(ac, AD_CUDA_ATTENTION_KERNEL, false);
     one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, false);
     one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, true);
+    one_attention_path(ac, AD_CUDA_ATTENTION_FLASH, false);
 }
 
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
-    const long gemm_calls = attention_path_begin(path, bf16_gemm);
+    const attention_calls calls = attention_path_begin(path, bf16_gemm);
     const int64_t qd = (int64_t)ac->H * ac->D, kvd = (int64_t)ac->KVH * ac->D;
     /* q is a slice of a fused [B, Tq, qd + 2 kvd] projection; k and v the first Tk rows of a
      * longer KV cache: both strided views. */
@@ -320,8 +321,8 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     char what[160];
     snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_name(path),
              bf16_gemm ? " bf16 GEMMs" : "");
-    expect_close(what, &out, attention_tolerance(ac, bf16_gemm));
-    attention_path_end(ac, path, bf16_gemm, gemm_calls, false);
+    expect_close(what, &out, attention_tolerance(ac, path, bf16_gemm));
+    attention_path_end(ac, path, bf16_gemm, calls, false);
     pair_free(&qkv);
     pair_free(&kc);
     pair_free(&vc);
@@ -329,7 +330,7 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
 }
 
 static void test_attention(void) {
-    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30};
+    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97};
     const attn_case cases[] = {
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
         {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32},
@@ -343,6 +344,10 @@ static void test_attention(void) {
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_BF16},
         /* a chunk of queries after a cached prefix (causal with q_offset, several query rows) */
         {"attention prefill chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32},
+        /* several query blocks and key tiles of the flash kernels, key_len mid-tile */
+        {"attention 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
+         AD_F32},
+        {"attention chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention(&cases[i]);

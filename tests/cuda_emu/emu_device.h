@@ -11,6 +11,9 @@
 #ifndef AUDISTILL_CUDA_EMU_DEVICE_H
 #define AUDISTILL_CUDA_EMU_DEVICE_H
 
+/* Kernels that use inline PTX (attention_flash.cu's mma.sync) take their emulated twin. */
+#define AD_CUDA_EMULATED 1
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>

@@ -6,9 +6,10 @@
  * Step = teacher forward, student forward, fused KL + CE, student backward, global-norm
  * clipping, AdamW on the fp32 masters and the cast back to bf16. Prints one JSON line.
  *
- *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS [f32|bf16]
+ *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS [f32|bf16|bf16-flash]
  * The last argument picks the GEMM precision: f32 (the reference, default) or bf16
- * (ad_cuda_set_bf16_matmul: operands rounded to bf16, fp32 accumulation, as autocast). */
+ * (ad_cuda_set_bf16_matmul: operands rounded to bf16, fp32 accumulation, as autocast);
+ * bf16-flash is bf16 with attention through the flash kernels (AD_CUDA_ATTENTION_FLASH). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,15 +97,21 @@ static void make_batch(ad_batch *b, const ad_model_config *cfg, int n, int frame
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS "
-                        "STEPS [f32|bf16]\n");
+                        "STEPS [f32|bf16|bf16-flash]\n");
         return 2;
     }
     const int batch = atoi(argv[3]), frames = atoi(argv[4]), targets = atoi(argv[5]),
               steps = atoi(argv[6]);
     ad_backend *be;
     TRY(ad_backend_cuda_create(&be, 0));
-    const bool bf16 = argc == 8 && strcmp(argv[7], "bf16") == 0;
+    const char *mode = argc == 8 ? argv[7] : "f32";
+    const bool flash = strcmp(mode, "bf16-flash") == 0, bf16 = flash || strcmp(mode, "bf16") == 0;
+    if (!bf16 && strcmp(mode, "f32") != 0) {
+        fprintf(stderr, "bench_distill_step: mode '%s' is not f32, bf16 or bf16-flash\n", mode);
+        return 2;
+    }
     TRY(ad_cuda_set_bf16_matmul(be, bf16));
+    if (flash) TRY(ad_cuda_set_attention_path(be, AD_CUDA_ATTENTION_FLASH));
     double t0 = now_s();
     ad_model teacher, student;
     TRY(ad_model_load(&teacher, be, argv[1]));
@@ -217,8 +224,8 @@ int main(int argc, char **argv) {
         "\"tokens_per_s\": %.1f, \"supervised\": %d, \"trainable\": %lld, "
         "\"device_bytes_used\": %zu, "
         "\"loss_first\": %.5f, \"loss_last\": %.5f, \"profiled_step_ms\": %.2f}\n",
-        bf16 ? "bf16" : "f32", med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S,
-        (long long)trainable, total_b - free_b, first_loss, last_loss, profiled_ms);
+        mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
+        total_b - free_b, first_loss, last_loss, profiled_ms);
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);

@@ -16,7 +16,8 @@
 #   --sections   what to run, in this order, comma-separated (default tests,cli,bench):
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
 #                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
-#   --modes      the benchmark's GEMM precisions (default f32,bf16)
+#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-flash; bf16-flash is
+#                bf16 with attention through the flash kernels instead of the batched GEMMs)
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others bf16 only, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
@@ -30,7 +31,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16 BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-flash BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
@@ -58,7 +59,7 @@ for sec in ${SECTIONS//,/ }; do
     case $sec in tests | cli | bench | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
-    case $mode in f32 | bf16) ;; *) echo "unknown mode '$mode' (f32, bf16)" >&2 && usage ;; esac
+    case $mode in f32 | bf16 | bf16-flash) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-flash)" >&2 && usage ;; esac
 done
 for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
@@ -272,7 +273,8 @@ run_bench() {
     done
     # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
     # the device, decoder + lm_head trained): the loader and the trainer's host work included; no
-    # checkpoint is written. Twice: the student's GEMM weights in bf16 (the default) and in f32
+    # checkpoint is written. Three times: the student's GEMM weights in bf16 (the default), the
+    # same with attention through the flash kernels (AUDISTILL_CUDA_ATTENTION=flash), and in f32
     # (student_weights: f32, converted in every GEMM), side by side.
     section "audistill train --benchmark at the same shapes"
     "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
@@ -285,10 +287,12 @@ train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, st
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
     sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
-    for weights in bf16 f32; do
-        cfg=$benchdir/train.yaml
+    for weights in bf16 bf16-flash f32; do
+        cfg=$benchdir/train.yaml attention=auto
         [[ $weights == f32 ]] && cfg=$benchdir/train-f32.yaml
-        if timeout 240 "${RUN[@]}" "$BIN/audistill" train --config "$cfg" --benchmark 8 \
+        [[ $weights == bf16-flash ]] && attention=flash
+        if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$BIN/audistill" train \
+            --config "$cfg" --benchmark 8 \
             >"$LOGS/train-bench-$weights.txt" 2>"$LOGS/train-bench-$weights.log"; then
             echo "student weights $weights: $(cat "$LOGS/train-bench-$weights.txt")"
             # the FLOPs the op table counted, against the card's dense bf16 peak

@@ -1,0 +1,689 @@
+// Flash attention on the tensor cores: bf16 operands, fp32 accumulation, no score matrix in
+// memory. Each warp owns 16 rows of a block of 64 (query rows in the forward and the dQ pass,
+// keys in the dK/dV pass) and multiplies with mma.sync m16n8k16, whose fragment layouts are
+// fixed by the PTX ISA: so the scores of one tile stay in registers, the running row max and
+// sum are per-lane values reduced over the 4 lanes that share a row, and a tile of
+// probabilities becomes the A operand of the next product without leaving the registers.
+//
+// The rounding points are those of the GEMM path with bf16 operands (attention_gemm.cu): q, k,
+// v, dO and the probabilities / dS rounded to bf16, every product accumulated in fp32, the
+// softmax and delta = rowsum(dO * O) in fp32. Keys past key_len are never read (tiles are
+// zero-filled there, as the CPU reference never touches them); a row that sees no key gets 0.
+//
+// Backward, deterministic, without atomics: the dQ kernel recomputes each row's log-sum-exp
+// in a first sweep over the keys, then dS and dQ in a second; it leaves the log-sum-exp and
+// delta per row for the dK/dV kernel, in which each warp owns 16 keys and walks the query
+// heads of its GQA group in order.
+//
+// Head dims 16, 32, 64 and 128 (a template each); others take the other paths. Needs sm_80
+// or newer; the emulator (tests/cuda_emu) runs the same product from the documented fragment
+// layouts, gathered with warp shuffles.
+#include <math.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#define FA_WARPS   4
+#define FA_THREADS (32 * FA_WARPS)
+#define FA_ROWS    (16 * FA_WARPS) /* query rows (forward, dQ) or keys (dK/dV) per block */
+#define FA_KEYS    64              /* keys per tile of the forward and the dQ pass */
+#define FA_QUERIES 32              /* queries per tile of the dK/dV pass */
+#define FA_PAD     8 /* bf16 per shared row past D: a warp's fragment loads hit distinct banks */
+
+typedef struct {
+    const char *q, *k, *v, *o, *dout;
+    int qdt, kdt, vdt, odt, ddt;
+    int64_t qb, qt, kb, kt, vb, vt, ob, ot, db, dt;
+    char *y; /* the forward's output, or dq */
+    int ydt;
+    int64_t yb, yt;
+    char *dk, *dv;
+    int dkdt, dvdt;
+    int64_t dkb, dkt, dvb, dvt;
+    float *lse, *delta; /* [B, H, Tq]: from the dQ kernel to the dK/dV kernel */
+    int64_t Tq, Tk;
+    int H, KVH, q_offset;
+    bool causal;
+    float scale;
+    const int *key_len; /* device, B ints, or NULL */
+} fa_args;
+
+/* ---- fragments -------------------------------------------------------------------------- */
+
+__device__ static inline uint32_t fa_bits(float x) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(x);
+    unsigned short s;
+    memcpy(&s, &h, sizeof s);
+    return s;
+}
+
+/* Two bf16 in one register, the lower index in the low half (the PTX operand packing). */
+__device__ static inline uint32_t fa_pack(float lo, float hi) {
+    return fa_bits(lo) | (fa_bits(hi) << 16);
+}
+
+__device__ static inline uint32_t fa_pair(const uint16_t *first, const uint16_t *second) {
+    return (uint32_t)*first | ((uint32_t)*second << 16);
+}
+
+#if defined(AD_CUDA_EMULATED)
+__device__ static inline float fa_low(uint32_t u) {
+    return __uint_as_float(u << 16);
+}
+__device__ static inline float fa_high(uint32_t u) {
+    return __uint_as_float(u & 0xffff0000u);
+}
+#endif
+
+/* c += A B for a 16x16 bf16 A and a 16x8 bf16 B, fp32 accumulators, one warp. Lane l holds
+ * (g = l / 4, t = l % 4): a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..],
+ * a[3] = A[g+8][2t+8..]; b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]; c = C[g][2t..2t+1],
+ * C[g+8][2t..2t+1]. */
+__device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#if defined(AD_CUDA_EMULATED)
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float row_g[16], row_g8[16], col[2][16];
+    CU_UNROLL
+    for (int s = 0; s < 4; s++) {
+        const int src = 4 * g + s;
+        const uint32_t x0 = __shfl_sync(0xffffffffu, a[0], src),
+                       x1 = __shfl_sync(0xffffffffu, a[1], src),
+                       x2 = __shfl_sync(0xffffffffu, a[2], src),
+                       x3 = __shfl_sync(0xffffffffu, a[3], src);
+        row_g[2 * s] = fa_low(x0), row_g[2 * s + 1] = fa_high(x0);
+        row_g8[2 * s] = fa_low(x1), row_g8[2 * s + 1] = fa_high(x1);
+        row_g[8 + 2 * s] = fa_low(x2), row_g[9 + 2 * s] = fa_high(x2);
+        row_g8[8 + 2 * s] = fa_low(x3), row_g8[9 + 2 * s] = fa_high(x3);
+    }
+    CU_UNROLL
+    for (int e = 0; e < 2; e++)
+        CU_UNROLL
+    for (int s = 0; s < 4; s++) {
+        const int src = 4 * (2 * t + e) + s;
+        const uint32_t y0 = __shfl_sync(0xffffffffu, b0, src),
+                       y1 = __shfl_sync(0xffffffffu, b1, src);
+        col[e][2 * s] = fa_low(y0), col[e][2 * s + 1] = fa_high(y0);
+        col[e][8 + 2 * s] = fa_low(y1), col[e][9 + 2 * s] = fa_high(y1);
+    }
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    CU_UNROLL
+    for (int k = 0; k < 16; k++) {
+        d[0] += row_g[k] * col[0][k];
+        d[1] += row_g[k] * col[1][k];
+        d[2] += row_g8[k] * col[0][k];
+        d[3] += row_g8[k] * col[1][k];
+    }
+    CU_UNROLL
+    for (int i = 0; i < 4; i++)
+        c[i] += d[i];
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#elif defined(__CUDA_ARCH__)
+    __trap(); /* the host never picks this path below sm_80 (cu_attention_flash_suits) */
+#else
+    (void)c, (void)a, (void)b0, (void)b1;
+#endif
+}
+
+/* A fragment of rows row0.. and columns k0.. of a shared [rows][D + FA_PAD] tile. */
+template <int D>
+__device__ static inline void fa_frag_a(uint32_t f[4], const uint16_t *tile, int row0, int k0,
+                                        int g, int t) {
+    const uint16_t *lo = tile + (row0 + g) * (D + FA_PAD) + k0 + 2 * t, *hi = lo + 8 * (D + FA_PAD);
+    f[0] = *(const uint32_t *)lo;
+    f[1] = *(const uint32_t *)hi;
+    f[2] = *(const uint32_t *)(lo + 8);
+    f[3] = *(const uint32_t *)(hi + 8);
+}
+
+/* B fragment (k0.., n0..) of a tile stored [n][k]: B = tile^T, pairs contiguous. */
+template <int D>
+__device__ static inline void fa_frag_b_nk(uint32_t *b0, uint32_t *b1, const uint16_t *tile, int n0,
+                                           int k0, int g, int t) {
+    const uint16_t *p = tile + (n0 + g) * (D + FA_PAD) + k0 + 2 * t;
+    *b0 = *(const uint32_t *)p;
+    *b1 = *(const uint32_t *)(p + 8);
+}
+
+/* B fragment (k0.., n0..) of a tile stored [k][n]: B = tile, pairs from two rows. */
+template <int D>
+__device__ static inline void fa_frag_b_kn(uint32_t *b0, uint32_t *b1, const uint16_t *tile, int k0,
+                                           int n0, int g, int t) {
+    const uint16_t *p = tile + (k0 + 2 * t) * (D + FA_PAD) + n0 + g;
+    *b0 = fa_pair(p, p + (D + FA_PAD));
+    *b1 = fa_pair(p + 8 * (D + FA_PAD), p + 9 * (D + FA_PAD));
+}
+
+/* The A fragment of k-block j from two accumulator tiles (2j, 2j+1) of a 16-row product:
+ * the accumulator layout of columns 16j.. is the A layout of those columns. */
+__device__ static inline void fa_acc_to_a(uint32_t f[4], const float lo[4], const float hi[4]) {
+    f[0] = fa_pack(lo[0], lo[1]);
+    f[1] = fa_pack(lo[2], lo[3]);
+    f[2] = fa_pack(hi[0], hi[1]);
+    f[3] = fa_pack(hi[2], hi[3]);
+}
+
+/* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
+ * into a shared bf16 tile; rows at or past `valid` are zero and never read. */
+template <int D, int N>
+__device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt, int64_t base,
+                                           int64_t ts, int64_t r0, int64_t valid) {
+    constexpr int half = D / 2;
+    for (int idx = threadIdx.x; idx < N * half; idx += FA_THREADS) {
+        const int r = idx / half, c = 2 * (idx % half);
+        const int64_t row = r0 + r;
+        uint32_t w = 0;
+        if (row < valid) {
+            const int64_t off = base + row * ts + c;
+            w = fa_pack(cu_load(p, dt, off), cu_load(p, dt, off + 1));
+        }
+        *(uint32_t *)(tile + r * (D + FA_PAD) + c) = w;
+    }
+}
+
+/* A fragments of rows r and r + 8 (one warp's 16) of one head, straight from global memory;
+ * rows at or past `valid` are zero. */
+template <int D>
+__device__ static inline void fa_global_a(uint32_t f[][4], const char *p, int dt, int64_t base,
+                                          int64_t ts, int64_t r, int64_t valid, int t) {
+    CU_UNROLL
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c = kk * 16 + 2 * t;
+        CU_UNROLL
+        for (int half = 0; half < 2; half++) {
+            const int64_t row = r + 8 * half;
+            if (row < valid) {
+                const int64_t off = base + row * ts + c;
+                f[kk][half] = fa_pack(cu_load(p, dt, off), cu_load(p, dt, off + 1));
+                f[kk][half + 2] = fa_pack(cu_load(p, dt, off + 8), cu_load(p, dt, off + 9));
+            } else {
+                f[kk][half] = f[kk][half + 2] = 0;
+            }
+        }
+    }
+}
+
+/* Keys visible to query row i: [0, limit). */
+__device__ static inline int64_t fa_limit(const fa_args &a, int64_t kb, int64_t i) {
+    if (a.causal && a.q_offset + i + 1 < kb) return a.q_offset + i + 1;
+    return kb;
+}
+
+/* Keys any of query rows [i0, i0 + FA_ROWS) sees. */
+__device__ static inline int64_t fa_block_keys(const fa_args &a, int64_t kb, int64_t i0) {
+    const int64_t last = (i0 + FA_ROWS < a.Tq ? i0 + FA_ROWS : a.Tq) - 1;
+    return fa_limit(a, kb, last);
+}
+
+__device__ static inline float fa_row_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ static inline float fa_row_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/* s = scale Q K^T of one warp's 16 rows and a shared key tile, keys a row does not see at
+ * -inf (element e of tile n: row lo for e < 2, else hi; key j0 + 8n + 2t + e % 2). */
+template <int D>
+__device__ static inline void fa_scores(float s[FA_KEYS / 8][4], const uint32_t qf[][4],
+                                        const uint16_t *ks, const fa_args &a, int64_t j0,
+                                        int64_t lim_lo, int64_t lim_hi, int g, int t) {
+    CU_UNROLL
+    for (int n = 0; n < FA_KEYS / 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        CU_UNROLL
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t b0, b1;
+            fa_frag_b_nk<D>(&b0, &b1, ks, 8 * n, 16 * kk, g, t);
+            fa_mma(s[n], qf[kk], b0, b1);
+        }
+        CU_UNROLL
+        for (int e = 0; e < 4; e++) {
+            const int64_t key = j0 + 8 * n + 2 * t + (e & 1);
+            s[n][e] = key < (e < 2 ? lim_lo : lim_hi) ? s[n][e] * a.scale : -INFINITY;
+        }
+    }
+}
+
+/* One online-softmax step over a tile of scores: new row max, the factor that rescales what
+ * was accumulated before, scores turned into exp(s - max), and the per-lane partial sums. */
+__device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2], float l[2],
+                                             float alpha[2]) {
+    CU_UNROLL
+    for (int h = 0; h < 2; h++) {
+        float mx = -INFINITY;
+        CU_UNROLL
+        for (int n = 0; n < FA_KEYS / 8; n++)
+            mx = fmaxf(mx, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+        const float next = fmaxf(m[h], fa_row_max(mx));
+        const float base = next == -INFINITY ? 0.0f : next; /* no key seen yet: all terms 0 */
+        alpha[h] = expf(m[h] - base);
+        m[h] = next;
+        float sum = 0.0f;
+        CU_UNROLL
+        for (int n = 0; n < FA_KEYS / 8; n++)
+            CU_UNROLL
+        for (int e = 2 * h; e < 2 * h + 2; e++) {
+            s[n][e] = expf(s[n][e] - base);
+            sum += s[n][e];
+        }
+        l[h] = l[h] * alpha[h] + sum;
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+template <int D> __global__ static void fa_forward_kernel(fa_args a) {
+    __shared__ uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2], v_words[FA_KEYS * (D + FA_PAD) / 2];
+    uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
+    const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
+    const int64_t r = i0 + warp * 16 + g;
+    const int64_t kb = a.key_len ? a.key_len[b] : a.Tk;
+    const int64_t lim_lo = fa_limit(a, kb, r), lim_hi = fa_limit(a, kb, r + 8);
+    const int64_t kend = fa_block_keys(a, kb, i0);
+    uint32_t qf[D / 16][4];
+    fa_global_a<D>(qf, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, r, a.Tq, t);
+    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    CU_UNROLL
+    for (int n = 0; n < D / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
+        __syncthreads(); /* the previous tile is consumed */
+        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, b * a.kb + (int64_t)kvh * D, a.kt, j0, kend);
+        fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, b * a.vb + (int64_t)kvh * D, a.vt, j0, kend);
+        __syncthreads();
+        float s[FA_KEYS / 8][4], alpha[2];
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        fa_online_step(s, m, l, alpha);
+        CU_UNROLL
+        for (int n = 0; n < D / 8; n++) {
+            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+        }
+        CU_UNROLL
+        for (int j = 0; j < FA_KEYS / 16; j++) {
+            uint32_t pa[4];
+            fa_acc_to_a(pa, s[2 * j], s[2 * j + 1]);
+            CU_UNROLL
+            for (int n = 0; n < D / 8; n++) {
+                uint32_t b0, b1;
+                fa_frag_b_kn<D>(&b0, &b1, vs, 16 * j, 8 * n, g, t);
+                fa_mma(o[n], pa, b0, b1);
+            }
+        }
+    }
+    CU_UNROLL
+    for (int hh = 0; hh < 2; hh++) {
+        const int64_t row = r + 8 * hh;
+        const float sum = fa_row_sum(l[hh]);
+        if (row >= a.Tq) continue;
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f; /* a row that sees no key: 0 */
+        const int64_t off = b * a.yb + row * a.yt + (int64_t)h * D + 2 * t;
+        CU_UNROLL
+        for (int n = 0; n < D / 8; n++) {
+            cu_store(a.y, a.ydt, off + 8 * n, o[n][2 * hh] * inv);
+            cu_store(a.y, a.ydt, off + 8 * n + 1, o[n][2 * hh + 1] * inv);
+        }
+    }
+}
+
+/* ---- backward: dQ (and every row's log-sum-exp and delta) ---------------------------------- */
+
+template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
+    __shared__ uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2], v_words[FA_KEYS * (D + FA_PAD) / 2];
+    uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
+    const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
+    const int64_t r = i0 + warp * 16 + g;
+    const int64_t kb = a.key_len ? a.key_len[b] : a.Tk;
+    const int64_t lim_lo = fa_limit(a, kb, r), lim_hi = fa_limit(a, kb, r + 8);
+    const int64_t kend = fa_block_keys(a, kb, i0);
+    const int64_t kbase = b * a.kb + (int64_t)kvh * D, vbase = b * a.vb + (int64_t)kvh * D;
+    uint32_t qf[D / 16][4];
+    fa_global_a<D>(qf, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, r, a.Tq, t);
+
+    /* delta = dO . O per row in fp32 (the 4 lanes of a row split its D columns) */
+    float delta[2];
+    CU_UNROLL
+    for (int hh = 0; hh < 2; hh++) {
+        const int64_t row = r + 8 * hh;
+        float d = 0.0f;
+        if (row < a.Tq)
+            for (int c = t * (D / 4); c < (t + 1) * (D / 4); c++)
+                d += cu_load(a.dout, a.ddt, b * a.db + row * a.dt + (int64_t)h * D + c) *
+                     cu_load(a.o, a.odt, b * a.ob + row * a.ot + (int64_t)h * D + c);
+        delta[hh] = fa_row_sum(d);
+    }
+
+    /* sweep 1: log-sum-exp per row (+inf for a row that sees no key, so its terms are 0) */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, lse[2];
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
+        __syncthreads();
+        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, kbase, a.kt, j0, kend);
+        __syncthreads();
+        float s[FA_KEYS / 8][4], alpha[2];
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        fa_online_step(s, m, l, alpha);
+    }
+    CU_UNROLL
+    for (int hh = 0; hh < 2; hh++) {
+        const float sum = fa_row_sum(l[hh]);
+        lse[hh] = sum > 0.0f ? m[hh] + logf(sum) : INFINITY;
+        const int64_t row = r + 8 * hh;
+        if (t == 0 && row < a.Tq) {
+            const int64_t at = ((int64_t)b * a.H + h) * a.Tq + row;
+            a.lse[at] = lse[hh];
+            a.delta[at] = delta[hh];
+        }
+    }
+    if (!write_dq) return;
+
+    /* sweep 2: P, dP = dO V^T, dS = P (dP - delta), dQ += dS K */
+    uint32_t gf[D / 16][4];
+    fa_global_a<D>(gf, a.dout, a.ddt, b * a.db + (int64_t)h * D, a.dt, r, a.Tq, t);
+    float dq[D / 8][4];
+    CU_UNROLL
+    for (int n = 0; n < D / 8; n++)
+        dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
+        __syncthreads();
+        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, kbase, a.kt, j0, kend);
+        fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, vbase, a.vt, j0, kend);
+        __syncthreads();
+        float s[FA_KEYS / 8][4];
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        CU_UNROLL
+        for (int n = 0; n < FA_KEYS / 8; n++) {
+            float dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            CU_UNROLL
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t b0, b1;
+                fa_frag_b_nk<D>(&b0, &b1, vs, 8 * n, 16 * kk, g, t);
+                fa_mma(dp, gf[kk], b0, b1);
+            }
+            CU_UNROLL
+            for (int e = 0; e < 4; e++) {
+                const float p = expf(s[n][e] - lse[e >> 1]); /* masked: exp(-inf) = 0 */
+                s[n][e] = p * (dp[e] - delta[e >> 1]);
+            }
+        }
+        CU_UNROLL
+        for (int j = 0; j < FA_KEYS / 16; j++) {
+            uint32_t da[4];
+            fa_acc_to_a(da, s[2 * j], s[2 * j + 1]);
+            CU_UNROLL
+            for (int n = 0; n < D / 8; n++) {
+                uint32_t b0, b1;
+                fa_frag_b_kn<D>(&b0, &b1, ks, 16 * j, 8 * n, g, t);
+                fa_mma(dq[n], da, b0, b1);
+            }
+        }
+    }
+    CU_UNROLL
+    for (int hh = 0; hh < 2; hh++) {
+        const int64_t row = r + 8 * hh;
+        if (row >= a.Tq) continue;
+        const int64_t off = b * a.yb + row * a.yt + (int64_t)h * D + 2 * t;
+        CU_UNROLL
+        for (int n = 0; n < D / 8; n++) {
+            cu_store(a.y, a.ydt, off + 8 * n, dq[n][2 * hh] * a.scale);
+            cu_store(a.y, a.ydt, off + 8 * n + 1, dq[n][2 * hh + 1] * a.scale);
+        }
+    }
+}
+
+/* ---- backward: dK and dV ------------------------------------------------------------------ */
+
+template <int D> static size_t fa_dkv_smem(void) {
+    return sizeof(uint16_t) * (size_t)(2 * FA_ROWS + 2 * FA_QUERIES) * (D + FA_PAD) +
+           sizeof(float) * 2 * FA_QUERIES;
+}
+
+template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
+    extern __shared__ uint32_t fa_dkv_words[];
+    uint16_t *ks = (uint16_t *)fa_dkv_words, *vs = ks + FA_ROWS * (D + FA_PAD),
+             *qs = vs + FA_ROWS * (D + FA_PAD), *gs = qs + FA_QUERIES * (D + FA_PAD);
+    float *lse_s = (float *)(gs + FA_QUERIES * (D + FA_PAD)), *delta_s = lse_s + FA_QUERIES;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, j0 = (int64_t)blockIdx.x * FA_ROWS;
+    const int kvh = blockIdx.y, group = a.H / a.KVH;
+    const int64_t j = j0 + warp * 16 + g; /* this lane's keys: j and j + 8 */
+    const int64_t kb = a.key_len ? a.key_len[b] : a.Tk;
+    fa_load_tile<D, FA_ROWS>(ks, a.k, a.kdt, b * a.kb + (int64_t)kvh * D, a.kt, j0, kb);
+    fa_load_tile<D, FA_ROWS>(vs, a.v, a.vdt, b * a.vb + (int64_t)kvh * D, a.vt, j0, kb);
+    float dk[D / 8][4], dv[D / 8][4];
+    CU_UNROLL
+    for (int n = 0; n < D / 8; n++)
+        CU_UNROLL
+    for (int e = 0; e < 4; e++)
+        dk[n][e] = dv[n][e] = 0.0f;
+    /* queries before i_first see none of this block's keys (causal) */
+    int64_t i_first = a.causal && j0 > a.q_offset ? j0 - a.q_offset : 0;
+    i_first -= i_first % FA_QUERIES;
+    CU_UNROLL
+    for (int gi = 0; gi < group && j0 < kb; gi++) {
+        const int h = kvh * group + gi;
+        const int64_t qbase = b * a.qb + (int64_t)h * D, gbase = b * a.db + (int64_t)h * D;
+        for (int64_t i0 = i_first; i0 < a.Tq; i0 += FA_QUERIES) {
+            __syncthreads();
+            fa_load_tile<D, FA_QUERIES>(qs, a.q, a.qdt, qbase, a.qt, i0, a.Tq);
+            fa_load_tile<D, FA_QUERIES>(gs, a.dout, a.ddt, gbase, a.dt, i0, a.Tq);
+            if (threadIdx.x < FA_QUERIES) {
+                const int64_t i = i0 + threadIdx.x, at = ((int64_t)b * a.H + h) * a.Tq + i;
+                lse_s[threadIdx.x] = i < a.Tq ? a.lse[at] : INFINITY;
+                delta_s[threadIdx.x] = i < a.Tq ? a.delta[at] : 0.0f;
+            }
+            __syncthreads();
+            /* P^T = exp(scale K Q^T - lse) for this warp's 16 keys x the tile's queries */
+            float p[FA_QUERIES / 8][4];
+            CU_UNROLL
+            for (int n = 0; n < FA_QUERIES / 8; n++)
+                p[n][0] = p[n][1] = p[n][2] = p[n][3] = 0.0f;
+            CU_UNROLL
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t af[4];
+                fa_frag_a<D>(af, ks, warp * 16, 16 * kk, g, t);
+                CU_UNROLL
+                for (int n = 0; n < FA_QUERIES / 8; n++) {
+                    uint32_t b0, b1;
+                    fa_frag_b_nk<D>(&b0, &b1, qs, 8 * n, 16 * kk, g, t);
+                    fa_mma(p[n], af, b0, b1);
+                }
+            }
+            CU_UNROLL
+            for (int n = 0; n < FA_QUERIES / 8; n++)
+                CU_UNROLL
+            for (int e = 0; e < 4; e++) {
+                const int c = 8 * n + 2 * t + (e & 1);
+                const int64_t i = i0 + c, key = j + 8 * (e >> 1);
+                p[n][e] = i < a.Tq && key < fa_limit(a, kb, i) ? expf(p[n][e] * a.scale - lse_s[c])
+                                                               : 0.0f;
+            }
+            /* dV += P^T dO */
+            CU_UNROLL
+            for (int jj = 0; jj < FA_QUERIES / 16; jj++) {
+                uint32_t pa[4];
+                fa_acc_to_a(pa, p[2 * jj], p[2 * jj + 1]);
+                CU_UNROLL
+                for (int n = 0; n < D / 8; n++) {
+                    uint32_t b0, b1;
+                    fa_frag_b_kn<D>(&b0, &b1, gs, 16 * jj, 8 * n, g, t);
+                    fa_mma(dv[n], pa, b0, b1);
+                }
+            }
+            /* dP^T = V dO^T, then dS^T = P^T (dP^T - delta) over p */
+            float dp[FA_QUERIES / 8][4];
+            CU_UNROLL
+            for (int n = 0; n < FA_QUERIES / 8; n++)
+                dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+            CU_UNROLL
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t af[4];
+                fa_frag_a<D>(af, vs, warp * 16, 16 * kk, g, t);
+                CU_UNROLL
+                for (int n = 0; n < FA_QUERIES / 8; n++) {
+                    uint32_t b0, b1;
+                    fa_frag_b_nk<D>(&b0, &b1, gs, 8 * n, 16 * kk, g, t);
+                    fa_mma(dp[n], af, b0, b1);
+                }
+            }
+            CU_UNROLL
+            for (int n = 0; n < FA_QUERIES / 8; n++)
+                CU_UNROLL
+            for (int e = 0; e < 4; e++)
+                p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
+            /* dK += dS^T Q */
+            CU_UNROLL
+            for (int jj = 0; jj < FA_QUERIES / 16; jj++) {
+                uint32_t da[4];
+                fa_acc_to_a(da, p[2 * jj], p[2 * jj + 1]);
+                CU_UNROLL
+                for (int n = 0; n < D / 8; n++) {
+                    uint32_t b0, b1;
+                    fa_frag_b_kn<D>(&b0, &b1, qs, 16 * jj, 8 * n, g, t);
+                    fa_mma(dk[n], da, b0, b1);
+                }
+            }
+        }
+    }
+    /* keys no row sees (past key_len, or a block no query reaches) end with 0 */
+    CU_UNROLL
+    for (int hh = 0; hh < 2; hh++) {
+        const int64_t key = j + 8 * hh;
+        if (key >= a.Tk) continue;
+        CU_UNROLL
+        for (int n = 0; n < D / 8; n++)
+            CU_UNROLL
+        for (int e = 0; e < 2; e++) {
+            const int64_t c = (int64_t)kvh * D + 8 * n + 2 * t + e;
+            if (a.dk)
+                cu_store(a.dk, a.dkdt, b * a.dkb + key * a.dkt + c, dk[n][2 * hh + e] * a.scale);
+            if (a.dv) cu_store(a.dv, a.dvdt, b * a.dvb + key * a.dvt + c, dv[n][2 * hh + e]);
+        }
+    }
+}
+
+/* ---- host side ----------------------------------------------------------------------------- */
+
+bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p) {
+    const cu_impl *impl = cu_of(be);
+    if (impl->attention_path != AD_CUDA_ATTENTION_FLASH || impl->cc_major < 8) return false;
+    const int D = p->head_dim;
+    return D == 16 || D == 32 || D == 64 || D == 128;
+}
+
+static void fa_common(fa_args *a, const ad_tensor *q, const ad_tensor *k, const ad_tensor *v,
+                      const ad_attention_params *p, const int *key_len) {
+    memset(a, 0, sizeof *a);
+    a->q = (const char *)q->data;
+    a->k = (const char *)k->data;
+    a->v = (const char *)v->data;
+    a->qdt = q->dtype;
+    a->kdt = k->dtype;
+    a->vdt = v->dtype;
+    a->qb = q->stride[0];
+    a->qt = q->stride[1];
+    a->kb = k->stride[0];
+    a->kt = k->stride[1];
+    a->vb = v->stride[0];
+    a->vt = v->stride[1];
+    a->Tq = q->shape[1];
+    a->Tk = k->shape[1];
+    a->H = p->n_heads;
+    a->KVH = p->n_kv_heads;
+    a->q_offset = p->q_offset;
+    a->causal = p->causal;
+    a->scale = p->scale;
+    a->key_len = key_len;
+}
+
+static void fa_output(const ad_tensor *t, char **data, int *dt, int64_t *bs, int64_t *ts) {
+    *data = t ? (char *)t->data : NULL;
+    *dt = t ? t->dtype : AD_F32;
+    *bs = t ? t->stride[0] : 0;
+    *ts = t ? t->stride[1] : 0;
+}
+
+template <int D> static int fa_forward(const fa_args &a, int64_t B) {
+    dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
+    fa_forward_kernel<D><<<grid, FA_THREADS>>>(a);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
+template <int D> static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv) {
+    if (a.Tq > 0) {
+        dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
+        fa_dq_kernel<D><<<grid, FA_THREADS>>>(a, want_dq);
+        CUDA_TRY_LAUNCH();
+    }
+    if (want_dkv && a.Tk > 0) {
+        const size_t smem = fa_dkv_smem<D>();
+        if (smem > (size_t)48 * 1024)
+            CUDA_TRY(cudaFuncSetAttribute(fa_dkv_kernel<D>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        dim3 grid((unsigned)((a.Tk + FA_ROWS - 1) / FA_ROWS), (unsigned)a.KVH, (unsigned)B);
+        fa_dkv_kernel<D><<<grid, FA_THREADS, smem>>>(a);
+        CUDA_TRY_LAUNCH();
+    }
+    return AD_OK;
+}
+
+int cu_attention_flash(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
+                       const ad_tensor *v, const ad_attention_params *p, const int *key_len) {
+    fa_args a;
+    fa_common(&a, q, k, v, p, key_len);
+    fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
+    cu_of(be)->attention_flash_calls++;
+    const int64_t B = q->shape[0];
+    switch (p->head_dim) {
+    case 16: return fa_forward<16>(a, B);
+    case 32: return fa_forward<32>(a, B);
+    case 64: return fa_forward<64>(a, B);
+    case 128: return fa_forward<128>(a, B);
+    }
+    return ad_fail("attention (flash): head_dim %d has no kernel", p->head_dim);
+}
+
+int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
+                                const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
+                                const ad_tensor *k, const ad_tensor *v,
+                                const ad_attention_params *p, const int *key_len) {
+    fa_args a;
+    fa_common(&a, q, k, v, p, key_len);
+    a.o = (const char *)out->data;
+    a.odt = out->dtype;
+    a.ob = out->stride[0];
+    a.ot = out->stride[1];
+    a.dout = (const char *)dout->data;
+    a.ddt = dout->dtype;
+    a.db = dout->stride[0];
+    a.dt = dout->stride[1];
+    fa_output(dq, &a.y, &a.ydt, &a.yb, &a.yt);
+    fa_output(dk, &a.dk, &a.dkdt, &a.dkb, &a.dkt);
+    fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
+    const int64_t B = q->shape[0], rows = B * p->n_heads * a.Tq;
+    float *stats = NULL;
+    if (rows > 0)
+        AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, sizeof(float) * 2 * (size_t)rows, (void **)&stats));
+    a.lse = stats;
+    a.delta = stats ? stats + rows : NULL;
+    cu_of(be)->attention_flash_calls++;
+    const bool want_dq = dq != NULL, want_dkv = dk || dv;
+    switch (p->head_dim) {
+    case 16: return fa_backward<16>(a, B, want_dq, want_dkv);
+    case 32: return fa_backward<32>(a, B, want_dq, want_dkv);
+    case 64: return fa_backward<64>(a, B, want_dq, want_dkv);
+    case 128: return fa_backward<128>(a, B, want_dq, want_dkv);
+    }
+    return ad_fail("attention_backward (flash): head_dim %d has no kernel", p->head_dim);
+}
