@@ -62,11 +62,10 @@ __device__ static inline uint32_t fa_pack(float lo, float hi) {
     return fa_bits(lo) | (fa_bits(hi) << 16);
 }
 
+#if defined(AD_CUDA_EMULATED)
 __device__ static inline uint32_t fa_pair(const uint16_t *first, const uint16_t *second) {
     return (uint32_t)*first | ((uint32_t)*second << 16);
 }
-
-#if defined(AD_CUDA_EMULATED)
 __device__ static inline float fa_low(uint32_t u) {
     return __uint_as_float(u << 16);
 }
@@ -128,33 +127,73 @@ __device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b
 #endif
 }
 
-/* A fragment of rows row0.. and columns k0.. of a shared [rows][D + FA_PAD] tile. */
+/* ldmatrix .x4: four 8x8 b16 matrices, whose rows lanes 8i..8i+7 address (16-byte aligned);
+ * register i of lane l gets row l / 4, columns 2(l % 4) and 2(l % 4) + 1 of matrix i, or of
+ * its transpose with TRANS. */
+template <bool TRANS> __device__ static inline void fa_ldsm(uint32_t r[4], const uint16_t *row) {
+#if defined(AD_CUDA_EMULATED)
+    if ((uintptr_t)row % 16) ad_emu_kernel_fault("ldmatrix: a row address is not 16-byte aligned");
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        if (TRANS) {
+            const uint16_t *r0 = __shfl_sync(0xffffffffu, row, 8 * i + 2 * t),
+                           *r1 = __shfl_sync(0xffffffffu, row, 8 * i + 2 * t + 1);
+            r[i] = fa_pair(r0 + g, r1 + g);
+        } else {
+            const uint16_t *rr = __shfl_sync(0xffffffffu, row, 8 * i + g);
+            r[i] = fa_pair(rr + 2 * t, rr + 2 * t + 1);
+        }
+    }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(addr));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(addr));
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    (void)r, (void)row;
+#endif
+}
+
+/* Tiles in shared memory are [rows][D + FA_PAD] bf16 (rows 16-byte aligned: the padding keeps
+ * the 8 rows of an ldmatrix phase on distinct banks). */
+
+/* The A fragment of rows row0.. and columns k0.. (matrices: rows +0 / +8 at k0, then at
+ * k0 + 8: a0..a3). */
 template <int D>
 __device__ static inline void fa_frag_a(uint32_t f[4], const uint16_t *tile, int row0, int k0,
-                                        int g, int t) {
-    const uint16_t *lo = tile + (row0 + g) * (D + FA_PAD) + k0 + 2 * t, *hi = lo + 8 * (D + FA_PAD);
-    f[0] = *(const uint32_t *)lo;
-    f[1] = *(const uint32_t *)hi;
-    f[2] = *(const uint32_t *)(lo + 8);
-    f[3] = *(const uint32_t *)(hi + 8);
+                                        int lane) {
+    const int i = lane >> 3;
+    fa_ldsm<false>(f, tile + (row0 + (lane & 7) + 8 * (i & 1)) * (D + FA_PAD) + k0 + 8 * (i >> 1));
 }
 
-/* B fragment (k0.., n0..) of a tile stored [n][k]: B = tile^T, pairs contiguous. */
+/* B fragments at k0.. of the n-tiles n0 (b[0], b[1]) and n0 + 8 (b[2], b[3]) from a tile
+ * stored [n][k] (B = tile^T). */
 template <int D>
-__device__ static inline void fa_frag_b_nk(uint32_t *b0, uint32_t *b1, const uint16_t *tile, int n0,
-                                           int k0, int g, int t) {
-    const uint16_t *p = tile + (n0 + g) * (D + FA_PAD) + k0 + 2 * t;
-    *b0 = *(const uint32_t *)p;
-    *b1 = *(const uint32_t *)(p + 8);
+__device__ static inline void fa_frag_b_nk(uint32_t b[4], const uint16_t *tile, int n0, int k0,
+                                           int lane) {
+    const int i = lane >> 3;
+    fa_ldsm<false>(b, tile + (n0 + (lane & 7) + 8 * (i >> 1)) * (D + FA_PAD) + k0 + 8 * (i & 1));
 }
 
-/* B fragment (k0.., n0..) of a tile stored [k][n]: B = tile, pairs from two rows. */
+/* The same from a tile stored [k][n] (B = tile): transposed on the load. */
 template <int D>
-__device__ static inline void fa_frag_b_kn(uint32_t *b0, uint32_t *b1, const uint16_t *tile, int k0,
-                                           int n0, int g, int t) {
-    const uint16_t *p = tile + (k0 + 2 * t) * (D + FA_PAD) + n0 + g;
-    *b0 = fa_pair(p, p + (D + FA_PAD));
-    *b1 = fa_pair(p + 8 * (D + FA_PAD), p + 9 * (D + FA_PAD));
+__device__ static inline void fa_frag_b_kn(uint32_t b[4], const uint16_t *tile, int k0, int n0,
+                                           int lane) {
+    const int i = lane >> 3;
+    fa_ldsm<true>(b, tile + (k0 + (lane & 7) + 8 * (i & 1)) * (D + FA_PAD) + n0 + 8 * (i >> 1));
+}
+
+/* c[n], c[n + 1] += A B for the two n-tiles of b */
+__device__ static inline void fa_mma2(float c[][4], const uint32_t a[4], const uint32_t b[4]) {
+    fa_mma(c[0], a, b[0], b[1]);
+    fa_mma(c[1], a, b[2], b[3]);
 }
 
 /* The A fragment of k-block j from two accumulator tiles (2j, 2j+1) of a 16-row product:
@@ -233,16 +272,22 @@ __device__ static inline float fa_row_sum(float v) {
 template <int D>
 __device__ static inline void fa_scores(float s[FA_KEYS / 8][4], const uint32_t qf[][4],
                                         const uint16_t *ks, const fa_args &a, int64_t j0,
-                                        int64_t lim_lo, int64_t lim_hi, int g, int t) {
+                                        int64_t lim_lo, int64_t lim_hi, int lane) {
+    const int t = lane & 3;
+    CU_UNROLL
+    for (int n = 0; n < FA_KEYS / 8; n++)
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    CU_UNROLL
+    for (int kk = 0; kk < D / 16; kk++) {
+        CU_UNROLL
+        for (int n = 0; n < FA_KEYS / 8; n += 2) {
+            uint32_t bf[4];
+            fa_frag_b_nk<D>(bf, ks, 8 * n, 16 * kk, lane);
+            fa_mma2(&s[n], qf[kk], bf);
+        }
+    }
     CU_UNROLL
     for (int n = 0; n < FA_KEYS / 8; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-        CU_UNROLL
-        for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t b0, b1;
-            fa_frag_b_nk<D>(&b0, &b1, ks, 8 * n, 16 * kk, g, t);
-            fa_mma(s[n], qf[kk], b0, b1);
-        }
         CU_UNROLL
         for (int e = 0; e < 4; e++) {
             const int64_t key = j0 + 8 * n + 2 * t + (e & 1);
@@ -280,7 +325,8 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
 /* ---- forward ------------------------------------------------------------------------------ */
 
 template <int D> __global__ static void fa_forward_kernel(fa_args a) {
-    __shared__ uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2], v_words[FA_KEYS * (D + FA_PAD) / 2];
+    __shared__ __align__(16) uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2],
+        v_words[FA_KEYS * (D + FA_PAD) / 2];
     uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
@@ -301,7 +347,7 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
         fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, b * a.vb + (int64_t)kvh * D, a.vt, j0, kend);
         __syncthreads();
         float s[FA_KEYS / 8][4], alpha[2];
-        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         fa_online_step(s, m, l, alpha);
         CU_UNROLL
         for (int n = 0; n < D / 8; n++) {
@@ -313,10 +359,10 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
             uint32_t pa[4];
             fa_acc_to_a(pa, s[2 * j], s[2 * j + 1]);
             CU_UNROLL
-            for (int n = 0; n < D / 8; n++) {
-                uint32_t b0, b1;
-                fa_frag_b_kn<D>(&b0, &b1, vs, 16 * j, 8 * n, g, t);
-                fa_mma(o[n], pa, b0, b1);
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t bf[4];
+                fa_frag_b_kn<D>(bf, vs, 16 * j, 8 * n, lane);
+                fa_mma2(&o[n], pa, bf);
             }
         }
     }
@@ -338,7 +384,8 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
 /* ---- backward: dQ (and every row's log-sum-exp and delta) ---------------------------------- */
 
 template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
-    __shared__ uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2], v_words[FA_KEYS * (D + FA_PAD) / 2];
+    __shared__ __align__(16) uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2],
+        v_words[FA_KEYS * (D + FA_PAD) / 2];
     uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
@@ -371,7 +418,7 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
         fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, kbase, a.kt, j0, kend);
         __syncthreads();
         float s[FA_KEYS / 8][4], alpha[2];
-        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         fa_online_step(s, m, l, alpha);
     }
     CU_UNROLL
@@ -400,20 +447,21 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
         fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, vbase, a.vt, j0, kend);
         __syncthreads();
         float s[FA_KEYS / 8][4];
-        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, g, t);
+        fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         CU_UNROLL
-        for (int n = 0; n < FA_KEYS / 8; n++) {
-            float dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int n = 0; n < FA_KEYS / 8; n += 2) {
+            float dp[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
             CU_UNROLL
             for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t b0, b1;
-                fa_frag_b_nk<D>(&b0, &b1, vs, 8 * n, 16 * kk, g, t);
-                fa_mma(dp, gf[kk], b0, b1);
+                uint32_t bf[4];
+                fa_frag_b_nk<D>(bf, vs, 8 * n, 16 * kk, lane);
+                fa_mma2(dp, gf[kk], bf);
             }
             CU_UNROLL
-            for (int e = 0; e < 4; e++) {
-                const float p = expf(s[n][e] - lse[e >> 1]); /* masked: exp(-inf) = 0 */
-                s[n][e] = p * (dp[e] - delta[e >> 1]);
+            for (int e = 0; e < 8; e++) {
+                const int nn = n + (e >> 2), ee = e & 3;
+                const float p = expf(s[nn][ee] - lse[ee >> 1]); /* masked: exp(-inf) = 0 */
+                s[nn][ee] = p * (dp[e >> 2][ee] - delta[ee >> 1]);
             }
         }
         CU_UNROLL
@@ -421,10 +469,10 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
             uint32_t da[4];
             fa_acc_to_a(da, s[2 * j], s[2 * j + 1]);
             CU_UNROLL
-            for (int n = 0; n < D / 8; n++) {
-                uint32_t b0, b1;
-                fa_frag_b_kn<D>(&b0, &b1, ks, 16 * j, 8 * n, g, t);
-                fa_mma(dq[n], da, b0, b1);
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t bf[4];
+                fa_frag_b_kn<D>(bf, ks, 16 * j, 8 * n, lane);
+                fa_mma2(&dq[n], da, bf);
             }
         }
     }
@@ -491,22 +539,24 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
             CU_UNROLL
             for (int kk = 0; kk < D / 16; kk++) {
                 uint32_t af[4];
-                fa_frag_a<D>(af, ks, warp * 16, 16 * kk, g, t);
+                fa_frag_a<D>(af, ks, warp * 16, 16 * kk, lane);
                 CU_UNROLL
-                for (int n = 0; n < FA_QUERIES / 8; n++) {
-                    uint32_t b0, b1;
-                    fa_frag_b_nk<D>(&b0, &b1, qs, 8 * n, 16 * kk, g, t);
-                    fa_mma(p[n], af, b0, b1);
+                for (int n = 0; n < FA_QUERIES / 8; n += 2) {
+                    uint32_t bf[4];
+                    fa_frag_b_nk<D>(bf, qs, 8 * n, 16 * kk, lane);
+                    fa_mma2(&p[n], af, bf);
                 }
             }
             CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++)
+            for (int n = 0; n < FA_QUERIES / 8; n++) {
                 CU_UNROLL
-            for (int e = 0; e < 4; e++) {
-                const int c = 8 * n + 2 * t + (e & 1);
-                const int64_t i = i0 + c, key = j + 8 * (e >> 1);
-                p[n][e] = i < a.Tq && key < fa_limit(a, kb, i) ? expf(p[n][e] * a.scale - lse_s[c])
-                                                               : 0.0f;
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * n + 2 * t + (e & 1);
+                    const int64_t i = i0 + c, key = j + 8 * (e >> 1);
+                    p[n][e] = i < a.Tq && key < fa_limit(a, kb, i)
+                                  ? expf(p[n][e] * a.scale - lse_s[c])
+                                  : 0.0f;
+                }
             }
             /* dV += P^T dO */
             CU_UNROLL
@@ -514,10 +564,10 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
                 uint32_t pa[4];
                 fa_acc_to_a(pa, p[2 * jj], p[2 * jj + 1]);
                 CU_UNROLL
-                for (int n = 0; n < D / 8; n++) {
-                    uint32_t b0, b1;
-                    fa_frag_b_kn<D>(&b0, &b1, gs, 16 * jj, 8 * n, g, t);
-                    fa_mma(dv[n], pa, b0, b1);
+                for (int n = 0; n < D / 8; n += 2) {
+                    uint32_t bf[4];
+                    fa_frag_b_kn<D>(bf, gs, 16 * jj, 8 * n, lane);
+                    fa_mma2(&dv[n], pa, bf);
                 }
             }
             /* dP^T = V dO^T, then dS^T = P^T (dP^T - delta) over p */
@@ -528,29 +578,30 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
             CU_UNROLL
             for (int kk = 0; kk < D / 16; kk++) {
                 uint32_t af[4];
-                fa_frag_a<D>(af, vs, warp * 16, 16 * kk, g, t);
+                fa_frag_a<D>(af, vs, warp * 16, 16 * kk, lane);
                 CU_UNROLL
-                for (int n = 0; n < FA_QUERIES / 8; n++) {
-                    uint32_t b0, b1;
-                    fa_frag_b_nk<D>(&b0, &b1, gs, 8 * n, 16 * kk, g, t);
-                    fa_mma(dp[n], af, b0, b1);
+                for (int n = 0; n < FA_QUERIES / 8; n += 2) {
+                    uint32_t bf[4];
+                    fa_frag_b_nk<D>(bf, gs, 8 * n, 16 * kk, lane);
+                    fa_mma2(&dp[n], af, bf);
                 }
             }
             CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++)
+            for (int n = 0; n < FA_QUERIES / 8; n++) {
                 CU_UNROLL
-            for (int e = 0; e < 4; e++)
-                p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
+                for (int e = 0; e < 4; e++)
+                    p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
+            }
             /* dK += dS^T Q */
             CU_UNROLL
             for (int jj = 0; jj < FA_QUERIES / 16; jj++) {
                 uint32_t da[4];
                 fa_acc_to_a(da, p[2 * jj], p[2 * jj + 1]);
                 CU_UNROLL
-                for (int n = 0; n < D / 8; n++) {
-                    uint32_t b0, b1;
-                    fa_frag_b_kn<D>(&b0, &b1, qs, 16 * jj, 8 * n, g, t);
-                    fa_mma(dk[n], da, b0, b1);
+                for (int n = 0; n < D / 8; n += 2) {
+                    uint32_t bf[4];
+                    fa_frag_b_kn<D>(bf, qs, 16 * jj, 8 * n, lane);
+                    fa_mma2(&dk[n], da, bf);
                 }
             }
         }

@@ -14,7 +14,7 @@ for spec in "teacher []" "student [1]"; do
   "$bin" prune --config "$tmp/$1.yaml" >"$tmp/$1.log" 2>&1 || { cat "$tmp/$1.log"; echo "FAIL: bf16 $1"; exit 1; }
 done
 status=0
-for mode in f32 bf16; do
+for mode in f32 bf16 bf16-flash; do
   if ! "$bench" "$tmp/teacher" "$tmp/student" 2 100 8 2 $mode >"$tmp/$mode.json" 2>"$tmp/$mode.err"; then
     cat "$tmp/$mode.err"; echo "FAIL: bench_distill_step $mode"; status=1; continue
   fi

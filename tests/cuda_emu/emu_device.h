@@ -56,6 +56,9 @@ void *ad_emu_dynamic_shared(void);
 void ad_emu_shared_fresh(void *p, size_t bytes);
 
 void ad_emu_syncthreads(const char *file, int line);
+/* Stops the program naming the kernel and block, as a GPU's fault would (emulated
+ * instructions that check their operands, e.g. ldmatrix's 16-byte row alignment). */
+[[noreturn]] void ad_emu_kernel_fault(const char *what);
 #define __syncthreads() ad_emu_syncthreads(__FILE__, __LINE__)
 
 /* One shuffle of 8 raw bytes among the lanes of `mask`; kind: 0 index, 1 xor, 2 down, 3 up. */

@@ -658,6 +658,10 @@ static void run_fiber(fiber *f) {
             ad_emu_block_dim.x * ad_emu_block_dim.y * ad_emu_block_dim.z, msg);
 }
 
+void ad_emu_kernel_fault(const char *what) {
+    kernel_fault("%s", what);
+}
+
 static void wait_here(fiber_state st) {
     fiber *f = g_current;
     if (!f) emu_die("a barrier or shuffle outside a kernel");

@@ -7,8 +7,8 @@ reports point at the .cu line):
   `ad_emu_launch((const void *)&kernel, "kernel", grid, block, smem, [&]() { kernel(args); });`
   (launches are synchronous in the emulator, so capturing by reference is exact);
 - `extern __shared__ T name[];` becomes a pointer to the launch's dynamic shared memory;
-- `__shared__ T a[..], b[..];` becomes static storage (all threads of a block run on one
-  host thread, one block at a time) that the emulator poisons (NaN bytes) when a block first
+- `__shared__ [__align__(N)] T a[..], b[..];` becomes static storage, aligned alike (all
+  threads of a block run on one host thread, one block at a time) that the emulator poisons (NaN bytes) when a block first
   reaches it, so a read before any write shows up as a wrong result.
 
 Usage: translate.py IN.cu OUT.cpp
@@ -90,12 +90,12 @@ def rewrite_launches(path, text):
         pos = end + 1
 
 
-SHARED = re.compile(r"(extern\s+)?__shared__\s+(?:__align__\(\d+\)\s+)?([^;]*?);")
+SHARED = re.compile(r"(extern\s+)?__shared__\s+(?:__align__\((\d+)\)\s+)?([^;]*?);")
 
 
 def rewrite_shared(path, text):
     def one(m):
-        body = m.group(2)
+        body = m.group(3)
         tm = re.match(r"((?:const\s+)?[A-Za-z_][\w:]*(?:\s*<[^<>]*>)?\s*\**)\s*(.*)$", body, re.S)
         if not tm:
             fail(path, text, m.start(), "unrecognised __shared__ declaration")
@@ -112,7 +112,8 @@ def rewrite_shared(path, text):
                 fail(path, text, m.start(), "unrecognised __shared__ declarator")
             names.append(nm.group(1))
         fresh = " ".join(f"ad_emu_shared_fresh({n}, sizeof {n});" for n in names)
-        return f"static {typ} {decls}; {fresh}"
+        align = f"alignas({m.group(2)}) " if m.group(2) else ""
+        return f"{align}static {typ} {decls}; {fresh}"
 
     return SHARED.sub(one, text)
 

@@ -338,7 +338,17 @@ for r in rows:
     mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
     print(f"{r['impl']:15} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
+# The flash kernels against the batched GEMMs on the same step: the losses of the 12 steps
+# (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
+by = {r["impl"]: r for r in rows}
+a, b = by.get("audistill-bf16"), by.get("audistill-bf16-flash")
+if a and b:
+    d = abs(a["loss_last"] - b["loss_last"])
+    print(f"attention: flash {b['ms_per_step']:.1f} ms/step against GEMMs {a['ms_per_step']:.1f}; "
+          f"last loss {b['loss_last']:.4f} against {a['loss_last']:.4f}"
+          + ("" if d <= 0.02 * max(1.0, abs(a["loss_last"])) else "  FLASH LOSS DISAGREES"))
 PY
+    grep -q "FLASH LOSS DISAGREES" "$LOGS/table.txt" && status=1
 }
 
 # The logs go to $OUT after every section, so a lease that ends mid-check still returns them.
