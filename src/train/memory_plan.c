@@ -40,11 +40,20 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
     return total;
 }
 
+/* Whether attention of this head dim runs in the flash kernels: AUDISTILL_CUDA_ATTENTION=flash
+ * (cuda/backend_cuda.h) and a head dim they take (cuda/attention_flash.cu). */
+static bool flash_attention(int head_dim) {
+    const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+    return path && !strcmp(path, "flash") &&
+           (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
+}
+
 /* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
  * cuBLASLt's workspace; the bf16 copies of GEMM operands under precision bf16 (the largest
  * f32 weight, the largest activation matrix) or the f32 tiles of bf16 weights under fp32;
  * attention's score buffers (each capped, two of them, bf16 copies half that) and its bf16
- * copies of q, k, v and dO. The sizes are cuda/'s own (backend/cuda_sizes.h). */
+ * copies of q, k, v and dO, none of which the flash kernels need (their backward keeps two
+ * floats per query row). The sizes are cuda/'s own (backend/cuda_sizes.h). */
 static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16) {
     const size_t workspace = AD_CUDA_LT_WORKSPACE_BYTES,
                  score_cap = AD_CUDA_ATTENTION_SCRATCH_BYTES;
@@ -61,16 +70,23 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
                acts_enc = clips * enc_t * (size_t)c->encoder_ffn_dim;
         gemm = 2 * widest + 2 * (acts_dec > acts_enc ? acts_dec : acts_enc);
     }
-    size_t scores_dec = 4 * (size_t)c->num_attention_heads * dec_t * dec_t,
-           scores_enc = 4 * (size_t)c->encoder_attention_heads * enc_t * enc_t;
+    const bool flash_dec = flash_attention(c->head_dim),
+               flash_enc = flash_attention(c->encoder_head_dim);
+    size_t scores_dec = flash_dec ? 0 : 4 * (size_t)c->num_attention_heads * dec_t * dec_t,
+           scores_enc = flash_enc ? 0 : 4 * (size_t)c->encoder_attention_heads * enc_t * enc_t;
     size_t scores = scores_dec > scores_enc ? scores_dec : scores_enc;
     if (scores > score_cap) scores = score_cap;
     size_t attention = 2 * scores;
     if (bf16) {
-        const size_t qkv_dec = clips * dec_t * (size_t)c->num_attention_heads * (size_t)c->head_dim,
-                     qkv_enc = clips * enc_t * (size_t)c->d_model;
+        const size_t qkv_dec = flash_dec ? 0
+                                         : clips * dec_t * (size_t)c->num_attention_heads *
+                                               (size_t)c->head_dim,
+                     qkv_enc = flash_enc ? 0 : clips * enc_t * (size_t)c->d_model;
         attention += scores + 4 * 2 * (qkv_dec > qkv_enc ? qkv_dec : qkv_enc);
     }
+    const size_t rows_dec = clips * dec_t * (size_t)c->num_attention_heads,
+                 rows_enc = clips * enc_t * (size_t)c->encoder_attention_heads;
+    if (flash_dec || flash_enc) attention += 8 * (rows_dec > rows_enc ? rows_dec : rows_enc);
     return workspace + gemm + attention;
 }
 
@@ -158,8 +174,13 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
     fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
             gib(p->teacher_activations));
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
-    if (p->scratch)
-        fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB\n", gib(p->scratch));
+    if (p->scratch) {
+        const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+        fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB%s\n", gib(p->scratch),
+                path && !strcmp(path, "flash") ? " (attention: flash kernels where the head dim "
+                                                 "allows, AUDISTILL_CUDA_ATTENTION=flash)"
+                                               : "");
+    }
     fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB",
             gib(8 * (size_t)p->trainable_params));
     if (job->train.zero && p->ranks > 1)

@@ -189,6 +189,19 @@ grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && 
 sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
 grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
+# Attention through the flash kernels (head dims 64 and 128 here) needs no score buffers and no
+# bf16 copies of q, k, v, dO: the same job plans less scratch and less GPU memory.
+(cd "$src" && AUDISTILL_CUDA_ATTENTION=flash "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1flash" 2>&1 || { bad "--plan-memory with flash attention failed"; cat "$tmp/plan1flash"; }
+python3 - "$tmp/plan1" "$tmp/plan1flash" <<'PY' && ok || { bad "the plan with flash attention"; cat "$tmp/plan1flash"; }
+import re, sys
+gemm, flash = (open(p).read() for p in sys.argv[1:])
+num = lambda text, pat: float(re.search(pat, text).group(1))
+scratch = r"CUDA scratch \(GEMM copies, attention\) +([0-9.]+) GiB"
+gpu = r"this job now .* GPU ([0-9.]+) GiB"
+assert "attention: flash kernels" in flash and "attention: flash kernels" not in gemm
+saved = num(gemm, scratch) - num(flash, scratch)
+assert saved > 0.05 and abs(num(gemm, gpu) - num(flash, gpu) - saved) < 0.015, saved
+PY
 # The student's GEMM weights in bf16 (the default under precision bf16) save 2 bytes per
 # parameter of them against student_weights: f32, trained (the decoder's, lm_head) or frozen (the
 # audio encoder's, the projector); with the optimizer on the device the trained ones' fp32
