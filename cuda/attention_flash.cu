@@ -206,10 +206,32 @@ __device__ static inline void fa_acc_to_a(uint32_t f[4], const float lo[4], cons
 }
 
 /* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
- * into a shared bf16 tile; rows at or past `valid` are zero and never read. */
+ * into a shared bf16 tile; rows at or past `valid` are zero and never read. Four elements per
+ * load when every row of the view starts 4-element aligned (the usual case), else two. */
 template <int D, int N>
 __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt, int64_t base,
                                            int64_t ts, int64_t r0, int64_t valid) {
+    const int es = dt == AD_F32 ? 4 : 2;
+    if ((dt == AD_F32 || dt == AD_BF16) && ts % 4 == 0 &&
+        ((uintptr_t)p + (uintptr_t)base * es) % (uintptr_t)(4 * es) == 0) {
+        constexpr int quarter = D / 4;
+        for (int idx = threadIdx.x; idx < N * quarter; idx += FA_THREADS) {
+            const int r = idx / quarter, c = 4 * (idx % quarter);
+            const int64_t row = r0 + r;
+            uint2 w = make_uint2(0, 0);
+            if (row < valid) {
+                const int64_t off = base + row * ts + c;
+                if (dt == AD_F32) {
+                    const float4 v = *(const float4 *)((const float *)p + off);
+                    w = make_uint2(fa_pack(v.x, v.y), fa_pack(v.z, v.w));
+                } else {
+                    w = *(const uint2 *)((const uint16_t *)p + off);
+                }
+            }
+            *(uint2 *)(tile + r * (D + FA_PAD) + c) = w;
+        }
+        return;
+    }
     constexpr int half = D / 2;
     for (int idx = threadIdx.x; idx < N * half; idx += FA_THREADS) {
         const int r = idx / half, c = 2 * (idx % half);

@@ -14,6 +14,7 @@ typedef struct {
     int q_offset;
     const int *key_len;
     ad_dtype dt;
+    int kv_col_offset; /* forward cases: k and v start this many columns into their cache rows */
 } attn_case;
 
 /* The flash kernels exist for these head dims; others fall back to AUTO's choice. */

@@ -223,21 +223,21 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
 static void test_attention_backward(void) {
     static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97};
     const attn_case cases[] = {
-        {"attn_bwd encoder key_len", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
-        {"attn_bwd key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32},
-        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
-        {"attn_bwd q_offset 37 GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
-        {"attn_bwd head_dim 128", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
+        {"attn_bwd encoder key_len", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32, 0},
+        {"attn_bwd key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32, 0},
+        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32, 0},
+        {"attn_bwd q_offset 37 GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32, 0},
+        {"attn_bwd head_dim 128", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32, 0},
         /* head dims that do not divide the block size: the tile loads wrap rows mid-stride */
-        {"attn_bwd head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32},
-        {"attn_bwd head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32},
-        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
-        {"attn_bwd chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32},
+        {"attn_bwd head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32, 0},
+        {"attn_bwd head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32, 0},
+        {"attn_bwd causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16, 0},
+        {"attn_bwd chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32, 0},
         /* several query blocks and key tiles of the flash kernels, key_len mid-tile; queries
          * before a key block's first visible one skipped (causal, q_offset) */
         {"attn_bwd 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
-         AD_F32},
-        {"attn_bwd chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32},
+         AD_F32, 0},
+        {"attn_bwd chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention_backward(&cases[i]);

@@ -306,14 +306,18 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
      * longer KV cache: both strided views. */
     pair qkv, kc, vc, out, q, k, v;
     pair_make(&qkv, "qkv", ac->dt, 3, S(ac->B, ac->Tq, qd + 2 * kvd), 1.0f, 0.0f);
-    pair_make(&kc, "k_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvd), 1.0f, 0.0f);
-    pair_make(&vc, "v_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvd), 1.0f, 0.0f);
+    const int64_t kvc = kvd + ac->kv_col_offset;
+    pair_make(&kc, "k_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvc), 1.0f, 0.0f);
+    pair_make(&vc, "v_cache", ac->dt, 3, S(ac->B, ac->Tk + 5, kvc), 1.0f, 0.0f);
     pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_slice(&qkv, 2, 0, qd, &q);
     pair_poison_masked_keys(&kc, ac->key_len);
     pair_poison_masked_keys(&vc, ac->key_len);
-    pair_slice(&kc, 1, 0, ac->Tk, &k);
-    pair_slice(&vc, 1, 0, ac->Tk, &v);
+    pair kr, vr;
+    pair_slice(&kc, 1, 0, ac->Tk, &kr);
+    pair_slice(&vc, 1, 0, ac->Tk, &vr);
+    pair_slice(&kr, 2, ac->kv_col_offset, kvd, &k);
+    pair_slice(&vr, 2, ac->kv_col_offset, kvd, &v);
     ad_attention_params p = {
         ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
     CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
@@ -332,22 +336,28 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
 static void test_attention(void) {
     static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97};
     const attn_case cases[] = {
-        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32},
-        {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32},
-        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32},
-        {"attention decode q_offset 37, GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32},
-        {"attention head_dim 128, causal", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32},
+        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32, 0},
+        {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32, 0},
+        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_F32, 0},
+        {"attention decode q_offset 37, GQA", 2, 3, 40, 4, 2, 64, true, 37, NULL, AD_F32, 0},
+        {"attention head_dim 128, causal", 1, 70, 70, 2, 1, 128, true, 0, NULL, AD_F32, 0},
         /* head dims that do not divide the block size: the tile loads wrap rows mid-stride */
-        {"attention head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32},
-        {"attention head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32},
-        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16},
-        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_BF16},
+        {"attention head_dim 40, causal GQA 4/2", 2, 50, 50, 4, 2, 40, true, 0, NULL, AD_F32, 0},
+        {"attention head_dim 200, key_len", 2, 37, 37, 2, 2, 200, false, 0, key_len, AD_F32, 0},
+        {"attention causal GQA 6/2", 2, 45, 45, 6, 2, 64, true, 0, NULL, AD_BF16, 0},
+        {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_BF16, 0},
         /* a chunk of queries after a cached prefix (causal with q_offset, several query rows) */
-        {"attention prefill chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32},
+        {"attention prefill chunk q_offset 20, GQA", 2, 24, 44, 4, 2, 64, true, 20, NULL, AD_F32,
+         0},
         /* several query blocks and key tiles of the flash kernels, key_len mid-tile */
         {"attention 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
-         AD_F32},
-        {"attention chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32},
+         AD_F32, 0},
+        {"attention chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
+        /* k and v rows not 16-byte aligned: the flash kernels' tile loads take pairs */
+        {"attention k/v 2 columns into the cache", 2, 40, 70, 2, 2, 32, false, 0, key_len, AD_F32,
+         2},
+        {"attention k/v 2 columns into the cache", 2, 40, 70, 2, 2, 32, false, 0, key_len, AD_BF16,
+         2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention(&cases[i]);
