@@ -50,18 +50,6 @@ typedef struct {
 
 /* ---- fragments -------------------------------------------------------------------------- */
 
-__device__ static inline uint32_t fa_bits(float x) {
-    const __nv_bfloat16 h = __float2bfloat16_rn(x);
-    unsigned short s;
-    memcpy(&s, &h, sizeof s);
-    return s;
-}
-
-/* Two bf16 in one register, the lower index in the low half (the PTX operand packing). */
-__device__ static inline uint32_t fa_pack(float lo, float hi) {
-    return fa_bits(lo) | (fa_bits(hi) << 16);
-}
-
 #if defined(AD_CUDA_EMULATED)
 __device__ static inline uint32_t fa_pair(const uint16_t *first, const uint16_t *second) {
     return (uint32_t)*first | ((uint32_t)*second << 16);
@@ -199,10 +187,10 @@ __device__ static inline void fa_mma2(float c[][4], const uint32_t a[4], const u
 /* The A fragment of k-block j from two accumulator tiles (2j, 2j+1) of a 16-row product:
  * the accumulator layout of columns 16j.. is the A layout of those columns. */
 __device__ static inline void fa_acc_to_a(uint32_t f[4], const float lo[4], const float hi[4]) {
-    f[0] = fa_pack(lo[0], lo[1]);
-    f[1] = fa_pack(lo[2], lo[3]);
-    f[2] = fa_pack(hi[0], hi[1]);
-    f[3] = fa_pack(hi[2], hi[3]);
+    f[0] = cu_bf16_pair(lo[0], lo[1]);
+    f[1] = cu_bf16_pair(lo[2], lo[3]);
+    f[2] = cu_bf16_pair(hi[0], hi[1]);
+    f[3] = cu_bf16_pair(hi[2], hi[3]);
 }
 
 /* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
@@ -223,7 +211,7 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
                 const int64_t off = base + row * ts + c;
                 if (dt == AD_F32) {
                     const float4 v = *(const float4 *)((const float *)p + off);
-                    w = make_uint2(fa_pack(v.x, v.y), fa_pack(v.z, v.w));
+                    w = make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
                 } else {
                     w = *(const uint2 *)((const uint16_t *)p + off);
                 }
@@ -239,7 +227,7 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
         uint32_t w = 0;
         if (row < valid) {
             const int64_t off = base + row * ts + c;
-            w = fa_pack(cu_load(p, dt, off), cu_load(p, dt, off + 1));
+            w = cu_bf16_pair(cu_load(p, dt, off), cu_load(p, dt, off + 1));
         }
         *(uint32_t *)(tile + r * (D + FA_PAD) + c) = w;
     }
@@ -258,8 +246,8 @@ __device__ static inline void fa_global_a(uint32_t f[][4], const char *p, int dt
             const int64_t row = r + 8 * half;
             if (row < valid) {
                 const int64_t off = base + row * ts + c;
-                f[kk][half] = fa_pack(cu_load(p, dt, off), cu_load(p, dt, off + 1));
-                f[kk][half + 2] = fa_pack(cu_load(p, dt, off + 8), cu_load(p, dt, off + 9));
+                f[kk][half] = cu_bf16_pair(cu_load(p, dt, off), cu_load(p, dt, off + 1));
+                f[kk][half + 2] = cu_bf16_pair(cu_load(p, dt, off + 8), cu_load(p, dt, off + 9));
             } else {
                 f[kk][half] = f[kk][half + 2] = 0;
             }

@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 extern "C" {
 #include "backend/backend.h"
@@ -151,6 +152,16 @@ __device__ static inline void cu_store(void *p, int dt, int64_t i, float v) {
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
     else
         ((__half *)p)[i] = __float2half_rn(v);
+}
+
+/* Two floats as packed bf16, rounded as cu_store rounds, the lower index in the low half (the
+ * layout of a bf16x2 register and of two consecutive bf16 in memory). */
+__device__ static inline uint32_t cu_bf16_pair(float lo, float hi) {
+    const __nv_bfloat16 a = __float2bfloat16_rn(lo), b = __float2bfloat16_rn(hi);
+    unsigned short x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    return (uint32_t)x | ((uint32_t)y << 16);
 }
 
 static inline int cu_esize(ad_dtype dt) {

@@ -64,51 +64,71 @@ static void phys(const cu_mat *m, int64_t *pr, int64_t *pc) {
     *pc = m->trans ? m->rows : m->cols;
 }
 
-__global__ static void convert2d_kernel(float *dst, const char *src, int dt, int64_t pr, int64_t pc,
-                                        int64_t ld) {
-    CU_GRID_STRIDE(i, pr * pc) {
-        const int64_t r = i / pc, c = i % pc;
-        dst[i] = cu_load(src, dt, r * ld + c);
+/* dst (contiguous, F32 or BF16 at odt) = the rows x cols matrix at src (row stride ld
+ * elements). No index division per element: a contiguous matrix runs as one flat row, rows
+ * walk blockIdx.y, and with `quad` (f32 source, 16-byte aligned rows of a multiple of 4) each
+ * thread converts four elements with one load and one store. */
+__global__ static void convert_rows_kernel(char *dst, int odt, const char *src, int dt,
+                                           int64_t rows, int64_t cols, int64_t ld, bool quad) {
+    const int64_t step = (int64_t)gridDim.x * blockDim.x * (quad ? 4 : 1);
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int64_t in = r * ld, out = r * cols;
+        int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * (quad ? 4 : 1);
+        if (quad) {
+            for (; c + 3 < cols; c += step) {
+                const float4 v = *(const float4 *)((const float *)src + in + c);
+                if (odt == AD_BF16)
+                    *(uint2 *)((__nv_bfloat16 *)dst + out + c) =
+                        make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
+                else
+                    *(float4 *)((float *)dst + out + c) = v;
+            }
+        }
+        if (quad) { /* a flat row's last cols % 4 elements: the one thread whose quad ends past */
+            for (; c < cols; c++)
+                cu_store(dst, odt, out + c, cu_load(src, dt, in + c));
+        } else {
+            for (; c < cols; c += step)
+                cu_store(dst, odt, out + c, cu_load(src, dt, in + c));
+        }
     }
 }
 
-/* The same logical matrix as contiguous f32 in `buf` (physical layout kept, ld = its cols). */
-static int to_f32(const cu_mat *m, float *buf, cu_mat *out) {
+/* The same logical matrix as contiguous `odt` (F32 or BF16) in `buf`: physical layout kept,
+ * ld = its cols. */
+static int convert_to(const cu_mat *m, void *buf, ad_dtype odt, cu_mat *out) {
     int64_t pr, pc;
     phys(m, &pr, &pc);
     if (pr * pc > 0) {
-        convert2d_kernel<<<cu_blocks(pr * pc, 256), 256>>>(buf, m->data, m->dtype, pr, pc, m->ld);
+        int64_t rows = pr, cols = pc, ld = m->ld;
+        if (ld == pc || pr == 1) { /* contiguous: one flat row */
+            cols = pr * pc;
+            rows = 1;
+            ld = cols;
+        }
+        const bool quad = m->dtype == AD_F32 && (rows == 1 || (ld % 4 == 0 && cols % 4 == 0)) &&
+                          (uintptr_t)m->data % 16 == 0 && (uintptr_t)buf % 16 == 0;
+        const int64_t per_row = quad ? (cols + 3) / 4 : cols;
+        dim3 grid(cu_blocks(per_row, 256), (unsigned)(rows < 65535 ? rows : 65535));
+        if (grid.x > 65535u && rows > 1) grid.x = 65535u;
+        convert_rows_kernel<<<grid, 256>>>((char *)buf, odt, m->data, m->dtype, rows, cols, ld,
+                                           quad);
         CUDA_TRY_LAUNCH();
     }
     *out = *m;
     out->data = (char *)buf;
-    out->dtype = AD_F32;
+    out->dtype = odt;
     out->ld = pc > 0 ? pc : 1;
     return AD_OK;
 }
 
-__global__ static void convert2d_bf16_kernel(char *dst, const char *src, int dt, int64_t pr,
-                                             int64_t pc, int64_t ld) {
-    CU_GRID_STRIDE(i, pr * pc) {
-        const int64_t r = i / pc, c = i % pc;
-        cu_store(dst, AD_BF16, i, cu_load(src, dt, r * ld + c));
-    }
+static int to_f32(const cu_mat *m, float *buf, cu_mat *out) {
+    return convert_to(m, buf, AD_F32, out);
 }
 
 /* The same logical matrix as contiguous bf16 in `buf` (ad_cuda_set_bf16_matmul). */
 static int to_bf16(const cu_mat *m, void *buf, cu_mat *out) {
-    int64_t pr, pc;
-    phys(m, &pr, &pc);
-    if (pr * pc > 0) {
-        convert2d_bf16_kernel<<<cu_blocks(pr * pc, 256), 256>>>((char *)buf, m->data, m->dtype, pr,
-                                                                pc, m->ld);
-        CUDA_TRY_LAUNCH();
-    }
-    *out = *m;
-    out->data = (char *)buf;
-    out->dtype = AD_BF16;
-    out->ld = pc > 0 ? pc : 1;
-    return AD_OK;
+    return convert_to(m, buf, AD_BF16, out);
 }
 
 __global__ static void scale_rows_kernel(char *y, int dt, int64_t rows, int64_t cols, int64_t ld,

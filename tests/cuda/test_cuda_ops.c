@@ -79,6 +79,48 @@ static void one_matmul(ad_dtype adt, ad_dtype bdt, ad_dtype ydt, bool ta, bool t
     pair_free(&y);
 }
 
+/* The CPU side of a 2-D view `p` rounded to bf16 (the host's round to nearest even) into a
+ * new contiguous pair `r` (only its CPU side is meant). */
+static void cpu_round_bf16(const pair *p, pair *r) {
+    pair_make(r, "rounded", AD_F32, 2, p->c.shape, 1.0f, 0.0f);
+    const float *src = p->c.data;
+    float *dst = r->c.data;
+    for (int64_t i = 0; i < p->c.shape[0]; i++)
+        for (int64_t k = 0; k < p->c.shape[1]; k++)
+            dst[i * p->c.shape[1] + k] =
+                ad_bf16_to_f32(ad_f32_to_bf16(src[i * p->c.stride[0] + k * p->c.stride[1]]));
+}
+
+/* bf16 GEMMs (ad_cuda_set_bf16_matmul) round f32 operands to bf16 in a conversion pass: a
+ * [33, K] operand `a` that is a column slice [off, off + K) of a [33, width] tensor. Contiguous
+ * operands convert as one flat row (four elements per load, the last width % 4 alone); rows of
+ * a slice four at a time when aligned (width, K multiples of 4), else one at a time. The
+ * reference is the CPU's fp32 product of the operands rounded alike, so a misplaced element
+ * shows far above the summation-order tolerance. */
+static void one_bf16_conversion(int64_t width, int64_t off, int64_t K) {
+    const int64_t M = 33, N = 45;
+    pair wide, a, b, y, ar, br;
+    pair_make(&wide, "a_wide", AD_F32, 2, S(M, width), 1.0f, 0.0f);
+    pair_slice(&wide, 1, off, K, &a);
+    pair_make(&b, "b", AD_F32, 2, S(K, N), 1.0f, 0.0f);
+    pair_make(&y, "y", AD_F32, 2, S(M, N), 1.0f, 0.0f);
+    cpu_round_bf16(&a, &ar);
+    cpu_round_bf16(&b, &br);
+    CHECK_OK(g_cpu->matmul(g_cpu, &y.c, &ar.c, false, &br.c, false, 0.7f, 0.3f));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
+    CHECK_OK(g_gpu->matmul(g_gpu, &y.g, &a.g, false, &b.g, false, 0.7f, 0.3f));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    char what[96];
+    snprintf(what, sizeof what, "matmul bf16 GEMM, a = cols %lld..%lld of %lld", (long long)off,
+             (long long)(off + K), (long long)width);
+    expect_close(what, &y, TOL_F32);
+    pair_free(&wide);
+    pair_free(&b);
+    pair_free(&y);
+    pair_free(&ar);
+    pair_free(&br);
+}
+
 static void test_matmul(void) {
     for (int t = 0; t < 4; t++) {
         const bool ta = t & 1, tb = t & 2;
@@ -87,6 +129,9 @@ static void test_matmul(void) {
         one_matmul(AD_BF16, AD_BF16, AD_BF16, ta, tb, TOL_BF16);
         one_matmul(AD_BF16, AD_BF16, AD_F32, ta, tb, TOL_BF16_F32);
     }
+    one_bf16_conversion(70, 0, 70); /* contiguous: 2310 elements, a tail of 2 */
+    one_bf16_conversion(72, 0, 68); /* rows of 68 at a stride of 72: four at a time */
+    one_bf16_conversion(72, 1, 70); /* rows not 16-byte aligned: one at a time */
     /* a transposed view as the operand (no flag): the library transposes instead */
     pair a, b, y;
     pair_make(&a, "a_stored", AD_F32, 2, S(40, 24), 1.0f, 0.0f);
