@@ -19,7 +19,7 @@
 #   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-flash; bf16-flash is
 #                bf16 with attention through the flash kernels instead of the batched GEMMs)
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
-#                mode and the op profile, the others bf16 only, each against PyTorch at the
+#                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
 #   --memcheck   same as adding memcheck to the sections; --no-bench drops bench
 # Environment: AUDISTILL_GPU_BUILD (build dir, default build-gpu), CUDA_ARCH (default 90;
@@ -245,8 +245,8 @@ run_bench() {
             status=1
         fi
     done
-    # Larger batches, bf16 GEMMs: PyTorch (models built again, not saved) and audistill (the
-    # saved models) at the same shapes.
+    # Larger batches, bf16 GEMMs (and the flash kernels when bf16-flash is a mode): PyTorch
+    # (models built again, not saved) and audistill (the saved models) at the same shapes.
     local batch
     for batch in ${BATCHES//,/ }; do
         [[ $batch == "$FIRST_BATCH" ]] && continue
@@ -260,16 +260,19 @@ run_bench() {
             tail -5 "$LOGS/pytorch-b$batch.log"
             echo "note: PyTorch at batch $batch failed (memory?); audistill still runs"
         fi
-        if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" "$benchdir/student" \
-            "$batch" 1000 40 10 bf16 >"$LOGS/audistill-bf16-b$batch.json" \
-            2>"$LOGS/audistill-bf16-b$batch.log"; then
-            cat "$LOGS/audistill-bf16-b$batch.json"
-            jsons+=("$LOGS/audistill-bf16-b$batch.json")
-        else
-            tail -20 "$LOGS/audistill-bf16-b$batch.log"
-            echo "FAILED: audistill benchmark at batch $batch"
-            status=1
-        fi
+        for mode in ${MODES//,/ }; do
+            [[ $mode == bf16* ]] || continue
+            if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
+                "$benchdir/student" "$batch" 1000 40 10 "$mode" \
+                >"$LOGS/audistill-$mode-b$batch.json" 2>"$LOGS/audistill-$mode-b$batch.log"; then
+                cat "$LOGS/audistill-$mode-b$batch.json"
+                jsons+=("$LOGS/audistill-$mode-b$batch.json")
+            else
+                tail -20 "$LOGS/audistill-$mode-b$batch.log"
+                echo "FAILED: audistill benchmark at batch $batch ($mode)"
+                status=1
+            fi
+        done
     done
     # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
     # the device, decoder + lm_head trained): the loader and the trainer's host work included; no
@@ -340,12 +343,14 @@ for r in rows:
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 # The flash kernels against the batched GEMMs on the same step: the losses of the 12 steps
 # (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
-by = {r["impl"]: r for r in rows}
-a, b = by.get("audistill-bf16"), by.get("audistill-bf16-flash")
-if a and b:
+by = {(r["impl"], r["tokens"]): r for r in rows}
+for tokens in sorted({r["tokens"] for r in rows}):
+    a, b = by.get(("audistill-bf16", tokens)), by.get(("audistill-bf16-flash", tokens))
+    if not (a and b):
+        continue
     d = abs(a["loss_last"] - b["loss_last"])
-    print(f"attention: flash {b['ms_per_step']:.1f} ms/step against GEMMs {a['ms_per_step']:.1f}; "
-          f"last loss {b['loss_last']:.4f} against {a['loss_last']:.4f}"
+    print(f"attention at {tokens} tokens: flash {b['ms_per_step']:.1f} ms/step against GEMMs "
+          f"{a['ms_per_step']:.1f}; last loss {b['loss_last']:.4f} against {a['loss_last']:.4f}"
           + ("" if d <= 0.02 * max(1.0, abs(a["loss_last"])) else "  FLASH LOSS DISAGREES"))
 PY
     grep -q "FLASH LOSS DISAGREES" "$LOGS/table.txt" && status=1
