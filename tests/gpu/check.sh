@@ -334,12 +334,12 @@ name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"
                       capture_output=True, text=True).stdout.strip()
 peak = 989.4e12 if ("H100" in name or "H200" in name) else 312e12  # dense bf16 (A100 otherwise)
 print(f"card: {name}; MFU against {peak / 1e12:.0f} TFLOP/s dense bf16")
-print(f"{'impl':15} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
+print(f"{'impl':20} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
 for r in rows:
     mem = r.get("peak_bytes") or r.get("device_bytes_used") or 0
     f = flops.get(r["tokens"], 0)
     mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
-    print(f"{r['impl']:15} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
+    print(f"{r['impl']:20} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 # The flash kernels against the batched GEMMs on the same step: the losses of the 12 steps
 # (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
