@@ -302,6 +302,14 @@ static void cu_destroy(ad_backend *be) {
     free(be);
 }
 
+static int cu_set_attention(ad_backend *be, const char *path) {
+    const int p = ad_cuda_attention_path_of(path);
+    if (p < 0)
+        return ad_fail("attention path '%s': expected auto, kernel, gemm or flash",
+                       path ? path : "(null)");
+    return ad_cuda_set_attention_path(be, p);
+}
+
 static int setup(cu_impl *impl) {
     CUDA_TRY(cudaSetDevice(impl->device));
     CUBLAS_TRY(cublasLtCreate(&impl->lt));
@@ -355,6 +363,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->range_push = cu_range_push;
     be->range_pop = cu_range_pop;
     be->set_bf16_matmul = ad_cuda_set_bf16_matmul;
+    be->set_attention = cu_set_attention;
     be->matmul = cu_matmul;
     be->linear = cu_linear;
     be->conv1d = cu_conv1d;

@@ -99,6 +99,9 @@ struct ad_backend {
     /* GEMMs from here on round their f32 operands to bf16 (tensor cores, fp32 accumulation);
      * off: full fp32. NULL where the backend has only fp32. */
     int (*set_bf16_matmul)(ad_backend *be, bool on);
+    /* How attention runs from here on: "auto", "kernel", "gemm" or "flash" (cuda/backend_cuda.h,
+     * ad_cuda_set_attention_path). NULL where the backend has one way. */
+    int (*set_attention)(ad_backend *be, const char *path);
 
     /* ---- linear algebra --------------------------------------------------------------- */
     /* y = alpha * op(a) @ op(b) + beta * y, op = transpose when the flag is set.

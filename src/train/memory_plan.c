@@ -40,12 +40,17 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
     return total;
 }
 
-/* Whether attention of this head dim runs in the flash kernels: AUDISTILL_CUDA_ATTENTION=flash
- * (cuda/backend_cuda.h) and a head dim they take (cuda/attention_flash.cu). */
-static bool flash_attention(int head_dim) {
+/* Whether the job's attention goes through the flash kernels: train.attention: flash, or auto
+ * with AUDISTILL_CUDA_ATTENTION=flash (cuda/backend_cuda.h). */
+static bool job_flash(const ad_train_job *job) {
+    if (strcmp(job->train.attention, "auto") != 0) return !strcmp(job->train.attention, "flash");
     const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
-    return path && !strcmp(path, "flash") &&
-           (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
+    return path && !strcmp(path, "flash");
+}
+
+/* Whether attention of this head dim runs in the flash kernels (cuda/attention_flash.cu). */
+static bool flash_head_dim(bool flash, int head_dim) {
+    return flash && (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
 }
 
 /* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
@@ -54,7 +59,8 @@ static bool flash_attention(int head_dim) {
  * attention's score buffers (each capped, two of them, bf16 copies half that) and its bf16
  * copies of q, k, v and dO, none of which the flash kernels need (their backward keeps two
  * floats per query row). The sizes are cuda/'s own (backend/cuda_sizes.h). */
-static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16) {
+static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16,
+                                 bool flash) {
     const size_t workspace = AD_CUDA_LT_WORKSPACE_BYTES,
                  score_cap = AD_CUDA_ATTENTION_SCRATCH_BYTES;
     const size_t clips = (size_t)lim->max_clips, enc_t = (size_t)(lim->max_frames + 1) / 2,
@@ -70,8 +76,8 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
                acts_enc = clips * enc_t * (size_t)c->encoder_ffn_dim;
         gemm = 2 * widest + 2 * (acts_dec > acts_enc ? acts_dec : acts_enc);
     }
-    const bool flash_dec = flash_attention(c->head_dim),
-               flash_enc = flash_attention(c->encoder_head_dim);
+    const bool flash_dec = flash_head_dim(flash, c->head_dim),
+               flash_enc = flash_head_dim(flash, c->encoder_head_dim);
     size_t scores_dec = flash_dec ? 0 : 4 * (size_t)c->num_attention_heads * dec_t * dec_t,
            scores_enc = flash_enc ? 0 : 4 * (size_t)c->encoder_attention_heads * enc_t * enc_t;
     size_t scores = scores_dec > scores_enc ? scores_dec : scores_enc;
@@ -130,7 +136,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
      * master weights); the full host copies for checkpoints are rank 0's. */
     const size_t shards = job->train.zero ? (size_t)ranks : 1;
     const size_t adam_here = (adam + shards - 1) / shards;
-    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16) : 0;
+    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16, job_flash(job)) : 0;
     const size_t acts = p->student_activations + p->teacher_activations + p->scratch;
     if (cuda && !strcmp(job->train.optimizer, "device")) {
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
@@ -152,7 +158,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
                            (4 * (size_t)p->trainable_params + adam + shards - 1) / shards +
                            p->gradients + p->student_activations + p->teacher_activations +
-                           cuda_scratch_bytes(&student, &lim, true);
+                           cuda_scratch_bytes(&student, &lim, true, job_flash(job));
     return AD_OK;
 }
 
@@ -174,13 +180,9 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
     fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
             gib(p->teacher_activations));
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
-    if (p->scratch) {
-        const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+    if (p->scratch)
         fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB%s\n", gib(p->scratch),
-                path && !strcmp(path, "flash") ? " (attention: flash kernels where the head dim "
-                                                 "allows, AUDISTILL_CUDA_ATTENTION=flash)"
-                                               : "");
-    }
+                job_flash(job) ? " (attention: the flash kernels where the head dim allows)" : "");
     fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB",
             gib(8 * (size_t)p->trainable_params));
     if (job->train.zero && p->ranks > 1)

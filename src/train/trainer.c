@@ -216,6 +216,16 @@ static const ad_field train_fields[] = {
              "GEMM. The numbers are the same; bf16 saves the conversions and, with the "
              "host optimizer, half their device memory (with zero: 1 and optimizer device each "
              "rank keeps only its slices' masters)"},
+    {.key = "attention",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(ad_train_options, attention),
+     .default_value = "auto",
+     .choices = "auto|gemm|flash|kernel",
+     .help = "how attention runs on the GPU (device: cuda): auto (batched GEMMs for training-size "
+             "sequences, or what AUDISTILL_CUDA_ATTENTION says), gemm, flash (flash attention on "
+             "the tensor cores: bf16 operands, no score matrix in memory; head dims 16/32/64/128 "
+             "on sm_80+, others take auto's way) or kernel (the tiled fp32 kernels). The "
+             "results agree to rounding"},
     {.key = "recompute",
      .type = AD_FIELD_BOOL,
      .offset = offsetof(ad_train_options, recompute),
@@ -376,6 +386,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.precision",
                                              "train.student_weights",
                                              "train.recompute",
+                                             "train.attention",
                                              NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
@@ -1041,6 +1052,15 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                     "compute with the fp32 weights)",
                     doc->file_name);
             goto done;
+        }
+        if (strcmp(job->train.attention, "auto") != 0) {
+            if (!r.be->set_attention) {
+                ad_fail("%s: train.attention: %s needs train.device: cuda (the %s backend has one "
+                        "attention)",
+                        doc->file_name, job->train.attention, r.be->name);
+                goto done;
+            }
+            if (r.be->set_attention(r.be, job->train.attention) < 0) goto done;
         }
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)

@@ -24,6 +24,7 @@ typedef struct {
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip, input_dropout;
     const char *schedule, *trainable, *device, *optimizer, *precision;
     const char *student_weights; /* auto | f32 | bf16: ad_train_student_bf16 */
+    const char *attention;       /* auto | gemm | flash | kernel (device cuda) */
     bool recompute;
 } ad_train_options;
 

@@ -158,6 +158,8 @@ refuse "${base}train:\n  batch: 3\n  micro_batch: 2\n" "not a multiple of train.
 refuse "${base}train:\n  max_len: 10\n  max_frames: 100\n" "train.max_len is 10 but segment"
 refuse "${base}train:\n  optimizer: gpu\n" "train.optimizer"
 refuse "${base}train:\n  precision: bf16\n  max_len: 64\n  max_frames: 100\n" "train.precision: bf16 needs bf16 GEMMs, which the cpu backend does not have"
+refuse "${base}train:\n  attention: flash\n  max_len: 64\n  max_frames: 100\n" "train.attention: flash needs train.device: cuda"
+refuse "${base}train:\n  attention: fast\n" "train.attention"
 # A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
 printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
 "$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"
@@ -190,15 +192,22 @@ sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
 grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
 # Attention through the flash kernels (head dims 64 and 128 here) needs no score buffers and no
-# bf16 copies of q, k, v, dO: the same job plans less scratch and less GPU memory.
-(cd "$src" && AUDISTILL_CUDA_ATTENTION=flash "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1flash" 2>&1 || { bad "--plan-memory with flash attention failed"; cat "$tmp/plan1flash"; }
-python3 - "$tmp/plan1" "$tmp/plan1flash" <<'PY' && ok || { bad "the plan with flash attention"; cat "$tmp/plan1flash"; }
+# bf16 copies of q, k, v, dO: the same job plans less scratch and less GPU memory, whether the
+# job says so (train.attention: flash) or the environment does (auto and
+# AUDISTILL_CUDA_ATTENTION=flash); train.attention: gemm overrides the environment.
+sed "s/^train:/train:\n  attention: flash/" "$tmp/plan1.yaml" >"$tmp/plan1flash.yaml"
+sed "s/^train:/train:\n  attention: gemm/" "$tmp/plan1.yaml" >"$tmp/plan1gemm.yaml"
+(cd "$src" && "$bin" train --config "$tmp/plan1flash.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1flash" 2>&1 || { bad "--plan-memory with flash attention failed"; cat "$tmp/plan1flash"; }
+(cd "$src" && AUDISTILL_CUDA_ATTENTION=flash "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1env" 2>&1 || { bad "--plan-memory with AUDISTILL_CUDA_ATTENTION=flash failed"; cat "$tmp/plan1env"; }
+(cd "$src" && AUDISTILL_CUDA_ATTENTION=flash "$bin" train --config "$tmp/plan1gemm.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1gemm" 2>&1 || { bad "--plan-memory with attention: gemm failed"; cat "$tmp/plan1gemm"; }
+python3 - "$tmp/plan1" "$tmp/plan1flash" "$tmp/plan1env" "$tmp/plan1gemm" <<'PY' && ok || { bad "the plan with flash attention"; cat "$tmp/plan1flash"; }
 import re, sys
-gemm, flash = (open(p).read() for p in sys.argv[1:])
+gemm, flash, env, forced = (open(p).read() for p in sys.argv[1:])
+assert env == flash and forced == gemm, "the environment and train.attention disagree"
 num = lambda text, pat: float(re.search(pat, text).group(1))
 scratch = r"CUDA scratch \(GEMM copies, attention\) +([0-9.]+) GiB"
 gpu = r"this job now .* GPU ([0-9.]+) GiB"
-assert "attention: flash kernels" in flash and "attention: flash kernels" not in gemm
+assert "attention: the flash kernels" in flash and "flash kernels" not in gemm
 saved = num(gemm, scratch) - num(flash, scratch)
 assert saved > 0.05 and abs(num(gemm, gpu) - num(flash, gpu) - saved) < 0.015, saved
 PY

@@ -17,7 +17,11 @@
 #    AdamW writes both) give the run that rounds fp32 weights in every GEMM (student_weights:
 #    f32) bit for bit: losses and final weights, with either optimizer, with a frozen audio
 #    encoder (whose fp32 weights the final model keeps), and across a checkpoint and a resume
-#    that switches student_weights; bf16 weights under precision fp32 are refused.
+#    that switches student_weights; bf16 weights under precision fp32 are refused;
+# 7. train.attention: flash, on tiny_a re-headed to one audio-encoder head of 16 (weights
+#    unchanged) so that the encoder's attention (teacher and student) takes the flash kernels:
+#    per-step losses within 1e-3 relative of attention: gemm's, and not its bits (the key
+#    reaches the backend).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -189,6 +193,32 @@ b = load_file(f"{tmp}/prec_bf16/final/model.safetensors")
 worst = max(np.linalg.norm(b[k] - a[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a)
 print(f"precision bf16: losses within {near:.3g} of fp32 (tolerance 1e-2), at least {apart:.3g} from the fp32 GPU runs, with and without a teacher (must exceed 1e-5); final weights {worst:.3g} (tolerance 5e-2)")
 sys.exit(not (near <= 1e-2 and apart > 1e-5 and worst <= 5e-2))
+PY
+
+# 7. train.attention: flash against gemm, both precision bf16
+cp -r "$fx/tiny_a" "$tmp/enc16"
+"$py" - "$tmp/enc16/config.json" <<'PY' || bad "re-heading tiny_a"
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["audio_config"]["encoder_attention_heads"] = 1
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PY
+for run in "att_gemm gemm" "att_flash flash"; do
+  set -- $run
+  job "$1" cuda "$tmp/enc16" $'teacher: '"$tmp/enc16"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+  sed -i "s|^train: {device: cuda, steps: 6,|train: {device: cuda, precision: bf16, attention: $2, steps: 3,|" "$tmp/$1.yaml"
+  train "$1"
+done
+"$py" - "$tmp" <<'PY' && ok || bad "train.attention: flash (above)"
+import json, sys
+tmp = sys.argv[1]
+def losses(run):
+    return [r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r]
+g, f = losses("att_gemm"), losses("att_flash")
+assert len(g) == len(f) == 3, (g, f)
+worst = max(abs(a - b) / abs(a) for a, b in zip(g, f))
+print(f"attention flash: per-step losses within {worst:.2g} of gemm's (tolerance 1e-3, and not 0)")
+sys.exit(not (0 < worst <= 1e-3))
 PY
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"
