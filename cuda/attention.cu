@@ -26,16 +26,7 @@
 #define ATT_MAX_D    256
 #define ATT_PER_LANE (ATT_MAX_D / 32)
 
-typedef struct {
-    const char *q, *k, *v, *o, *dout;
-    int qdt, kdt, vdt, odt, ddt;
-    int64_t qb, qt, kb, kt, vb, vt, ob, ot, db, dt;
-    int64_t Tq, Tk;
-    int H, KVH, D, q_offset;
-    bool causal;
-    float scale;
-    const int *key_len; /* device, B ints, or NULL */
-} attn_args;
+typedef cu_attn_args attn_args;
 
 /* Keys visible to query row i of batch b: [0, limit). */
 __device__ static inline int64_t key_limit(const attn_args &a, int64_t b, int64_t i) {
@@ -378,7 +369,7 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     attn_args a;
     AD_TRY(make_args(be, op, &a, q, k, v, p));
     const ad_tensor *outputs[1] = {out};
-    if (cu_attention_flash_suits(be, p)) return cu_attention_flash(be, out, q, k, v, p, a.key_len);
+    if (cu_attention_flash_suits(be, p)) return cu_attention_flash(be, out, &a);
     if (cu_attention_gemm_suits(be, q, k, p, outputs, 1))
         return cu_attention_gemm(be, out, q, k, v, p, a.key_len);
     a.o = (const char *)out->data;
@@ -429,10 +420,6 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     attn_args a;
     AD_TRY(make_args(be, op, &a, q, k, v, p));
     const ad_tensor *outputs[3] = {dq, dk, dv};
-    if (cu_attention_flash_suits(be, p))
-        return cu_attention_backward_flash(be, dq, dk, dv, dout, out, q, k, v, p, a.key_len);
-    if (cu_attention_gemm_suits(be, q, k, p, outputs, 3))
-        return cu_attention_backward_gemm(be, dq, dk, dv, dout, out, q, k, v, p, a.key_len);
     a.o = (const char *)out->data;
     a.odt = out->dtype;
     a.ob = out->stride[0];
@@ -441,6 +428,9 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     a.ddt = dout->dtype;
     a.db = dout->stride[0];
     a.dt = dout->stride[1];
+    if (cu_attention_flash_suits(be, p)) return cu_attention_backward_flash(be, dq, dk, dv, &a);
+    if (cu_attention_gemm_suits(be, q, k, p, outputs, 3))
+        return cu_attention_backward_gemm(be, dq, dk, dv, dout, out, q, k, v, p, a.key_len);
     float *stats = NULL;
     if (Tq > 0) {
         AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, sizeof(float) * 3 * (size_t)(B * H * Tq),

@@ -30,10 +30,8 @@
 #define FA_QUERIES 32              /* queries per tile of the dK/dV pass */
 #define FA_PAD     8 /* bf16 per shared row past D: a warp's fragment loads hit distinct banks */
 
-typedef struct {
-    const char *q, *k, *v, *o, *dout;
-    int qdt, kdt, vdt, odt, ddt;
-    int64_t qb, qt, kb, kt, vb, vt, ob, ot, db, dt;
+/* attention.cu's arguments, and what the flash kernels write. */
+struct fa_args : cu_attn_args {
     char *y; /* the forward's output, or dq */
     int ydt;
     int64_t yb, yt;
@@ -41,12 +39,7 @@ typedef struct {
     int dkdt, dvdt;
     int64_t dkb, dkt, dvb, dvt;
     float *lse, *delta; /* [B, H, Tq]: from the dQ kernel to the dK/dV kernel */
-    int64_t Tq, Tk;
-    int H, KVH, q_offset;
-    bool causal;
-    float scale;
-    const int *key_len; /* device, B ints, or NULL */
-} fa_args;
+};
 
 /* ---- fragments -------------------------------------------------------------------------- */
 
@@ -70,7 +63,6 @@ __device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b
 #if defined(AD_CUDA_EMULATED)
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     float row_g[16], row_g8[16], col[2][16];
-    CU_UNROLL
     for (int s = 0; s < 4; s++) {
         const int src = 4 * g + s;
         const uint32_t x0 = __shfl_sync(0xffffffffu, a[0], src),
@@ -82,25 +74,21 @@ __device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b
         row_g[8 + 2 * s] = fa_low(x2), row_g[9 + 2 * s] = fa_high(x2);
         row_g8[8 + 2 * s] = fa_low(x3), row_g8[9 + 2 * s] = fa_high(x3);
     }
-    CU_UNROLL
     for (int e = 0; e < 2; e++)
-        CU_UNROLL
-    for (int s = 0; s < 4; s++) {
-        const int src = 4 * (2 * t + e) + s;
-        const uint32_t y0 = __shfl_sync(0xffffffffu, b0, src),
-                       y1 = __shfl_sync(0xffffffffu, b1, src);
-        col[e][2 * s] = fa_low(y0), col[e][2 * s + 1] = fa_high(y0);
-        col[e][8 + 2 * s] = fa_low(y1), col[e][9 + 2 * s] = fa_high(y1);
-    }
+        for (int s = 0; s < 4; s++) {
+            const int src = 4 * (2 * t + e) + s;
+            const uint32_t y0 = __shfl_sync(0xffffffffu, b0, src),
+                           y1 = __shfl_sync(0xffffffffu, b1, src);
+            col[e][2 * s] = fa_low(y0), col[e][2 * s + 1] = fa_high(y0);
+            col[e][8 + 2 * s] = fa_low(y1), col[e][9 + 2 * s] = fa_high(y1);
+        }
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    CU_UNROLL
     for (int k = 0; k < 16; k++) {
         d[0] += row_g[k] * col[0][k];
         d[1] += row_g[k] * col[1][k];
         d[2] += row_g8[k] * col[0][k];
         d[3] += row_g8[k] * col[1][k];
     }
-    CU_UNROLL
     for (int i = 0; i < 4; i++)
         c[i] += d[i];
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -191,6 +179,45 @@ __device__ static inline void fa_acc_to_a(uint32_t f[4], const float lo[4], cons
     f[1] = cu_bf16_pair(lo[2], lo[3]);
     f[2] = cu_bf16_pair(hi[0], hi[1]);
     f[3] = cu_bf16_pair(hi[2], hi[3]);
+}
+
+/* c[NT/8][4] = the warp's 16 rows of `a_tile` (from row a0, D columns) times the first NT rows
+ * of `b_tile`, transposed: a 16 x NT product over the head dim. */
+template <int D, int NT>
+__device__ static inline void fa_product_rows(float c[][4], const uint16_t *a_tile, int a0,
+                                              const uint16_t *b_tile, int lane) {
+    CU_UNROLL
+    for (int n = 0; n < NT / 8; n++)
+        c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+    CU_UNROLL
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t af[4];
+        fa_frag_a<D>(af, a_tile, a0, 16 * kk, lane);
+        CU_UNROLL
+        for (int n = 0; n < NT / 8; n += 2) {
+            uint32_t bf[4];
+            fa_frag_b_nk<D>(bf, b_tile, 8 * n, 16 * kk, lane);
+            fa_mma2(&c[n], af, bf);
+        }
+    }
+}
+
+/* acc[D/8][4] += p (the warp's 16 x KT product in accumulator tiles, rounded to bf16) times the
+ * first KT rows of `b_tile` (KT x D). */
+template <int D, int KT>
+__device__ static inline void fa_accumulate(float acc[][4], const float p[][4],
+                                            const uint16_t *b_tile, int lane) {
+    CU_UNROLL
+    for (int j = 0; j < KT / 16; j++) {
+        uint32_t pa[4];
+        fa_acc_to_a(pa, p[2 * j], p[2 * j + 1]);
+        CU_UNROLL
+        for (int n = 0; n < D / 8; n += 2) {
+            uint32_t bf[4];
+            fa_frag_b_kn<D>(bf, b_tile, 16 * j, 8 * n, lane);
+            fa_mma2(&acc[n], pa, bf);
+        }
+    }
 }
 
 /* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
@@ -322,11 +349,12 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
         m[h] = next;
         float sum = 0.0f;
         CU_UNROLL
-        for (int n = 0; n < FA_KEYS / 8; n++)
+        for (int n = 0; n < FA_KEYS / 8; n++) {
             CU_UNROLL
-        for (int e = 2 * h; e < 2 * h + 2; e++) {
-            s[n][e] = expf(s[n][e] - base);
-            sum += s[n][e];
+            for (int e = 2 * h; e < 2 * h + 2; e++) {
+                s[n][e] = expf(s[n][e] - base);
+                sum += s[n][e];
+            }
         }
         l[h] = l[h] * alpha[h] + sum;
     }
@@ -364,17 +392,7 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
             o[n][0] *= alpha[0], o[n][1] *= alpha[0];
             o[n][2] *= alpha[1], o[n][3] *= alpha[1];
         }
-        CU_UNROLL
-        for (int j = 0; j < FA_KEYS / 16; j++) {
-            uint32_t pa[4];
-            fa_acc_to_a(pa, s[2 * j], s[2 * j + 1]);
-            CU_UNROLL
-            for (int n = 0; n < D / 8; n += 2) {
-                uint32_t bf[4];
-                fa_frag_b_kn<D>(bf, vs, 16 * j, 8 * n, lane);
-                fa_mma2(&o[n], pa, bf);
-            }
-        }
+        fa_accumulate<D, FA_KEYS>(o, s, vs, lane);
     }
     CU_UNROLL
     for (int hh = 0; hh < 2; hh++) {
@@ -474,17 +492,7 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
                 s[nn][ee] = p * (dp[e >> 2][ee] - delta[ee >> 1]);
             }
         }
-        CU_UNROLL
-        for (int j = 0; j < FA_KEYS / 16; j++) {
-            uint32_t da[4];
-            fa_acc_to_a(da, s[2 * j], s[2 * j + 1]);
-            CU_UNROLL
-            for (int n = 0; n < D / 8; n += 2) {
-                uint32_t bf[4];
-                fa_frag_b_kn<D>(bf, ks, 16 * j, 8 * n, lane);
-                fa_mma2(&dq[n], da, bf);
-            }
-        }
+        fa_accumulate<D, FA_KEYS>(dq, s, ks, lane);
     }
     CU_UNROLL
     for (int hh = 0; hh < 2; hh++) {
@@ -520,14 +528,14 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
     fa_load_tile<D, FA_ROWS>(vs, a.v, a.vdt, b * a.vb + (int64_t)kvh * D, a.vt, j0, kb);
     float dk[D / 8][4], dv[D / 8][4];
     CU_UNROLL
-    for (int n = 0; n < D / 8; n++)
+    for (int n = 0; n < D / 8; n++) {
         CU_UNROLL
-    for (int e = 0; e < 4; e++)
-        dk[n][e] = dv[n][e] = 0.0f;
+        for (int e = 0; e < 4; e++)
+            dk[n][e] = dv[n][e] = 0.0f;
+    }
     /* queries before i_first see none of this block's keys (causal) */
     int64_t i_first = a.causal && j0 > a.q_offset ? j0 - a.q_offset : 0;
     i_first -= i_first % FA_QUERIES;
-    CU_UNROLL
     for (int gi = 0; gi < group && j0 < kb; gi++) {
         const int h = kvh * group + gi;
         const int64_t qbase = b * a.qb + (int64_t)h * D, gbase = b * a.db + (int64_t)h * D;
@@ -543,20 +551,7 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
             __syncthreads();
             /* P^T = exp(scale K Q^T - lse) for this warp's 16 keys x the tile's queries */
             float p[FA_QUERIES / 8][4];
-            CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++)
-                p[n][0] = p[n][1] = p[n][2] = p[n][3] = 0.0f;
-            CU_UNROLL
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t af[4];
-                fa_frag_a<D>(af, ks, warp * 16, 16 * kk, lane);
-                CU_UNROLL
-                for (int n = 0; n < FA_QUERIES / 8; n += 2) {
-                    uint32_t bf[4];
-                    fa_frag_b_nk<D>(bf, qs, 8 * n, 16 * kk, lane);
-                    fa_mma2(&p[n], af, bf);
-                }
-            }
+            fa_product_rows<D, FA_QUERIES>(p, ks, warp * 16, qs, lane);
             CU_UNROLL
             for (int n = 0; n < FA_QUERIES / 8; n++) {
                 CU_UNROLL
@@ -569,33 +564,10 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
                 }
             }
             /* dV += P^T dO */
-            CU_UNROLL
-            for (int jj = 0; jj < FA_QUERIES / 16; jj++) {
-                uint32_t pa[4];
-                fa_acc_to_a(pa, p[2 * jj], p[2 * jj + 1]);
-                CU_UNROLL
-                for (int n = 0; n < D / 8; n += 2) {
-                    uint32_t bf[4];
-                    fa_frag_b_kn<D>(bf, gs, 16 * jj, 8 * n, lane);
-                    fa_mma2(&dv[n], pa, bf);
-                }
-            }
+            fa_accumulate<D, FA_QUERIES>(dv, p, gs, lane);
             /* dP^T = V dO^T, then dS^T = P^T (dP^T - delta) over p */
             float dp[FA_QUERIES / 8][4];
-            CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++)
-                dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
-            CU_UNROLL
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t af[4];
-                fa_frag_a<D>(af, vs, warp * 16, 16 * kk, lane);
-                CU_UNROLL
-                for (int n = 0; n < FA_QUERIES / 8; n += 2) {
-                    uint32_t bf[4];
-                    fa_frag_b_nk<D>(bf, gs, 8 * n, 16 * kk, lane);
-                    fa_mma2(&dp[n], af, bf);
-                }
-            }
+            fa_product_rows<D, FA_QUERIES>(dp, vs, warp * 16, gs, lane);
             CU_UNROLL
             for (int n = 0; n < FA_QUERIES / 8; n++) {
                 CU_UNROLL
@@ -603,17 +575,7 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
                     p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
             }
             /* dK += dS^T Q */
-            CU_UNROLL
-            for (int jj = 0; jj < FA_QUERIES / 16; jj++) {
-                uint32_t da[4];
-                fa_acc_to_a(da, p[2 * jj], p[2 * jj + 1]);
-                CU_UNROLL
-                for (int n = 0; n < D / 8; n += 2) {
-                    uint32_t bf[4];
-                    fa_frag_b_kn<D>(bf, qs, 16 * jj, 8 * n, lane);
-                    fa_mma2(&dk[n], da, bf);
-                }
-            }
+            fa_accumulate<D, FA_QUERIES>(dk, p, qs, lane);
         }
     }
     /* keys no row sees (past key_len, or a block no query reaches) end with 0 */
@@ -622,13 +584,15 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
         const int64_t key = j + 8 * hh;
         if (key >= a.Tk) continue;
         CU_UNROLL
-        for (int n = 0; n < D / 8; n++)
+        for (int n = 0; n < D / 8; n++) {
             CU_UNROLL
-        for (int e = 0; e < 2; e++) {
-            const int64_t c = (int64_t)kvh * D + 8 * n + 2 * t + e;
-            if (a.dk)
-                cu_store(a.dk, a.dkdt, b * a.dkb + key * a.dkt + c, dk[n][2 * hh + e] * a.scale);
-            if (a.dv) cu_store(a.dv, a.dvdt, b * a.dvb + key * a.dvt + c, dv[n][2 * hh + e]);
+            for (int e = 0; e < 2; e++) {
+                const int64_t c = (int64_t)kvh * D + 8 * n + 2 * t + e;
+                if (a.dk)
+                    cu_store(a.dk, a.dkdt, b * a.dkb + key * a.dkt + c,
+                             dk[n][2 * hh + e] * a.scale);
+                if (a.dv) cu_store(a.dv, a.dvdt, b * a.dvb + key * a.dvt + c, dv[n][2 * hh + e]);
+            }
         }
     }
 }
@@ -640,31 +604,6 @@ bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p) {
     if (impl->attention_path != AD_CUDA_ATTENTION_FLASH || impl->cc_major < 8) return false;
     const int D = p->head_dim;
     return D == 16 || D == 32 || D == 64 || D == 128;
-}
-
-static void fa_common(fa_args *a, const ad_tensor *q, const ad_tensor *k, const ad_tensor *v,
-                      const ad_attention_params *p, const int *key_len) {
-    memset(a, 0, sizeof *a);
-    a->q = (const char *)q->data;
-    a->k = (const char *)k->data;
-    a->v = (const char *)v->data;
-    a->qdt = q->dtype;
-    a->kdt = k->dtype;
-    a->vdt = v->dtype;
-    a->qb = q->stride[0];
-    a->qt = q->stride[1];
-    a->kb = k->stride[0];
-    a->kt = k->stride[1];
-    a->vb = v->stride[0];
-    a->vt = v->stride[1];
-    a->Tq = q->shape[1];
-    a->Tk = k->shape[1];
-    a->H = p->n_heads;
-    a->KVH = p->n_kv_heads;
-    a->q_offset = p->q_offset;
-    a->causal = p->causal;
-    a->scale = p->scale;
-    a->key_len = key_len;
 }
 
 static void fa_output(const ad_tensor *t, char **data, int *dt, int64_t *bs, int64_t *ts) {
@@ -699,52 +638,46 @@ template <int D> static int fa_backward(const fa_args &a, int64_t B, bool want_d
     return AD_OK;
 }
 
-int cu_attention_flash(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
-                       const ad_tensor *v, const ad_attention_params *p, const int *key_len) {
+int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args) {
     fa_args a;
-    fa_common(&a, q, k, v, p, key_len);
+    memset(&a, 0, sizeof a);
+    *(cu_attn_args *)&a = *args;
     fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
     cu_of(be)->attention_flash_calls++;
-    const int64_t B = q->shape[0];
-    switch (p->head_dim) {
+    const int64_t B = out->shape[0];
+    switch (a.D) {
     case 16: return fa_forward<16>(a, B);
     case 32: return fa_forward<32>(a, B);
     case 64: return fa_forward<64>(a, B);
     case 128: return fa_forward<128>(a, B);
     }
-    return ad_fail("attention (flash): head_dim %d has no kernel", p->head_dim);
+    return ad_fail("attention (flash): head_dim %d has no kernel", a.D);
 }
 
 int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
-                                const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
-                                const ad_tensor *k, const ad_tensor *v,
-                                const ad_attention_params *p, const int *key_len) {
+                                const cu_attn_args *args) {
     fa_args a;
-    fa_common(&a, q, k, v, p, key_len);
-    a.o = (const char *)out->data;
-    a.odt = out->dtype;
-    a.ob = out->stride[0];
-    a.ot = out->stride[1];
-    a.dout = (const char *)dout->data;
-    a.ddt = dout->dtype;
-    a.db = dout->stride[0];
-    a.dt = dout->stride[1];
+    memset(&a, 0, sizeof a);
+    *(cu_attn_args *)&a = *args;
     fa_output(dq, &a.y, &a.ydt, &a.yb, &a.yt);
     fa_output(dk, &a.dk, &a.dkdt, &a.dkb, &a.dkt);
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
-    const int64_t B = q->shape[0], rows = B * p->n_heads * a.Tq;
-    float *stats = NULL;
-    if (rows > 0)
-        AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, sizeof(float) * 2 * (size_t)rows, (void **)&stats));
-    a.lse = stats;
-    a.delta = stats ? stats + rows : NULL;
+    const int64_t rows = (int64_t)(a.Tq > 0 ? a.H : 0) * a.Tq;
     cu_of(be)->attention_flash_calls++;
     const bool want_dq = dq != NULL, want_dkv = dk || dv;
-    switch (p->head_dim) {
+    if (!want_dq && !want_dkv) return AD_OK;
+    const int64_t B = (dq ? dq : dk ? dk : dv)->shape[0];
+    float *stats = NULL;
+    if (rows > 0)
+        AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, sizeof(float) * 2 * (size_t)(B * rows),
+                          (void **)&stats));
+    a.lse = stats;
+    a.delta = stats ? stats + B * rows : NULL;
+    switch (a.D) {
     case 16: return fa_backward<16>(a, B, want_dq, want_dkv);
     case 32: return fa_backward<32>(a, B, want_dq, want_dkv);
     case 64: return fa_backward<64>(a, B, want_dq, want_dkv);
     case 128: return fa_backward<128>(a, B, want_dq, want_dkv);
     }
-    return ad_fail("attention_backward (flash): head_dim %d has no kernel", p->head_dim);
+    return ad_fail("attention_backward (flash): head_dim %d has no kernel", a.D);
 }

@@ -270,16 +270,28 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
                                const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p,
                                const int *key_len);
 
+/* ---- attention's kernel arguments (attention.cu, attention_flash.cu) ---------------------- */
+/* q, k, v (and the backward's forward output o and its gradient dout) as [B, T, heads * D]
+ * views: data, dtype, batch and time strides in elements. */
+typedef struct {
+    const char *q, *k, *v, *o, *dout;
+    int qdt, kdt, vdt, odt, ddt;
+    int64_t qb, qt, kb, kt, vb, vt, ob, ot, db, dt;
+    int64_t Tq, Tk;
+    int H, KVH, D, q_offset;
+    bool causal;
+    float scale;
+    const int *key_len; /* device, B ints, or NULL */
+} cu_attn_args;
+
 /* ---- flash attention on the tensor cores (attention_flash.cu) ---------------------------- */
 /* Whether this call goes through the flash kernels (forced by ad_cuda_set_attention_path, a
- * head dim of 16, 32, 64 or 128, sm_80 or newer). Same contract as the GEMM path's. */
+ * head dim of 16, 32, 64 or 128, sm_80 or newer). Arguments checked by the caller, which built
+ * `a` (o and dout set for the backward). */
 bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p);
-int cu_attention_flash(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
-                       const ad_tensor *v, const ad_attention_params *p, const int *key_len);
+int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *a);
 int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
-                                const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
-                                const ad_tensor *k, const ad_tensor *v,
-                                const ad_attention_params *p, const int *key_len);
+                                const cu_attn_args *a);
 
 /* ---- quantized weights (quant.cu) ------------------------------------------------------- */
 /* The device parts of an AD_QGROUP weight tensor (its `quant`), checked against its shape. */
