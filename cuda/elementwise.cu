@@ -158,6 +158,32 @@ static void flatten_contiguous(cu_rows *const *rs, int n) {
     }
 }
 
+/* The op of `kind` on one element (b unused by the unary ones). */
+__device__ static inline float ew_apply(int kind, float a, float b) {
+    if (kind == EW_COPY) return a;
+    if (kind == EW_GELU) return gelu_f(a);
+    if (kind == EW_SILU_MUL) return a / (1.0f + expf(-a)) * b;
+    if (kind == EW_ADD) return a + b;
+    return b * gelu_grad_f(a); /* EW_GELU_BWD: a = x, b = dy */
+}
+
+/* rows_kernel for operands that are one contiguous, 16-byte aligned f32 row each: four
+ * elements per load and store (the scalar kernel reached ~1.2 TB/s on an H100 for add); the
+ * last n % 4 go one by one in the one thread whose quad runs past the end. */
+__global__ static void flat4_kernel(int kind, float *y, const float *a, const float *b, int64_t n) {
+    const bool unary = kind == EW_COPY || kind == EW_GELU;
+    const int64_t step = (int64_t)gridDim.x * blockDim.x * 4;
+    int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    for (; i + 3 < n; i += step) {
+        const float4 av = *(const float4 *)(a + i);
+        const float4 bv = unary ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : *(const float4 *)(b + i);
+        *(float4 *)(y + i) = make_float4(ew_apply(kind, av.x, bv.x), ew_apply(kind, av.y, bv.y),
+                                         ew_apply(kind, av.z, bv.z), ew_apply(kind, av.w, bv.w));
+    }
+    for (; i < n; i++)
+        y[i] = ew_apply(kind, a[i], unary ? 0.0f : b[i]);
+}
+
 /* y = f(a, b) row by row; b's rows repeat every b.rows rows (broadcast for add). */
 __global__ static void rows_kernel(int kind, cu_rows y, cu_rows a, cu_rows b) {
     const bool unary = kind == EW_COPY || kind == EW_GELU;
@@ -176,18 +202,7 @@ __global__ static void rows_kernel(int kind, cu_rows y, cu_rows a, cu_rows b) {
         for (int k = 0; k < EW_PER_THREAD; k++) {
             const int64_t c = c0 + k * EW_BLOCK;
             if (c >= end) break;
-            float out;
-            if (kind == EW_COPY)
-                out = av[k];
-            else if (kind == EW_GELU)
-                out = gelu_f(av[k]);
-            else if (kind == EW_SILU_MUL)
-                out = av[k] / (1.0f + expf(-av[k])) * bv[k];
-            else if (kind == EW_ADD)
-                out = av[k] + bv[k];
-            else /* EW_GELU_BWD: a = x, b = dy */
-                out = bv[k] * gelu_grad_f(av[k]);
-            cu_store(y.base, y.dtype, oy + c, out);
+            cu_store(y.base, y.dtype, oy + c, ew_apply(kind, av[k], bv[k]));
         }
     }
 }
@@ -196,6 +211,16 @@ static int launch_rows(int kind, cu_rows y, cu_rows a, cu_rows b) {
     if (a.rows * a.cols == 0) return AD_OK;
     cu_rows *all[3] = {&y, &a, &b};
     flatten_contiguous(all, 3);
+    bool flat4 = a.rows == 1;
+    for (int i = 0; i < 3; i++)
+        flat4 = flat4 && all[i]->rows == 1 && all[i]->dtype == AD_F32 &&
+                (uintptr_t)all[i]->base % 16 == 0;
+    if (flat4) {
+        flat4_kernel<<<cu_blocks((a.cols + 3) / 4, EW_BLOCK), EW_BLOCK>>>(
+            kind, (float *)y.base, (const float *)a.base, (const float *)b.base, a.cols);
+        CUDA_TRY_LAUNCH();
+        return AD_OK;
+    }
     rows_kernel<<<rows_grid(a.rows, a.cols), EW_BLOCK>>>(kind, y, a, b);
     CUDA_TRY_LAUNCH();
     return AD_OK;

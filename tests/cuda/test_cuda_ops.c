@@ -253,6 +253,23 @@ static void test_elementwise(void) {
         CHECK_OK(g_cpu->transpose(g_cpu, &yt.c, &xt.c));
         CHECK_OK(g_gpu->transpose(g_gpu, &yt.g, &xt.g));
         expect_close("transpose", &yt, dt == AD_F32 ? 0.0 : tol);
+        /* Same-shape contiguous operands (f32: four per load), 861 elements: a tail of 1 */
+        pair p1, p2, p3;
+        pair_make(&p1, "a", dt, 3, S(3, 7, 41), 2.0f, 0.0f);
+        pair_make(&p2, "b", dt, 3, S(3, 7, 41), 1.0f, 0.0f);
+        pair_make(&p3, "y", dt, 3, S(3, 7, 41), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->add(g_cpu, &p3.c, &p1.c, &p2.c));
+        CHECK_OK(g_gpu->add(g_gpu, &p3.g, &p1.g, &p2.g));
+        expect_close("add, same shapes, 861 elements", &p3, tol);
+        CHECK_OK(g_cpu->silu_mul(g_cpu, &p3.c, &p1.c, &p2.c));
+        CHECK_OK(g_gpu->silu_mul(g_gpu, &p3.g, &p1.g, &p2.g));
+        expect_close("silu_mul, 861 elements", &p3, tol);
+        CHECK_OK(g_cpu->gelu(g_cpu, &p1.c, &p1.c));
+        CHECK_OK(g_gpu->gelu(g_gpu, &p1.g, &p1.g));
+        expect_close("gelu in place, 861 elements", &p1, tol);
+        pair_free(&p1);
+        pair_free(&p2);
+        pair_free(&p3);
         pair_free(&x);
         pair_free(&u);
         pair_free(&y);
