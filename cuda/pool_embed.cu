@@ -123,22 +123,25 @@ static int check_index_tensor(const char *op, const char *role, const ad_tensor 
 /* ---- row copies ---------------------------------------------------------------------------- */
 
 /* dst row map(i) = src row map(i) for i < n: mode 0 dst[i] = src[idx[i]] (gather),
- * mode 1 dst[idx[i]] = src[i] (scatter). */
+ * mode 1 dst[idx[i]] = src[i] (scatter). Rows walk blockIdx.y and columns the threads, so the
+ * row offsets (divisions over the leading dims) are computed per row, not per element. */
 __global__ static void rows_copy_kernel(cu_rows dst, cu_rows src, const int32_t *idx, int64_t n,
                                         int mode) {
-    CU_GRID_STRIDE(e, n * src.cols) {
-        const int64_t i = e / src.cols, c = e % src.cols;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
         const int64_t di = mode == 0 ? i : idx[i], si = mode == 0 ? idx[i] : i;
-        cu_store(dst.base, dst.dtype, cu_row_off(dst, di) + c,
-                 cu_load(src.base, src.dtype, cu_row_off(src, si) + c));
+        const int64_t od = cu_row_off(dst, di), os = cu_row_off(src, si);
+        for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < src.cols;
+             c += (int64_t)gridDim.x * blockDim.x)
+            cu_store(dst.base, dst.dtype, od + c, cu_load(src.base, src.dtype, os + c));
     }
 }
 
 static int rows_copy(const cu_rows &dst, const cu_rows &src, const ad_tensor *idx, int mode) {
     const int64_t n = ad_tensor_numel(idx);
     if (n == 0 || src.cols == 0) return AD_OK;
-    rows_copy_kernel<<<cu_blocks(n * src.cols, PE_BLOCK), PE_BLOCK>>>(
-        dst, src, (const int32_t *)idx->data, n, mode);
+    const unsigned gx = cu_blocks(src.cols, PE_BLOCK);
+    dim3 grid(gx < 64 ? gx : 64, (unsigned)(n < 65535 ? n : 65535));
+    rows_copy_kernel<<<grid, PE_BLOCK>>>(dst, src, (const int32_t *)idx->data, n, mode);
     CUDA_TRY_LAUNCH();
     return AD_OK;
 }

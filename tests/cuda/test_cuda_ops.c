@@ -465,6 +465,30 @@ static void test_pool_embed_scatter(void) {
     pair_ids(&badids, "bad_ids", 2, S(2, 7), bad);
     CHECK_FAILS_WITH(g_gpu->embedding(g_gpu, &e.g, &table.g, &badids.g), "element 9 = 50");
     pair_free(&badids);
+
+    /* more rows than one grid dimension holds, and rows wider than the blocks' columns */
+    const int64_t many = 70000;
+    int32_t *manyv = malloc(sizeof(int32_t) * (size_t)many);
+    for (int64_t i = 0; i < many; i++)
+        manyv[i] = (int32_t)ad_rng_below(&g_rng, 50);
+    pair many_ids, many_e, wide_t, wide_ids, wide_e;
+    pair_ids(&many_ids, "ids", 1, S(many), manyv);
+    pair_make(&many_e, "embeds", AD_F32, 2, S(many, 32), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->embedding(g_cpu, &many_e.c, &table.c, &many_ids.c));
+    CHECK_OK(g_gpu->embedding(g_gpu, &many_e.g, &table.g, &many_ids.g));
+    expect_close("embedding of 70000 ids", &many_e, 0.0);
+    pair_make(&wide_t, "wide_table", AD_F32, 2, S(5, 17000), 1.0f, 0.0f);
+    pair_ids(&wide_ids, "ids", 1, S(3), (const int32_t[]){4, 0, 4});
+    pair_make(&wide_e, "wide_embeds", AD_F32, 2, S(3, 17000), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->embedding(g_cpu, &wide_e.c, &wide_t.c, &wide_ids.c));
+    CHECK_OK(g_gpu->embedding(g_gpu, &wide_e.g, &wide_t.g, &wide_ids.g));
+    expect_close("embedding of rows of 17000", &wide_e, 0.0);
+    free(manyv);
+    pair_free(&many_ids);
+    pair_free(&many_e);
+    pair_free(&wide_t);
+    pair_free(&wide_ids);
+    pair_free(&wide_e);
     pair_free(&table);
     pair_free(&ids);
     pair_free(&e);
