@@ -221,7 +221,8 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
 }
 
 static void test_attention_backward(void) {
-    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97};
+    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97},
+                     rows_len[2] = {70, 41};
     const attn_case cases[] = {
         {"attn_bwd encoder key_len", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32, 0},
         {"attn_bwd key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32, 0},
@@ -238,6 +239,9 @@ static void test_attention_backward(void) {
         {"attn_bwd 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
          AD_F32, 0},
         {"attn_bwd chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
+        /* the training decoder: causal over padded rows (key_len = each row's length) */
+        {"attn_bwd causal, key_len {70, 41}, GQA", 2, 70, 70, 4, 2, 64, true, 0, rows_len, AD_F32,
+         0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention_backward(&cases[i]);

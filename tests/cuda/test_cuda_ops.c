@@ -396,7 +396,8 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
 }
 
 static void test_attention(void) {
-    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97};
+    static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97},
+                     rows_len[2] = {70, 41};
     const attn_case cases[] = {
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32, 0},
         {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32, 0},
@@ -415,6 +416,9 @@ static void test_attention(void) {
         {"attention 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
          AD_F32, 0},
         {"attention chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
+        /* the training decoder: causal over padded rows (key_len = each row's length) */
+        {"attention causal, key_len {70, 41}, GQA", 2, 70, 70, 4, 2, 64, true, 0, rows_len, AD_F32,
+         0},
         /* k and v rows not 16-byte aligned: the flash kernels' tile loads take pairs */
         {"attention k/v 2 columns into the cache", 2, 40, 70, 2, 2, 32, false, 0, key_len, AD_F32,
          2},
