@@ -223,9 +223,9 @@ static const ad_field train_fields[] = {
      .choices = "auto|gemm|flash|kernel",
      .help = "how attention runs on the GPU (device: cuda): auto (batched GEMMs for training-size "
              "sequences, or what AUDISTILL_CUDA_ATTENTION says), gemm, flash (flash attention on "
-             "the tensor cores: bf16 operands, no score matrix in memory; head dims 16/32/64/128 "
-             "on sm_80+, others take auto's way) or kernel (the tiled fp32 kernels). The "
-             "results agree to rounding"},
+             "the tensor cores: bf16 operands whatever the precision, no score matrix in memory; "
+             "head dims 16/32/64/128 on sm_80+, others take auto's way) or kernel (the tiled fp32 "
+             "kernels). The results agree to rounding"},
     {.key = "recompute",
      .type = AD_FIELD_BOOL,
      .offset = offsetof(ad_train_options, recompute),
