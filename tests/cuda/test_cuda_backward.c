@@ -95,6 +95,24 @@ static void test_activation_backward(void) {
         CHECK_OK(g_gpu->silu_mul_backward(g_gpu, &dx.g, &du.g, &dy.g, &x.g, &u.g));
         expect_close("silu_mul_backward dgate", &dx, tol_for(dt));
         expect_close("silu_mul_backward dup", &du, tol_for(dt));
+        /* 861 elements (f32: four per load, a tail of 1); dgate written over dy, as the
+         * decoder's backward does; then dgate alone */
+        pair g2, u2, y2, d2;
+        pair_make(&g2, "gate", dt, 2, S(21, 41), 2.0f, 0.0f);
+        pair_make(&u2, "up", dt, 2, S(21, 41), 1.0f, 0.0f);
+        pair_make(&y2, "dy", dt, 2, S(21, 41), 1.0f, 0.0f);
+        pair_make(&d2, "dup", dt, 2, S(21, 41), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->silu_mul_backward(g_cpu, &y2.c, &d2.c, &y2.c, &g2.c, &u2.c));
+        CHECK_OK(g_gpu->silu_mul_backward(g_gpu, &y2.g, &d2.g, &y2.g, &g2.g, &u2.g));
+        expect_close("silu_mul_backward in place, 861 elements, dgate", &y2, tol_for(dt));
+        expect_close("silu_mul_backward in place, 861 elements, dup", &d2, tol_for(dt));
+        CHECK_OK(g_cpu->silu_mul_backward(g_cpu, &d2.c, NULL, &u2.c, &g2.c, &y2.c));
+        CHECK_OK(g_gpu->silu_mul_backward(g_gpu, &d2.g, NULL, &u2.g, &g2.g, &y2.g));
+        expect_close("silu_mul_backward, dgate only", &d2, tol_for(dt));
+        pair_free(&g2);
+        pair_free(&u2);
+        pair_free(&y2);
+        pair_free(&d2);
         pair_free(&x);
         pair_free(&u);
         pair_free(&dy);
