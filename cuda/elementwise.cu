@@ -292,8 +292,8 @@ __device__ static inline void silu_mul_grads(float g, float u, float dy, float *
 }
 
 /* silu_mul_bwd_kernel for operands that are one contiguous, 16-byte aligned f32 row each (as
- * flat4_kernel). Outputs that are not wanted point at a scratch-free alias: `want_*` gates
- * the stores. */
+ * flat4_kernel). An output not wanted is never stored (its pointer is dy's). Everything is
+ * read before anything is written: dg may be dy. */
 __global__ static void silu_mul_bwd_flat4_kernel(float *dg, float *du, bool want_dg, bool want_du,
                                                  const float *dy, const float *g, const float *u,
                                                  int64_t n) {
