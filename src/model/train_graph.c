@@ -649,16 +649,21 @@ static ad_tensor *grad_or_null(ad_tensor *t) {
     return t->data ? t : NULL;
 }
 
-/* dx = dx + (d of a linear input), through a scratch buffer since linear_backward overwrites. */
-static int linear_back_add(ad_backend *be, ad_tensor *dx_sum, ad_tensor *scratch, bool first,
-                           ad_tensor *dw, ad_tensor *db, const ad_tensor *dy, const ad_tensor *x,
+/* dx_sum (+)= the gradient of a linear's input (dy w); its weight and bias gradients accumulate.
+ * After the first of the linears that share an input, dx_sum accumulates in the GEMM itself
+ * (matmul with beta 1): no scratch written and no add pass over it. */
+static int linear_back_add(ad_backend *be, ad_tensor *dx_sum, bool first, ad_tensor *dw,
+                           ad_tensor *db, const ad_tensor *dy, const ad_tensor *x,
                            const ad_tensor *w) {
     if (first)
         return be->linear_backward(be, dx_sum, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy,
                                    x, w);
-    AD_TRY(
-        be->linear_backward(be, scratch, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w));
-    return be->add(be, dx_sum, dx_sum, scratch);
+    AD_TRY(be->linear_backward(be, NULL, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w));
+    const int64_t N = w->shape[0], K = w->shape[1], M = ad_tensor_numel(dy) / N;
+    ad_tensor dy2, dx2;
+    AD_TRY(ad_tensor_reshape(dy, 2, (int64_t[]){M, N}, &dy2));
+    AD_TRY(ad_tensor_reshape(dx_sum, 2, (int64_t[]){M, K}, &dx2));
+    return be->matmul(be, &dx2, &dy2, false, w, false, 1.0f, 1.0f);
 }
 
 static int encoder_backward(ad_train_graph *g) {
@@ -707,11 +712,10 @@ static int encoder_backward(ad_train_graph *g) {
                                    grad_or_null(&dw->out_proj_b), &dh, &a.att, &w->out_proj_w));
         const ad_attention_params ap = encoder_attention(g, l);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
+        AD_TRY(linear_back_add(be, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
                                &w->q_proj_w));
-        AD_TRY(
-            linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
+        AD_TRY(linear_back_add(be, &dxn, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
                                &w->v_proj_w));
         AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w),
                                       grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &a.h_in,
@@ -780,10 +784,9 @@ int ad_graph_backward(ad_train_graph *g) {
                                    &w->down_proj_w));
         AD_TRY(
             be->silu_mul_backward(be, &dact, &dup, &dact, &a.gate, &a.up)); /* dact becomes dgate */
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->gate_proj_w, NULL, &dact, &a.xn2,
+        AD_TRY(linear_back_add(be, &dxn, true, &dw->gate_proj_w, NULL, &dact, &a.xn2,
                                &w->gate_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->up_proj_w, NULL, &dup, &a.xn2,
-                               &w->up_proj_w));
+        AD_TRY(linear_back_add(be, &dxn, false, &dw->up_proj_w, NULL, &dup, &a.xn2, &w->up_proj_w));
         AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
                                     &a.x_mid, &w->post_attention_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
@@ -800,11 +803,11 @@ int ad_graph_backward(ad_train_graph *g) {
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));
         ad_tensor dq2 = shaped(&dq, 2, N, Q, 0), dk2 = shaped(&dk, 2, N, KV, 0),
                   dv2 = shaped(&dv, 2, N, KV, 0);
-        AD_TRY(linear_back_add(be, &dxn, &tmp, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &a.xn1,
+        AD_TRY(linear_back_add(be, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &a.xn1,
                                &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &a.xn1,
+        AD_TRY(linear_back_add(be, &dxn, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &a.xn1,
                                &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, &tmp, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
+        AD_TRY(linear_back_add(be, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
                                &w->v_proj_w));
         AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &a.x_in,
                                     &w->input_layernorm_w, eps));
