@@ -70,6 +70,12 @@ if [[ ${AUDISTILL_TEST_CUDA_EMULATOR:-OFF} == ON ]]; then
   rc=$?
   [[ $rc != 0 ]] && grep -q "expect it to run out of memory" "$tmp/err" && grep -qi "out of memory" "$tmp/err" && [ ! -e "$tmp/small/final" ] && ok || { bad "a 32.6 MiB card: rc $rc"; cat "$tmp/err"; }
 fi
+# An attention path the backend does not know, from the environment: refused when the backend
+# is made, naming the variable, before any work.
+sed -i "s|output: .*|output: $tmp/badpath|" "$tmp/probe.yaml"
+AUDISTILL_CUDA_ATTENTION=fastest "$bin" train --config "$tmp/probe.yaml" --quiet 2>"$tmp/err"
+rc=$?
+[[ $rc == 1 ]] && grep -q "AUDISTILL_CUDA_ATTENTION=fastest: expected auto, kernel, gemm or flash" "$tmp/err" && [ ! -e "$tmp/badpath/final" ] && ok || { bad "AUDISTILL_CUDA_ATTENTION=fastest: rc $rc"; cat "$tmp/err"; }
 
 # 1. CTC
 for dev in cpu cuda; do
