@@ -331,14 +331,6 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
     return AD_OK;
 }
 
-/* Dynamic shared memory of a kernel, with the opt-in above 48 KiB. */
-template <typename K> static int smem_for(K kernel, size_t bytes) {
-    if (bytes > (size_t)48 * 1024)
-        CUDA_TRY(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    return AD_OK;
-}
-
 static int check_grid(const char *op, int64_t rows, int64_t B) {
     if ((rows + ATT_WARPS - 1) / ATT_WARPS > INT32_MAX || B > 65535)
         return ad_fail("%s: %lld rows x %lld batch elements exceed one launch", op, (long long)rows,
@@ -377,7 +369,7 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     a.ob = out->stride[0];
     a.ot = out->stride[1];
     const size_t smem = sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * D);
-    AD_TRY(smem_for(attn_fwd_kernel, smem));
+    AD_TRY(cu_smem_for(attn_fwd_kernel, smem));
     dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);
     attn_fwd_kernel<<<grid, ATT_WARPS * 32, smem>>>(a, false, NULL);
     CUDA_TRY_LAUNCH();
@@ -437,7 +429,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
                           (void **)&stats));
         const size_t smem =
             sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * D);
-        AD_TRY(smem_for(attn_fwd_kernel, smem));
+        AD_TRY(cu_smem_for(attn_fwd_kernel, smem));
         dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);
         attn_fwd_kernel<<<grid, ATT_WARPS * 32, smem>>>(a, true, stats);
         CUDA_TRY_LAUNCH();
@@ -445,7 +437,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     if (dq && Tq > 0) {
         const size_t smem =
             sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * 2 * D);
-        AD_TRY(smem_for(attn_dq_kernel, smem));
+        AD_TRY(cu_smem_for(attn_dq_kernel, smem));
         dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);
         attn_dq_kernel<<<grid, ATT_WARPS * 32, smem>>>(a, stats, (char *)dq->data, dq->dtype,
                                                        dq->stride[0], dq->stride[1]);
@@ -454,7 +446,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     if ((dk || dv) && Tk > 0) {
         const size_t smem = sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) +
                                              (size_t)ATT_WARPS * 2 * D + (size_t)ATT_TILE * 3);
-        AD_TRY(smem_for(attn_dkv_kernel, smem));
+        AD_TRY(cu_smem_for(attn_dkv_kernel, smem));
         dim3 grid((unsigned)((Tk + ATT_WARPS - 1) / ATT_WARPS), (unsigned)KVH, (unsigned)B);
         attn_dkv_kernel<<<grid, ATT_WARPS * 32, smem>>>(
             a, stats, dk ? (char *)dk->data : NULL, dk ? dk->dtype : AD_F32, dk ? dk->stride[0] : 0,

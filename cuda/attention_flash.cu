@@ -602,8 +602,7 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
 bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p) {
     const cu_impl *impl = cu_of(be);
     if (impl->attention_path != AD_CUDA_ATTENTION_FLASH || impl->cc_major < 8) return false;
-    const int D = p->head_dim;
-    return D == 16 || D == 32 || D == 64 || D == 128;
+    return ad_cuda_flash_head_dim(p->head_dim);
 }
 
 static void fa_output(const ad_tensor *t, char **data, int *dt, int64_t *bs, int64_t *ts) {
@@ -628,9 +627,7 @@ template <int D> static int fa_backward(const fa_args &a, int64_t B, bool want_d
     }
     if (want_dkv && a.Tk > 0) {
         const size_t smem = fa_dkv_smem<D>();
-        if (smem > (size_t)48 * 1024)
-            CUDA_TRY(cudaFuncSetAttribute(fa_dkv_kernel<D>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        AD_TRY(cu_smem_for(fa_dkv_kernel<D>, smem));
         dim3 grid((unsigned)((a.Tk + FA_ROWS - 1) / FA_ROWS), (unsigned)a.KVH, (unsigned)B);
         fa_dkv_kernel<D><<<grid, FA_THREADS, smem>>>(a);
         CUDA_TRY_LAUNCH();
@@ -662,7 +659,7 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     fa_output(dq, &a.y, &a.ydt, &a.yb, &a.yt);
     fa_output(dk, &a.dk, &a.dkdt, &a.dkb, &a.dkt);
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
-    const int64_t rows = (int64_t)(a.Tq > 0 ? a.H : 0) * a.Tq;
+    const int64_t rows = (int64_t)a.H * a.Tq;
     cu_of(be)->attention_flash_calls++;
     const bool want_dq = dq != NULL, want_dkv = dk || dv;
     if (!want_dq && !want_dkv) return AD_OK;

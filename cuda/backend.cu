@@ -318,11 +318,11 @@ static int setup(cu_impl *impl) {
     cudaDeviceProp prop;
     CUDA_TRY(cudaGetDeviceProperties(&prop, impl->device));
     impl->cc_major = prop.major;
-    const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+    const char *path = getenv(AD_CUDA_ATTENTION_ENV);
     if (path && *path) {
         impl->attention_path = ad_cuda_attention_path_of(path);
         if (impl->attention_path < 0)
-            return ad_fail("AUDISTILL_CUDA_ATTENTION=%s: expected auto, kernel, gemm or flash",
+            return ad_fail("%s=%s: expected auto, kernel, gemm or flash", AD_CUDA_ATTENTION_ENV,
                            path);
     }
     return AD_OK;

@@ -270,6 +270,14 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
                                const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p,
                                const int *key_len);
 
+/* Dynamic shared memory of a kernel, with the opt-in above 48 KiB. */
+template <typename K> static int cu_smem_for(K kernel, size_t bytes) {
+    if (bytes > (size_t)48 * 1024)
+        CUDA_TRY(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return AD_OK;
+}
+
 /* ---- attention's kernel arguments (attention.cu, attention_flash.cu) ---------------------- */
 /* q, k, v (and the backward's forward output o and its gradient dout) as [B, T, heads * D]
  * views: data, dtype, batch and time strides in elements. */

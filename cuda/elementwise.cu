@@ -158,6 +158,15 @@ static void flatten_contiguous(cu_rows *const *rs, int n) {
     }
 }
 
+/* Whether every view is one contiguous f32 row starting 16-byte aligned (after
+ * flatten_contiguous): the flat4 kernels' case. */
+static bool flat_f32_aligned(cu_rows *const *views, int n) {
+    for (int i = 0; i < n; i++)
+        if (views[i]->rows != 1 || views[i]->dtype != AD_F32 || (uintptr_t)views[i]->base % 16)
+            return false;
+    return true;
+}
+
 /* The op of `kind` on one element (b unused by the unary ones). */
 __device__ static inline float ew_apply(int kind, float a, float b) {
     if (kind == EW_COPY) return a;
@@ -211,11 +220,7 @@ static int launch_rows(int kind, cu_rows y, cu_rows a, cu_rows b) {
     if (a.rows * a.cols == 0) return AD_OK;
     cu_rows *all[3] = {&y, &a, &b};
     flatten_contiguous(all, 3);
-    bool flat4 = a.rows == 1;
-    for (int i = 0; i < 3; i++)
-        flat4 = flat4 && all[i]->rows == 1 && all[i]->dtype == AD_F32 &&
-                (uintptr_t)all[i]->base % 16 == 0;
-    if (flat4) {
+    if (flat_f32_aligned(all, 3)) {
         flat4_kernel<<<cu_blocks((a.cols + 3) / 4, EW_BLOCK), EW_BLOCK>>>(
             kind, (float *)y.base, (const float *)a.base, (const float *)b.base, a.cols);
         CUDA_TRY_LAUNCH();
@@ -380,11 +385,7 @@ int cu_silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const
     if (n == 0 || (!dgate && !dup)) return AD_OK;
     cu_rows *views[5] = {&rdy, &rg, &ru, &rdg, &rdu};
     flatten_contiguous(views, 5);
-    bool flat4 = true;
-    for (int i = 0; i < 5; i++)
-        flat4 = flat4 && views[i]->rows == 1 && views[i]->dtype == AD_F32 &&
-                (uintptr_t)views[i]->base % 16 == 0;
-    if (flat4) {
+    if (flat_f32_aligned(views, 5)) {
         silu_mul_bwd_flat4_kernel<<<cu_blocks((rdy.cols + 3) / 4, EW_BLOCK), EW_BLOCK>>>(
             (float *)rdg.base, (float *)rdu.base, dgate != NULL, dup != NULL,
             (const float *)rdy.base, (const float *)rg.base, (const float *)ru.base, rdy.cols);

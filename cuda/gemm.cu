@@ -83,8 +83,7 @@ __global__ static void convert_rows_kernel(char *dst, int odt, const char *src, 
                 else
                     *(float4 *)((float *)dst + out + c) = v;
             }
-        }
-        if (quad) { /* a flat row's last cols % 4 elements: the one thread whose quad ends past */
+            /* a flat row's last cols % 4 elements: the one thread whose quad ends past them */
             for (; c < cols; c++)
                 cu_store(dst, odt, out + c, cu_load(src, dt, in + c));
         } else {

@@ -3,6 +3,7 @@
 #ifndef AUDISTILL_BACKEND_CUDA_SIZES_H
 #define AUDISTILL_BACKEND_CUDA_SIZES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* cuBLASLt workspace: what its heuristics ask for on Hopper for large GEMMs. */
@@ -11,5 +12,12 @@
 #define AD_CUDA_GEMM_TILE_FLOATS ((size_t)32 << 20)
 /* Default bytes of each score buffer of attention's GEMM path (ad_cuda_set_attention_scratch). */
 #define AD_CUDA_ATTENTION_SCRATCH_BYTES ((size_t)256 << 20)
+/* The environment variable that sets every new CUDA backend's attention path. */
+#define AD_CUDA_ATTENTION_ENV "AUDISTILL_CUDA_ATTENTION"
+
+/* The head dims the flash attention kernels have (cuda/attention_flash.cu, a template each). */
+static inline bool ad_cuda_flash_head_dim(int head_dim) {
+    return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
 
 #endif

@@ -44,13 +44,8 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
  * with AUDISTILL_CUDA_ATTENTION=flash (cuda/backend_cuda.h). */
 static bool job_flash(const ad_train_job *job) {
     if (strcmp(job->train.attention, "auto") != 0) return !strcmp(job->train.attention, "flash");
-    const char *path = getenv("AUDISTILL_CUDA_ATTENTION");
+    const char *path = getenv(AD_CUDA_ATTENTION_ENV);
     return path && !strcmp(path, "flash");
-}
-
-/* Whether attention of this head dim runs in the flash kernels (cuda/attention_flash.cu). */
-static bool flash_head_dim(bool flash, int head_dim) {
-    return flash && (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
 }
 
 /* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
@@ -76,8 +71,8 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
                acts_enc = clips * enc_t * (size_t)c->encoder_ffn_dim;
         gemm = 2 * widest + 2 * (acts_dec > acts_enc ? acts_dec : acts_enc);
     }
-    const bool flash_dec = flash_head_dim(flash, c->head_dim),
-               flash_enc = flash_head_dim(flash, c->encoder_head_dim);
+    const bool flash_dec = flash && ad_cuda_flash_head_dim(c->head_dim),
+               flash_enc = flash && ad_cuda_flash_head_dim(c->encoder_head_dim);
     size_t scores_dec = flash_dec ? 0 : 4 * (size_t)c->num_attention_heads * dec_t * dec_t,
            scores_enc = flash_enc ? 0 : 4 * (size_t)c->encoder_attention_heads * enc_t * enc_t;
     size_t scores = scores_dec > scores_enc ? scores_dec : scores_enc;
