@@ -361,7 +361,7 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     attn_args a;
     AD_TRY(make_args(be, op, &a, q, k, v, p));
     const ad_tensor *outputs[1] = {out};
-    if (cu_attention_flash_suits(be, p)) return cu_attention_flash(be, out, &a);
+    if (cu_attention_flash_suits(be, p, Tq)) return cu_attention_flash(be, out, &a);
     if (cu_attention_gemm_suits(be, q, k, p, outputs, 1))
         return cu_attention_gemm(be, out, q, k, v, p, a.key_len);
     a.o = (const char *)out->data;
@@ -420,7 +420,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
     a.ddt = dout->dtype;
     a.db = dout->stride[0];
     a.dt = dout->stride[1];
-    if (cu_attention_flash_suits(be, p)) return cu_attention_backward_flash(be, dq, dk, dv, &a);
+    if (cu_attention_flash_suits(be, p, Tq)) return cu_attention_backward_flash(be, dq, dk, dv, &a);
     if (cu_attention_gemm_suits(be, q, k, p, outputs, 3))
         return cu_attention_backward_gemm(be, dq, dk, dv, dout, out, q, k, v, p, a.key_len);
     float *stats = NULL;

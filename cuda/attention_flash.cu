@@ -29,6 +29,7 @@
 #define FA_KEYS    64              /* keys per tile of the forward and the dQ pass */
 #define FA_QUERIES 32              /* queries per tile of the dK/dV pass */
 #define FA_PAD     8 /* bf16 per shared row past D: a warp's fragment loads hit distinct banks */
+static_assert(FA_ROWS <= FA_KEYS, "the forward and dQ kernels stage a block's rows in a key tile");
 
 /* attention.cu's arguments, and what the flash kernels write. */
 struct fa_args : cu_attn_args {
@@ -220,6 +221,46 @@ __device__ static inline void fa_accumulate(float acc[][4], const float p[][4],
     }
 }
 
+/* Four elements from global memory as packed bf16 (f32 rounded as cu_store rounds). */
+__device__ static inline uint2 fa_quad(const float *p) {
+    const float4 v = __ldg((const float4 *)p);
+    return make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
+}
+__device__ static inline uint2 fa_quad(const uint16_t *p) {
+    return __ldg((const uint2 *)p);
+}
+
+/* fa_load_tile's four-at-a-time path for one element type. Each thread's loads are issued in
+ * batches before any of them is stored: a load followed by its store per element would wait
+ * out the memory latency once per element. */
+template <int D, int N, typename T>
+__device__ static inline void fa_load_quads(uint16_t *tile, const T *p, int64_t base, int64_t ts,
+                                            int64_t r0, int64_t valid) {
+    constexpr int quarter = D / 4, per_thread = N * quarter / FA_THREADS;
+    constexpr int batch = per_thread < 4 ? per_thread : 4, rows_per_step = FA_THREADS / quarter;
+    static_assert(N * quarter % FA_THREADS == 0 && per_thread % batch == 0 &&
+                      FA_THREADS % quarter == 0,
+                  "tile shape");
+    /* each step of FA_THREADS quads moves this thread rows_per_step rows down, same columns */
+    const int r = (int)threadIdx.x / quarter, c = 4 * ((int)threadIdx.x % quarter);
+    const T *src = p + base + (r0 + r) * ts + c;
+    uint16_t *dst = tile + r * (D + FA_PAD) + c;
+    /* batches not unrolled: the addresses of a whole tile's loads, hoisted, would take more
+     * registers than the kernels have */
+#pragma unroll 1
+    for (int k0 = 0; k0 < per_thread; k0 += batch) {
+        uint2 w[batch];
+        CU_UNROLL
+        for (int k = 0; k < batch; k++) {
+            const int rr = (k0 + k) * rows_per_step;
+            w[k] = r0 + r + rr < valid ? fa_quad(src + rr * ts) : make_uint2(0, 0);
+        }
+        CU_UNROLL
+        for (int k = 0; k < batch; k++)
+            *(uint2 *)(dst + (k0 + k) * rows_per_step * (D + FA_PAD)) = w[k];
+    }
+}
+
 /* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
  * into a shared bf16 tile; rows at or past `valid` are zero and never read. Four elements per
  * load when every row of the view starts 4-element aligned (the usual case), else two. */
@@ -229,22 +270,10 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
     const int es = dt == AD_F32 ? 4 : 2;
     if ((dt == AD_F32 || dt == AD_BF16) && ts % 4 == 0 &&
         ((uintptr_t)p + (uintptr_t)base * es) % (uintptr_t)(4 * es) == 0) {
-        constexpr int quarter = D / 4;
-        for (int idx = threadIdx.x; idx < N * quarter; idx += FA_THREADS) {
-            const int r = idx / quarter, c = 4 * (idx % quarter);
-            const int64_t row = r0 + r;
-            uint2 w = make_uint2(0, 0);
-            if (row < valid) {
-                const int64_t off = base + row * ts + c;
-                if (dt == AD_F32) {
-                    const float4 v = *(const float4 *)((const float *)p + off);
-                    w = make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
-                } else {
-                    w = *(const uint2 *)((const uint16_t *)p + off);
-                }
-            }
-            *(uint2 *)(tile + r * (D + FA_PAD) + c) = w;
-        }
+        if (dt == AD_F32)
+            fa_load_quads<D, N>(tile, (const float *)p, base, ts, r0, valid);
+        else
+            fa_load_quads<D, N>(tile, (const uint16_t *)p, base, ts, r0, valid);
         return;
     }
     constexpr int half = D / 2;
@@ -260,25 +289,50 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
     }
 }
 
-/* A fragments of rows r and r + 8 (one warp's 16) of one head, straight from global memory;
- * rows at or past `valid` are zero. */
+/* A fragments of one warp's 16 rows (from row0 of a shared tile), all D columns. */
 template <int D>
-__device__ static inline void fa_global_a(uint32_t f[][4], const char *p, int dt, int64_t base,
-                                          int64_t ts, int64_t r, int64_t valid, int t) {
+__device__ static inline void fa_frags_a(uint32_t f[][4], const uint16_t *tile, int row0,
+                                         int lane) {
     CU_UNROLL
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c = kk * 16 + 2 * t;
+    for (int kk = 0; kk < D / 16; kk++)
+        fa_frag_a<D>(f[kk], tile, row0, 16 * kk, lane);
+}
+
+/* Lane t's part (columns t D/4 .. (t + 1) D/4) of one row's x . y in fp32, x and y elements
+ * xo and yo of their views; four at a time when both are f32 and 16-byte aligned there. */
+template <int D>
+__device__ static inline float fa_dot_part(const char *x, int xdt, int64_t xo, const char *y,
+                                           int ydt, int64_t yo, int t) {
+    constexpr int part = D / 4;
+    xo += t * part, yo += t * part;
+    float d = 0.0f;
+    if (xdt == AD_F32 && ydt == AD_F32 && ((uintptr_t)((const float *)x + xo) % 16) == 0 &&
+        ((uintptr_t)((const float *)y + yo) % 16) == 0) {
+        float4 xs[part / 4], ys[part / 4];
         CU_UNROLL
-        for (int half = 0; half < 2; half++) {
-            const int64_t row = r + 8 * half;
-            if (row < valid) {
-                const int64_t off = base + row * ts + c;
-                f[kk][half] = cu_bf16_pair(cu_load(p, dt, off), cu_load(p, dt, off + 1));
-                f[kk][half + 2] = cu_bf16_pair(cu_load(p, dt, off + 8), cu_load(p, dt, off + 9));
-            } else {
-                f[kk][half] = f[kk][half + 2] = 0;
-            }
+        for (int k = 0; k < part / 4; k++) {
+            xs[k] = __ldg((const float4 *)((const float *)x + xo) + k);
+            ys[k] = __ldg((const float4 *)((const float *)y + yo) + k);
         }
+        CU_UNROLL
+        for (int k = 0; k < part / 4; k++)
+            d += xs[k].x * ys[k].x + xs[k].y * ys[k].y + xs[k].z * ys[k].z + xs[k].w * ys[k].w;
+        return d;
+    }
+    for (int c = 0; c < part; c++)
+        d += cu_load(x, xdt, xo + c) * cu_load(y, ydt, yo + c);
+    return d;
+}
+
+/* y[off], y[off + 1] = v0, v1: one store where the pair is aligned. */
+__device__ static inline void fa_store_pair(char *y, int dt, int64_t off, float v0, float v1) {
+    if (dt == AD_F32 && (uintptr_t)((float *)y + off) % 8 == 0) {
+        *(float2 *)((float *)y + off) = make_float2(v0, v1);
+    } else if (dt == AD_BF16 && (uintptr_t)((uint16_t *)y + off) % 4 == 0) {
+        *(uint32_t *)((uint16_t *)y + off) = cu_bf16_pair(v0, v1);
+    } else {
+        cu_store(y, dt, off, v0);
+        cu_store(y, dt, off + 1, v1);
     }
 }
 
@@ -362,7 +416,8 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-template <int D> __global__ static void fa_forward_kernel(fa_args a) {
+template <int D>
+__global__ static void __launch_bounds__(FA_THREADS, 3) fa_forward_kernel(fa_args a) {
     __shared__ __align__(16) uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2],
         v_words[FA_KEYS * (D + FA_PAD) / 2];
     uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
@@ -374,7 +429,9 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
     const int64_t lim_lo = fa_limit(a, kb, r), lim_hi = fa_limit(a, kb, r + 8);
     const int64_t kend = fa_block_keys(a, kb, i0);
     uint32_t qf[D / 16][4];
-    fa_global_a<D>(qf, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, r, a.Tq, t);
+    fa_load_tile<D, FA_ROWS>(ks, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
+    __syncthreads();
+    fa_frags_a<D>(qf, ks, warp * 16, lane); /* the loop's first barrier protects ks */
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     CU_UNROLL
     for (int n = 0; n < D / 8; n++)
@@ -402,10 +459,8 @@ template <int D> __global__ static void fa_forward_kernel(fa_args a) {
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f; /* a row that sees no key: 0 */
         const int64_t off = b * a.yb + row * a.yt + (int64_t)h * D + 2 * t;
         CU_UNROLL
-        for (int n = 0; n < D / 8; n++) {
-            cu_store(a.y, a.ydt, off + 8 * n, o[n][2 * hh] * inv);
-            cu_store(a.y, a.ydt, off + 8 * n + 1, o[n][2 * hh + 1] * inv);
-        }
+        for (int n = 0; n < D / 8; n++)
+            fa_store_pair(a.y, a.ydt, off + 8 * n, o[n][2 * hh] * inv, o[n][2 * hh + 1] * inv);
     }
 }
 
@@ -424,18 +479,19 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
     const int64_t kend = fa_block_keys(a, kb, i0);
     const int64_t kbase = b * a.kb + (int64_t)kvh * D, vbase = b * a.vb + (int64_t)kvh * D;
     uint32_t qf[D / 16][4];
-    fa_global_a<D>(qf, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, r, a.Tq, t);
+    fa_load_tile<D, FA_ROWS>(ks, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
+    __syncthreads();
+    fa_frags_a<D>(qf, ks, warp * 16, lane); /* the loop's first barrier protects ks */
 
     /* delta = dO . O per row in fp32 (the 4 lanes of a row split its D columns) */
     float delta[2];
     CU_UNROLL
     for (int hh = 0; hh < 2; hh++) {
         const int64_t row = r + 8 * hh;
-        float d = 0.0f;
-        if (row < a.Tq)
-            for (int c = t * (D / 4); c < (t + 1) * (D / 4); c++)
-                d += cu_load(a.dout, a.ddt, b * a.db + row * a.dt + (int64_t)h * D + c) *
-                     cu_load(a.o, a.odt, b * a.ob + row * a.ot + (int64_t)h * D + c);
+        const float d = row < a.Tq
+                            ? fa_dot_part<D>(a.dout, a.ddt, b * a.db + row * a.dt + (int64_t)h * D,
+                                             a.o, a.odt, b * a.ob + row * a.ot + (int64_t)h * D, t)
+                            : 0.0f;
         delta[hh] = fa_row_sum(d);
     }
 
@@ -464,7 +520,10 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
 
     /* sweep 2: P, dP = dO V^T, dS = P (dP - delta), dQ += dS K */
     uint32_t gf[D / 16][4];
-    fa_global_a<D>(gf, a.dout, a.ddt, b * a.db + (int64_t)h * D, a.dt, r, a.Tq, t);
+    __syncthreads(); /* sweep 1's last tile is consumed */
+    fa_load_tile<D, FA_ROWS>(vs, a.dout, a.ddt, b * a.db + (int64_t)h * D, a.dt, i0, a.Tq);
+    __syncthreads();
+    fa_frags_a<D>(gf, vs, warp * 16, lane); /* the loop's first barrier protects vs */
     float dq[D / 8][4];
     CU_UNROLL
     for (int n = 0; n < D / 8; n++)
@@ -500,10 +559,9 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
         if (row >= a.Tq) continue;
         const int64_t off = b * a.yb + row * a.yt + (int64_t)h * D + 2 * t;
         CU_UNROLL
-        for (int n = 0; n < D / 8; n++) {
-            cu_store(a.y, a.ydt, off + 8 * n, dq[n][2 * hh] * a.scale);
-            cu_store(a.y, a.ydt, off + 8 * n + 1, dq[n][2 * hh + 1] * a.scale);
-        }
+        for (int n = 0; n < D / 8; n++)
+            fa_store_pair(a.y, a.ydt, off + 8 * n, dq[n][2 * hh] * a.scale,
+                          dq[n][2 * hh + 1] * a.scale);
     }
 }
 
@@ -585,24 +643,28 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
         if (key >= a.Tk) continue;
         CU_UNROLL
         for (int n = 0; n < D / 8; n++) {
-            CU_UNROLL
-            for (int e = 0; e < 2; e++) {
-                const int64_t c = (int64_t)kvh * D + 8 * n + 2 * t + e;
-                if (a.dk)
-                    cu_store(a.dk, a.dkdt, b * a.dkb + key * a.dkt + c,
-                             dk[n][2 * hh + e] * a.scale);
-                if (a.dv) cu_store(a.dv, a.dvdt, b * a.dvb + key * a.dvt + c, dv[n][2 * hh + e]);
-            }
+            const int64_t c = (int64_t)kvh * D + 8 * n + 2 * t;
+            if (a.dk)
+                fa_store_pair(a.dk, a.dkdt, b * a.dkb + key * a.dkt + c, dk[n][2 * hh] * a.scale,
+                              dk[n][2 * hh + 1] * a.scale);
+            if (a.dv)
+                fa_store_pair(a.dv, a.dvdt, b * a.dvb + key * a.dvt + c, dv[n][2 * hh],
+                              dv[n][2 * hh + 1]);
         }
     }
 }
 
 /* ---- host side ----------------------------------------------------------------------------- */
 
-bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p) {
+bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p, int64_t Tq) {
     const cu_impl *impl = cu_of(be);
-    if (impl->attention_path != AD_CUDA_ATTENTION_FLASH || impl->cc_major < 8) return false;
-    return ad_cuda_flash_head_dim(p->head_dim);
+    if (impl->cc_major < 8 || !ad_cuda_flash_head_dim(p->head_dim)) return false;
+    if (impl->attention_path == AD_CUDA_ATTENTION_FLASH) return true;
+    /* AUTO: under bf16 GEMMs the batched GEMMs round the same operands to bf16, and the flash
+     * kernels were faster on an H100 at 1,220 and 4,880 tokens (experiments/RESULTS.md); decoding
+     * steps keep the tiled kernels. */
+    return impl->attention_path == AD_CUDA_ATTENTION_AUTO && impl->bf16_gemm &&
+           Tq >= AD_CUDA_ATTENTION_MIN_ROWS;
 }
 
 static void fa_output(const ad_tensor *t, char **data, int *dt, int64_t *bs, int64_t *ts) {

@@ -15,8 +15,7 @@
 
 #include "cuda_internal.h"
 
-#define ATTG_MIN_ROWS 16
-#define ATTG_BLOCK    128
+#define ATTG_BLOCK 128
 
 /* Keys visible to query row i of batch element b: [0, limit). */
 __device__ static inline int64_t attg_limit(const int *key_len, int64_t b, int64_t Tk, bool causal,
@@ -181,7 +180,7 @@ bool cu_attention_gemm_suits(ad_backend *be, const ad_tensor *q, const ad_tensor
     const ad_dtype dt = attg_operand_dtype(be);
     for (int i = 0; i < n_outputs; i++)
         if (outputs[i] && outputs[i]->dtype != AD_F32 && outputs[i]->dtype != dt) return false;
-    return mode == AD_CUDA_ATTENTION_GEMM || Tq >= ATTG_MIN_ROWS;
+    return mode == AD_CUDA_ATTENTION_GEMM || Tq >= AD_CUDA_ATTENTION_MIN_ROWS;
 }
 
 /* Scores, then probabilities, of `hn` query heads from h0 of batch element b in `s` (f32);

@@ -26,9 +26,10 @@ int ad_backend_cuda_create(ad_backend **out, int device);
  * autocast does. Parity with the CPU reference drops from ~1e-6 to bf16 rounding (~1e-2
  * normwise); speed rises several times. */
 int ad_cuda_set_bf16_matmul(ad_backend *be, bool on);
-/* How attention runs. AUTO (the default): training-size sequences through batched GEMMs
- * (scores materialised per head block, every FLOP on cuBLASLt), decoding steps and sequences
- * too long for the score scratch through the tiled kernels. KERNEL and GEMM force one path
+/* How attention runs. AUTO (the default): training-size sequences through the flash kernels
+ * under bf16 GEMMs (where FLASH applies), else through batched GEMMs (scores materialised per
+ * head block, every FLOP on cuBLASLt); decoding steps and sequences too long for the score
+ * scratch through the tiled kernels. KERNEL and GEMM force one path
  * where it applies (GEMM still falls back when the scores would not fit); tests compare them.
  * FLASH: flash attention on the tensor cores (bf16 operands whatever the GEMM precision, head
  * dims 16/32/64/128, sm_80+; other calls take AUTO's choice). The environment variable

@@ -293,10 +293,11 @@ typedef struct {
 } cu_attn_args;
 
 /* ---- flash attention on the tensor cores (attention_flash.cu) ---------------------------- */
-/* Whether this call goes through the flash kernels (forced by ad_cuda_set_attention_path, a
- * head dim of 16, 32, 64 or 128, sm_80 or newer). Arguments checked by the caller, which built
+/* Whether this call of Tq query rows goes through the flash kernels: a head dim of 16, 32, 64
+ * or 128 on sm_80 or newer, and either forced (ad_cuda_set_attention_path) or AUTO under bf16
+ * GEMMs for at least AD_CUDA_ATTENTION_MIN_ROWS rows. Arguments checked by the caller, which built
  * `a` (o and dout set for the backward). */
-bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p);
+bool cu_attention_flash_suits(ad_backend *be, const ad_attention_params *p, int64_t Tq);
 int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *a);
 int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
                                 const cu_attn_args *a);

@@ -15,6 +15,10 @@
 /* The environment variable that sets every new CUDA backend's attention path. */
 #define AD_CUDA_ATTENTION_ENV "AUDISTILL_CUDA_ATTENTION"
 
+/* Query rows from which AUTO leaves attention's tiled kernels (decoding steps) for the batched
+ * GEMMs or, under bf16 GEMMs, the flash kernels. */
+#define AD_CUDA_ATTENTION_MIN_ROWS 16
+
 /* The head dims the flash attention kernels have (cuda/attention_flash.cu, a template each). */
 static inline bool ad_cuda_flash_head_dim(int head_dim) {
     return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;

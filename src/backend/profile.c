@@ -322,6 +322,10 @@ int ad_backend_count_flops(ad_backend *be) {
     return be->profile ? AD_OK : start(be, false);
 }
 
+bool ad_backend_profile_timing(const ad_backend *be) {
+    return be && be->profile && ((const prof_state *)be->profile)->timing;
+}
+
 double ad_backend_profile_flops(const ad_backend *be) {
     return be && be->profile ? ((const prof_state *)be->profile)->flops : -1;
 }

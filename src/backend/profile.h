@@ -10,6 +10,7 @@
 #ifndef AUDISTILL_BACKEND_PROFILE_H
 #define AUDISTILL_BACKEND_PROFILE_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "backend/backend.h"
@@ -20,6 +21,8 @@ int ad_backend_profile_start(ad_backend *be);
  * `train --benchmark` reports as TFLOP per step. Nothing when a profile runs already (it counts
  * them too). */
 int ad_backend_count_flops(ad_backend *be);
+/* Whether a timed profile runs (ad_backend_profile_start, not only counting FLOPs). */
+bool ad_backend_profile_timing(const ad_backend *be);
 /* FLOPs credited since the (re)start, or -1 when neither runs. */
 double ad_backend_profile_flops(const ad_backend *be);
 /* Restores the op table and frees the counts; nothing when not profiling. */

@@ -40,12 +40,13 @@ static int64_t count_params(const ad_model_config *cfg, const ad_trainable *trai
     return total;
 }
 
-/* Whether the job's attention goes through the flash kernels: train.attention: flash, or auto
- * with AUDISTILL_CUDA_ATTENTION=flash (cuda/backend_cuda.h). */
-static bool job_flash(const ad_train_job *job) {
-    if (strcmp(job->train.attention, "auto") != 0) return !strcmp(job->train.attention, "flash");
-    const char *path = getenv(AD_CUDA_ATTENTION_ENV);
-    return path && !strcmp(path, "flash");
+/* Whether the job's attention goes through the flash kernels under GEMMs in bf16 or not:
+ * train.attention: flash; or auto, which leaves AUDISTILL_CUDA_ATTENTION in force and otherwise
+ * takes them under bf16 GEMMs (cuda/backend_cuda.h). */
+static bool job_flash(const ad_train_job *job, bool bf16) {
+    const char *path = job->train.attention, *env = getenv(AD_CUDA_ATTENTION_ENV);
+    if (!strcmp(path, "auto") && env && *env) path = env;
+    return !strcmp(path, "flash") || (!strcmp(path, "auto") && bf16);
 }
 
 /* The CUDA backend's own buffers, which grow to the largest call and are kept (cuda/):
@@ -131,7 +132,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
      * master weights); the full host copies for checkpoints are rank 0's. */
     const size_t shards = job->train.zero ? (size_t)ranks : 1;
     const size_t adam_here = (adam + shards - 1) / shards;
-    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16, job_flash(job)) : 0;
+    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16, job_flash(job, bf16)) : 0;
     const size_t acts = p->student_activations + p->teacher_activations + p->scratch;
     if (cuda && !strcmp(job->train.optimizer, "device")) {
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
@@ -153,7 +154,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
                            (4 * (size_t)p->trainable_params + adam + shards - 1) / shards +
                            p->gradients + p->student_activations + p->teacher_activations +
-                           cuda_scratch_bytes(&student, &lim, true, job_flash(job));
+                           cuda_scratch_bytes(&student, &lim, true, job_flash(job, true));
     return AD_OK;
 }
 
@@ -177,7 +178,9 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
     if (p->scratch)
         fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB%s\n", gib(p->scratch),
-                job_flash(job) ? " (attention: the flash kernels where the head dim allows)" : "");
+                job_flash(job, !strcmp(job->train.precision, "bf16"))
+                    ? " (attention: the flash kernels where the head dim allows)"
+                    : "");
     fprintf(out, "  Adam moments (fp32 m, v)                %10.2f GiB",
             gib(8 * (size_t)p->trainable_params));
     if (job->train.zero && p->ranks > 1)

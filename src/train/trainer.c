@@ -221,8 +221,9 @@ static const ad_field train_fields[] = {
      .offset = offsetof(ad_train_options, attention),
      .default_value = "auto",
      .choices = "auto|gemm|flash|kernel",
-     .help = "how attention runs on the GPU (device: cuda): auto (batched GEMMs for training-size "
-             "sequences, or what AUDISTILL_CUDA_ATTENTION says), gemm, flash (flash attention on "
+     .help = "how attention runs on the GPU (device: cuda): auto (what AUDISTILL_CUDA_ATTENTION "
+             "says, else for training-size sequences the flash kernels under precision bf16 and "
+             "batched GEMMs under fp32), gemm, flash (flash attention on "
              "the tensor cores: bf16 operands whatever the precision, no score matrix in memory; "
              "head dims 16/32/64/128 on sm_80+, others take auto's way) or kernel (the tiled fp32 "
              "kernels). The results agree to rounding"},
@@ -937,6 +938,11 @@ static int step_timer_stop(step_timer *t, ad_backend *be, int64_t supervised) {
     if (be->synchronize) AD_TRY(be->synchronize(be));
     if (t->n < t->cap) t->ms[t->n++] = 1e3 * (ad_now_seconds() - t->start);
     if (t->n > 1) t->tokens += (double)supervised; /* the first step is the warm-up */
+    if (t->n == 1 && ad_backend_profile_timing(be)) {
+        /* AUDISTILL_PROFILE: the warm-up step's one-time costs (first launches, allocations)
+         * and the loading before it stay out of the op table */
+        AD_TRY(ad_backend_profile_start(be));
+    }
     t->flops_last = ad_backend_profile_flops(be);
     if (t->n == 1) t->flops_warm = t->flops_last;
     return AD_OK;

@@ -21,7 +21,7 @@
 # 7. train.attention: flash, on tiny_a re-headed to one audio-encoder head of 16 (weights
 #    unchanged) so that the encoder's attention (teacher and student) takes the flash kernels:
 #    per-step losses within 1e-3 relative of attention: gemm's, and not its bits (the key
-#    reaches the backend).
+#    reaches the backend); attention: auto under precision bf16 gives flash's bits.
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -201,7 +201,7 @@ print(f"precision bf16: losses within {near:.3g} of fp32 (tolerance 1e-2), at le
 sys.exit(not (near <= 1e-2 and apart > 1e-5 and worst <= 5e-2))
 PY
 
-# 7. train.attention: flash against gemm, both precision bf16
+# 7. train.attention: flash against gemm and auto, all precision bf16
 cp -r "$fx/tiny_a" "$tmp/enc16"
 "$py" - "$tmp/enc16/config.json" <<'PY' || bad "re-heading tiny_a"
 import json, sys
@@ -209,7 +209,7 @@ c = json.load(open(sys.argv[1]))
 c["audio_config"]["encoder_attention_heads"] = 1
 json.dump(c, open(sys.argv[1], "w"), indent=1)
 PY
-for run in "att_gemm gemm" "att_flash flash"; do
+for run in "att_gemm gemm" "att_flash flash" "att_auto auto"; do
   set -- $run
   job "$1" cuda "$tmp/enc16" $'teacher: '"$tmp/enc16"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
   sed -i "s|^train: {device: cuda, steps: 6,|train: {device: cuda, precision: bf16, attention: $2, steps: 3,|" "$tmp/$1.yaml"
@@ -220,11 +220,12 @@ import json, sys
 tmp = sys.argv[1]
 def losses(run):
     return [r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r]
-g, f = losses("att_gemm"), losses("att_flash")
+g, f, a = losses("att_gemm"), losses("att_flash"), losses("att_auto")
 assert len(g) == len(f) == 3, (g, f)
 worst = max(abs(a - b) / abs(a) for a, b in zip(g, f))
-print(f"attention flash: per-step losses within {worst:.2g} of gemm's (tolerance 1e-3, and not 0)")
-sys.exit(not (0 < worst <= 1e-3))
+print(f"attention flash: per-step losses within {worst:.2g} of gemm's (tolerance 1e-3, and not 0); "
+      f"auto {'equals flash' if a == f else f'differs from flash: {a} against {f}'}")
+sys.exit(not (0 < worst <= 1e-3 and a == f))
 PY
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"

@@ -34,7 +34,13 @@ static inline const char *attention_path_name(int path) {
     return path == AD_CUDA_ATTENTION_KERNEL  ? " [kernel]"
            : path == AD_CUDA_ATTENTION_GEMM  ? " [GEMM]"
            : path == AD_CUDA_ATTENTION_FLASH ? " [flash]"
-                                             : "";
+                                             : " [auto]";
+}
+
+/* AUTO's choice, written out from backend_cuda.h's contract: the flash kernels under bf16 GEMMs
+ * for training-size query counts where a kernel exists for the head dim. */
+static inline bool attention_auto_takes_flash(const attn_case *ac, bool bf16_gemm) {
+    return bf16_gemm && attention_flash_applies(ac) && ac->Tq >= 16;
 }
 
 typedef struct {
@@ -54,14 +60,17 @@ static inline attention_calls attention_path_begin(int path, bool bf16_gemm) {
  * kernels take the head dims they have. Then the defaults again. */
 static inline void attention_path_end(const attn_case *ac, int path, bool bf16_gemm,
                                       attention_calls before, bool falls_back) {
-    const bool flash_expected = path == AD_CUDA_ATTENTION_FLASH && attention_flash_applies(ac);
+    const bool flash_expected =
+        (path == AD_CUDA_ATTENTION_FLASH && attention_flash_applies(ac)) ||
+        (path == AD_CUDA_ATTENTION_AUTO && attention_auto_takes_flash(ac, bf16_gemm));
     const bool gemm_expected =
         path == AD_CUDA_ATTENTION_GEMM && (ac->dt == AD_F32 || bf16_gemm) && !falls_back;
     CHECK_MSG((ad_cuda_attention_flash_calls(g_gpu) > before.flash) == flash_expected,
-              "%s: attention %s the flash kernels", ac->what,
+              "%s%s: attention %s the flash kernels", ac->what, attention_path_name(path),
               flash_expected ? "did not go through" : "went through");
-    /* (a head dim without flash kernels takes AUTO's choice, whichever it is) */
-    if (path != AD_CUDA_ATTENTION_FLASH || flash_expected)
+    /* (a head dim without flash kernels, and AUTO without them, take the GEMMs or the kernels:
+     * the GEMM cases above cover that choice) */
+    if (flash_expected || (path != AD_CUDA_ATTENTION_FLASH && path != AD_CUDA_ATTENTION_AUTO))
         CHECK_MSG((ad_cuda_attention_gemm_calls(g_gpu) > before.gemm) == gemm_expected,
                   "%s: attention went through the %s path", ac->what,
                   gemm_expected ? "kernel, not the GEMM" : "GEMM, not the kernel");

@@ -167,7 +167,7 @@ static void test_norm_backward(void) {
 }
 
 static void test_rope_backward(void) {
-    const int B = 2, T = 9, H = 5, D = 16; /* a full group of 4 heads and a partial one */
+    const int B = 2, T = 9, H = 10, D = 16; /* a full group of 8 heads and a partial one */
     int32_t pos[2 * 9];
     for (int i = 0; i < B * T; i++)
         pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);
@@ -181,9 +181,10 @@ static void test_rope_backward(void) {
     pair_free(&dx);
 }
 
-/* Each case through the four paths of attention_cases.h. */ /* Set while the GEMM path's scratch
-                                                                 is too small for the case: the
-                                                                 kernels must run. */
+/* Each case through the four paths of attention_cases.h, then AUTO under bf16 GEMMs. */ /* Set
+                                                                 while the GEMM path's scratch is
+                                                                 too small for the case: the kernels
+                                                                 must run. */
 static bool g_attention_falls_back;
 
 static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm);
@@ -193,6 +194,7 @@ static void one_attention_backward(const attn_case *ac) {
     one_attention_backward_path(ac, AD_CUDA_ATTENTION_GEMM, false);
     one_attention_backward_path(ac, AD_CUDA_ATTENTION_GEMM, true);
     one_attention_backward_path(ac, AD_CUDA_ATTENTION_FLASH, false);
+    one_attention_backward_path(ac, AD_CUDA_ATTENTION_AUTO, true);
 }
 
 static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm) {

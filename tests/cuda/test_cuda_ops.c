@@ -332,8 +332,8 @@ static void test_norms(void) {
 }
 
 static void test_rope(void) {
-    /* 6 heads: one full group of ROPE_HEADS (4) and a partial one */
-    const int B = 2, T = 9, H = 6, D = 16;
+    /* 11 heads: one full group of ROPE_HEADS (8) and a partial one */
+    const int B = 2, T = 9, H = 11, D = 16;
     int32_t pos[2 * 9];
     for (int i = 0; i < B * T; i++)
         pos[i] = (int32_t)ad_rng_below(&g_rng, 3000);
@@ -351,7 +351,7 @@ static void test_rope(void) {
     pair_free(&p);
 }
 
-/* Each case through the four paths of attention_cases.h. */
+/* Each case through the four paths of attention_cases.h, then AUTO under bf16 GEMMs. */
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm);
 
 static void one_attention(const attn_case *ac) {
@@ -359,6 +359,7 @@ static void one_attention(const attn_case *ac) {
     one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, false);
     one_attention_path(ac, AD_CUDA_ATTENTION_GEMM, true);
     one_attention_path(ac, AD_CUDA_ATTENTION_FLASH, false);
+    one_attention_path(ac, AD_CUDA_ATTENTION_AUTO, true);
 }
 
 static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {

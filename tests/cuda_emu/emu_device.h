@@ -28,6 +28,11 @@
 /* Built-in variables: the scheduler sets them before it switches to a thread. */
 extern uint3 ad_emu_thread_idx, ad_emu_block_idx;
 extern dim3 ad_emu_block_dim, ad_emu_grid_dim;
+/* launch bounds guide nvcc's register allocation; the emulator has none to guide */
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
+
 #define threadIdx ad_emu_thread_idx
 #define blockIdx  ad_emu_block_idx
 #define blockDim  ad_emu_block_dim

@@ -6,10 +6,12 @@
  * Step = teacher forward, student forward, fused KL + CE, student backward, global-norm
  * clipping, AdamW on the fp32 masters and the cast back to bf16. Prints one JSON line.
  *
- *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS [f32|bf16|bf16-flash]
+ *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS
+ *                      [f32|bf16|bf16-gemm|bf16-flash]
  * The last argument picks the GEMM precision: f32 (the reference, default) or bf16
- * (ad_cuda_set_bf16_matmul: operands rounded to bf16, fp32 accumulation, as autocast);
- * bf16-flash is bf16 with attention through the flash kernels (AD_CUDA_ATTENTION_FLASH). */
+ * (ad_cuda_set_bf16_matmul: operands rounded to bf16, fp32 accumulation, as autocast), with
+ * attention as AUTO picks it (the flash kernels where they apply); bf16-gemm and bf16-flash force
+ * attention through the batched GEMMs or the flash kernels (ad_cuda_set_attention_path). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +99,7 @@ static void make_batch(ad_batch *b, const ad_model_config *cfg, int n, int frame
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS "
-                        "STEPS [f32|bf16|bf16-flash]\n");
+                        "STEPS [f32|bf16|bf16-gemm|bf16-flash]\n");
         return 2;
     }
     const int batch = atoi(argv[3]), frames = atoi(argv[4]), targets = atoi(argv[5]),
@@ -105,13 +107,17 @@ int main(int argc, char **argv) {
     ad_backend *be;
     TRY(ad_backend_cuda_create(&be, 0));
     const char *mode = argc == 8 ? argv[7] : "f32";
-    const bool flash = strcmp(mode, "bf16-flash") == 0, bf16 = flash || strcmp(mode, "bf16") == 0;
+    const bool flash = strcmp(mode, "bf16-flash") == 0, gemm = strcmp(mode, "bf16-gemm") == 0,
+               bf16 = flash || gemm || strcmp(mode, "bf16") == 0;
     if (!bf16 && strcmp(mode, "f32") != 0) {
-        fprintf(stderr, "bench_distill_step: mode '%s' is not f32, bf16 or bf16-flash\n", mode);
+        fprintf(stderr, "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm or bf16-flash\n",
+                mode);
         return 2;
     }
     TRY(ad_cuda_set_bf16_matmul(be, bf16));
-    if (flash) TRY(ad_cuda_set_attention_path(be, AD_CUDA_ATTENTION_FLASH));
+    if (flash || gemm)
+        TRY(ad_cuda_set_attention_path(be,
+                                       flash ? AD_CUDA_ATTENTION_FLASH : AD_CUDA_ATTENTION_GEMM));
     double t0 = now_s();
     ad_model teacher, student;
     TRY(ad_model_load(&teacher, be, argv[1]));

@@ -16,8 +16,9 @@
 #   --sections   what to run, in this order, comma-separated (default tests,cli,bench):
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
 #                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
-#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-flash; bf16-flash is
-#                bf16 with attention through the flash kernels instead of the batched GEMMs)
+#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm): bf16 takes
+#                attention as AUTO does (the flash kernels), bf16-gemm and bf16-flash force it
+#                through the batched GEMMs or the flash kernels
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
@@ -31,7 +32,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-flash BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-gemm BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
@@ -59,7 +60,7 @@ for sec in ${SECTIONS//,/ }; do
     case $sec in tests | cli | bench | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
-    case $mode in f32 | bf16 | bf16-flash) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-flash)" >&2 && usage ;; esac
+    case $mode in f32 | bf16 | bf16-gemm | bf16-flash) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash)" >&2 && usage ;; esac
 done
 for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
@@ -245,8 +246,8 @@ run_bench() {
             status=1
         fi
     done
-    # Larger batches, bf16 GEMMs (and the flash kernels when bf16-flash is a mode): PyTorch
-    # (models built again, not saved) and audistill (the saved models) at the same shapes.
+    # Larger batches, the bf16 modes: PyTorch (models built again, not saved) and audistill (the
+    # saved models) at the same shapes; the op profile of the default (bf16) mode.
     local batch
     for batch in ${BATCHES//,/ }; do
         [[ $batch == "$FIRST_BATCH" ]] && continue
@@ -267,6 +268,9 @@ run_bench() {
                 >"$LOGS/audistill-$mode-b$batch.json" 2>"$LOGS/audistill-$mode-b$batch.log"; then
                 cat "$LOGS/audistill-$mode-b$batch.json"
                 jsons+=("$LOGS/audistill-$mode-b$batch.json")
+                [[ $mode == bf16 ]] &&
+                    sed -n '/^op profile/,/^profiled step/p' "$LOGS/audistill-$mode-b$batch.log" |
+                    head -45
             else
                 tail -20 "$LOGS/audistill-$mode-b$batch.log"
                 echo "FAILED: audistill benchmark at batch $batch ($mode)"
@@ -276,9 +280,10 @@ run_bench() {
     done
     # The same shapes through `audistill train` as users run it (precision bf16, the optimizer on
     # the device, decoder + lm_head trained): the loader and the trainer's host work included; no
-    # checkpoint is written. Three times: the student's GEMM weights in bf16 (the default), the
-    # same with attention through the flash kernels (AUDISTILL_CUDA_ATTENTION=flash), and in f32
-    # (student_weights: f32, converted in every GEMM), side by side.
+    # checkpoint is written. Once per mode in --modes: the student's GEMM weights in bf16 (the
+    # default), the same with attention forced through the GEMMs or the flash kernels
+    # (AUDISTILL_CUDA_ATTENTION), and in f32 (student_weights: f32, converted in every GEMM), side
+    # by side; then the op profile of the bf16 step, and with GEMM attention when that mode is in.
     section "audistill train --benchmark at the same shapes"
     "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
         cat >"$benchdir/train.yaml" <<YAML
@@ -290,34 +295,41 @@ train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, st
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
     sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
-    for weights in bf16 bf16-flash f32; do
+    for mode in bf16 bf16-gemm bf16-flash f32; do
+        [[ ,$MODES, == *,$mode,* ]] || continue
         cfg=$benchdir/train.yaml attention=auto
-        [[ $weights == f32 ]] && cfg=$benchdir/train-f32.yaml
-        [[ $weights == bf16-flash ]] && attention=flash
+        [[ $mode == f32 ]] && cfg=$benchdir/train-f32.yaml
+        [[ $mode == bf16-flash ]] && attention=flash
+        [[ $mode == bf16-gemm ]] && attention=gemm
         if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$BIN/audistill" train \
             --config "$cfg" --benchmark 8 \
-            >"$LOGS/train-bench-$weights.txt" 2>"$LOGS/train-bench-$weights.log"; then
-            echo "student weights $weights: $(cat "$LOGS/train-bench-$weights.txt")"
+            >"$LOGS/train-bench-$mode.txt" 2>"$LOGS/train-bench-$mode.log"; then
+            echo "mode $mode: $(cat "$LOGS/train-bench-$mode.txt")"
             # the FLOPs the op table counted, against the card's dense bf16 peak
-            sed -nE 's/.* ([0-9.e+-]+) TFLOP\/s.*/\1/p' "$LOGS/train-bench-$weights.txt" |
+            sed -nE 's/.* ([0-9.e+-]+) TFLOP\/s.*/\1/p' "$LOGS/train-bench-$mode.txt" |
                 awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
                     '{peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
-            grep -m1 "this job now" "$LOGS/train-bench-$weights.log"
+            grep -m1 "this job now" "$LOGS/train-bench-$mode.log"
         else
-            tail -20 "$LOGS/train-bench-$weights.log"
-            echo "FAILED: audistill train --benchmark (student weights $weights)"
+            tail -20 "$LOGS/train-bench-$mode.log"
+            echo "FAILED: audistill train --benchmark (mode $mode)"
             status=1
         fi
     done
-    # Where that step goes: every op of 3 steps timed (AUDISTILL_PROFILE; the device drained
-    # around each op, so only the table, not the step time, is meaningful here).
-    if AUDISTILL_PROFILE=1 timeout 240 "${RUN[@]}" "$BIN/audistill" train \
-        --config "$benchdir/train.yaml" --benchmark 3 >/dev/null 2>"$LOGS/train-profile.log"; then
-        sed -n '/^op profile/,$p' "$LOGS/train-profile.log" | head -25
-    else
-        tail -5 "$LOGS/train-profile.log"
-        echo "note: the profiled audistill train run failed"
-    fi
+    # Where that step goes: every op of 2 steps after the warm-up timed (AUDISTILL_PROFILE; the
+    # device drained around each op, so only the table, not the step time, is meaningful here).
+    for attention in auto gemm; do
+        [[ $attention == gemm && ,$MODES, != *,bf16-gemm,* ]] && continue
+        echo "-- op profile, attention $attention"
+        if AUDISTILL_CUDA_ATTENTION=$attention AUDISTILL_PROFILE=1 timeout 240 "${RUN[@]}" \
+            "$BIN/audistill" train --config "$benchdir/train.yaml" --benchmark 3 >/dev/null \
+            2>"$LOGS/train-profile-$attention.log"; then
+            sed -n '/^op profile/,$p' "$LOGS/train-profile-$attention.log" | head -25
+        else
+            tail -5 "$LOGS/train-profile-$attention.log"
+            echo "note: the profiled audistill train run failed (attention $attention)"
+        fi
+    done
     rm -rf "$benchdir/train-run"
     python3 - "${jsons[@]}" <<'PY' | tee "$LOGS/table.txt"
 import json, subprocess, sys
@@ -345,7 +357,10 @@ for r in rows:
 # (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
 by = {(r["impl"], r["tokens"]): r for r in rows}
 for tokens in sorted({r["tokens"] for r in rows}):
-    a, b = by.get(("audistill-bf16", tokens)), by.get(("audistill-bf16-flash", tokens))
+    a = by.get(("audistill-bf16-gemm", tokens))
+    b = by.get(("audistill-bf16-flash", tokens)) or by.get(("audistill-bf16", tokens))
+    if b and not b.get("attention_flash_calls"):
+        b = None  # AUTO did not take the flash kernels on this card
     if not (a and b):
         continue
     d = abs(a["loss_last"] - b["loss_last"])
