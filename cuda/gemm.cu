@@ -697,6 +697,16 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
                        "%lld]",
                        op, x->name, (long long)X.rows, (long long)X.cols, dy->name,
                        (long long)DY.rows, (long long)DY.cols, (long long)N, (long long)K);
+    /* Under bf16 GEMMs both products read dy rounded to bf16: it is converted once, into operand
+     * A's scratch, which neither GEMM then touches (their A is bf16 already, their B goes to
+     * B's scratch). The bias gradient sums the f32 dy. */
+    cu_mat DY16 = DY;
+    if (cu_of(be)->bf16_gemm && dx && dw && DY.dtype == AD_F32 && dx->dtype == AD_F32 &&
+        (W.dtype == AD_F32 || W.dtype == AD_BF16) && (X.dtype == AD_F32 || X.dtype == AD_BF16)) {
+        void *buf;
+        AD_TRY(cu_scratch(be, CU_SCRATCH_A, (size_t)(M * N) * 2, &buf));
+        AD_TRY(to_bf16(&DY, buf, &DY16));
+    }
     if (dx) {
         cu_mat DX;
         AD_TRY(output_mat(op, dx, &DX));
@@ -704,7 +714,7 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
         if (DX.rows != M || DX.cols != K)
             return ad_op_fail_tensor(op, dx, "expected %lld x %lld like x", (long long)M,
                                      (long long)K);
-        AD_TRY(cu_gemm(be, op, &DX, &DY, false, &W, false, 1.0f, 0.0f, NULL));
+        AD_TRY(cu_gemm(be, op, &DX, &DY16, false, &W, false, 1.0f, 0.0f, NULL));
     }
     if (dw) {
         cu_mat DW;
@@ -713,7 +723,7 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
         if (DW.rows != N || DW.cols != K)
             return ad_op_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
                                      (long long)K);
-        AD_TRY(cu_gemm(be, op, &DW, &DY, true, &X, false, 1.0f, 1.0f, NULL));
+        AD_TRY(cu_gemm(be, op, &DW, &DY16, true, &X, false, 1.0f, 1.0f, NULL));
     }
     if (db) {
         AD_TRY(cu_check(op, "db", db, CU_F32));

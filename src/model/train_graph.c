@@ -91,6 +91,7 @@ static int layout(ad_train_graph *g, carver *c) {
     const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
     const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
     const keep_mode ek = encoder_keep(g), dk = decoder_keep(g);
+    const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32; /* read by GEMMs only */
     AD_TRY(carve(c, &g->feat, AD_F32, C, M, T, "features"));
     AD_TRY(carve(c, &g->featT, AD_F32, C, T, M, "features (time-major)"));
     AD_TRY(carve(c, &g->x0, AD_F32, C, T, M, "conv1 input"));
@@ -112,15 +113,15 @@ static int layout(ad_train_graph *g, carver *c) {
                         : w.enc_attn;
         int64_t F = enc_all ? cfg->encoder_layer[l].ffn_dim : w.enc_ffn;
         AD_TRY(carve(c, &r->h_in, AD_F32, C, n1, d, "encoder layer input"));
-        AD_TRY(carve(c, &r->xn1, AD_F32, C, n1, d, "encoder ln1"));
+        AD_TRY(carve(c, &r->xn1, gin, C, n1, d, "encoder ln1"));
         AD_TRY(carve(c, &r->q, AD_F32, C, n1, A, "encoder q"));
         AD_TRY(carve(c, &r->k, AD_F32, C, n1, A, "encoder k"));
         AD_TRY(carve(c, &r->v, AD_F32, C, n1, A, "encoder v"));
         AD_TRY(carve(c, &r->att, AD_F32, C, n1, A, "encoder attention"));
         AD_TRY(carve(c, &r->h_mid, AD_F32, C, n1, d, "encoder mid"));
-        AD_TRY(carve(c, &r->xn2, AD_F32, C, n1, d, "encoder ln2"));
+        AD_TRY(carve(c, &r->xn2, gin, C, n1, d, "encoder ln2"));
         AD_TRY(carve(c, &r->f_pre, AD_F32, C, n1, F, "encoder fc1"));
-        AD_TRY(carve(c, &r->f_act, AD_F32, C, n1, F, "encoder gelu"));
+        AD_TRY(carve(c, &r->f_act, gin, C, n1, F, "encoder gelu"));
     }
     AD_TRY(carve(c, &g->ids, AD_I32, N, 0, 0, "ids"));
     AD_TRY(carve(c, &g->pos, AD_I32, N, 0, 0, "positions"));
@@ -143,16 +144,16 @@ static int layout(ad_train_graph *g, carver *c) {
         int64_t KV = dec_all ? (int64_t)s->num_key_value_heads * cfg->head_dim : w.dec_kv;
         int64_t F = dec_all ? s->intermediate_size : w.dec_ffn;
         AD_TRY(carve(c, &r->x_in, AD_F32, N, H, 0, "decoder layer input"));
-        AD_TRY(carve(c, &r->xn1, AD_F32, N, H, 0, "decoder rms1"));
+        AD_TRY(carve(c, &r->xn1, gin, N, H, 0, "decoder rms1"));
         AD_TRY(carve(c, &r->q, AD_F32, N, Q, 0, "decoder q"));
         AD_TRY(carve(c, &r->k, AD_F32, N, KV, 0, "decoder k"));
         AD_TRY(carve(c, &r->v, AD_F32, N, KV, 0, "decoder v"));
         AD_TRY(carve(c, &r->att, AD_F32, N, Q, 0, "decoder attention"));
         AD_TRY(carve(c, &r->x_mid, AD_F32, N, H, 0, "decoder mid"));
-        AD_TRY(carve(c, &r->xn2, AD_F32, N, H, 0, "decoder rms2"));
+        AD_TRY(carve(c, &r->xn2, gin, N, H, 0, "decoder rms2"));
         AD_TRY(carve(c, &r->gate, AD_F32, N, F, 0, "decoder gate"));
         AD_TRY(carve(c, &r->up, AD_F32, N, F, 0, "decoder up"));
-        AD_TRY(carve(c, &r->act, AD_F32, N, F, 0, "decoder silu*up"));
+        AD_TRY(carve(c, &r->act, gin, N, F, 0, "decoder silu*up"));
     }
     if (!g->any_trainable) return AD_OK;
     AD_TRY(carve(c, &g->d_sel, AD_F32, S, H, 0, "d supervised hidden"));

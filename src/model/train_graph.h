@@ -37,6 +37,11 @@ typedef struct {
     int max_frames;     /* mel frames per clip */
     int max_len;        /* tokens per row */
     int max_supervised; /* supervised rows per micro-batch */
+    /* Activations that only GEMMs read (the norms' outputs, silu * up, gelu's output) stored in
+     * bf16: for a backend whose GEMMs round their operands to bf16 (CUDA's bf16 GEMMs), the
+     * same bits the GEMMs would convert them to, without the conversions and at half the
+     * memory. Off on the CPU reference. */
+    bool gemm_inputs_bf16;
 } ad_graph_limits;
 
 typedef struct {

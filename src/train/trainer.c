@@ -505,7 +505,10 @@ void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_gra
     *lim = (ad_graph_limits){.max_clips = (int)job->train.micro_batch,
                              .max_frames = frames,
                              .max_len = (int)job->train.max_len,
-                             .max_supervised = (int)(job->train.micro_batch * job->train.max_len)};
+                             .max_supervised = (int)(job->train.micro_batch * job->train.max_len),
+                             /* precision bf16: the GEMMs round their operands to bf16 */
+                             .gemm_inputs_bf16 = !strcmp(job->train.device, "cuda") &&
+                                                 !strcmp(job->train.precision, "bf16")};
 }
 
 static ad_kl_kind kl_kind(const char *s) {

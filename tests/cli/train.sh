@@ -177,18 +177,48 @@ src=${AUDISTILL_SOURCE:-$(dirname "$0")/../..}
 grep -q "teacher tests/fixtures/qwen2_audio_7b (8.397 B parameters)" "$tmp/plan" && grep -q "student-24l (6.778 B" "$tmp/plan" && grep -q "does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan"; cat "$tmp/plan"; }
 
 # ZeRO-1 over 8 ranks with the optimizer on the GPUs and precision: bf16 (the teacher in bf16),
-# the 7B teacher and a 24-layer student: the moments divide by 8; at micro-batch 8 the job as it
-# runs does not fit a 79 GiB GPU, with activation recomputation it does (its activations under a
-# third); the bf16 design fits at micro-batch 4
+# the 7B teacher and a 24-layer student: the moments divide by 8; at micro-batch 10 the job as it
+# runs does not fit a 79 GiB GPU, with activation recomputation it does (at micro-batch 8 its
+# activations under a third); the bf16 design fits at micro-batch 4
 plan() { # file, extra train keys, micro-batch
   sed "s/^train:/train:\n  zero: 1\n  optimizer: device\n  precision: bf16$2/; s/micro_batch: 8/micro_batch: $3/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan.yaml"
   (cd "$src" && "$bin" train --config "$tmp/plan.yaml" --plan-memory --gpu-gib 79 --ranks 8) >"$1" 2>&1 || { bad "--plan-memory --ranks 8 failed"; cat "$1"; }
 }
 plan "$tmp/plan8" "" 8
 plan "$tmp/plan8r" "\\n  recompute: true" 8
+plan "$tmp/plan10" "" 10
+plan "$tmp/plan10r" "\\n  recompute: true" 10
 plan "$tmp/plan4" "" 4
-grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan8" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan8"; }
-grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan8r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan8r"; }
+grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan10" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan10"; }
+grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan10r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan10r"; }
+# Under precision bf16 the activations only GEMMs read (each layer's two norm outputs and
+# silu * up) are planned in bf16: 2 bytes less per element for every decoder record of the
+# student (24, micro-batch 8 x 320 tokens) and the teacher's one shared record, and for one
+# encoder record each (the frozen encoders share one: 8 clips x 500 frames, ln1, ln2, gelu).
+sed "s/^train:/train:\n  precision: fp32/" "$src/experiments/memory_plan/job.yaml" >"$tmp/planfp32.yaml"
+sed "s/^train:/train:\n  precision: bf16/" "$src/experiments/memory_plan/job.yaml" >"$tmp/planbf16.yaml"
+(cd "$src" && "$bin" train --config "$tmp/planfp32.yaml" --plan-memory && "$bin" train --config "$tmp/planbf16.yaml" --plan-memory) >"$tmp/planprec" 2>&1 || { bad "--plan-memory fp32 / bf16"; cat "$tmp/planprec"; }
+python3 - "$src/experiments/memory_plan/student-24l/config.json" "$src/tests/fixtures/qwen2_audio_7b/config.json" "$tmp/planprec" <<'PY' && ok || { bad "bf16 GEMM inputs in the plan (above)"; cat "$tmp/planprec"; }
+import json, re, sys
+def widths(path):
+    c = json.load(open(path))
+    t, a = c["text_config"], c["audio_config"]
+    # transformers' defaults where a config leaves a width out
+    return (t.get("num_hidden_layers", 32), t.get("hidden_size", 4096), t.get("intermediate_size", 11008),
+            a.get("d_model", 1280), a.get("encoder_ffn_dim", 5120))
+text = open(sys.argv[3]).read()
+num = lambda what: [float(x) for x in re.findall(what + r" activations \([^)]*\) +([0-9.]+) GiB", text)]
+N, clips, frames = 8 * 320, 8, 500
+saved = []
+for path, records in ((sys.argv[1], None), (sys.argv[2], 1)):
+    L, H, F, d, Fe = widths(path)
+    dec = (records or L) * N * (2 * H + F) * 2
+    enc = clips * frames * (2 * d + Fe) * 2
+    saved.append((dec + enc) / 2**30)
+(s32, s16), (t32, t16) = num("student"), num("teacher")
+print(f"bf16 GEMM inputs: student activations {s32:.2f} -> {s16:.2f} GiB (want -{saved[0]:.3f}), teacher {t32:.2f} -> {t16:.2f} (want -{saved[1]:.3f})")
+sys.exit(not (abs(s32 - s16 - saved[0]) < 0.011 and abs(t32 - t16 - saved[1]) < 0.011))
+PY
 grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && ok || { bad "the bf16 design at micro-batch 4"; cat "$tmp/plan4"; }
 # One GPU: the optimizer on the host (moments and the update offloaded), precision bf16 and
 # recompute: the 7B teacher and the 24-layer student fit one 79 GiB card at micro-batch 8

@@ -181,4 +181,16 @@ static inline bool same_bits(const ad_tensor *a, const ad_tensor *b) {
     return same;
 }
 
+/* The CPU side of a 2-D view `p` rounded to bf16 (the host's round to nearest even) into a
+ * new contiguous pair `r` (only its CPU side is meant). */
+static inline void cpu_round_bf16(const pair *p, pair *r) {
+    pair_make(r, "rounded", AD_F32, 2, p->c.shape, 1.0f, 0.0f);
+    const float *src = p->c.data;
+    float *dst = r->c.data;
+    for (int64_t i = 0; i < p->c.shape[0]; i++)
+        for (int64_t k = 0; k < p->c.shape[1]; k++)
+            dst[i * p->c.shape[1] + k] =
+                ad_bf16_to_f32(ad_f32_to_bf16(src[i * p->c.stride[0] + k * p->c.stride[1]]));
+}
+
 #endif

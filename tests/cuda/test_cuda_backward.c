@@ -38,9 +38,39 @@ static void one_linear_backward(ad_dtype dt) {
     pair_free(&db);
 }
 
+/* Under bf16 GEMMs linear_backward rounds dy to bf16 once for both products (dx = dy w,
+ * dw += dy^T x, x and w rounded too); the bias gradient sums the unrounded dy. The reference is
+ * the CPU's fp32 products of the rounded operands, so either product reading another dy, or db
+ * summing the rounded one, shows far above the tolerance. */
+static void one_linear_backward_bf16_gemm(void) {
+    const int64_t M = 18, N = 48, K = 64;
+    pair x, w, dy, dx, dw, db, xr, wr, dyr;
+    pair_make(&x, "x", AD_F32, 2, S(M, K), 1.0f, 0.0f);
+    pair_make(&w, "w", AD_F32, 2, S(N, K), 0.2f, 0.0f);
+    pair_make(&dy, "dy", AD_F32, 2, S(M, N), 1.0f, 0.0f);
+    pair_make(&dx, "dx", AD_F32, 2, S(M, K), 1.0f, 0.0f);
+    pair_make(&dw, "dw", AD_F32, 2, S(N, K), 1.0f, 0.0f);
+    pair_make(&db, "db", AD_F32, 1, S(N), 1.0f, 0.0f);
+    cpu_round_bf16(&x, &xr);
+    cpu_round_bf16(&w, &wr);
+    cpu_round_bf16(&dy, &dyr);
+    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, NULL, &dyr.c, &xr.c, &wr.c));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
+    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    expect_close("linear_backward bf16 GEMMs dx", &dx, TOL_F32);
+    expect_close("linear_backward bf16 GEMMs dw (accumulated)", &dw, TOL_F32);
+    expect_close("linear_backward bf16 GEMMs db (f32 dy)", &db, TOL_F32);
+    pair *all[] = {&x, &w, &dy, &dx, &dw, &db, &xr, &wr, &dyr};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        pair_free(all[i]);
+}
+
 static void test_linear_backward(void) {
     one_linear_backward(AD_F32);
     one_linear_backward(AD_BF16);
+    one_linear_backward_bf16_gemm();
 }
 
 static void one_conv_backward(ad_dtype dt, int stride, int padding) {
@@ -123,9 +153,12 @@ static void test_activation_backward(void) {
 
 static void test_norm_backward(void) {
     const ad_dtype dts[2] = {AD_F32, AD_BF16};
-    for (int i = 0; i < 2; i++) {
-        const ad_dtype dt = dts[i];
-        const int64_t R = 200, C = 96; /* 200 rows: several row chunks in the reduction */
+    /* 200 rows: several row chunks in the reduction; 1000 columns: 4 per thread kept in
+     * registers, a partial last step; 4200: wider than the registers keep, read from memory */
+    const int64_t shapes[3][2] = {{200, 96}, {24, 1000}, {12, 4200}};
+    for (int i = 0; i < 6; i++) {
+        const ad_dtype dt = dts[i % 2];
+        const int64_t R = shapes[i / 2][0], C = shapes[i / 2][1];
         pair x, w, dy, dx, dw, dbias;
         pair_make(&x, "x", dt, 2, S(R, C), 1.5f, 1.0f);
         pair_make(&w, "weight", dt, 1, S(C), 0.5f, 1.0f);

@@ -13,7 +13,8 @@
  * - BF16 weights (the backend's default): logits and gradients within 5e-2 relative L2, the
  *   error of rounding every weight to bf16 (2^-9 relative) carried through the layers.
  * - BF16 weights with bf16 GEMMs (ad_cuda_set_bf16_matmul, the training speed mode): every GEMM
- *   operand rounded to bf16 as well, within 8e-2.
+ *   operand rounded to bf16 as well, within 8e-2; and the same bit for bit when the activations
+ *   only GEMMs read are stored in bf16 (ad_graph_limits.gemm_inputs_bf16).
  *
  * And ad_model_load_mixed (a student computing in bf16): the weights it picks are BF16 on the
  * device, each element the file's value rounded to nearest even, and their fp32 masters on the
@@ -66,13 +67,15 @@ static const ad_trainable ALL = {.audio_encoder = true,
                                  .embed_tokens = true,
                                  .lm_head = true};
 
-static void side_init(side *s, ad_backend *be, const ad_batch *b, bool with_teacher) {
+static void side_init_with(side *s, ad_backend *be, const ad_batch *b, bool with_teacher,
+                           bool gemm_inputs_bf16) {
     memset(s, 0, sizeof *s);
     s->be = be;
     ad_graph_limits lim = {.max_clips = b->n,
                            .max_frames = b->max_frames,
                            .max_len = b->max_len,
-                           .max_supervised = 32};
+                           .max_supervised = 32,
+                           .gemm_inputs_bf16 = gemm_inputs_bf16};
     if (ad_model_load(&s->m, be, AUDISTILL_FIXTURES "/tiny_a") < 0 ||
         ad_graph_init(&s->g, &s->m, &lim, &ALL) < 0) {
         fprintf(stderr, "%s: %s\n", be->name, ad_error());
@@ -86,6 +89,10 @@ static void side_init(side *s, ad_backend *be, const ad_batch *b, bool with_teac
             exit(1);
         }
     }
+}
+
+static void side_init(side *s, ad_backend *be, const ad_batch *b, bool with_teacher) {
+    side_init_with(s, be, b, with_teacher, false);
 }
 
 static void side_free(side *s, bool with_teacher) {
@@ -350,6 +357,51 @@ static void test_load_mixed(void) {
     g_gpu->act_dtype = act;
 }
 
+/* ad_graph_limits.gemm_inputs_bf16 under bf16 GEMMs: the activations only GEMMs read stored in
+ * bf16 are the bits the GEMMs would round them to, so logits, loss and every gradient equal
+ * those of the graph that keeps them in f32, bit for bit. */
+static void test_gemm_inputs_bf16(void) {
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
+    ad_batch b;
+    CHECK_OK(fixture_batch(&ref, &b));
+    side f32in, bf16in;
+    side_init_with(&f32in, g_gpu, &b, false, false);
+    side_init_with(&bf16in, g_gpu, &b, false, true);
+    CHECK_MSG(
+        bf16in.g.dec_rec[0].xn1.dtype == AD_BF16 && bf16in.g.dec_rec[0].act.dtype == AD_BF16 &&
+            bf16in.g.enc_rec[0].f_act.dtype == AD_BF16 && f32in.g.dec_rec[0].xn1.dtype == AD_F32,
+        "gemm_inputs_bf16 did not change the records' dtypes");
+    const ad_distill_sums a = step_loss(&f32in, &b, false), c = step_loss(&bf16in, &b, false);
+    CHECK_MSG(a.loss == c.loss, "loss %.9g with bf16 GEMM inputs, %.9g with f32", c.loss, a.loss);
+    ad_weight_spec *specs;
+    int n_specs, compared = 0, differ = 0;
+    CHECK_OK(ad_weight_specs(&f32in.m.cfg, &specs, &n_specs));
+    for (int i = 0; i < n_specs; i++) {
+        const ad_tensor *ga = ad_model_weight(&f32in.g.grads, specs[i].name);
+        const ad_tensor *gc = ad_model_weight(&bf16in.g.grads, specs[i].name);
+        if (!ga || !gc || !ga->data || !gc->data) continue;
+        float *x = to_host(g_gpu, ga), *y = to_host(g_gpu, gc);
+        const size_t n = (size_t)ad_tensor_numel(ga);
+        if (memcmp(x, y, n * sizeof *x) != 0) {
+            differ++;
+            CHECK_MSG(false, "gradient %s differs with bf16 GEMM inputs (relative L2 %.3g)",
+                      specs[i].name, rel_l2(y, x, (int64_t)n));
+        }
+        compared++;
+        free(x);
+        free(y);
+    }
+    CHECK(compared > 0);
+    printf("bf16 GEMM inputs: loss %.9g and %d parameter gradients, %d differing from f32 inputs "
+           "(must be 0)\n",
+           c.loss, compared, differ);
+    free(specs);
+    side_free(&f32in, false);
+    side_free(&bf16in, false);
+    ad_batch_free(&b);
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+}
+
 int main(void) {
     setup_backends(20261126);
     test_load_mixed();
@@ -361,6 +413,7 @@ int main(void) {
     test_forward_backward(AD_F32, false, 1e-4);
     test_forward_backward(AD_BF16, false, 5e-2);
     test_forward_backward(AD_BF16, true, 8e-2);
+    test_gemm_inputs_bf16();
     test_distillation_steps();
     ad_safetensors_close(&ref);
     teardown_backends();

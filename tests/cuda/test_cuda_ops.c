@@ -79,18 +79,6 @@ static void one_matmul(ad_dtype adt, ad_dtype bdt, ad_dtype ydt, bool ta, bool t
     pair_free(&y);
 }
 
-/* The CPU side of a 2-D view `p` rounded to bf16 (the host's round to nearest even) into a
- * new contiguous pair `r` (only its CPU side is meant). */
-static void cpu_round_bf16(const pair *p, pair *r) {
-    pair_make(r, "rounded", AD_F32, 2, p->c.shape, 1.0f, 0.0f);
-    const float *src = p->c.data;
-    float *dst = r->c.data;
-    for (int64_t i = 0; i < p->c.shape[0]; i++)
-        for (int64_t k = 0; k < p->c.shape[1]; k++)
-            dst[i * p->c.shape[1] + k] =
-                ad_bf16_to_f32(ad_f32_to_bf16(src[i * p->c.stride[0] + k * p->c.stride[1]]));
-}
-
 /* bf16 GEMMs (ad_cuda_set_bf16_matmul) round f32 operands to bf16 in a conversion pass: a
  * [33, K] operand `a` that is a column slice [off, off + K) of a [33, width] tensor. Contiguous
  * operands convert as one flat row (four elements per load, the last width % 4 alone); rows of
@@ -308,16 +296,20 @@ static void test_elementwise(void) {
 
 static void test_norms(void) {
     const ad_dtype dts[2] = {AD_F32, AD_BF16};
-    for (int i = 0; i < 2; i++) {
-        const ad_dtype dt = dts[i];
+    /* rows of 96 (one element per thread), 1000 (4 kept in registers per thread, a partial
+     * last step) and 4200 (wider than the registers keep: read from memory) */
+    const int64_t widths[3] = {96, 1000, 4200};
+    for (int i = 0; i < 6; i++) {
+        const ad_dtype dt = dts[i % 2];
+        const int64_t C = widths[i / 2];
         const double tol = dt == AD_F32 ? TOL_F32 : TOL_BF16;
         pair xbig, w, bias, y;
-        pair_make(&xbig, "x", dt, 2, S(7, 192), 1.5f, 1.0f);
-        pair_make(&w, "weight", dt, 1, S(96), 0.5f, 1.0f);
-        pair_make(&bias, "bias", dt, 1, S(96), 0.5f, 0.0f);
-        pair_make(&y, "y", dt, 2, S(7, 96), 1.0f, 0.0f);
-        pair x; /* rows with stride 192: a strided view */
-        pair_slice(&xbig, 1, 0, 96, &x);
+        pair_make(&xbig, "x", dt, 2, S(7, 2 * C), 1.5f, 1.0f);
+        pair_make(&w, "weight", dt, 1, S(C), 0.5f, 1.0f);
+        pair_make(&bias, "bias", dt, 1, S(C), 0.5f, 0.0f);
+        pair_make(&y, "y", dt, 2, S(7, C), 1.0f, 0.0f);
+        pair x; /* rows with stride 2 C: a strided view */
+        pair_slice(&xbig, 1, 0, C, &x);
         CHECK_OK(g_cpu->layernorm(g_cpu, &y.c, &x.c, &w.c, &bias.c, 1e-5f));
         CHECK_OK(g_gpu->layernorm(g_gpu, &y.g, &x.g, &w.g, &bias.g, 1e-5f));
         expect_close("layernorm (strided rows)", &y, tol);

@@ -7,11 +7,14 @@
  * clipping, AdamW on the fp32 masters and the cast back to bf16. Prints one JSON line.
  *
  *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS
- *                      [f32|bf16|bf16-gemm|bf16-flash]
+ *                      [f32|bf16|bf16-gemm|bf16-flash|bf16-f32in]
  * The last argument picks the GEMM precision: f32 (the reference, default) or bf16
  * (ad_cuda_set_bf16_matmul: operands rounded to bf16, fp32 accumulation, as autocast), with
- * attention as AUTO picks it (the flash kernels where they apply); bf16-gemm and bf16-flash force
- * attention through the batched GEMMs or the flash kernels (ad_cuda_set_attention_path). */
+ * attention as AUTO picks it (the flash kernels where they apply) and the activations only GEMMs
+ * read stored in bf16 (ad_graph_limits.gemm_inputs_bf16), as `audistill train` runs precision
+ * bf16; bf16-gemm and bf16-flash force attention through the batched GEMMs or the flash kernels
+ * (ad_cuda_set_attention_path); bf16-f32in keeps those activations in f32, converted by every
+ * GEMM that reads them. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +102,7 @@ static void make_batch(ad_batch *b, const ad_model_config *cfg, int n, int frame
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS "
-                        "STEPS [f32|bf16|bf16-gemm|bf16-flash]\n");
+                        "STEPS [f32|bf16|bf16-gemm|bf16-flash|bf16-f32in]\n");
         return 2;
     }
     const int batch = atoi(argv[3]), frames = atoi(argv[4]), targets = atoi(argv[5]),
@@ -108,9 +111,12 @@ int main(int argc, char **argv) {
     TRY(ad_backend_cuda_create(&be, 0));
     const char *mode = argc == 8 ? argv[7] : "f32";
     const bool flash = strcmp(mode, "bf16-flash") == 0, gemm = strcmp(mode, "bf16-gemm") == 0,
-               bf16 = flash || gemm || strcmp(mode, "bf16") == 0;
+               f32_inputs = strcmp(mode, "bf16-f32in") == 0,
+               bf16 = flash || gemm || f32_inputs || strcmp(mode, "bf16") == 0;
     if (!bf16 && strcmp(mode, "f32") != 0) {
-        fprintf(stderr, "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm or bf16-flash\n",
+        fprintf(stderr,
+                "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm, bf16-flash or "
+                "bf16-f32in\n",
                 mode);
         return 2;
     }
@@ -130,7 +136,8 @@ int main(int argc, char **argv) {
     ad_graph_limits lim = {.max_clips = batch,
                            .max_frames = frames,
                            .max_len = b.max_len,
-                           .max_supervised = b.supervised};
+                           .max_supervised = b.supervised,
+                           .gemm_inputs_bf16 = bf16 && !f32_inputs};
     ad_trainable none = {0}, train = {.projector = true, .decoder = true, .lm_head = true};
     ad_train_graph tg, sg;
     TRY(ad_graph_init(&tg, &teacher, &lim, &none));

@@ -16,9 +16,11 @@
 #   --sections   what to run, in this order, comma-separated (default tests,cli,bench):
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
 #                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
-#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm): bf16 takes
-#                attention as AUTO does (the flash kernels), bf16-gemm and bf16-flash force it
-#                through the batched GEMMs or the flash kernels
+#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm,bf16-f32in): bf16
+#                runs as `audistill train` does under precision bf16 (attention as AUTO takes it:
+#                the flash kernels; activations that only GEMMs read in bf16), bf16-gemm and
+#                bf16-flash force attention through the batched GEMMs or the flash kernels,
+#                bf16-f32in keeps those activations in f32 (converted by each GEMM)
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
@@ -32,7 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-gemm BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-gemm,bf16-f32in BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
@@ -60,7 +62,7 @@ for sec in ${SECTIONS//,/ }; do
     case $sec in tests | cli | bench | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
-    case $mode in f32 | bf16 | bf16-gemm | bf16-flash) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash)" >&2 && usage ;; esac
+    case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in)" >&2 && usage ;; esac
 done
 for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
@@ -367,8 +369,18 @@ for tokens in sorted({r["tokens"] for r in rows}):
     print(f"attention at {tokens} tokens: flash {b['ms_per_step']:.1f} ms/step against GEMMs "
           f"{a['ms_per_step']:.1f}; last loss {b['loss_last']:.4f} against {a['loss_last']:.4f}"
           + ("" if d <= 0.02 * max(1.0, abs(a["loss_last"])) else "  FLASH LOSS DISAGREES"))
+# Activations that only GEMMs read, stored in bf16 against converted by each GEMM: the GEMMs see
+# the same operand bits, so the losses must agree (to the GEMM algorithms cuBLASLt picks).
+for tokens in sorted({r["tokens"] for r in rows}):
+    a, b = by.get(("audistill-bf16-f32in", tokens)), by.get(("audistill-bf16", tokens))
+    if not (a and b):
+        continue
+    d = abs(a["loss_last"] - b["loss_last"])
+    print(f"GEMM inputs at {tokens} tokens: bf16 {b['ms_per_step']:.1f} ms/step against f32 "
+          f"{a['ms_per_step']:.1f}; last loss {b['loss_last']:.6f} against {a['loss_last']:.6f}"
+          + ("" if d <= 1e-4 * max(1.0, abs(a["loss_last"])) else "  GEMM INPUT LOSS DISAGREES"))
 PY
-    grep -q "FLASH LOSS DISAGREES" "$LOGS/table.txt" && status=1
+    grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES" "$LOGS/table.txt" && status=1
 }
 
 # The logs go to $OUT after every section, so a lease that ends mid-check still returns them.
