@@ -184,7 +184,8 @@ __global__ static void __launch_bounds__(NORM_BLOCK, 2)
                 gc[k] = j < C ? cu_load(dy.base, dy.dtype, og + j) : 0.0f;
             }
         }
-#define NORM_DY(k, j) (PER > 0 ? gc[k] : cu_load(dy.base, dy.dtype, og + (j)))
+#define NORM_DY(k, j)    (PER > 0 ? gc[k] : cu_load(dy.base, dy.dtype, og + (j)))
+#define NORM_DXHAT(k, j) ((double)NORM_DY(k, j) * (double)cu_load(w, wdt, j))
         double mean = 0.0, s = 0.0;
         if (!rms) {
 #pragma unroll
@@ -210,7 +211,7 @@ __global__ static void __launch_bounds__(NORM_BLOCK, 2)
             const int64_t j = threadIdx.x + k * bd;
             if (j >= C) continue;
             const double xv = (double)NORM_ROW_X(k, j);
-            const double dxhat = (double)NORM_DY(k, j) * (double)cu_load(w, wdt, j);
+            const double dxhat = NORM_DXHAT(k, j);
             m1 += dxhat;
             m2 += dxhat * (rms ? xv : (xv - mean) * rstd);
         }
@@ -227,7 +228,7 @@ __global__ static void __launch_bounds__(NORM_BLOCK, 2)
             const int64_t j = threadIdx.x + k * bd;
             if (j >= C) continue;
             const double xv = (double)NORM_ROW_X(k, j);
-            const double dxhat = (double)NORM_DY(k, j) * (double)cu_load(w, wdt, j);
+            const double dxhat = NORM_DXHAT(k, j);
             double v;
             if (rms)
                 v = rstd * (dxhat - xv * rstd * rstd * m2);
@@ -236,6 +237,7 @@ __global__ static void __launch_bounds__(NORM_BLOCK, 2)
             cu_store(dx.base, dx.dtype, od + j, (float)v);
         }
 #undef NORM_DY
+#undef NORM_DXHAT
     }
 }
 

@@ -355,30 +355,30 @@ for r in rows:
     mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
     print(f"{r['impl']:20} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
+by = {(r["impl"], r["tokens"]): r for r in rows}
+def compare(what, a, b, names, tol, digits, flag):
+    """Row b against row a at each token count: step times, last losses, a flag past tol."""
+    for tokens in sorted({r["tokens"] for r in rows}):
+        x, y = a(tokens), b(tokens)
+        if not (x and y):
+            continue
+        d = abs(x["loss_last"] - y["loss_last"])
+        print(f"{what} at {tokens} tokens: {names[1]} {y['ms_per_step']:.1f} ms/step against "
+              f"{names[0]} {x['ms_per_step']:.1f}; last loss {y['loss_last']:.{digits}f} against "
+              f"{x['loss_last']:.{digits}f}"
+              + ("" if d <= tol * max(1.0, abs(x["loss_last"])) else "  " + flag))
+def flash_row(tokens):
+    r = by.get(("audistill-bf16-flash", tokens)) or by.get(("audistill-bf16", tokens))
+    return r if r and r.get("attention_flash_calls") else None  # AUTO may not take them
 # The flash kernels against the batched GEMMs on the same step: the losses of the 12 steps
 # (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
-by = {(r["impl"], r["tokens"]): r for r in rows}
-for tokens in sorted({r["tokens"] for r in rows}):
-    a = by.get(("audistill-bf16-gemm", tokens))
-    b = by.get(("audistill-bf16-flash", tokens)) or by.get(("audistill-bf16", tokens))
-    if b and not b.get("attention_flash_calls"):
-        b = None  # AUTO did not take the flash kernels on this card
-    if not (a and b):
-        continue
-    d = abs(a["loss_last"] - b["loss_last"])
-    print(f"attention at {tokens} tokens: flash {b['ms_per_step']:.1f} ms/step against GEMMs "
-          f"{a['ms_per_step']:.1f}; last loss {b['loss_last']:.4f} against {a['loss_last']:.4f}"
-          + ("" if d <= 0.02 * max(1.0, abs(a["loss_last"])) else "  FLASH LOSS DISAGREES"))
+compare("attention", lambda t: by.get(("audistill-bf16-gemm", t)), flash_row, ("GEMMs", "flash"),
+        0.02, 4, "FLASH LOSS DISAGREES")
 # Activations that only GEMMs read, stored in bf16 against converted by each GEMM: the GEMMs see
 # the same operand bits, so the losses must agree (to the GEMM algorithms cuBLASLt picks).
-for tokens in sorted({r["tokens"] for r in rows}):
-    a, b = by.get(("audistill-bf16-f32in", tokens)), by.get(("audistill-bf16", tokens))
-    if not (a and b):
-        continue
-    d = abs(a["loss_last"] - b["loss_last"])
-    print(f"GEMM inputs at {tokens} tokens: bf16 {b['ms_per_step']:.1f} ms/step against f32 "
-          f"{a['ms_per_step']:.1f}; last loss {b['loss_last']:.6f} against {a['loss_last']:.6f}"
-          + ("" if d <= 1e-4 * max(1.0, abs(a["loss_last"])) else "  GEMM INPUT LOSS DISAGREES"))
+compare("GEMM inputs", lambda t: by.get(("audistill-bf16-f32in", t)),
+        lambda t: by.get(("audistill-bf16", t)), ("f32", "bf16"), 1e-4, 6,
+        "GEMM INPUT LOSS DISAGREES")
 PY
     grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES" "$LOGS/table.txt" && status=1
 }
