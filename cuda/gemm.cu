@@ -443,9 +443,23 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
         CUDA_TRY_LAUNCH();
         return AD_OK;
     }
-    /* Without an epilogue the bias is written first and the GEMM accumulates onto it; that
-     * needs beta 0 (linear, conv1d), which is the only way the ops use a bias. */
-    bool use_epilogue = bias && bias->dtype == Y->dtype;
+    /* The epilogue takes a bias of the output's dtype. A bf16 bias (bf16 weights, f32
+     * activations) is widened first: N elements, where writing the bias into every output row
+     * and accumulating onto it costs two more passes over the whole output. Without an
+     * epilogue the bias is written first and the GEMM accumulates onto it; that needs beta 0
+     * (linear, conv1d), which is the only way the ops use a bias. */
+    const char *bias_data = bias ? (const char *)bias->data : NULL;
+    ad_dtype bias_dt = bias ? bias->dtype : AD_F32;
+    if (bias && bias_dt != Y->dtype && Y->dtype == AD_F32) {
+        void *buf;
+        AD_TRY(cu_scratch(be, CU_SCRATCH_BIAS, (size_t)N * sizeof(float), &buf));
+        const cu_mat bm = {(char *)bias->data, bias_dt, 1, N, N, false};
+        cu_mat b32;
+        AD_TRY(to_f32(&bm, (float *)buf, &b32));
+        bias_data = b32.data;
+        bias_dt = AD_F32;
+    }
+    bool use_epilogue = bias && bias_dt == Y->dtype;
     cu_mat A16, B16;
     if (impl->bf16_gemm && Y->dtype == AD_F32 && (A->dtype == AD_F32 || B->dtype == AD_F32) &&
         (A->dtype == AD_F32 || A->dtype == AD_BF16) &&
@@ -472,21 +486,20 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
                        ad_dtype_name(Y->dtype));
     if (bias && !use_epilogue) {
         if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
-        bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
-                                                         (const char *)bias->data, bias->dtype);
+        bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld, bias_data,
+                                                         bias_dt);
         CUDA_TRY_LAUNCH();
         beta = 1.0f;
     }
     bool no_algo = false;
     if (direct) {
         AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, beta,
-                         use_epilogue ? bias->data : NULL, use_epilogue ? bias->dtype : AD_F32,
-                         &no_algo));
+                         use_epilogue ? bias_data : NULL, bias_dt, &no_algo));
         if (no_algo && use_epilogue) {
             /* No epilogue kernel for this shape: bias first, then accumulate. */
             if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
             bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
-                                                             (const char *)bias->data, bias->dtype);
+                                                             bias_data, bias_dt);
             CUDA_TRY_LAUNCH();
             AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, 1.0f, NULL, AD_F32, &no_algo));
         }
@@ -519,13 +532,13 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
         }
         cu_mat Yt = sub_mat(Y, 0, M, n0, n);
         const void *bt = NULL;
-        if (use_epilogue) bt = (const char *)bias->data + n0 * cu_esize(bias->dtype);
-        AD_TRY(lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, beta, bt,
-                         use_epilogue ? bias->dtype : AD_F32, &no_algo));
+        if (use_epilogue) bt = bias_data + n0 * cu_esize(bias_dt);
+        AD_TRY(
+            lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, beta, bt, bias_dt, &no_algo));
         if (no_algo && bt) {
             if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
             bias_rows_kernel<<<cu_blocks(M * n, 256), 256>>>(Yt.data, Yt.dtype, M, n, Yt.ld,
-                                                             (const char *)bt, bias->dtype);
+                                                             (const char *)bt, bias_dt);
             CUDA_TRY_LAUNCH();
             AD_TRY(lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, 1.0f, NULL, AD_F32,
                              &no_algo));

@@ -154,18 +154,34 @@ static void test_matmul(void) {
     pair_free(&y);
 }
 
-static void one_linear(ad_dtype xdt, ad_dtype wdt, ad_dtype ydt, bool with_bias, double tol) {
-    pair x, w, bias, y;
-    pair_make(&x, "x", xdt, 3, S(2, 9, 64), 1.0f, 0.0f);
+/* bias_dt AD_DTYPE_COUNT: no bias. A bias whose dtype differs from an f32 output (bf16
+ * weights and bias, f32 activations: the trainer under precision bf16) is widened and goes
+ * through the GEMM epilogue; under bf16 GEMMs the reference is the CPU product of x rounded
+ * to bf16 (w is bf16 already in those cases). */
+static void one_linear(ad_dtype xdt, ad_dtype wdt, ad_dtype ydt, ad_dtype bias_dt, bool bf16_gemm,
+                       double tol) {
+    const bool with_bias = bias_dt != AD_DTYPE_COUNT;
+    pair x, w, bias, y, xr;
+    /* 3-D rows except where the reference rounds x (cpu_round_bf16 takes 2-D views) */
+    const int rank = bf16_gemm ? 2 : 3;
+    const int64_t *xs = bf16_gemm ? S(18, 64) : S(2, 9, 64),
+                  *ys = bf16_gemm ? S(18, 48) : S(2, 9, 48);
+    pair_make(&x, "x", xdt, rank, xs, 1.0f, 0.0f);
     pair_make(&w, "w", wdt, 2, S(48, 64), 0.2f, 0.0f);
-    pair_make(&bias, "bias", ydt, 1, S(48), 1.0f, 0.0f);
-    pair_make(&y, "y", ydt, 3, S(2, 9, 48), 1.0f, 0.0f);
-    CHECK_OK(g_cpu->linear(g_cpu, &y.c, &x.c, &w.c, with_bias ? &bias.c : NULL));
+    pair_make(&bias, "bias", with_bias ? bias_dt : ydt, 1, S(48), 1.0f, 0.0f);
+    pair_make(&y, "y", ydt, rank, ys, 1.0f, 0.0f);
+    const bool round_x = bf16_gemm && xdt == AD_F32;
+    if (round_x) cpu_round_bf16(&x, &xr);
+    CHECK_OK(g_cpu->linear(g_cpu, &y.c, round_x ? &xr.c : &x.c, &w.c, with_bias ? &bias.c : NULL));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
     CHECK_OK(g_gpu->linear(g_gpu, &y.g, &x.g, &w.g, with_bias ? &bias.g : NULL));
-    char what[96];
-    snprintf(what, sizeof what, "linear x %s, w %s%s", ad_dtype_name(xdt), ad_dtype_name(wdt),
-             with_bias ? ", bias" : "");
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    char what[128];
+    snprintf(what, sizeof what, "linear x %s, w %s, y %s%s%s%s", ad_dtype_name(xdt),
+             ad_dtype_name(wdt), ad_dtype_name(ydt), with_bias ? ", bias " : "",
+             with_bias ? ad_dtype_name(bias_dt) : "", bf16_gemm ? ", bf16 GEMM" : "");
     expect_close(what, &y, tol);
+    if (round_x) pair_free(&xr);
     pair_free(&x);
     pair_free(&w);
     pair_free(&bias);
@@ -173,11 +189,16 @@ static void one_linear(ad_dtype xdt, ad_dtype wdt, ad_dtype ydt, bool with_bias,
 }
 
 static void test_linear(void) {
-    one_linear(AD_F32, AD_F32, AD_F32, true, TOL_F32);
-    one_linear(AD_F32, AD_F32, AD_F32, false, TOL_F32);
-    one_linear(AD_F32, AD_BF16, AD_F32, true, TOL_F32);
-    one_linear(AD_BF16, AD_BF16, AD_BF16, true, TOL_BF16);
-    one_linear(AD_BF16, AD_BF16, AD_F32, true, TOL_BF16_F32);
+    const ad_dtype none = AD_DTYPE_COUNT;
+    one_linear(AD_F32, AD_F32, AD_F32, AD_F32, false, TOL_F32);
+    one_linear(AD_F32, AD_F32, AD_F32, none, false, TOL_F32);
+    one_linear(AD_F32, AD_BF16, AD_F32, AD_F32, false, TOL_F32);
+    one_linear(AD_BF16, AD_BF16, AD_BF16, AD_BF16, false, TOL_BF16);
+    one_linear(AD_BF16, AD_BF16, AD_F32, AD_F32, false, TOL_BF16_F32);
+    one_linear(AD_F32, AD_BF16, AD_F32, AD_BF16, false, TOL_F32);
+    one_linear(AD_F32, AD_BF16, AD_F32, AD_BF16, true, TOL_F32);
+    one_linear(AD_BF16, AD_BF16, AD_F32, AD_BF16, true, TOL_F32);
+    one_linear(AD_F32, AD_BF16, AD_F32, none, true, TOL_F32);
 }
 
 static void one_conv(ad_dtype dt, int stride, int padding, double tol) {
