@@ -221,59 +221,80 @@ __device__ static inline void fa_accumulate(float acc[][4], const float p[][4],
     }
 }
 
-/* Four elements from global memory as packed bf16 (f32 rounded as cu_store rounds). */
-__device__ static inline uint2 fa_quad(const float *p) {
+/* One load of W elements from global memory as packed bf16 (f32 rounded as cu_store rounds):
+ * four f32 (16 bytes) or four or eight bf16 (8 or 16 bytes). */
+__device__ static inline void fa_vec_load(uint2 &w, const float *p) {
     const float4 v = __ldg((const float4 *)p);
-    return make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
+    w = make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
 }
-__device__ static inline uint2 fa_quad(const uint16_t *p) {
-    return __ldg((const uint2 *)p);
+__device__ static inline void fa_vec_load(uint2 &w, const uint16_t *p) {
+    w = __ldg((const uint2 *)p);
 }
+__device__ static inline void fa_vec_load(uint4 &w, const uint16_t *p) {
+    w = __ldg((const uint4 *)p);
+}
+template <int W> struct fa_packed { typedef uint2 type; };
+template <> struct fa_packed<8> { typedef uint4 type; };
 
-/* fa_load_tile's four-at-a-time path for one element type. Each thread's loads are issued in
- * batches before any of them is stored: a load followed by its store per element would wait
- * out the memory latency once per element. */
-template <int D, int N, typename T>
-__device__ static inline void fa_load_quads(uint16_t *tile, const T *p, int64_t base, int64_t ts,
-                                            int64_t r0, int64_t valid) {
-    constexpr int quarter = D / 4, per_thread = N * quarter / FA_THREADS;
-    constexpr int batch = per_thread < 4 ? per_thread : 4, rows_per_step = FA_THREADS / quarter;
-    static_assert(N * quarter % FA_THREADS == 0 && per_thread % batch == 0 &&
-                      FA_THREADS % quarter == 0,
+/* fa_load_tile's vector path, W elements per load, for one element type. Each thread's loads
+ * are issued in batches before any of them is stored: a load followed by its store per element
+ * would wait out the memory latency once per element. */
+template <int D, int N, int W, typename T>
+__device__ static inline void fa_load_vecs(uint16_t *tile, const T *p, int64_t base, int64_t ts,
+                                           int64_t r0, int64_t valid) {
+    typedef typename fa_packed<W>::type vec;
+    constexpr int per_row = D / W, per_thread = N * per_row / FA_THREADS;
+    /* up to 32 bytes of packed bf16 in flight per thread, as registers allow */
+    constexpr int most = 4 * 4 / W, batch = per_thread < most ? per_thread : most,
+                  rows_per_step = FA_THREADS / per_row;
+    static_assert(N * per_row % FA_THREADS == 0 && per_thread % batch == 0 &&
+                      FA_THREADS % per_row == 0,
                   "tile shape");
-    /* each step of FA_THREADS quads moves this thread rows_per_step rows down, same columns */
-    const int r = (int)threadIdx.x / quarter, c = 4 * ((int)threadIdx.x % quarter);
+    /* each step of FA_THREADS loads moves this thread rows_per_step rows down, same columns */
+    const int r = (int)threadIdx.x / per_row, c = W * ((int)threadIdx.x % per_row);
     const T *src = p + base + (r0 + r) * ts + c;
     uint16_t *dst = tile + r * (D + FA_PAD) + c;
     /* batches not unrolled: the addresses of a whole tile's loads, hoisted, would take more
      * registers than the kernels have */
 #pragma unroll 1
     for (int k0 = 0; k0 < per_thread; k0 += batch) {
-        uint2 w[batch];
+        vec w[batch];
         CU_UNROLL
         for (int k = 0; k < batch; k++) {
             const int rr = (k0 + k) * rows_per_step;
-            w[k] = r0 + r + rr < valid ? fa_quad(src + rr * ts) : make_uint2(0, 0);
+            if (r0 + r + rr < valid)
+                fa_vec_load(w[k], src + rr * ts);
+            else
+                w[k] = vec{};
         }
         CU_UNROLL
         for (int k = 0; k < batch; k++)
-            *(uint2 *)(dst + (k0 + k) * rows_per_step * (D + FA_PAD)) = w[k];
+            *(vec *)(dst + (k0 + k) * rows_per_step * (D + FA_PAD)) = w[k];
     }
 }
 
 /* Rows [r0, r0 + N) of one head of a [B, T, heads * D] view (element `base` + row * ts + d)
- * into a shared bf16 tile; rows at or past `valid` are zero and never read. Four elements per
- * load when every row of the view starts 4-element aligned (the usual case), else two. */
+ * into a shared bf16 tile; rows at or past `valid` are zero and never read. A bf16 view whose
+ * rows all start 16-byte aligned moves eight elements per load (head dims up to 64, where the
+ * tile's shape gives every thread whole loads), a view whose rows start 4-element aligned
+ * four, else two. */
 template <int D, int N>
 __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt, int64_t base,
                                            int64_t ts, int64_t r0, int64_t valid) {
     const int es = dt == AD_F32 ? 4 : 2;
-    if ((dt == AD_F32 || dt == AD_BF16) && ts % 4 == 0 &&
-        ((uintptr_t)p + (uintptr_t)base * es) % (uintptr_t)(4 * es) == 0) {
+    const uintptr_t start = (uintptr_t)p + (uintptr_t)base * es;
+    /* 4 where eight per load do not divide among the threads, or at head dim 128, whose
+     * kernels have no registers to spare for a third load path (never taken then) */
+    constexpr int wide = D <= 64 && N * (D / 8) % FA_THREADS == 0 ? 8 : 4;
+    if (wide == 8 && dt == AD_BF16 && ts % 8 == 0 && start % 16 == 0) {
+        fa_load_vecs<D, N, wide>(tile, (const uint16_t *)p, base, ts, r0, valid);
+        return;
+    }
+    if ((dt == AD_F32 || dt == AD_BF16) && ts % 4 == 0 && start % (uintptr_t)(4 * es) == 0) {
         if (dt == AD_F32)
-            fa_load_quads<D, N>(tile, (const float *)p, base, ts, r0, valid);
+            fa_load_vecs<D, N, 4>(tile, (const float *)p, base, ts, r0, valid);
         else
-            fa_load_quads<D, N>(tile, (const uint16_t *)p, base, ts, r0, valid);
+            fa_load_vecs<D, N, 4>(tile, (const uint16_t *)p, base, ts, r0, valid);
         return;
     }
     constexpr int half = D / 2;

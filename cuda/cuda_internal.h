@@ -32,6 +32,7 @@ enum {
     CU_SCRATCH_STATS,   /* per-row statistics (norm backward, attention backward, loss rows) */
     CU_SCRATCH_PARTIAL, /* column-sum partials */
     CU_SCRATCH_BIAS,    /* a GEMM bias widened to the f32 output's dtype */
+    CU_SCRATCH_WIDE_Y,  /* a narrow GEMM output with a wider bias, computed in f32 first */
     CU_SCRATCH_STAGE,   /* download staging (contiguous copy of a strided tensor) */
     CU_SCRATCH_SMALL,   /* small host-made tables: key_len, rope inv_freq */
     CU_SCRATCH_ATT_S,   /* attention through GEMMs: scores / probabilities, f32 */

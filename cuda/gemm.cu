@@ -68,11 +68,12 @@ static void phys(const cu_mat *m, int64_t *pr, int64_t *pc) {
  * elements). No index division per element: a contiguous matrix runs as one flat row, rows
  * walk blockIdx.y, and with `quad` (f32 source, 16-byte aligned rows of a multiple of 4) each
  * thread converts four elements with one load and one store. */
-__global__ static void convert_rows_kernel(char *dst, int odt, const char *src, int dt,
-                                           int64_t rows, int64_t cols, int64_t ld, bool quad) {
+__global__ static void convert_rows_kernel(char *dst, int odt, int64_t out_ld, const char *src,
+                                           int dt, int64_t rows, int64_t cols, int64_t ld,
+                                           bool quad) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x * (quad ? 4 : 1);
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const int64_t in = r * ld, out = r * cols;
+        const int64_t in = r * ld, out = r * out_ld;
         int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * (quad ? 4 : 1);
         if (quad) {
             for (; c + 3 < cols; c += step) {
@@ -93,27 +94,33 @@ __global__ static void convert_rows_kernel(char *dst, int odt, const char *src, 
     }
 }
 
+/* rows x cols elements from src (row stride ld) to dst (row stride out_ld, dtype odt: F32 or
+ * BF16), as one flat row where both are contiguous. */
+static int convert_rows(char *dst, ad_dtype odt, int64_t out_ld, const char *src, ad_dtype dt,
+                        int64_t rows, int64_t cols, int64_t ld) {
+    if (rows * cols == 0) return AD_OK;
+    if ((ld == cols && out_ld == cols) || rows == 1) { /* contiguous: one flat row */
+        cols = rows * cols;
+        rows = 1;
+        ld = out_ld = cols;
+    }
+    const bool quad = dt == AD_F32 &&
+                      (rows == 1 || (ld % 4 == 0 && out_ld % 4 == 0 && cols % 4 == 0)) &&
+                      (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 16 == 0;
+    const int64_t per_row = quad ? (cols + 3) / 4 : cols;
+    dim3 grid(cu_blocks(per_row, 256), (unsigned)(rows < 65535 ? rows : 65535));
+    if (grid.x > 65535u && rows > 1) grid.x = 65535u;
+    convert_rows_kernel<<<grid, 256>>>(dst, odt, out_ld, src, dt, rows, cols, ld, quad);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
 /* The same logical matrix as contiguous `odt` (F32 or BF16) in `buf`: physical layout kept,
  * ld = its cols. */
 static int convert_to(const cu_mat *m, void *buf, ad_dtype odt, cu_mat *out) {
     int64_t pr, pc;
     phys(m, &pr, &pc);
-    if (pr * pc > 0) {
-        int64_t rows = pr, cols = pc, ld = m->ld;
-        if (ld == pc || pr == 1) { /* contiguous: one flat row */
-            cols = pr * pc;
-            rows = 1;
-            ld = cols;
-        }
-        const bool quad = m->dtype == AD_F32 && (rows == 1 || (ld % 4 == 0 && cols % 4 == 0)) &&
-                          (uintptr_t)m->data % 16 == 0 && (uintptr_t)buf % 16 == 0;
-        const int64_t per_row = quad ? (cols + 3) / 4 : cols;
-        dim3 grid(cu_blocks(per_row, 256), (unsigned)(rows < 65535 ? rows : 65535));
-        if (grid.x > 65535u && rows > 1) grid.x = 65535u;
-        convert_rows_kernel<<<grid, 256>>>((char *)buf, odt, m->data, m->dtype, rows, cols, ld,
-                                           quad);
-        CUDA_TRY_LAUNCH();
-    }
+    AD_TRY(convert_rows((char *)buf, odt, pc, m->data, m->dtype, pr, pc, m->ld));
     *out = *m;
     out->data = (char *)buf;
     out->dtype = odt;
@@ -443,6 +450,18 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
         CUDA_TRY_LAUNCH();
         return AD_OK;
     }
+    if (bias && bias->dtype != Y->dtype && Y->dtype != AD_F32) {
+        /* The epilogue adds a bias of the output's dtype, and a bias written into y first
+         * would be rounded to it too: an f32 bias of a bf16 output (a bf16 activation of a
+         * layer whose bias trains in fp32) meets the product in an f32 copy instead, rounded
+         * once into y, as an f32 output would be rounded by its reader. */
+        if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
+        void *buf;
+        AD_TRY(cu_scratch(be, CU_SCRATCH_WIDE_Y, (size_t)(M * N) * sizeof(float), &buf));
+        const cu_mat Y32 = {(char *)buf, AD_F32, M, N, N, false};
+        AD_TRY(cu_gemm(be, op, &Y32, A, ta, B, tb, alpha, 0.0f, bias));
+        return convert_rows(Y->data, Y->dtype, Y->ld, Y32.data, AD_F32, M, N, N);
+    }
     /* The epilogue takes a bias of the output's dtype. A bf16 bias (bf16 weights, f32
      * activations) is widened first: N elements, where writing the bias into every output row
      * and accumulating onto it costs two more passes over the whole output. Without an
@@ -461,8 +480,8 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
     }
     bool use_epilogue = bias && bias_dt == Y->dtype;
     cu_mat A16, B16;
-    if (impl->bf16_gemm && Y->dtype == AD_F32 && (A->dtype == AD_F32 || B->dtype == AD_F32) &&
-        (A->dtype == AD_F32 || A->dtype == AD_BF16) &&
+    if (impl->bf16_gemm && (Y->dtype == AD_F32 || Y->dtype == AD_BF16) &&
+        (A->dtype == AD_F32 || B->dtype == AD_F32) && (A->dtype == AD_F32 || A->dtype == AD_BF16) &&
         (B->dtype == AD_F32 || B->dtype == AD_BF16)) {
         /* Mixed precision: f32 operands rounded to bf16, tensor-core GEMM, fp32 accumulation. */
         if (A->dtype == AD_F32) {

@@ -91,7 +91,9 @@ static int layout(ad_train_graph *g, carver *c) {
     const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
     const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
     const keep_mode ek = encoder_keep(g), dk = decoder_keep(g);
-    const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32; /* read by GEMMs only */
+    /* read by GEMMs only, or by GEMMs and attention (a layer's q, k, v where no rope rewrites
+     * them), whose flash and GEMM paths round them to bf16 as well */
+    const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32;
     AD_TRY(carve(c, &g->feat, AD_F32, C, M, T, "features"));
     AD_TRY(carve(c, &g->featT, AD_F32, C, T, M, "features (time-major)"));
     AD_TRY(carve(c, &g->x0, AD_F32, C, T, M, "conv1 input"));
@@ -114,9 +116,9 @@ static int layout(ad_train_graph *g, carver *c) {
         int64_t F = enc_all ? cfg->encoder_layer[l].ffn_dim : w.enc_ffn;
         AD_TRY(carve(c, &r->h_in, AD_F32, C, n1, d, "encoder layer input"));
         AD_TRY(carve(c, &r->xn1, gin, C, n1, d, "encoder ln1"));
-        AD_TRY(carve(c, &r->q, AD_F32, C, n1, A, "encoder q"));
-        AD_TRY(carve(c, &r->k, AD_F32, C, n1, A, "encoder k"));
-        AD_TRY(carve(c, &r->v, AD_F32, C, n1, A, "encoder v"));
+        AD_TRY(carve(c, &r->q, gin, C, n1, A, "encoder q"));
+        AD_TRY(carve(c, &r->k, gin, C, n1, A, "encoder k"));
+        AD_TRY(carve(c, &r->v, gin, C, n1, A, "encoder v"));
         AD_TRY(carve(c, &r->att, AD_F32, C, n1, A, "encoder attention"));
         AD_TRY(carve(c, &r->h_mid, AD_F32, C, n1, d, "encoder mid"));
         AD_TRY(carve(c, &r->xn2, gin, C, n1, d, "encoder ln2"));
@@ -147,7 +149,7 @@ static int layout(ad_train_graph *g, carver *c) {
         AD_TRY(carve(c, &r->xn1, gin, N, H, 0, "decoder rms1"));
         AD_TRY(carve(c, &r->q, AD_F32, N, Q, 0, "decoder q"));
         AD_TRY(carve(c, &r->k, AD_F32, N, KV, 0, "decoder k"));
-        AD_TRY(carve(c, &r->v, AD_F32, N, KV, 0, "decoder v"));
+        AD_TRY(carve(c, &r->v, gin, N, KV, 0, "decoder v"));
         AD_TRY(carve(c, &r->att, AD_F32, N, Q, 0, "decoder attention"));
         AD_TRY(carve(c, &r->x_mid, AD_F32, N, H, 0, "decoder mid"));
         AD_TRY(carve(c, &r->xn2, gin, N, H, 0, "decoder rms2"));

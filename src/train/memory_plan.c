@@ -54,7 +54,8 @@ static bool job_flash(const ad_train_job *job, bool bf16) {
  * f32 weight, the largest activation matrix) or the f32 tiles of bf16 weights under fp32;
  * attention's score buffers (each capped, two of them, bf16 copies half that) and its bf16
  * copies of q, k, v and dO, none of which the flash kernels need (their backward keeps two
- * floats per query row). The sizes are cuda/'s own (backend/cuda_sizes.h). */
+ * floats per query row); under bf16, the f32 copy of a bf16 output whose bias is f32. The
+ * sizes are cuda/'s own (backend/cuda_sizes.h). */
 static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16,
                                  bool flash) {
     const size_t workspace = AD_CUDA_LT_WORKSPACE_BYTES,
@@ -85,6 +86,13 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
                                                (size_t)c->head_dim,
                      qkv_enc = flash_enc ? 0 : clips * enc_t * (size_t)c->d_model;
         attention += scores + 4 * 2 * (qkv_dec > qkv_enc ? qkv_dec : qkv_enc);
+    }
+    if (bf16) {
+        /* q and v are stored in bf16 under bf16 GEMMs (train_graph.c), and the student's biases
+         * train in f32: such a product is summed with its bias in an f32 copy first (gemm.cu) */
+        const size_t v_dec = clips * dec_t * (size_t)c->num_key_value_heads * (size_t)c->head_dim,
+                     q_enc = clips * enc_t * (size_t)c->d_model;
+        gemm += 4 * (v_dec > q_enc ? v_dec : q_enc);
     }
     const size_t rows_dec = clips * dec_t * (size_t)c->num_attention_heads,
                  rows_enc = clips * enc_t * (size_t)c->encoder_attention_heads;

@@ -191,10 +191,11 @@ plan "$tmp/plan10r" "\\n  recompute: true" 10
 plan "$tmp/plan4" "" 4
 grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan10" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan10"; }
 grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan10r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan10r"; }
-# Under precision bf16 the activations only GEMMs read (each layer's two norm outputs and
-# silu * up) are planned in bf16: 2 bytes less per element for every decoder record of the
+# Under precision bf16 the activations only GEMMs (and attention) read are planned in bf16:
+# each layer's two norm outputs, silu * up or gelu, and the q, k, v that no rope rewrites (the
+# encoder's three, the decoder's v). 2 bytes less per element for every decoder record of the
 # student (24, micro-batch 8 x 320 tokens) and the teacher's one shared record, and for one
-# encoder record each (the frozen encoders share one: 8 clips x 500 frames, ln1, ln2, gelu).
+# encoder record each (the frozen encoders share one: 8 clips x 500 frames).
 sed "s/^train:/train:\n  precision: fp32/" "$src/experiments/memory_plan/job.yaml" >"$tmp/planfp32.yaml"
 sed "s/^train:/train:\n  precision: bf16/" "$src/experiments/memory_plan/job.yaml" >"$tmp/planbf16.yaml"
 (cd "$src" && "$bin" train --config "$tmp/planfp32.yaml" --plan-memory && "$bin" train --config "$tmp/planbf16.yaml" --plan-memory) >"$tmp/planprec" 2>&1 || { bad "--plan-memory fp32 / bf16"; cat "$tmp/planprec"; }
@@ -204,16 +205,18 @@ def widths(path):
     c = json.load(open(path))
     t, a = c["text_config"], c["audio_config"]
     # transformers' defaults where a config leaves a width out
-    return (t.get("num_hidden_layers", 32), t.get("hidden_size", 4096), t.get("intermediate_size", 11008),
+    H, heads = t.get("hidden_size", 4096), t.get("num_attention_heads", 32)
+    kv = t.get("num_key_value_heads", heads) * H // heads
+    return (t.get("num_hidden_layers", 32), H, t.get("intermediate_size", 11008), kv,
             a.get("d_model", 1280), a.get("encoder_ffn_dim", 5120))
 text = open(sys.argv[3]).read()
 num = lambda what: [float(x) for x in re.findall(what + r" activations \([^)]*\) +([0-9.]+) GiB", text)]
 N, clips, frames = 8 * 320, 8, 500
 saved = []
 for path, records in ((sys.argv[1], None), (sys.argv[2], 1)):
-    L, H, F, d, Fe = widths(path)
-    dec = (records or L) * N * (2 * H + F) * 2
-    enc = clips * frames * (2 * d + Fe) * 2
+    L, H, F, KV, d, Fe = widths(path)
+    dec = (records or L) * N * (2 * H + F + KV) * 2
+    enc = clips * frames * (2 * d + Fe + 3 * d) * 2
     saved.append((dec + enc) / 2**30)
 (s32, s16), (t32, t16) = num("student"), num("teacher")
 print(f"bf16 GEMM inputs: student activations {s32:.2f} -> {s16:.2f} GiB (want -{saved[0]:.3f}), teacher {t32:.2f} -> {t16:.2f} (want -{saved[1]:.3f})")

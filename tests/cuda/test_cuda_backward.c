@@ -291,6 +291,8 @@ static void test_attention_backward(void) {
          * before a key block's first visible one skipped (causal, q_offset) */
         {"attn_bwd 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
          AD_F32, 0},
+        {"attn_bwd 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
+         AD_BF16, 0},
         {"attn_bwd chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
         /* the training decoder: causal over padded rows (key_len = each row's length) */
         {"attn_bwd causal, key_len {70, 41}, GQA", 2, 70, 70, 4, 2, 64, true, 0, rows_len, AD_F32,

@@ -357,9 +357,10 @@ static void test_load_mixed(void) {
     g_gpu->act_dtype = act;
 }
 
-/* ad_graph_limits.gemm_inputs_bf16 under bf16 GEMMs: the activations only GEMMs read stored in
- * bf16 are the bits the GEMMs would round them to, so logits, loss and every gradient equal
- * those of the graph that keeps them in f32, bit for bit. */
+/* ad_graph_limits.gemm_inputs_bf16 under bf16 GEMMs: the activations only GEMMs (and, for q, k,
+ * v, attention) read stored in bf16 are the bits the GEMMs and the attention kernels would
+ * round them to, so logits, loss and every gradient equal those of the graph that keeps them in
+ * f32, bit for bit. */
 static void test_gemm_inputs_bf16(void) {
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
     ad_batch b;
@@ -367,10 +368,14 @@ static void test_gemm_inputs_bf16(void) {
     side f32in, bf16in;
     side_init_with(&f32in, g_gpu, &b, false, false);
     side_init_with(&bf16in, g_gpu, &b, false, true);
-    CHECK_MSG(
-        bf16in.g.dec_rec[0].xn1.dtype == AD_BF16 && bf16in.g.dec_rec[0].act.dtype == AD_BF16 &&
-            bf16in.g.enc_rec[0].f_act.dtype == AD_BF16 && f32in.g.dec_rec[0].xn1.dtype == AD_F32,
-        "gemm_inputs_bf16 did not change the records' dtypes");
+    const ad_encoder_record *e = &bf16in.g.enc_rec[0];
+    const ad_decoder_record *d = &bf16in.g.dec_rec[0];
+    CHECK_MSG(d->xn1.dtype == AD_BF16 && d->act.dtype == AD_BF16 && e->f_act.dtype == AD_BF16 &&
+                  e->q.dtype == AD_BF16 && e->k.dtype == AD_BF16 && e->v.dtype == AD_BF16 &&
+                  d->v.dtype == AD_BF16 && f32in.g.dec_rec[0].xn1.dtype == AD_F32,
+              "gemm_inputs_bf16 did not change the records' dtypes");
+    /* rope rewrites the decoder's q and k in place: rounding them before it would round twice */
+    CHECK_MSG(d->q.dtype == AD_F32 && d->k.dtype == AD_F32, "the decoder's q, k must stay f32");
     const ad_distill_sums a = step_loss(&f32in, &b, false), c = step_loss(&bf16in, &b, false);
     CHECK_MSG(a.loss == c.loss, "loss %.9g with bf16 GEMM inputs, %.9g with f32", c.loss, a.loss);
     ad_weight_spec *specs;

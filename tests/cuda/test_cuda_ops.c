@@ -188,6 +188,56 @@ static void one_linear(ad_dtype xdt, ad_dtype wdt, ad_dtype ydt, ad_dtype bias_d
     pair_free(&y);
 }
 
+/* A bf16 output of a layer whose bias is f32 (bf16 activations of biases trained in fp32),
+ * under bf16 GEMMs: the product and the bias are summed in f32 and rounded once, so y is the
+ * f32 result rounded to bf16. Reference: the CPU's f32 product of the rounded operands plus
+ * the bias, rounded on the host; summation order may move a value on a rounding boundary by
+ * one bf16 step, nothing more. Adding a bias rounded to bf16, or rounding twice, moves a large
+ * share. y is the whole of a [40, 72] tensor (flat conversion) or columns 4..76 of a [40, 80]
+ * one (row by row). */
+static void one_linear_bf16_output_f32_bias(bool slice) {
+    const int64_t M = 40, N = 72, K = 96, W = slice ? 80 : N;
+    pair x, w, bias, wide, y, xr;
+    pair_make(&x, "x", AD_F32, 2, S(M, K), 1.0f, 0.0f);
+    pair_make(&w, "w", AD_BF16, 2, S(N, K), 0.2f, 0.0f);
+    pair_make(&bias, "bias", AD_F32, 1, S(N), 3.0f, 0.0f);
+    pair_make(&wide, "y", AD_BF16, 2, S(M, W), 1.0f, 0.0f);
+    pair_slice(&wide, 1, slice ? 4 : 0, N, &y);
+    cpu_round_bf16(&x, &xr);
+    CHECK_OK(g_cpu->linear(g_cpu, &y.c, &xr.c, &w.c, &bias.c));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
+    CHECK_OK(g_gpu->linear(g_gpu, &y.g, &x.g, &w.g, &bias.g));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    float *want = malloc(sizeof(float) * (size_t)(M * N)),
+          *got = malloc(sizeof(float) * (size_t)(M * N));
+    CHECK_OK(ad_tensor_to_f32(&y.c, want));
+    ad_tensor h;
+    CHECK_OK(ad_tensor_init(&h, got, AD_F32, AD_DEVICE_CPU, 2, S(M, N), "y"));
+    CHECK_OK(g_gpu->download(g_gpu, &h, &y.g));
+    int64_t same = 0, far = 0;
+    for (int64_t i = 0; i < M * N; i++) {
+        const float r = ad_bf16_to_f32(ad_f32_to_bf16(want[i]));
+        int e;
+        frexpf(r, &e);
+        if (got[i] == r)
+            same++;
+        else if (fabsf(got[i] - r) > ldexpf(1.0f, e - 8))
+            far++;
+    }
+    printf("  linear bf16 y, f32 bias%s: %lld of %lld equal to the rounded f32 result, %lld more "
+           "than one step off\n",
+           slice ? " (column slice)" : "", (long long)same, (long long)(M * N), (long long)far);
+    CHECK_MSG(far == 0 && same >= M * N * 98 / 100,
+              "linear with a bf16 output and an f32 bias is not the f32 result rounded once");
+    free(want);
+    free(got);
+    pair_free(&xr);
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&bias);
+    pair_free(&wide);
+}
+
 static void test_linear(void) {
     const ad_dtype none = AD_DTYPE_COUNT;
     one_linear(AD_F32, AD_F32, AD_F32, AD_F32, false, TOL_F32);
@@ -199,6 +249,8 @@ static void test_linear(void) {
     one_linear(AD_F32, AD_BF16, AD_F32, AD_BF16, true, TOL_F32);
     one_linear(AD_BF16, AD_BF16, AD_F32, AD_BF16, true, TOL_F32);
     one_linear(AD_F32, AD_BF16, AD_F32, none, true, TOL_F32);
+    one_linear_bf16_output_f32_bias(false);
+    one_linear_bf16_output_f32_bias(true);
 }
 
 static void one_conv(ad_dtype dt, int stride, int padding, double tol) {
@@ -429,6 +481,9 @@ static void test_attention(void) {
         /* several query blocks and key tiles of the flash kernels, key_len mid-tile */
         {"attention 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
          AD_F32, 0},
+        /* the same in bf16 (the encoder's q, k, v under bf16 GEMMs): eight elements per load */
+        {"attention 150 frames, key_len {150, 97}", 2, 150, 150, 4, 2, 64, false, 0, long_len,
+         AD_BF16, 0},
         {"attention chunk of 90 after 20, causal", 1, 90, 110, 2, 2, 32, true, 20, NULL, AD_F32, 0},
         /* the training decoder: causal over padded rows (key_len = each row's length) */
         {"attention causal, key_len {70, 41}, GQA", 2, 70, 70, 4, 2, 64, true, 0, rows_len, AD_F32,

@@ -4,7 +4,8 @@
 // flag or a layout that disagrees with the dimensions is refused with
 // CUBLAS_STATUS_INVALID_VALUE, as the library does, and a dtype combination or bias type the
 // library does not offer for CUBLAS_COMPUTE_32F gets CUBLAS_STATUS_NOT_SUPPORTED.
-// Products are accumulated in double, so the result is the exact product rounded once.
+// Products are accumulated in double, so an f32 result is the exact one rounded once (a bf16
+// D is that f32 result rounded again, as the f32 compute type's epilogue gives it).
 #include <stdlib.h>
 #include <string.h>
 
@@ -243,7 +244,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
                 double v = (double)fa * acc;
                 if (fb != 0.0f) v += (double)fb * load(C, lc->type, oc + i + j * lc->ld);
                 if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(d->bias, ld->type, i);
-                store(D, ld->type, od + i + j * ld->ld, v);
+                /* the compute type is f32: a narrower D is rounded from the f32 result, as
+                 * the library's epilogue does, not straight from the double */
+                store(D, ld->type, od + i + j * ld->ld, (double)(float)v);
             }
     }
     ad_emu_device_access(false);
