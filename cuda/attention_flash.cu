@@ -15,6 +15,10 @@
 // delta per row for the dK/dV kernel, in which each warp owns 16 keys and walks the query
 // heads of its GQA group in order.
 //
+// Key tiles of bf16 K and V (the encoder's, stored bf16 under bf16 GEMMs) at head dims up to
+// 64 go through two stages of shared memory filled by cp.async, so the next tile is in flight
+// while this one is multiplied; other views are loaded tile by tile through registers.
+//
 // Head dims 16, 32, 64 and 128 (a template each); others take the other paths. Needs sm_80
 // or newer; the emulator (tests/cuda_emu) runs the same product from the documented fragment
 // layouts, gathered with warp shuffles.
@@ -310,6 +314,117 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
     }
 }
 
+/* 16 bytes from global to shared memory without passing through registers (cp.async.cg,
+ * sm_80+), or 16 zero bytes when !valid (src points at a readable row then, and nothing is
+ * read). The emulator lands a copy only at the wait that covers it, so a tile read before
+ * its wait, or before the barrier that follows every thread's wait, is wrong there. */
+__device__ static inline void fa_copy_async(uint16_t *dst, const uint16_t *src, bool valid) {
+#if defined(AD_CUDA_EMULATED)
+    ad_emu_copy_async(dst, src, 16, valid);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src),
+                 "r"(valid ? 16 : 0));
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    (void)dst, (void)src, (void)valid;
+#endif
+}
+
+/* The copies this thread issued since the last commit form one group. */
+__device__ static inline void fa_copy_commit(void) {
+#if defined(AD_CUDA_EMULATED)
+    ad_emu_copy_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+/* Waits until at most PENDING of this thread's groups are still in flight. */
+template <int PENDING> __device__ static inline void fa_copy_wait(void) {
+#if defined(AD_CUDA_EMULATED)
+    ad_emu_copy_wait(PENDING);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
+#endif
+}
+
+/* fa_load_tile for a bf16 view whose rows start 16-byte aligned, issued as asynchronous copies
+ * (rows at or past `valid` zero-filled; row r0 is valid). */
+template <int D, int N>
+__device__ static inline void fa_load_tile_async(uint16_t *tile, const char *p, int64_t base,
+                                                 int64_t ts, int64_t r0, int64_t valid) {
+    constexpr int per_row = D / 8, per_thread = N * per_row / FA_THREADS,
+                  rows_per_step = FA_THREADS / per_row;
+    static_assert(N * per_row % FA_THREADS == 0 && FA_THREADS % per_row == 0, "tile shape");
+    const int r = (int)threadIdx.x / per_row, c = 8 * ((int)threadIdx.x % per_row);
+    const uint16_t *first = (const uint16_t *)p + base + r0 * ts + c, *src = first + r * ts;
+    uint16_t *dst = tile + r * (D + FA_PAD) + c;
+    CU_UNROLL
+    for (int k = 0; k < per_thread; k++) {
+        const int rr = k * rows_per_step;
+        const bool in = r0 + r + rr < valid;
+        fa_copy_async(dst + rr * (D + FA_PAD), in ? src + rr * ts : first, in);
+    }
+}
+
+/* Key tiles in shared memory, one stage (K, then V) or two: with PIPE (bf16 K and V whose rows
+ * start 16-byte aligned, head dims up to 64) the copies of tile it + 1 are in flight while tile
+ * it is multiplied. Stage `st` starts at tiles + st * fa_stage<D>(), its V tile FA_KEYS rows
+ * after its K tile. */
+template <int D> __host__ __device__ constexpr int fa_stage(void) {
+    return 2 * FA_KEYS * (D + FA_PAD);
+}
+
+/* Where head kvh of this block's batch element starts in K and V. */
+__device__ static inline int64_t fa_kbase(const fa_args &a, int kvh, int D) {
+    return (int64_t)blockIdx.z * a.kb + (int64_t)kvh * D;
+}
+__device__ static inline int64_t fa_vbase(const fa_args &a, int kvh, int D) {
+    return (int64_t)blockIdx.z * a.vb + (int64_t)kvh * D;
+}
+
+template <int D>
+__device__ static inline void fa_issue_keys(uint16_t *stage, const fa_args &a, int kvh, int64_t j0,
+                                            int64_t kend, bool with_v) {
+    fa_load_tile_async<D, FA_KEYS>(stage, a.k, fa_kbase(a, kvh, D), a.kt, j0, kend);
+    if (with_v)
+        fa_load_tile_async<D, FA_KEYS>(stage + FA_KEYS * (D + FA_PAD), a.v, fa_vbase(a, kvh, D),
+                                       a.vt, j0, kend);
+    fa_copy_commit();
+}
+
+/* Key tile `it` (keys j0..) of a sweep resident in stage it % 2 (PIPE) or 0 for every thread of
+ * the block; returns that stage. Without PIPE: loaded now, after the previous tile is consumed.
+ * With PIPE: tile it was issued before (by the sweep's fa_issue_keys for it = 0, else here);
+ * tile it + 1 is issued here into the other stage, once every thread is done with what that
+ * stage held (tile it - 1, or the rows staged before the sweep). */
+template <int D, bool PIPE>
+__device__ static inline uint16_t *fa_key_tile(uint16_t *tiles, const fa_args &a, int kvh, int it,
+                                               int64_t j0, int64_t kend, bool with_v) {
+    if (!PIPE) {
+        __syncthreads(); /* the previous tile is consumed */
+        fa_load_tile<D, FA_KEYS>(tiles, a.k, a.kdt, fa_kbase(a, kvh, D), a.kt, j0, kend);
+        if (with_v)
+            fa_load_tile<D, FA_KEYS>(tiles + FA_KEYS * (D + FA_PAD), a.v, a.vdt,
+                                     fa_vbase(a, kvh, D), a.vt, j0, kend);
+        __syncthreads();
+        return tiles;
+    }
+    uint16_t *stage = tiles + (it & 1) * fa_stage<D>();
+    if (j0 + FA_KEYS < kend) {
+        __syncthreads(); /* the other stage is consumed */
+        fa_issue_keys<D>(tiles + ((it + 1) & 1) * fa_stage<D>(), a, kvh, j0 + FA_KEYS, kend,
+                         with_v);
+        fa_copy_wait<1>();
+    } else {
+        fa_copy_wait<0>();
+    }
+    __syncthreads(); /* every thread's copies of tile it have landed */
+    return stage;
+}
+
 /* A fragments of one warp's 16 rows (from row0 of a shared tile), all D columns. */
 template <int D>
 __device__ static inline void fa_frags_a(uint32_t f[][4], const uint16_t *tile, int row0,
@@ -437,11 +552,10 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-template <int D>
+template <int D, bool PIPE>
 __global__ static void __launch_bounds__(FA_THREADS, 3) fa_forward_kernel(fa_args a) {
-    __shared__ __align__(16) uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2],
-        v_words[FA_KEYS * (D + FA_PAD) / 2];
-    uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
+    constexpr int stages = PIPE ? 2 : 1;
+    __shared__ __align__(16) uint16_t tiles[stages * fa_stage<D>()];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
     const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
@@ -449,19 +563,22 @@ __global__ static void __launch_bounds__(FA_THREADS, 3) fa_forward_kernel(fa_arg
     const int64_t kb = a.key_len ? a.key_len[b] : a.Tk;
     const int64_t lim_lo = fa_limit(a, kb, r), lim_hi = fa_limit(a, kb, r + 8);
     const int64_t kend = fa_block_keys(a, kb, i0);
+    /* the query rows pass through the last stage's K tile (the first key tile goes to stage
+     * 0); the loop's first barrier protects them */
+    uint16_t *staged = tiles + (stages - 1) * fa_stage<D>();
     uint32_t qf[D / 16][4];
-    fa_load_tile<D, FA_ROWS>(ks, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
+    fa_load_tile<D, FA_ROWS>(staged, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
     __syncthreads();
-    fa_frags_a<D>(qf, ks, warp * 16, lane); /* the loop's first barrier protects ks */
+    fa_frags_a<D>(qf, staged, warp * 16, lane);
+    if (PIPE && kend > 0) fa_issue_keys<D>(tiles, a, kvh, 0, kend, true);
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     CU_UNROLL
     for (int n = 0; n < D / 8; n++)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
-        __syncthreads(); /* the previous tile is consumed */
-        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, b * a.kb + (int64_t)kvh * D, a.kt, j0, kend);
-        fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, b * a.vb + (int64_t)kvh * D, a.vt, j0, kend);
-        __syncthreads();
+    int it = 0;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS, it++) {
+        const uint16_t *ks = fa_key_tile<D, PIPE>(tiles, a, kvh, it, j0, kend, true);
+        const uint16_t *vs = ks + FA_KEYS * (D + FA_PAD);
         float s[FA_KEYS / 8][4], alpha[2];
         fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         fa_online_step(s, m, l, alpha);
@@ -487,10 +604,9 @@ __global__ static void __launch_bounds__(FA_THREADS, 3) fa_forward_kernel(fa_arg
 
 /* ---- backward: dQ (and every row's log-sum-exp and delta) ---------------------------------- */
 
-template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
-    __shared__ __align__(16) uint32_t k_words[FA_KEYS * (D + FA_PAD) / 2],
-        v_words[FA_KEYS * (D + FA_PAD) / 2];
-    uint16_t *ks = (uint16_t *)k_words, *vs = (uint16_t *)v_words;
+template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
+    constexpr int stages = PIPE ? 2 : 1;
+    __shared__ __align__(16) uint16_t tiles[stages * fa_stage<D>()];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
     const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
@@ -498,11 +614,14 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
     const int64_t kb = a.key_len ? a.key_len[b] : a.Tk;
     const int64_t lim_lo = fa_limit(a, kb, r), lim_hi = fa_limit(a, kb, r + 8);
     const int64_t kend = fa_block_keys(a, kb, i0);
-    const int64_t kbase = b * a.kb + (int64_t)kvh * D, vbase = b * a.vb + (int64_t)kvh * D;
+    /* q, then dO, pass through the last stage's K and V tiles (each sweep's first key tile
+     * goes to stage 0); each loop's first barrier protects them */
+    uint16_t *staged = tiles + (stages - 1) * fa_stage<D>();
     uint32_t qf[D / 16][4];
-    fa_load_tile<D, FA_ROWS>(ks, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
+    fa_load_tile<D, FA_ROWS>(staged, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
     __syncthreads();
-    fa_frags_a<D>(qf, ks, warp * 16, lane); /* the loop's first barrier protects ks */
+    fa_frags_a<D>(qf, staged, warp * 16, lane);
+    if (PIPE && kend > 0) fa_issue_keys<D>(tiles, a, kvh, 0, kend, false);
 
     /* delta = dO . O per row in fp32 (the 4 lanes of a row split its D columns) */
     float delta[2];
@@ -518,10 +637,9 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
 
     /* sweep 1: log-sum-exp per row (+inf for a row that sees no key, so its terms are 0) */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, lse[2];
-    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
-        __syncthreads();
-        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, kbase, a.kt, j0, kend);
-        __syncthreads();
+    int it = 0;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS, it++) {
+        const uint16_t *ks = fa_key_tile<D, PIPE>(tiles, a, kvh, it, j0, kend, false);
         float s[FA_KEYS / 8][4], alpha[2];
         fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         fa_online_step(s, m, l, alpha);
@@ -542,18 +660,19 @@ template <int D> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
     /* sweep 2: P, dP = dO V^T, dS = P (dP - delta), dQ += dS K */
     uint32_t gf[D / 16][4];
     __syncthreads(); /* sweep 1's last tile is consumed */
-    fa_load_tile<D, FA_ROWS>(vs, a.dout, a.ddt, b * a.db + (int64_t)h * D, a.dt, i0, a.Tq);
+    staged += FA_KEYS * (D + FA_PAD);
+    fa_load_tile<D, FA_ROWS>(staged, a.dout, a.ddt, b * a.db + (int64_t)h * D, a.dt, i0, a.Tq);
     __syncthreads();
-    fa_frags_a<D>(gf, vs, warp * 16, lane); /* the loop's first barrier protects vs */
+    fa_frags_a<D>(gf, staged, warp * 16, lane);
+    if (PIPE && kend > 0) fa_issue_keys<D>(tiles, a, kvh, 0, kend, true);
     float dq[D / 8][4];
     CU_UNROLL
     for (int n = 0; n < D / 8; n++)
         dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
-    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS) {
-        __syncthreads();
-        fa_load_tile<D, FA_KEYS>(ks, a.k, a.kdt, kbase, a.kt, j0, kend);
-        fa_load_tile<D, FA_KEYS>(vs, a.v, a.vdt, vbase, a.vt, j0, kend);
-        __syncthreads();
+    it = 0;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS, it++) {
+        const uint16_t *ks = fa_key_tile<D, PIPE>(tiles, a, kvh, it, j0, kend, true);
+        const uint16_t *vs = ks + FA_KEYS * (D + FA_PAD);
         float s[FA_KEYS / 8][4];
         fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
         CU_UNROLL
@@ -695,17 +814,39 @@ static void fa_output(const ad_tensor *t, char **data, int *dt, int64_t *bs, int
     *ts = t ? t->stride[1] : 0;
 }
 
+/* A view cp.async can copy 16 bytes at a time: bf16, every row of every batch element and
+ * head starting 16-byte aligned (head dims are multiples of 8). */
+static bool fa_view_async(const char *p, int dt, int64_t bs, int64_t ts) {
+    return dt == AD_BF16 && (uintptr_t)p % 16 == 0 && bs % 8 == 0 && ts % 8 == 0;
+}
+
+/* Whether the key tiles go through the two-stage pipe: bf16 K and V so aligned, at head dims
+ * up to 64 (two stages of 128-dim tiles would not fit the static shared memory, and the
+ * decoder's 128-dim k stays f32 for rope). */
+template <int D> static bool fa_pipe(const fa_args &a) {
+    return D <= 64 && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
+           fa_view_async(a.v, a.vdt, a.vb, a.vt);
+}
+
 template <int D> static int fa_forward(const fa_args &a, int64_t B) {
+    constexpr bool can_pipe = D <= 64;
     dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-    fa_forward_kernel<D><<<grid, FA_THREADS>>>(a);
+    if (fa_pipe<D>(a))
+        fa_forward_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a);
+    else
+        fa_forward_kernel<D, false><<<grid, FA_THREADS>>>(a);
     CUDA_TRY_LAUNCH();
     return AD_OK;
 }
 
 template <int D> static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv) {
     if (a.Tq > 0) {
+        constexpr bool can_pipe = D <= 64;
         dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-        fa_dq_kernel<D><<<grid, FA_THREADS>>>(a, want_dq);
+        if (fa_pipe<D>(a))
+            fa_dq_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a, want_dq);
+        else
+            fa_dq_kernel<D, false><<<grid, FA_THREADS>>>(a, want_dq);
         CUDA_TRY_LAUNCH();
     }
     if (want_dkv && a.Tk > 0) {

@@ -5,7 +5,9 @@
  * warp and block primitives and the atomics the kernels use.
  *
  * Every thread of a block is a fiber on one host thread (emu_runtime.cpp): a thread runs until
- * it reaches a barrier (__syncthreads, a warp shuffle) or returns, then the next one runs.
+ * it reaches a barrier (__syncthreads, a warp shuffle) or returns, then the next one runs; one
+ * warp at a time runs up to a __syncthreads before the next warp starts, so data one warp
+ * reads from another without a barrier between is stale here.
  * Shuffles check their mask against the lanes that really arrive, and barriers that only some
  * threads reach are reported, so a kernel that would be undefined on a GPU fails here. */
 #ifndef AUDISTILL_CUDA_EMU_DEVICE_H
@@ -65,6 +67,12 @@ void ad_emu_syncthreads(const char *file, int line);
  * instructions that check their operands, e.g. ldmatrix's 16-byte row alignment). */
 [[noreturn]] void ad_emu_kernel_fault(const char *what);
 #define __syncthreads() ad_emu_syncthreads(__FILE__, __LINE__)
+
+/* cp.async (bytes from global to shared memory, zeros when !valid), commit_group and
+ * wait_group, per thread: a copy lands at the wait that covers it, not before. */
+void ad_emu_copy_async(void *dst, const void *src, int bytes, bool valid);
+void ad_emu_copy_commit(void);
+void ad_emu_copy_wait(int pending);
 
 /* One shuffle of 8 raw bytes among the lanes of `mask`; kind: 0 index, 1 xor, 2 down, 3 up. */
 uint64_t ad_emu_shuffle(unsigned mask, uint64_t bits, int kind, int arg, int width);

@@ -3,7 +3,8 @@
 // (checked after every launch, so an out-of-bounds write names the kernel) and is filled with
 // NaN bytes when allocated, as uninitialised GPU memory would be garbage. Kernels run one block
 // at a time; each thread of a block is a fiber that runs until it reaches a barrier or
-// returns. AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks and threads in reverse order, so a
+// returns, one warp at a time up to a __syncthreads; cp.async copies land at their wait.
+// AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks, warps and threads in reverse order, so a
 // result that depends on the order (a missing __syncthreads, a race between blocks) changes.
 //
 // Built with AddressSanitizer, device allocations are exact (no guard zones) so that ASan
@@ -539,6 +540,14 @@ struct fiber {
     const char *site_file; /* the __syncthreads it waits at (source line: compiled code may */
     int site_line;         /* duplicate one barrier, e.g. when it unswitches a loop) */
     uint64_t value, result;
+    /* its asynchronous copies (cp.async) not yet waited for; `group` is the commit group,
+     * committed ones below `groups` */
+    struct copy {
+        void *dst;
+        const void *src; /* NULL: zero fill */
+        int bytes, group;
+    } copies[64];
+    int n_copies, groups;
 };
 
 static fiber g_fibers[MAX_THREADS];
@@ -608,10 +617,15 @@ __asm__(".text\n"
 #error "tests/cuda_emu has a context switch for x86-64 only"
 #endif
 
+[[noreturn]] static void kernel_fault(const char *fmt, ...);
+
 [[noreturn]] static void fiber_entry(void) {
     fiber *f = g_current;
     asan_arrived_in_fiber(NULL);
     g_body(g_body_ctx);
+    if (f->n_copies)
+        kernel_fault("thread (%u,%u,%u) returned with %d asynchronous copies not waited for",
+                     f->idx.x, f->idx.y, f->idx.z, f->n_copies);
     f->state = F_DONE;
     asan_leave(NULL, sched_bottom(), sched_size()); /* NULL: this stack is finished with */
     ad_emu_switch(&f->sp, g_sched_sp);
@@ -634,6 +648,7 @@ static void fiber_reset(fiber *f) {
         top[-i] = NULL; /* rbp rbx r12..r15 */
     f->sp = &top[-8];
     f->state = F_READY;
+    f->n_copies = f->groups = 0;
 }
 
 static void run_fiber(fiber *f) {
@@ -669,6 +684,42 @@ static void wait_here(fiber_state st) {
     asan_leave(&f->asan_fake_stack, sched_bottom(), sched_size());
     ad_emu_switch(&f->sp, g_sched_sp);
     asan_arrived_in_fiber(f->asan_fake_stack);
+}
+
+/* cp.async: the copy is only recorded; it lands when a wait_group covers its group, so a
+ * tile read before its wait, or before the barrier after the other threads' waits, holds
+ * stale bytes here as it may on a GPU. */
+void ad_emu_copy_async(void *dst, const void *src, int bytes, bool valid) {
+    fiber *f = g_current;
+    if (!f) emu_die("cp.async outside a kernel");
+    if ((uintptr_t)dst % (uintptr_t)bytes || (valid && (uintptr_t)src % (uintptr_t)bytes))
+        kernel_fault("cp.async of %d bytes from a misaligned address", bytes);
+    if (f->n_copies == (int)(sizeof f->copies / sizeof f->copies[0]))
+        kernel_fault("more asynchronous copies in flight than the emulator keeps");
+    f->copies[f->n_copies++] = {dst, valid ? src : NULL, bytes, f->groups};
+}
+
+void ad_emu_copy_commit(void) {
+    if (!g_current) emu_die("cp.async.commit_group outside a kernel");
+    g_current->groups++;
+}
+
+void ad_emu_copy_wait(int pending) {
+    fiber *f = g_current;
+    if (!f) emu_die("cp.async.wait_group outside a kernel");
+    int kept = 0;
+    for (int i = 0; i < f->n_copies; i++) {
+        const fiber::copy &c = f->copies[i];
+        if (c.group < f->groups - pending) {
+            if (c.src)
+                memcpy(c.dst, c.src, (size_t)c.bytes);
+            else
+                memset(c.dst, 0, (size_t)c.bytes);
+        } else {
+            f->copies[kept++] = c;
+        }
+    }
+    f->n_copies = kept;
 }
 
 void ad_emu_syncthreads(const char *file, int line) {
@@ -775,10 +826,20 @@ static void run_block(int nthreads) {
         fiber_reset(&g_fibers[t]);
         g_fibers[t].idx = make_uint3(t % b.x, (t / b.x) % b.y, t / (b.x * b.y));
     }
+    const int nwarps = (nthreads + 31) / 32;
     for (;;) {
-        for (int i = 0; i < nthreads; i++) {
-            fiber *f = &g_fibers[g_reverse ? nthreads - 1 - i : i];
-            if (f->state == F_READY) run_fiber(f);
+        /* One warp at a time runs until each of its threads waits at a __syncthreads or has
+         * returned, its shuffles released as they fill: a warp that reads what another warp
+         * writes with no barrier between them reads it before it is written. */
+        for (int k = 0; k < nwarps; k++) {
+            const int w = g_reverse ? nwarps - 1 - k : k, t0 = 32 * w,
+                      n = nthreads - t0 < 32 ? nthreads - t0 : 32;
+            do {
+                for (int i = 0; i < n; i++) {
+                    fiber *f = &g_fibers[t0 + (g_reverse ? n - 1 - i : i)];
+                    if (f->state == F_READY) run_fiber(f);
+                }
+            } while (release_warps(nthreads));
         }
         bool all_done = true, any_block = false;
         for (int t = 0; t < nthreads; t++) {
