@@ -167,9 +167,17 @@ static double attention_flops(const ad_tensor *q, const ad_tensor *k, const ad_a
     if (!q || !k || q->ndim != 3 || k->ndim != 3) return 0;
     return per_pair * (double)q->shape[0] * q->shape[1] * k->shape[1] * p->n_heads * p->head_dim;
 }
+/* A row per kind of attention, so the encoder's (bidirectional, head dim 64 in Whisper) and
+ * the decoder's (causal, 128 in Qwen) are timed apart. */
+static void attention_label(char *buf, size_t size, const char *op, const ad_attention_params *p) {
+    snprintf(buf, size, "%s (%shead dim %d)", op, p && p->causal ? "causal, " : "",
+             p ? p->head_dim : 0);
+}
 static int p_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
                        const ad_tensor *v, const ad_attention_params *p) {
-    RUN(attention(be, out, q, k, v, p), "attention", NULL, attention_flops(q, k, p, 4),
+    char op[64];
+    attention_label(op, sizeof op, "attention", p);
+    RUN(attention(be, out, q, k, v, p), op, NULL, attention_flops(q, k, p, 4),
         B2(out, q) + B2(k, v));
 }
 static int p_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kernel, int stride) {
@@ -225,7 +233,9 @@ static int p_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
                                 const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
                                 const ad_tensor *k, const ad_tensor *v,
                                 const ad_attention_params *p) {
-    RUN(attention_backward(be, dq, dk, dv, dout, out, q, k, v, p), "attention_backward", NULL,
+    char op[64];
+    attention_label(op, sizeof op, "attention_backward", p);
+    RUN(attention_backward(be, dq, dk, dv, dout, out, q, k, v, p), op, NULL,
         attention_flops(q, k, p, 10), B2(dq, dk) + B2(dv, dout) + B2(out, q) + B2(k, v));
 }
 static int p_avg_pool1d_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, int kernel,

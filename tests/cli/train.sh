@@ -57,6 +57,9 @@ grep -q "dev/bleu" "$tmp/straight/metrics.jsonl" && ok || bad "dev evaluation ha
 # AUDISTILL_PROFILE=1: the op table printed at the end, the run's results unchanged.
 AUDISTILL_PROFILE=1 "$bin" train --config "$(job profiled 6)" --quiet 2>"$tmp/profile6.err" || { bad "profiled run failed"; cat "$tmp/profile6.err"; }
 grep -q "^op profile (cpu backend)" "$tmp/profile6.err" && grep -qE "^linear_backward language_model\.model\.layers\.#\.mlp\.down_proj\.weight +[0-9]+" "$tmp/profile6.err" && ok || { bad "no op profile"; cat "$tmp/profile6.err"; }
+# attention timed per kind: the encoder's (bidirectional) apart from the decoder's (causal)
+hd=$(python3 -c "import json; c = json.load(open('$fx/tiny_a/config.json')); t = c['text_config']; print(t.get('head_dim', t['hidden_size'] // t['num_attention_heads']), c['audio_config']['d_model'] // c['audio_config']['encoder_attention_heads'])")
+grep -qE "^attention \(causal, head dim ${hd% *}\) +[0-9]+" "$tmp/profile6.err" && grep -qE "^attention_backward \(head dim ${hd#* }\) +[0-9]+" "$tmp/profile6.err" && ok || { bad "attention rows per kind ($hd)"; grep attention "$tmp/profile6.err"; }
 cmp -s "$tmp/straight/final/model.safetensors" "$tmp/profiled/final/model.safetensors" && ok || bad "profiling changed the weights"
 # --benchmark N: N timed steps, a summary line, no checkpoint, no final model, no dev evaluation
 "$bin" train --config "$(job bench 6)" --benchmark 3 >"$tmp/bench.out" 2>"$tmp/err" || { bad "--benchmark failed"; cat "$tmp/err"; }
