@@ -445,8 +445,11 @@ static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     ad_backend *be = g->be;
     const ad_encoder_layer *w = &g->m->encoder[l];
     ad_encoder_record a = encoder_views(g, l);
-    if (h) AD_TRY(be->copy(be, &a.h_in, h));
-    const ad_tensor *in = h ? h : &a.h_in;
+    /* the input is recorded for a backward pass; forward only, the stream itself serves until
+     * fc2 overwrites it */
+    const bool record = encoder_keep(g) != KEEP_ONE_LAYER;
+    if (h && record) AD_TRY(be->copy(be, &a.h_in, h));
+    const ad_tensor *in = h && !record ? h : &a.h_in;
     AD_TRY(be->layernorm(be, &a.xn1, in, &w->self_attn_layer_norm_w, &w->self_attn_layer_norm_b,
                          ENCODER_LN_EPS));
     AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
@@ -455,7 +458,7 @@ static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     const ad_attention_params ap = encoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b));
-    AD_TRY(be->add(be, &a.h_mid, &a.h_mid, &a.h_in));
+    AD_TRY(be->add(be, &a.h_mid, &a.h_mid, in));
     AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
                          ENCODER_LN_EPS));
     AD_TRY(be->linear(be, &a.f_pre, &a.xn2, &w->fc1_w, &w->fc1_b));
@@ -529,8 +532,11 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     ad_tensor q2 = shaped(&a.q, 2, N, Q, 0), k2 = shaped(&a.k, 2, N, KV, 0),
               v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
     ad_tensor pos = shaped(&g->pos, 2, g->rows, g->len, 0);
-    if (x) AD_TRY(be->copy(be, &a.x_in, x));
-    const ad_tensor *in = x ? x : &a.x_in;
+    /* the input is recorded for a backward pass; forward only, the stream itself serves until
+     * down_proj overwrites it */
+    const bool record = decoder_keep(g) != KEEP_ONE_LAYER;
+    if (x && record) AD_TRY(be->copy(be, &a.x_in, x));
+    const ad_tensor *in = x && !record ? x : &a.x_in;
     AD_TRY(be->rmsnorm(be, &a.xn1, in, &w->input_layernorm_w, eps));
     AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
     AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
@@ -540,7 +546,7 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     const ad_attention_params ap = decoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear(be, &a.x_mid, &att2, &w->o_proj_w, NULL));
-    AD_TRY(be->add(be, &a.x_mid, &a.x_mid, &a.x_in));
+    AD_TRY(be->add(be, &a.x_mid, &a.x_mid, in));
     AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
     AD_TRY(be->linear(be, &a.gate, &a.xn2, &w->gate_proj_w, NULL));
     AD_TRY(be->linear(be, &a.up, &a.xn2, &w->up_proj_w, NULL));
