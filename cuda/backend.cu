@@ -366,6 +366,7 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->set_attention = cu_set_attention;
     be->matmul = cu_matmul;
     be->linear = cu_linear;
+    be->linear_residual = cu_linear_residual;
     be->conv1d = cu_conv1d;
     be->gelu = cu_gelu;
     be->silu_mul = cu_silu_mul;

@@ -329,16 +329,20 @@ static int lt_set_bias(lt_objects *o, const void *bias) {
  * finds no algorithm, so the caller may retry without the epilogue. */
 static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
                    bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
-                   const void *bias, ad_dtype bias_dt, const lt_batch *bt, bool *no_algo) {
+                   const void *bias, ad_dtype bias_dt, const lt_batch *bt, const char *c_data,
+                   bool *no_algo) {
     *no_algo = false;
+    if (!c_data) c_data = Y->data; /* C (of Y's layout) is Y itself unless named */
     /* Library A = our B, library B = our A; a view's column-major form is its stored
      * transpose, so the library transposes an operand when the flag and the view's own
      * transposition disagree. */
     const cublasOperation_t opa = (tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t opb = (ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const uint32_t ay = batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt),
+                   ac = alignment_of(c_data);
     const uint32_t align[3] = {batch_alignment(B->data, bt ? bt->b : 0, B->dtype, bt),
                                batch_alignment(A->data, bt ? bt->a : 0, A->dtype, bt),
-                               batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt)};
+                               ac < ay ? ac : ay};
     algo_key key;
     memset(&key, 0, sizeof key); /* padding too: the key is hashed and compared as bytes */
     key.dims[0] = M, key.dims[1] = N, key.dims[2] = K;
@@ -404,9 +408,9 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
     }
     if (bias && o != &local) rc = lt_set_bias(o, bias);
     if (rc == AD_OK) {
-        const cublasStatus_t st = cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data,
-                                                 o->lb, &beta, Y->data, o->ly, Y->data, o->ly,
-                                                 &algo, impl->workspace, CU_LT_WORKSPACE_BYTES, 0);
+        const cublasStatus_t st =
+            cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data, o->lb, &beta, c_data,
+                           o->ly, Y->data, o->ly, &algo, impl->workspace, CU_LT_WORKSPACE_BYTES, 0);
         if (st != CUBLAS_STATUS_SUCCESS)
             rc = ad_fail("cublasLtMatmul: %s", cublasGetStatusString(st));
     }
@@ -417,7 +421,7 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
 static int lt_matmul(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
                      bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                      const void *bias, ad_dtype bias_dt, bool *no_algo) {
-    return lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL, no_algo);
+    return lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL, NULL, no_algo);
 }
 
 /* Operand dtypes cuBLASLt takes directly with fp32 compute. */
@@ -427,8 +431,19 @@ static bool direct_ok(ad_dtype y, ad_dtype a, ad_dtype b) {
     return y == AD_F32 || y == a;
 }
 
-int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
-            const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias) {
+__global__ static void add_rows_kernel(char *y, int dt, int64_t ld, const char *c, int64_t cld,
+                                       int64_t rows, int64_t cols) {
+    CU_GRID_STRIDE(i, rows * cols) {
+        const int64_t r = i / cols, k = i % cols;
+        cu_store(y, dt, r * ld + k, cu_load(y, dt, r * ld + k) + cu_load(c, dt, r * cld + k));
+    }
+}
+
+/* cu_gemm, and with C (Y's dtype and shape, beta 0) y = product + bias + C: where the product is
+ * one cuBLASLt call C goes in as its C operand (beta 1; *c_used set), else the caller adds it. */
+static int gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
+                const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias,
+                const cu_mat *C, bool *c_used) {
     cu_impl *impl = cu_of(be);
     const int64_t M = ta ? A->cols : A->rows, K = ta ? A->rows : A->cols;
     const int64_t N = tb ? B->rows : B->cols;
@@ -512,8 +527,11 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
     }
     bool no_algo = false;
     if (direct) {
-        AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, beta,
-                         use_epilogue ? bias_data : NULL, bias_dt, &no_algo));
+        const bool take_c = C && beta == 0.0f; /* not when the bias was written into y first */
+        AD_TRY(lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, take_c ? 1.0f : beta,
+                       use_epilogue ? bias_data : NULL, bias_dt, NULL, take_c ? C->data : NULL,
+                       &no_algo));
+        if (take_c && !no_algo) *c_used = true;
         if (no_algo && use_epilogue) {
             /* No epilogue kernel for this shape: bias first, then accumulate. */
             if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
@@ -570,6 +588,25 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
     return AD_OK;
 }
 
+int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
+            const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias) {
+    return gemm(be, op, Y, A, ta, B, tb, alpha, beta, bias, NULL, NULL);
+}
+
+int cu_gemm_residual(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
+                     const cu_mat *B, bool tb, const ad_tensor *bias, const cu_mat *C) {
+    if (C->dtype != Y->dtype || C->trans || Y->trans || C->rows != Y->rows || C->cols != Y->cols)
+        return ad_fail("%s: the residual must have the output's dtype and shape", op);
+    bool used = false;
+    AD_TRY(gemm(be, op, Y, A, ta, B, tb, 1.0f, 0.0f, bias, C->ld == Y->ld ? C : NULL, &used));
+    const int64_t n = Y->rows * Y->cols;
+    if (used || n == 0) return AD_OK;
+    add_rows_kernel<<<cu_blocks(n, 256), 256>>>(Y->data, Y->dtype, Y->ld, C->data, C->ld, Y->rows,
+                                                Y->cols);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
 int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
                     const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
                     bool tb, int count, float alpha, float beta) {
@@ -584,7 +621,8 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
                        ad_dtype_name(A->dtype), ad_dtype_name(B->dtype), ad_dtype_name(Y->dtype));
     lt_batch bt = {count, y_stride, a_stride, b_stride};
     bool no_algo = false;
-    AD_TRY(lt_gemm(cu_of(be), Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32, &bt, &no_algo));
+    AD_TRY(lt_gemm(cu_of(be), Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32, &bt, NULL,
+                   &no_algo));
     if (no_algo)
         return ad_fail("%s: cuBLASLt has no algorithm for %d batched %s [%lld x %lld] x [%lld x "
                        "%lld] GEMMs",
@@ -686,6 +724,26 @@ int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a
     return cu_gemm(be, op, &Y, &A, transpose_a, &B, transpose_b, alpha, beta, NULL);
 }
 
+/* linear's operands as matrices, checked: y [rows, N] = x [rows, K] w [N, K]^T. */
+static int linear_mats(const char *op, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                       cu_mat *Y, cu_mat *X, cu_mat *W) {
+    AD_TRY(output_mat(op, y, Y));
+    AD_TRY(cu_check(op, "x", x, CU_FLOAT));
+    AD_TRY(cu_check(op, "w", w, CU_FLOAT));
+    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
+    AD_TRY(cu_mat_of(op, x, X));
+    AD_TRY(cu_mat_of(op, w, W));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
+    const int64_t N = W->rows, K = W->cols;
+    if (X->cols != K)
+        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
+                                 (long long)X->cols, w->name, (long long)N, (long long)K);
+    if (Y->rows != X->rows || Y->cols != N)
+        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
+                                 (long long)X->rows, (long long)N, x->name, w->name);
+    return AD_OK;
+}
+
 int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
               const ad_tensor *bias) {
     const char *op = "linear";
@@ -695,21 +753,28 @@ int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor 
         return ad_cuda_quant_linear(be, y, x, &qw, bias);
     }
     cu_mat Y, X, W;
-    AD_TRY(output_mat(op, y, &Y));
-    AD_TRY(cu_check(op, "x", x, CU_FLOAT));
-    AD_TRY(cu_check(op, "w", w, CU_FLOAT));
-    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
-    AD_TRY(cu_mat_of(op, x, &X));
-    AD_TRY(cu_mat_of(op, w, &W));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
-    const int64_t N = W.rows, K = W.cols;
-    if (X.cols != K)
-        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
-                                 (long long)X.cols, w->name, (long long)N, (long long)K);
-    if (Y.rows != X.rows || Y.cols != N)
-        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
-                                 (long long)X.rows, (long long)N, x->name, w->name);
+    AD_TRY(linear_mats(op, y, x, w, &Y, &X, &W));
     return cu_gemm(be, op, &Y, &X, false, &W, true, 1.0f, 0.0f, bias);
+}
+
+/* The residual rides in the GEMM as its C operand where the product is one cuBLASLt call (one
+ * pass over y instead of the add's three), else it is added after. */
+int cu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                       const ad_tensor *bias, const ad_tensor *residual) {
+    const char *op = "linear_residual";
+    AD_TRY(cu_check(op, "residual", residual, CU_FLOAT));
+    AD_TRY(ad_op_check_same_shape(op, residual, y));
+    AD_TRY(ad_op_check_no_alias(op, y, residual));
+    if (residual->dtype != y->dtype)
+        return ad_op_fail_tensor(op, residual, "must be %s like y", ad_dtype_name(y->dtype));
+    if (w && w->dtype == AD_QGROUP) {
+        AD_TRY(cu_linear(be, y, x, w, bias));
+        return cu_add(be, y, y, residual);
+    }
+    cu_mat Y, X, W, R;
+    AD_TRY(linear_mats(op, y, x, w, &Y, &X, &W));
+    AD_TRY(cu_mat_of(op, residual, &R));
+    return cu_gemm_residual(be, op, &Y, &X, false, &W, true, bias, &R);
 }
 
 int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,

@@ -112,6 +112,11 @@ struct ad_backend {
     /* y[..., N] = x[..., K] @ w[N, K]^T + bias[N] (bias may be NULL). */
     int (*linear)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                   const ad_tensor *bias);
+    /* y = linear(x, w, bias) + residual: a residual connection. residual has y's shape and
+     * dtype and is neither y nor x. The CPU's is linear, then add; CUDA adds the residual in
+     * the GEMM (its C operand), one pass over y where the add made three. */
+    int (*linear_residual)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                           const ad_tensor *bias, const ad_tensor *residual);
     /* Channels-last conv1d: x [B, L, C_in], w [C_out, C_in, K], bias [C_out] or NULL,
      * y [B, L_out, C_out], L_out = (L + 2*padding - K) / stride + 1. Zero padding. */
     int (*conv1d)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,

@@ -130,6 +130,11 @@ static int p_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_t
     RUN(linear(be, y, x, w, bias), "linear", w, 2.0 * (double)ad_tensor_numel(y) * last_dim(x),
         B2(y, x) + tensor_bytes(w));
 }
+static int p_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                             const ad_tensor *bias, const ad_tensor *residual) {
+    RUN(linear_residual(be, y, x, w, bias, residual), "linear_residual", w,
+        2.0 * (double)ad_tensor_numel(y) * last_dim(x), B2(y, x) + B2(w, residual));
+}
 static int p_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                     const ad_tensor *bias, int stride, int padding) {
     const double per_out = w && w->ndim == 3 ? (double)w->shape[1] * w->shape[2] : 0;
@@ -293,6 +298,7 @@ static int start(ad_backend *be, bool timing) {
     SHIM(fill);
     SHIM(matmul);
     SHIM(linear);
+    SHIM(linear_residual);
     SHIM(conv1d);
     SHIM(gelu);
     SHIM(silu_mul);

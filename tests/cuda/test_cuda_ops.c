@@ -238,6 +238,40 @@ static void one_linear_bf16_output_f32_bias(bool slice) {
     pair_free(&wide);
 }
 
+/* linear_residual (y = linear + residual): the residual rides as the GEMM's C operand, or is
+ * added after when its rows are laid out unlike y's (`slice`: a column slice of a wider
+ * tensor). Against the CPU's linear then add, under bf16 GEMMs with x rounded there too. */
+static void one_linear_residual(ad_dtype xdt, ad_dtype wdt, ad_dtype bias_dt, bool bf16_gemm,
+                                bool slice) {
+    const bool with_bias = bias_dt != AD_DTYPE_COUNT;
+    pair x, w, bias, y, wide, r, xr;
+    pair_make(&x, "x", xdt, 2, S(21, 64), 1.0f, 0.0f);
+    pair_make(&w, "w", wdt, 2, S(40, 64), 0.2f, 0.0f);
+    pair_make(&bias, "bias", with_bias ? bias_dt : AD_F32, 1, S(40), 1.0f, 0.0f);
+    pair_make(&y, "y", AD_F32, 2, S(21, 40), 1.0f, 0.0f);
+    pair_make(&wide, "residual", AD_F32, 2, S(21, slice ? 44 : 40), 1.0f, 0.0f);
+    pair_slice(&wide, 1, slice ? 4 : 0, 40, &r);
+    const bool round_x = bf16_gemm && xdt == AD_F32;
+    if (round_x) cpu_round_bf16(&x, &xr);
+    CHECK_OK(g_cpu->linear_residual(g_cpu, &y.c, round_x ? &xr.c : &x.c, &w.c,
+                                    with_bias ? &bias.c : NULL, &r.c));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
+    CHECK_OK(g_gpu->linear_residual(g_gpu, &y.g, &x.g, &w.g, with_bias ? &bias.g : NULL, &r.g));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    char what[128];
+    snprintf(what, sizeof what, "linear_residual x %s, w %s%s%s%s%s", ad_dtype_name(xdt),
+             ad_dtype_name(wdt), with_bias ? ", bias " : "",
+             with_bias ? ad_dtype_name(bias_dt) : "", bf16_gemm ? ", bf16 GEMM" : "",
+             slice ? ", residual a slice" : "");
+    expect_close(what, &y, TOL_F32);
+    if (round_x) pair_free(&xr);
+    pair_free(&x);
+    pair_free(&w);
+    pair_free(&bias);
+    pair_free(&y);
+    pair_free(&wide);
+}
+
 static void test_linear(void) {
     const ad_dtype none = AD_DTYPE_COUNT;
     one_linear(AD_F32, AD_F32, AD_F32, AD_F32, false, TOL_F32);
@@ -251,6 +285,13 @@ static void test_linear(void) {
     one_linear(AD_F32, AD_BF16, AD_F32, none, true, TOL_F32);
     one_linear_bf16_output_f32_bias(false);
     one_linear_bf16_output_f32_bias(true);
+    one_linear_residual(AD_F32, AD_F32, AD_F32, false, false);
+    one_linear_residual(AD_F32, AD_F32, none, false, false);
+    one_linear_residual(AD_F32, AD_BF16, AD_F32, true, false);
+    one_linear_residual(AD_BF16, AD_BF16, none, true, false);
+    one_linear_residual(AD_F32, AD_BF16, AD_BF16, true, false); /* the bf16 teacher's biases */
+    one_linear_residual(AD_F32, AD_BF16, AD_F32, false, false); /* B in f32 tiles */
+    one_linear_residual(AD_F32, AD_F32, AD_F32, false, true);
 }
 
 static void one_conv(ad_dtype dt, int stride, int padding, double tol) {

@@ -4,8 +4,9 @@
 // NaN bytes when allocated, as uninitialised GPU memory would be garbage. Kernels run one block
 // at a time; each thread of a block is a fiber that runs until it reaches a barrier or
 // returns, one warp at a time up to a __syncthreads; cp.async copies land at their wait.
-// AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks, warps and threads in reverse order, so a
-// result that depends on the order (a missing __syncthreads, a race between blocks) changes.
+// AUDISTILL_CUDA_EMU_ORDER=reverse runs blocks, warps and threads in reverse order and lands
+// cp.async copies at issue, so a result that depends on the order (a missing __syncthreads, a
+// race between blocks, a shared tile overwritten while read) changes.
 //
 // Built with AddressSanitizer, device allocations are exact (no guard zones) so that ASan
 // reports any read or write out of bounds with the kernel's line, and the fiber switches are
@@ -551,6 +552,7 @@ struct fiber {
 };
 
 static fiber g_fibers[MAX_THREADS];
+static bool g_reverse; /* AUDISTILL_CUDA_EMU_ORDER=reverse */
 static fiber *g_current;
 static void *g_sched_sp;
 #ifdef EMU_ASAN
@@ -686,14 +688,23 @@ static void wait_here(fiber_state st) {
     asan_arrived_in_fiber(f->asan_fake_stack);
 }
 
-/* cp.async: the copy is only recorded; it lands when a wait_group covers its group, so a
- * tile read before its wait, or before the barrier after the other threads' waits, holds
- * stale bytes here as it may on a GPU. */
+/* cp.async lands at some point between its issue and the wait_group that covers its group.
+ * In launch order the copy lands as late as it may (at that wait), so a tile read before its
+ * wait, or before the barrier after the other threads' waits, holds stale bytes; in reverse
+ * order as early as it may (at issue), so a stage overwritten while another warp still reads
+ * it is caught. */
 void ad_emu_copy_async(void *dst, const void *src, int bytes, bool valid) {
     fiber *f = g_current;
     if (!f) emu_die("cp.async outside a kernel");
     if ((uintptr_t)dst % (uintptr_t)bytes || (valid && (uintptr_t)src % (uintptr_t)bytes))
         kernel_fault("cp.async of %d bytes from a misaligned address", bytes);
+    if (g_reverse) {
+        if (valid)
+            memcpy(dst, src, (size_t)bytes);
+        else
+            memset(dst, 0, (size_t)bytes);
+        return;
+    }
     if (f->n_copies == (int)(sizeof f->copies / sizeof f->copies[0]))
         kernel_fault("more asynchronous copies in flight than the emulator keeps");
     f->copies[f->n_copies++] = {dst, valid ? src : NULL, bytes, f->groups};
@@ -816,8 +827,6 @@ static bool release_warps(int nthreads) {
     }
     return released;
 }
-
-static bool g_reverse;
 
 static void run_block(int nthreads) {
     g_block_serial++;

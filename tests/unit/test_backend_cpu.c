@@ -197,6 +197,14 @@ static void test_linear(void) {
             }
         CHECK_OK(be->linear(be, &y, &x, &ww, with_bias ? &bw : NULL));
         check_close("linear", &y, ref, mag, 1e-5, 1e-6);
+        /* the same with a residual added */
+        ad_tensor r, yr;
+        tensor(&r, 3, (int64_t[]){B, T, N}, "residual");
+        tensor(&yr, 3, (int64_t[]){B, T, N}, "y_residual");
+        for (int64_t i = 0; i < M * N; i++)
+            ref[i] += at(&r, i), mag[i] += fabs(at(&r, i));
+        CHECK_OK(be->linear_residual(be, &yr, &x, &ww, with_bias ? &bw : NULL, &r));
+        check_close("linear_residual", &yr, ref, mag, 1e-5, 1e-6);
         free_all();
     }
 }
@@ -624,6 +632,12 @@ static void test_errors(void) {
     tensor(&w, 2, (int64_t[]){5, 7}, "proj.weight");
     tensor(&y, 2, (int64_t[]){4, 5}, "y");
     CHECK_FAILS_WITH(be->linear(be, &y, &x, &w, NULL), "proj.weight");
+    {
+        ad_tensor x7;
+        tensor(&x7, 2, (int64_t[]){4, 7}, "x7");
+        CHECK_FAILS_WITH(be->linear_residual(be, &y, &x7, &w, NULL, &x), "same shape");
+        CHECK_FAILS_WITH(be->linear_residual(be, &y, &x7, &w, NULL, &y), "overlaps");
+    }
     CHECK_FAILS_WITH(be->matmul(be, &y, &x, false, &w, true, 1, 0), "cannot multiply");
     to_half(&x, AD_BF16, &b16, "hidden_bf16");
     CHECK_FAILS_WITH(be->gelu(be, &x, &b16), "hidden_bf16");

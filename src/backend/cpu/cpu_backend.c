@@ -323,6 +323,7 @@ int ad_backend_cpu_create(ad_backend **out, int n_threads) {
     be->fill = ad_cpu_fill;
     be->matmul = ad_cpu_matmul;
     be->linear = ad_cpu_linear;
+    be->linear_residual = ad_cpu_linear_residual;
     be->conv1d = ad_cpu_conv1d;
     be->gelu = ad_cpu_gelu;
     be->silu_mul = ad_cpu_silu_mul;

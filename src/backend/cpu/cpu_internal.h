@@ -101,6 +101,8 @@ int ad_cpu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
 int ad_cpu_gelu(ad_backend *be, ad_tensor *y, const ad_tensor *x);
 int ad_cpu_silu_mul(ad_backend *be, ad_tensor *y, const ad_tensor *gate, const ad_tensor *up);
 int ad_cpu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b);
+int ad_cpu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                           const ad_tensor *bias, const ad_tensor *residual);
 int ad_cpu_layernorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,
                      const ad_tensor *bias, float eps);
 int ad_cpu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *weight,

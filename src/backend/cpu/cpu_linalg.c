@@ -222,6 +222,17 @@ int ad_cpu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
     return gemm(be, (float *)Y.data, Y.ld, &X, false, &W, true, X.rows, N, K, 1.0f, 1.0f);
 }
 
+/* The reference: the linear's result rounded to f32, then the residual added. */
+int ad_cpu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
+                           const ad_tensor *bias, const ad_tensor *residual) {
+    const char *op = "linear_residual";
+    AD_TRY(cpu_check_tensor(op, "residual", residual, AD_F32));
+    AD_TRY(ad_op_check_same_shape(op, residual, y));
+    AD_TRY(ad_op_check_no_alias(op, y, residual));
+    AD_TRY(ad_cpu_linear(be, y, x, w, bias));
+    return ad_cpu_add(be, y, y, residual);
+}
+
 int ad_cpu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                   const ad_tensor *bias, int stride, int padding) {
     const char *op = "conv1d";
