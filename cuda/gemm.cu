@@ -763,10 +763,7 @@ int cu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const a
                        const ad_tensor *bias, const ad_tensor *residual) {
     const char *op = "linear_residual";
     AD_TRY(cu_check(op, "residual", residual, CU_FLOAT));
-    AD_TRY(ad_op_check_same_shape(op, residual, y));
-    AD_TRY(ad_op_check_no_alias(op, y, residual));
-    if (residual->dtype != y->dtype)
-        return ad_op_fail_tensor(op, residual, "must be %s like y", ad_dtype_name(y->dtype));
+    AD_TRY(ad_op_check_residual(op, y, residual));
     if (w && w->dtype == AD_QGROUP) {
         AD_TRY(cu_linear(be, y, x, w, bias));
         return cu_add(be, y, y, residual);

@@ -72,6 +72,16 @@ int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *
     return AD_OK;
 }
 
+int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *residual) {
+    if (!residual) return ad_fail("%s: the residual is NULL", op);
+    AD_TRY(ad_op_check_same_shape(op, residual, y));
+    AD_TRY(ad_op_check_no_alias(op, y, residual));
+    if (residual->dtype != y->dtype)
+        return ad_op_fail_tensor(op, residual, "must be %s like y %s", ad_dtype_name(y->dtype),
+                                 y->name);
+    return AD_OK;
+}
+
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,
                       const ad_tensor *v, const ad_tensor *w_bf16) {
     const ad_tensor *all[5] = {w, g, m, v, w_bf16};

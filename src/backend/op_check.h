@@ -27,6 +27,8 @@ int ad_op_check_vector(const char *op, const ad_tensor *t, int64_t n);
  * aliasing is always caught; partial overlap only when both tensors are contiguous (strided
  * views of one buffer, such as a fused QKV, may interleave without overlapping). */
 int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
+/* linear_residual's residual: y's shape and dtype, and not y. */
+int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *residual);
 /* adamw's operands: w, g, m, v (and w_bf16 unless NULL: BF16, apart from w) contiguous and of
  * one shape. */
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,

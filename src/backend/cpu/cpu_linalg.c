@@ -227,8 +227,7 @@ int ad_cpu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, con
                            const ad_tensor *bias, const ad_tensor *residual) {
     const char *op = "linear_residual";
     AD_TRY(cpu_check_tensor(op, "residual", residual, AD_F32));
-    AD_TRY(ad_op_check_same_shape(op, residual, y));
-    AD_TRY(ad_op_check_no_alias(op, y, residual));
+    AD_TRY(ad_op_check_residual(op, y, residual));
     AD_TRY(ad_cpu_linear(be, y, x, w, bias));
     return ad_cpu_add(be, y, y, residual);
 }
