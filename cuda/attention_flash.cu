@@ -823,15 +823,15 @@ static bool fa_view_async(const char *p, int dt, int64_t bs, int64_t ts) {
 /* Whether the key tiles go through the two-stage pipe: bf16 K and V so aligned, at head dims
  * up to 64 (two stages of 128-dim tiles would not fit the static shared memory, and the
  * decoder's 128-dim k stays f32 for rope). */
-template <int D> static bool fa_pipe(const fa_args &a) {
-    return D <= 64 && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
+template <int D> static bool fa_pipe(const fa_args &a, bool off) {
+    return !off && D <= 64 && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
            fa_view_async(a.v, a.vdt, a.vb, a.vt);
 }
 
-template <int D> static int fa_forward(const fa_args &a, int64_t B) {
+template <int D> static int fa_forward(const fa_args &a, int64_t B, bool pipe_off) {
     constexpr bool can_pipe = D <= 64;
     dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-    if (fa_pipe<D>(a))
+    if (fa_pipe<D>(a, pipe_off))
         fa_forward_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a);
     else
         fa_forward_kernel<D, false><<<grid, FA_THREADS>>>(a);
@@ -839,11 +839,12 @@ template <int D> static int fa_forward(const fa_args &a, int64_t B) {
     return AD_OK;
 }
 
-template <int D> static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv) {
+template <int D>
+static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv, bool pipe_off) {
     if (a.Tq > 0) {
         constexpr bool can_pipe = D <= 64;
         dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-        if (fa_pipe<D>(a))
+        if (fa_pipe<D>(a, pipe_off))
             fa_dq_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a, want_dq);
         else
             fa_dq_kernel<D, false><<<grid, FA_THREADS>>>(a, want_dq);
@@ -866,11 +867,12 @@ int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args)
     fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
     cu_of(be)->attention_flash_calls++;
     const int64_t B = out->shape[0];
+    const bool off = cu_of(be)->flash_pipe_off;
     switch (a.D) {
-    case 16: return fa_forward<16>(a, B);
-    case 32: return fa_forward<32>(a, B);
-    case 64: return fa_forward<64>(a, B);
-    case 128: return fa_forward<128>(a, B);
+    case 16: return fa_forward<16>(a, B, off);
+    case 32: return fa_forward<32>(a, B, off);
+    case 64: return fa_forward<64>(a, B, off);
+    case 128: return fa_forward<128>(a, B, off);
     }
     return ad_fail("attention (flash): head_dim %d has no kernel", a.D);
 }
@@ -885,7 +887,7 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
     const int64_t rows = (int64_t)a.H * a.Tq;
     cu_of(be)->attention_flash_calls++;
-    const bool want_dq = dq != NULL, want_dkv = dk || dv;
+    const bool want_dq = dq != NULL, want_dkv = dk || dv, off = cu_of(be)->flash_pipe_off;
     if (!want_dq && !want_dkv) return AD_OK;
     const int64_t B = (dq ? dq : dk ? dk : dv)->shape[0];
     float *stats = NULL;
@@ -895,10 +897,10 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     a.lse = stats;
     a.delta = stats ? stats + B * rows : NULL;
     switch (a.D) {
-    case 16: return fa_backward<16>(a, B, want_dq, want_dkv);
-    case 32: return fa_backward<32>(a, B, want_dq, want_dkv);
-    case 64: return fa_backward<64>(a, B, want_dq, want_dkv);
-    case 128: return fa_backward<128>(a, B, want_dq, want_dkv);
+    case 16: return fa_backward<16>(a, B, want_dq, want_dkv, off);
+    case 32: return fa_backward<32>(a, B, want_dq, want_dkv, off);
+    case 64: return fa_backward<64>(a, B, want_dq, want_dkv, off);
+    case 128: return fa_backward<128>(a, B, want_dq, want_dkv, off);
     }
     return ad_fail("attention_backward (flash): head_dim %d has no kernel", a.D);
 }

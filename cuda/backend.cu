@@ -325,6 +325,10 @@ static int setup(cu_impl *impl) {
             return ad_fail("%s=%s: expected auto, kernel, gemm or flash", AD_CUDA_ATTENTION_ENV,
                            path);
     }
+    const char *pipe = getenv(AD_CUDA_FLASH_PIPE_ENV);
+    if (pipe && *pipe && strcmp(pipe, "0") != 0 && strcmp(pipe, "1") != 0)
+        return ad_fail("%s=%s: expected 0 or 1", AD_CUDA_FLASH_PIPE_ENV, pipe);
+    impl->flash_pipe_off = pipe && strcmp(pipe, "0") == 0;
     return AD_OK;
 }
 

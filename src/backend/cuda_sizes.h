@@ -14,6 +14,9 @@
 #define AD_CUDA_ATTENTION_SCRATCH_BYTES ((size_t)256 << 20)
 /* The environment variable that sets every new CUDA backend's attention path. */
 #define AD_CUDA_ATTENTION_ENV "AUDISTILL_CUDA_ATTENTION"
+/* Set to 0, new CUDA backends load the flash kernels' key tiles without the cp.async pipe (a
+ * diagnostic: the same numbers, the pipe's share of the time). */
+#define AD_CUDA_FLASH_PIPE_ENV "AUDISTILL_CUDA_FLASH_PIPE"
 
 /* Query rows from which AUTO leaves attention's tiled kernels (decoding steps) for the batched
  * GEMMs or, under bf16 GEMMs, the flash kernels. */
