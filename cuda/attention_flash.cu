@@ -377,21 +377,18 @@ template <int D> __host__ __device__ constexpr int fa_stage(void) {
     return 2 * FA_KEYS * (D + FA_PAD);
 }
 
-/* Where head kvh of this block's batch element starts in K and V. */
-__device__ static inline int64_t fa_kbase(const fa_args &a, int kvh, int D) {
-    return (int64_t)blockIdx.z * a.kb + (int64_t)kvh * D;
-}
-__device__ static inline int64_t fa_vbase(const fa_args &a, int kvh, int D) {
-    return (int64_t)blockIdx.z * a.vb + (int64_t)kvh * D;
+/* Where head kvh of this block's batch element starts in a view of batch stride bs. */
+__device__ static inline int64_t fa_head_base(int64_t bs, int kvh, int D) {
+    return (int64_t)blockIdx.z * bs + (int64_t)kvh * D;
 }
 
 template <int D>
 __device__ static inline void fa_issue_keys(uint16_t *stage, const fa_args &a, int kvh, int64_t j0,
                                             int64_t kend, bool with_v) {
-    fa_load_tile_async<D, FA_KEYS>(stage, a.k, fa_kbase(a, kvh, D), a.kt, j0, kend);
+    fa_load_tile_async<D, FA_KEYS>(stage, a.k, fa_head_base(a.kb, kvh, D), a.kt, j0, kend);
     if (with_v)
-        fa_load_tile_async<D, FA_KEYS>(stage + FA_KEYS * (D + FA_PAD), a.v, fa_vbase(a, kvh, D),
-                                       a.vt, j0, kend);
+        fa_load_tile_async<D, FA_KEYS>(stage + FA_KEYS * (D + FA_PAD), a.v,
+                                       fa_head_base(a.vb, kvh, D), a.vt, j0, kend);
     fa_copy_commit();
 }
 
@@ -405,10 +402,10 @@ __device__ static inline uint16_t *fa_key_tile(uint16_t *tiles, const fa_args &a
                                                int64_t j0, int64_t kend, bool with_v) {
     if (!PIPE) {
         __syncthreads(); /* the previous tile is consumed */
-        fa_load_tile<D, FA_KEYS>(tiles, a.k, a.kdt, fa_kbase(a, kvh, D), a.kt, j0, kend);
+        fa_load_tile<D, FA_KEYS>(tiles, a.k, a.kdt, fa_head_base(a.kb, kvh, D), a.kt, j0, kend);
         if (with_v)
             fa_load_tile<D, FA_KEYS>(tiles + FA_KEYS * (D + FA_PAD), a.v, a.vdt,
-                                     fa_vbase(a, kvh, D), a.vt, j0, kend);
+                                     fa_head_base(a.vb, kvh, D), a.vt, j0, kend);
         __syncthreads();
         return tiles;
     }

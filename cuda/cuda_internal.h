@@ -250,10 +250,10 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
 /* `count` GEMMs of one shape, operand i at its data + i * stride elements (stride 0 repeats
  * one matrix): Y_i = alpha * op(A_i) @ op(B_i) + beta * Y_i. Operands of one dtype (f32, or
  * bf16/f16 into f32 or the same dtype); no conversion, no bias. */
-/* y = A B + bias + C (C of Y's dtype and shape, not Y): C as cuBLASLt's C operand where it
- * can be, else added after the product. */
+/* y = A B + bias, and + C (Y's dtype and shape, not Y) as cuBLASLt's C operand where the
+ * product is one call with C laid out like y: *fused says whether C was added. */
 int cu_gemm_residual(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
-                     const cu_mat *B, bool tb, const ad_tensor *bias, const cu_mat *C);
+                     const cu_mat *B, bool tb, const ad_tensor *bias, const cu_mat *C, bool *fused);
 int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
                     const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
                     bool tb, int count, float alpha, float beta);

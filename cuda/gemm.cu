@@ -431,16 +431,9 @@ static bool direct_ok(ad_dtype y, ad_dtype a, ad_dtype b) {
     return y == AD_F32 || y == a;
 }
 
-__global__ static void add_rows_kernel(char *y, int dt, int64_t ld, const char *c, int64_t cld,
-                                       int64_t rows, int64_t cols) {
-    CU_GRID_STRIDE(i, rows * cols) {
-        const int64_t r = i / cols, k = i % cols;
-        cu_store(y, dt, r * ld + k, cu_load(y, dt, r * ld + k) + cu_load(c, dt, r * cld + k));
-    }
-}
-
-/* cu_gemm, and with C (Y's dtype and shape, beta 0) y = product + bias + C: where the product is
- * one cuBLASLt call C goes in as its C operand (beta 1; *c_used set), else the caller adds it. */
+/* cu_gemm, and with C (Y's dtype, shape and row stride; beta 0) y = product + bias + C where
+ * the product is one cuBLASLt call: C goes in as its C operand (beta 1) and *c_used is set;
+ * else C is left for the caller to add. */
 static int gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
                 const cu_mat *B, bool tb, float alpha, float beta, const ad_tensor *bias,
                 const cu_mat *C, bool *c_used) {
@@ -594,17 +587,10 @@ int cu_gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bo
 }
 
 int cu_gemm_residual(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A, bool ta,
-                     const cu_mat *B, bool tb, const ad_tensor *bias, const cu_mat *C) {
-    if (C->dtype != Y->dtype || C->trans || Y->trans || C->rows != Y->rows || C->cols != Y->cols)
-        return ad_fail("%s: the residual must have the output's dtype and shape", op);
-    bool used = false;
-    AD_TRY(gemm(be, op, Y, A, ta, B, tb, 1.0f, 0.0f, bias, C->ld == Y->ld ? C : NULL, &used));
-    const int64_t n = Y->rows * Y->cols;
-    if (used || n == 0) return AD_OK;
-    add_rows_kernel<<<cu_blocks(n, 256), 256>>>(Y->data, Y->dtype, Y->ld, C->data, C->ld, Y->rows,
-                                                Y->cols);
-    CUDA_TRY_LAUNCH();
-    return AD_OK;
+                     const cu_mat *B, bool tb, const ad_tensor *bias, const cu_mat *C,
+                     bool *fused) {
+    *fused = false;
+    return gemm(be, op, Y, A, ta, B, tb, 1.0f, 0.0f, bias, C->ld == Y->ld ? C : NULL, fused);
 }
 
 int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_stride,
@@ -758,20 +744,22 @@ int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor 
 }
 
 /* The residual rides in the GEMM as its C operand where the product is one cuBLASLt call (one
- * pass over y instead of the add's three), else it is added after. */
+ * pass over y instead of the add's three), else the add follows. */
 int cu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                        const ad_tensor *bias, const ad_tensor *residual) {
     const char *op = "linear_residual";
     AD_TRY(cu_check(op, "residual", residual, CU_FLOAT));
     AD_TRY(ad_op_check_residual(op, y, residual));
+    bool fused = false;
     if (w && w->dtype == AD_QGROUP) {
         AD_TRY(cu_linear(be, y, x, w, bias));
-        return cu_add(be, y, y, residual);
+    } else {
+        cu_mat Y, X, W, R;
+        AD_TRY(linear_mats(op, y, x, w, &Y, &X, &W));
+        AD_TRY(cu_mat_of(op, residual, &R));
+        AD_TRY(cu_gemm_residual(be, op, &Y, &X, false, &W, true, bias, &R, &fused));
     }
-    cu_mat Y, X, W, R;
-    AD_TRY(linear_mats(op, y, x, w, &Y, &X, &W));
-    AD_TRY(cu_mat_of(op, residual, &R));
-    return cu_gemm_residual(be, op, &Y, &X, false, &W, true, bias, &R);
+    return fused ? AD_OK : cu_add(be, y, y, residual);
 }
 
 int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,

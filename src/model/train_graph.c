@@ -439,14 +439,6 @@ static ad_attention_params decoder_attention(const ad_train_graph *g, int l) {
                                  .key_len = g->row_len};
 }
 
-/* y = linear(x, w, b) + r, a residual connection: in one op where the backend fuses them. */
-static int linear_plus(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
-                       const ad_tensor *b, const ad_tensor *r) {
-    if (be->linear_residual) return be->linear_residual(be, y, x, w, b, r);
-    AD_TRY(be->linear(be, y, x, w, b));
-    return be->add(be, y, y, r);
-}
-
 /* Encoder layer l on the stream h (in place), recording its activations; with h NULL
  * (recompute), only the activations its backward reads, rebuilt from the recorded input. */
 static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
@@ -465,13 +457,13 @@ static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
     const ad_attention_params ap = encoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
-    AD_TRY(linear_plus(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b, in));
+    AD_TRY(be->linear_residual(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b, in));
     AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
                          ENCODER_LN_EPS));
     AD_TRY(be->linear(be, &a.f_pre, &a.xn2, &w->fc1_w, &w->fc1_b));
     AD_TRY(be->gelu(be, &a.f_act, &a.f_pre));
     if (!h) return AD_OK;
-    return linear_plus(be, h, &a.f_act, &w->fc2_w, &w->fc2_b, &a.h_mid);
+    return be->linear_residual(be, h, &a.f_act, &w->fc2_w, &w->fc2_b, &a.h_mid);
 }
 
 static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
@@ -551,13 +543,13 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
     const ad_attention_params ap = decoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
-    AD_TRY(linear_plus(be, &a.x_mid, &att2, &w->o_proj_w, NULL, in));
+    AD_TRY(be->linear_residual(be, &a.x_mid, &att2, &w->o_proj_w, NULL, in));
     AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
     AD_TRY(be->linear(be, &a.gate, &a.xn2, &w->gate_proj_w, NULL));
     AD_TRY(be->linear(be, &a.up, &a.xn2, &w->up_proj_w, NULL));
     AD_TRY(be->silu_mul(be, &a.act, &a.gate, &a.up));
     if (!x) return AD_OK;
-    return linear_plus(be, x, &a.act, &w->down_proj_w, NULL, &a.x_mid);
+    return be->linear_residual(be, x, &a.act, &w->down_proj_w, NULL, &a.x_mid);
 }
 
 static int decoder_forward(ad_train_graph *g, const ad_batch *b) {

@@ -693,16 +693,20 @@ static void wait_here(fiber_state st) {
  * wait, or before the barrier after the other threads' waits, holds stale bytes; in reverse
  * order as early as it may (at issue), so a stage overwritten while another warp still reads
  * it is caught. */
+static void land(void *dst, const void *src, int bytes) {
+    if (src)
+        memcpy(dst, src, (size_t)bytes);
+    else
+        memset(dst, 0, (size_t)bytes); /* cp.async's zero fill */
+}
+
 void ad_emu_copy_async(void *dst, const void *src, int bytes, bool valid) {
     fiber *f = g_current;
     if (!f) emu_die("cp.async outside a kernel");
     if ((uintptr_t)dst % (uintptr_t)bytes || (valid && (uintptr_t)src % (uintptr_t)bytes))
         kernel_fault("cp.async of %d bytes from a misaligned address", bytes);
     if (g_reverse) {
-        if (valid)
-            memcpy(dst, src, (size_t)bytes);
-        else
-            memset(dst, 0, (size_t)bytes);
+        land(dst, valid ? src : NULL, bytes);
         return;
     }
     if (f->n_copies == (int)(sizeof f->copies / sizeof f->copies[0]))
@@ -722,10 +726,7 @@ void ad_emu_copy_wait(int pending) {
     for (int i = 0; i < f->n_copies; i++) {
         const fiber::copy &c = f->copies[i];
         if (c.group < f->groups - pending) {
-            if (c.src)
-                memcpy(c.dst, c.src, (size_t)c.bytes);
-            else
-                memset(c.dst, 0, (size_t)c.bytes);
+            land(c.dst, c.src, c.bytes);
         } else {
             f->copies[kept++] = c;
         }
