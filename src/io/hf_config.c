@@ -185,6 +185,56 @@ static int parse_student_shapes(const cJSON *a, const char *file, ad_model_confi
     return AD_OK;
 }
 
+/* Every width, plain or heads x head_dim, is bounded so that tensor sizes, parameter counts
+ * and memory plans stay far inside int64 (2^24 x 2^24 per matrix, times the layer cap). */
+static int check_width(const char *file, const char *what, int layer, int64_t value) {
+    if (value <= AD_MAX_WIDTH) return AD_OK;
+    if (layer >= 0)
+        return ad_fail("%s: layer %d: %s is %lld; widths above %d are not supported", file, layer,
+                       what, (long long)value, AD_MAX_WIDTH);
+    return ad_fail("%s: %s is %lld; widths above %d are not supported", file, what,
+                   (long long)value, AD_MAX_WIDTH);
+}
+
+static int check_widths(const char *file, const ad_model_config *c) {
+    const struct {
+        const char *name;
+        int64_t value;
+    } plain[] = {
+        {"audio_config.num_mel_bins", c->num_mel_bins},
+        {"audio_config.encoder_ffn_dim", c->encoder_ffn_dim},
+        {"audio_config.d_model", c->d_model},
+        {"audio_config.max_source_positions", c->max_source_positions},
+        {"text_config.vocab_size", c->vocab_size},
+        {"text_config.hidden_size", c->hidden_size},
+        {"text_config.intermediate_size", c->intermediate_size},
+        {"text_config.max_position_embeddings", c->max_position_embeddings},
+        {"text_config.num_attention_heads x head_dim",
+         (int64_t)c->num_attention_heads * c->head_dim},
+        {"text_config.num_key_value_heads x head_dim",
+         (int64_t)c->num_key_value_heads * c->head_dim},
+        {"audio_config.encoder_attention_heads x encoder_head_dim",
+         (int64_t)c->encoder_attention_heads * c->encoder_head_dim},
+    };
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        AD_TRY(check_width(file, plain[i].name, -1, plain[i].value));
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        const ad_decoder_layer_shape *d = &c->decoder_layer[i];
+        AD_TRY(check_width(file, "decoder num_attention_heads x head_dim", i,
+                           (int64_t)d->num_attention_heads * c->head_dim));
+        AD_TRY(check_width(file, "decoder num_key_value_heads x head_dim", i,
+                           (int64_t)d->num_key_value_heads * c->head_dim));
+        AD_TRY(check_width(file, "decoder intermediate_size", i, d->intermediate_size));
+    }
+    for (int i = 0; i < c->encoder_layers; i++) {
+        const ad_encoder_layer_shape *e = &c->encoder_layer[i];
+        AD_TRY(check_width(file, "encoder attention_heads x head_dim", i,
+                           (int64_t)e->num_attention_heads * c->encoder_head_dim));
+        AD_TRY(check_width(file, "encoder ffn_dim", i, e->ffn_dim));
+    }
+    return AD_OK;
+}
+
 static int validate(const char *file, ad_model_config *c) {
     if (c->num_hidden_layers > AD_MAX_LAYERS || c->encoder_layers > AD_MAX_LAYERS)
         return ad_fail("%s: more than %d layers are not supported", file, AD_MAX_LAYERS);
@@ -237,7 +287,7 @@ static int validate(const char *file, ad_model_config *c) {
     if ((int64_t)c->head_dim * c->num_attention_heads != c->hidden_size ||
         (int64_t)c->encoder_head_dim * c->encoder_attention_heads != c->d_model)
         c->uniform = false;
-    return AD_OK;
+    return check_widths(file, c);
 }
 
 int ad_model_config_parse(const char *json, size_t len, const char *file, ad_model_config *cfg) {

@@ -10,6 +10,8 @@
 #include <stddef.h>
 
 #define AD_MAX_LAYERS 256
+/* The widest tensor dimension accepted (Qwen2-Audio-7B's widest is its 156,032 vocabulary). */
+#define AD_MAX_WIDTH (1 << 24)
 
 typedef struct {
     int num_attention_heads;

@@ -1,6 +1,9 @@
 /* HF config.json: the real Qwen2-Audio-7B config gives the published parameter counts; absent
  * fields take transformers' defaults; student per-layer shapes are read and validated; bad
  * configs are refused with the key named. Added tokens come from tokenizer_config.json. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "io/file.h"
@@ -122,6 +125,17 @@ static void test_bad_configs(void) {
     CHECK_FAILS_WITH(
         parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{\"eos_token_id\":3e74}}", &cfg),
         "eos_token_id must be a token id");
+    /* Found by fuzzing: widths whose parameter count overflows int64 must be refused. */
+    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{"
+                           "\"hidden_size\":1076934336}}",
+                           &cfg),
+                     "text_config.hidden_size is 1076934336; widths above 16777216");
+    CHECK_FAILS_WITH(parse("{\"model_type\":\"qwen2_audio\",\"text_config\":{"
+                           "\"num_hidden_layers\":2,\"num_attention_heads\":1,"
+                           "\"num_key_value_heads\":1},\"audistill\":{\"head_dim\":8388608,"
+                           "\"decoder_layers\":[{},{\"num_attention_heads\":4}]}}",
+                           &cfg),
+                     "layer 1: decoder num_attention_heads x head_dim is 33554432");
     CHECK_FAILS_WITH(ad_model_config_load(AUDISTILL_TEST_TMP "/no-such-config.json", &cfg),
                      "cannot open");
 }
@@ -167,12 +181,38 @@ static void test_write_round_trip(void) {
     free(json);
 }
 
+/* The widest config accepted, at the layer cap, still counts its parameters within int64
+ * (UBSan flags an overflow): at least the 11 square matrices per layer pair. */
+static void test_widest_config_counts(void) {
+    const int w = AD_MAX_WIDTH, layers = AD_MAX_LAYERS;
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"model_type\":\"qwen2_audio\",\"audio_config\":{\"num_mel_bins\":%d,"
+             "\"encoder_layers\":%d,\"encoder_attention_heads\":1,\"encoder_ffn_dim\":%d,"
+             "\"d_model\":%d,\"max_source_positions\":%d},\"text_config\":{"
+             "\"vocab_size\":%d,\"hidden_size\":%d,\"intermediate_size\":%d,"
+             "\"num_hidden_layers\":%d,\"num_attention_heads\":1,\"num_key_value_heads\":1,"
+             "\"max_position_embeddings\":%d}}",
+             w, layers, w, w, w, w, w, w, layers, w);
+    ad_model_config cfg;
+    CHECK(parse(json, &cfg) == 0);
+    ad_weight_spec *specs = NULL;
+    int n = 0;
+    CHECK(ad_weight_specs(&cfg, &specs, &n) == 0);
+    ad_param_counts counts;
+    ad_count_params(specs, n, &counts);
+    free(specs);
+    CHECK(counts.total_params > (int64_t)layers * 11 * w * w);
+    CHECK(counts.total_params < INT64_MAX / 4);
+}
+
 int main(void) {
     RUN(test_write_round_trip);
     RUN(test_real_config_counts);
     RUN(test_defaults);
     RUN(test_student_shapes);
     RUN(test_bad_configs);
+    RUN(test_widest_config_counts);
     RUN(test_added_tokens);
     return test_report();
 }
