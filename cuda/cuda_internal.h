@@ -356,8 +356,8 @@ int cu_layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_
 int cu_rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
                         const ad_tensor *x, const ad_tensor *weight, float eps);
 
-int cu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
-            float theta);
+int cu_rope(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *positions,
+            int n_heads, int head_dim, float theta);
 int cu_rope_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *positions, int n_heads,
                      int head_dim, float theta);
 

@@ -139,11 +139,12 @@ struct ad_backend {
     int (*softmax)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
 
     /* ---- sequence ops ----------------------------------------------------------------- */
-    /* Rotary embedding in place on x [B, T, n_heads * head_dim] with the rotate_half pairing
+    /* Rotary embedding y = rope(x) on [B, T, n_heads * head_dim] with the rotate_half pairing
      * (element i pairs with i + head_dim/2); positions [B, T] I32;
-     * inv_freq_j = theta^(-2j/head_dim). */
-    int (*rope)(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
-                float theta);
+     * inv_freq_j = theta^(-2j/head_dim). y may be x (in place); a y of another dtype than x
+     * (CUDA: f32 x, bf16 y) is the rotation computed from x and rounded once. */
+    int (*rope)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *positions,
+                int n_heads, int head_dim, float theta);
     /* Scaled dot-product attention per batch element: q [B, Tq, n_heads*head_dim],
      * k, v [B, Tk, n_kv_heads*head_dim] (may be strided views of a KV cache),
      * out [B, Tq, n_heads*head_dim]. */

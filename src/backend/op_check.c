@@ -1,5 +1,6 @@
 #include "backend/op_check.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,6 +81,31 @@ int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *re
         return ad_op_fail_tensor(op, residual, "must be %s like y %s", ad_dtype_name(y->dtype),
                                  y->name);
     return AD_OK;
+}
+
+int ad_op_check_rope(const char *op, const ad_tensor *y, const ad_tensor *x,
+                     const ad_tensor *positions, int n_heads, int head_dim, float theta,
+                     int max_head_dim) {
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, positions, 2, 2));
+    AD_TRY(ad_op_check_rows(op, x));
+    if (n_heads < 1 || head_dim < 2 || head_dim % 2 != 0 || head_dim > max_head_dim)
+        return ad_fail("%s: need n_heads >= 1 and an even head_dim in [2, %d] (got %d, %d)", op,
+                       max_head_dim, n_heads, head_dim);
+    if (!(theta > 0) || isinf(theta)) return ad_fail("%s: theta %g must be > 0", op, (double)theta);
+    const int64_t B = x->shape[0], T = x->shape[1];
+    if (x->shape[2] != (int64_t)n_heads * head_dim)
+        return ad_op_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
+                                 head_dim);
+    if (positions->shape[0] != B || positions->shape[1] != T)
+        return ad_op_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
+                                 (long long)T, x->name);
+    if (y == x) return AD_OK;
+    AD_TRY(ad_op_check_same_shape(op, y, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    const bool in_place = y->data == x->data && y->dtype == x->dtype &&
+                          y->stride[0] == x->stride[0] && y->stride[1] == x->stride[1];
+    return in_place ? AD_OK : ad_op_check_no_alias(op, y, x);
 }
 
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,

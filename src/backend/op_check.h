@@ -29,6 +29,12 @@ int ad_op_check_vector(const char *op, const ad_tensor *t, int64_t n);
 int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
 /* linear_residual's residual: y's shape and dtype, and not y. */
 int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *residual);
+/* rope's operands (both backends): x and y [B, T, n_heads * head_dim] of one shape, rows
+ * unit-stride, y either x itself (in place) or not overlapping it; positions [B, T]; an even
+ * head_dim up to max_head_dim; a finite theta > 0. Dtypes stay with each backend. */
+int ad_op_check_rope(const char *op, const ad_tensor *y, const ad_tensor *x,
+                     const ad_tensor *positions, int n_heads, int head_dim, float theta,
+                     int max_head_dim);
 /* adamw's operands: w, g, m, v (and w_bf16 unless NULL: BF16, apart from w) contiguous and of
  * one shape. */
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,

@@ -161,8 +161,9 @@ static int p_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_
 static int p_softmax(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     RUN(softmax(be, y, x), "softmax", NULL, 0, B2(y, x));
 }
-static int p_rope(ad_backend *be, ad_tensor *x, const ad_tensor *pos, int nh, int hd, float th) {
-    RUN(rope(be, x, pos, nh, hd, th), "rope", NULL, 0, 2 * tensor_bytes(x));
+static int p_rope(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *pos, int nh,
+                  int hd, float th) {
+    RUN(rope(be, y, x, pos, nh, hd, th), "rope", NULL, 0, tensor_bytes(x) + tensor_bytes(y));
 }
 /* Both products of attention over every (query, key) pair: 4 * Tq * Tk * heads * head_dim per
  * batch element (causal masking not discounted; the backward recomputes the scores and forms

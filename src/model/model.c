@@ -923,8 +923,8 @@ int ad_model_decode(ad_model_state *st, const ad_decode_input *in, const int *lo
         AD_TRY(be->linear(be, &v, &s.xn, &w->v_proj_w, &w->v_proj_b));
         ad_tensor q3 = view(&q, 3, SHAPE(R, T, Q)), k3 = view(&k, 3, SHAPE(R, T, KV)),
                   v3 = view(&v, 3, SHAPE(R, T, KV));
-        AD_TRY(be->rope(be, &q3, &pos2, sh->num_attention_heads, (int)hd, theta));
-        AD_TRY(be->rope(be, &k3, &pos2, sh->num_key_value_heads, (int)hd, theta));
+        AD_TRY(be->rope(be, &q3, &q3, &pos2, sh->num_attention_heads, (int)hd, theta));
+        AD_TRY(be->rope(be, &k3, &k3, &pos2, sh->num_key_value_heads, (int)hd, theta));
         /* Append to the cache: one strided copy when the rows are aligned, else row by row. */
         ad_tensor kc, vc, rows_k, rows_v;
         AD_TRY(ad_tensor_slice(&st->k_cache[l], 0, 0, R, &kc));

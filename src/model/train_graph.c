@@ -91,8 +91,8 @@ static int layout(ad_train_graph *g, carver *c) {
     const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
     const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
     const keep_mode ek = encoder_keep(g), dk = decoder_keep(g);
-    /* read by GEMMs only, or by GEMMs and attention (a layer's q, k, v where no rope rewrites
-     * them), whose flash and GEMM paths round them to bf16 as well */
+    /* read by GEMMs only, or by GEMMs and attention (a layer's q, k, v; the decoder's q and k
+     * as rope's output), whose flash and GEMM paths round them to bf16 as well */
     const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32;
     AD_TRY(carve(c, &g->feat, AD_F32, C, M, T, "features"));
     AD_TRY(carve(c, &g->featT, AD_F32, C, T, M, "features (time-major)"));
@@ -147,8 +147,8 @@ static int layout(ad_train_graph *g, carver *c) {
         int64_t F = dec_all ? s->intermediate_size : w.dec_ffn;
         AD_TRY(carve(c, &r->x_in, AD_F32, N, H, 0, "decoder layer input"));
         AD_TRY(carve(c, &r->xn1, gin, N, H, 0, "decoder rms1"));
-        AD_TRY(carve(c, &r->q, AD_F32, N, Q, 0, "decoder q"));
-        AD_TRY(carve(c, &r->k, AD_F32, N, KV, 0, "decoder k"));
+        AD_TRY(carve(c, &r->q, gin, N, Q, 0, "decoder q"));
+        AD_TRY(carve(c, &r->k, gin, N, KV, 0, "decoder k"));
         AD_TRY(carve(c, &r->v, gin, N, KV, 0, "decoder v"));
         AD_TRY(carve(c, &r->att, AD_F32, N, Q, 0, "decoder attention"));
         AD_TRY(carve(c, &r->x_mid, AD_F32, N, H, 0, "decoder mid"));
@@ -536,11 +536,24 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     if (x && record) AD_TRY(be->copy(be, &a.x_in, x));
     const ad_tensor *in = x && !record ? x : &a.x_in;
     AD_TRY(be->rmsnorm(be, &a.xn1, in, &w->input_layernorm_w, eps));
-    AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
-    AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+    if (a.q.dtype == AD_F32) {
+        AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+        AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+        AD_TRY(be->rope(be, &a.q, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
+        AD_TRY(be->rope(be, &a.k, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
+    } else {
+        /* bf16 records: the projections stay f32 until rope has rotated them, so they are
+         * rounded once, as attention would have rounded them. Their f32 home is the attention
+         * output, not yet written (KV <= Q: the heads are a multiple of the KV heads). */
+        ad_tensor q_f32 = shaped(&a.att, 3, g->rows, g->len, Q),
+                  k_f32 = shaped(&a.att, 3, g->rows, g->len, KV);
+        ad_tensor q_f32_2 = shaped(&q_f32, 2, N, Q, 0), k_f32_2 = shaped(&k_f32, 2, N, KV, 0);
+        AD_TRY(be->linear(be, &q_f32_2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+        AD_TRY(be->rope(be, &a.q, &q_f32, &pos, sh->num_attention_heads, (int)hd, theta));
+        AD_TRY(be->linear(be, &k_f32_2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+        AD_TRY(be->rope(be, &a.k, &k_f32, &pos, sh->num_key_value_heads, (int)hd, theta));
+    }
     AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-    AD_TRY(be->rope(be, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
-    AD_TRY(be->rope(be, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
     const ad_attention_params ap = decoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear_residual(be, &a.x_mid, &att2, &w->o_proj_w, NULL, in));

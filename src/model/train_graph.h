@@ -37,11 +37,12 @@ typedef struct {
     int max_frames;     /* mel frames per clip */
     int max_len;        /* tokens per row */
     int max_supervised; /* supervised rows per micro-batch */
-    /* Activations that only GEMMs read (the norms' outputs, silu * up, gelu's output), and the
-     * q, k, v that no rope rewrites (the encoder's, the decoder's v), stored in bf16: for a
-     * backend whose GEMMs and attention round their operands to bf16 (CUDA's bf16 GEMMs, its
-     * flash and GEMM attention), the same bits they would convert them to, without the
-     * conversions and at half the memory and traffic. (CUDA's tiled fp32 attention kernels,
+    /* Activations that only GEMMs read (the norms' outputs, silu * up, gelu's output), and
+     * every layer's q, k, v (the decoder's q and k as rope writes them from the f32
+     * projections, so they are rounded once), stored in bf16: for a backend whose GEMMs and
+     * attention round their operands to bf16 (CUDA's bf16 GEMMs, its flash and GEMM
+     * attention), the same bits they would convert them to, without the conversions and at
+     * half the memory and traffic. (CUDA's tiled fp32 attention kernels,
      * taken only when asked for or for fewer than 16 query rows, read the rounded values.)
      * Off on the CPU reference. */
     bool gemm_inputs_bf16;

@@ -195,8 +195,8 @@ plan "$tmp/plan4" "" 4
 grep -q "40.95 GiB (ZeRO-1 over 8 ranks: 5.12 GiB each)" "$tmp/plan8" && grep -q "this job now (train.device cuda, bf16 teacher.* does not fit a 79 GiB GPU" "$tmp/plan10" && ok || { bad "memory plan with ZeRO-1 over 8 ranks"; cat "$tmp/plan10"; }
 grep -q "this job now (train.device cuda, bf16 teacher.* fits a 79 GiB GPU" "$tmp/plan10r" && ok || { bad "memory plan with recompute"; cat "$tmp/plan10r"; }
 # Under precision bf16 the activations only GEMMs (and attention) read are planned in bf16:
-# each layer's two norm outputs, silu * up or gelu, and the q, k, v that no rope rewrites (the
-# encoder's three, the decoder's v). 2 bytes less per element for every decoder record of the
+# each layer's two norm outputs, silu * up or gelu, and its q, k, v (the decoder's q and k as
+# rope's output). 2 bytes less per element for every decoder record of the
 # student (24, micro-batch 8 x 320 tokens) and the teacher's one shared record, and for one
 # encoder record each (the frozen encoders share one: 8 clips x 500 frames).
 sed "s/^train:/train:\n  precision: fp32/" "$src/experiments/memory_plan/job.yaml" >"$tmp/planfp32.yaml"
@@ -210,15 +210,15 @@ def widths(path):
     # transformers' defaults where a config leaves a width out
     H, heads = t.get("hidden_size", 4096), t.get("num_attention_heads", 32)
     kv = t.get("num_key_value_heads", heads) * H // heads
-    return (t.get("num_hidden_layers", 32), H, t.get("intermediate_size", 11008), kv,
+    return (t.get("num_hidden_layers", 32), H, t.get("intermediate_size", 11008), H, kv,
             a.get("d_model", 1280), a.get("encoder_ffn_dim", 5120))
 text = open(sys.argv[3]).read()
 num = lambda what: [float(x) for x in re.findall(what + r" activations \([^)]*\) +([0-9.]+) GiB", text)]
 N, clips, frames = 8 * 320, 8, 500
 saved = []
 for path, records in ((sys.argv[1], None), (sys.argv[2], 1)):
-    L, H, F, KV, d, Fe = widths(path)
-    dec = (records or L) * N * (2 * H + F + KV) * 2
+    L, H, F, Q, KV, d, Fe = widths(path)
+    dec = (records or L) * N * (2 * H + F + Q + 2 * KV) * 2
     enc = clips * frames * (2 * d + Fe + 3 * d) * 2
     saved.append((dec + enc) / 2**30)
 (s32, s16), (t32, t16) = num("student"), num("teacher")

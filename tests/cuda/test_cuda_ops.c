@@ -437,6 +437,16 @@ static void test_norms(void) {
     }
 }
 
+/* A CUDA tensor's values as f32 on the host (malloc'd). */
+static float *download_f32(const ad_tensor *g) {
+    const int64_t n = ad_tensor_numel(g);
+    float *out = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    ad_tensor h;
+    CHECK_OK(ad_tensor_init(&h, out, AD_F32, AD_DEVICE_CPU, g->ndim, g->shape, "download"));
+    CHECK_OK(g_gpu->download(g_gpu, &h, g));
+    return out;
+}
+
 static void test_rope(void) {
     /* 11 heads: one full group of ROPE_HEADS (8) and a partial one */
     const int B = 2, T = 9, H = 11, D = 16;
@@ -449,11 +459,40 @@ static void test_rope(void) {
     for (int i = 0; i < 2; i++) {
         pair x;
         pair_make(&x, "x", dts[i], 3, S(B, T, H * D), 1.0f, 0.0f);
-        CHECK_OK(g_cpu->rope(g_cpu, &x.c, &p.c, H, D, 1e6f));
-        CHECK_OK(g_gpu->rope(g_gpu, &x.g, &p.g, H, D, 1e6f));
+        CHECK_OK(g_cpu->rope(g_cpu, &x.c, &x.c, &p.c, H, D, 1e6f));
+        CHECK_OK(g_gpu->rope(g_gpu, &x.g, &x.g, &p.g, H, D, 1e6f));
         expect_close("rope, positions up to 3000", &x, dts[i] == AD_F32 ? TOL_F32 : TOL_BF16);
         pair_free(&x);
     }
+    /* f32 x into bf16 y (the training graph's decoder q and k): exactly the f32 rotation
+     * rounded once, x untouched; and into a strided f32 y */
+    pair x, y, wide, wider, ys;
+    pair_make(&x, "x", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+    pair_make(&y, "y", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+    pair_make(&wide, "y f32", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+    pair_make(&wider, "y strided", AD_F32, 3, S(B, T, H * D + 8), 1.0f, 0.0f);
+    pair_slice(&wider, 2, 0, H * D, &ys);
+    const int64_t n = (int64_t)B * T * H * D;
+    float *x_before = download_f32(&x.g);
+    CHECK_OK(g_gpu->rope(g_gpu, &y.g, &x.g, &p.g, H, D, 1e6f));
+    CHECK_OK(g_gpu->rope(g_gpu, &wide.g, &x.g, &p.g, H, D, 1e6f));
+    CHECK_OK(g_gpu->rope(g_gpu, &ys.g, &x.g, &p.g, H, D, 1e6f));
+    float *x_after = download_f32(&x.g), *w = download_f32(&wide.g), *r = download_f32(&y.g);
+    int64_t bad_x = 0, bad_y = 0;
+    for (int64_t i = 0; i < n; i++) {
+        bad_x += x_after[i] != x_before[i];
+        bad_y += r[i] != ad_bf16_to_f32(ad_f32_to_bf16(w[i]));
+    }
+    CHECK_MSG(bad_x == 0, "rope into y changed %lld elements of x", (long long)bad_x);
+    CHECK_MSG(bad_y == 0, "rope f32 -> bf16: %lld of %lld elements are not the f32 result rounded",
+              (long long)bad_y, (long long)n);
+    CHECK_OK(g_cpu->rope(g_cpu, &y.c, &x.c, &p.c, H, D, 1e6f));
+    CHECK_OK(g_cpu->rope(g_cpu, &ys.c, &x.c, &p.c, H, D, 1e6f));
+    expect_close("rope f32 x into bf16 y", &y, TOL_BF16);
+    expect_close("rope into a strided y", &ys, TOL_F32);
+    CHECK_FAILS_WITH(g_gpu->rope(g_gpu, &wide.g, &y.g, &p.g, H, D, 1e6f), "must be bf16");
+    free(x_before), free(x_after), free(w), free(r);
+    pair_free(&wider), pair_free(&wide), pair_free(&y), pair_free(&x);
     pair_free(&p);
 }
 

@@ -374,7 +374,7 @@ def flash_row(tokens):
 # (random init, the same batch) must agree to bf16 rounding, or the flash path is wrong here.
 compare("attention", lambda t: by.get(("audistill-bf16-gemm", t)), flash_row, ("GEMMs", "flash"),
         0.02, 4, "FLASH LOSS DISAGREES")
-# Activations that only GEMMs (and attention: the encoder's q, k, v, the decoder's v) read,
+# Activations that only GEMMs (and attention: every layer's q, k, v) read,
 # stored in bf16 against converted by each reader: the GEMMs and the flash kernels see the same
 # operand bits, so the losses must agree (to the GEMM algorithms cuBLASLt picks). The step times
 # show what bf16 storage, and the flash kernels' cp.async pipe it allows, gain.

@@ -390,8 +390,21 @@ static void test_rope(void) {
                     ref[i1] = x1 * cos(a) - x2 * sin(a);
                     ref[i2] = x2 * cos(a) + x1 * sin(a);
                 }
-        CHECK_OK(be->rope(be, &x, &pos, H, D, theta));
-        check_close("rope", &x, ref, NULL, 2e-6, 4e-7);
+        /* into a y of its own (x must stay as it was), then in place */
+        ad_tensor y;
+        strided(&y, 3, (int64_t[]){B, T, (int64_t)H * D}, iter % 3 ? 0 : 3, "y");
+        float *x_before = take(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            x_before[i] = (float)at(&x, i);
+        CHECK_OK(be->rope(be, &y, &x, &pos, H, D, theta));
+        check_close("rope into y", &y, ref, NULL, 2e-6, 4e-7);
+        for (int64_t i = 0; i < n; i++)
+            if ((float)at(&x, i) != x_before[i]) {
+                CHECK_MSG(false, "rope into y changed x at %lld", (long long)i);
+                break;
+            }
+        CHECK_OK(be->rope(be, &x, &x, &pos, H, D, theta));
+        check_close("rope in place", &x, ref, NULL, 2e-6, 4e-7);
         free_all();
     }
 }
@@ -660,9 +673,21 @@ static void test_errors(void) {
     tensor(&q, 3, (int64_t[]){1, 2, 12}, "q");
     int32_t pv[2] = {0, 1};
     CHECK_OK(ad_tensor_init(&pos, pv, AD_I32, AD_DEVICE_CPU, 2, (int64_t[]){1, 2}, "positions"));
-    CHECK_FAILS_WITH(be->rope(be, &q, &pos, 4, 3, 10000.0f), "even head_dim");
-    CHECK_FAILS_WITH(be->rope(be, &q, &pos, 2, 4, 10000.0f), "n_heads * head_dim");
-    CHECK_FAILS_WITH(be->rope(be, &q, &ids, 3, 4, 10000.0f), "input_ids");
+    CHECK_FAILS_WITH(be->rope(be, &q, &q, &pos, 4, 3, 10000.0f), "even head_dim");
+    CHECK_FAILS_WITH(be->rope(be, &q, &q, &pos, 2, 4, 10000.0f), "n_heads * head_dim");
+    CHECK_FAILS_WITH(be->rope(be, &q, &q, &ids, 3, 4, 10000.0f), "input_ids");
+    {
+        /* y overlapping x by one row, and y of another shape */
+        float buf[36] = {0};
+        ad_tensor xa, ya, yb;
+        CHECK_OK(ad_tensor_init(&xa, buf, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){1, 2, 12}, "xa"));
+        CHECK_OK(
+            ad_tensor_init(&ya, buf + 12, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){1, 2, 12}, "ya"));
+        CHECK_OK(
+            ad_tensor_init(&yb, buf + 24, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){1, 1, 12}, "yb"));
+        CHECK_FAILS_WITH(be->rope(be, &ya, &xa, &pos, 3, 4, 10000.0f), "overlaps input xa");
+        CHECK_FAILS_WITH(be->rope(be, &yb, &xa, &pos, 3, 4, 10000.0f), "yb");
+    }
 
     ad_tensor k, out;
     tensor(&k, 3, (int64_t[]){1, 2, 6}, "k");

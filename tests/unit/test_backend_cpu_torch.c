@@ -71,7 +71,7 @@ static void test_rope(const char *name, double atol) {
     snprintf(key, sizeof key, "%s.params", name);
     load(key, &params);
     const float *p = params.data;
-    CHECK_OK(be->rope(be, &x, &pos, (int)p[0], (int)p[1], p[2]));
+    CHECK_OK(be->rope(be, &x, &x, &pos, (int)p[0], (int)p[1], p[2]));
     compare(name, &x, &y, 2e-6, atol);
 }
 

@@ -109,8 +109,8 @@ int ad_cpu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_te
                    float eps);
 int ad_cpu_softmax(ad_backend *be, ad_tensor *y, const ad_tensor *x);
 
-int ad_cpu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
-                float theta);
+int ad_cpu_rope(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *positions,
+                int n_heads, int head_dim, float theta);
 int ad_cpu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_tensor *k,
                      const ad_tensor *v, const ad_attention_params *params);
 int ad_cpu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kernel, int stride);

@@ -21,25 +21,14 @@ static int32_t index_at(const ad_tensor *t, int64_t i0, int64_t i1) {
     return *((const int32_t *)t->data + i0 * t->stride[0] + i1 * t->stride[1]);
 }
 
-int ad_cpu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_heads, int head_dim,
-                float theta) {
+int ad_cpu_rope(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *positions,
+                int n_heads, int head_dim, float theta) {
     const char *op = "rope";
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
+    AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "positions", positions, AD_I32));
-    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
-    AD_TRY(ad_op_check_ndim(op, positions, 2, 2));
-    AD_TRY(ad_op_check_rows(op, x));
-    if (n_heads < 1 || head_dim < 2 || head_dim % 2 != 0 || head_dim > ROPE_MAX_HEAD_DIM)
-        return ad_fail("rope: need n_heads >= 1 and an even head_dim in [2, %d] (got %d, %d)",
-                       ROPE_MAX_HEAD_DIM, n_heads, head_dim);
-    if (!(theta > 0) || isinf(theta)) return ad_fail("rope: theta %g must be > 0", (double)theta);
+    AD_TRY(ad_op_check_rope(op, y, x, positions, n_heads, head_dim, theta, ROPE_MAX_HEAD_DIM));
     const int64_t B = x->shape[0], T = x->shape[1];
-    if (x->shape[2] != (int64_t)n_heads * head_dim)
-        return ad_op_fail_tensor(op, x, "last dim must be n_heads * head_dim = %d * %d", n_heads,
-                                 head_dim);
-    if (positions->shape[0] != B || positions->shape[1] != T)
-        return ad_op_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
-                                 (long long)T, x->name);
     const int half = head_dim / 2;
     /* transformers: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32;
      * freqs = position.float() * inv_freq in float32, then cos/sin of that float. The float
@@ -60,11 +49,13 @@ int ad_cpu_rope(ad_backend *be, ad_tensor *x, const ad_tensor *positions, int n_
             c[j] = (float)cos((double)f);
             s[j] = (float)sin((double)f);
         }
-        float *row = (float *)x->data + b * x->stride[0] + t * x->stride[1];
+        const float *in = (const float *)x->data + b * x->stride[0] + t * x->stride[1];
+        float *out = (float *)y->data + b * y->stride[0] + t * y->stride[1];
         for (int h = 0; h < n_heads; h++) {
-            float *v = row + (int64_t)h * head_dim;
+            const float *u = in + (int64_t)h * head_dim;
+            float *v = out + (int64_t)h * head_dim;
             for (int j = 0; j < half; j++) {
-                const float x1 = v[j], x2 = v[j + half];
+                const float x1 = u[j], x2 = u[j + half];
                 /* q * cos + rotate_half(q) * sin, rotate_half(q) = cat(-x2, x1) */
                 v[j] = x1 * c[j] + (-x2) * s[j];
                 v[j + half] = x2 * c[j] + x1 * s[j];
