@@ -15,7 +15,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bins=("$build/tests/bench_distill_step" "$build/tests/tiny_set" "$build/audistill")
+bins=("$build/tests/bench_distill_step" "$build/tests/bench_attention" "$build/tests/tiny_set" "$build/audistill")
 for src in "$root"/tests/cuda/test_*.c; do bins+=("$build/tests/$(basename "$src" .c)"); done
 if [[ $espeak == 1 ]]; then
     bins+=("$(command -v espeak-ng)")

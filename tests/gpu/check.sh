@@ -4,18 +4,21 @@
 # device, runs every CUDA parity test (each op of the CUDA backend against the CPU reference on
 # random inputs; the tiny model's forward, every parameter gradient and 20 distillation steps
 # against the CPU backend), `audistill train` / `translate` / `teacher-cache` with device cuda
-# against the CPU (tests/cli/train_cuda*.sh, translate_cuda.sh), then benchmarks one
-# distillation step at real widths against PyTorch + transformers on the same card and prints
-# where that step's time goes (the op profile of one more step), and times `audistill train
-# --benchmark` on the same models and shapes.
+# against the CPU (tests/cli/train_cuda*.sh, translate_cuda.sh), times attention alone at the
+# benchmark's shapes against PyTorch's SDPA, then benchmarks one distillation step at real
+# widths against PyTorch + transformers on the same card and prints where that step's time goes
+# (the op profile of one more step), and times `audistill train --benchmark` on the same models
+# and shapes.
 #
 # Usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]
 #                           [--memcheck] [--no-bench]
 #   --prebuilt   use binaries packed by tests/gpu/bundle.sh (for GPU machines without the
 #                project's C dependencies and no package registry): no configure/build
-#   --sections   what to run, in this order, comma-separated (default tests,cli,bench):
+#   --sections   what to run, in this order, comma-separated (default tests,cli,attention,bench):
 #                tests = the CUDA parity binaries, cli = tests/cli/*cuda*.sh (in parallel),
-#                bench = the real-width benchmark, memcheck = compute-sanitizer over the tests
+#                bench = the real-width benchmark, attention = attention alone at the
+#                benchmark's shapes against PyTorch's SDPA (about a minute),
+#                memcheck = compute-sanitizer over the tests
 #   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm,bf16-f32in): bf16
 #                runs as `audistill train` does under precision bf16 (attention as AUTO takes it:
 #                the flash kernels; activations that only GEMMs read in bf16), bf16-gemm and
@@ -34,7 +37,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,bench MODES=f32,bf16,bf16-gemm,bf16-f32in BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
@@ -59,7 +62,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 for sec in ${SECTIONS//,/ }; do
-    case $sec in tests | cli | bench | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
+    case $sec in tests | cli | bench | attention | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
     case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in)" >&2 && usage ;; esac
@@ -116,7 +119,7 @@ else
         exit 1
     fi
     section "build (the CUDA tests, the benchmark and what they link)"
-    targets=(--target bench_distill_step --target audistill --target tiny_set)
+    targets=(--target bench_distill_step --target bench_attention --target audistill --target tiny_set)
     for src in "$ROOT"/tests/cuda/test_*.c; do targets+=(--target "$(basename "$src" .c)"); done
     if ! cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >"$BUILD.build.log" 2>&1; then
         grep -E "error|Error" "$BUILD.build.log" | head -30
@@ -385,11 +388,56 @@ PY
     grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES" "$LOGS/table.txt" && status=1
 }
 
+# Attention alone at the benchmark's two shapes, per batch in --batches: Whisper's encoder (20
+# heads of 64 over the 500 positions of a 10 s clip, bidirectional) and Qwen's decoder (32 heads
+# of 128 over the 305 tokens of a row, causal), forward and backward, bf16 q, k, v as the
+# training graph stores them: the flash kernels (their cp.async pipe on, where it applies, and
+# off: AUDISTILL_CUDA_FLASH_PIPE=0), the batched GEMMs, and PyTorch's scaled_dot_product_attention
+# on the same card (its FlashAttention-2 kernels). The op profile's attention rows show what the
+# step pays; this shows what each implementation does with the same work.
+run_attention() {
+    section "attention alone at the benchmark's shapes: audistill's paths against PyTorch SDPA"
+    local batch shape impl json=() out
+    for batch in ${BATCHES//,/ }; do
+        for shape in "$batch 20 20 500 64 bidirectional" "$batch 32 32 305 128 causal"; do
+            for impl in flash flash-nopipe gemm pytorch; do
+                out=$LOGS/attention-$impl-${shape// /-}.json
+                case $impl in
+                flash) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 flash ;;
+                flash-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape 20 flash ;;
+                gemm) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 gemm ;;
+                pytorch) timeout 120 python3 "$ROOT/tests/gpu/bench_attention.py" $shape 20 ;;
+                esac >"$out" 2>"$out.err"
+                if [[ $? == 0 && -s $out ]]; then
+                    [[ $impl == flash-nopipe ]] && sed -i 's/"audistill-flash"/"audistill-flash-nopipe"/' "$out"
+                    json+=("$out")
+                else
+                    tail -5 "$out.err"
+                    echo "FAILED: attention benchmark ($impl, $shape)"
+                    status=1
+                fi
+            done
+        done
+    done
+    [[ ${#json[@]} -gt 0 ]] || return
+    python3 - "${json[@]}" <<'PY' | tee "$LOGS/attention.txt"
+import json, sys
+rows = [json.load(open(p)) for p in sys.argv[1:]]
+print(f"{'implementation':<24} {'shape':<36} {'fwd ms':>8} {'TFLOP/s':>8} {'bwd ms':>8} {'TFLOP/s':>8}")
+for r in rows:
+    shape = (f"B{r['batch']} H{r['heads']}/{r['kv_heads']} T{r['seq']} D{r['head_dim']} "
+             + ("causal" if r["causal"] else "bidirectional"))
+    print(f"{r['impl']:<24} {shape:<36} {r['forward_ms']:>8.3f} {r['forward_tflops']:>8.1f} "
+          f"{r['backward_ms']:>8.3f} {r['backward_tflops']:>8.1f}")
+PY
+}
+
 # The logs go to $OUT after every section, so a lease that ends mid-check still returns them.
 save_logs() {
     [[ -n "${OUT:-}" ]] || return 0
     tar -C "$LOGS" -czf "$OUT/check-logs.tar.gz.tmp" . && mv "$OUT/check-logs.tar.gz.tmp" "$OUT/check-logs.tar.gz"
     [[ -f $LOGS/table.txt ]] && cp "$LOGS/table.txt" "$OUT/"
+    [[ -f $LOGS/attention.txt ]] && cp "$LOGS/attention.txt" "$OUT/"
     return 0
 }
 for sec in ${SECTIONS//,/ }; do
@@ -397,6 +445,7 @@ for sec in ${SECTIONS//,/ }; do
     tests) run_tests ;;
     cli) run_cli ;;
     bench) run_bench ;;
+    attention) run_attention ;;
     memcheck) run_memcheck ;;
     esac
     save_logs
