@@ -549,8 +549,10 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-template <int D, bool PIPE>
-__global__ static void __launch_bounds__(FA_THREADS, 3) fa_forward_kernel(fa_args a) {
+/* MINB: the blocks per SM the registers are budgeted for (3: 168 each, which spills a little
+ * at head dim 128; 2: 255, see AUDISTILL_CUDA_FLASH_D128_BLOCKS). */
+template <int D, bool PIPE, int MINB = 3>
+__global__ static void __launch_bounds__(FA_THREADS, MINB) fa_forward_kernel(fa_args a) {
     constexpr int stages = PIPE ? 2 : 1;
     __shared__ __align__(16) uint16_t tiles[stages * fa_stage<D>()];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -818,18 +820,21 @@ static bool fa_view_async(const char *p, int dt, int64_t bs, int64_t ts) {
 }
 
 /* Whether the key tiles go through the two-stage pipe: bf16 K and V so aligned, at head dims
- * up to 64 (two stages of 128-dim tiles would not fit the static shared memory, and the
- * decoder's 128-dim k stays f32 for rope). */
+ * up to 64 (two stages of 128-dim tiles would not fit the static shared memory). */
 template <int D> static bool fa_pipe(const fa_args &a, bool off) {
     return !off && D <= 64 && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
            fa_view_async(a.v, a.vdt, a.vb, a.vt);
 }
 
-template <int D> static int fa_forward(const fa_args &a, int64_t B, bool pipe_off) {
+template <int D>
+static int fa_forward(const fa_args &a, int64_t B, bool pipe_off, bool two_blocks) {
     constexpr bool can_pipe = D <= 64;
+    constexpr int fewer_blocks = D == 128 ? 2 : 3; /* no other variant is compiled */
     dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
     if (fa_pipe<D>(a, pipe_off))
         fa_forward_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a);
+    else if (two_blocks)
+        fa_forward_kernel<D, false, fewer_blocks><<<grid, FA_THREADS>>>(a);
     else
         fa_forward_kernel<D, false><<<grid, FA_THREADS>>>(a);
     CUDA_TRY_LAUNCH();
@@ -864,12 +869,12 @@ int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args)
     fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
     cu_of(be)->attention_flash_calls++;
     const int64_t B = out->shape[0];
-    const bool off = cu_of(be)->flash_pipe_off;
+    const bool off = cu_of(be)->flash_pipe_off, two = cu_of(be)->flash_d128_two_blocks;
     switch (a.D) {
-    case 16: return fa_forward<16>(a, B, off);
-    case 32: return fa_forward<32>(a, B, off);
-    case 64: return fa_forward<64>(a, B, off);
-    case 128: return fa_forward<128>(a, B, off);
+    case 16: return fa_forward<16>(a, B, off, two);
+    case 32: return fa_forward<32>(a, B, off, two);
+    case 64: return fa_forward<64>(a, B, off, two);
+    case 128: return fa_forward<128>(a, B, off, two);
     }
     return ad_fail("attention (flash): head_dim %d has no kernel", a.D);
 }

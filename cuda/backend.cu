@@ -329,6 +329,10 @@ static int setup(cu_impl *impl) {
     if (pipe && *pipe && strcmp(pipe, "0") != 0 && strcmp(pipe, "1") != 0)
         return ad_fail("%s=%s: expected 0 or 1", AD_CUDA_FLASH_PIPE_ENV, pipe);
     impl->flash_pipe_off = pipe && strcmp(pipe, "0") == 0;
+    const char *blocks = getenv(AD_CUDA_FLASH_D128_BLOCKS_ENV);
+    if (blocks && *blocks && strcmp(blocks, "2") != 0 && strcmp(blocks, "3") != 0)
+        return ad_fail("%s=%s: expected 2 or 3", AD_CUDA_FLASH_D128_BLOCKS_ENV, blocks);
+    impl->flash_d128_two_blocks = blocks && strcmp(blocks, "2") == 0;
     return AD_OK;
 }
 

@@ -61,6 +61,7 @@ typedef struct {
     bool bf16_gemm;                 /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
     int attention_path;             /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
     bool flash_pipe_off;            /* AUDISTILL_CUDA_FLASH_PIPE=0 */
+    bool flash_d128_two_blocks;     /* AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 */
     long attention_gemm_calls;      /* ad_cuda_attention_gemm_calls */
     long attention_flash_calls;     /* ad_cuda_attention_flash_calls */
     int cc_major;                   /* compute capability (the flash kernels need 8 or more) */

@@ -17,6 +17,10 @@
 /* Set to 0, new CUDA backends load the flash kernels' key tiles without the cp.async pipe (a
  * diagnostic: the same numbers, the pipe's share of the time). */
 #define AD_CUDA_FLASH_PIPE_ENV "AUDISTILL_CUDA_FLASH_PIPE"
+/* "2" or "3" (the default): the blocks per SM the head-dim-128 flash forward kernel is compiled
+ * for; 2 leaves it 255 registers instead of 168 (no spills), at two thirds of the warps. A
+ * diagnostic for the GPU check, as the pipe switch is. */
+#define AD_CUDA_FLASH_D128_BLOCKS_ENV "AUDISTILL_CUDA_FLASH_D128_BLOCKS"
 
 /* Query rows from which AUTO leaves attention's tiled kernels (decoding steps) for the batched
  * GEMMs or, under bf16 GEMMs, the flash kernels. */

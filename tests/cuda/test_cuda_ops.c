@@ -578,6 +578,56 @@ static void test_attention(void) {
         one_attention(&cases[i]);
 }
 
+/* The flash kernels' diagnostic switches (read when a backend is created): a bad value is
+ * refused, and a backend with the pipe off (head dim 64, bf16 K and V: the encoder's) or with
+ * the head-dim-128 forward compiled for two blocks per SM (the decoder's) gives the default
+ * backend's output bit for bit: the same arithmetic, only loads or registers differ. */
+static void test_flash_switches(void) {
+    static const struct {
+        const char *var, *bad, *good, *refusal;
+        int D;
+        bool causal;
+    } sw[] = {
+        {"AUDISTILL_CUDA_FLASH_PIPE", "2", "0", "expected 0 or 1", 64, false},
+        {"AUDISTILL_CUDA_FLASH_D128_BLOCKS", "4", "2", "expected 2 or 3", 128, true},
+    };
+    for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
+        ad_backend *other = NULL;
+        setenv(sw[i].var, sw[i].bad, 1);
+        CHECK_FAILS_WITH(ad_backend_cuda_create(&other, 0), sw[i].refusal);
+        setenv(sw[i].var, sw[i].good, 1);
+        const int rc = ad_backend_cuda_create(&other, 0);
+        unsetenv(sw[i].var);
+        CHECK_OK(rc);
+        if (rc < 0) continue;
+        const int B = 2, T = 150, H = 2, D = sw[i].D;
+        pair q, k, v, out, out2;
+        pair_make(&q, "q", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&k, "k", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&v, "v", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&out, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&out2, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        const ad_attention_params p = {H, H, D, sw[i].causal, 0, 1.0f / sqrtf((float)D), NULL};
+        CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_FLASH));
+        CHECK_OK(ad_cuda_set_attention_path(other, AD_CUDA_ATTENTION_FLASH));
+        const long before = ad_cuda_attention_flash_calls(other);
+        CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+        CHECK_OK(other->attention(other, &out2.g, &q.g, &k.g, &v.g, &p));
+        CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
+        CHECK(ad_cuda_attention_flash_calls(other) == before + 1);
+        CHECK_MSG(same_bits(&out.g, &out2.g), "%s=%s changed the flash output", sw[i].var,
+                  sw[i].good);
+        char what[96];
+        snprintf(what, sizeof what, "flash head dim %d, %s=%s", D, sw[i].var, sw[i].good);
+        out2.c = out.c; /* the CPU reference for the other backend's output */
+        expect_close(what, &out2, 2e-2);
+        CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
+        pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out);
+        g_gpu->release(g_gpu, out2.gbuf), g_cpu->release(g_cpu, out2.cbuf);
+        ad_backend_destroy(other);
+    }
+}
+
 static void test_pool_embed_scatter(void) {
     pair x, y;
     pair_make(&x, "x", AD_F32, 3, S(2, 11, 24), 1.0f, 0.0f);
@@ -659,6 +709,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_rope);
     RUN(test_attention);
+    RUN(test_flash_switches);
     RUN(test_pool_embed_scatter);
     teardown_backends();
     return test_report();
