@@ -549,12 +549,10 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-/* MINB: the blocks per SM the registers are budgeted for (3: 168 each, which spills a little
- * at head dim 128; 2: 255, see AUDISTILL_CUDA_FLASH_D128_BLOCKS). */
-template <int D, bool PIPE, int MINB = 3>
-__global__ static void __launch_bounds__(FA_THREADS, MINB) fa_forward_kernel(fa_args a) {
+/* The forward over its key tiles in shared memory, one stage or two (PIPE). */
+template <int D, bool PIPE>
+__device__ static inline void fa_forward_body(const fa_args &a, uint16_t *tiles) {
     constexpr int stages = PIPE ? 2 : 1;
-    __shared__ __align__(16) uint16_t tiles[stages * fa_stage<D>()];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
     const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
@@ -599,6 +597,24 @@ __global__ static void __launch_bounds__(FA_THREADS, MINB) fa_forward_kernel(fa_
         for (int n = 0; n < D / 8; n++)
             fa_store_pair(a.y, a.ydt, off + 8 * n, o[n][2 * hh] * inv, o[n][2 * hh + 1] * inv);
     }
+}
+
+/* MINB: the blocks per SM the registers are budgeted for (3: 168 each, which spills a little
+ * at head dim 128; 2: 255, see AUDISTILL_CUDA_FLASH_D128_BLOCKS). Static tiles (a static
+ * array's fixed address spares registers the dynamic one costs). */
+template <int D, bool PIPE, int MINB = 3>
+__global__ static void __launch_bounds__(FA_THREADS, MINB) fa_forward_kernel(fa_args a) {
+    __shared__ __align__(16) uint16_t tiles[(PIPE ? 2 : 1) * fa_stage<D>()];
+    fa_forward_body<D, PIPE>(a, tiles);
+}
+
+/* Two stages at head dim 128 (69.6 KB, past a static array's 48 KB) in dynamic shared memory,
+ * at two blocks per SM. */
+template <int D>
+__global__ static void __launch_bounds__(FA_THREADS, 2) fa_forward_wide_pipe_kernel(fa_args a) {
+    static_assert(D == 128, "the narrower head dims' two stages fit static tiles");
+    extern __shared__ uint4 fa_forward_words[]; /* uint4: 16-byte aligned, as cp.async needs */
+    fa_forward_body<D, true>(a, (uint16_t *)fa_forward_words);
 }
 
 /* ---- backward: dQ (and every row's log-sum-exp and delta) ---------------------------------- */
@@ -820,23 +836,32 @@ static bool fa_view_async(const char *p, int dt, int64_t bs, int64_t ts) {
 }
 
 /* Whether the key tiles go through the two-stage pipe: bf16 K and V so aligned, at head dims
- * up to 64 (two stages of 128-dim tiles would not fit the static shared memory). */
-template <int D> static bool fa_pipe(const fa_args &a, bool off) {
-    return !off && D <= 64 && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
+ * up to 64; in the forward also at 128 (the decoder's) when it runs two blocks per SM, whose
+ * 215 registers leave room for it (the dQ kernel's static tiles would not fit two stages). */
+template <int D> static bool fa_pipe(const fa_args &a, bool off, bool two_blocks = false) {
+    return !off && (D <= 64 || (D == 128 && two_blocks)) && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
            fa_view_async(a.v, a.vdt, a.vb, a.vt);
 }
 
 template <int D>
 static int fa_forward(const fa_args &a, int64_t B, bool pipe_off, bool two_blocks) {
-    constexpr bool can_pipe = D <= 64;
-    constexpr int fewer_blocks = D == 128 ? 2 : 3; /* no other variant is compiled */
+    /* the variants compiled: <D, false, 3> everywhere, <D <= 64, true, 3>, and at 128
+     * <128, false, 2> and the dynamic two-stage kernel */
+    constexpr bool narrow = D <= 64, wide = D == 128;
+    constexpr int wide_blocks = wide ? 2 : 3;
     dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-    if (fa_pipe<D>(a, pipe_off))
-        fa_forward_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a);
-    else if (two_blocks)
-        fa_forward_kernel<D, false, fewer_blocks><<<grid, FA_THREADS>>>(a);
-    else
+    const bool pipe = fa_pipe<D>(a, pipe_off, two_blocks);
+    if (pipe && wide) {
+        const size_t smem = sizeof(uint16_t) * 2 * (size_t)fa_stage<128>();
+        AD_TRY(cu_smem_for(fa_forward_wide_pipe_kernel<128>, smem));
+        fa_forward_wide_pipe_kernel<128><<<grid, FA_THREADS, smem>>>(a);
+    } else if (pipe) {
+        fa_forward_kernel<D, narrow><<<grid, FA_THREADS>>>(a);
+    } else if (two_blocks && wide) {
+        fa_forward_kernel<D, false, wide_blocks><<<grid, FA_THREADS>>>(a);
+    } else {
         fa_forward_kernel<D, false><<<grid, FA_THREADS>>>(a);
+    }
     CUDA_TRY_LAUNCH();
     return AD_OK;
 }

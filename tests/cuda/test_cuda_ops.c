@@ -579,25 +579,33 @@ static void test_attention(void) {
 }
 
 /* The flash kernels' diagnostic switches (read when a backend is created): a bad value is
- * refused, and a backend with the pipe off (head dim 64, bf16 K and V: the encoder's) or with
- * the head-dim-128 forward compiled for two blocks per SM (the decoder's) gives the default
- * backend's output bit for bit: the same arithmetic, only loads or registers differ. */
+ * refused, and a backend with the pipe off (head dim 64, bf16 K and V: the encoder's), or with
+ * the head-dim-128 forward compiled for two blocks per SM (the decoder's; with the pipe, and
+ * with it off), gives the default backend's output bit for bit: the same arithmetic, only
+ * loads, shared memory or registers differ. */
 static void test_flash_switches(void) {
+    static const int padded[2] = {150, 97};
     static const struct {
-        const char *var, *bad, *good, *refusal;
+        const char *var, *bad, *good, *refusal, *also; /* also: PIPE=0 as well */
         int D;
         bool causal;
+        const int *key_len;
     } sw[] = {
-        {"AUDISTILL_CUDA_FLASH_PIPE", "2", "0", "expected 0 or 1", 64, false},
-        {"AUDISTILL_CUDA_FLASH_D128_BLOCKS", "4", "2", "expected 2 or 3", 128, true},
+        {"AUDISTILL_CUDA_FLASH_PIPE", "2", "0", "expected 0 or 1", NULL, 64, false, NULL},
+        {"AUDISTILL_CUDA_FLASH_D128_BLOCKS", "4", "2", "expected 2 or 3", NULL, 128, true, NULL},
+        /* padded rows: key_len mid-tile (the training decoder's) */
+        {"AUDISTILL_CUDA_FLASH_D128_BLOCKS", "4", "2", "expected 2 or 3", NULL, 128, true, padded},
+        {"AUDISTILL_CUDA_FLASH_D128_BLOCKS", "1", "2", "expected 2 or 3", "0", 128, true, NULL},
     };
     for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
         ad_backend *other = NULL;
         setenv(sw[i].var, sw[i].bad, 1);
         CHECK_FAILS_WITH(ad_backend_cuda_create(&other, 0), sw[i].refusal);
         setenv(sw[i].var, sw[i].good, 1);
+        if (sw[i].also) setenv("AUDISTILL_CUDA_FLASH_PIPE", sw[i].also, 1);
         const int rc = ad_backend_cuda_create(&other, 0);
         unsetenv(sw[i].var);
+        unsetenv("AUDISTILL_CUDA_FLASH_PIPE");
         CHECK_OK(rc);
         if (rc < 0) continue;
         const int B = 2, T = 150, H = 2, D = sw[i].D;
@@ -607,7 +615,10 @@ static void test_flash_switches(void) {
         pair_make(&v, "v", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
         pair_make(&out, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
         pair_make(&out2, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
-        const ad_attention_params p = {H, H, D, sw[i].causal, 0, 1.0f / sqrtf((float)D), NULL};
+        pair_poison_masked_keys(&k, sw[i].key_len); /* never read: NaN there */
+        pair_poison_masked_keys(&v, sw[i].key_len);
+        const ad_attention_params p = {
+            H, H, D, sw[i].causal, 0, 1.0f / sqrtf((float)D), sw[i].key_len};
         CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_FLASH));
         CHECK_OK(ad_cuda_set_attention_path(other, AD_CUDA_ATTENTION_FLASH));
         const long before = ad_cuda_attention_flash_calls(other);
@@ -617,8 +628,9 @@ static void test_flash_switches(void) {
         CHECK(ad_cuda_attention_flash_calls(other) == before + 1);
         CHECK_MSG(same_bits(&out.g, &out2.g), "%s=%s changed the flash output", sw[i].var,
                   sw[i].good);
-        char what[96];
-        snprintf(what, sizeof what, "flash head dim %d, %s=%s", D, sw[i].var, sw[i].good);
+        char what[128];
+        snprintf(what, sizeof what, "flash head dim %d, %s=%s%s", D, sw[i].var, sw[i].good,
+                 sw[i].also ? " and PIPE=0" : "");
         out2.c = out.c; /* the CPU reference for the other backend's output */
         expect_close(what, &out2, 2e-2);
         CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));

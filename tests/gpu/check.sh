@@ -393,7 +393,8 @@ PY
 # of 128 over the 305 tokens of a row, causal), forward and backward, bf16 q, k, v as the
 # training graph stores them: the flash kernels (the encoder's with their cp.async pipe on and
 # off: AUDISTILL_CUDA_FLASH_PIPE=0; the decoder's forward compiled for 3 blocks per SM, spilling
-# a little, and for 2: AUDISTILL_CUDA_FLASH_D128_BLOCKS=2), the batched GEMMs, and PyTorch's
+# a little and without the pipe, and for 2: AUDISTILL_CUDA_FLASH_D128_BLOCKS=2, with the pipe
+# and without), the batched GEMMs, and PyTorch's
 # scaled_dot_product_attention on the same card (its FlashAttention-2 kernels). The op profile's
 # attention rows show what the step pays; this shows what each implementation does with the
 # same work, and which setting of each switch should be the default.
@@ -402,14 +403,15 @@ run_attention() {
     local batch shape impl json=() out
     for batch in ${BATCHES//,/ }; do
         for shape in "$batch 20 20 500 64 bidirectional" "$batch 32 32 305 128 causal"; do
-            for impl in flash flash-nopipe flash-2blocks gemm pytorch; do
+            for impl in flash flash-nopipe flash-2blocks flash-2blocks-nopipe gemm pytorch; do
                 [[ $impl == flash-nopipe && $shape == *causal ]] && continue # no pipe at 128
-                [[ $impl == flash-2blocks && $shape != *causal ]] && continue # 128 only
+                [[ $impl == flash-2blocks* && $shape != *causal ]] && continue # 128 only
                 out=$LOGS/attention-$impl-${shape// /-}.json
                 case $impl in
                 flash) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 flash ;;
                 flash-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape 20 flash ;;
                 flash-2blocks) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 "$BIN/bench_attention" $shape 20 flash ;;
+                flash-2blocks-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape 20 flash ;;
                 gemm) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 gemm ;;
                 pytorch) timeout 120 python3 "$ROOT/tests/gpu/bench_attention.py" $shape 20 ;;
                 esac >"$out" 2>"$out.err"
@@ -428,11 +430,11 @@ run_attention() {
     python3 - "${json[@]}" <<'PY' | tee "$LOGS/attention.txt"
 import json, sys
 rows = [json.load(open(p)) for p in sys.argv[1:]]
-print(f"{'implementation':<24} {'shape':<36} {'fwd ms':>8} {'TFLOP/s':>8} {'bwd ms':>8} {'TFLOP/s':>8}")
+print(f"{'implementation':<30} {'shape':<36} {'fwd ms':>8} {'TFLOP/s':>8} {'bwd ms':>8} {'TFLOP/s':>8}")
 for r in rows:
     shape = (f"B{r['batch']} H{r['heads']}/{r['kv_heads']} T{r['seq']} D{r['head_dim']} "
              + ("causal" if r["causal"] else "bidirectional"))
-    print(f"{r['impl']:<24} {shape:<36} {r['forward_ms']:>8.3f} {r['forward_tflops']:>8.1f} "
+    print(f"{r['impl']:<30} {shape:<36} {r['forward_ms']:>8.3f} {r['forward_tflops']:>8.1f} "
           f"{r['backward_ms']:>8.3f} {r['backward_tflops']:>8.1f}")
 PY
 }
