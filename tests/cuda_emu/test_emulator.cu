@@ -201,6 +201,23 @@ static void fault_host_read(void) {
     cudaMalloc((void **)&d, 8 * sizeof(float));
     printf("%g\n", ((volatile float *)d)[3]); /* host code reading device memory */
 }
+/* after a kernel ran on another allocation (the region was opened for it and closed again) */
+static void fault_host_write_after_launch(void) {
+    int *a, *b;
+    cudaMalloc((void **)&a, 64 * sizeof(int));
+    cudaMalloc((void **)&b, 64 * sizeof(int));
+    nothing_kernel<<<1, 1>>>(b);
+    cudaDeviceSynchronize();
+    ((volatile int *)a)[5] = 1;
+}
+/* a freed block reused by an allocation of the same size stays protected */
+static void fault_host_read_reused(void) {
+    float *d, *e;
+    cudaMalloc((void **)&d, 3000 * sizeof(float));
+    cudaFree(d);
+    cudaMalloc((void **)&e, 3000 * sizeof(float));
+    printf("%p %g\n", (void *)d, ((volatile float *)e)[7]);
+}
 static void fault_copy(void) {
     float *d, h[4];
     cudaMalloc((void **)&d, 2 * sizeof(float));
@@ -260,6 +277,10 @@ int main(void) {
     expect_abort("copy past an allocation", fault_copy, "is not inside one device allocation");
 #ifndef TEST_UNDER_ASAN /* the ASan build does not page-protect device memory */
     expect_abort("host read of device memory", fault_host_read, "host code accessed device memory");
+    expect_abort("host write after a launch", fault_host_write_after_launch,
+                 "host code accessed device memory");
+    expect_abort("host read of a reused block", fault_host_read_reused,
+                 "host code accessed device memory");
 #endif
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
