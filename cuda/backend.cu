@@ -310,6 +310,15 @@ static int cu_set_attention(ad_backend *be, const char *path) {
     return ad_cuda_set_attention_path(be, p);
 }
 
+/* A diagnostic switch: unset, empty or `usual` leaves *on false; `other` sets it. */
+static int env_switch(const char *name, const char *usual, const char *other, bool *on) {
+    const char *v = getenv(name);
+    if (v && *v && strcmp(v, usual) != 0 && strcmp(v, other) != 0)
+        return ad_fail("%s=%s: expected %s or %s", name, v, other, usual);
+    *on = v && strcmp(v, other) == 0;
+    return AD_OK;
+}
+
 static int setup(cu_impl *impl) {
     CUDA_TRY(cudaSetDevice(impl->device));
     CUBLAS_TRY(cublasLtCreate(&impl->lt));
@@ -325,15 +334,8 @@ static int setup(cu_impl *impl) {
             return ad_fail("%s=%s: expected auto, kernel, gemm or flash", AD_CUDA_ATTENTION_ENV,
                            path);
     }
-    const char *pipe = getenv(AD_CUDA_FLASH_PIPE_ENV);
-    if (pipe && *pipe && strcmp(pipe, "0") != 0 && strcmp(pipe, "1") != 0)
-        return ad_fail("%s=%s: expected 0 or 1", AD_CUDA_FLASH_PIPE_ENV, pipe);
-    impl->flash_pipe_off = pipe && strcmp(pipe, "0") == 0;
-    const char *blocks = getenv(AD_CUDA_FLASH_D128_BLOCKS_ENV);
-    if (blocks && *blocks && strcmp(blocks, "2") != 0 && strcmp(blocks, "3") != 0)
-        return ad_fail("%s=%s: expected 2 or 3", AD_CUDA_FLASH_D128_BLOCKS_ENV, blocks);
-    impl->flash_d128_two_blocks = blocks && strcmp(blocks, "2") == 0;
-    return AD_OK;
+    AD_TRY(env_switch(AD_CUDA_FLASH_PIPE_ENV, "1", "0", &impl->flash_pipe_off));
+    return env_switch(AD_CUDA_FLASH_D128_BLOCKS_ENV, "3", "2", &impl->flash_d128_two_blocks);
 }
 
 extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {

@@ -100,7 +100,6 @@ int ad_op_check_rope(const char *op, const ad_tensor *y, const ad_tensor *x,
     if (positions->shape[0] != B || positions->shape[1] != T)
         return ad_op_fail_tensor(op, positions, "expected [%lld, %lld] for %s", (long long)B,
                                  (long long)T, x->name);
-    if (y == x) return AD_OK;
     AD_TRY(ad_op_check_same_shape(op, y, x));
     AD_TRY(ad_op_check_rows(op, y));
     const bool in_place = y->data == x->data && y->dtype == x->dtype &&

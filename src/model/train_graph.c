@@ -527,8 +527,7 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     const int64_t Q = sh->num_attention_heads * hd, KV = sh->num_key_value_heads * hd;
     const float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
     ad_decoder_record a = decoder_views(g, l);
-    ad_tensor q2 = shaped(&a.q, 2, N, Q, 0), k2 = shaped(&a.k, 2, N, KV, 0),
-              v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
+    ad_tensor v2 = shaped(&a.v, 2, N, KV, 0), att2 = shaped(&a.att, 2, N, Q, 0);
     ad_tensor pos = shaped(&g->pos, 2, g->rows, g->len, 0);
     /* the input is recorded for a backward pass; forward only, the stream itself serves until
      * down_proj overwrites it */
@@ -536,23 +535,14 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     if (x && record) AD_TRY(be->copy(be, &a.x_in, x));
     const ad_tensor *in = x && !record ? x : &a.x_in;
     AD_TRY(be->rmsnorm(be, &a.xn1, in, &w->input_layernorm_w, eps));
-    if (a.q.dtype == AD_F32) {
-        AD_TRY(be->linear(be, &q2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->linear(be, &k2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
-        AD_TRY(be->rope(be, &a.q, &a.q, &pos, sh->num_attention_heads, (int)hd, theta));
-        AD_TRY(be->rope(be, &a.k, &a.k, &pos, sh->num_key_value_heads, (int)hd, theta));
-    } else {
-        /* bf16 records: the projections stay f32 until rope has rotated them, so they are
-         * rounded once, as attention would have rounded them. Their f32 home is the attention
-         * output, not yet written (KV <= Q: the heads are a multiple of the KV heads). */
-        ad_tensor q_f32 = shaped(&a.att, 3, g->rows, g->len, Q),
-                  k_f32 = shaped(&a.att, 3, g->rows, g->len, KV);
-        ad_tensor q_f32_2 = shaped(&q_f32, 2, N, Q, 0), k_f32_2 = shaped(&k_f32, 2, N, KV, 0);
-        AD_TRY(be->linear(be, &q_f32_2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
-        AD_TRY(be->rope(be, &a.q, &q_f32, &pos, sh->num_attention_heads, (int)hd, theta));
-        AD_TRY(be->linear(be, &k_f32_2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
-        AD_TRY(be->rope(be, &a.k, &k_f32, &pos, sh->num_key_value_heads, (int)hd, theta));
-    }
+    /* The projections stay f32 until rope has rotated them into the records, so bf16 records
+     * are rounded once, as attention would have rounded them. Their f32 home is the attention
+     * output, not yet written (KV <= Q: the heads are a multiple of the KV heads). */
+    ad_tensor k_f32 = shaped(&a.att, 3, g->rows, g->len, KV), k_f32_2 = shaped(&a.att, 2, N, KV, 0);
+    AD_TRY(be->linear(be, &att2, &a.xn1, &w->q_proj_w, &w->q_proj_b));
+    AD_TRY(be->rope(be, &a.q, &a.att, &pos, sh->num_attention_heads, (int)hd, theta));
+    AD_TRY(be->linear(be, &k_f32_2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
+    AD_TRY(be->rope(be, &a.k, &k_f32, &pos, sh->num_key_value_heads, (int)hd, theta));
     AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
     const ad_attention_params ap = decoder_attention(g, l);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
