@@ -293,7 +293,53 @@ static int check_params(const char *op, const ad_attention_params *p) {
     return AD_OK;
 }
 
-/* Common argument block; key_len copied to the device. */
+/* The device copy of a host key_len table of n ints: one of the tables already there if one
+ * holds the same values, else the least recently used table, overwritten (the copy is ordered
+ * after the kernels that read it before). */
+static int key_len_on_device(ad_backend *be, const int *host, int64_t n, const int **out) {
+    cu_impl *impl = cu_of(be);
+    *out = NULL;
+    if (n == 0) return AD_OK; /* no batch element: nothing reads it */
+    cu_key_len_table *pick = &impl->key_lens[0];
+    for (int i = 0; i < CU_KEY_LEN_TABLES; i++) {
+        cu_key_len_table *t = &impl->key_lens[i];
+        if (t->n == n && memcmp(t->host, host, (size_t)n * sizeof *host) == 0) {
+            t->used = ++impl->key_len_clock;
+            *out = t->dev;
+            return AD_OK;
+        }
+        if (t->used < pick->used) pick = t;
+    }
+    if (pick->cap < n) {
+        const int64_t cap = n < 64 ? 64 : n;
+        if (pick->dev) CUDA_TRY(cudaFree(pick->dev));
+        free(pick->host);
+        pick->dev = NULL;
+        pick->n = pick->cap = 0;
+        pick->host = (int *)malloc((size_t)cap * sizeof *host);
+        if (!pick->host) return ad_fail("attention: out of host memory for a key_len table");
+        CUDA_TRY(cudaMalloc((void **)&pick->dev, (size_t)cap * sizeof *host));
+        pick->cap = cap;
+    }
+    pick->n = 0; /* not a match until the copy succeeded */
+    CUDA_TRY(cudaMemcpy(pick->dev, host, (size_t)n * sizeof *host, cudaMemcpyHostToDevice));
+    memcpy(pick->host, host, (size_t)n * sizeof *host);
+    pick->n = n;
+    pick->used = ++impl->key_len_clock;
+    impl->key_len_uploads++;
+    *out = pick->dev;
+    return AD_OK;
+}
+
+void cu_key_len_free(cu_impl *impl) {
+    for (int i = 0; i < CU_KEY_LEN_TABLES; i++) {
+        if (impl->key_lens[i].dev) cudaFree(impl->key_lens[i].dev);
+        free(impl->key_lens[i].host);
+    }
+    memset(impl->key_lens, 0, sizeof impl->key_lens);
+}
+
+/* Common argument block; key_len on the device. */
 static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tensor *q,
                      const ad_tensor *k, const ad_tensor *v, const ad_attention_params *p) {
     const int64_t B = q->shape[0], Tk = k->shape[1];
@@ -323,10 +369,7 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
             if (p->key_len[b] < 0 || p->key_len[b] > Tk)
                 return ad_op_fail_tensor(op, k, "key_len[%lld] = %d outside [0, %lld]",
                                          (long long)b, p->key_len[b], (long long)Tk);
-        void *buf;
-        AD_TRY(cu_scratch(be, CU_SCRATCH_SMALL, (size_t)B * sizeof(int), &buf));
-        CUDA_TRY(cudaMemcpy(buf, p->key_len, (size_t)B * sizeof(int), cudaMemcpyHostToDevice));
-        a->key_len = (const int *)buf;
+        AD_TRY(key_len_on_device(be, p->key_len, B, &a->key_len));
     }
     return AD_OK;
 }

@@ -7,8 +7,11 @@
 //
 // The rounding points are those of the GEMM path with bf16 operands (attention_gemm.cu): q, k,
 // v, dO and the probabilities / dS rounded to bf16, every product accumulated in fp32, the
-// softmax and delta = rowsum(dO * O) in fp32. Keys past key_len are never read (tiles are
-// zero-filled there, as the CPU reference never touches them); a row that sees no key gets 0.
+// softmax and delta = rowsum(dO * O) in fp32. The softmax works in base 2 (scores times
+// scale log2(e), so each exponential is one ex2.approx; the log-sum-exp passed from the dQ to
+// the dK/dV kernel is base 2 too), and only a key tile that crosses a row's limit is masked.
+// Keys past key_len are never read (tiles are zero-filled there, as the CPU reference never
+// touches them); a row that sees no key gets 0.
 //
 // Backward, deterministic, without atomics: the dQ kernel recomputes each row's log-sum-exp
 // in a first sweep over the keys, then dS and dQ in a second; it leaves the log-sum-exp and
@@ -44,6 +47,7 @@ struct fa_args : cu_attn_args {
     int dkdt, dvdt;
     int64_t dkb, dkt, dvb, dvt;
     float *lse, *delta; /* [B, H, Tq]: from the dQ kernel to the dK/dV kernel */
+    float scale_log2;   /* scale * log2(e): the kernels' scores are in base 2 */
 };
 
 /* ---- fragments -------------------------------------------------------------------------- */
@@ -491,8 +495,28 @@ __device__ static inline float fa_row_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-/* s = scale Q K^T of one warp's 16 rows and a shared key tile, keys a row does not see at
- * -inf (element e of tile n: row lo for e < 2, else hi; key j0 + 8n + 2t + e % 2). */
+/* 2^x by the special-function unit alone (ex2.approx.ftz: 2 ulp, results below 2^-126, which no
+ * probability next to the row's maximum of 1 can reach in bf16, flushed to 0; 2^-inf = 0).
+ * expf would add a range reduction of about seven instructions per score. */
+__device__ static inline float fa_exp2(float x) {
+#if defined(__CUDA_ARCH__) && !defined(AD_CUDA_EMULATED)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+
+/* How many of a tile's keys, from j0, a row that sees keys [0, limit) sees: 0..n. */
+__device__ static inline int fa_visible(int64_t limit, int64_t j0, int n) {
+    const int64_t v = limit - j0;
+    return v <= 0 ? 0 : v >= n ? n : (int)v;
+}
+
+/* s = log2(e) scale Q K^T of one warp's 16 rows and a shared key tile, keys a row does not see
+ * at -inf (element e of tile n: row lo for e < 2, else hi; key j0 + 8n + 2t + e % 2). Only a
+ * tile that some of the lane's keys are past the limit of is masked, in 32-bit offsets. */
 template <int D>
 __device__ static inline void fa_scores(float s[FA_KEYS / 8][4], const uint32_t qf[][4],
                                         const uint16_t *ks, const fa_args &a, int64_t j0,
@@ -510,18 +534,28 @@ __device__ static inline void fa_scores(float s[FA_KEYS / 8][4], const uint32_t 
             fa_mma2(&s[n], qf[kk], bf);
         }
     }
+    const int vis_lo = fa_visible(lim_lo, j0, FA_KEYS), vis_hi = fa_visible(lim_hi, j0, FA_KEYS);
+    if (vis_lo == FA_KEYS && vis_hi == FA_KEYS) {
+        CU_UNROLL
+        for (int n = 0; n < FA_KEYS / 8; n++) {
+            CU_UNROLL
+            for (int e = 0; e < 4; e++)
+                s[n][e] *= a.scale_log2;
+        }
+        return;
+    }
     CU_UNROLL
     for (int n = 0; n < FA_KEYS / 8; n++) {
         CU_UNROLL
         for (int e = 0; e < 4; e++) {
-            const int64_t key = j0 + 8 * n + 2 * t + (e & 1);
-            s[n][e] = key < (e < 2 ? lim_lo : lim_hi) ? s[n][e] * a.scale : -INFINITY;
+            const int key = 8 * n + 2 * t + (e & 1);
+            s[n][e] = key < (e < 2 ? vis_lo : vis_hi) ? s[n][e] * a.scale_log2 : -INFINITY;
         }
     }
 }
 
-/* One online-softmax step over a tile of scores: new row max, the factor that rescales what
- * was accumulated before, scores turned into exp(s - max), and the per-lane partial sums. */
+/* One online-softmax step over a tile of base-2 scores: new row max, the factor that rescales
+ * what was accumulated before, scores turned into 2^(s - max), and the per-lane partial sums. */
 __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2], float l[2],
                                              float alpha[2]) {
     CU_UNROLL
@@ -532,14 +566,14 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
             mx = fmaxf(mx, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
         const float next = fmaxf(m[h], fa_row_max(mx));
         const float base = next == -INFINITY ? 0.0f : next; /* no key seen yet: all terms 0 */
-        alpha[h] = expf(m[h] - base);
+        alpha[h] = fa_exp2(m[h] - base);
         m[h] = next;
         float sum = 0.0f;
         CU_UNROLL
         for (int n = 0; n < FA_KEYS / 8; n++) {
             CU_UNROLL
             for (int e = 2 * h; e < 2 * h + 2; e++) {
-                s[n][e] = expf(s[n][e] - base);
+                s[n][e] = fa_exp2(s[n][e] - base);
                 sum += s[n][e];
             }
         }
@@ -650,7 +684,8 @@ template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool 
         delta[hh] = fa_row_sum(d);
     }
 
-    /* sweep 1: log-sum-exp per row (+inf for a row that sees no key, so its terms are 0) */
+    /* sweep 1: log-sum-exp per row, base 2 (+inf for a row that sees no key, so its terms are
+     * 0) */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, lse[2];
     int it = 0;
     for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS, it++) {
@@ -662,7 +697,7 @@ template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool 
     CU_UNROLL
     for (int hh = 0; hh < 2; hh++) {
         const float sum = fa_row_sum(l[hh]);
-        lse[hh] = sum > 0.0f ? m[hh] + logf(sum) : INFINITY;
+        lse[hh] = sum > 0.0f ? m[hh] + log2f(sum) : INFINITY;
         const int64_t row = r + 8 * hh;
         if (t == 0 && row < a.Tq) {
             const int64_t at = ((int64_t)b * a.H + h) * a.Tq + row;
@@ -702,7 +737,7 @@ template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool 
             CU_UNROLL
             for (int e = 0; e < 8; e++) {
                 const int nn = n + (e >> 2), ee = e & 3;
-                const float p = expf(s[nn][ee] - lse[ee >> 1]); /* masked: exp(-inf) = 0 */
+                const float p = fa_exp2(s[nn][ee] - lse[ee >> 1]); /* masked: 2^-inf = 0 */
                 s[nn][ee] = p * (dp[e >> 2][ee] - delta[ee >> 1]);
             }
         }
@@ -762,17 +797,22 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
                 delta_s[threadIdx.x] = i < a.Tq ? a.delta[at] : 0.0f;
             }
             __syncthreads();
-            /* P^T = exp(scale K Q^T - lse) for this warp's 16 keys x the tile's queries */
+            /* P^T = 2^(log2(e) scale K Q^T - lse) for this warp's 16 keys x the tile's queries.
+             * Queries past Tq have lse +inf (P = 0); keys are masked only in a tile where a key
+             * of the block is past key_len or, causal, past the limit of the tile's first
+             * query (the block-wide test keeps the branch uniform). */
             float p[FA_QUERIES / 8][4];
             fa_product_rows<D, FA_QUERIES>(p, ks, warp * 16, qs, lane);
+            const bool whole =
+                j0 + FA_ROWS <= kb && (!a.causal || j0 + FA_ROWS <= a.q_offset + i0 + 1);
             CU_UNROLL
             for (int n = 0; n < FA_QUERIES / 8; n++) {
                 CU_UNROLL
                 for (int e = 0; e < 4; e++) {
                     const int c = 8 * n + 2 * t + (e & 1);
                     const int64_t i = i0 + c, key = j + 8 * (e >> 1);
-                    p[n][e] = i < a.Tq && key < fa_limit(a, kb, i)
-                                  ? expf(p[n][e] * a.scale - lse_s[c])
+                    p[n][e] = whole || key < fa_limit(a, kb, i)
+                                  ? fa_exp2(p[n][e] * a.scale_log2 - lse_s[c])
                                   : 0.0f;
                 }
             }
@@ -887,10 +927,15 @@ static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv,
     return AD_OK;
 }
 
+static void fa_init(fa_args *a, const cu_attn_args *args) {
+    memset(a, 0, sizeof *a);
+    *(cu_attn_args *)a = *args;
+    a->scale_log2 = (float)((double)args->scale * 1.4426950408889634); /* log2(e) */
+}
+
 int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args) {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    *(cu_attn_args *)&a = *args;
+    fa_init(&a, args);
     fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
     cu_of(be)->attention_flash_calls++;
     const int64_t B = out->shape[0];
@@ -907,8 +952,7 @@ int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args)
 int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
                                 const cu_attn_args *args) {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    *(cu_attn_args *)&a = *args;
+    fa_init(&a, args);
     fa_output(dq, &a.y, &a.ydt, &a.yb, &a.yt);
     fa_output(dk, &a.dk, &a.dkdt, &a.dkb, &a.dkt);
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);

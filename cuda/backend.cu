@@ -297,6 +297,7 @@ static void cu_destroy(ad_backend *be) {
         if (impl->flag) cudaFree(impl->flag);
         if (impl->lt) cublasLtDestroy(impl->lt);
         cu_gemm_cache_free(impl);
+        cu_key_len_free(impl);
     }
     free(impl);
     free(be);
@@ -432,6 +433,10 @@ extern "C" long ad_cuda_attention_gemm_calls(ad_backend *be) {
 
 extern "C" long ad_cuda_attention_flash_calls(ad_backend *be) {
     return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_flash_calls : -1;
+}
+
+extern "C" long ad_cuda_key_len_uploads(ad_backend *be) {
+    return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->key_len_uploads : -1;
 }
 
 extern "C" int ad_cuda_attention_path_of(const char *name) {

@@ -48,6 +48,9 @@ int ad_cuda_attention_path_of(const char *name);
 long ad_cuda_attention_gemm_calls(ad_backend *be);
 /* The same for the flash kernels. */
 long ad_cuda_attention_flash_calls(ad_backend *be);
+/* How many key_len tables attention has copied to the device: one per distinct content among
+ * the last few (a layer stack's calls share one), -1 if `be` is not a CUDA backend. */
+long ad_cuda_key_len_uploads(ad_backend *be);
 /* Bytes of each score buffer of the GEMM path (default 256 MiB): heads go through it in blocks
  * that fit, and a sequence whose one head (GQA: one group) does not fit uses the kernels. */
 int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes);

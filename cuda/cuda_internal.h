@@ -34,7 +34,6 @@ enum {
     CU_SCRATCH_BIAS,    /* a GEMM bias widened to the f32 output's dtype */
     CU_SCRATCH_WIDE_Y,  /* a narrow GEMM output with a wider bias, computed in f32 first */
     CU_SCRATCH_STAGE,   /* download staging (contiguous copy of a strided tensor) */
-    CU_SCRATCH_SMALL,   /* small host-made tables: key_len, rope inv_freq */
     CU_SCRATCH_ATT_S,   /* attention through GEMMs: scores / probabilities, f32 */
     CU_SCRATCH_ATT_DP,  /* attention backward through GEMMs: dP, then dS, f32 */
     CU_SCRATCH_ATT_P16, /* probabilities as bf16 GEMM operands */
@@ -49,6 +48,16 @@ enum {
 #define CU_LT_WORKSPACE_BYTES AD_CUDA_LT_WORKSPACE_BYTES
 
 struct cu_algo_cache; /* gemm.cu */
+
+/* A key_len table on the device with its host copy (attention.cu): every attention call of a
+ * layer stack passes the same few tables, so they are uploaded (a synchronous copy, which
+ * drains the queue) once per content, not once per call. */
+#define CU_KEY_LEN_TABLES 4
+typedef struct {
+    int *dev, *host;
+    int64_t n, cap;
+    unsigned long long used; /* for least-recently-used replacement */
+} cu_key_len_table;
 
 typedef struct {
     int device;
@@ -66,6 +75,9 @@ typedef struct {
     long attention_flash_calls;     /* ad_cuda_attention_flash_calls */
     int cc_major;                   /* compute capability (the flash kernels need 8 or more) */
     size_t attention_scratch_bytes; /* per score buffer of the GEMM path */
+    cu_key_len_table key_lens[CU_KEY_LEN_TABLES];
+    unsigned long long key_len_clock;
+    long key_len_uploads; /* ad_cuda_key_len_uploads */
 } cu_impl;
 
 static inline cu_impl *cu_of(ad_backend *be) {
@@ -259,6 +271,8 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
                     const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
                     bool tb, int count, float alpha, float beta);
 void cu_gemm_cache_free(cu_impl *impl);
+/* Frees the device key_len tables (attention.cu). */
+void cu_key_len_free(cu_impl *impl);
 /* out[c] += sum over rows of src[r, c] (src any float dtype, row stride ld), in a fixed order:
  * deterministic, no atomics. */
 int cu_colsum_accumulate(ad_backend *be, float *out, const void *src, ad_dtype dtype, int64_t rows,

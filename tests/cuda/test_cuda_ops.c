@@ -640,6 +640,44 @@ static void test_flash_switches(void) {
     }
 }
 
+/* The backend keeps the last few key_len tables on the device and uploads one only when no
+ * table there holds the same values: a host table rewritten in place (the training graph's)
+ * must be uploaded again, a table of another length is another table, and the least recently
+ * used one is replaced. Fresh q, k, v per call, keys past each call's lengths NaN. */
+static void test_key_len_tables(void) {
+    static const int contents[][3] = {{40, 12, 33}, {5, 40, 21}, {40, 12, 33}, {1, 2, 3},
+                                      {40, 40, 40}, {17, 0, 39}, {40, 12, 33}, {5, 40, 21}};
+    /* uploads after each call, 4 tables: {5, 40, 21} is the least recently used at the sixth */
+    static const long uploads[] = {1, 2, 2, 3, 4, 5, 5, 6};
+    const int T = 40, H = 2, D = 32;
+    int lens[3];
+    const long base = ad_cuda_key_len_uploads(g_gpu);
+    for (size_t i = 0; i < sizeof contents / sizeof contents[0] + 1; i++) {
+        /* last: the first two values of the first table, B = 2 */
+        const bool shorter = i == sizeof contents / sizeof contents[0];
+        const int64_t B = shorter ? 2 : 3;
+        memcpy(lens, contents[shorter ? 0 : i], sizeof lens);
+        pair q, k, v, out;
+        pair_make(&q, "q", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&k, "k", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&v, "v", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_make(&out, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        pair_poison_masked_keys(&k, lens);
+        pair_poison_masked_keys(&v, lens);
+        const ad_attention_params p = {H, H, D, false, 0, 1.0f / sqrtf((float)D), lens};
+        CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
+        CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+        char what[96];
+        snprintf(what, sizeof what, "attention, key_len table %zu {%d, %d%s}", i, lens[0], lens[1],
+                 shorter ? "" : ", ...");
+        expect_close(what, &out, TOL_F32);
+        CHECK_MSG(ad_cuda_key_len_uploads(g_gpu) - base == (shorter ? 7 : uploads[i]),
+                  "%s: %ld uploads, expected %ld", what, ad_cuda_key_len_uploads(g_gpu) - base,
+                  shorter ? 7 : uploads[i]);
+        pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out);
+    }
+}
+
 static void test_pool_embed_scatter(void) {
     pair x, y;
     pair_make(&x, "x", AD_F32, 3, S(2, 11, 24), 1.0f, 0.0f);
@@ -722,6 +760,7 @@ int main(void) {
     RUN(test_rope);
     RUN(test_attention);
     RUN(test_flash_switches);
+    RUN(test_key_len_tables);
     RUN(test_pool_embed_scatter);
     teardown_backends();
     return test_report();
