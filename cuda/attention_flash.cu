@@ -653,9 +653,10 @@ __global__ static void __launch_bounds__(FA_THREADS, 2) fa_forward_wide_pipe_ker
 
 /* ---- backward: dQ (and every row's log-sum-exp and delta) ---------------------------------- */
 
-template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
+/* The dQ pass over its key tiles in shared memory, one stage or two (PIPE). */
+template <int D, bool PIPE>
+__device__ static inline void fa_dq_body(const fa_args &a, bool write_dq, uint16_t *tiles) {
     constexpr int stages = PIPE ? 2 : 1;
-    __shared__ __align__(16) uint16_t tiles[stages * fa_stage<D>()];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, i0 = (int64_t)blockIdx.x * FA_ROWS;
     const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
@@ -753,6 +754,21 @@ template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool 
             fa_store_pair(a.y, a.ydt, off + 8 * n, dq[n][2 * hh] * a.scale,
                           dq[n][2 * hh + 1] * a.scale);
     }
+}
+
+template <int D, bool PIPE> __global__ static void fa_dq_kernel(fa_args a, bool write_dq) {
+    __shared__ __align__(16) uint16_t tiles[(PIPE ? 2 : 1) * fa_stage<D>()];
+    fa_dq_body<D, PIPE>(a, write_dq, tiles);
+}
+
+/* Two stages at head dim 128 (69.6 KB) in dynamic shared memory, at two blocks per SM, as the
+ * forward's (AUDISTILL_CUDA_FLASH_D128_BLOCKS=2). */
+template <int D>
+__global__ static void __launch_bounds__(FA_THREADS, 2)
+    fa_dq_wide_pipe_kernel(fa_args a, bool write_dq) {
+    static_assert(D == 128, "the narrower head dims' two stages fit static tiles");
+    extern __shared__ uint4 fa_dq_words[]; /* uint4: 16-byte aligned, as cp.async needs */
+    fa_dq_body<D, true>(a, write_dq, (uint16_t *)fa_dq_words);
 }
 
 /* ---- backward: dK and dV ------------------------------------------------------------------ */
@@ -876,8 +892,8 @@ static bool fa_view_async(const char *p, int dt, int64_t bs, int64_t ts) {
 }
 
 /* Whether the key tiles go through the two-stage pipe: bf16 K and V so aligned, at head dims
- * up to 64; in the forward also at 128 (the decoder's) when it runs two blocks per SM, whose
- * 215 registers leave room for it (the dQ kernel's static tiles would not fit two stages). */
+ * up to 64, and at 128 (the decoder's) when the forward and dQ kernels run two blocks per SM
+ * (their two stages in dynamic shared memory). */
 template <int D> static bool fa_pipe(const fa_args &a, bool off, bool two_blocks = false) {
     return !off && (D <= 64 || (D == 128 && two_blocks)) && fa_view_async(a.k, a.kdt, a.kb, a.kt) &&
            fa_view_async(a.v, a.vdt, a.vb, a.vt);
@@ -907,14 +923,21 @@ static int fa_forward(const fa_args &a, int64_t B, bool pipe_off, bool two_block
 }
 
 template <int D>
-static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv, bool pipe_off) {
+static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv, bool pipe_off,
+                       bool two_blocks) {
     if (a.Tq > 0) {
-        constexpr bool can_pipe = D <= 64;
+        constexpr bool narrow = D <= 64, wide = D == 128;
         dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
-        if (fa_pipe<D>(a, pipe_off))
-            fa_dq_kernel<D, can_pipe><<<grid, FA_THREADS>>>(a, want_dq);
-        else
+        const bool pipe = fa_pipe<D>(a, pipe_off, two_blocks);
+        if (pipe && wide) {
+            const size_t smem = sizeof(uint16_t) * 2 * (size_t)fa_stage<128>();
+            AD_TRY(cu_smem_for(fa_dq_wide_pipe_kernel<128>, smem));
+            fa_dq_wide_pipe_kernel<128><<<grid, FA_THREADS, smem>>>(a, want_dq);
+        } else if (pipe) {
+            fa_dq_kernel<D, narrow><<<grid, FA_THREADS>>>(a, want_dq);
+        } else {
             fa_dq_kernel<D, false><<<grid, FA_THREADS>>>(a, want_dq);
+        }
         CUDA_TRY_LAUNCH();
     }
     if (want_dkv && a.Tk > 0) {
@@ -958,7 +981,8 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
     const int64_t rows = (int64_t)a.H * a.Tq;
     cu_of(be)->attention_flash_calls++;
-    const bool want_dq = dq != NULL, want_dkv = dk || dv, off = cu_of(be)->flash_pipe_off;
+    const bool want_dq = dq != NULL, want_dkv = dk || dv, off = cu_of(be)->flash_pipe_off,
+               two = cu_of(be)->flash_d128_two_blocks;
     if (!want_dq && !want_dkv) return AD_OK;
     const int64_t B = (dq ? dq : dk ? dk : dv)->shape[0];
     float *stats = NULL;
@@ -968,10 +992,10 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     a.lse = stats;
     a.delta = stats ? stats + B * rows : NULL;
     switch (a.D) {
-    case 16: return fa_backward<16>(a, B, want_dq, want_dkv, off);
-    case 32: return fa_backward<32>(a, B, want_dq, want_dkv, off);
-    case 64: return fa_backward<64>(a, B, want_dq, want_dkv, off);
-    case 128: return fa_backward<128>(a, B, want_dq, want_dkv, off);
+    case 16: return fa_backward<16>(a, B, want_dq, want_dkv, off, two);
+    case 32: return fa_backward<32>(a, B, want_dq, want_dkv, off, two);
+    case 64: return fa_backward<64>(a, B, want_dq, want_dkv, off, two);
+    case 128: return fa_backward<128>(a, B, want_dq, want_dkv, off, two);
     }
     return ad_fail("attention_backward (flash): head_dim %d has no kernel", a.D);
 }

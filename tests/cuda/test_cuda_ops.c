@@ -580,9 +580,9 @@ static void test_attention(void) {
 
 /* The flash kernels' diagnostic switches (read when a backend is created): a bad value is
  * refused, and a backend with the pipe off (head dim 64, bf16 K and V: the encoder's), or with
- * the head-dim-128 forward compiled for two blocks per SM (the decoder's; with the pipe, and
- * with it off), gives the default backend's output bit for bit: the same arithmetic, only
- * loads, shared memory or registers differ. */
+ * the head-dim-128 forward and dQ kernels compiled for two blocks per SM (the decoder's; with
+ * the pipe, and with it off), gives the default backend's output and gradients bit for bit:
+ * the same arithmetic, only loads, shared memory or registers differ. */
 static void test_flash_switches(void) {
     static const int padded[2] = {150, 97};
     static const struct {
@@ -633,6 +633,34 @@ static void test_flash_switches(void) {
                  sw[i].also ? " and PIPE=0" : "");
         out2.c = out.c; /* the CPU reference for the other backend's output */
         expect_close(what, &out2, 2e-2);
+        /* the backward from the default backend's output: dQ through the switched kernel */
+        pair dout, grads[3], grads2[3];
+        pair_make(&dout, "dout", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        for (int j = 0; j < 3; j++) {
+            pair_make(&grads[j], "grad", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&grads2[j], "grad", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+        }
+        CHECK_OK(g_gpu->attention_backward(g_gpu, &grads[0].g, &grads[1].g, &grads[2].g, &dout.g,
+                                           &out.g, &q.g, &k.g, &v.g, &p));
+        CHECK_OK(other->attention_backward(other, &grads2[0].g, &grads2[1].g, &grads2[2].g, &dout.g,
+                                           &out.g, &q.g, &k.g, &v.g, &p));
+        CHECK_OK(g_cpu->attention_backward(g_cpu, &grads[0].c, &grads[1].c, &grads[2].c, &dout.c,
+                                           &out.c, &q.c, &k.c, &v.c, &p));
+        CHECK(ad_cuda_attention_flash_calls(other) == before + 2);
+        static const char *const names[3] = {"dq", "dk", "dv"};
+        for (int j = 0; j < 3; j++) {
+            CHECK_MSG(same_bits(&grads[j].g, &grads2[j].g), "%s=%s changed the flash %s", sw[i].var,
+                      sw[i].good, names[j]);
+            char gwhat[160];
+            snprintf(gwhat, sizeof gwhat, "%s, %s", what, names[j]);
+            grads2[j].c = grads[j].c;
+            expect_close(gwhat, &grads2[j], 2e-2);
+        }
+        for (int j = 0; j < 3; j++) {
+            g_gpu->release(g_gpu, grads2[j].gbuf), g_cpu->release(g_cpu, grads2[j].cbuf);
+            pair_free(&grads[j]);
+        }
+        pair_free(&dout);
         CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
         pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out);
         g_gpu->release(g_gpu, out2.gbuf), g_cpu->release(g_cpu, out2.cbuf);

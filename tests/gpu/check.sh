@@ -392,8 +392,8 @@ PY
 # heads of 64 over the 500 positions of a 10 s clip, bidirectional) and Qwen's decoder (32 heads
 # of 128 over the 305 tokens of a row, causal), forward and backward, bf16 q, k, v as the
 # training graph stores them: the flash kernels (the encoder's with their cp.async pipe on and
-# off: AUDISTILL_CUDA_FLASH_PIPE=0; the decoder's forward compiled for 3 blocks per SM, spilling
-# a little and without the pipe, and for 2: AUDISTILL_CUDA_FLASH_D128_BLOCKS=2, with the pipe
+# off: AUDISTILL_CUDA_FLASH_PIPE=0; the decoder's forward and dQ kernels compiled as by default,
+# without the pipe, and for 2 blocks per SM: AUDISTILL_CUDA_FLASH_D128_BLOCKS=2, with the pipe
 # and without), the batched GEMMs, and PyTorch's
 # scaled_dot_product_attention on the same card (its FlashAttention-2 kernels). The op profile's
 # attention rows show what the step pays; this shows what each implementation does with the
