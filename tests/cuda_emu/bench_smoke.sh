@@ -54,6 +54,10 @@ for op in (re.escape("linear language_model.lm_head.weight"),
            r"attention_backward \(causal, head dim [0-9]+\)", "distill_loss"):
     assert re.search(r"^" + op + r" +[0-9]+ ", err, re.M), f"no {op} row"
 print(f"profile: {in_ops:.0f} of {r['profiled_step_ms']:.0f} ms in table ops")
+# every step trains on the same batch: its two key_len tables (the clips' encoder lengths, the
+# rows' lengths) go to the device once, not once per attention call
+print(f"key_len uploads: {r['key_len_uploads']}")
+assert 1 <= r["key_len_uploads"] <= 2, r["key_len_uploads"]
 PY
 done
 

@@ -237,10 +237,11 @@ int main(int argc, char **argv) {
         "\"tokens_per_s\": %.1f, \"supervised\": %d, \"trainable\": %lld, "
         "\"device_bytes_used\": %zu, "
         "\"loss_first\": %.5f, \"loss_last\": %.5f, \"profiled_step_ms\": %.2f, "
-        "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld}\n",
+        "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld, \"key_len_uploads\": "
+        "%ld}\n",
         mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
         total_b - free_b, first_loss, last_loss, profiled_ms, ad_cuda_attention_flash_calls(be),
-        ad_cuda_attention_gemm_calls(be));
+        ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be));
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);
