@@ -902,11 +902,38 @@ static void run_block(int nthreads) {
 }
 
 /* ---- shared memory ------------------------------------------------------------------------- */
+/* A launch's dynamic shared memory between two guard zones (none under ASan), in a buffer of
+ * exactly that size: a reused vector's spare capacity would hide an overrun from ASan. */
 static std::vector<char> g_dynamic_smem;
+static size_t g_dynamic_bytes;
 static std::map<void *, unsigned long long> g_shared_seen;
 
 void *ad_emu_dynamic_shared(void) {
-    return g_dynamic_smem.data();
+    return g_dynamic_smem.data() + GUARD_BYTES;
+}
+
+static void dynamic_shared_arm(size_t bytes) {
+    g_dynamic_bytes = bytes;
+    g_dynamic_smem = std::vector<char>(bytes + 2 * GUARD_BYTES + (bytes || GUARD_BYTES ? 0 : 1));
+#if GUARD_BYTES
+    memset(g_dynamic_smem.data(), GUARD_BYTE, GUARD_BYTES);
+    memset(g_dynamic_smem.data() + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
+#endif
+}
+
+static void dynamic_shared_check(const char *kernel) {
+    const unsigned char *lo = (const unsigned char *)g_dynamic_smem.data();
+    const unsigned char *hi = lo + GUARD_BYTES + g_dynamic_bytes;
+    for (int i = 0; i < GUARD_BYTES; i++) {
+        if (lo[i] != GUARD_BYTE)
+            emu_die("kernel %s wrote before its %zu bytes of dynamic shared memory (byte %d "
+                    "before the start)",
+                    kernel, g_dynamic_bytes, GUARD_BYTES - i);
+        if (hi[i] != GUARD_BYTE)
+            emu_die("kernel %s wrote past its %zu bytes of dynamic shared memory (byte %d after "
+                    "the end): the launch asked for too few",
+                    kernel, g_dynamic_bytes, i);
+    }
 }
 
 void ad_emu_shared_fresh(void *p, size_t bytes) {
@@ -942,7 +969,7 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
         g_reverse = o && strcmp(o, "reverse") == 0;
         order_read = true;
     }
-    g_dynamic_smem.assign(smem ? smem : 1, 0); /* exact: ASan sees an overrun */
+    dynamic_shared_arm(smem);
     ad_emu_device_access(true);
     g_body = body;
     g_body_ctx = ctx;
@@ -954,8 +981,9 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
         const unsigned long long bi = g_reverse ? nblocks - 1 - i : i;
         ad_emu_block_idx = make_uint3((unsigned)(bi % grid.x), (unsigned)((bi / grid.x) % grid.y),
                                       (unsigned)(bi / ((unsigned long long)grid.x * grid.y)));
-        memset(g_dynamic_smem.data(), 0xFF, smem);
+        memset(ad_emu_dynamic_shared(), 0xFF, smem);
         run_block((int)nthreads);
+        dynamic_shared_check(name);
     }
     check_guards(name);
     ad_emu_device_access(false);

@@ -178,6 +178,10 @@ __global__ static void exited_lane_kernel(float *out) {
 __global__ static void overrun_kernel(float *out, int n) {
     out[n + threadIdx.x] = 1.0f;
 }
+__global__ static void dynamic_shared_kernel(int n) {
+    extern __shared__ float dyn[];
+    dyn[n + threadIdx.x] = 1.0f;
+}
 __global__ static void uninitialised_shared_kernel(float *out) {
     __shared__ float s[32];
     out[threadIdx.x] = s[threadIdx.x];
@@ -195,6 +199,11 @@ static void fault_overrun(void) {
     float *d;
     cudaMalloc((void **)&d, 10 * sizeof(float));
     overrun_kernel<<<1, 2>>>(d, 10);
+}
+/* after a launch with more dynamic shared memory, whose buffer must not stay behind */
+static void fault_dynamic_shared(void) {
+    dynamic_shared_kernel<<<1, 2, 4096>>>(16);
+    dynamic_shared_kernel<<<1, 2, 16 * sizeof(float)>>>(16);
 }
 static void fault_host_read(void) {
     float *d;
@@ -275,6 +284,9 @@ int main(void) {
     expect_abort("write past an allocation", fault_overrun, "overrun_kernel wrote past the end",
                  "heap-buffer-overflow");
     expect_abort("copy past an allocation", fault_copy, "is not inside one device allocation");
+    expect_abort("write past dynamic shared memory", fault_dynamic_shared,
+                 "dynamic_shared_kernel wrote past its 64 bytes of dynamic shared memory",
+                 "heap-buffer-overflow");
 #ifndef TEST_UNDER_ASAN /* the ASan build does not page-protect device memory */
     expect_abort("host read of device memory", fault_host_read, "host code accessed device memory");
     expect_abort("host write after a launch", fault_host_write_after_launch,
