@@ -18,9 +18,11 @@
 // delta per row for the dK/dV kernel, in which each warp owns 16 keys and walks the query
 // heads of its GQA group in order.
 //
-// Key tiles of bf16 K and V (the encoder's, stored bf16 under bf16 GEMMs) at head dims up to
-// 64 go through two stages of shared memory filled by cp.async, so the next tile is in flight
-// while this one is multiplied; other views are loaded tile by tile through registers.
+// Key tiles of bf16 K and V (stored bf16 under bf16 GEMMs) at head dims up to 64 (and at 128
+// under AUDISTILL_CUDA_FLASH_D128_BLOCKS=2) go through two stages of shared memory filled by
+// cp.async, so the next tile is in flight while this one is multiplied; so do the dK/dV
+// kernel's query tiles of a bf16 q at head dims 32 to 128 (an f32 dO is rounded to a bf16 copy
+// first). Other views are loaded tile by tile through registers.
 //
 // Head dims 16, 32, 64 and 128 (a template each); others take the other paths. Needs sm_80
 // or newer; the emulator (tests/cuda_emu) runs the same product from the documented fragment
@@ -773,16 +775,83 @@ __global__ static void __launch_bounds__(FA_THREADS, 2)
 
 /* ---- backward: dK and dV ------------------------------------------------------------------ */
 
-template <int D> static size_t fa_dkv_smem(void) {
-    return sizeof(uint16_t) * (size_t)(2 * FA_ROWS + 2 * FA_QUERIES) * (D + FA_PAD) +
-           sizeof(float) * 2 * FA_QUERIES;
+/* 4 bytes from global to shared memory without passing through registers (cp.async.ca). */
+__device__ static inline void fa_copy_async4(float *dst, const float *src) {
+#if defined(AD_CUDA_EMULATED)
+    ad_emu_copy_async(dst, src, 4, true);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(addr), "l"(src));
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    (void)dst, (void)src;
+#endif
 }
 
-template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
-    extern __shared__ uint32_t fa_dkv_words[];
-    uint16_t *ks = (uint16_t *)fa_dkv_words, *vs = ks + FA_ROWS * (D + FA_PAD),
-             *qs = vs + FA_ROWS * (D + FA_PAD), *gs = qs + FA_QUERIES * (D + FA_PAD);
-    float *lse_s = (float *)(gs + FA_QUERIES * (D + FA_PAD)), *delta_s = lse_s + FA_QUERIES;
+/* A query tile of the dK/dV pass in shared memory: q and dO ([FA_QUERIES][D + FA_PAD] bf16
+ * each), then the rows' log-sum-exp and delta (FA_QUERIES floats each); 16-byte multiples. */
+template <int D> __host__ __device__ constexpr int fa_query_stage_bytes(void) {
+    return (int)(sizeof(uint16_t) * 2 * FA_QUERIES * (D + FA_PAD) + sizeof(float) * 2 * FA_QUERIES);
+}
+
+struct fa_query_tile {
+    uint16_t *qs, *gs;
+    float *lse, *delta;
+};
+
+template <int D> __device__ static inline fa_query_tile fa_query_tile_at(char *stage) {
+    fa_query_tile q;
+    q.qs = (uint16_t *)stage;
+    q.gs = q.qs + FA_QUERIES * (D + FA_PAD);
+    q.lse = (float *)(q.gs + FA_QUERIES * (D + FA_PAD));
+    q.delta = q.lse + FA_QUERIES;
+    return q;
+}
+
+/* Query rows [i0, i0 + FA_QUERIES) of head h into a stage: through registers, or (ASYNC: bf16 q
+ * and dO whose rows start 16-byte aligned) as one group of asynchronous copies. Rows past Tq:
+ * zero q and dO, log-sum-exp +inf (P = 0), delta 0. */
+template <int D, bool ASYNC>
+__device__ static inline void fa_load_queries(const fa_query_tile &s, const fa_args &a, int64_t b,
+                                              int h, int64_t i0) {
+    const int64_t qbase = b * a.qb + (int64_t)h * D, gbase = b * a.db + (int64_t)h * D;
+    if constexpr (ASYNC) { /* not instantiated where the tile shape has no whole copies */
+        fa_load_tile_async<D, FA_QUERIES>(s.qs, a.q, qbase, a.qt, i0, a.Tq);
+        fa_load_tile_async<D, FA_QUERIES>(s.gs, a.dout, gbase, a.dt, i0, a.Tq);
+    } else {
+        fa_load_tile<D, FA_QUERIES>(s.qs, a.q, a.qdt, qbase, a.qt, i0, a.Tq);
+        fa_load_tile<D, FA_QUERIES>(s.gs, a.dout, a.ddt, gbase, a.dt, i0, a.Tq);
+    }
+    if (threadIdx.x < FA_QUERIES) {
+        const int64_t i = i0 + threadIdx.x, at = ((int64_t)b * a.H + h) * a.Tq + i;
+        if (i >= a.Tq) {
+            s.lse[threadIdx.x] = INFINITY;
+            s.delta[threadIdx.x] = 0.0f;
+        } else if (ASYNC) {
+            fa_copy_async4(s.lse + threadIdx.x, a.lse + at);
+            fa_copy_async4(s.delta + threadIdx.x, a.delta + at);
+        } else {
+            s.lse[threadIdx.x] = a.lse[at];
+            s.delta[threadIdx.x] = a.delta[at];
+        }
+    }
+    if (ASYNC) fa_copy_commit();
+}
+
+template <int D, bool PIPE> static size_t fa_dkv_smem(void) {
+    return sizeof(uint16_t) * (size_t)(2 * FA_ROWS) * (D + FA_PAD) +
+           (PIPE ? 2 : 1) * (size_t)fa_query_stage_bytes<D>();
+}
+
+/* Each warp owns 16 keys of the block's 64 and walks the query tiles of every head of its GQA
+ * group in order: tile `it` is head kvh * group + it / per_head, rows i_first + (it % per_head)
+ * * FA_QUERIES. With PIPE, tile it + 1 is in flight (the other stage) while tile it is
+ * multiplied, across heads too. */
+template <int D, bool PIPE> __global__ static void fa_dkv_kernel(fa_args a) {
+    extern __shared__ uint4 fa_dkv_words[]; /* uint4: 16-byte aligned, as cp.async needs */
+    uint16_t *ks = (uint16_t *)fa_dkv_words, *vs = ks + FA_ROWS * (D + FA_PAD);
+    char *stages = (char *)(vs + FA_ROWS * (D + FA_PAD));
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, j0 = (int64_t)blockIdx.x * FA_ROWS;
     const int kvh = blockIdx.y, group = a.H / a.KVH;
@@ -800,52 +869,64 @@ template <int D> __global__ static void fa_dkv_kernel(fa_args a) {
     /* queries before i_first see none of this block's keys (causal) */
     int64_t i_first = a.causal && j0 > a.q_offset ? j0 - a.q_offset : 0;
     i_first -= i_first % FA_QUERIES;
-    for (int gi = 0; gi < group && j0 < kb; gi++) {
-        const int h = kvh * group + gi;
-        const int64_t qbase = b * a.qb + (int64_t)h * D, gbase = b * a.db + (int64_t)h * D;
-        for (int64_t i0 = i_first; i0 < a.Tq; i0 += FA_QUERIES) {
-            __syncthreads();
-            fa_load_tile<D, FA_QUERIES>(qs, a.q, a.qdt, qbase, a.qt, i0, a.Tq);
-            fa_load_tile<D, FA_QUERIES>(gs, a.dout, a.ddt, gbase, a.dt, i0, a.Tq);
-            if (threadIdx.x < FA_QUERIES) {
-                const int64_t i = i0 + threadIdx.x, at = ((int64_t)b * a.H + h) * a.Tq + i;
-                lse_s[threadIdx.x] = i < a.Tq ? a.lse[at] : INFINITY;
-                delta_s[threadIdx.x] = i < a.Tq ? a.delta[at] : 0.0f;
-            }
-            __syncthreads();
-            /* P^T = 2^(log2(e) scale K Q^T - lse) for this warp's 16 keys x the tile's queries.
-             * Queries past Tq have lse +inf (P = 0); keys are masked only in a tile where a key
-             * of the block is past key_len or, causal, past the limit of the tile's first
-             * query (the block-wide test keeps the branch uniform). */
-            float p[FA_QUERIES / 8][4];
-            fa_product_rows<D, FA_QUERIES>(p, ks, warp * 16, qs, lane);
-            const bool whole =
-                j0 + FA_ROWS <= kb && (!a.causal || j0 + FA_ROWS <= a.q_offset + i0 + 1);
-            CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++) {
-                CU_UNROLL
-                for (int e = 0; e < 4; e++) {
-                    const int c = 8 * n + 2 * t + (e & 1);
-                    const int64_t i = i0 + c, key = j + 8 * (e >> 1);
-                    p[n][e] = whole || key < fa_limit(a, kb, i)
-                                  ? fa_exp2(p[n][e] * a.scale_log2 - lse_s[c])
-                                  : 0.0f;
-                }
-            }
-            /* dV += P^T dO */
-            fa_accumulate<D, FA_QUERIES>(dv, p, gs, lane);
-            /* dP^T = V dO^T, then dS^T = P^T (dP^T - delta) over p */
-            float dp[FA_QUERIES / 8][4];
-            fa_product_rows<D, FA_QUERIES>(dp, vs, warp * 16, gs, lane);
-            CU_UNROLL
-            for (int n = 0; n < FA_QUERIES / 8; n++) {
-                CU_UNROLL
-                for (int e = 0; e < 4; e++)
-                    p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
-            }
-            /* dK += dS^T Q */
-            fa_accumulate<D, FA_QUERIES>(dk, p, qs, lane);
+    const int64_t per_head =
+        j0 < kb && i_first < a.Tq ? (a.Tq - i_first + FA_QUERIES - 1) / FA_QUERIES : 0;
+    const int64_t tiles = per_head * group;
+    constexpr int stage_bytes = fa_query_stage_bytes<D>();
+    if (PIPE && tiles > 0)
+        fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages), a, b, kvh * group, i_first);
+    for (int64_t it = 0; it < tiles; it++) {
+        const int h = kvh * group + (int)(it / per_head);
+        const int64_t i0 = i_first + (it % per_head) * FA_QUERIES;
+        const fa_query_tile tile =
+            fa_query_tile_at<D>(stages + (PIPE ? (it & 1) : 0) * stage_bytes);
+        if (!PIPE) {
+            __syncthreads(); /* the previous tile is consumed */
+            fa_load_queries<D, false>(tile, a, b, h, i0);
+        } else if (it + 1 < tiles) {
+            __syncthreads(); /* the other stage (tile it - 1) is consumed */
+            const int64_t next = it + 1;
+            fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages + (next & 1) * stage_bytes), a, b,
+                                     kvh * group + (int)(next / per_head),
+                                     i_first + (next % per_head) * FA_QUERIES);
+            fa_copy_wait<1>();
+        } else {
+            fa_copy_wait<0>();
         }
+        __syncthreads(); /* every thread's part of tile it is in shared memory */
+        const uint16_t *qs = tile.qs, *gs = tile.gs;
+        const float *lse_s = tile.lse, *delta_s = tile.delta;
+        /* P^T = 2^(log2(e) scale K Q^T - lse) for this warp's 16 keys x the tile's queries.
+         * Queries past Tq have lse +inf (P = 0); keys are masked only in a tile where a key
+         * of the block is past key_len or, causal, past the limit of the tile's first
+         * query (the block-wide test keeps the branch uniform). */
+        float p[FA_QUERIES / 8][4];
+        fa_product_rows<D, FA_QUERIES>(p, ks, warp * 16, qs, lane);
+        const bool whole = j0 + FA_ROWS <= kb && (!a.causal || j0 + FA_ROWS <= a.q_offset + i0 + 1);
+        CU_UNROLL
+        for (int n = 0; n < FA_QUERIES / 8; n++) {
+            CU_UNROLL
+            for (int e = 0; e < 4; e++) {
+                const int c = 8 * n + 2 * t + (e & 1);
+                const int64_t i = i0 + c, key = j + 8 * (e >> 1);
+                p[n][e] = whole || key < fa_limit(a, kb, i)
+                              ? fa_exp2(p[n][e] * a.scale_log2 - lse_s[c])
+                              : 0.0f;
+            }
+        }
+        /* dV += P^T dO */
+        fa_accumulate<D, FA_QUERIES>(dv, p, gs, lane);
+        /* dP^T = V dO^T, then dS^T = P^T (dP^T - delta) over p */
+        float dp[FA_QUERIES / 8][4];
+        fa_product_rows<D, FA_QUERIES>(dp, vs, warp * 16, gs, lane);
+        CU_UNROLL
+        for (int n = 0; n < FA_QUERIES / 8; n++) {
+            CU_UNROLL
+            for (int e = 0; e < 4; e++)
+                p[n][e] *= dp[n][e] - delta_s[8 * n + 2 * t + (e & 1)];
+        }
+        /* dK += dS^T Q */
+        fa_accumulate<D, FA_QUERIES>(dk, p, qs, lane);
     }
     /* keys no row sees (past key_len, or a block no query reaches) end with 0 */
     CU_UNROLL
@@ -922,9 +1003,11 @@ static int fa_forward(const fa_args &a, int64_t B, bool pipe_off, bool two_block
     return AD_OK;
 }
 
+/* The dQ kernel with `a`, then the dK/dV kernel with `ka` (a, or dO as a bf16 copy), with the
+ * query tiles' pipe when dkv_pipe. */
 template <int D>
-static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv, bool pipe_off,
-                       bool two_blocks) {
+static int fa_backward(const fa_args &a, const fa_args &ka, int64_t B, bool want_dq, bool want_dkv,
+                       bool pipe_off, bool two_blocks, bool dkv_pipe) {
     if (a.Tq > 0) {
         constexpr bool narrow = D <= 64, wide = D == 128;
         dim3 grid((unsigned)((a.Tq + FA_ROWS - 1) / FA_ROWS), (unsigned)a.H, (unsigned)B);
@@ -941,10 +1024,18 @@ static int fa_backward(const fa_args &a, int64_t B, bool want_dq, bool want_dkv,
         CUDA_TRY_LAUNCH();
     }
     if (want_dkv && a.Tk > 0) {
-        const size_t smem = fa_dkv_smem<D>();
-        AD_TRY(cu_smem_for(fa_dkv_kernel<D>, smem));
+        constexpr bool can_pipe = D >= 32; /* a query tile of 16 columns is not whole 16-byte
+                                            * copies per thread */
         dim3 grid((unsigned)((a.Tk + FA_ROWS - 1) / FA_ROWS), (unsigned)a.KVH, (unsigned)B);
-        fa_dkv_kernel<D><<<grid, FA_THREADS, smem>>>(a);
+        if (dkv_pipe && can_pipe) {
+            const size_t smem = fa_dkv_smem<D, can_pipe>();
+            AD_TRY(cu_smem_for(fa_dkv_kernel<D, can_pipe>, smem));
+            fa_dkv_kernel<D, can_pipe><<<grid, FA_THREADS, smem>>>(ka);
+        } else {
+            const size_t smem = fa_dkv_smem<D, false>();
+            AD_TRY(cu_smem_for(fa_dkv_kernel<D, false>, smem));
+            fa_dkv_kernel<D, false><<<grid, FA_THREADS, smem>>>(ka);
+        }
         CUDA_TRY_LAUNCH();
     }
     return AD_OK;
@@ -991,11 +1082,30 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
                           (void **)&stats));
     a.lse = stats;
     a.delta = stats ? stats + B * rows : NULL;
+    /* The dK/dV kernel's query tiles go through its pipe when q and dO are bf16 views cp.async
+     * can copy; an f32 dO (the graph's gradient) that is contiguous is first rounded to a bf16
+     * copy, the bits the kernel's tile loads would round it to (and it re-reads dO once per
+     * block of keys). The dQ kernel keeps the f32 dO: its delta = dO . O is summed in f32. */
+    fa_args ka = a;
+    bool dkv_pipe = false;
+    if (want_dkv && !off && a.D >= 32 && a.Tq > 0 && fa_view_async(a.q, a.qdt, a.qb, a.qt)) {
+        const int64_t width = (int64_t)a.H * a.D, n = B * a.Tq * width;
+        if (fa_view_async(a.dout, a.ddt, a.db, a.dt)) {
+            dkv_pipe = true;
+        } else if (a.ddt == AD_F32 && a.dt == width && a.db == a.Tq * width) {
+            void *copy;
+            AD_TRY(cu_scratch(be, CU_SCRATCH_ATT_DO, sizeof(uint16_t) * (size_t)n, &copy));
+            AD_TRY(ad_cuda_cast_f32_to_bf16((uint16_t *)copy, (const float *)a.dout, n));
+            ka.dout = (const char *)copy;
+            ka.ddt = AD_BF16;
+            dkv_pipe = true;
+        }
+    }
     switch (a.D) {
-    case 16: return fa_backward<16>(a, B, want_dq, want_dkv, off, two);
-    case 32: return fa_backward<32>(a, B, want_dq, want_dkv, off, two);
-    case 64: return fa_backward<64>(a, B, want_dq, want_dkv, off, two);
-    case 128: return fa_backward<128>(a, B, want_dq, want_dkv, off, two);
+    case 16: return fa_backward<16>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
+    case 32: return fa_backward<32>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
+    case 64: return fa_backward<64>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
+    case 128: return fa_backward<128>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
     }
     return ad_fail("attention_backward (flash): head_dim %d has no kernel", a.D);
 }

@@ -391,8 +391,9 @@ PY
 # Attention alone at the benchmark's two shapes, per batch in --batches: Whisper's encoder (20
 # heads of 64 over the 500 positions of a 10 s clip, bidirectional) and Qwen's decoder (32 heads
 # of 128 over the 305 tokens of a row, causal), forward and backward, bf16 q, k, v as the
-# training graph stores them: the flash kernels (the encoder's with their cp.async pipe on and
-# off: AUDISTILL_CUDA_FLASH_PIPE=0; the decoder's forward and dQ kernels compiled as by default,
+# training graph stores them: the flash kernels (with their cp.async pipes on and off:
+# AUDISTILL_CUDA_FLASH_PIPE=0, the encoder's key tiles and both shapes' dK/dV query tiles; the
+# decoder's forward and dQ kernels compiled as by default,
 # without the pipe, and for 2 blocks per SM: AUDISTILL_CUDA_FLASH_D128_BLOCKS=2, with the pipe
 # and without), the batched GEMMs, and PyTorch's
 # scaled_dot_product_attention on the same card (its FlashAttention-2 kernels). The op profile's
