@@ -219,6 +219,9 @@ static void test_rope_backward(void) {
                                                                  too small for the case: the kernels
                                                                  must run. */
 static bool g_attention_falls_back;
+/* Set for cases in the training graph's dtypes: dO, dq, dk, dv in f32 whatever the case's dtype
+ * (bf16 q, k, v records with f32 gradients). */
+static bool g_attention_f32_grads;
 
 static void one_attention_backward_path(const attn_case *ac, int path, bool bf16_gemm);
 
@@ -240,10 +243,11 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     pair_poison_masked_keys(&k, ac->key_len);
     pair_poison_masked_keys(&v, ac->key_len);
     pair_make(&out, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
-    pair_make(&dout, "dout", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
-    pair_make(&dq, "dq", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
-    pair_make(&dk, "dk", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
-    pair_make(&dv, "dv", ac->dt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    const ad_dtype gdt = g_attention_f32_grads ? AD_F32 : ac->dt;
+    pair_make(&dout, "dout", gdt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&dq, "dq", gdt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+    pair_make(&dk, "dk", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+    pair_make(&dv, "dv", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
     ad_attention_params p = {
         ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
     /* each side's own forward output goes into its backward (delta = rowsum(dO * O)) */
@@ -262,7 +266,9 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     expect_close(what, &dk, tol);
     snprintf(what, sizeof what, "%s%s%s dv", ac->what, attention_path_name(path), how);
     expect_close(what, &dv, tol);
-    attention_path_end(ac, path, bf16_gemm, calls, g_attention_falls_back);
+    attn_case outputs = *ac; /* the path expected follows the outputs' dtype */
+    outputs.dt = gdt;
+    attention_path_end(&outputs, path, bf16_gemm, calls, g_attention_falls_back);
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);
@@ -300,6 +306,20 @@ static void test_attention_backward(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention_backward(&cases[i]);
+    /* The training graph's dtypes, bf16 q, k, v and f32 gradients: the flash dK/dV kernel pipes
+     * its query tiles from a bf16 copy of dO, across the heads of a GQA group. */
+    const attn_case graph_cases[] = {
+        {"attn_bwd bf16 qkv, f32 grads: causal, key_len {70, 41}, GQA 6/2", 2, 70, 70, 6, 2, 64,
+         true, 0, rows_len, AD_BF16, 0},
+        {"attn_bwd bf16 qkv, f32 grads: head_dim 128, causal, key_len", 2, 70, 70, 4, 2, 128, true,
+         0, rows_len, AD_BF16, 0},
+        {"attn_bwd bf16 qkv, f32 grads: 150 frames, key_len {150, 97}", 2, 150, 150, 4, 4, 64,
+         false, 0, long_len, AD_BF16, 0},
+    };
+    g_attention_f32_grads = true;
+    for (size_t i = 0; i < sizeof graph_cases / sizeof graph_cases[0]; i++)
+        one_attention_backward(&graph_cases[i]);
+    g_attention_f32_grads = false;
     /* A score scratch of 3 heads: the encoder case's 4 heads go in blocks of 3 and 1. One of
      * 2 heads holds no GQA group of 3, so that case must fall back to the kernels. */
     CHECK_OK(ad_cuda_set_attention_scratch(g_gpu, sizeof(float) * 3 * 37 * 37));
