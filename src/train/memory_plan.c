@@ -53,9 +53,10 @@ static bool job_flash(const ad_train_job *job, bool bf16) {
  * cuBLASLt's workspace; the bf16 copies of GEMM operands under precision bf16 (the largest
  * f32 weight, the largest activation matrix) or the f32 tiles of bf16 weights under fp32;
  * attention's score buffers (each capped, two of them, bf16 copies half that) and its bf16
- * copies of q, k, v and dO, none of which the flash kernels need (their backward keeps two
- * floats per query row); under bf16, the f32 copy of a bf16 output whose bias is f32. The
- * sizes are cuda/'s own (backend/cuda_sizes.h). */
+ * copies of q, k, v and dO, of which the flash kernels need only dO's under bf16 (their dK/dV
+ * kernel pipes its query tiles from it, at head dims from 32) besides two floats per query row;
+ * under bf16, the f32 copy of a bf16 output whose bias is f32. The sizes are cuda/'s own
+ * (backend/cuda_sizes.h). */
 static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits *lim, bool bf16,
                                  bool flash) {
     const size_t workspace = AD_CUDA_LT_WORKSPACE_BYTES,
@@ -86,6 +87,14 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
                                                (size_t)c->head_dim,
                      qkv_enc = flash_enc ? 0 : clips * enc_t * (size_t)c->d_model;
         attention += scores + 4 * 2 * (qkv_dec > qkv_enc ? qkv_dec : qkv_enc);
+        const size_t dout_dec =
+                         flash_dec && c->head_dim >= 32
+                             ? clips * dec_t * (size_t)c->num_attention_heads * (size_t)c->head_dim
+                             : 0,
+                     dout_enc = flash_enc && c->encoder_head_dim >= 32
+                                    ? clips * enc_t * (size_t)c->d_model
+                                    : 0;
+        attention += 2 * (dout_dec > dout_enc ? dout_dec : dout_enc);
     }
     if (bf16) {
         /* q and v are stored in bf16 under bf16 GEMMs (train_graph.c), and the student's biases

@@ -232,8 +232,8 @@ sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
 grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
 # Attention through the flash kernels (head dims 64 and 128 here) needs no score buffers and no
-# bf16 copies of q, k, v, dO: the same job plans less scratch and less GPU memory than through
-# the GEMMs. Under precision bf16, auto takes the flash kernels unless the environment says
+# bf16 copies of q, k, v (only of dO, for its dK/dV pipe): the same job plans less scratch and
+# less GPU memory than through the GEMMs. Under precision bf16, auto takes the flash kernels unless the environment says
 # otherwise (AUDISTILL_CUDA_ATTENTION=gemm); train.attention: gemm or flash overrides the
 # environment.
 sed "s/^train:/train:\n  attention: flash/" "$tmp/plan1.yaml" >"$tmp/plan1flash.yaml"
