@@ -809,12 +809,29 @@ template <int D> __device__ static inline fa_query_tile fa_query_tile_at(char *s
     return q;
 }
 
-/* Query rows [i0, i0 + FA_QUERIES) of head h into a stage: through registers, or (ASYNC: bf16 q
- * and dO whose rows start 16-byte aligned) as one group of asynchronous copies. Rows past Tq:
- * zero q and dO, log-sum-exp +inf (P = 0), delta 0. */
+/* A dK/dV block's walk over query tiles: tile `it` is head h0 + it / per_head, rows from
+ * i_first + (it % per_head) * FA_QUERIES. */
+struct fa_query_walk {
+    int h0;
+    int64_t i_first, per_head;
+};
+
+__device__ static inline int fa_walk_head(const fa_query_walk &w, int64_t it) {
+    return w.h0 + (int)(it / w.per_head);
+}
+
+__device__ static inline int64_t fa_walk_row0(const fa_query_walk &w, int64_t it) {
+    return w.i_first + (it % w.per_head) * FA_QUERIES;
+}
+
+/* Query tile `it` of the walk into a stage: through registers, or (ASYNC: bf16 q and dO whose
+ * rows start 16-byte aligned) as one group of asynchronous copies. Rows past Tq: zero q and
+ * dO, log-sum-exp +inf (P = 0), delta 0. */
 template <int D, bool ASYNC>
 __device__ static inline void fa_load_queries(const fa_query_tile &s, const fa_args &a, int64_t b,
-                                              int h, int64_t i0) {
+                                              const fa_query_walk &w, int64_t it) {
+    const int h = fa_walk_head(w, it);
+    const int64_t i0 = fa_walk_row0(w, it);
     const int64_t qbase = b * a.qb + (int64_t)h * D, gbase = b * a.db + (int64_t)h * D;
     if constexpr (ASYNC) { /* not instantiated where the tile shape has no whole copies */
         fa_load_tile_async<D, FA_QUERIES>(s.qs, a.q, qbase, a.qt, i0, a.Tq);
@@ -845,9 +862,8 @@ template <int D, bool PIPE> static size_t fa_dkv_smem(void) {
 }
 
 /* Each warp owns 16 keys of the block's 64 and walks the query tiles of every head of its GQA
- * group in order: tile `it` is head kvh * group + it / per_head, rows i_first + (it % per_head)
- * * FA_QUERIES. With PIPE, tile it + 1 is in flight (the other stage) while tile it is
- * multiplied, across heads too. */
+ * group in order (fa_query_walk). With PIPE, tile it + 1 is in flight (the other stage) while
+ * tile it is multiplied, across heads too. */
 template <int D, bool PIPE> __global__ static void fa_dkv_kernel(fa_args a) {
     extern __shared__ uint4 fa_dkv_words[]; /* uint4: 16-byte aligned, as cp.async needs */
     uint16_t *ks = (uint16_t *)fa_dkv_words, *vs = ks + FA_ROWS * (D + FA_PAD);
@@ -871,24 +887,21 @@ template <int D, bool PIPE> __global__ static void fa_dkv_kernel(fa_args a) {
     i_first -= i_first % FA_QUERIES;
     const int64_t per_head =
         j0 < kb && i_first < a.Tq ? (a.Tq - i_first + FA_QUERIES - 1) / FA_QUERIES : 0;
+    const fa_query_walk walk = {kvh * group, i_first, per_head};
     const int64_t tiles = per_head * group;
     constexpr int stage_bytes = fa_query_stage_bytes<D>();
-    if (PIPE && tiles > 0)
-        fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages), a, b, kvh * group, i_first);
+    if (PIPE && tiles > 0) fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages), a, b, walk, 0);
     for (int64_t it = 0; it < tiles; it++) {
-        const int h = kvh * group + (int)(it / per_head);
-        const int64_t i0 = i_first + (it % per_head) * FA_QUERIES;
+        const int64_t i0 = fa_walk_row0(walk, it);
         const fa_query_tile tile =
             fa_query_tile_at<D>(stages + (PIPE ? (it & 1) : 0) * stage_bytes);
         if (!PIPE) {
             __syncthreads(); /* the previous tile is consumed */
-            fa_load_queries<D, false>(tile, a, b, h, i0);
+            fa_load_queries<D, false>(tile, a, b, walk, it);
         } else if (it + 1 < tiles) {
             __syncthreads(); /* the other stage (tile it - 1) is consumed */
-            const int64_t next = it + 1;
-            fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages + (next & 1) * stage_bytes), a, b,
-                                     kvh * group + (int)(next / per_head),
-                                     i_first + (next % per_head) * FA_QUERIES);
+            fa_load_queries<D, PIPE>(fa_query_tile_at<D>(stages + ((it + 1) & 1) * stage_bytes), a,
+                                     b, walk, it + 1);
             fa_copy_wait<1>();
         } else {
             fa_copy_wait<0>();
@@ -1003,6 +1016,14 @@ static int fa_forward(const fa_args &a, int64_t B, bool pipe_off, bool two_block
     return AD_OK;
 }
 
+template <int D, bool PIPE> static int fa_launch_dkv(const fa_args &ka, dim3 grid) {
+    const size_t smem = fa_dkv_smem<D, PIPE>();
+    AD_TRY(cu_smem_for(fa_dkv_kernel<D, PIPE>, smem));
+    fa_dkv_kernel<D, PIPE><<<grid, FA_THREADS, smem>>>(ka);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
 /* The dQ kernel with `a`, then the dK/dV kernel with `ka` (a, or dO as a bf16 copy), with the
  * query tiles' pipe when dkv_pipe. */
 template <int D>
@@ -1027,16 +1048,9 @@ static int fa_backward(const fa_args &a, const fa_args &ka, int64_t B, bool want
         constexpr bool can_pipe = D >= 32; /* a query tile of 16 columns is not whole 16-byte
                                             * copies per thread */
         dim3 grid((unsigned)((a.Tk + FA_ROWS - 1) / FA_ROWS), (unsigned)a.KVH, (unsigned)B);
-        if (dkv_pipe && can_pipe) {
-            const size_t smem = fa_dkv_smem<D, can_pipe>();
-            AD_TRY(cu_smem_for(fa_dkv_kernel<D, can_pipe>, smem));
-            fa_dkv_kernel<D, can_pipe><<<grid, FA_THREADS, smem>>>(ka);
-        } else {
-            const size_t smem = fa_dkv_smem<D, false>();
-            AD_TRY(cu_smem_for(fa_dkv_kernel<D, false>, smem));
-            fa_dkv_kernel<D, false><<<grid, FA_THREADS, smem>>>(ka);
-        }
-        CUDA_TRY_LAUNCH();
+        const int rc = dkv_pipe && can_pipe ? fa_launch_dkv<D, can_pipe>(ka, grid)
+                                            : fa_launch_dkv<D, false>(ka, grid);
+        AD_TRY(rc);
     }
     return AD_OK;
 }

@@ -81,26 +81,18 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
     size_t scores = scores_dec > scores_enc ? scores_dec : scores_enc;
     if (scores > score_cap) scores = score_cap;
     size_t attention = 2 * scores;
+    /* elements of one attention's q (and dO) */
+    const size_t q_dec = clips * dec_t * (size_t)c->num_attention_heads * (size_t)c->head_dim,
+                 q_enc = clips * enc_t * (size_t)c->d_model;
     if (bf16) {
-        const size_t qkv_dec = flash_dec ? 0
-                                         : clips * dec_t * (size_t)c->num_attention_heads *
-                                               (size_t)c->head_dim,
-                     qkv_enc = flash_enc ? 0 : clips * enc_t * (size_t)c->d_model;
+        const size_t qkv_dec = flash_dec ? 0 : q_dec, qkv_enc = flash_enc ? 0 : q_enc;
         attention += scores + 4 * 2 * (qkv_dec > qkv_enc ? qkv_dec : qkv_enc);
-        const size_t dout_dec =
-                         flash_dec && c->head_dim >= 32
-                             ? clips * dec_t * (size_t)c->num_attention_heads * (size_t)c->head_dim
-                             : 0,
-                     dout_enc = flash_enc && c->encoder_head_dim >= 32
-                                    ? clips * enc_t * (size_t)c->d_model
-                                    : 0;
+        const size_t dout_dec = flash_dec && c->head_dim >= 32 ? q_dec : 0,
+                     dout_enc = flash_enc && c->encoder_head_dim >= 32 ? q_enc : 0;
         attention += 2 * (dout_dec > dout_enc ? dout_dec : dout_enc);
-    }
-    if (bf16) {
         /* q and v are stored in bf16 under bf16 GEMMs (train_graph.c), and the student's biases
          * train in f32: such a product is summed with its bias in an f32 copy first (gemm.cu) */
-        const size_t v_dec = clips * dec_t * (size_t)c->num_key_value_heads * (size_t)c->head_dim,
-                     q_enc = clips * enc_t * (size_t)c->d_model;
+        const size_t v_dec = clips * dec_t * (size_t)c->num_key_value_heads * (size_t)c->head_dim;
         gemm += 4 * (v_dec > q_enc ? v_dec : q_enc);
     }
     const size_t rows_dec = clips * dec_t * (size_t)c->num_attention_heads,
