@@ -253,21 +253,30 @@ static void watch_host_access(void) {
     sigaction(SIGSEGV, &sa, NULL);
 }
 
+/* The first written byte of the guard zones around the `size` bytes that follow the zone at
+ * `guarded`: n > 0 for n bytes before the start, -1 - n for byte n after the end, 0 when both
+ * zones are intact. */
+static long guard_written(const void *guarded, size_t size) {
+    const unsigned char *lo = (const unsigned char *)guarded, *hi = lo + GUARD_BYTES + size;
+    for (int i = 0; i < GUARD_BYTES; i++) {
+        if (lo[i] != GUARD_BYTE) return GUARD_BYTES - i;
+        if (hi[i] != GUARD_BYTE) return -1 - i;
+    }
+    return 0;
+}
+
 static void check_guards(const char *after) {
     for (auto &kv : g_allocs) {
         const allocation &al = kv.second;
-        const unsigned char *lo = (const unsigned char *)al.base;
-        const unsigned char *hi = lo + GUARD_BYTES + al.size;
-        for (int i = 0; i < GUARD_BYTES; i++) {
-            if (lo[i] != GUARD_BYTE)
-                emu_die("%s wrote before a device allocation of %zu bytes at %p (byte %d before "
-                        "its start)",
-                        after, al.size, (void *)kv.first, GUARD_BYTES - i);
-            if (hi[i] != GUARD_BYTE)
-                emu_die("%s wrote past the end of a device allocation of %zu bytes at %p (byte "
-                        "%d after its end)",
-                        after, al.size, (void *)kv.first, i);
-        }
+        const long w = guard_written(al.base, al.size);
+        if (w > 0)
+            emu_die("%s wrote before a device allocation of %zu bytes at %p (byte %ld before "
+                    "its start)",
+                    after, al.size, (void *)kv.first, w);
+        if (w < 0)
+            emu_die("%s wrote past the end of a device allocation of %zu bytes at %p (byte "
+                    "%ld after its end)",
+                    after, al.size, (void *)kv.first, -1 - w);
     }
 }
 
@@ -922,18 +931,15 @@ static void dynamic_shared_arm(size_t bytes) {
 }
 
 static void dynamic_shared_check(const char *kernel) {
-    const unsigned char *lo = (const unsigned char *)g_dynamic_smem.data();
-    const unsigned char *hi = lo + GUARD_BYTES + g_dynamic_bytes;
-    for (int i = 0; i < GUARD_BYTES; i++) {
-        if (lo[i] != GUARD_BYTE)
-            emu_die("kernel %s wrote before its %zu bytes of dynamic shared memory (byte %d "
-                    "before the start)",
-                    kernel, g_dynamic_bytes, GUARD_BYTES - i);
-        if (hi[i] != GUARD_BYTE)
-            emu_die("kernel %s wrote past its %zu bytes of dynamic shared memory (byte %d after "
-                    "the end): the launch asked for too few",
-                    kernel, g_dynamic_bytes, i);
-    }
+    const long w = guard_written(g_dynamic_smem.data(), g_dynamic_bytes);
+    if (w > 0)
+        emu_die("kernel %s wrote before its %zu bytes of dynamic shared memory (byte %ld before "
+                "the start)",
+                kernel, g_dynamic_bytes, w);
+    if (w < 0)
+        emu_die("kernel %s wrote past its %zu bytes of dynamic shared memory (byte %ld after the "
+                "end): the launch asked for too few",
+                kernel, g_dynamic_bytes, -1 - w);
 }
 
 void ad_emu_shared_fresh(void *p, size_t bytes) {
