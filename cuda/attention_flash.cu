@@ -497,19 +497,6 @@ __device__ static inline float fa_row_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-/* 2^x by the special-function unit alone (ex2.approx.ftz: 2 ulp, results below 2^-126, which no
- * probability next to the row's maximum of 1 can reach in bf16, flushed to 0; 2^-inf = 0).
- * expf would add a range reduction of about seven instructions per score. */
-__device__ static inline float fa_exp2(float x) {
-#if defined(__CUDA_ARCH__) && !defined(AD_CUDA_EMULATED)
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return exp2f(x);
-#endif
-}
-
 /* How many of a tile's keys, from j0, a row that sees keys [0, limit) sees: 0..n. */
 __device__ static inline int fa_visible(int64_t limit, int64_t j0, int n) {
     const int64_t v = limit - j0;
@@ -568,14 +555,14 @@ __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2]
             mx = fmaxf(mx, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
         const float next = fmaxf(m[h], fa_row_max(mx));
         const float base = next == -INFINITY ? 0.0f : next; /* no key seen yet: all terms 0 */
-        alpha[h] = fa_exp2(m[h] - base);
+        alpha[h] = cu_exp2_approx(m[h] - base);
         m[h] = next;
         float sum = 0.0f;
         CU_UNROLL
         for (int n = 0; n < FA_KEYS / 8; n++) {
             CU_UNROLL
             for (int e = 2 * h; e < 2 * h + 2; e++) {
-                s[n][e] = fa_exp2(s[n][e] - base);
+                s[n][e] = cu_exp2_approx(s[n][e] - base);
                 sum += s[n][e];
             }
         }
@@ -740,7 +727,7 @@ __device__ static inline void fa_dq_body(const fa_args &a, bool write_dq, uint16
             CU_UNROLL
             for (int e = 0; e < 8; e++) {
                 const int nn = n + (e >> 2), ee = e & 3;
-                const float p = fa_exp2(s[nn][ee] - lse[ee >> 1]); /* masked: 2^-inf = 0 */
+                const float p = cu_exp2_approx(s[nn][ee] - lse[ee >> 1]); /* masked: 2^-inf = 0 */
                 s[nn][ee] = p * (dp[e >> 2][ee] - delta[ee >> 1]);
             }
         }
@@ -923,7 +910,7 @@ template <int D, bool PIPE> __global__ static void fa_dkv_kernel(fa_args a) {
                 const int c = 8 * n + 2 * t + (e & 1);
                 const int64_t i = i0 + c, key = j + 8 * (e >> 1);
                 p[n][e] = whole || key < fa_limit(a, kb, i)
-                              ? fa_exp2(p[n][e] * a.scale_log2 - lse_s[c])
+                              ? cu_exp2_approx(p[n][e] * a.scale_log2 - lse_s[c])
                               : 0.0f;
             }
         }

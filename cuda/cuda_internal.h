@@ -160,6 +160,19 @@ __device__ static inline float cu_load(const void *p, int dt, int64_t i) {
     return __half2float(((const __half *)p)[i]);
 }
 
+/* 2^x by the special-function unit alone (ex2.approx.ftz: 2 ulp; results below 2^-126 flushed
+ * to 0; 2^-inf = 0). expf would add a range reduction of about seven instructions, exp in
+ * double about twenty double-precision ones. */
+__device__ static inline float cu_exp2_approx(float x) {
+#if defined(__CUDA_ARCH__) && !defined(AD_CUDA_EMULATED)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+
 /* bf16/f16 stores round to nearest even, as the host conversions do. */
 __device__ static inline void cu_store(void *p, int dt, int64_t i, float v) {
     if (dt == AD_F32)

@@ -3,10 +3,14 @@
 // at T = 1, the student at T and the teacher at T, merged with a fixed tree; then the KL sums
 // of the chosen kind per chunk; then the logits gradient, written in place (each element is
 // read and written by the same thread after the statistics are complete, so grad may alias
-// the student logits). The formulas are cpu_distill_loss.c's, term for term, and element math is
-// in double like the reference: the kernel is memory-bound next to the lm_head GEMM, and
-// float exponentials underflow in the skew mixtures where double ones do not. Row results go
-// to a small device array that the host adds in row order: the sums are deterministic.
+// the student logits). The formulas are cpu_distill_loss.c's; the arguments, products and sums
+// are in double as there, but each exponential is one float ex2.approx (loss_exp): the double
+// exp (about twenty double-precision instructions each, seven per vocabulary entry over the
+// three launches) made the kernel compute-bound on an H100's FP64 units (run 5: 3.9 ms at
+// 309 GB/s for 4,880 tokens). That costs ~3e-7 relative per probability, and float
+// exponentials reach 0 below e^-87 where double ones reach e^-745, so the skew mixtures are
+// formed in the log domain (log_mix) and never divide by an underflowed mixture. Row results
+// go to a small device array that the host adds in row order: the sums are deterministic.
 #include <math.h>
 
 #include "cuda_internal.h"
@@ -21,16 +25,31 @@ typedef struct {
 
 typedef struct {
     double T, inv_T, lambda, alpha, scale;
+    double log_lambda, log_1m_lambda; /* log(lambda) (-inf at 0), log(1 - lambda) */
     int kind;
 } loss_consts;
+
+/* e^d through one float exponential (cu_exp2_approx): ~3e-7 relative for the |d| < 20 that
+ * carry a softmax's mass; 0 below about -87. */
+__device__ static inline double loss_exp(double d) {
+    return (double)cu_exp2_approx((float)(d * 1.4426950408889634));
+}
+
+/* log(e^a + e^b) without forming either exponential: the log of a skew mixture whose terms may
+ * both be below float range. */
+__device__ static inline double log_mix(double a, double b) {
+    const double hi = fmax(a, b), lo = fmin(a, b);
+    if (lo == -INFINITY) return hi;
+    return hi + (double)log1pf((float)loss_exp(lo - hi));
+}
 
 /* Online softmax statistics of z = x * scale: running max and sum of exp(z - max). */
 __device__ static inline void stats_add(double z, double &m, double &s) {
     if (z > m) {
-        s = s * exp(m - z) + 1.0;
+        s = s * loss_exp(m - z) + 1.0;
         m = z;
     } else {
-        s += exp(z - m);
+        s += loss_exp(z - m);
     }
 }
 
@@ -59,7 +78,7 @@ typedef struct {
 } chunk_stats;
 
 typedef struct {
-    double kl, a, qlogq, qlogm, q2m; /* the chunk's KL sums (see the kinds below) */
+    double kl, a, qlogq, qlogm, lq2m; /* the chunk's KL sums (see the kinds below) */
 } chunk_sums;
 
 typedef struct {
@@ -135,26 +154,27 @@ __global__ static void loss_sums_kernel(loss_rows L, loss_consts c, const chunk_
         ce[r] = -((double)cu_load(L.student, L.sdt, off + L.targets[r]) - lse1);
     chunk_sums out = {0, 0, 0, 0, 0};
     if (L.teacher) {
-        double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_q2m = 0;
+        double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_lq2m = 0;
         for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
             const double lq = (double)cu_load(L.student, L.sdt, off + j) * c.inv_T - lseq;
             const double lp = (double)cu_load(L.teacher, L.tdt, off + j) * c.inv_T - lsep;
-            const double q = exp(lq), p = exp(lp);
+            const double q = loss_exp(lq), p = loss_exp(lp);
             switch (c.kind) {
             case AD_KL_FORWARD: kl += p * (lp - lq); break;
             case AD_KL_REVERSE: kl += q * (lq - lp); break;
-            case AD_KL_SKEW_FORWARD: {
-                const double mix = c.lambda * p + (1 - c.lambda) * q;
-                kl += p * (lp - log(mix));
-                sum_a += p * q / mix;
+            case AD_KL_SKEW_FORWARD: { /* mix = lambda p + (1 - lambda) q */
+                const double lmix = log_mix(c.log_lambda + lp, c.log_1m_lambda + lq);
+                kl += p * (lp - lmix);
+                sum_a += loss_exp(lp + lq - lmix); /* p q / mix */
                 break;
             }
-            default: {
-                const double mix = c.lambda * q + (1 - c.lambda) * p;
-                kl += q * (lq - log(mix));
+            default: { /* mix = lambda q + (1 - lambda) p */
+                const double lmix = log_mix(c.log_lambda + lq, c.log_1m_lambda + lp);
+                kl += q * (lq - lmix);
                 sum_qlogq += q * lq;
-                sum_qlogm += q * log(mix);
-                sum_q2m += q * q / mix;
+                sum_qlogm += q * lmix;
+                /* lambda q^2 / mix <= q: q^2 / mix alone overflows floats at lambda = 0 */
+                sum_lq2m += loss_exp(c.log_lambda + 2 * lq - lmix);
                 break;
             }
             }
@@ -164,7 +184,7 @@ __global__ static void loss_sums_kernel(loss_rows L, loss_consts c, const chunk_
         if (c.kind == AD_KL_SKEW_REVERSE) {
             out.qlogq = cu_block_sum(sum_qlogq, shd);
             out.qlogm = cu_block_sum(sum_qlogm, shd);
-            out.q2m = cu_block_sum(sum_q2m, shd);
+            out.lq2m = cu_block_sum(sum_lq2m, shd);
         }
     }
     if (threadIdx.x == 0) sums[blockIdx.x] = out;
@@ -194,31 +214,31 @@ __global__ static void loss_grad_kernel(float *grad, loss_rows L, loss_consts c,
     const double alpha = has_t ? c.alpha : 0.0;
     double lse1, lseq, lsep;
     row_lse(L, st, r, &lse1, &lseq, &lsep);
-    double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_q2m = 0;
+    double kl = 0, sum_a = 0, sum_qlogq = 0, sum_qlogm = 0, sum_lq2m = 0;
     for (int k = 0; k < L.chunks; k++) { /* chunk order: the same bits in every block */
         const chunk_sums &s = sums[r * L.chunks + k];
-        kl += s.kl, sum_a += s.a, sum_qlogq += s.qlogq, sum_qlogm += s.qlogm, sum_q2m += s.q2m;
+        kl += s.kl, sum_a += s.a, sum_qlogq += s.qlogq, sum_qlogm += s.qlogm, sum_lq2m += s.lq2m;
     }
     for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
         const double s = cu_load(L.student, L.sdt, off + j);
-        double gv = (1 - alpha) * (exp(s - lse1) - (j == y ? 1.0 : 0.0));
+        double gv = (1 - alpha) * (loss_exp(s - lse1) - (j == y ? 1.0 : 0.0));
         if (has_t) {
             const double lq = s * c.inv_T - lseq;
             const double lp = (double)cu_load(L.teacher, L.tdt, off + j) * c.inv_T - lsep;
-            const double q = exp(lq), p = exp(lp);
+            const double q = loss_exp(lq), p = loss_exp(lp);
             double dz;
             switch (c.kind) {
             case AD_KL_FORWARD: dz = q - p; break;
             case AD_KL_REVERSE: dz = q * (lq - lp - kl); break;
             case AD_KL_SKEW_FORWARD: {
-                const double mix = c.lambda * p + (1 - c.lambda) * q;
-                dz = -(1 - c.lambda) * (p * q / mix - q * sum_a);
+                const double lmix = log_mix(c.log_lambda + lp, c.log_1m_lambda + lq);
+                dz = -(1 - c.lambda) * (loss_exp(lp + lq - lmix) - q * sum_a);
                 break;
             }
             default: {
-                const double mix = c.lambda * q + (1 - c.lambda) * p;
-                dz = q * (lq - sum_qlogq) -
-                     (q * log(mix) - q * sum_qlogm + c.lambda * (q * q / mix - q * sum_q2m));
+                const double lmix = log_mix(c.log_lambda + lq, c.log_1m_lambda + lp);
+                dz = q * (lq - sum_qlogq) - (q * lmix - q * sum_qlogm +
+                                             loss_exp(c.log_lambda + 2 * lq - lmix) - q * sum_lq2m);
                 break;
             }
             }
@@ -295,6 +315,8 @@ int cu_distill_loss(ad_backend *be, ad_tensor *grad, const ad_tensor *student,
     c.T = params->temperature;
     c.inv_T = 1.0 / c.T;
     c.lambda = params->skew;
+    c.log_lambda = c.lambda > 0 ? log(c.lambda) : -INFINITY;
+    c.log_1m_lambda = log1p(-c.lambda);
     c.alpha = params->alpha;
     c.scale = params->grad_scale;
     c.kind = (int)params->kind;

@@ -8,7 +8,12 @@ instructions, the HMMAs, the MUFU ops (exponentials, reciprocals), the shared-me
 loads (LDSM), and the other instructions per HMMA. Fewer non-HMMA instructions per HMMA leave
 the warp schedulers more slots for the tensor cores.
 
-usage: cuobjdump -sass X.cubin | sass_loop_mix.py [--match SUBSTRING]
+With --all, every innermost loop is reported instead (kernels without tensor-core loops, such as
+the loss's vocabulary sweeps): its instructions, the double-precision ones (DFMA, DADD, DMUL,
+DSETP, DMNMX: an H100 issues half as many per cycle as FP32 ones), MUFU ops, conversions
+(F2F, I2F, F2I: a quarter) and global loads. A loop's counts cover every path through it.
+
+usage: cuobjdump -sass X.cubin | sass_loop_mix.py [--match SUBSTRING] [--all]
 """
 import argparse
 import re
@@ -51,21 +56,41 @@ def mix(body, lo, hi):
     return len(ops), count("HMMA"), count("MUFU"), count("LDSM")
 
 
+DOUBLE = ("DFMA", "DADD", "DMUL", "DSETP", "DMNMX")
+CONVERT = ("F2F", "I2F", "F2I")
+
+
+def innermost(spans):
+    return [(lo, hi) for lo, hi in spans
+            if not any((a, b) != (lo, hi) and lo <= a and b <= hi for a, b in spans)]
+
+
+def all_loops(text, match):
+    print(f"{'kernel':58} {'loop':>13} {'insns':>6} {'double':>6} {'MUFU':>5} {'conv':>5} {'LDG':>4}")
+    for name, body in kernels(text):
+        if match not in name:
+            continue
+        for lo, hi in sorted(innermost(loops(body))):
+            ops = [op for addr, op, _ in body if lo <= addr <= hi]
+            count = lambda prefixes: sum(1 for o in ops if o.startswith(prefixes))
+            print(f"{name[:58]:58} {lo:#06x}-{hi:#06x} {len(ops):6} {count(DOUBLE):6} "
+                  f"{count('MUFU'):5} {count(CONVERT):5} {count('LDG'):4}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--match", default="")
+    ap.add_argument("--all", action="store_true", help="every innermost loop, not only HMMA ones")
     args = ap.parse_args()
+    if args.all:
+        all_loops(sys.stdin.read(), args.match)
+        return
     print(f"{'kernel':58} {'loop':>13} {'insns':>6} {'HMMA':>5} {'MUFU':>5} {'LDSM':>5} {'other/HMMA':>10}")
     for name, body in kernels(sys.stdin.read()):
         if args.match not in name:
             continue
         with_mma = [(lo, hi) for lo, hi in loops(body) if mix(body, lo, hi)[1]]
-        innermost = [
-            (lo, hi)
-            for lo, hi in with_mma
-            if not any((a, b) != (lo, hi) and lo <= a and b <= hi for a, b in with_mma)
-        ]
-        for lo, hi in sorted(innermost):
+        for lo, hi in sorted(innermost(with_mma)):
             n, mma, mufu, ldsm = mix(body, lo, hi)
             print(f"{name[:58]:58} {lo:#06x}-{hi:#06x} {n:6} {mma:5} {mufu:5} {ldsm:5} "
                   f"{(n - mma) / mma:10.2f}")
