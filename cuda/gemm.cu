@@ -805,7 +805,9 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
         if (DW.rows != N || DW.cols != K)
             return ad_op_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
                                      (long long)K);
-        AD_TRY(cu_gemm(be, op, &DW, &DY16, true, &X, false, 1.0f, 1.0f, NULL));
+        /* no rows (M = 0): y = beta * y, 0 for an overwrite */
+        AD_TRY(cu_gemm(be, op, &DW, &DY16, true, &X, false, 1.0f,
+                       be->linear_dw_overwrite ? 0.0f : 1.0f, NULL));
     }
     if (db) {
         AD_TRY(cu_check(op, "db", db, CU_F32));

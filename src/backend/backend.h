@@ -74,6 +74,10 @@ struct ad_backend {
     ad_dtype act_dtype; /* dtype of activations this backend computes in */
     void *impl;
     void *profile; /* the op profile while one runs (backend/profile.h), else NULL */
+    /* While set, linear_backward writes dw (beta 0) instead of accumulating into it; its db
+     * still accumulates. The training graph sets it for a weight gradient's first write after
+     * ad_graph_zero_grads, which then need not fill those gradients with zeros first. */
+    bool linear_dw_overwrite;
 
     /* ---- memory -------------------------------------------------------------------- */
     /* Device memory (zeroed). */

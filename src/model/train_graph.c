@@ -206,6 +206,12 @@ static bool is_trainable(const ad_trainable *t, const char *name, ad_component c
     }
 }
 
+/* A gradient that only linear_backward writes: a 2-D weight other than the token embeddings
+ * (which embedding_backward accumulates into, lm_head's too when tied). */
+static bool grad_is_deferred(const ad_weight_spec *s) {
+    return s->ndim == 2 && s->component != AD_COMPONENT_EMBED_TOKENS;
+}
+
 static int alloc_grads(ad_train_graph *g) {
     ad_model *m = g->m, *gr = &g->grads;
     const ad_model_config *cfg = &m->cfg;
@@ -220,29 +226,42 @@ static int alloc_grads(ad_train_graph *g) {
     int n;
     AD_TRY(ad_weight_specs(cfg, &specs, &n));
     size_t bytes = 0;
+    int n_deferred = 0;
     for (int i = 0; i < n; i++)
-        if (is_trainable(&g->train, specs[i].name, specs[i].component))
+        if (is_trainable(&g->train, specs[i].name, specs[i].component)) {
             bytes += (size_t)ad_weight_spec_numel(&specs[i]) * sizeof(float) + AD_ARENA_ALIGN;
+            n_deferred += grad_is_deferred(&specs[i]);
+        }
     int rc = AD_OK;
     if (bytes) rc = g->be->alloc(g->be, bytes, &g->grad_memory);
     g->grad_bytes = bytes;
+    g->deferred =
+        ad_calloc((size_t)(n_deferred ? n_deferred : 1), sizeof *g->deferred, "deferred gradients");
+    if (!g->deferred) rc = AD_ERR;
     ad_arena arena;
     ad_arena_wrap(&arena, g->grad_memory, bytes, "gradients");
-    for (int i = 0; i < n && rc == AD_OK; i++) {
-        ad_tensor *w = ad_model_weight(m, specs[i].name), *d = ad_model_weight(gr, specs[i].name);
-        if (!w || !d) {
-            rc = ad_fail("training graph: no slot for weight %s", specs[i].name);
-            break;
+    /* The others first, then the deferred ones: ad_graph_zero_grads fills one leading span. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n && rc == AD_OK; i++) {
+            if (grad_is_deferred(&specs[i]) != (pass == 1)) continue;
+            ad_tensor *w = ad_model_weight(m, specs[i].name),
+                      *d = ad_model_weight(gr, specs[i].name);
+            if (!w || !d) {
+                rc = ad_fail("training graph: no slot for weight %s", specs[i].name);
+                break;
+            }
+            *d = *w;
+            d->data = NULL; /* frozen: no gradient */
+            if (!is_trainable(&g->train, specs[i].name, specs[i].component)) continue;
+            const int64_t numel = ad_weight_spec_numel(&specs[i]);
+            void *p = ad_arena_alloc(&arena, (size_t)numel * sizeof(float), specs[i].name);
+            if (!p) rc = AD_ERR;
+            d->data = p;
+            d->dtype = AD_F32;
+            d->device = g->be->device;
+            if (pass == 1) g->deferred[g->n_deferred++] = (ad_deferred_grad){p, numel, false};
         }
-        *d = *w;
-        d->data = NULL; /* frozen: no gradient */
-        if (!is_trainable(&g->train, specs[i].name, specs[i].component)) continue;
-        void *p = ad_arena_alloc(&arena, (size_t)ad_weight_spec_numel(&specs[i]) * sizeof(float),
-                                 specs[i].name);
-        if (!p) rc = AD_ERR;
-        d->data = p;
-        d->dtype = AD_F32;
-        d->device = g->be->device;
+        if (pass == 0) g->eager_grad_bytes = ad_arena_mark(&arena);
     }
     if (cfg->tie_word_embeddings) gr->lm_head = gr->embed_tokens;
     free(specs);
@@ -282,12 +301,45 @@ int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const 
     return rc;
 }
 
+static int fill_zero(ad_train_graph *g, void *data, int64_t numel, const char *what) {
+    ad_tensor t;
+    AD_TRY(ad_tensor_init(&t, data, AD_F32, g->be->device, 1, &numel, what));
+    return g->be->fill(g->be, &t, 0.0f);
+}
+
 int ad_graph_zero_grads(ad_train_graph *g) {
     if (!g->grad_memory) return AD_OK;
-    ad_tensor all;
-    int64_t n = (int64_t)(g->grad_bytes / sizeof(float));
-    AD_TRY(ad_tensor_init(&all, g->grad_memory, AD_F32, g->be->device, 1, &n, "gradients"));
-    return g->be->fill(g->be, &all, 0.0f);
+    for (int i = 0; i < g->n_deferred; i++)
+        g->deferred[i].pending = true;
+    const int64_t n = (int64_t)(g->eager_grad_bytes / sizeof(float));
+    return n ? fill_zero(g, g->grad_memory, n, "gradients") : AD_OK;
+}
+
+int ad_graph_settle_grads(ad_train_graph *g) {
+    for (int i = 0; i < g->n_deferred; i++) {
+        ad_deferred_grad *d = &g->deferred[i];
+        if (!d->pending) continue;
+        AD_TRY(fill_zero(g, d->data, d->numel, "deferred gradient"));
+        d->pending = false;
+    }
+    return AD_OK;
+}
+
+/* The deferred gradient at `data`, or NULL (deferred[] ascends: the arena hands out addresses
+ * in order). */
+static ad_deferred_grad *deferred_at(ad_train_graph *g, const void *data) {
+    const uintptr_t want = (uintptr_t)data;
+    int lo = 0, hi = g->n_deferred - 1;
+    while (lo <= hi) {
+        const int mid = lo + (hi - lo) / 2;
+        const uintptr_t at = (uintptr_t)g->deferred[mid].data;
+        if (at == want) return &g->deferred[mid];
+        if (at < want)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NULL;
 }
 
 int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
@@ -354,6 +406,7 @@ void ad_graph_free(ad_train_graph *g) {
     }
     free(g->grads.encoder);
     free(g->grads.decoder);
+    free(g->deferred);
     free(g->enc_rec);
     free(g->dec_rec);
     free(g->clip_tokens);
@@ -657,16 +710,29 @@ static ad_tensor *grad_or_null(ad_tensor *t) {
     return t->data ? t : NULL;
 }
 
+/* linear_backward into the graph's gradients (dw, db: gradient slots, NULL data when frozen):
+ * a deferred dw that is still zero by ad_graph_zero_grads is overwritten, not accumulated. */
+static int linear_grads(ad_train_graph *g, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
+                        const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
+    ad_backend *be = g->be;
+    dw = dw ? grad_or_null(dw) : NULL;
+    ad_deferred_grad *d = dw ? deferred_at(g, dw->data) : NULL;
+    be->linear_dw_overwrite = d && d->pending;
+    const int rc = be->linear_backward(be, dx, dw, db ? grad_or_null(db) : NULL, dy, x, w);
+    be->linear_dw_overwrite = false;
+    if (rc == AD_OK && d) d->pending = false;
+    return rc;
+}
+
 /* dx_sum (+)= the gradient of a linear's input (dy w); its weight and bias gradients accumulate.
  * After the first of the linears that share an input, dx_sum accumulates in the GEMM itself
  * (matmul with beta 1): no scratch written and no add pass over it. */
-static int linear_back_add(ad_backend *be, ad_tensor *dx_sum, bool first, ad_tensor *dw,
+static int linear_back_add(ad_train_graph *g, ad_tensor *dx_sum, bool first, ad_tensor *dw,
                            ad_tensor *db, const ad_tensor *dy, const ad_tensor *x,
                            const ad_tensor *w) {
-    if (first)
-        return be->linear_backward(be, dx_sum, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy,
-                                   x, w);
-    AD_TRY(be->linear_backward(be, NULL, grad_or_null(dw), db ? grad_or_null(db) : NULL, dy, x, w));
+    if (first) return linear_grads(g, dx_sum, dw, db, dy, x, w);
+    AD_TRY(linear_grads(g, NULL, dw, db, dy, x, w));
+    ad_backend *be = g->be;
     const int64_t N = w->shape[0], K = w->shape[1], M = ad_tensor_numel(dy) / N;
     ad_tensor dy2, dx2;
     AD_TRY(ad_tensor_reshape(dy, 2, (int64_t[]){M, N}, &dy2));
@@ -682,8 +748,8 @@ static int encoder_backward(ad_train_graph *g) {
                   H = cfg->hidden_size;
     ad_tensor daudio = shaped(&g->d_audio, 3, C, tok, H), denc = shaped(&g->d_pooled, 3, C, tok, d);
     ad_tensor enc = shaped(&g->enc, 3, C, tok, d), pooled = shaped(&g->pooled, 3, C, tok, d);
-    AD_TRY(be->linear_backward(be, &denc, grad_or_null(&gr->projector_w),
-                               grad_or_null(&gr->projector_b), &daudio, &enc, &m->projector_w));
+    AD_TRY(
+        linear_grads(g, &denc, &gr->projector_w, &gr->projector_b, &daudio, &enc, &m->projector_w));
     if (!g->train.audio_encoder) return AD_OK;
     ad_tensor dpooled = shaped(&g->d_enc_c, 3, C, tok, d);
     AD_TRY(be->layernorm_backward(be, &dpooled, grad_or_null(&gr->layer_norm_w),
@@ -704,11 +770,9 @@ static int encoder_backward(ad_train_graph *g) {
                   df2 = shaped(&g->d_enc_ffn2, 3, C, n1, F);
         ad_tensor dxn = shaped(&g->d_enc_c, 3, C, n1, d);
         /* MLP block: h = h_mid + fc2(gelu(fc1(ln2(h_mid)))) */
-        AD_TRY(be->linear_backward(be, &df, grad_or_null(&dw->fc2_w), grad_or_null(&dw->fc2_b), &dh,
-                                   &a.f_act, &w->fc2_w));
+        AD_TRY(linear_grads(g, &df, &dw->fc2_w, &dw->fc2_b, &dh, &a.f_act, &w->fc2_w));
         AD_TRY(be->gelu_backward(be, &df2, &df, &a.f_pre));
-        AD_TRY(be->linear_backward(be, &dxn, grad_or_null(&dw->fc1_w), grad_or_null(&dw->fc1_b),
-                                   &df2, &a.xn2, &w->fc1_w));
+        AD_TRY(linear_grads(g, &dxn, &dw->fc1_w, &dw->fc1_b, &df2, &a.xn2, &w->fc1_w));
         AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->final_layer_norm_w),
                                       grad_or_null(&dw->final_layer_norm_b), &dxn, &a.h_mid,
                                       &w->final_layer_norm_w, ENCODER_LN_EPS));
@@ -716,14 +780,14 @@ static int encoder_backward(ad_train_graph *g) {
         /* Attention block: h_mid = h_in + out_proj(attention(q, k, v)) */
         ad_tensor datt = shaped(&g->d_enc_att, 3, C, n1, A), dq = shaped(&g->d_enc_q, 3, C, n1, A);
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
-        AD_TRY(be->linear_backward(be, &datt, grad_or_null(&dw->out_proj_w),
-                                   grad_or_null(&dw->out_proj_b), &dh, &a.att, &w->out_proj_w));
+        AD_TRY(
+            linear_grads(g, &datt, &dw->out_proj_w, &dw->out_proj_b, &dh, &a.att, &w->out_proj_w));
         const ad_attention_params ap = encoder_attention(g, l);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
-        AD_TRY(linear_back_add(be, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
+        AD_TRY(linear_back_add(g, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
                                &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
+        AD_TRY(linear_back_add(g, &dxn, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
+        AD_TRY(linear_back_add(g, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
                                &w->v_proj_w));
         AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w),
                                       grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &a.h_in,
@@ -754,7 +818,7 @@ static int encoder_backward(ad_train_graph *g) {
                                &da1, &x0, &m->conv1_w, 1, 1);
 }
 
-int ad_graph_backward(ad_train_graph *g) {
+static int backward_pass(ad_train_graph *g) {
     if (!g->any_trainable) return ad_fail("training graph: nothing is trainable");
     ad_model *m = g->m, *gr = &g->grads;
     ad_backend *be = g->be;
@@ -764,8 +828,7 @@ int ad_graph_backward(ad_train_graph *g) {
     const float eps = (float)cfg->rms_norm_eps, theta = (float)cfg->rope_theta;
     ad_tensor dlogits = shaped(&g->logits, 2, S, V, 0), sel = shaped(&g->sel, 2, S, H, 0);
     ad_tensor dsel = shaped(&g->d_sel, 2, S, H, 0), sel_rows = shaped(&g->sel_rows, 1, S, 0, 0);
-    AD_TRY(be->linear_backward(be, &dsel, grad_or_null(&gr->lm_head), NULL, &dlogits, &sel,
-                               &m->lm_head));
+    AD_TRY(linear_grads(g, &dsel, &gr->lm_head, NULL, &dlogits, &sel, &m->lm_head));
     const bool need_stream =
         g->train.decoder || g->train.embed_tokens || g->train.projector || g->train.audio_encoder;
     if (!need_stream) return AD_OK;
@@ -788,13 +851,12 @@ int ad_graph_backward(ad_train_graph *g) {
                       F = sh->intermediate_size;
         ad_tensor dact = shaped(&g->d_ffn, 2, N, F, 0), dup = shaped(&g->d_ffn2, 2, N, F, 0);
         /* MLP block: x = x_mid + down(silu(gate(xn2)) * up(xn2)), xn2 = rms(x_mid) */
-        AD_TRY(be->linear_backward(be, &dact, grad_or_null(&dw->down_proj_w), NULL, &dx, &a.act,
-                                   &w->down_proj_w));
+        AD_TRY(linear_grads(g, &dact, &dw->down_proj_w, NULL, &dx, &a.act, &w->down_proj_w));
         AD_TRY(
             be->silu_mul_backward(be, &dact, &dup, &dact, &a.gate, &a.up)); /* dact becomes dgate */
-        AD_TRY(linear_back_add(be, &dxn, true, &dw->gate_proj_w, NULL, &dact, &a.xn2,
-                               &w->gate_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, false, &dw->up_proj_w, NULL, &dup, &a.xn2, &w->up_proj_w));
+        AD_TRY(
+            linear_back_add(g, &dxn, true, &dw->gate_proj_w, NULL, &dact, &a.xn2, &w->gate_proj_w));
+        AD_TRY(linear_back_add(g, &dxn, false, &dw->up_proj_w, NULL, &dup, &a.xn2, &w->up_proj_w));
         AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
                                     &a.x_mid, &w->post_attention_layernorm_w, eps));
         AD_TRY(be->add(be, &dx, &dx, &tmp));
@@ -803,19 +865,18 @@ int ad_graph_backward(ad_train_graph *g) {
         ad_tensor dq = shaped(&g->d_q, 3, R, T, Q), dk = shaped(&g->d_k, 3, R, T, KV),
                   dv = shaped(&g->d_v, 3, R, T, KV);
         ad_tensor att2 = shaped(&a.att, 2, N, Q, 0);
-        AD_TRY(be->linear_backward(be, &datt2, grad_or_null(&dw->o_proj_w), NULL, &dx, &att2,
-                                   &w->o_proj_w));
+        AD_TRY(linear_grads(g, &datt2, &dw->o_proj_w, NULL, &dx, &att2, &w->o_proj_w));
         const ad_attention_params ap = decoder_attention(g, l);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(be->rope_backward(be, &dq, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));
         ad_tensor dq2 = shaped(&dq, 2, N, Q, 0), dk2 = shaped(&dk, 2, N, KV, 0),
                   dv2 = shaped(&dv, 2, N, KV, 0);
-        AD_TRY(linear_back_add(be, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &a.xn1,
+        AD_TRY(linear_back_add(g, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq2, &a.xn1,
                                &w->q_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &a.xn1,
+        AD_TRY(linear_back_add(g, &dxn, false, &dw->k_proj_w, &dw->k_proj_b, &dk2, &a.xn1,
                                &w->k_proj_w));
-        AD_TRY(linear_back_add(be, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
+        AD_TRY(linear_back_add(g, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
                                &w->v_proj_w));
         AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &a.x_in,
                                     &w->input_layernorm_w, eps));
@@ -846,4 +907,10 @@ int ad_graph_backward(ad_train_graph *g) {
         AD_TRY(be->embedding_backward(be, &gr->embed_tokens, &dx, &ids));
     }
     return AD_OK;
+}
+
+int ad_graph_backward(ad_train_graph *g) {
+    AD_TRY(backward_pass(g));
+    /* The deferred gradients no GEMM wrote (the encoder's, for a micro-batch without audio). */
+    return ad_graph_settle_grads(g);
 }

@@ -3,7 +3,8 @@
  * the op table (llm.c style: no autograd; a flat loop over layers forward, its mirror image
  * backward). Only the supervised rows (target tokens) reach lm_head. Parameter gradients
  * accumulate (+=) into a second set of tensors with the model's layout, so gradient
- * accumulation over micro-batches needs nothing extra.
+ * accumulation over micro-batches needs nothing extra (the first write after a zeroing
+ * overwrites instead, for the large ones: see grad_memory).
  *
  * A graph with nothing trainable (the teacher) keeps one layer's worth of activations and
  * reuses it for every layer: forward only, no stored activations. So does a stack that no
@@ -56,6 +57,13 @@ typedef struct {
     ad_tensor x_in, xn1, q, k, v, att, x_mid, xn2, gate, up, act;
 } ad_decoder_record;
 
+/* A gradient whose zeros ad_graph_zero_grads deferred to its first write (see grad_memory). */
+typedef struct {
+    void *data;
+    int64_t numel;
+    bool pending; /* zeroed since its last write: the next one overwrites */
+} ad_deferred_grad;
+
 typedef struct {
     ad_model *m;
     ad_backend *be;
@@ -64,8 +72,15 @@ typedef struct {
     bool records; /* every layer has its own activations (training or keep_activations) */
     ad_graph_limits lim;
     ad_model grads; /* gradient tensors, same layout as the weights; NULL data when frozen */
+    /* The gradients: first eager_grad_bytes of those ad_graph_zero_grads fills, then the
+     * deferred ones, the 2-D linear weights' (nearly all the bytes: 5.8 GB of fill per step at
+     * 1.45 B trainable parameters). Their first weight-gradient GEMM after a zeroing writes them
+     * with beta 0 (ad_backend.linear_dw_overwrite), and the backward zeroes any it did not
+     * reach at its end. */
     void *grad_memory;
-    size_t grad_bytes;
+    size_t grad_bytes, eager_grad_bytes;
+    ad_deferred_grad *deferred; /* ascending addresses */
+    int n_deferred;
     void *memory; /* activations */
     ad_arena arena;
     /* encoder activations */
@@ -99,8 +114,14 @@ int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const 
  * supervised rows, in row-major order of the batch) and g->targets [n_supervised] I32. */
 int ad_graph_forward(ad_train_graph *g, const ad_batch *b);
 /* Backward from d(loss)/d(logits), which the loss op wrote into g->logits in place;
- * accumulates into g->grads. */
+ * accumulates into g->grads. On success every gradient holds its value (none deferred). */
 int ad_graph_backward(ad_train_graph *g);
+/* Sets every gradient to zero for the next accumulation. The 2-D linear weights' zeros are
+ * deferred to the next backward (see grad_memory): until then, or ad_graph_settle_grads, their
+ * memory still holds the old values. */
 int ad_graph_zero_grads(ad_train_graph *g);
+/* Writes the zeros ad_graph_zero_grads deferred and no backward has written since: for reading
+ * the gradients without a backward after the zeroing (a rank without examples). */
+int ad_graph_settle_grads(ad_train_graph *g);
 
 #endif

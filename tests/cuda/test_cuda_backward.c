@@ -67,10 +67,53 @@ static void one_linear_backward_bf16_gemm(void) {
         pair_free(all[i]);
 }
 
+/* linear_dw_overwrite: dw written over NaN (CUDA) equals the CPU's product accumulated onto
+ * zeros, under fp32 and bf16 GEMMs; db still accumulates; no rows write zeros. */
+static void one_linear_backward_overwrite(bool bf16_gemm) {
+    const int64_t M = 18, N = 48, K = 64;
+    pair x, w, dy, dw, db;
+    pair_make(&x, "x", AD_F32, 2, S(M, K), 1.0f, 0.0f);
+    pair_make(&w, "w", AD_F32, 2, S(N, K), 0.2f, 0.0f);
+    pair_make(&dy, "dy", AD_F32, 2, S(M, N), 1.0f, 0.0f);
+    pair_make(&dw, "dw", AD_F32, 2, S(N, K), 1.0f, 0.0f);
+    pair_make(&db, "db", AD_F32, 1, S(N), 1.0f, 0.0f);
+    pair xr, dyr;
+    cpu_round_bf16(&x, &xr);
+    cpu_round_bf16(&dy, &dyr);
+    CHECK_OK(g_cpu->fill(g_cpu, &dw.c, 0.0f));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, &dw.c, NULL, bf16_gemm ? &dyr.c : &dy.c,
+                                    bf16_gemm ? &xr.c : &x.c, &w.c));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c));
+    CHECK_OK(g_gpu->fill(g_gpu, &dw.g, NAN));
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
+    g_gpu->linear_dw_overwrite = true;
+    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, &db.g, &dy.g, &x.g, &w.g));
+    g_gpu->linear_dw_overwrite = false;
+    expect_close(bf16_gemm ? "linear_backward dw overwritten, bf16 GEMMs"
+                           : "linear_backward dw overwritten",
+                 &dw, TOL_F32);
+    expect_close("linear_backward db beside it (accumulated)", &db, TOL_F32);
+    pair none_x, none_dy;
+    pair_slice(&x, 0, 0, 0, &none_x);
+    pair_slice(&dy, 0, 0, 0, &none_dy);
+    CHECK_OK(g_cpu->fill(g_cpu, &dw.c, 0.0f));
+    CHECK_OK(g_gpu->fill(g_gpu, &dw.g, NAN));
+    g_gpu->linear_dw_overwrite = true;
+    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, NULL, &none_dy.g, &none_x.g, &w.g));
+    g_gpu->linear_dw_overwrite = false;
+    CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
+    expect_close("linear_backward dw overwritten from no rows", &dw, 0.0);
+    pair *all[] = {&x, &w, &dy, &dw, &db, &xr, &dyr};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        pair_free(all[i]);
+}
+
 static void test_linear_backward(void) {
     one_linear_backward(AD_F32);
     one_linear_backward(AD_BF16);
     one_linear_backward_bf16_gemm();
+    one_linear_backward_overwrite(false);
+    one_linear_backward_overwrite(true);
 }
 
 static void one_conv_backward(ad_dtype dt, int stride, int padding) {

@@ -19,7 +19,9 @@ static double *rnd(int64_t n, double scale) {
     return x;
 }
 
-static float *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+static float *zeros(int64_t n) {
+    return calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+}
 
 static float *to_f32(const double *x, int64_t n) {
     float *f = malloc(sizeof(float) * (size_t)(n + 1));
@@ -107,6 +109,27 @@ static void test_linear(void) {
     check_grad("linear dx", c.x, c.M * c.K, dx, linear_loss, &c);
     check_grad("linear dw", c.w, c.N * c.K, dw, linear_loss, &c);
     check_grad("linear db", c.b, c.N, db, linear_loss, &c);
+    /* linear_dw_overwrite: dw written over NaN (no accumulation), db still accumulated. */
+    for (int64_t i = 0; i < c.N * c.K; i++)
+        dw[i] = NAN;
+    for (int64_t i = 0; i < c.N; i++)
+        db[i] = 0.5f;
+    be.linear_dw_overwrite = true;
+    CHECK_OK(be.linear_backward(&be, &tdx, &tdw, &tdb, &tr, &tx, &tw));
+    be.linear_dw_overwrite = false;
+    for (int64_t i = 0; i < c.N; i++)
+        db[i] -= 0.5f;
+    check_grad("linear dw overwritten", c.w, c.N * c.K, dw, linear_loss, &c);
+    check_grad("linear db beside an overwritten dw", c.b, c.N, db, linear_loss, &c);
+    /* ... and with no rows, zeros */
+    ad_tensor none_x = t2(x, 0, c.K, "x"), none_dy = t2(r, 0, c.N, "dy");
+    be.linear_dw_overwrite = true;
+    CHECK_OK(be.linear_backward(&be, NULL, &tdw, NULL, &none_dy, &none_x, &tw));
+    be.linear_dw_overwrite = false;
+    int nonzero = 0;
+    for (int64_t i = 0; i < c.N * c.K; i++)
+        nonzero += dw[i] != 0.0f;
+    CHECK_MSG(nonzero == 0, "%d of dw's values not zero after an overwrite from no rows", nonzero);
     ad_tensor bad = t2(dx, c.K, c.M + 1, "bad");
     CHECK_FAILS_WITH(be.linear_backward(&be, &bad, NULL, NULL, &tr, &tx, &tw), "dx (bad)");
     free(c.x), free(c.w), free(c.b), free(c.r), free(x), free(w), free(r), free(dx), free(dw),

@@ -123,6 +123,7 @@ static void test_gradients_match_torch(void) {
         acc = fmax(acc, fabs(((float *)g1->data)[i] - 2 * once[i]));
     CHECK_MSG(acc <= 1e-5, "accumulated gradient off by %.3g", acc);
     CHECK_OK(ad_graph_zero_grads(&g));
+    CHECK_OK(ad_graph_settle_grads(&g));
     CHECK(((float *)g1->data)[0] == 0.0f);
     free(once);
 
@@ -177,6 +178,103 @@ static void ce_gradients(ad_backend *be, ad_model *m, const ad_batch *b, const a
     ad_distill_sums sums = {0};
     CHECK_OK(be->distill_loss(be, &logits, &logits, NULL, &targets, &p, &sums));
     CHECK_OK(ad_graph_backward(g));
+}
+
+/* Forward, summed cross-entropy and backward on a graph already set up. */
+static void ce_step(ad_backend *be, const ad_batch *b, ad_train_graph *g) {
+    CHECK_OK(ad_graph_forward(g, b));
+    ad_tensor logits, targets;
+    const int S = g->n_supervised;
+    ad_tensor_init(&logits, g->logits.data, AD_F32, AD_DEVICE_CPU, 2,
+                   (int64_t[]){S, g->m->cfg.vocab_size}, "logits");
+    ad_tensor_init(&targets, g->targets.data, AD_I32, AD_DEVICE_CPU, 1, (int64_t[]){S}, "targets");
+    ad_distill_params p = {.alpha = 0, .temperature = 1, .grad_scale = 1};
+    ad_distill_sums sums = {0};
+    CHECK_OK(be->distill_loss(be, &logits, &logits, NULL, &targets, &p, &sums));
+    CHECK_OK(ad_graph_backward(g));
+}
+
+/* Gradients of graphs a and b equal bit for bit (and finite); returns how many were compared. */
+static int same_gradients(const char *what, ad_train_graph *a, ad_train_graph *b) {
+    ad_weight_spec *specs;
+    int n_specs, compared = 0, differ = 0, nonfinite = 0;
+    CHECK_OK(ad_weight_specs(&a->m->cfg, &specs, &n_specs));
+    for (int i = 0; i < n_specs; i++) {
+        const ad_tensor *x = ad_model_weight(&a->grads, specs[i].name),
+                        *y = ad_model_weight(&b->grads, specs[i].name);
+        if (!x || !y || !x->data || !y->data) continue;
+        const int64_t n = ad_tensor_numel(x);
+        for (int64_t j = 0; j < n; j++)
+            nonfinite += !isfinite(((const float *)x->data)[j]);
+        differ += memcmp(x->data, y->data, sizeof(float) * (size_t)n) != 0;
+        compared++;
+    }
+    free(specs);
+    CHECK_MSG(compared > 0 && differ == 0 && nonfinite == 0,
+              "%s: %d of %d gradients differ, %d non-finite values", what, differ, compared,
+              nonfinite);
+    return compared;
+}
+
+static void poison(float *p, size_t bytes) {
+    for (size_t i = 0; i < bytes / sizeof(float); i++)
+        p[i] = NAN;
+}
+
+/* ad_graph_zero_grads leaves the linear weights' gradients to their first GEMM (beta 0): over
+ * memory full of NaN, a step gives the gradients of a step accumulated onto real zeros, bit
+ * for bit, and so does a second, accumulating, micro-batch; ad_graph_settle_grads writes the
+ * deferred zeros. With tied embeddings lm_head's gradient is the embeddings' (accumulated by
+ * embedding_backward too), which must not be deferred. */
+static void test_deferred_zeros(void) {
+    ad_backend *be;
+    CHECK_OK(ad_backend_cpu_create(&be, 0));
+    ad_cpu_register_backward(be);
+    ad_batch b;
+    CHECK_OK(fixture_batch(&ref, &b));
+    ad_graph_limits lim = {
+        .max_clips = 2, .max_frames = b.max_frames, .max_len = b.max_len, .max_supervised = 16};
+    for (int tied = 0; tied < 2; tied++) {
+        ad_model m;
+        CHECK_OK(ad_model_load(&m, be, AUDISTILL_FIXTURES "/tiny_a"));
+        if (tied) m.cfg.tie_word_embeddings = true, m.lm_head = m.embed_tokens;
+        ad_train_graph lazy, eager;
+        CHECK_OK(ad_graph_init(&lazy, &m, &lim, &all));
+        CHECK_OK(ad_graph_init(&eager, &m, &lim, &all));
+        CHECK(lazy.n_deferred > 0 && lazy.eager_grad_bytes < lazy.grad_bytes / 2);
+        /* eager: every gradient written as zeros, nothing deferred */
+        CHECK_OK(ad_graph_settle_grads(&eager));
+        memset(eager.grad_memory, 0, eager.grad_bytes);
+        poison(lazy.grad_memory, lazy.grad_bytes);
+        CHECK_OK(ad_graph_zero_grads(&lazy));
+        ce_step(be, &b, &lazy);
+        ce_step(be, &b, &eager);
+        const int n =
+            same_gradients(tied ? "tied, one micro-batch" : "one micro-batch", &lazy, &eager);
+        ce_step(be, &b, &lazy);
+        ce_step(be, &b, &eager);
+        same_gradients(tied ? "tied, two micro-batches" : "two micro-batches", &lazy, &eager);
+        /* zeros without a backward */
+        poison(lazy.grad_memory, lazy.grad_bytes);
+        CHECK_OK(ad_graph_zero_grads(&lazy));
+        CHECK_OK(ad_graph_settle_grads(&lazy));
+        int nonzero = 0;
+        for (size_t i = 0; i < lazy.eager_grad_bytes / sizeof(float); i++)
+            nonzero += ((const float *)lazy.grad_memory)[i] != 0.0f;
+        for (int i = 0; i < lazy.n_deferred; i++)
+            for (int64_t j = 0; j < lazy.deferred[i].numel; j++)
+                nonzero += ((const float *)lazy.deferred[i].data)[j] != 0.0f;
+        CHECK_MSG(nonzero == 0, "%d gradient values not zero after settling", nonzero);
+        printf("%s: %d gradients equal bit for bit with deferred zeros (%d deferred, %zu of %zu "
+               "bytes filled)\n",
+               tied ? "tied embeddings" : "untied", n, lazy.n_deferred, lazy.eager_grad_bytes,
+               lazy.grad_bytes);
+        ad_graph_free(&lazy);
+        ad_graph_free(&eager);
+        ad_model_free(&m);
+    }
+    ad_batch_free(&b);
+    ad_backend_destroy(be);
 }
 
 /* Activation recomputation (train.recompute) gives every gradient bit for bit, for each
@@ -333,6 +431,7 @@ int main(void) {
     RUN(test_gradients_match_torch);
     RUN(test_ctc_gradients_match_torch);
     RUN(test_recompute);
+    RUN(test_deferred_zeros);
     ad_safetensors_close(&ref);
     return test_report();
 }

@@ -40,7 +40,6 @@ static int64_t last_dim(const ad_tensor *t) {
 
 static int linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
                            const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
-    (void)be;
     const char *op = "linear_backward";
     AD_TRY(need_f32(dy, op, "dy"));
     AD_TRY(need_f32(x, op, "x"));
@@ -64,9 +63,13 @@ static int linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tens
     if (dw) {
         AD_TRY(need_f32(dw, op, "dw"));
         AD_TRY(need_numel(dw, N * K, op, "dw"));
+        const bool overwrite = be->linear_dw_overwrite;
         if (M)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)K, (int)M, 1.0f,
-                        dy->data, (int)N, x->data, (int)K, 1.0f, dw->data, (int)K);
+                        dy->data, (int)N, x->data, (int)K, overwrite ? 0.0f : 1.0f, dw->data,
+                        (int)K);
+        else if (overwrite)
+            memset(dw->data, 0, sizeof(float) * (size_t)(N * K));
     }
     if (db) {
         AD_TRY(need_f32(db, op, "db"));
