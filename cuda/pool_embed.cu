@@ -122,17 +122,21 @@ static int check_index_tensor(const char *op, const char *role, const ad_tensor 
 
 /* ---- row copies ---------------------------------------------------------------------------- */
 
-/* dst row map(i) = src row map(i) for i < n: mode 0 dst[i] = src[idx[i]] (gather),
- * mode 1 dst[idx[i]] = src[i] (scatter). Rows walk blockIdx.y and columns the threads, so the
- * row offsets (divisions over the leading dims) are computed per row, not per element. */
+/* dst row map(i) = src row map(i) for i < n: mode 0 dst[i] = src[idx[i]] (gather; a negative
+ * idx[i] writes zeros), mode 1 dst[idx[i]] = src[i] (scatter; a negative idx[i] is skipped).
+ * Rows walk blockIdx.y and columns the threads, so the row offsets (divisions over the leading
+ * dims) are computed per row, not per element. */
 __global__ static void rows_copy_kernel(cu_rows dst, cu_rows src, const int32_t *idx, int64_t n,
                                         int mode) {
     for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
-        const int64_t di = mode == 0 ? i : idx[i], si = mode == 0 ? idx[i] : i;
-        const int64_t od = cu_row_off(dst, di), os = cu_row_off(src, si);
+        const int64_t at = idx[i];
+        if (at < 0 && mode == 1) continue;
+        const int64_t od = cu_row_off(dst, mode == 0 ? i : at);
+        const int64_t os = at < 0 ? 0 : cu_row_off(src, mode == 0 ? at : i);
         for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < src.cols;
              c += (int64_t)gridDim.x * blockDim.x)
-            cu_store(dst.base, dst.dtype, od + c, cu_load(src.base, src.dtype, os + c));
+            cu_store(dst.base, dst.dtype, od + c,
+                     at < 0 ? 0.0f : cu_load(src.base, src.dtype, os + c));
     }
 }
 
@@ -188,7 +192,7 @@ int cu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_t
                                  rows->name, (long long)ry.cols, y->name);
     char what[96];
     snprintf(what, sizeof what, "the %lld rows of %s", (long long)ry.rows, y->name);
-    AD_TRY(cu_check_ids(be, op, rows, ry.rows, false, what));
+    AD_TRY(cu_check_ids(be, op, rows, ry.rows, true, what));
     return rows_copy(ry, rx, rows, 1);
 }
 
@@ -210,7 +214,7 @@ int cu_gather_rows(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_
                                  (long long)N, rows->name, (long long)rdy.cols, dy->name);
     char what[96];
     snprintf(what, sizeof what, "[0, %lld) (rows of %s)", (long long)rdy.rows, dy->name);
-    AD_TRY(cu_check_ids(be, op, rows, rdy.rows, false, what));
+    AD_TRY(cu_check_ids(be, op, rows, rdy.rows, true, what));
     return rows_copy(rdx, rdy, rows, 0);
 }
 

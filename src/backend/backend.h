@@ -160,7 +160,8 @@ struct ad_backend {
     /* y [N, C] = table[ids[n]] for ids [N] I32; ids outside [0, V) fail. */
     int (*embedding)(ad_backend *be, ad_tensor *y, const ad_tensor *table, const ad_tensor *ids);
     /* y [.., rows[i], :] = x[i, :] for rows [N] I32 into y [R, C]: scatters audio rows into
-     * the prompt positions. */
+     * the prompt positions. A negative rows[i] skips x's row i (a padding row of a clip
+     * shorter than the batch's longest, so a batch's clips go in one call); rows >= R fail. */
     int (*scatter_rows)(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *rows);
     /* Swap the last two dims: x [B, M, N] -> y [B, N, M]. */
     int (*transpose)(ad_backend *be, ad_tensor *y, const ad_tensor *x);
@@ -199,7 +200,8 @@ struct ad_backend {
      * embedding was replaced, e.g. audio rows). Deterministic (no atomics). */
     int (*embedding_backward)(ad_backend *be, ad_tensor *dtable, const ad_tensor *dy,
                               const ad_tensor *ids);
-    /* dx[i] = dy[rows[i]]: the gradient of scatter_rows with respect to the scattered rows. */
+    /* dx[i] = dy[rows[i]]: the gradient of scatter_rows with respect to the scattered rows
+     * (0 where rows[i] is negative, a row scatter_rows skipped). */
     int (*gather_rows)(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *rows);
 
     /* ---- losses ----------------------------------------------------------------------- */

@@ -368,10 +368,12 @@ int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
     g->host_ids = ad_calloc((size_t)N, sizeof(int32_t), "graph");
     g->host_pos = ad_calloc((size_t)N, sizeof(int32_t), "graph");
     g->host_audio_rows = ad_calloc((size_t)N, sizeof(int32_t), "graph");
+    g->host_audio_pad = ad_calloc((size_t)N, sizeof(int32_t), "graph");
     g->host_sel = ad_calloc((size_t)lim->max_supervised, sizeof(int32_t), "graph");
     g->host_targets = ad_calloc((size_t)lim->max_supervised, sizeof(int32_t), "graph");
     if (!g->enc_rec || !g->dec_rec || !g->clip_tokens || !g->clip_key_len || !g->row_len ||
-        !g->host_ids || !g->host_pos || !g->host_audio_rows || !g->host_sel || !g->host_targets)
+        !g->host_ids || !g->host_pos || !g->host_audio_rows || !g->host_audio_pad || !g->host_sel ||
+        !g->host_targets)
         goto fail;
     carver plan = {NULL, {0, 0}, g->be->device};
     if (layout(g, &plan) < 0) goto fail;
@@ -415,6 +417,7 @@ void ad_graph_free(ad_train_graph *g) {
     free(g->host_ids);
     free(g->host_pos);
     free(g->host_audio_rows);
+    free(g->host_audio_pad);
     free(g->host_sel);
     free(g->host_targets);
     memset(g, 0, sizeof *g);
@@ -663,17 +666,23 @@ static int decoder_forward(ad_train_graph *g, const ad_batch *b) {
     ad_tensor x = shaped(&g->x, 2, N, H, 0);
     AD_TRY(be->embedding(be, &x, &m->embed_tokens, &ids));
     if (n_audio) {
-        AD_TRY(upload_i32(be, &g->audio_rows, g->host_audio_rows, n_audio));
+        /* The projector's rows [n_clips, tok_max] go in one scatter (each call checks its
+         * indices with a device sync): clip c's padding rows, past its clip_tokens, get -1. */
+        const int64_t n_pad = (int64_t)g->n_clips * g->tok_max;
+        if (n_pad > N)
+            return ad_fail("internal: %lld padded audio rows exceed the graph's %lld",
+                           (long long)n_pad, (long long)N);
         int64_t at = 0;
         for (int c = 0; c < g->n_clips; c++) {
-            ad_tensor src = shaped(&g->audio, 2, g->clip_tokens[c], H, 0), idx;
-            src.data =
-                (char *)g->audio.data + (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
-            ad_tensor rows = shaped(&g->audio_rows, 1, n_audio, 0, 0);
-            AD_TRY(ad_tensor_slice(&rows, 0, at, g->clip_tokens[c], &idx));
-            AD_TRY(be->scatter_rows(be, &x, &src, &idx));
+            for (int t = 0; t < g->tok_max; t++)
+                g->host_audio_pad[(int64_t)c * g->tok_max + t] =
+                    t < g->clip_tokens[c] ? g->host_audio_rows[at + t] : -1;
             at += g->clip_tokens[c];
         }
+        AD_TRY(upload_i32(be, &g->audio_rows, g->host_audio_pad, n_pad));
+        ad_tensor src = shaped(&g->audio, 2, n_pad, H, 0),
+                  rows = shaped(&g->audio_rows, 1, n_pad, 0, 0);
+        AD_TRY(be->scatter_rows(be, &x, &src, &rows));
     }
     const float eps = (float)cfg->rms_norm_eps;
     for (int l = 0; l < cfg->num_hidden_layers; l++)
@@ -884,18 +893,11 @@ static int backward_pass(ad_train_graph *g) {
     }
     /* dx is now the gradient of the input embeddings (audio rows included). */
     if (g->n_audio && (g->train.projector || g->train.audio_encoder)) {
-        ad_tensor rows = shaped(&g->audio_rows, 1, g->n_audio, 0, 0);
-        ad_tensor daudio = shaped(&g->d_audio, 3, g->n_clips, g->tok_max, H);
-        AD_TRY(be->fill(be, &daudio, 0.0f));
-        int64_t at = 0;
-        for (int c = 0; c < g->n_clips; c++) {
-            ad_tensor dst = shaped(&g->d_audio, 2, g->clip_tokens[c], H, 0), idx;
-            dst.data = (char *)g->d_audio.data +
-                       (size_t)c * (size_t)g->tok_max * (size_t)H * sizeof(float);
-            AD_TRY(ad_tensor_slice(&rows, 0, at, g->clip_tokens[c], &idx));
-            AD_TRY(be->gather_rows(be, &dst, &dx, &idx));
-            at += g->clip_tokens[c];
-        }
+        /* the forward's padded rows: the padding rows' gradient is 0 */
+        const int64_t n_pad = (int64_t)g->n_clips * g->tok_max;
+        ad_tensor rows = shaped(&g->audio_rows, 1, n_pad, 0, 0),
+                  daudio = shaped(&g->d_audio, 2, n_pad, H, 0);
+        AD_TRY(be->gather_rows(be, &daudio, &dx, &rows));
         AD_TRY(encoder_backward(g));
     }
     if (g->train.embed_tokens) {

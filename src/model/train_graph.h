@@ -98,7 +98,9 @@ typedef struct {
      * carries CTC transcripts, one row per audio position (n_audio, in row order). */
     int n_clips, n1, L_in, n2_in, tok_max, rows, len, n_supervised, n_text_rows, n_audio;
     int *clip_tokens, *clip_key_len, *row_len;
-    int32_t *host_ids, *host_pos, *host_audio_rows, *host_sel, *host_targets;
+    /* host_audio_rows: the audio positions in row order (n_audio); host_audio_pad: the same per
+     * clip at [c * tok_max, c * tok_max + clip_tokens[c]), -1 after (the device's audio_rows) */
+    int32_t *host_ids, *host_pos, *host_audio_rows, *host_audio_pad, *host_sel, *host_targets;
 } ad_train_graph;
 
 int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,

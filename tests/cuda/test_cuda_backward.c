@@ -424,6 +424,13 @@ static void test_embedding_gather(void) {
     CHECK_OK(g_cpu->gather_rows(g_cpu, &dx.c, &dy.c, &rows.c));
     CHECK_OK(g_gpu->gather_rows(g_gpu, &dx.g, &dy.g, &rows.g));
     expect_close("gather_rows", &dx, 0.0);
+    int32_t padv[5] = {-1, 0, -3, 17, -1}; /* rows scatter_rows skipped: zeros */
+    pair pad;
+    pair_ids(&pad, "padded rows", 1, S(5), padv);
+    CHECK_OK(g_cpu->gather_rows(g_cpu, &dx.c, &dy.c, &pad.c));
+    CHECK_OK(g_gpu->gather_rows(g_gpu, &dx.g, &dy.g, &pad.g));
+    expect_close("gather_rows with negative rows", &dx, 0.0);
+    pair_free(&pad);
 
     int32_t bad[40];
     memcpy(bad, idv, sizeof bad);

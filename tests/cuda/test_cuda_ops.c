@@ -737,6 +737,16 @@ static void test_pool_embed_scatter(void) {
     CHECK_OK(g_cpu->scatter_rows(g_cpu, &flat_c, &src.c, &rows.c));
     CHECK_OK(g_gpu->scatter_rows(g_gpu, &flat_g, &src.g, &rows.g));
     expect_close("scatter_rows", &e, 0.0);
+    /* negative rows (padding) are skipped: rows 12 and 13 keep the values written above */
+    int32_t padv[6] = {12, -1, 1, -1, -7, 13};
+    pair pad, src2;
+    pair_ids(&pad, "padded rows", 1, S(6), padv);
+    pair_make(&src2, "audio", AD_F32, 2, S(6, 32), 1.0f, 0.0f);
+    CHECK_OK(g_cpu->scatter_rows(g_cpu, &flat_c, &src2.c, &pad.c));
+    CHECK_OK(g_gpu->scatter_rows(g_gpu, &flat_g, &src2.g, &pad.g));
+    expect_close("scatter_rows with negative (skipped) rows", &e, 0.0);
+    pair_free(&pad);
+    pair_free(&src2);
 
     /* a bad id fails before anything is written, naming the tensor and value */
     int32_t bad[14];

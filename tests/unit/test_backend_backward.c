@@ -456,6 +456,11 @@ static void test_pool_embedding_gather(void) {
     ad_tensor_init(&trows, rows, AD_I32, AD_DEVICE_CPU, 1, (int64_t[]){2}, "rows");
     CHECK_OK(be.gather_rows(&be, &tg, &tdy, &trows));
     CHECK(g[0] == 13 && g[3] == 4 && g[5] == 6);
+    rows[0] = -1; /* a row scatter_rows skipped: zeros */
+    CHECK_OK(be.gather_rows(&be, &tg, &tdy, &trows));
+    CHECK(g[0] == 0 && g[1] == 0 && g[2] == 0 && g[3] == 4 && g[5] == 6);
+    rows[0] = 6;
+    CHECK_FAILS_WITH(be.gather_rows(&be, &tg, &tdy, &trows), "row 6 at 0 outside [0, 6)");
     free(c.x), free(c.r), free(r), free(dx);
 }
 

@@ -665,9 +665,21 @@ static void test_errors(void) {
     int32_t bad[3] = {1, 10, 2};
     CHECK_OK(ad_tensor_init(&ids, bad, AD_I32, AD_DEVICE_CPU, 1, (int64_t[]){3}, "input_ids"));
     CHECK_FAILS_WITH(be->embedding(be, &emb, &table, &ids), "= 10 is outside [0, 10)");
+    CHECK_FAILS_WITH(be->scatter_rows(be, &table, &emb, &ids), "= 10 is outside the 10 rows");
     bad[1] = -1;
     CHECK_FAILS_WITH(be->embedding(be, &emb, &table, &ids), "input_ids");
-    CHECK_FAILS_WITH(be->scatter_rows(be, &table, &emb, &ids), "outside the 10 rows");
+    /* scatter_rows skips a negative row: rows 1 and 2 of the table take emb's rows 0 and 2 */
+    float *tv = table.data, *ev = emb.data;
+    for (int i = 0; i < 10 * 8; i++)
+        tv[i] = 7.0f;
+    for (int i = 0; i < 3 * 8; i++)
+        ev[i] = (float)i;
+    CHECK_OK(be->scatter_rows(be, &table, &emb, &ids));
+    int wrong = 0;
+    for (int r = 0; r < 10; r++)
+        for (int c = 0; c < 8; c++)
+            wrong += tv[r * 8 + c] != (r == 1 ? (float)c : r == 2 ? (float)(16 + c) : 7.0f);
+    CHECK_MSG(wrong == 0, "scatter_rows with a negative row: %d table values wrong", wrong);
 
     ad_tensor q, pos;
     tensor(&q, 3, (int64_t[]){1, 2, 12}, "q");

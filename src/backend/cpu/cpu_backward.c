@@ -558,12 +558,16 @@ static int gather_rows(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const
     AD_TRY(need_numel(dx, N * C, op, "dx"));
     const int32_t *r = rows->data;
     for (int64_t i = 0; i < N; i++)
-        if (r[i] < 0 || r[i] >= R)
+        if (r[i] >= R)
             return ad_fail("%s: row %d at %lld outside [0, %lld)", op, r[i], (long long)i,
                            (long long)R);
-    for (int64_t i = 0; i < N; i++)
-        memcpy((float *)dx->data + i * C, (const float *)dy->data + (int64_t)r[i] * C,
-               sizeof(float) * (size_t)C);
+    for (int64_t i = 0; i < N; i++) {
+        float *out = (float *)dx->data + i * C;
+        if (r[i] < 0) /* a row scatter_rows skipped */
+            memset(out, 0, sizeof(float) * (size_t)C);
+        else
+            memcpy(out, (const float *)dy->data + (int64_t)r[i] * C, sizeof(float) * (size_t)C);
+    }
     return AD_OK;
 }
 

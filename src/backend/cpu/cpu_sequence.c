@@ -299,13 +299,14 @@ int ad_cpu_scatter_rows(ad_backend *be, ad_tensor *y, const ad_tensor *x, const 
                                  rows->name, (long long)ry.cols, y->name);
     const int32_t *idx = rows->data;
     for (int64_t i = 0; i < N; i++)
-        if (idx[i] < 0 || idx[i] >= ry.rows)
+        if (idx[i] >= ry.rows)
             return ad_op_fail_tensor(op, rows, "element %lld = %d is outside the %lld rows of %s",
                                      (long long)i, idx[i], (long long)ry.rows, y->name);
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
     schedule(static) if (N * rx.cols > CPU_PARALLEL_MIN_WORK)
     for (int64_t i = 0; i < N; i++)
-        memcpy(cpu_row(&ry, idx[i]), cpu_row(&rx, i), (size_t)rx.cols * sizeof(float));
+        if (idx[i] >= 0) /* negative: a padding row, skipped */
+            memcpy(cpu_row(&ry, idx[i]), cpu_row(&rx, i), (size_t)rx.cols * sizeof(float));
     return AD_OK;
 }
 
