@@ -380,9 +380,9 @@ int cu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor
                float eps);
 int cu_layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
-                          float eps);
+                          float eps, bool dx_accumulate);
 int cu_rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
-                        const ad_tensor *x, const ad_tensor *weight, float eps);
+                        const ad_tensor *x, const ad_tensor *weight, float eps, bool dx_accumulate);
 
 int cu_rope(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *positions,
             int n_heads, int head_dim, float theta);

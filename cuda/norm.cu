@@ -168,8 +168,8 @@ int cu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor
  * profile). Both forms add in the same order: the same bits. */
 template <int PER>
 __global__ static void __launch_bounds__(NORM_BLOCK, 2)
-    norm_bwd_rows_kernel(bool rms, cu_rows dx, bool want_dx, cu_rows dy, cu_rows x, const char *w,
-                         int wdt, float eps, float *stats) {
+    norm_bwd_rows_kernel(bool rms, cu_rows dx, bool want_dx, bool dx_accumulate, cu_rows dy,
+                         cu_rows x, const char *w, int wdt, float eps, float *stats) {
     __shared__ double shd[32];
     const int64_t C = x.cols, bd = blockDim.x;
     const int steps = PER > 0 ? PER : (int)((C + bd - 1) / bd);
@@ -234,7 +234,10 @@ __global__ static void __launch_bounds__(NORM_BLOCK, 2)
                 v = rstd * (dxhat - xv * rstd * rstd * m2);
             else
                 v = rstd * (dxhat - m1 - (xv - mean) * rstd * m2);
-            cu_store(dx.base, dx.dtype, od + j, (float)v);
+            /* rounded, then added: what a separate add of the rounded gradient gives */
+            const float g = (float)v;
+            cu_store(dx.base, dx.dtype, od + j,
+                     dx_accumulate ? cu_load(dx.base, dx.dtype, od + j) + g : g);
         }
 #undef NORM_DY
 #undef NORM_DXHAT
@@ -288,7 +291,8 @@ __global__ static void norm_param_finish_kernel(float *dw, float *db, const floa
 
 static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx,
                          ad_tensor *dweight, ad_tensor *dbias, const ad_tensor *dy,
-                         const ad_tensor *x, const ad_tensor *weight, float eps) {
+                         const ad_tensor *x, const ad_tensor *weight, float eps,
+                         bool dx_accumulate) {
     AD_TRY(cu_check(op, "dy", dy, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
     AD_TRY(ad_op_check_ndim(op, x, 1, AD_MAX_DIMS));
@@ -319,11 +323,13 @@ static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx
     float *stats;
     AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, (size_t)rows * 2 * sizeof(float), (void **)&stats));
     if (C <= (int64_t)NORM_BLOCK * NORM_CACHED)
-        norm_bwd_rows_kernel<NORM_CACHED><<<row_grid(rows), NORM_BLOCK>>>(
-            rms, rdx, dx != NULL, rdy, rx, (const char *)weight->data, weight->dtype, eps, stats);
+        norm_bwd_rows_kernel<NORM_CACHED>
+            <<<row_grid(rows), NORM_BLOCK>>>(rms, rdx, dx != NULL, dx_accumulate, rdy, rx,
+                                             (const char *)weight->data, weight->dtype, eps, stats);
     else
-        norm_bwd_rows_kernel<0><<<row_grid(rows), NORM_BLOCK>>>(
-            rms, rdx, dx != NULL, rdy, rx, (const char *)weight->data, weight->dtype, eps, stats);
+        norm_bwd_rows_kernel<0><<<row_grid(rows), NORM_BLOCK>>>(rms, rdx, dx != NULL, dx_accumulate,
+                                                                rdy, rx, (const char *)weight->data,
+                                                                weight->dtype, eps, stats);
     CUDA_TRY_LAUNCH();
     if (!dweight && !dbias) return AD_OK;
     int chunks = NORM_CHUNKS;
@@ -346,12 +352,15 @@ static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx
 
 int cu_layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
-                          float eps) {
-    return norm_backward(be, "layernorm_backward", false, dx, dweight, dbias, dy, x, weight, eps);
+                          float eps, bool dx_accumulate) {
+    return norm_backward(be, "layernorm_backward", false, dx, dweight, dbias, dy, x, weight, eps,
+                         dx_accumulate);
 }
 
 int cu_rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
-                        const ad_tensor *x, const ad_tensor *weight, float eps) {
+                        const ad_tensor *x, const ad_tensor *weight, float eps,
+                        bool dx_accumulate) {
     /* With mean 0, xhat = x * rs: the LayerNorm parameter pass gives sum(dy * x * rs). */
-    return norm_backward(be, "rmsnorm_backward", true, dx, dweight, NULL, dy, x, weight, eps);
+    return norm_backward(be, "rmsnorm_backward", true, dx, dweight, NULL, dy, x, weight, eps,
+                         dx_accumulate);
 }

@@ -180,11 +180,14 @@ struct ad_backend {
     int (*gelu_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *dy, const ad_tensor *x);
     int (*silu_mul_backward)(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, const ad_tensor *dy,
                              const ad_tensor *gate, const ad_tensor *up);
+    /* dx_accumulate: dx += the input gradient (rounded to dx's dtype, then added), for the
+     * residual connection around a pre-norm block, instead of dx = it: no separate add. */
     int (*layernorm_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
                               const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
-                              float eps);
+                              float eps, bool dx_accumulate);
     int (*rmsnorm_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
-                            const ad_tensor *x, const ad_tensor *weight, float eps);
+                            const ad_tensor *x, const ad_tensor *weight, float eps,
+                            bool dx_accumulate);
     /* In place on dx [B, T, n_heads * head_dim]: the transpose of the rotation. */
     int (*rope_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *positions, int n_heads,
                          int head_dim, float theta);

@@ -222,14 +222,14 @@ static int p_silu_mul_backward(ad_backend *be, ad_tensor *dg, ad_tensor *du, con
 }
 static int p_layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
                                 const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w,
-                                float eps) {
-    RUN(layernorm_backward(be, dx, dw, db, dy, x, w, eps), "layernorm_backward", NULL, 0,
-        B2(dx, dy) + tensor_bytes(x));
+                                float eps, bool acc) {
+    RUN(layernorm_backward(be, dx, dw, db, dy, x, w, eps, acc), "layernorm_backward", NULL, 0,
+        B2(dx, dy) + tensor_bytes(x) + (acc ? tensor_bytes(dx) : 0));
 }
 static int p_rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, const ad_tensor *dy,
-                              const ad_tensor *x, const ad_tensor *w, float eps) {
-    RUN(rmsnorm_backward(be, dx, dw, dy, x, w, eps), "rmsnorm_backward", NULL, 0,
-        B2(dx, dy) + tensor_bytes(x));
+                              const ad_tensor *x, const ad_tensor *w, float eps, bool acc) {
+    RUN(rmsnorm_backward(be, dx, dw, dy, x, w, eps, acc), "rmsnorm_backward", NULL, 0,
+        B2(dx, dy) + tensor_bytes(x) + (acc ? tensor_bytes(dx) : 0));
 }
 static int p_rope_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *pos, int nh, int hd,
                            float th) {

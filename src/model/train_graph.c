@@ -161,7 +161,6 @@ static int layout(ad_train_graph *g, carver *c) {
     AD_TRY(carve(c, &g->d_sel, AD_F32, S, H, 0, "d supervised hidden"));
     AD_TRY(carve(c, &g->d_hidden, AD_F32, N, H, 0, "d final norm"));
     AD_TRY(carve(c, &g->d_a, AD_F32, N, H, 0, "d stream"));
-    AD_TRY(carve(c, &g->d_b, AD_F32, N, H, 0, "d scratch"));
     AD_TRY(carve(c, &g->d_c, AD_F32, N, H, 0, "d scratch 2"));
     AD_TRY(carve(c, &g->d_ffn, AD_F32, N, w.dec_ffn, 0, "d ffn"));
     AD_TRY(carve(c, &g->d_ffn2, AD_F32, N, w.dec_ffn, 0, "d ffn 2"));
@@ -763,8 +762,8 @@ static int encoder_backward(ad_train_graph *g) {
     ad_tensor dpooled = shaped(&g->d_enc_c, 3, C, tok, d);
     AD_TRY(be->layernorm_backward(be, &dpooled, grad_or_null(&gr->layer_norm_w),
                                   grad_or_null(&gr->layer_norm_b), &denc, &pooled, &m->layer_norm_w,
-                                  ENCODER_LN_EPS));
-    ad_tensor dh = shaped(&g->d_enc_a, 3, C, n1, d), tmp = shaped(&g->d_enc_b, 3, C, n1, d);
+                                  ENCODER_LN_EPS, false));
+    ad_tensor dh = shaped(&g->d_enc_a, 3, C, n1, d);
     AD_TRY(be->avg_pool1d_backward(be, &dh, &dpooled, 2, 2));
     for (int l = cfg->encoder_layers - 1; l >= 0; l--) {
         const ad_encoder_layer *w = &m->encoder[l];
@@ -782,10 +781,10 @@ static int encoder_backward(ad_train_graph *g) {
         AD_TRY(linear_grads(g, &df, &dw->fc2_w, &dw->fc2_b, &dh, &a.f_act, &w->fc2_w));
         AD_TRY(be->gelu_backward(be, &df2, &df, &a.f_pre));
         AD_TRY(linear_grads(g, &dxn, &dw->fc1_w, &dw->fc1_b, &df2, &a.xn2, &w->fc1_w));
-        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->final_layer_norm_w),
+        /* h = h_mid + fc2(...): the residual's gradient adds in the norm's backward */
+        AD_TRY(be->layernorm_backward(be, &dh, grad_or_null(&dw->final_layer_norm_w),
                                       grad_or_null(&dw->final_layer_norm_b), &dxn, &a.h_mid,
-                                      &w->final_layer_norm_w, ENCODER_LN_EPS));
-        AD_TRY(be->add(be, &dh, &dh, &tmp));
+                                      &w->final_layer_norm_w, ENCODER_LN_EPS, true));
         /* Attention block: h_mid = h_in + out_proj(attention(q, k, v)) */
         ad_tensor datt = shaped(&g->d_enc_att, 3, C, n1, A), dq = shaped(&g->d_enc_q, 3, C, n1, A);
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
@@ -798,10 +797,9 @@ static int encoder_backward(ad_train_graph *g) {
         AD_TRY(linear_back_add(g, &dxn, false, &dw->k_proj_w, NULL, &dk, &a.xn1, &w->k_proj_w));
         AD_TRY(linear_back_add(g, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv, &a.xn1,
                                &w->v_proj_w));
-        AD_TRY(be->layernorm_backward(be, &tmp, grad_or_null(&dw->self_attn_layer_norm_w),
+        AD_TRY(be->layernorm_backward(be, &dh, grad_or_null(&dw->self_attn_layer_norm_w),
                                       grad_or_null(&dw->self_attn_layer_norm_b), &dxn, &a.h_in,
-                                      &w->self_attn_layer_norm_w, ENCODER_LN_EPS));
-        AD_TRY(be->add(be, &dh, &dh, &tmp));
+                                      &w->self_attn_layer_norm_w, ENCODER_LN_EPS, true));
     }
     /* Positions are frozen; through gelu(conv2) and conv2, then gelu(conv1) and conv1. */
     ad_tensor a2_pre = shaped(&g->a2_pre, 3, C, n1, d), da2 = shaped(&g->d_enc_b, 3, C, n1, d);
@@ -842,12 +840,12 @@ static int backward_pass(ad_train_graph *g) {
         g->train.decoder || g->train.embed_tokens || g->train.projector || g->train.audio_encoder;
     if (!need_stream) return AD_OK;
     ad_tensor dhidden = shaped(&g->d_hidden, 2, N, H, 0), dx = shaped(&g->d_a, 2, N, H, 0);
-    ad_tensor tmp = shaped(&g->d_b, 2, N, H, 0), dxn = shaped(&g->d_c, 2, N, H, 0);
+    ad_tensor dxn = shaped(&g->d_c, 2, N, H, 0);
     AD_TRY(be->fill(be, &dhidden, 0.0f));
     AD_TRY(be->scatter_rows(be, &dhidden, &dsel, &sel_rows));
     ad_tensor x_final = shaped(&g->x_final, 2, N, H, 0), pos = shaped(&g->pos, 2, R, T, 0);
     AD_TRY(be->rmsnorm_backward(be, &dx, grad_or_null(&gr->norm_w), &dhidden, &x_final, &m->norm_w,
-                                eps));
+                                eps, false));
     for (int l = cfg->num_hidden_layers - 1; l >= 0; l--) {
         const ad_decoder_layer *w = &m->decoder[l];
         ad_decoder_layer *dw = &gr->decoder[l];
@@ -866,9 +864,9 @@ static int backward_pass(ad_train_graph *g) {
         AD_TRY(
             linear_back_add(g, &dxn, true, &dw->gate_proj_w, NULL, &dact, &a.xn2, &w->gate_proj_w));
         AD_TRY(linear_back_add(g, &dxn, false, &dw->up_proj_w, NULL, &dup, &a.xn2, &w->up_proj_w));
-        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
-                                    &a.x_mid, &w->post_attention_layernorm_w, eps));
-        AD_TRY(be->add(be, &dx, &dx, &tmp));
+        /* x = x_mid + down(...): the residual's gradient adds in the norm's backward */
+        AD_TRY(be->rmsnorm_backward(be, &dx, grad_or_null(&dw->post_attention_layernorm_w), &dxn,
+                                    &a.x_mid, &w->post_attention_layernorm_w, eps, true));
         /* Attention block: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)) */
         ad_tensor datt = shaped(&g->d_att, 3, R, T, Q), datt2 = shaped(&datt, 2, N, Q, 0);
         ad_tensor dq = shaped(&g->d_q, 3, R, T, Q), dk = shaped(&g->d_k, 3, R, T, KV),
@@ -887,9 +885,8 @@ static int backward_pass(ad_train_graph *g) {
                                &w->k_proj_w));
         AD_TRY(linear_back_add(g, &dxn, false, &dw->v_proj_w, &dw->v_proj_b, &dv2, &a.xn1,
                                &w->v_proj_w));
-        AD_TRY(be->rmsnorm_backward(be, &tmp, grad_or_null(&dw->input_layernorm_w), &dxn, &a.x_in,
-                                    &w->input_layernorm_w, eps));
-        AD_TRY(be->add(be, &dx, &dx, &tmp));
+        AD_TRY(be->rmsnorm_backward(be, &dx, grad_or_null(&dw->input_layernorm_w), &dxn, &a.x_in,
+                                    &w->input_layernorm_w, eps, true));
     }
     /* dx is now the gradient of the input embeddings (audio rows included). */
     if (g->n_audio && (g->train.projector || g->train.audio_encoder)) {

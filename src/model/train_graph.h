@@ -90,9 +90,9 @@ typedef struct {
     ad_tensor ids, pos, audio_rows, x, x_final, hidden, sel_rows, sel, logits, targets;
     ad_decoder_record *dec_rec;
     /* backward scratch */
-    ad_tensor d_a, d_b, d_c, d_ffn, d_ffn2, d_q, d_k, d_v, d_att, d_enc_a, d_enc_b, d_enc_c,
-        d_enc_ffn, d_enc_ffn2, d_enc_q, d_enc_k, d_enc_v, d_enc_att, d_pooled, d_audio, d_conv1,
-        d_conv2, d_sel, d_hidden;
+    ad_tensor d_a, d_c, d_ffn, d_ffn2, d_q, d_k, d_v, d_att, d_enc_a, d_enc_b, d_enc_c, d_enc_ffn,
+        d_enc_ffn2, d_enc_q, d_enc_k, d_enc_v, d_enc_att, d_pooled, d_audio, d_conv1, d_conv2,
+        d_sel, d_hidden;
     /* the last forward's shapes, on the host */
     /* n_supervised: rows of `logits`, the n_text_rows target rows and then, when the batch
      * carries CTC transcripts, one row per audio position (n_audio, in row order). */

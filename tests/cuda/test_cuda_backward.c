@@ -209,17 +209,33 @@ static void test_norm_backward(void) {
         pair_make(&dx, "dx", dt, 2, S(R, C), 1.0f, 0.0f);
         pair_make(&dw, "dweight", AD_F32, 1, S(C), 1.0f, 0.0f);
         pair_make(&dbias, "dbias", AD_F32, 1, S(C), 1.0f, 0.0f);
-        CHECK_OK(
-            g_cpu->layernorm_backward(g_cpu, &dx.c, &dw.c, &dbias.c, &dy.c, &x.c, &w.c, 1e-5f));
-        CHECK_OK(
-            g_gpu->layernorm_backward(g_gpu, &dx.g, &dw.g, &dbias.g, &dy.g, &x.g, &w.g, 1e-5f));
+        CHECK_OK(g_cpu->layernorm_backward(g_cpu, &dx.c, &dw.c, &dbias.c, &dy.c, &x.c, &w.c, 1e-5f,
+                                           false));
+        CHECK_OK(g_gpu->layernorm_backward(g_gpu, &dx.g, &dw.g, &dbias.g, &dy.g, &x.g, &w.g, 1e-5f,
+                                           false));
         expect_close("layernorm_backward dx", &dx, tol_for(dt));
         expect_close("layernorm_backward dweight", &dw, tol_param(dt));
         expect_close("layernorm_backward dbias", &dbias, tol_param(dt));
-        CHECK_OK(g_cpu->rmsnorm_backward(g_cpu, &dx.c, &dw.c, &dy.c, &x.c, &w.c, 1e-6f));
-        CHECK_OK(g_gpu->rmsnorm_backward(g_gpu, &dx.g, &dw.g, &dy.g, &x.g, &w.g, 1e-6f));
+        CHECK_OK(g_cpu->rmsnorm_backward(g_cpu, &dx.c, &dw.c, &dy.c, &x.c, &w.c, 1e-6f, false));
+        CHECK_OK(g_gpu->rmsnorm_backward(g_gpu, &dx.g, &dw.g, &dy.g, &x.g, &w.g, 1e-6f, false));
         expect_close("rmsnorm_backward dx", &dx, tol_for(dt));
         expect_close("rmsnorm_backward dweight", &dw, tol_param(dt));
+        /* dx_accumulate: dx += onto the values above (both sides hold the same within tol) */
+        pair resid;
+        pair_make(&resid, "residual gradient", dt, 2, S(R, C), 1.0f, 0.0f);
+        CHECK_OK(g_cpu->copy(g_cpu, &dx.c, &resid.c));
+        CHECK_OK(g_gpu->copy(g_gpu, &dx.g, &resid.g));
+        CHECK_OK(g_cpu->rmsnorm_backward(g_cpu, &dx.c, NULL, &dy.c, &x.c, &w.c, 1e-6f, true));
+        CHECK_OK(g_gpu->rmsnorm_backward(g_gpu, &dx.g, NULL, &dy.g, &x.g, &w.g, 1e-6f, true));
+        expect_close("rmsnorm_backward dx accumulated", &dx, tol_for(dt));
+        CHECK_OK(g_cpu->copy(g_cpu, &dx.c, &resid.c));
+        CHECK_OK(g_gpu->copy(g_gpu, &dx.g, &resid.g));
+        CHECK_OK(
+            g_cpu->layernorm_backward(g_cpu, &dx.c, NULL, NULL, &dy.c, &x.c, &w.c, 1e-5f, true));
+        CHECK_OK(
+            g_gpu->layernorm_backward(g_gpu, &dx.g, NULL, NULL, &dy.g, &x.g, &w.g, 1e-5f, true));
+        expect_close("layernorm_backward dx accumulated", &dx, tol_for(dt));
+        pair_free(&resid);
 
         /* determinism: the same reduction twice into zeroed buffers gives the same bits */
         void *b1, *b2;
@@ -228,8 +244,10 @@ static void test_norm_backward(void) {
         ad_tensor t1, t2;
         CHECK_OK(ad_tensor_init(&t1, b1, AD_F32, AD_DEVICE_CUDA, 1, S(C), "dweight_1"));
         CHECK_OK(ad_tensor_init(&t2, b2, AD_F32, AD_DEVICE_CUDA, 1, S(C), "dweight_2"));
-        CHECK_OK(g_gpu->layernorm_backward(g_gpu, NULL, &t1, NULL, &dy.g, &x.g, &w.g, 1e-5f));
-        CHECK_OK(g_gpu->layernorm_backward(g_gpu, NULL, &t2, NULL, &dy.g, &x.g, &w.g, 1e-5f));
+        CHECK_OK(
+            g_gpu->layernorm_backward(g_gpu, NULL, &t1, NULL, &dy.g, &x.g, &w.g, 1e-5f, false));
+        CHECK_OK(
+            g_gpu->layernorm_backward(g_gpu, NULL, &t2, NULL, &dy.g, &x.g, &w.g, 1e-5f, false));
         CHECK_MSG(same_bits(&t1, &t2), "layernorm dweight differs between two runs");
         g_gpu->release(g_gpu, b1);
         g_gpu->release(g_gpu, b2);

@@ -267,10 +267,29 @@ static void test_norms(void) {
         ad_tensor_init(&tw, w, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){c.C}, "w");
         ad_tensor_init(&tdw, dw, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){c.C}, "dw");
         ad_tensor_init(&tdb, db, AD_F32, AD_DEVICE_CPU, 1, (int64_t[]){c.C}, "db");
+        /* dx accumulates onto 0.5 (the residual's gradient), subtracted before the check */
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = 0.5f;
         if (rms)
-            CHECK_OK(be.rmsnorm_backward(&be, &tdx, &tdw, &tr, &tx, &tw, (float)c.eps));
+            CHECK_OK(be.rmsnorm_backward(&be, &tdx, &tdw, &tr, &tx, &tw, (float)c.eps, true));
         else
-            CHECK_OK(be.layernorm_backward(&be, &tdx, &tdw, &tdb, &tr, &tx, &tw, (float)c.eps));
+            CHECK_OK(
+                be.layernorm_backward(&be, &tdx, &tdw, &tdb, &tr, &tx, &tw, (float)c.eps, true));
+        float *acc = zeros(n);
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = dx[i] - 0.5f;
+        check_grad(rms ? "rmsnorm dx accumulated" : "layernorm dx accumulated", c.x, 3 * c.C, acc,
+                   norm_loss, &c);
+        free(acc);
+        for (int64_t i = 0; i < c.C; i++)
+            dw[i] = db[i] = 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = NAN; /* overwritten */
+        if (rms)
+            CHECK_OK(be.rmsnorm_backward(&be, &tdx, &tdw, &tr, &tx, &tw, (float)c.eps, false));
+        else
+            CHECK_OK(
+                be.layernorm_backward(&be, &tdx, &tdw, &tdb, &tr, &tx, &tw, (float)c.eps, false));
         /* The row count spans several of the op's row blocks. */
         check_grad(rms ? "rmsnorm dx" : "layernorm dx", c.x, 3 * c.C, dx, norm_loss, &c);
         check_grad(rms ? "rmsnorm dw" : "layernorm dw", c.w, c.C, dw, norm_loss, &c);

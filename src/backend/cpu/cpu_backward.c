@@ -226,7 +226,7 @@ static int silu_mul_backward(ad_backend *be, ad_tensor *dgate, ad_tensor *dup, c
 
 static int layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, ad_tensor *dbias,
                               const ad_tensor *dy, const ad_tensor *x, const ad_tensor *weight,
-                              float eps) {
+                              float eps, bool dx_accumulate) {
     (void)be;
     const char *op = "layernorm_backward";
     AD_TRY(need_f32(dy, op, "dy"));
@@ -269,7 +269,8 @@ static int layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight,
                 float *dr = d + r * C;
                 for (int64_t c = 0; c < C; c++) {
                     double xhat = (xr[c] - mean) * rstd, dxhat = (double)gr[c] * w[c];
-                    dr[c] = (float)(rstd * (dxhat - m1 - xhat * m2));
+                    const float v = (float)(rstd * (dxhat - m1 - xhat * m2));
+                    dr[c] = dx_accumulate ? dr[c] + v : v;
                 }
             }
         }
@@ -285,7 +286,8 @@ static int layernorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight,
 }
 
 static int rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, const ad_tensor *dy,
-                            const ad_tensor *x, const ad_tensor *weight, float eps) {
+                            const ad_tensor *x, const ad_tensor *weight, float eps,
+                            bool dx_accumulate) {
     (void)be;
     const char *op = "rmsnorm_backward";
     AD_TRY(need_f32(dy, op, "dy"));
@@ -318,8 +320,10 @@ static int rmsnorm_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dweight, c
             dot /= (double)C;
             if (d) {
                 float *dr = d + r * C;
-                for (int64_t c = 0; c < C; c++)
-                    dr[c] = (float)(rs * ((double)gr[c] * w[c] - xr[c] * rs * rs * dot));
+                for (int64_t c = 0; c < C; c++) {
+                    const float v = (float)(rs * ((double)gr[c] * w[c] - xr[c] * rs * rs * dot));
+                    dr[c] = dx_accumulate ? dr[c] + v : v;
+                }
             }
         }
     }
