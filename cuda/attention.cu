@@ -371,6 +371,16 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
                                          (long long)b, p->key_len[b], (long long)Tk);
         AD_TRY(key_len_on_device(be, p->key_len, B, &a->key_len));
     }
+    const ad_tensor *st = p->softmax_stats;
+    if (st) {
+        AD_TRY(cu_check(op, "softmax_stats", st, CU_F32));
+        AD_TRY(ad_op_check_contiguous(op, st));
+        if (st->ndim != 3 || st->shape[0] != B || st->shape[1] != p->n_heads ||
+            st->shape[2] != a->Tq)
+            return ad_op_fail_tensor(op, st, "expected [%lld, %d, %lld]", (long long)B, p->n_heads,
+                                     (long long)a->Tq);
+        a->saved_lse = (float *)st->data;
+    }
     return AD_OK;
 }
 

@@ -14,9 +14,10 @@
 // touches them); a row that sees no key gets 0.
 //
 // Backward, deterministic, without atomics: the dQ kernel recomputes each row's log-sum-exp
-// in a first sweep over the keys, then dS and dQ in a second; it leaves the log-sum-exp and
-// delta per row for the dK/dV kernel, in which each warp owns 16 keys and walks the query
-// heads of its GQA group in order.
+// in a first sweep over the keys (unless the forward saved it: ad_attention_params.
+// softmax_stats, the same bits, from the same tiles in the same order), then dS and dQ in a
+// second; it leaves the log-sum-exp and delta per row for the dK/dV kernel, in which each warp
+// owns 16 keys and walks the query heads of its GQA group in order.
 //
 // Key tiles of bf16 K and V (stored bf16 under bf16 GEMMs) at head dims up to 64 (and at 128
 // under AUDISTILL_CUDA_FLASH_D128_BLOCKS=2) go through two stages of shared memory filled by
@@ -543,6 +544,12 @@ __device__ static inline void fa_scores(float s[FA_KEYS / 8][4], const uint32_t 
     }
 }
 
+/* A row's base-2 log-sum-exp from its running max and sum; +inf for a row that sees no key,
+ * so that its terms 2^(s - lse) are 0. */
+__device__ static inline float fa_lse(float m, float sum) {
+    return sum > 0.0f ? m + log2f(sum) : INFINITY;
+}
+
 /* One online-softmax step over a tile of base-2 scores: new row max, the factor that rescales
  * what was accumulated before, scores turned into 2^(s - max), and the per-lane partial sums. */
 __device__ static inline void fa_online_step(float s[FA_KEYS / 8][4], float m[2], float l[2],
@@ -614,6 +621,8 @@ __device__ static inline void fa_forward_body(const fa_args &a, uint16_t *tiles)
         const int64_t row = r + 8 * hh;
         const float sum = fa_row_sum(l[hh]);
         if (row >= a.Tq) continue;
+        if (a.saved_lse && t == 0) /* the dQ pass's sweep 1, from the same tiles */
+            a.saved_lse[((int64_t)b * a.H + h) * a.Tq + row] = fa_lse(m[hh], sum);
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f; /* a row that sees no key: 0 */
         const int64_t off = b * a.yb + row * a.yt + (int64_t)h * D + 2 * t;
         CU_UNROLL
@@ -660,7 +669,8 @@ __device__ static inline void fa_dq_body(const fa_args &a, bool write_dq, uint16
     fa_load_tile<D, FA_ROWS>(staged, a.q, a.qdt, b * a.qb + (int64_t)h * D, a.qt, i0, a.Tq);
     __syncthreads();
     fa_frags_a<D>(qf, staged, warp * 16, lane);
-    if (PIPE && kend > 0) fa_issue_keys<D>(tiles, a, kvh, 0, kend, false);
+    const bool saved = a.saved_lse != NULL; /* the forward's log-sum-exp: no sweep 1 */
+    if (PIPE && kend > 0 && !saved) fa_issue_keys<D>(tiles, a, kvh, 0, kend, false);
 
     /* delta = dO . O per row in fp32 (the 4 lanes of a row split its D columns) */
     float delta[2];
@@ -678,7 +688,7 @@ __device__ static inline void fa_dq_body(const fa_args &a, bool write_dq, uint16
      * 0) */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, lse[2];
     int it = 0;
-    for (int64_t j0 = 0; j0 < kend; j0 += FA_KEYS, it++) {
+    for (int64_t j0 = 0; j0 < (saved ? 0 : kend); j0 += FA_KEYS, it++) {
         const uint16_t *ks = fa_key_tile<D, PIPE>(tiles, a, kvh, it, j0, kend, false);
         float s[FA_KEYS / 8][4], alpha[2];
         fa_scores<D>(s, qf, ks, a, j0, lim_lo, lim_hi, lane);
@@ -686,11 +696,12 @@ __device__ static inline void fa_dq_body(const fa_args &a, bool write_dq, uint16
     }
     CU_UNROLL
     for (int hh = 0; hh < 2; hh++) {
-        const float sum = fa_row_sum(l[hh]);
-        lse[hh] = sum > 0.0f ? m[hh] + log2f(sum) : INFINITY;
-        const int64_t row = r + 8 * hh;
+        const int64_t row = r + 8 * hh, at = ((int64_t)b * a.H + h) * a.Tq + row;
+        if (saved) /* rows past Tq: P = 0 (their dQ is not stored) */
+            lse[hh] = row < a.Tq ? a.saved_lse[at] : INFINITY;
+        else
+            lse[hh] = fa_lse(m[hh], fa_row_sum(l[hh]));
         if (t == 0 && row < a.Tq) {
-            const int64_t at = ((int64_t)b * a.H + h) * a.Tq + row;
             a.lse[at] = lse[hh];
             a.delta[at] = delta[hh];
         }

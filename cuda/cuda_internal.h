@@ -325,6 +325,7 @@ typedef struct {
     bool causal;
     float scale;
     const int *key_len; /* device, B ints, or NULL */
+    float *saved_lse;   /* ad_attention_params.softmax_stats' data [B, H, Tq], or NULL */
 } cu_attn_args;
 
 /* ---- flash attention on the tensor cores (attention_flash.cu) ---------------------------- */

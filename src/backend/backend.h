@@ -32,6 +32,13 @@ typedef struct {
     /* Optional per-batch number of valid keys (host array of B ints): keys >= key_len[b] are
      * masked out (bidirectional encoder with padded frames). NULL: all keys valid. */
     const int *key_len;
+    /* Optional [B, n_heads, Tq] F32 on the backend's device for the rows' softmax statistics:
+     * attention may write them, and attention_backward, called with the same params and
+     * inputs (and backend settings) after that forward, may read them instead of recomputing
+     * them. Their contents are the backend's own (CUDA's flash kernels: the base-2
+     * log-sum-exp their dQ pass would otherwise recompute in a first sweep over the keys);
+     * backends and paths that recompute ignore them. */
+    ad_tensor *softmax_stats;
 } ad_attention_params;
 
 typedef enum {

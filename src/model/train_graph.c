@@ -124,6 +124,9 @@ static int layout(ad_train_graph *g, carver *c) {
         AD_TRY(carve(c, &r->xn2, gin, C, n1, d, "encoder ln2"));
         AD_TRY(carve(c, &r->f_pre, AD_F32, C, n1, F, "encoder fc1"));
         AD_TRY(carve(c, &r->f_act, gin, C, n1, F, "encoder gelu"));
+        if (ek != KEEP_ONE_LAYER)
+            AD_TRY(carve(c, &r->softmax_stats, AD_F32, C, n1, A / cfg->encoder_head_dim,
+                         "encoder softmax statistics"));
     }
     AD_TRY(carve(c, &g->ids, AD_I32, N, 0, 0, "ids"));
     AD_TRY(carve(c, &g->pos, AD_I32, N, 0, 0, "positions"));
@@ -156,6 +159,9 @@ static int layout(ad_train_graph *g, carver *c) {
         AD_TRY(carve(c, &r->gate, AD_F32, N, F, 0, "decoder gate"));
         AD_TRY(carve(c, &r->up, AD_F32, N, F, 0, "decoder up"));
         AD_TRY(carve(c, &r->act, gin, N, F, 0, "decoder silu*up"));
+        if (dk != KEEP_ONE_LAYER)
+            AD_TRY(carve(c, &r->softmax_stats, AD_F32, N, Q / cfg->head_dim, 0,
+                         "decoder softmax statistics"));
     }
     if (!g->any_trainable) return AD_OK;
     AD_TRY(carve(c, &g->d_sel, AD_F32, S, H, 0, "d supervised hidden"));
@@ -439,7 +445,9 @@ static ad_encoder_record encoder_views(const ad_train_graph *g, int l) {
                                .h_mid = shaped(&r->h_mid, 3, C, n1, d),
                                .xn2 = shaped(&r->xn2, 3, C, n1, d),
                                .f_pre = shaped(&r->f_pre, 3, C, n1, F),
-                               .f_act = shaped(&r->f_act, 3, C, n1, F)};
+                               .f_act = shaped(&r->f_act, 3, C, n1, F),
+                               .softmax_stats =
+                                   shaped(&r->softmax_stats, 3, C, A / cfg->encoder_head_dim, n1)};
 }
 
 static ad_decoder_record decoder_views(const ad_train_graph *g, int l) {
@@ -459,7 +467,9 @@ static ad_decoder_record decoder_views(const ad_train_graph *g, int l) {
                                .xn2 = shaped(&r->xn2, 2, N, H, 0),
                                .gate = shaped(&r->gate, 2, N, F, 0),
                                .up = shaped(&r->up, 2, N, F, 0),
-                               .act = shaped(&r->act, 2, N, F, 0)};
+                               .act = shaped(&r->act, 2, N, F, 0),
+                               .softmax_stats =
+                                   shaped(&r->softmax_stats, 3, R, sh->num_attention_heads, T)};
 }
 
 static int upload_i32(ad_backend *be, ad_tensor *dst, const int32_t *host, int64_t n) {
@@ -473,17 +483,23 @@ static int upload_i32(ad_backend *be, ad_tensor *dst, const int32_t *host, int64
 
 /* Layer l's attention: bidirectional over each clip's frames (encoder), causal over each
  * row's tokens (decoder). */
-static ad_attention_params encoder_attention(const ad_train_graph *g, int l) {
+/* A stack with a backward passes its record's softmax statistics from the forward to it. */
+static ad_tensor *softmax_stats_of(ad_tensor *view) {
+    return view->data ? view : NULL;
+}
+
+static ad_attention_params encoder_attention(const ad_train_graph *g, int l, ad_encoder_record *a) {
     const ad_model_config *cfg = &g->m->cfg;
     const int heads = cfg->encoder_layer[l].num_attention_heads;
     return (ad_attention_params){.n_heads = heads,
                                  .n_kv_heads = heads,
                                  .head_dim = cfg->encoder_head_dim,
                                  .scale = 1.0f / sqrtf((float)cfg->encoder_head_dim),
-                                 .key_len = g->clip_key_len};
+                                 .key_len = g->clip_key_len,
+                                 .softmax_stats = softmax_stats_of(&a->softmax_stats)};
 }
 
-static ad_attention_params decoder_attention(const ad_train_graph *g, int l) {
+static ad_attention_params decoder_attention(const ad_train_graph *g, int l, ad_decoder_record *a) {
     const ad_model_config *cfg = &g->m->cfg;
     const ad_decoder_layer_shape *sh = &cfg->decoder_layer[l];
     return (ad_attention_params){.n_heads = sh->num_attention_heads,
@@ -491,7 +507,8 @@ static ad_attention_params decoder_attention(const ad_train_graph *g, int l) {
                                  .head_dim = cfg->head_dim,
                                  .causal = true,
                                  .scale = 1.0f / sqrtf((float)cfg->head_dim),
-                                 .key_len = g->row_len};
+                                 .key_len = g->row_len,
+                                 .softmax_stats = softmax_stats_of(&a->softmax_stats)};
 }
 
 /* Encoder layer l on the stream h (in place), recording its activations; with h NULL
@@ -510,7 +527,7 @@ static int encoder_layer_forward(ad_train_graph *g, int l, ad_tensor *h) {
     AD_TRY(be->linear(be, &a.q, &a.xn1, &w->q_proj_w, &w->q_proj_b));
     AD_TRY(be->linear(be, &a.k, &a.xn1, &w->k_proj_w, NULL));
     AD_TRY(be->linear(be, &a.v, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-    const ad_attention_params ap = encoder_attention(g, l);
+    const ad_attention_params ap = encoder_attention(g, l, &a);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear_residual(be, &a.h_mid, &a.att, &w->out_proj_w, &w->out_proj_b, in));
     AD_TRY(be->layernorm(be, &a.xn2, &a.h_mid, &w->final_layer_norm_w, &w->final_layer_norm_b,
@@ -599,7 +616,7 @@ static int decoder_layer_forward(ad_train_graph *g, int l, ad_tensor *x) {
     AD_TRY(be->linear(be, &k_f32_2, &a.xn1, &w->k_proj_w, &w->k_proj_b));
     AD_TRY(be->rope(be, &a.k, &k_f32, &pos, sh->num_key_value_heads, (int)hd, theta));
     AD_TRY(be->linear(be, &v2, &a.xn1, &w->v_proj_w, &w->v_proj_b));
-    const ad_attention_params ap = decoder_attention(g, l);
+    const ad_attention_params ap = decoder_attention(g, l, &a);
     AD_TRY(be->attention(be, &a.att, &a.q, &a.k, &a.v, &ap));
     AD_TRY(be->linear_residual(be, &a.x_mid, &att2, &w->o_proj_w, NULL, in));
     AD_TRY(be->rmsnorm(be, &a.xn2, &a.x_mid, &w->post_attention_layernorm_w, eps));
@@ -790,7 +807,7 @@ static int encoder_backward(ad_train_graph *g) {
         ad_tensor dk = shaped(&g->d_enc_k, 3, C, n1, A), dv = shaped(&g->d_enc_v, 3, C, n1, A);
         AD_TRY(
             linear_grads(g, &datt, &dw->out_proj_w, &dw->out_proj_b, &dh, &a.att, &w->out_proj_w));
-        const ad_attention_params ap = encoder_attention(g, l);
+        const ad_attention_params ap = encoder_attention(g, l, &a);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(linear_back_add(g, &dxn, true, &dw->q_proj_w, &dw->q_proj_b, &dq, &a.xn1,
                                &w->q_proj_w));
@@ -873,7 +890,7 @@ static int backward_pass(ad_train_graph *g) {
                   dv = shaped(&g->d_v, 3, R, T, KV);
         ad_tensor att2 = shaped(&a.att, 2, N, Q, 0);
         AD_TRY(linear_grads(g, &datt2, &dw->o_proj_w, NULL, &dx, &att2, &w->o_proj_w));
-        const ad_attention_params ap = decoder_attention(g, l);
+        const ad_attention_params ap = decoder_attention(g, l, &a);
         AD_TRY(be->attention_backward(be, &dq, &dk, &dv, &datt, &a.att, &a.q, &a.k, &a.v, &ap));
         AD_TRY(be->rope_backward(be, &dq, &pos, sh->num_attention_heads, (int)hd, theta));
         AD_TRY(be->rope_backward(be, &dk, &pos, sh->num_key_value_heads, (int)hd, theta));

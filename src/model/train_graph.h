@@ -49,12 +49,14 @@ typedef struct {
     bool gemm_inputs_bf16;
 } ad_graph_limits;
 
+/* softmax_stats: the attention's per-row statistics from the forward for its backward
+ * (ad_attention_params.softmax_stats), in the records of a stack that has a backward. */
 typedef struct {
-    ad_tensor h_in, xn1, q, k, v, att, h_mid, xn2, f_pre, f_act;
+    ad_tensor h_in, xn1, q, k, v, att, h_mid, xn2, f_pre, f_act, softmax_stats;
 } ad_encoder_record;
 
 typedef struct {
-    ad_tensor x_in, xn1, q, k, v, att, x_mid, xn2, gate, up, act;
+    ad_tensor x_in, xn1, q, k, v, att, x_mid, xn2, gate, up, act, softmax_stats;
 } ad_decoder_record;
 
 /* A gradient whose zeros ad_graph_zero_grads deferred to its first write (see grad_memory). */

@@ -309,8 +309,9 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     pair_make(&dq, "dq", gdt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
     pair_make(&dk, "dk", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
     pair_make(&dv, "dv", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
-    ad_attention_params p = {
-        ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
+    ad_attention_params p = {ac->H,       ac->KVH,      ac->D,
+                             ac->causal,  ac->q_offset, 1.0f / sqrtf((float)ac->D),
+                             ac->key_len, NULL};
     /* each side's own forward output goes into its backward (delta = rowsum(dO * O)) */
     CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
     CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
@@ -330,6 +331,32 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     attn_case outputs = *ac; /* the path expected follows the outputs' dtype */
     outputs.dt = gdt;
     attention_path_end(&outputs, path, bf16_gemm, calls, g_attention_falls_back);
+    /* The forward's softmax statistics handed to the backward (the flash dQ pass then skips
+     * its first sweep) give the same bits. They start as NaN: a backward that read statistics
+     * the forward did not write would show it. */
+    if (!g_attention_falls_back) {
+        const attention_calls again = attention_path_begin(path, bf16_gemm);
+        pair stats, out2, dq2, dk2, dv2;
+        pair_make(&stats, "softmax_stats", AD_F32, 3, S(ac->B, ac->H, ac->Tq), 1.0f, 0.0f);
+        CHECK_OK(g_gpu->fill(g_gpu, &stats.g, NAN));
+        pair_make(&out2, "out", ac->dt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+        pair_make(&dq2, "dq", gdt, 3, S(ac->B, ac->Tq, qd), 1.0f, 0.0f);
+        pair_make(&dk2, "dk", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+        pair_make(&dv2, "dv", gdt, 3, S(ac->B, ac->Tk, kvd), 1.0f, 0.0f);
+        ad_attention_params ps = p;
+        ps.softmax_stats = &stats.g;
+        CHECK_OK(g_gpu->attention(g_gpu, &out2.g, &q.g, &k.g, &v.g, &ps));
+        CHECK_OK(g_gpu->attention_backward(g_gpu, &dq2.g, &dk2.g, &dv2.g, &dout.g, &out2.g, &q.g,
+                                           &k.g, &v.g, &ps));
+        const bool same = same_bits(&out2.g, &out.g) && same_bits(&dq2.g, &dq.g) &&
+                          same_bits(&dk2.g, &dk.g) && same_bits(&dv2.g, &dv.g);
+        CHECK_MSG(same, "%s%s%s: the saved softmax statistics change the results", ac->what,
+                  attention_path_name(path), how);
+        attention_path_end(&outputs, path, bf16_gemm, again, false);
+        pair *saved[] = {&stats, &out2, &dq2, &dk2, &dv2};
+        for (size_t i = 0; i < sizeof saved / sizeof *saved; i++)
+            pair_free(saved[i]);
+    }
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);

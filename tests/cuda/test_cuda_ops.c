@@ -526,8 +526,9 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     pair_slice(&vc, 1, 0, ac->Tk, &vr);
     pair_slice(&kr, 2, ac->kv_col_offset, kvd, &k);
     pair_slice(&vr, 2, ac->kv_col_offset, kvd, &v);
-    ad_attention_params p = {
-        ac->H, ac->KVH, ac->D, ac->causal, ac->q_offset, 1.0f / sqrtf((float)ac->D), ac->key_len};
+    ad_attention_params p = {ac->H,       ac->KVH,      ac->D,
+                             ac->causal,  ac->q_offset, 1.0f / sqrtf((float)ac->D),
+                             ac->key_len, NULL};
     CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
     CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
     char what[160];
@@ -618,7 +619,7 @@ static void test_flash_switches(void) {
         pair_poison_masked_keys(&k, sw[i].key_len); /* never read: NaN there */
         pair_poison_masked_keys(&v, sw[i].key_len);
         const ad_attention_params p = {
-            H, H, D, sw[i].causal, 0, 1.0f / sqrtf((float)D), sw[i].key_len};
+            H, H, D, sw[i].causal, 0, 1.0f / sqrtf((float)D), sw[i].key_len, NULL};
         CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_FLASH));
         CHECK_OK(ad_cuda_set_attention_path(other, AD_CUDA_ATTENTION_FLASH));
         const long before = ad_cuda_attention_flash_calls(other);
@@ -692,7 +693,7 @@ static void test_key_len_tables(void) {
         pair_make(&out, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
         pair_poison_masked_keys(&k, lens);
         pair_poison_masked_keys(&v, lens);
-        const ad_attention_params p = {H, H, D, false, 0, 1.0f / sqrtf((float)D), lens};
+        const ad_attention_params p = {H, H, D, false, 0, 1.0f / sqrtf((float)D), lens, NULL};
         CHECK_OK(g_cpu->attention(g_cpu, &out.c, &q.c, &k.c, &v.c, &p));
         CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
         char what[96];

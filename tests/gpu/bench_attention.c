@@ -110,11 +110,16 @@ int main(int argc, char **argv) {
     device_tensor(be, &dq, AD_F32, B, T, (int64_t)H * D, "dq", &rng);
     device_tensor(be, &dk, AD_F32, B, T, (int64_t)KVH * D, "dk", &rng);
     device_tensor(be, &dv, AD_F32, B, T, (int64_t)KVH * D, "dv", &rng);
+    /* the forward's softmax statistics for the backward, as the training graph passes them
+     * (and as SDPA's backward reuses its forward's log-sum-exp) */
+    ad_tensor stats;
+    device_tensor(be, &stats, AD_F32, B, H, T, "softmax_stats", &rng);
     const ad_attention_params p = {.n_heads = H,
                                    .n_kv_heads = KVH,
                                    .head_dim = D,
                                    .causal = causal,
-                                   .scale = 1.0f / sqrtf((float)D)};
+                                   .scale = 1.0f / sqrtf((float)D),
+                                   .softmax_stats = &stats};
     double ms[2];
     for (int pass = 0; pass < 2; pass++) {
         const bool backward = pass == 1;
@@ -142,7 +147,7 @@ int main(int argc, char **argv) {
            "\"flash_calls\": %ld, \"gemm_calls\": %ld}\n",
            path_name, B, H, KVH, T, D, causal ? "true" : "false", ms[0], ms[1],
            fwd / (ms[0] * 1e-3) / 1e12, bwd / (ms[1] * 1e-3) / 1e12, flash, gemm);
-    ad_tensor *all[] = {&q, &k, &v, &out, &dout, &dq, &dk, &dv};
+    ad_tensor *all[] = {&q, &k, &v, &out, &dout, &dq, &dk, &dv, &stats};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         be->release(be, all[i]->data);
     ad_backend_destroy(be);
