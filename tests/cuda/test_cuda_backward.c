@@ -333,8 +333,9 @@ static void one_attention_backward_path(const attn_case *ac, int path, bool bf16
     attention_path_end(&outputs, path, bf16_gemm, calls, g_attention_falls_back);
     /* The forward's softmax statistics handed to the backward (the flash dQ pass then skips
      * its first sweep) give the same bits. They start as NaN: a backward that read statistics
-     * the forward did not write would show it. */
-    if (!g_attention_falls_back) {
+     * the forward did not write would show it. (The flash kernels are the only ones that use
+     * them; AUTO takes the same kernels.) */
+    if (path == AD_CUDA_ATTENTION_FLASH && !g_attention_falls_back) {
         const attention_calls again = attention_path_begin(path, bf16_gemm);
         pair stats, out2, dq2, dk2, dv2;
         pair_make(&stats, "softmax_stats", AD_F32, 3, S(ac->B, ac->H, ac->Tq), 1.0f, 0.0f);

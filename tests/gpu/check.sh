@@ -273,9 +273,17 @@ run_bench() {
                 >"$LOGS/audistill-$mode-b$batch.json" 2>"$LOGS/audistill-$mode-b$batch.log"; then
                 cat "$LOGS/audistill-$mode-b$batch.json"
                 jsons+=("$LOGS/audistill-$mode-b$batch.json")
-                [[ $mode == bf16 ]] &&
+                if [[ $mode == bf16 ]]; then
                     sed -n '/^op profile/,/^profiled step/p' "$LOGS/audistill-$mode-b$batch.log" |
-                    head -45
+                        head -45
+                fi
+                # what moved since run 5 (H100, flash attention, the same 4,880 tokens)
+                if [[ $mode == bf16 && $batch == 16 ]]; then
+                    echo "-- op profile against run 5's (experiments/gpu/2026-11-28-h100-5-*)"
+                    python3 "$ROOT/tests/gpu/profile_diff.py" \
+                        "$ROOT/experiments/gpu/2026-11-28-h100-5-profile-4880.log" \
+                        "$LOGS/audistill-$mode-b$batch.log" | head -32
+                fi
             else
                 tail -20 "$LOGS/audistill-$mode-b$batch.log"
                 echo "FAILED: audistill benchmark at batch $batch ($mode)"
