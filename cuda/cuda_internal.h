@@ -359,7 +359,8 @@ int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor 
 int cu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
                        const ad_tensor *bias, const ad_tensor *residual);
 int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
-                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w);
+                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w,
+                       bool dw_overwrite);
 int cu_conv1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,
               const ad_tensor *bias, int stride, int padding);
 int cu_conv1d_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,

@@ -763,7 +763,8 @@ int cu_linear_residual(ad_backend *be, ad_tensor *y, const ad_tensor *x, const a
 }
 
 int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
-                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
+                       const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w,
+                       bool dw_overwrite) {
     const char *op = "linear_backward";
     AD_TRY(cu_check(op, "dy", dy, CU_FLOAT));
     AD_TRY(cu_check(op, "x", x, CU_FLOAT));
@@ -806,8 +807,8 @@ int cu_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *
             return ad_op_fail_tensor(op, dw, "expected [%lld, %lld] like w", (long long)N,
                                      (long long)K);
         /* no rows (M = 0): y = beta * y, 0 for an overwrite */
-        AD_TRY(cu_gemm(be, op, &DW, &DY16, true, &X, false, 1.0f,
-                       be->linear_dw_overwrite ? 0.0f : 1.0f, NULL));
+        AD_TRY(
+            cu_gemm(be, op, &DW, &DY16, true, &X, false, 1.0f, dw_overwrite ? 0.0f : 1.0f, NULL));
     }
     if (db) {
         AD_TRY(cu_check(op, "db", db, CU_F32));

@@ -81,10 +81,6 @@ struct ad_backend {
     ad_dtype act_dtype; /* dtype of activations this backend computes in */
     void *impl;
     void *profile; /* the op profile while one runs (backend/profile.h), else NULL */
-    /* While set, linear_backward writes dw (beta 0) instead of accumulating into it; its db
-     * still accumulates. The training graph sets it for a weight gradient's first write after
-     * ad_graph_zero_grads, which then need not fill those gradients with zeros first. */
-    bool linear_dw_overwrite;
 
     /* ---- memory -------------------------------------------------------------------- */
     /* Device memory (zeroed). */
@@ -179,8 +175,12 @@ struct ad_backend {
      * needs no extra buffers. Any gradient output may be NULL when it is not needed. Forward
      * activations are passed back in (recomputation is the op's business, e.g. attention
      * recomputes its probabilities instead of storing them). */
+    /* dw_overwrite: dw = dy^T x (beta 0) instead of dw += it, db still accumulating: the
+     * training graph's first write of a weight gradient after ad_graph_zero_grads, which then
+     * need not fill those gradients with zeros first. */
     int (*linear_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
-                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w);
+                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w,
+                           bool dw_overwrite);
     int (*conv1d_backward)(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
                            const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w, int stride,
                            int padding);

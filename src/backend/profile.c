@@ -199,9 +199,9 @@ static int p_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     RUN(transpose(be, y, x), "transpose", NULL, 0, B2(y, x));
 }
 static int p_linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
-                             const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
+                             const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w, bool ow) {
     const double one = 2.0 * (double)ad_tensor_numel(dy) * last_dim(x);
-    RUN(linear_backward(be, dx, dw, db, dy, x, w), "linear_backward", w,
+    RUN(linear_backward(be, dx, dw, db, dy, x, w, ow), "linear_backward", w,
         one * ((dx != NULL) + (dw != NULL)), B2(dx, dw) + B2(dy, x) + tensor_bytes(w));
 }
 static int p_conv1d_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,

@@ -742,9 +742,8 @@ static int linear_grads(ad_train_graph *g, ad_tensor *dx, ad_tensor *dw, ad_tens
     ad_backend *be = g->be;
     dw = dw ? grad_or_null(dw) : NULL;
     ad_deferred_grad *d = dw ? deferred_at(g, dw->data) : NULL;
-    be->linear_dw_overwrite = d && d->pending;
-    const int rc = be->linear_backward(be, dx, dw, db ? grad_or_null(db) : NULL, dy, x, w);
-    be->linear_dw_overwrite = false;
+    const int rc =
+        be->linear_backward(be, dx, dw, db ? grad_or_null(db) : NULL, dy, x, w, d && d->pending);
     if (rc == AD_OK && d) d->pending = false;
     return rc;
 }

@@ -77,7 +77,7 @@ typedef struct {
     /* The gradients: first eager_grad_bytes of those ad_graph_zero_grads fills, then the
      * deferred ones, the 2-D linear weights' (nearly all the bytes: 5.8 GB of fill per step at
      * 1.45 B trainable parameters). Their first weight-gradient GEMM after a zeroing writes them
-     * with beta 0 (ad_backend.linear_dw_overwrite), and the backward zeroes any it did not
+     * with beta 0 (linear_backward's dw_overwrite), and the backward zeroes any it did not
      * reach at its end. */
     void *grad_memory;
     size_t grad_bytes, eager_grad_bytes;

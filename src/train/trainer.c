@@ -732,7 +732,8 @@ static int forward_backward(run_ctx *r, const int32_t *ex, int n, ad_distill_sum
     r->ctc_sums = (ad_ctc_sums){0};
     for (int k = 0; k < n_micro; k++)
         AD_TRY(micro_step(r, &r->micro[k], 1.0 / (count > 0 ? count : 1), true, sums));
-    AD_TRY(ad_graph_settle_grads(&r->sg)); /* a rank without examples ran no backward */
+    if (n_micro == 0) /* a rank without examples: no backward wrote the deferred zeros */
+        AD_TRY(ad_graph_settle_grads(&r->sg));
     double s[7] = {sums->loss,
                    sums->kl,
                    sums->ce,

@@ -25,8 +25,8 @@ static void one_linear_backward(ad_dtype dt) {
     pair_make(&dx, "dx", dt, 3, S(2, 9, 64), 1.0f, 0.0f);
     pair_make(&dw, "dw", AD_F32, 2, S(48, 64), 1.0f, 0.0f);
     pair_make(&db, "db", AD_F32, 1, S(48), 1.0f, 0.0f);
-    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, &db.c, &dy.c, &x.c, &w.c));
-    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, &db.c, &dy.c, &x.c, &w.c, false));
+    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g, false));
     expect_close("linear_backward dx", &dx, tol_for(dt));
     expect_close("linear_backward dw (accumulated)", &dw, tol_param(dt));
     expect_close("linear_backward db (accumulated)", &db, tol_param(dt));
@@ -54,10 +54,10 @@ static void one_linear_backward_bf16_gemm(void) {
     cpu_round_bf16(&x, &xr);
     cpu_round_bf16(&w, &wr);
     cpu_round_bf16(&dy, &dyr);
-    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, NULL, &dyr.c, &xr.c, &wr.c));
-    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, &dx.c, &dw.c, NULL, &dyr.c, &xr.c, &wr.c, false));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c, false));
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, true));
-    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g));
+    CHECK_OK(g_gpu->linear_backward(g_gpu, &dx.g, &dw.g, &db.g, &dy.g, &x.g, &w.g, false));
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
     expect_close("linear_backward bf16 GEMMs dx", &dx, TOL_F32);
     expect_close("linear_backward bf16 GEMMs dw (accumulated)", &dw, TOL_F32);
@@ -67,7 +67,7 @@ static void one_linear_backward_bf16_gemm(void) {
         pair_free(all[i]);
 }
 
-/* linear_dw_overwrite: dw written over NaN (CUDA) equals the CPU's product accumulated onto
+/* dw_overwrite: dw written over NaN (CUDA) equals the CPU's product accumulated onto
  * zeros, under fp32 and bf16 GEMMs; db still accumulates; no rows write zeros. */
 static void one_linear_backward_overwrite(bool bf16_gemm) {
     const int64_t M = 18, N = 48, K = 64;
@@ -82,13 +82,11 @@ static void one_linear_backward_overwrite(bool bf16_gemm) {
     cpu_round_bf16(&dy, &dyr);
     CHECK_OK(g_cpu->fill(g_cpu, &dw.c, 0.0f));
     CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, &dw.c, NULL, bf16_gemm ? &dyr.c : &dy.c,
-                                    bf16_gemm ? &xr.c : &x.c, &w.c));
-    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c));
+                                    bf16_gemm ? &xr.c : &x.c, &w.c, false));
+    CHECK_OK(g_cpu->linear_backward(g_cpu, NULL, NULL, &db.c, &dy.c, &x.c, &w.c, false));
     CHECK_OK(g_gpu->fill(g_gpu, &dw.g, NAN));
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
-    g_gpu->linear_dw_overwrite = true;
-    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, &db.g, &dy.g, &x.g, &w.g));
-    g_gpu->linear_dw_overwrite = false;
+    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, &db.g, &dy.g, &x.g, &w.g, true));
     expect_close(bf16_gemm ? "linear_backward dw overwritten, bf16 GEMMs"
                            : "linear_backward dw overwritten",
                  &dw, TOL_F32);
@@ -98,9 +96,7 @@ static void one_linear_backward_overwrite(bool bf16_gemm) {
     pair_slice(&dy, 0, 0, 0, &none_dy);
     CHECK_OK(g_cpu->fill(g_cpu, &dw.c, 0.0f));
     CHECK_OK(g_gpu->fill(g_gpu, &dw.g, NAN));
-    g_gpu->linear_dw_overwrite = true;
-    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, NULL, &none_dy.g, &none_x.g, &w.g));
-    g_gpu->linear_dw_overwrite = false;
+    CHECK_OK(g_gpu->linear_backward(g_gpu, NULL, &dw.g, NULL, &none_dy.g, &none_x.g, &w.g, true));
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, false));
     expect_close("linear_backward dw overwritten from no rows", &dw, 0.0);
     pair *all[] = {&x, &w, &dy, &dw, &db, &xr, &dyr};

@@ -63,7 +63,7 @@ int main(void) {
     CHECK_OK(be->linear(be, &ty1, &tx, &tw, NULL));
     CHECK_MSG(memcmp(y0, y1, sizeof(float) * (size_t)(M * N)) == 0, "profiling changed a result");
     CHECK_OK(be->linear(be, &ty1, &tx, &tw2, NULL));
-    CHECK_OK(be->linear_backward(be, &tdx, &tdw, NULL, &tdy, &tx, &tw));
+    CHECK_OK(be->linear_backward(be, &tdx, &tdw, NULL, &tdy, &tx, &tw, false));
     CHECK_OK(be->gelu(be, &ty1, &ty1));
     CHECK_OK(be->gelu(be, &ty1, &ty1));
     CHECK_OK(be->gelu(be, &ty1, &ty1));
@@ -106,7 +106,7 @@ int main(void) {
     CHECK_OK(ad_backend_count_flops(be));
     CHECK_OK(be->linear(be, &ty1, &tx, &tw, NULL));
     CHECK_MSG(memcmp(y0, y1, sizeof(float) * (size_t)(M * N)) == 0, "counting changed a result");
-    CHECK_OK(be->linear_backward(be, &tdx, &tdw, NULL, &tdy, &tx, &tw));
+    CHECK_OK(be->linear_backward(be, &tdx, &tdw, NULL, &tdy, &tx, &tw, false));
     CHECK_OK(be->gelu(be, &ty1, &ty1));
     const double counted = ad_backend_profile_flops(be), want = 3 * gemm * 1e9;
     CHECK_MSG(fabs(counted - want) <= 1e-9 * want, "counted %g FLOPs, want %g", counted, want);

@@ -39,7 +39,9 @@ static int64_t last_dim(const ad_tensor *t) {
 /* ---- linear and conv ------------------------------------------------------------------ */
 
 static int linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tensor *db,
-                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w) {
+                           const ad_tensor *dy, const ad_tensor *x, const ad_tensor *w,
+                           bool overwrite) {
+    (void)be;
     const char *op = "linear_backward";
     AD_TRY(need_f32(dy, op, "dy"));
     AD_TRY(need_f32(x, op, "x"));
@@ -63,7 +65,6 @@ static int linear_backward(ad_backend *be, ad_tensor *dx, ad_tensor *dw, ad_tens
     if (dw) {
         AD_TRY(need_f32(dw, op, "dw"));
         AD_TRY(need_numel(dw, N * K, op, "dw"));
-        const bool overwrite = be->linear_dw_overwrite;
         if (M)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)K, (int)M, 1.0f,
                         dy->data, (int)N, x->data, (int)K, overwrite ? 0.0f : 1.0f, dw->data,
