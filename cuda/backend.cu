@@ -336,6 +336,7 @@ static int setup(cu_impl *impl) {
                            path);
     }
     AD_TRY(env_switch(AD_CUDA_FLASH_PIPE_ENV, "1", "0", &impl->flash_pipe_off));
+    AD_TRY(env_switch(AD_CUDA_GEMM_TUNE_ENV, "0", "1", &impl->gemm_tune));
     return env_switch(AD_CUDA_FLASH_D128_BLOCKS_ENV, "3", "2", &impl->flash_d128_two_blocks);
 }
 
@@ -375,6 +376,9 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
     be->range_pop = cu_range_pop;
     be->set_bf16_matmul = ad_cuda_set_bf16_matmul;
     be->set_attention = cu_set_attention;
+    be->set_gemm_tuning = ad_cuda_set_gemm_tuning;
+    be->save_gemm_tuning = ad_cuda_gemm_tuning_save;
+    be->load_gemm_tuning = ad_cuda_gemm_tuning_load;
     be->matmul = cu_matmul;
     be->linear = cu_linear;
     be->linear_residual = cu_linear_residual;

@@ -57,6 +57,30 @@ int ad_cuda_set_attention_scratch(ad_backend *be, size_t bytes);
 /* GEMM problems whose cuBLASLt algorithm came from the backend's cache (hits) or from the
  * heuristic (misses) so far. */
 int ad_cuda_gemm_cache_stats(ad_backend *be, long *hits, long *misses);
+/* GEMM tuning (off by default; the environment variable AUDISTILL_CUDA_GEMM_TUNE=1 turns it on
+ * for every new backend). On, each GEMM problem's first call that may run more than once times
+ * up to 8 of cuBLASLt's heuristic answers on its real operands and keeps the fastest; a problem
+ * with a bias is also timed with the bias written first instead of the library's epilogue.
+ * Costs some milliseconds per problem once; results may differ in the last bits between runs
+ * whose timings chose differently (a run with tuning off repeats bit for bit). */
+int ad_cuda_set_gemm_tuning(ad_backend *be, bool on);
+typedef struct {
+    long problems;   /* GEMM problems tuned */
+    long candidates; /* algorithms timed */
+    long changed;    /* problems whose fastest answer was not the heuristic's first */
+    long bias_first; /* bias problems that write the bias first */
+    double first_ms; /* summed over the tuned problems: one call with the heuristic's first */
+    double best_ms;  /* ... and with the chosen answer */
+} ad_cuda_gemm_tuning;
+int ad_cuda_gemm_tuning_stats(ad_backend *be, ad_cuda_gemm_tuning *out);
+/* The tuned choices, kept across processes (a resumed run computes with the algorithms the
+ * first one chose). Save writes every tuned problem's choice to `path` atomically when some were
+ * made since the last save or load (*saved: how many, 0 when nothing new). Load takes a file's
+ * choices for problems this backend has not met: they are used as tuned ones, tuning on or off
+ * (*loaded: how many; -1 and a warning when the file was made on another GPU model or cuBLASLt
+ * version, whose algorithms may not exist here). A damaged file is an error. */
+int ad_cuda_gemm_tuning_save(ad_backend *be, const char *path, long *saved);
+int ad_cuda_gemm_tuning_load(ad_backend *be, const char *path, long *loaded);
 
 /* AD_OK when at least one usable GPU is present; otherwise AD_ERR and a one-line reason. */
 int ad_cuda_available(void);

@@ -68,6 +68,7 @@ typedef struct {
     size_t scratch_bytes[CU_SCRATCH_SLOTS];
     unsigned long long *flag;       /* device word for index checks (smallest bad position) */
     bool bf16_gemm;                 /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
+    bool gemm_tune;                 /* ad_cuda_set_gemm_tuning: time the heuristic's answers */
     int attention_path;             /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
     bool flash_pipe_off;            /* AUDISTILL_CUDA_FLASH_PIPE=0 */
     bool flash_d128_two_blocks;     /* AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 */

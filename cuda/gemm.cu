@@ -11,6 +11,11 @@
 
 #include "cuda_internal.h"
 
+extern "C" {
+#include "core/log.h"
+#include "io/file.h"
+}
+
 /* Floats of an f32 operand tile converted per GEMM call. */
 #define GEMM_TILE_FLOATS ((int64_t)AD_CUDA_GEMM_TILE_FLOATS)
 
@@ -145,12 +150,25 @@ __global__ static void scale_rows_kernel(char *y, int dt, int64_t rows, int64_t 
     }
 }
 
+/* Rows walk grid y, columns grid x: no index division per element (this write sits in front
+ * of a GEMM under tuning's "bias first", where its time counts). */
 __global__ static void bias_rows_kernel(char *y, int dt, int64_t rows, int64_t cols, int64_t ld,
                                         const char *bias, int bdt) {
-    CU_GRID_STRIDE(i, rows * cols) {
-        const int64_t c = i % cols;
-        cu_store(y, dt, (i / cols) * ld + c, bias ? cu_load(bias, bdt, c) : 0.0f);
-    }
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+        for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols;
+             c += (int64_t)gridDim.x * blockDim.x)
+            cu_store(y, dt, r * ld + c, bias ? cu_load(bias, bdt, c) : 0.0f);
+}
+
+static int bias_rows(char *y, ad_dtype dt, int64_t rows, int64_t cols, int64_t ld, const char *bias,
+                     ad_dtype bdt) {
+    if (rows == 0 || cols == 0) return AD_OK;
+    int64_t gx = (cols + 255) / 256;
+    if (gx > 1024) gx = 1024;
+    const dim3 grid((unsigned)gx, (unsigned)(rows < 65535 ? rows : 65535));
+    bias_rows_kernel<<<grid, 256>>>(y, dt, rows, cols, ld, bias, bdt);
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
 }
 
 static cudaDataType_t lt_type(ad_dtype d) {
@@ -198,6 +216,10 @@ typedef struct {
 
 typedef struct {
     bool used, found;
+    bool tuned;             /* `algo` is the fastest of the heuristic's answers, timed */
+    bool loaded;            /* ... as a tuning file says (ad_cuda_gemm_tuning_load) */
+    unsigned char bias_way; /* a bias problem under tuning: BIAS_UNDECIDED, _EPILOGUE, _FIRST */
+    float ms;               /* tuned: the time of one call with `algo` */
     algo_key key;
     cublasLtMatmulAlgo_t algo;
     lt_objects obj; /* the problem's descriptors, when an algorithm was found */
@@ -206,6 +228,9 @@ typedef struct {
 struct cu_algo_cache {
     algo_slot slots[ALGO_CACHE_SLOTS];
     long hits, misses;
+    ad_cuda_gemm_tuning tuning;
+    long changes, saved_changes; /* choices made, and how many of them a file holds */
+    cudaEvent_t start, stop;     /* made by the first timing */
 };
 
 static uint64_t algo_hash(const algo_key *k) {
@@ -233,10 +258,34 @@ static algo_slot *algo_lookup(cu_impl *impl, const algo_key *k) {
 
 void cu_gemm_cache_free(cu_impl *impl) {
     if (!impl->algos) return;
+    const ad_cuda_gemm_tuning *t = &impl->algos->tuning;
+    if (t->problems > 0)
+        ad_info("GEMM tuning: %ld problems, %ld algorithms timed; %ld took another than the "
+                "heuristic's first, %ld write the bias first; one call of each: %.3f ms with "
+                "the heuristic's first, %.3f ms as tuned",
+                t->problems, t->candidates, t->changed, t->bias_first, t->first_ms, t->best_ms);
     for (int i = 0; i < ALGO_CACHE_SLOTS; i++)
         lt_release(&impl->algos->slots[i].obj);
+    if (impl->algos->start) cudaEventDestroy(impl->algos->start);
+    if (impl->algos->stop) cudaEventDestroy(impl->algos->stop);
     free(impl->algos);
     impl->algos = NULL;
+}
+
+extern "C" int ad_cuda_set_gemm_tuning(ad_backend *be, bool on) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_set_gemm_tuning: not a CUDA backend");
+    cu_of(be)->gemm_tune = on;
+    return AD_OK;
+}
+
+extern "C" int ad_cuda_gemm_tuning_stats(ad_backend *be, ad_cuda_gemm_tuning *out) {
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_gemm_tuning_stats: not a CUDA backend");
+    cu_impl *impl = cu_of(be);
+    memset(out, 0, sizeof *out);
+    if (impl->algos) *out = impl->algos->tuning;
+    return AD_OK;
 }
 
 extern "C" int ad_cuda_gemm_cache_stats(ad_backend *be, long *hits, long *misses) {
@@ -323,21 +372,136 @@ static int lt_set_bias(lt_objects *o, const void *bias) {
     return AD_OK;
 }
 
-/* One cuBLASLt call for operands of supported dtypes (`bt` NULL: one matrix each). A problem's
- * descriptors and the heuristic's algorithm are made once and kept in the cache, so a repeated
- * GEMM costs a lookup and the matmul. *no_algo is set (and AD_OK returned) when the heuristic
- * finds no algorithm, so the caller may retry without the epilogue. */
-static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
-                   bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
-                   const void *bias, ad_dtype bias_dt, const lt_batch *bt, const char *c_data,
-                   bool *no_algo) {
+/* ---- tuning (ad_cuda_set_gemm_tuning) --------------------------------------------------------
+ * The heuristic's first answer comes from the library's model of the GPU, not from a clock. With
+ * tuning on, a problem's first call that may run more than once (its output written whole,
+ * beta 0, and read by none of its operands) times up to TUNE_CANDIDATES of the heuristic's
+ * answers on the real operands and keeps the fastest for every later call of the problem. A
+ * problem with a bias epilogue is also timed the other way: the bias written into y first, then
+ * the GEMM without epilogue accumulating onto it (beta 1; the same sum, rounded once), which
+ * wins where the library's epilogue kernels are slow. Every answer computes the same product,
+ * but each in its own order of additions: results may differ in the last bits from a run
+ * without tuning, or from one whose timings chose otherwise. */
+#define TUNE_CANDIDATES 8
+#define TUNE_REPS       3
+#define TUNE_MARGIN     0.97f /* another answer must be 3% faster than the heuristic's first */
+
+enum { BIAS_UNDECIDED = 0, BIAS_EPILOGUE = 1, BIAS_FIRST = 2 };
+
+typedef struct {
+    cu_impl *impl;
+    const lt_objects *o;
+    const cublasLtMatmulAlgo_t *algo;
+    const void *a, *b, *c; /* the library's A (our B), B (our A), and C */
+    void *y;
+    float alpha, beta;
+    cublasStatus_t status;
+} lt_call;
+
+static int lt_run(void *ctx) {
+    lt_call *k = (lt_call *)ctx;
+    k->status = cublasLtMatmul(k->impl->lt, k->o->desc, &k->alpha, k->a, k->o->la, k->b, k->o->lb,
+                               &k->beta, k->c, k->o->ly, k->y, k->o->ly, k->algo,
+                               k->impl->workspace, CU_LT_WORKSPACE_BYTES, 0);
+    if (k->status != CUBLAS_STATUS_SUCCESS)
+        return ad_fail("cublasLtMatmul: %s", cublasGetStatusString(k->status));
+    return AD_OK;
+}
+
+/* Milliseconds per call of fn(ctx): one untimed call, then TUNE_REPS between two events. */
+static int tune_time(cu_impl *impl, int (*fn)(void *), void *ctx, float *ms) {
+    cu_algo_cache *c = impl->algos;
+    if (!c->start) CUDA_TRY(cudaEventCreateWithFlags(&c->start, cudaEventDefault));
+    if (!c->stop) CUDA_TRY(cudaEventCreateWithFlags(&c->stop, cudaEventDefault));
+    AD_TRY(fn(ctx));
+    CUDA_TRY(cudaEventRecord(c->start, 0));
+    for (int r = 0; r < TUNE_REPS; r++)
+        AD_TRY(fn(ctx));
+    CUDA_TRY(cudaEventRecord(c->stop, 0));
+    CUDA_TRY(cudaEventSynchronize(c->stop));
+    float total = 0.0f;
+    CUDA_TRY(cudaEventElapsedTime(&total, c->start, c->stop));
+    *ms = total / TUNE_REPS;
+    return AD_OK;
+}
+
+/* Times the heuristic's answers for the problem in `slot` (descriptors made, bias pointer set)
+ * on the operands of `call` and keeps the fastest. An answer the library refuses at run time is
+ * passed over; "first" is then the first one that ran. */
+static int tune_slot(cu_impl *impl, algo_slot *slot, lt_call call) {
+    cublasLtMatmulHeuristicResult_t results[TUNE_CANDIDATES];
+    int found = 0;
+    const lt_objects *o = &slot->obj;
+    CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(impl->lt, o->desc, o->la, o->lb, o->ly, o->ly,
+                                              o->pref, TUNE_CANDIDATES, results, &found));
+    float first = 0.0f, best = 0.0f;
+    int chosen = -1, timed = 0;
+    for (int i = 0; i < found; i++) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        call.algo = &results[i].algo;
+        float ms = 0.0f;
+        if (tune_time(impl, lt_run, &call, &ms) < 0) {
+            if (call.status == CUBLAS_STATUS_SUCCESS) return AD_ERR; /* a CUDA error */
+            continue; /* this answer is refused for these operands */
+        }
+        timed++;
+        if (chosen < 0) {
+            chosen = i, first = best = ms;
+        } else if (ms < best && ms < first * TUNE_MARGIN) {
+            chosen = i, best = ms;
+        }
+    }
+    if (chosen < 0) return ad_fail("GEMM tuning: the heuristic's answers all failed");
+    slot->algo = results[chosen].algo;
+    slot->ms = best;
+    slot->tuned = true;
+    ad_cuda_gemm_tuning *t = &impl->algos->tuning;
+    t->problems++;
+    impl->algos->changes++;
+    t->candidates += timed;
+    if (chosen > 0) t->changed++;
+    t->first_ms += first;
+    t->best_ms += best;
+    ad_log(AD_LOG_DEBUG,
+           "GEMM tuning: [%lld x %lld] x [%lld x %lld] (%s, %s -> %s%s): heuristic's first "
+           "%.4f ms, answer %d of %d %.4f ms",
+           (long long)slot->key.dims[0], (long long)slot->key.dims[2], (long long)slot->key.dims[2],
+           (long long)slot->key.dims[1], ad_dtype_name((ad_dtype)slot->key.types[0]),
+           ad_dtype_name((ad_dtype)slot->key.types[1]), ad_dtype_name((ad_dtype)slot->key.types[2]),
+           slot->key.epilogue ? ", bias" : "", (double)first, chosen + 1, found, (double)best);
+    return AD_OK;
+}
+
+/* One GEMM problem as cuBLASLt sees it. */
+typedef struct {
+    const cu_mat *Y, *A, *B;
+    bool ta, tb;
+    int64_t M, N, K;
+    const void *bias;
+    ad_dtype bias_dt;
+    const lt_batch *bt;
+    const char *c_data; /* C (of Y's layout); NULL: Y itself */
+} lt_problem;
+
+/* The descriptors and algorithm of problem `p`: the cache's slot (*slot; descriptors owned by
+ * it) or, with the cache full, made into *local (*slot NULL). With `tune`, a slot not yet tuned
+ * is tuned first (its output is overwritten then: the caller runs the GEMM for real after).
+ * *no_algo is set (and AD_OK returned) when the heuristic finds no algorithm, so the caller may
+ * retry without the epilogue. */
+static int lt_prepare(cu_impl *impl, const lt_problem *p, float alpha, float beta, bool tune,
+                      algo_slot **slot_out, lt_objects *local, cublasLtMatmulAlgo_t *algo,
+                      bool *no_algo) {
     *no_algo = false;
-    if (!c_data) c_data = Y->data; /* C (of Y's layout) is Y itself unless named */
+    *slot_out = NULL;
+    memset(local, 0, sizeof *local);
+    const cu_mat *Y = p->Y, *A = p->A, *B = p->B;
+    const lt_batch *bt = p->bt;
+    const char *c_data = p->c_data ? p->c_data : Y->data;
     /* Library A = our B, library B = our A; a view's column-major form is its stored
      * transpose, so the library transposes an operand when the flag and the view's own
      * transposition disagree. */
-    const cublasOperation_t opa = (tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t opb = (ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opa = (p->tb != B->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = (p->ta != A->trans) ? CUBLAS_OP_T : CUBLAS_OP_N;
     const uint32_t ay = batch_alignment(Y->data, bt ? bt->y : 0, Y->dtype, bt),
                    ac = alignment_of(c_data);
     const uint32_t align[3] = {batch_alignment(B->data, bt ? bt->b : 0, B->dtype, bt),
@@ -345,7 +509,7 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
                                ac < ay ? ac : ay};
     algo_key key;
     memset(&key, 0, sizeof key); /* padding too: the key is hashed and compared as bytes */
-    key.dims[0] = M, key.dims[1] = N, key.dims[2] = K;
+    key.dims[0] = p->M, key.dims[1] = p->N, key.dims[2] = p->K;
     key.ld[0] = A->ld, key.ld[1] = B->ld, key.ld[2] = Y->ld;
     key.types[0] = A->dtype, key.types[1] = B->dtype, key.types[2] = Y->dtype;
     key.ops[0] = opa, key.ops[1] = opb;
@@ -354,37 +518,41 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
         key.batch = bt->count;
         key.batch_stride[0] = bt->a, key.batch_stride[1] = bt->b, key.batch_stride[2] = bt->y;
     }
-    key.epilogue = bias ? 1 : 0;
-    key.bias_type = bias ? (int32_t)bias_dt : -1;
+    key.epilogue = p->bias ? 1 : 0;
+    key.bias_type = p->bias ? (int32_t)p->bias_dt : -1;
     key.align[0] = align[0], key.align[1] = align[1], key.align[2] = align[2];
     algo_slot *slot = algo_lookup(impl, &key);
-    lt_objects local, *o = &local;
-    memset(&local, 0, sizeof local);
-    cublasLtMatmulAlgo_t algo;
-    int rc = AD_OK;
     if (slot && slot->used) {
         impl->algos->hits++;
         if (!slot->found) {
             *no_algo = true;
             return AD_OK;
         }
-        o = &slot->obj;
-        algo = slot->algo;
+        if (!slot->obj.desc) { /* loaded from a tuning file: descriptors made on first use */
+            const int rc = lt_describe(&slot->obj, Y, A, B, opa, opb, p->M, p->N, p->bias != NULL,
+                                       p->bias_dt, bt, align);
+            if (rc < 0) {
+                lt_release(&slot->obj);
+                return rc;
+            }
+        }
     } else {
-        rc = lt_describe(&local, Y, A, B, opa, opb, M, N, bias != NULL, bias_dt, bt, align);
-        if (rc == AD_OK && bias) rc = lt_set_bias(&local, bias);
+        int rc = lt_describe(local, Y, A, B, opa, opb, p->M, p->N, p->bias != NULL, p->bias_dt, bt,
+                             align);
+        if (rc == AD_OK && p->bias) rc = lt_set_bias(local, p->bias);
         cublasLtMatmulHeuristicResult_t result;
         int found = 0;
         cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
         if (rc == AD_OK)
-            st = cublasLtMatmulAlgoGetHeuristic(impl->lt, local.desc, local.la, local.lb, local.ly,
-                                                local.ly, local.pref, 1, &result, &found);
+            st = cublasLtMatmulAlgoGetHeuristic(impl->lt, local->desc, local->la, local->lb,
+                                                local->ly, local->ly, local->pref, 1, &result,
+                                                &found);
         const bool none = rc == AD_OK && (st == CUBLAS_STATUS_NOT_SUPPORTED ||
                                           (st == CUBLAS_STATUS_SUCCESS && found == 0));
         if (rc == AD_OK && !none && st != CUBLAS_STATUS_SUCCESS)
             rc = ad_fail("cublasLtMatmulAlgoGetHeuristic: %s", cublasGetStatusString(st));
         if (rc < 0 || none) {
-            lt_release(&local);
+            lt_release(local);
             if (none && slot) { /* remembered too: there is none */
                 impl->algos->misses++;
                 slot->used = true;
@@ -394,26 +562,50 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
             *no_algo = none;
             return rc;
         }
-        algo = result.algo;
-        if (slot) { /* the descriptors now belong to the cache */
-            impl->algos->misses++;
-            slot->used = true;
-            slot->found = true;
-            slot->key = key;
-            slot->algo = algo;
-            slot->obj = local;
-            memset(&local, 0, sizeof local);
-            o = &slot->obj;
+        if (!slot) {
+            *algo = result.algo;
+            return AD_OK;
         }
+        impl->algos->misses++; /* the descriptors now belong to the cache */
+        memset(slot, 0, sizeof *slot);
+        slot->used = true;
+        slot->found = true;
+        slot->key = key;
+        slot->algo = result.algo;
+        slot->obj = *local;
+        memset(local, 0, sizeof *local);
     }
-    if (bias && o != &local) rc = lt_set_bias(o, bias);
-    if (rc == AD_OK) {
-        const cublasStatus_t st =
-            cublasLtMatmul(impl->lt, o->desc, &alpha, B->data, o->la, A->data, o->lb, &beta, c_data,
-                           o->ly, Y->data, o->ly, &algo, impl->workspace, CU_LT_WORKSPACE_BYTES, 0);
-        if (st != CUBLAS_STATUS_SUCCESS)
-            rc = ad_fail("cublasLtMatmul: %s", cublasGetStatusString(st));
+    if (p->bias) AD_TRY(lt_set_bias(&slot->obj, p->bias));
+    if (tune && !slot->tuned) {
+        lt_call call = {impl,   &slot->obj, NULL,  B->data, A->data,
+                        c_data, Y->data,    alpha, beta,    CUBLAS_STATUS_SUCCESS};
+        AD_TRY(tune_slot(impl, slot, call));
     }
+    *slot_out = slot;
+    *algo = slot->algo;
+    return AD_OK;
+}
+
+/* One cuBLASLt call for operands of supported dtypes (`bt` NULL: one matrix each), `tune` as
+ * lt_prepare's. A problem's descriptors and algorithm are made once and kept in the cache, so a
+ * repeated GEMM costs a lookup and the matmul. */
+static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
+                   bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                   const void *bias, ad_dtype bias_dt, const lt_batch *bt, const char *c_data,
+                   bool tune, bool *no_algo) {
+    const lt_problem p = {Y, A, B, ta, tb, M, N, K, bias, bias_dt, bt, c_data};
+    algo_slot *slot;
+    lt_objects local;
+    cublasLtMatmulAlgo_t algo;
+    AD_TRY(lt_prepare(impl, &p, alpha, beta, tune, &slot, &local, &algo, no_algo));
+    if (*no_algo) return AD_OK;
+    lt_call call = {impl,    slot ? &slot->obj : &local, &algo,   B->data,
+                    A->data, c_data ? c_data : Y->data,  Y->data, alpha,
+                    beta,    CUBLAS_STATUS_SUCCESS};
+    int rc = lt_run(&call);
+    if (rc < 0 && slot && slot->loaded)
+        rc = ad_fail_context("with the algorithm a GEMM tuning file gave this problem (delete "
+                             "the file to tune again)");
     lt_release(&local); /* nothing when the cache holds them */
     return rc;
 }
@@ -421,7 +613,71 @@ static int lt_gemm(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, con
 static int lt_matmul(cu_impl *impl, const cu_mat *Y, const cu_mat *A, bool ta, const cu_mat *B,
                      bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                      const void *bias, ad_dtype bias_dt, bool *no_algo) {
-    return lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL, NULL, no_algo);
+    return lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, bias, bias_dt, NULL, NULL, false,
+                   no_algo);
+}
+
+/* The bytes a view's elements lie in, over `count` matrices `stride` elements apart. */
+static void mat_span(const cu_mat *m, int count, int64_t stride, uintptr_t *lo, uintptr_t *hi) {
+    int64_t pr, pc;
+    phys(m, &pr, &pc);
+    int64_t elems = (pr - 1) * m->ld + pc;
+    if (count > 1) elems += (int64_t)(count - 1) * (stride < 0 ? -stride : stride);
+    *lo = (uintptr_t)m->data;
+    *hi = *lo + (uintptr_t)(elems * cu_esize(m->dtype));
+}
+
+static bool mats_apart(const cu_mat *x, int xc, int64_t xs, const cu_mat *y, int yc, int64_t ys) {
+    uintptr_t xl, xh, yl, yh;
+    mat_span(x, xc, xs, &xl, &xh);
+    mat_span(y, yc, ys, &yl, &yh);
+    return xh <= yl || yh <= xl;
+}
+
+typedef struct {
+    const cu_mat *Y;
+    int64_t M, N;
+    const char *bias;
+    ad_dtype bias_dt;
+} bias_call;
+
+static int bias_run(void *ctx) {
+    const bias_call *b = (const bias_call *)ctx;
+    return bias_rows(b->Y->data, b->Y->dtype, b->M, b->N, b->Y->ld, b->bias, b->bias_dt);
+}
+
+/* Under tuning, whether a bias problem (beta 0, no C) keeps the library's epilogue or writes
+ * the bias first and accumulates onto it: timed once per problem, both ways tuned. y's contents
+ * are undefined after a decision; the caller computes it after. */
+static int choose_bias_way(cu_impl *impl, const lt_problem *ep, float alpha, bool *use_epilogue) {
+    algo_slot *es, *ps;
+    lt_objects local;
+    cublasLtMatmulAlgo_t algo;
+    bool no_algo = false;
+    AD_TRY(lt_prepare(impl, ep, alpha, 0.0f, true, &es, &local, &algo, &no_algo));
+    lt_release(&local);
+    if (no_algo || !es) return AD_OK; /* the usual fallbacks */
+    if (es->bias_way == BIAS_UNDECIDED) {
+        bias_call bc = {ep->Y, ep->M, ep->N, (const char *)ep->bias, ep->bias_dt};
+        float bias_ms = 0.0f;
+        AD_TRY(tune_time(impl, bias_run, &bc, &bias_ms));
+        lt_problem plain = *ep;
+        plain.bias = NULL;
+        AD_TRY(lt_prepare(impl, &plain, alpha, 1.0f, true, &ps, &local, &algo, &no_algo));
+        lt_release(&local);
+        const bool first = !no_algo && ps && bias_ms + ps->ms < es->ms * TUNE_MARGIN;
+        es->bias_way = first ? BIAS_FIRST : BIAS_EPILOGUE;
+        impl->algos->changes++;
+        if (first) impl->algos->tuning.bias_first++;
+        ad_log(AD_LOG_DEBUG,
+               "GEMM tuning: [%lld x %lld] x [%lld x %lld] with bias: epilogue %.4f ms, "
+               "bias first %.4f + %.4f ms: %s",
+               (long long)ep->M, (long long)ep->K, (long long)ep->K, (long long)ep->N,
+               (double)es->ms, (double)bias_ms, no_algo || !ps ? 0.0 : (double)ps->ms,
+               es->bias_way == BIAS_FIRST ? "bias first" : "epilogue");
+    }
+    *use_epilogue = es->bias_way != BIAS_FIRST;
+    return AD_OK;
 }
 
 /* Operand dtypes cuBLASLt takes directly with fp32 compute. */
@@ -449,9 +705,8 @@ static int gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A
     if (K == 0) {
         /* Nothing to multiply: y = beta * y (+ bias). */
         if (bias) {
-            bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
-                                                             (const char *)bias->data, bias->dtype);
-            CUDA_TRY_LAUNCH();
+            AD_TRY(
+                bias_rows(Y->data, Y->dtype, M, N, Y->ld, (const char *)bias->data, bias->dtype));
             return AD_OK;
         }
         scale_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld, beta);
@@ -511,26 +766,33 @@ static int gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A
                        "the operand dtypes differ)",
                        op, ad_dtype_name(A->dtype), ad_dtype_name(B->dtype),
                        ad_dtype_name(Y->dtype));
+    /* Tuning runs a problem several times: only where that leaves nothing the real run reads
+     * changed (y written whole and read by no operand). */
+    const bool tune = impl->gemm_tune && direct && beta == 0.0f && mats_apart(Y, 1, 0, A, 1, 0) &&
+                      mats_apart(Y, 1, 0, B, 1, 0) && (!C || mats_apart(Y, 1, 0, C, 1, 0));
+    if (tune && use_epilogue && !C) {
+        const lt_problem ep = {Y, A, B, ta, tb, M, N, K, bias_data, bias_dt, NULL, NULL};
+        AD_TRY(choose_bias_way(impl, &ep, alpha, &use_epilogue));
+    }
     if (bias && !use_epilogue) {
         if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
-        bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld, bias_data,
-                                                         bias_dt);
-        CUDA_TRY_LAUNCH();
+        AD_TRY(bias_rows(Y->data, Y->dtype, M, N, Y->ld, bias_data, bias_dt));
         beta = 1.0f;
     }
     bool no_algo = false;
     if (direct) {
         const bool take_c = C && beta == 0.0f; /* not when the bias was written into y first */
+        /* Not tuned here with the bias in y: runs accumulating onto it would change it
+         * (choose_bias_way tunes that problem where it chose this way). */
+        const bool bias_in_y = bias && !use_epilogue;
         AD_TRY(lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, take_c ? 1.0f : beta,
                        use_epilogue ? bias_data : NULL, bias_dt, NULL, take_c ? C->data : NULL,
-                       &no_algo));
+                       tune && !bias_in_y, &no_algo));
         if (take_c && !no_algo) *c_used = true;
         if (no_algo && use_epilogue) {
             /* No epilogue kernel for this shape: bias first, then accumulate. */
             if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
-            bias_rows_kernel<<<cu_blocks(M * N, 256), 256>>>(Y->data, Y->dtype, M, N, Y->ld,
-                                                             bias_data, bias_dt);
-            CUDA_TRY_LAUNCH();
+            AD_TRY(bias_rows(Y->data, Y->dtype, M, N, Y->ld, bias_data, bias_dt));
             AD_TRY(lt_matmul(impl, Y, A, ta, B, tb, M, N, K, alpha, 1.0f, NULL, AD_F32, &no_algo));
         }
         if (no_algo)
@@ -567,9 +829,7 @@ static int gemm(ad_backend *be, const char *op, const cu_mat *Y, const cu_mat *A
             lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, beta, bt, bias_dt, &no_algo));
         if (no_algo && bt) {
             if (beta != 0.0f) return ad_fail("%s: a bias needs beta 0", op);
-            bias_rows_kernel<<<cu_blocks(M * n, 256), 256>>>(Yt.data, Yt.dtype, M, n, Yt.ld,
-                                                             (const char *)bt, bias_dt);
-            CUDA_TRY_LAUNCH();
+            AD_TRY(bias_rows(Yt.data, Yt.dtype, M, n, Yt.ld, (const char *)bt, bias_dt));
             AD_TRY(lt_matmul(impl, &Yt, &A32, ta, &Bt, tb, M, n, K, alpha, 1.0f, NULL, AD_F32,
                              &no_algo));
         }
@@ -607,7 +867,11 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
                        ad_dtype_name(A->dtype), ad_dtype_name(B->dtype), ad_dtype_name(Y->dtype));
     lt_batch bt = {count, y_stride, a_stride, b_stride};
     bool no_algo = false;
-    AD_TRY(lt_gemm(cu_of(be), Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32, &bt, NULL,
+    cu_impl *impl = cu_of(be);
+    const bool tune = impl->gemm_tune && beta == 0.0f &&
+                      mats_apart(Y, count, y_stride, A, count, a_stride) &&
+                      mats_apart(Y, count, y_stride, B, count, b_stride);
+    AD_TRY(lt_gemm(impl, Y, A, ta, B, tb, M, N, K, alpha, beta, NULL, AD_F32, &bt, NULL, tune,
                    &no_algo));
     if (no_algo)
         return ad_fail("%s: cuBLASLt has no algorithm for %d batched %s [%lld x %lld] x [%lld x "
@@ -615,6 +879,142 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
                        op, count, ad_dtype_name(A->dtype), (long long)M, (long long)K, (long long)K,
                        (long long)N);
     return AD_OK;
+}
+
+/* ---- the tuning file (ad_cuda_gemm_tuning_save / _load) ------------------------------------
+ * The tuned slots' keys and algorithms as this build lays them out in memory, behind a header
+ * naming the GPU and the cuBLASLt version they were timed on: an algorithm is only meaningful
+ * to the library version and GPU that handed it out. */
+#define TUNING_MAGIC "audistill GEMM tuning, v1"
+
+typedef struct {
+    char magic[32];
+    uint32_t key_bytes, algo_bytes;
+    uint64_t lt_version;
+    char device[256];
+    uint64_t count;
+} tuning_header;
+
+typedef struct {
+    algo_key key;
+    cublasLtMatmulAlgo_t algo;
+    float ms;
+    uint32_t bias_way;
+} tuning_entry;
+
+static int tuning_header_here(cu_impl *impl, tuning_header *h) {
+    memset(h, 0, sizeof *h);
+    snprintf(h->magic, sizeof h->magic, "%s", TUNING_MAGIC);
+    h->key_bytes = (uint32_t)sizeof(algo_key);
+    h->algo_bytes = (uint32_t)sizeof(cublasLtMatmulAlgo_t);
+    h->lt_version = (uint64_t)cublasLtGetVersion();
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, impl->device));
+    snprintf(h->device, sizeof h->device, "%s", prop.name);
+    return AD_OK;
+}
+
+extern "C" int ad_cuda_gemm_tuning_save(ad_backend *be, const char *path, long *saved) {
+    *saved = 0;
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_gemm_tuning_save: not a CUDA backend");
+    cu_impl *impl = cu_of(be);
+    cu_algo_cache *c = impl->algos;
+    if (!c || c->changes == c->saved_changes) return AD_OK;
+    tuning_header h;
+    AD_TRY(tuning_header_here(impl, &h));
+    for (int i = 0; i < ALGO_CACHE_SLOTS; i++)
+        if (c->slots[i].used && c->slots[i].found && c->slots[i].tuned) h.count++;
+    const size_t bytes = sizeof h + (size_t)h.count * sizeof(tuning_entry);
+    char *buf = (char *)ad_calloc(1, bytes, "the GEMM tuning file");
+    if (!buf) return AD_ERR;
+    memcpy(buf, &h, sizeof h);
+    tuning_entry *e = (tuning_entry *)(buf + sizeof h);
+    for (int i = 0; i < ALGO_CACHE_SLOTS; i++) {
+        const algo_slot *s = &c->slots[i];
+        if (!(s->used && s->found && s->tuned)) continue;
+        e->key = s->key;
+        e->algo = s->algo;
+        e->ms = s->ms;
+        e->bias_way = s->bias_way;
+        e++;
+    }
+    const int rc = ad_write_file_atomic(path, buf, bytes);
+    free(buf);
+    if (rc < 0) return ad_fail_context("GEMM tuning file %s", path);
+    c->saved_changes = c->changes;
+    *saved = (long)h.count;
+    return AD_OK;
+}
+
+extern "C" int ad_cuda_gemm_tuning_load(ad_backend *be, const char *path, long *loaded) {
+    *loaded = 0;
+    if (!be || be->device != AD_DEVICE_CUDA)
+        return ad_fail("ad_cuda_gemm_tuning_load: not a CUDA backend");
+    cu_impl *impl = cu_of(be);
+    char *data = NULL;
+    size_t size = 0;
+    AD_TRY(ad_read_file(path, (size_t)1 << 26, &data, &size));
+    int rc = AD_OK;
+    tuning_header h, here;
+    if (size < sizeof h) {
+        rc = ad_fail("GEMM tuning file %s: %zu bytes, less than its header (%zu; delete the file "
+                     "to tune again)",
+                     path, size, sizeof h);
+        goto done;
+    }
+    memcpy(&h, data, sizeof h);
+    if (memchr(h.magic, 0, sizeof h.magic) == NULL || strcmp(h.magic, TUNING_MAGIC) != 0) {
+        rc =
+            ad_fail("%s is not a GEMM tuning file of this version (delete it to tune again)", path);
+        goto done;
+    }
+    if (h.count > (size - sizeof h) / sizeof(tuning_entry) ||
+        size != sizeof h + h.count * sizeof(tuning_entry)) {
+        rc = ad_fail("GEMM tuning file %s: %zu bytes, but its header announces %llu choices (%zu "
+                     "bytes); truncated or damaged (delete it to tune again)",
+                     path, size, (unsigned long long)h.count,
+                     sizeof h + (size_t)h.count * sizeof(tuning_entry));
+        goto done;
+    }
+    if ((rc = tuning_header_here(impl, &here)) < 0) goto done;
+    h.device[sizeof h.device - 1] = 0;
+    if (h.key_bytes != here.key_bytes || h.algo_bytes != here.algo_bytes ||
+        h.lt_version != here.lt_version || strcmp(h.device, here.device) != 0) {
+        ad_warn("GEMM tuning file %s was made on %s with cuBLASLt %llu (another build or GPU than "
+                "this %s with cuBLASLt %llu): not loaded, its GEMMs are tuned again",
+                path, h.device, (unsigned long long)h.lt_version, here.device,
+                (unsigned long long)here.lt_version);
+        *loaded = -1;
+        goto done;
+    }
+    for (uint64_t i = 0; i < h.count; i++) {
+        tuning_entry e;
+        memcpy(&e, data + sizeof h + i * sizeof e, sizeof e);
+        if (e.bias_way > BIAS_FIRST) {
+            rc = ad_fail("GEMM tuning file %s: choice %llu is damaged (delete the file to tune "
+                         "again)",
+                         path, (unsigned long long)i);
+            goto done;
+        }
+        algo_slot *slot = algo_lookup(impl, &e.key);
+        if (!slot) {
+            rc = impl->algos ? AD_OK : AD_ERR; /* full: the rest are tuned again */
+            break;
+        }
+        if (slot->used) continue; /* met already in this process: that choice stays */
+        memset(slot, 0, sizeof *slot);
+        slot->used = slot->found = slot->tuned = slot->loaded = true;
+        slot->key = e.key;
+        slot->algo = e.algo;
+        slot->ms = e.ms;
+        slot->bias_way = (unsigned char)e.bias_way;
+        (*loaded)++;
+    }
+    if (rc == AD_OK) impl->algos->saved_changes = impl->algos->changes;
+done:
+    free(data);
+    return rc;
 }
 
 /* ---- column sums ----------------------------------------------------------------------------

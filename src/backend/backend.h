@@ -109,6 +109,14 @@ struct ad_backend {
     /* How attention runs from here on: "auto", "kernel", "gemm" or "flash" (cuda/backend_cuda.h,
      * ad_cuda_set_attention_path). NULL where the backend has one way. */
     int (*set_attention)(ad_backend *be, const char *path);
+    /* GEMM tuning from here on (cuda/backend_cuda.h, ad_cuda_set_gemm_tuning): each GEMM
+     * problem times the library's candidate algorithms once and keeps the fastest. NULL where
+     * the backend has nothing to tune. */
+    int (*set_gemm_tuning)(ad_backend *be, bool on);
+    /* The tuning's choices to a file and back (ad_cuda_gemm_tuning_save / _load): a resumed
+     * run then computes with the algorithms the first one chose. */
+    int (*save_gemm_tuning)(ad_backend *be, const char *path, long *saved);
+    int (*load_gemm_tuning)(ad_backend *be, const char *path, long *loaded);
 
     /* ---- linear algebra --------------------------------------------------------------- */
     /* y = alpha * op(a) @ op(b) + beta * y, op = transpose when the flag is set.

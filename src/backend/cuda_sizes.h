@@ -22,6 +22,9 @@
  * diagnostic for the GPU check, as the pipe switch is. */
 #define AD_CUDA_FLASH_D128_BLOCKS_ENV "AUDISTILL_CUDA_FLASH_D128_BLOCKS"
 
+/* Set to 1, new CUDA backends tune their GEMMs (ad_cuda_set_gemm_tuning). */
+#define AD_CUDA_GEMM_TUNE_ENV "AUDISTILL_CUDA_GEMM_TUNE"
+
 /* Query rows from which AUTO leaves attention's tiled kernels (decoding steps) for the batched
  * GEMMs or, under bf16 GEMMs, the flash kernels. */
 #define AD_CUDA_ATTENTION_MIN_ROWS 16

@@ -227,6 +227,15 @@ static const ad_field train_fields[] = {
              "the tensor cores: bf16 operands whatever the precision, no score matrix in memory; "
              "head dims 16/32/64/128 on sm_80+, others take auto's way) or kernel (the tiled fp32 "
              "kernels). The results agree to rounding"},
+    {.key = "gemm_tuning",
+     .type = AD_FIELD_BOOL,
+     .offset = offsetof(ad_train_options, gemm_tuning),
+     .default_value = "false",
+     .help = "time up to 8 of cuBLASLt's candidate algorithms for each GEMM shape of the step "
+             "on its first use (and, for a GEMM with a bias, the bias written first against the "
+             "library's epilogue) and keep the fastest (device: cuda; also "
+             "AUDISTILL_CUDA_GEMM_TUNE=1). A few milliseconds per shape once; the results may "
+             "then differ in the last bits from run to run, as the timings choose"},
     {.key = "recompute",
      .type = AD_FIELD_BOOL,
      .offset = offsetof(ad_train_options, recompute),
@@ -498,6 +507,7 @@ typedef struct {
     ad_cached_teacher cached; /* distill.teacher_cache */
     ad_ctc_term ctc;          /* ctc.weight > 0 */
     ad_ctc_sums ctc_sums;     /* this rank's, since the last log line */
+    char tuning_path[4200];   /* train.gemm_tuning: this rank's choices, kept across runs */
 } run_ctx;
 
 void ad_train_limits(const ad_train_job *job, const ad_model_config *cfg, ad_graph_limits *lim) {
@@ -1073,6 +1083,28 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             }
             if (r.be->set_attention(r.be, job->train.attention) < 0) goto done;
         }
+        if (job->train.gemm_tuning) {
+            if (!r.be->set_gemm_tuning) {
+                ad_fail("%s: train.gemm_tuning: true needs train.device: cuda (the %s backend "
+                        "has no GEMM algorithms to choose from)",
+                        doc->file_name, r.be->name);
+                goto done;
+            }
+            if (r.be->set_gemm_tuning(r.be, true) < 0) goto done;
+            /* each rank times its own GPU; a resumed run (or a rerun into the same output)
+             * computes with the algorithms chosen before */
+            if (r.comm->rank == 0)
+                snprintf(r.tuning_path, sizeof r.tuning_path, "%s/gemm_tuning.bin", job->output);
+            else
+                snprintf(r.tuning_path, sizeof r.tuning_path, "%s/gemm_tuning.rank%d.bin",
+                         job->output, r.comm->rank);
+            long loaded = 0;
+            if (access(r.tuning_path, F_OK) == 0) {
+                if (r.be->load_gemm_tuning(r.be, r.tuning_path, &loaded) < 0) goto done;
+                if (loaded > 0)
+                    ad_info("GEMM tuning: %ld choices loaded from %s", loaded, r.tuning_path);
+            }
+        }
         const char *prof = getenv("AUDISTILL_PROFILE");
         if (prof && *prof && strcmp(prof, "0") != 0 && ad_backend_profile_start(r.be) < 0)
             goto done;
@@ -1257,6 +1289,9 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
             ad_graph_zero_grads(&r.sg) < 0)
             goto fail_loop;
         tokens_since += supervised;
+        long tuned_saved = 0; /* new choices: written once, after the step that made them */
+        if (r.tuning_path[0] && r.be->save_gemm_tuning(r.be, r.tuning_path, &tuned_saved) < 0)
+            goto fail_loop;
         const int64_t done_steps = step + 1;
         if (opts->benchmark > 0 && step_timer_stop(&timer, r.be, supervised) < 0) goto fail_loop;
         if (done_steps % job->train.log_every == 0 || done_steps == job->train.steps) {

@@ -25,6 +25,7 @@ typedef struct {
     const char *schedule, *trainable, *device, *optimizer, *precision;
     const char *student_weights; /* auto | f32 | bf16: ad_train_student_bf16 */
     const char *attention;       /* auto | gemm | flash | kernel (device cuda) */
+    bool gemm_tuning;            /* time cuBLASLt's candidate algorithms (device cuda) */
     bool recompute;
 } ad_train_options;
 

@@ -167,6 +167,7 @@ refuse "${base}train:\n  optimizer: gpu\n" "train.optimizer"
 refuse "${base}train:\n  precision: bf16\n  max_len: 64\n  max_frames: 100\n" "train.precision: bf16 needs bf16 GEMMs, which the cpu backend does not have"
 refuse "${base}train:\n  attention: flash\n  max_len: 64\n  max_frames: 100\n" "train.attention: flash needs train.device: cuda"
 refuse "${base}train:\n  attention: fast\n" "train.attention"
+refuse "${base}train:\n  gemm_tuning: true\n  max_len: 64\n  max_frames: 100\n" "train.gemm_tuning: true needs train.device: cuda"
 # A student with a trimmed vocabulary cannot be distilled from the full-vocabulary teacher.
 printf 'teacher: %s/tiny_a\noutput: %s/small_vocab\ncalibration:\n  data: %s/set.h5\n  max_frames: 100\nprune:\n  vocab: 270\n' "$fx" "$tmp" "$tmp" >"$tmp/vocab.yaml"
 "$bin" prune --config "$tmp/vocab.yaml" >/dev/null 2>&1 || bad "vocabulary pruning for the mismatch test"

@@ -22,6 +22,9 @@
 #    unchanged) so that the encoder's attention (teacher and student) takes the flash kernels:
 #    per-step losses within 1e-3 relative of attention: gemm's, and not its bits (the key
 #    reaches the backend); attention: auto under precision bf16 gives flash's bits.
+# 8. train.gemm_tuning: the same losses as untuned on the emulator (1e-3 on a GPU); the choices
+#    kept in the output directory are loaded by a run that finds them (the same losses, bit for
+#    bit).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -227,6 +230,33 @@ print(f"attention flash: per-step losses within {worst:.2g} of gemm's (tolerance
       f"auto {'equals flash' if a == f else f'differs from flash: {a} against {f}'}")
 sys.exit(not (0 < worst <= 1e-3 and a == f))
 PY
+
+# 8. train.gemm_tuning: the run of 7's auto with its GEMMs tuned. On the emulator every answer
+# computes the same bits, so the losses equal auto's; on a GPU the answers may round apart
+# (1e-3). (tests/cli/train.sh: refused on the CPU backend, which has nothing to tune.)
+job att_tuned cuda "$tmp/enc16" $'teacher: '"$tmp/enc16"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
+sed -i "s|^train: {device: cuda, steps: 6,|train: {device: cuda, precision: bf16, gemm_tuning: true, steps: 3,|" "$tmp/att_tuned.yaml"
+train att_tuned
+"$py" - "$tmp" "${AUDISTILL_TEST_CUDA_EMULATOR:-OFF}" <<'PY' && ok || bad "train.gemm_tuning (above)"
+import json, sys
+tmp, emulated = sys.argv[1], sys.argv[2] == "ON"
+def losses(run):
+    return [r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r]
+a, t = losses("att_auto"), losses("att_tuned")
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, t))
+print(f"gemm_tuning: per-step losses within {worst:.2g} of the untuned run's"
+      + (" (emulator: must be 0)" if emulated else " (tolerance 1e-3)"))
+sys.exit(not (len(t) == 3 and (worst == 0 if emulated else worst <= 1e-3)))
+PY
+# The choices are kept in the output directory; a run that finds them there (a resume, or this
+# copy) computes with them: the same losses as the run that chose them, bit for bit.
+sed "s|output: .*|output: $tmp/att_tuned2|" "$tmp/att_tuned.yaml" >"$tmp/att_tuned2.yaml"
+mkdir -p "$tmp/att_tuned2" && cp "$tmp/att_tuned/gemm_tuning.bin" "$tmp/att_tuned2/" 2>/dev/null
+"$bin" train --config "$tmp/att_tuned2.yaml" 2>"$tmp/att_tuned2.err" && ok || { bad "training att_tuned2 failed"; cat "$tmp/att_tuned2.err"; }
+grep -qE "GEMM tuning: [0-9]+ choices loaded from $tmp/att_tuned2/gemm_tuning.bin" "$tmp/att_tuned2.err" &&
+  [[ $(grep -c '"train/loss": ' "$tmp/att_tuned2/metrics.jsonl") == 3 ]] &&
+  cmp -s <(grep -o '"train/loss": [^,]*' "$tmp/att_tuned/metrics.jsonl") <(grep -o '"train/loss": [^,]*' "$tmp/att_tuned2/metrics.jsonl") &&
+  ok || { bad "the kept GEMM tuning choices: not loaded, or other losses"; grep -i "tuning" "$tmp/att_tuned2.err"; }
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"
 import json, sys

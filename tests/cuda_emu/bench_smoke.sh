@@ -2,7 +2,8 @@
 # tests/gpu/check.sh's benchmark binary on the CUDA emulator, at the tiny model's widths: it
 # runs its warm-ups, timed steps and the profiled step, prints its JSON line with finite losses,
 # and the op profile accounts for the profiled step (so a GPU lease is not spent finding a
-# crash in the benchmark).
+# crash in the benchmark); with GEMM tuning (bf16-tuned) it tunes the step's GEMMs and computes
+# the same losses.
 #
 # Then the flash attention kernels inside whole distillation steps: the tiny models have head
 # dims the kernels do not take (6, 8), so two fixtures are re-headed with their weights
@@ -34,7 +35,7 @@ prune_pair() {
 
 src=$fx/tiny_a name=tiny prune_pair
 status=0
-for mode in f32 bf16 bf16-flash; do
+for mode in f32 bf16 bf16-flash bf16-tuned; do
   if ! "$bench" "$tmp/tiny-teacher" "$tmp/tiny-student" 2 100 8 2 $mode >"$tmp/$mode.json" 2>"$tmp/$mode.err"; then
     cat "$tmp/$mode.err"; echo "FAIL: bench_distill_step $mode"; status=1; continue
   fi
@@ -60,6 +61,17 @@ print(f"key_len uploads: {r['key_len_uploads']}")
 assert 1 <= r["key_len_uploads"] <= 2, r["key_len_uploads"]
 PY
 done
+
+# GEMM tuning: the step's GEMM shapes each timed once (the emulator's three answers compute the
+# same bits, and so does the bias written first), so the losses equal the untuned bf16 run's.
+"$PY" - "$tmp/bf16.json" "$tmp/bf16-tuned.json" <<'PY' || { echo "FAIL: bf16-tuned"; status=1; }
+import json, sys
+plain, tuned = (json.load(open(p)) for p in sys.argv[1:])
+print(f"GEMM tuning: {tuned['gemm_tuned']} problems tuned, {tuned['gemm_bias_first']} bias first")
+assert plain["gemm_tuned"] == 0 and tuned["gemm_tuned"] >= 10, (plain["gemm_tuned"], tuned["gemm_tuned"])
+for k in ("loss_first", "loss_last"):
+    assert tuned[k] == plain[k], (k, tuned[k], plain[k])
+PY
 
 # re-headed fixtures: FIXTURE NAME FRAMES JSON-EDIT
 for spec in "tiny_a enc16 100 audio_config.encoder_attention_heads=1" \

@@ -8,11 +8,15 @@
 // D is that f32 result rounded again, as the f32 compute type's epilogue gives it).
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "emu_device.h"
 
 void ad_emu_default_stream_work(void);
 void ad_emu_device_access(bool begin);
+
+/* How many answers the heuristic gives (GEMM tuning times each). */
+#define EMU_ALGOS 3
 
 struct emu_desc {
     cublasComputeType_t compute;
@@ -32,6 +36,10 @@ struct emu_layout {
 struct emu_pref {
     size_t workspace = 0;
 };
+
+size_t cublasLtGetVersion(void) {
+    return 130100; /* GEMM tuning files name the version their algorithms came from */
+}
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
     *h = (cublasLtHandle_t)malloc(1);
@@ -182,12 +190,50 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     cublasStatus_t st = validate((emu_desc *)d, (emu_layout *)a, (emu_layout *)b, (emu_layout *)c,
                                  (emu_layout *)dl);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
-    memset(&results[0], 0, sizeof results[0]);
-    results[0].algo.data[0] = 0xE3u; /* marks an algorithm this emulator handed out */
-    results[0].state = CUBLAS_STATUS_SUCCESS;
-    results[0].wavesCount = 1.0f;
-    *found = 1;
+    /* EMU_ALGOS answers, all computing the same; data[1] numbers them for the delays below */
+    const int n = requested < EMU_ALGOS ? requested : EMU_ALGOS;
+    for (int i = 0; i < n; i++) {
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].algo.data[0] = 0xE3u; /* marks an algorithm this emulator handed out */
+        results[i].algo.data[1] = (uint64_t)i;
+        results[i].state = CUBLAS_STATUS_SUCCESS;
+        results[i].wavesCount = 1.0f;
+    }
+    *found = n;
     return CUBLAS_STATUS_SUCCESS;
+}
+
+/* Makes GEMM tuning's choices testable: AUDISTILL_CUDA_EMU_ALGO_DELAY_US="d0,d1,d2" sleeps d_i
+ * microseconds in each call with answer i, AUDISTILL_CUDA_EMU_BIAS_DELAY_US more in each call
+ * with a bias epilogue, AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US more in each call without. */
+/* What the last cublasLtMatmul ran with, for tests that check which answer and way GEMM tuning
+ * kept (tests/cuda/test_cuda_gemm_tuning.c). */
+static int g_last_algo = -1, g_last_bias_epilogue = -1;
+extern "C" int ad_emu_last_gemm_algo(void) {
+    return g_last_algo;
+}
+extern "C" int ad_emu_last_gemm_bias_epilogue(void) {
+    return g_last_bias_epilogue;
+}
+
+static void emu_delay(const cublasLtMatmulAlgo_t *algo, bool bias) {
+    long us = 0;
+    const char *list = getenv("AUDISTILL_CUDA_EMU_ALGO_DELAY_US");
+    if (list && *list && algo) {
+        const char *p = list;
+        for (uint64_t i = 0; i < algo->data[1] && p; i++) {
+            p = strchr(p, ',');
+            if (p) p++;
+        }
+        if (p) us += strtol(p, NULL, 10);
+    }
+    const char *b =
+        getenv(bias ? "AUDISTILL_CUDA_EMU_BIAS_DELAY_US" : "AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US");
+    if (b && *b) us += strtol(b, NULL, 10);
+    if (us > 0) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static double load(const void *p, cudaDataType_t t, int64_t i) {
@@ -221,7 +267,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
                      *ld = (emu_layout *)dl;
     cublasStatus_t st = validate(d, la, lb, lc, ld);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
-    if (algo && algo->data[0] != 0xE3u) return CUBLAS_STATUS_INVALID_VALUE;
+    if (algo && (algo->data[0] != 0xE3u || algo->data[1] >= EMU_ALGOS))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    emu_delay(algo, d->epilogue == CUBLASLT_EPILOGUE_BIAS);
+    g_last_algo = algo ? (int)algo->data[1] : -1;
+    g_last_bias_epilogue = d->epilogue == CUBLASLT_EPILOGUE_BIAS;
     const float fa = *(const float *)alpha, fb = *(const float *)beta;
     const int64_t m = (int64_t)ld->rows, n = (int64_t)ld->cols;
     const int64_t k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);

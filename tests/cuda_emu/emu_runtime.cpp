@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <map>
@@ -411,7 +412,14 @@ struct CUstream_st {
 };
 struct CUevent_st {
     unsigned long generation;
+    double ms; /* host clock at the record: every launch here has finished when it returns */
 };
+
+static double host_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
 void ad_emu_default_stream_work(void) {
     g_default_generation++;
 }
@@ -427,7 +435,7 @@ bool ad_emu_stream_ordered(cudaStream_t s) {
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
     (void)flags;
-    *e = new CUevent_st{0};
+    *e = new CUevent_st{0, 0.0};
     return cudaSuccess;
 }
 
@@ -440,6 +448,21 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return cudaErrorInvalidValue;
     /* another stream's work is complete when issued here; the default stream's is pending */
     e->generation = is_default_stream(s) ? g_default_generation : 0;
+    e->ms = host_ms();
+    return cudaSuccess;
+}
+
+/* The host waits for the event: for the default stream's work up to its record. */
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidValue;
+    if (stats()) g_stats->syncs++;
+    if (e->generation > g_synchronised_generation) g_synchronised_generation = e->generation;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop) {
+    if (!ms || !start || !stop) return cudaErrorInvalidValue;
+    *ms = (float)(stop->ms - start->ms);
     return cudaSuccess;
 }
 

@@ -24,6 +24,7 @@
 #include "../../cuda/backend_cuda.h"
 #include "backend/profile.h"
 #include "core/compare.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
@@ -102,7 +103,7 @@ static void make_batch(ad_batch *b, const ad_model_config *cfg, int n, int frame
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS "
-                        "STEPS [f32|bf16|bf16-gemm|bf16-flash|bf16-f32in]\n");
+                        "STEPS [f32|bf16|bf16-gemm|bf16-flash|bf16-f32in|bf16-tuned]\n");
         return 2;
     }
     const int batch = atoi(argv[3]), frames = atoi(argv[4]), targets = atoi(argv[5]),
@@ -112,15 +113,20 @@ int main(int argc, char **argv) {
     const char *mode = argc == 8 ? argv[7] : "f32";
     const bool flash = strcmp(mode, "bf16-flash") == 0, gemm = strcmp(mode, "bf16-gemm") == 0,
                f32_inputs = strcmp(mode, "bf16-f32in") == 0,
-               bf16 = flash || gemm || f32_inputs || strcmp(mode, "bf16") == 0;
+               tuned = strcmp(mode, "bf16-tuned") == 0,
+               bf16 = flash || gemm || f32_inputs || tuned || strcmp(mode, "bf16") == 0;
     if (!bf16 && strcmp(mode, "f32") != 0) {
         fprintf(stderr,
-                "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm, bf16-flash or "
-                "bf16-f32in\n",
+                "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm, bf16-flash, "
+                "bf16-f32in or bf16-tuned\n",
                 mode);
         return 2;
     }
     TRY(ad_cuda_set_bf16_matmul(be, bf16));
+    if (tuned) { /* timed in the warm-up step; each problem's timings logged (check.sh) */
+        TRY(ad_cuda_set_gemm_tuning(be, true));
+        ad_log_set_level(AD_LOG_DEBUG);
+    }
     if (flash || gemm)
         TRY(ad_cuda_set_attention_path(be,
                                        flash ? AD_CUDA_ATTENTION_FLASH : AD_CUDA_ATTENTION_GEMM));
@@ -232,16 +238,20 @@ int main(int argc, char **argv) {
     TRY(ad_cuda_memory_info(&free_b, &total_b));
     const double med = ms[steps / 2];
     const int64_t tokens = (int64_t)batch * b.max_len;
+    ad_cuda_gemm_tuning tuning;
+    TRY(ad_cuda_gemm_tuning_stats(be, &tuning));
     printf(
         "{\"impl\": \"audistill-%s\", \"ms_per_step\": %.2f, \"ms_min\": %.2f, \"tokens\": %lld, "
         "\"tokens_per_s\": %.1f, \"supervised\": %d, \"trainable\": %lld, "
         "\"device_bytes_used\": %zu, "
         "\"loss_first\": %.5f, \"loss_last\": %.5f, \"profiled_step_ms\": %.2f, "
         "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld, \"key_len_uploads\": "
-        "%ld}\n",
+        "%ld, \"gemm_tuned\": %ld, \"gemm_tuning_changed\": %ld, \"gemm_bias_first\": %ld, "
+        "\"gemm_heuristic_ms\": %.3f, \"gemm_tuned_ms\": %.3f}\n",
         mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
         total_b - free_b, first_loss, last_loss, profiled_ms, ad_cuda_attention_flash_calls(be),
-        ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be));
+        ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be), tuning.problems,
+        tuning.changed, tuning.bias_first, tuning.first_ms, tuning.best_ms);
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);

@@ -19,11 +19,14 @@
 #                bench = the real-width benchmark, attention = attention alone at the
 #                benchmark's shapes against PyTorch's SDPA (about a minute),
 #                memcheck = compute-sanitizer over the tests
-#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm,bf16-f32in): bf16
+#   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm,bf16-f32in,
+#                bf16-tuned): bf16
 #                runs as `audistill train` does under precision bf16 (attention as AUTO takes it:
 #                the flash kernels; activations that only GEMMs read in bf16), bf16-gemm and
 #                bf16-flash force attention through the batched GEMMs or the flash kernels,
-#                bf16-f32in keeps those activations in f32 (converted by each GEMM)
+#                bf16-f32in keeps those activations in f32 (converted by each GEMM),
+#                bf16-tuned is bf16 with GEMM tuning (train.gemm_tuning: cuBLASLt's candidate
+#                algorithms timed in the warm-up, the fastest kept)
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
@@ -37,7 +40,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned BATCHES=4,16 PREBUILT=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
         "[--batches LIST] [--memcheck] [--no-bench]" >&2
@@ -65,7 +68,7 @@ for sec in ${SECTIONS//,/ }; do
     case $sec in tests | cli | bench | attention | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
-    case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in)" >&2 && usage ;; esac
+    case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in | bf16-tuned) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in, bf16-tuned)" >&2 && usage ;; esac
 done
 for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
@@ -284,6 +287,28 @@ run_bench() {
                         "$ROOT/experiments/gpu/2026-11-28-h100-5-profile-4880.log" \
                         "$LOGS/audistill-$mode-b$batch.log" | head -32
                 fi
+                # what GEMM tuning moved, op by op (bf16 runs before bf16-tuned in MODES)
+                if [[ $mode == bf16-tuned && $batch == 16 && -f $LOGS/audistill-bf16-b$batch.log ]]; then
+                    echo "-- op profile, GEMM tuning against the heuristic's first answers"
+                    python3 "$ROOT/tests/gpu/profile_diff.py" "$LOGS/audistill-bf16-b$batch.log" \
+                        "$LOGS/audistill-$mode-b$batch.log" | head -32
+                fi
+                if [[ $mode == bf16-tuned && $batch == 16 ]]; then
+                    echo "-- GEMM tuning's largest gains, ms per call (the debug log's timings)"
+                    python3 - "$LOGS/audistill-$mode-b$batch.log" <<'PY'
+import re, sys
+rows = []
+for line in open(sys.argv[1]):
+    m = re.search(r"heuristic's first ([0-9.]+) ms, answer \d+ of \d+ ([0-9.]+) ms", line)
+    b = re.search(r"epilogue ([0-9.]+) ms, bias first ([0-9.]+) \+ ([0-9.]+) ms", line)
+    if m:
+        rows.append((float(m[1]) - float(m[2]), line.split("GEMM tuning: ", 1)[-1].strip()))
+    elif b:
+        rows.append((float(b[1]) - float(b[2]) - float(b[3]), line.split("GEMM tuning: ", 1)[-1].strip()))
+for gain, what in sorted(rows, reverse=True)[:16]:
+    print(f"{gain:8.4f}  {what}")
+PY
+                fi
             else
                 tail -20 "$LOGS/audistill-$mode-b$batch.log"
                 echo "FAILED: audistill benchmark at batch $batch ($mode)"
@@ -295,8 +320,8 @@ run_bench() {
     # the device, decoder + lm_head trained): the loader and the trainer's host work included; no
     # checkpoint is written. Once per mode in --modes: the student's GEMM weights in bf16 (the
     # default), the same with attention forced through the GEMMs or the flash kernels
-    # (AUDISTILL_CUDA_ATTENTION), and in f32 (student_weights: f32, converted in every GEMM), side
-    # by side; then the op profile of the bf16 step, and with GEMM attention when that mode is in.
+    # (AUDISTILL_CUDA_ATTENTION), with GEMM tuning (its first step, which tunes, is left out of
+    # the median), and in f32 (student_weights: f32, converted in every GEMM), side by side; then the op profile of the bf16 step, and with GEMM attention when that mode is in.
     section "audistill train --benchmark at the same shapes"
     "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
         cat >"$benchdir/train.yaml" <<YAML
@@ -308,10 +333,12 @@ train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, st
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
     sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
-    for mode in bf16 bf16-gemm bf16-flash f32; do
+    sed 's/^train: {/train: {gemm_tuning: true, /' "$benchdir/train.yaml" >"$benchdir/train-tuned.yaml"
+    for mode in bf16 bf16-gemm bf16-flash bf16-tuned f32; do
         [[ ,$MODES, == *,$mode,* ]] || continue
         cfg=$benchdir/train.yaml attention=auto
         [[ $mode == f32 ]] && cfg=$benchdir/train-f32.yaml
+        [[ $mode == bf16-tuned ]] && cfg=$benchdir/train-tuned.yaml
         [[ $mode == bf16-flash ]] && attention=flash
         [[ $mode == bf16-gemm ]] && attention=gemm
         if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$BIN/audistill" train \
@@ -392,8 +419,20 @@ compare("attention", lambda t: by.get(("audistill-bf16-gemm", t)), flash_row, ("
 compare("GEMM inputs", lambda t: by.get(("audistill-bf16-f32in", t)),
         lambda t: by.get(("audistill-bf16", t)), ("f32", "bf16"), 1e-4, 6,
         "GEMM INPUT LOSS DISAGREES")
+# GEMM tuning: other cuBLASLt algorithms for the same products (other summation orders), so the
+# losses agree to bf16 rounding; the step times show what the timed choices gain.
+compare("GEMM tuning", lambda t: by.get(("audistill-bf16", t)),
+        lambda t: by.get(("audistill-bf16-tuned", t)), ("heuristic", "tuned"), 0.02, 4,
+        "TUNED LOSS DISAGREES")
+for r in rows:
+    if r.get("gemm_tuned"):
+        print(f"GEMM tuning at {r['tokens']} tokens: {r['gemm_tuned']} problems, "
+              f"{r['gemm_tuning_changed']} took another algorithm, {r['gemm_bias_first']} write "
+              f"the bias first; one call each {r['gemm_heuristic_ms']:.2f} ms -> "
+              f"{r['gemm_tuned_ms']:.2f} ms")
 PY
-    grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES" "$LOGS/table.txt" && status=1
+    grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES\|TUNED LOSS DISAGREES" "$LOGS/table.txt" &&
+        status=1
 }
 
 # Attention alone at the benchmark's two shapes, per batch in --batches: Whisper's encoder (20
