@@ -33,6 +33,10 @@
 
 #include "cuda_internal.h"
 
+extern "C" {
+#include "core/log.h"
+}
+
 #define FA_WARPS   4
 #define FA_THREADS (32 * FA_WARPS)
 #define FA_ROWS    (16 * FA_WARPS) /* query rows (forward, dQ) or keys (dK/dV) per block */
@@ -1059,20 +1063,153 @@ static void fa_init(fa_args *a, const cu_attn_args *args) {
     a->scale_log2 = (float)((double)args->scale * 1.4426950408889634); /* log2(e) */
 }
 
+/* ---- the switches under GEMM tuning --------------------------------------------------------
+ * The cp.async pipe and the two-block kernels at head dim 128 compute the same bits as the
+ * defaults (test_flash_switches), so under tuning (ad_cuda_set_gemm_tuning) the first call of
+ * each shape, forward and backward apart, times the four settings and keeps the fastest, if it
+ * beats the defaults by 3%; the environment variables, when set, fix them instead. A call is only
+ * timed where running it again leaves its inputs unchanged: no output overlaps an input. */
+#define FA_TUNE_MARGIN 0.97f
+
+/* Bytes [lo, hi) of a [B, T, width] view with batch stride sb and row stride st. */
+static void fa_span(const char *p, int dt, int64_t B, int64_t T, int64_t sb, int64_t st,
+                    int64_t width, uintptr_t *lo, uintptr_t *hi) {
+    const int64_t last = (B - 1) * sb + (T - 1) * st + width;
+    *lo = (uintptr_t)p;
+    *hi = (uintptr_t)p + (uintptr_t)(last * cu_esize((ad_dtype)dt));
+}
+
+static bool fa_apart(const char *p, int dt, int64_t B, int64_t T, int64_t sb, int64_t st,
+                     int64_t width, const char *q, int qdt, int64_t QT, int64_t qb, int64_t qt,
+                     int64_t qwidth) {
+    if (!p || !q) return true;
+    uintptr_t a0, a1, b0, b1;
+    fa_span(p, dt, B, T, sb, st, width, &a0, &a1);
+    fa_span(q, qdt, B, QT, qb, qt, qwidth, &b0, &b1);
+    return a1 <= b0 || b1 <= a0;
+}
+
+/* Whether the output `o` (Tq rows of `width`) is apart from every input of the call. */
+static bool fa_output_apart(const fa_args &a, int64_t B, const char *o, int odt, int64_t ob,
+                            int64_t ot, int64_t T, int64_t width, bool backward) {
+    const int64_t qw = (int64_t)a.H * a.D, kw = (int64_t)a.KVH * a.D;
+    return fa_apart(o, odt, B, T, ob, ot, width, a.q, a.qdt, a.Tq, a.qb, a.qt, qw) &&
+           fa_apart(o, odt, B, T, ob, ot, width, a.k, a.kdt, a.Tk, a.kb, a.kt, kw) &&
+           fa_apart(o, odt, B, T, ob, ot, width, a.v, a.vdt, a.Tk, a.vb, a.vt, kw) &&
+           (!backward ||
+            (fa_apart(o, odt, B, T, ob, ot, width, a.o, a.odt, a.Tq, a.ob, a.ot, qw) &&
+             fa_apart(o, odt, B, T, ob, ot, width, a.dout, a.ddt, a.Tq, a.db, a.dt, qw)));
+}
+
+/* One setting of the switches, run: the forward, or the backward with its dK/dV pipe (when the
+ * call allows one) unless the pipe is off. */
+typedef struct {
+    const fa_args *a, *ka;
+    int64_t B;
+    bool backward, want_dq, want_dkv, dkv_pipe, pipe_off, two_blocks;
+} fa_run;
+
+static int fa_run_once(void *ctx) {
+    const fa_run *r = (const fa_run *)ctx;
+    if (!r->backward) {
+        switch (r->a->D) {
+        case 16: return fa_forward<16>(*r->a, r->B, r->pipe_off, r->two_blocks);
+        case 32: return fa_forward<32>(*r->a, r->B, r->pipe_off, r->two_blocks);
+        case 64: return fa_forward<64>(*r->a, r->B, r->pipe_off, r->two_blocks);
+        case 128: return fa_forward<128>(*r->a, r->B, r->pipe_off, r->two_blocks);
+        }
+        return ad_fail("attention (flash): head_dim %d has no kernel", r->a->D);
+    }
+    const bool dkv_pipe = r->dkv_pipe && !r->pipe_off;
+    const fa_args &ka = dkv_pipe ? *r->ka : *r->a;
+    switch (r->a->D) {
+    case 16:
+        return fa_backward<16>(*r->a, ka, r->B, r->want_dq, r->want_dkv, r->pipe_off, r->two_blocks,
+                               dkv_pipe);
+    case 32:
+        return fa_backward<32>(*r->a, ka, r->B, r->want_dq, r->want_dkv, r->pipe_off, r->two_blocks,
+                               dkv_pipe);
+    case 64:
+        return fa_backward<64>(*r->a, ka, r->B, r->want_dq, r->want_dkv, r->pipe_off, r->two_blocks,
+                               dkv_pipe);
+    case 128:
+        return fa_backward<128>(*r->a, ka, r->B, r->want_dq, r->want_dkv, r->pipe_off,
+                                r->two_blocks, dkv_pipe);
+    }
+    return ad_fail("attention_backward (flash): head_dim %d has no kernel", r->a->D);
+}
+
+/* The switches for this call: the backend's (the environment's or the defaults), or under
+ * tuning the shape's timed choice, timing it on first sight when `replayable`. */
+static int fa_switches(ad_backend *be, fa_run *r, bool replayable) {
+    cu_impl *impl = cu_of(be);
+    r->pipe_off = impl->flash_pipe_off;
+    r->two_blocks = impl->flash_d128_two_blocks;
+    if (!impl->gemm_tune || impl->flash_switches_fixed) return AD_OK;
+    const fa_args &a = *r->a;
+    const int64_t key[10] = {r->backward,
+                             r->B,
+                             a.H,
+                             a.KVH,
+                             a.D,
+                             a.Tq,
+                             a.Tk,
+                             a.causal,
+                             a.key_len != NULL,
+                             (int64_t)a.qdt | (int64_t)a.kdt << 8 | (int64_t)a.vdt << 16 |
+                                 (int64_t)a.ddt << 24 | (int64_t)r->want_dq << 32 |
+                                 (int64_t)r->want_dkv << 33 | (int64_t)r->dkv_pipe << 34};
+    cu_flash_choice *free_slot = NULL;
+    for (int i = 0; i < CU_FLASH_CHOICES; i++) {
+        cu_flash_choice *c = &impl->flash_choices[i];
+        if (c->used && memcmp(c->key, key, sizeof key) == 0) {
+            r->pipe_off = c->pipe_off;
+            r->two_blocks = c->two_blocks;
+            return AD_OK;
+        }
+        if (!c->used && !free_slot) free_slot = c;
+    }
+    if (!replayable || !free_slot) return AD_OK; /* the defaults */
+    float best = 0.0f, first = 0.0f;
+    bool best_off = false, best_two = false;
+    for (int v = 0; v < 4; v++) {
+        r->pipe_off = v & 1;
+        r->two_blocks = (v & 2) != 0;
+        if (r->two_blocks && a.D != 128) continue; /* the same kernels as without */
+        float ms = 0.0f;
+        AD_TRY(cu_tune_time(impl, fa_run_once, r, &ms));
+        if (v == 0) {
+            best = first = ms;
+        } else if (ms < best && ms < first * FA_TUNE_MARGIN) {
+            best = ms, best_off = r->pipe_off, best_two = r->two_blocks;
+        }
+    }
+    free_slot->used = true;
+    memcpy(free_slot->key, key, sizeof key);
+    free_slot->pipe_off = r->pipe_off = best_off;
+    free_slot->two_blocks = r->two_blocks = best_two;
+    impl->flash_tuned++;
+    if (best_off || best_two) impl->flash_changed++;
+    ad_log(AD_LOG_DEBUG,
+           "attention tuning: flash %s, %lld x %d heads (%d kv) of %d, %lld x %lld keys%s: "
+           "defaults %.4f ms, kept pipe %s, %s %.4f ms",
+           r->backward ? "backward" : "forward", (long long)r->B, a.H, a.KVH, a.D, (long long)a.Tq,
+           (long long)a.Tk, a.causal ? ", causal" : "", (double)first, best_off ? "off" : "on",
+           best_two ? "two blocks per SM" : "default blocks", (double)best);
+    return AD_OK;
+}
+
 int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args) {
     fa_args a;
     fa_init(&a, args);
     fa_output(out, &a.y, &a.ydt, &a.yb, &a.yt);
     cu_of(be)->attention_flash_calls++;
     const int64_t B = out->shape[0];
-    const bool off = cu_of(be)->flash_pipe_off, two = cu_of(be)->flash_d128_two_blocks;
-    switch (a.D) {
-    case 16: return fa_forward<16>(a, B, off, two);
-    case 32: return fa_forward<32>(a, B, off, two);
-    case 64: return fa_forward<64>(a, B, off, two);
-    case 128: return fa_forward<128>(a, B, off, two);
-    }
-    return ad_fail("attention (flash): head_dim %d has no kernel", a.D);
+    fa_run r = {&a, &a, B, false, false, false, false, false, false};
+    const bool replayable =
+        fa_output_apart(a, B, a.y, a.ydt, a.yb, a.yt, a.Tq, (int64_t)a.H * a.D, false);
+    AD_TRY(fa_switches(be, &r, replayable));
+    return fa_run_once(&r);
 }
 
 int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
@@ -1083,9 +1220,9 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     fa_output(dk, &a.dk, &a.dkdt, &a.dkb, &a.dkt);
     fa_output(dv, &a.dv, &a.dvdt, &a.dvb, &a.dvt);
     const int64_t rows = (int64_t)a.H * a.Tq;
-    cu_of(be)->attention_flash_calls++;
-    const bool want_dq = dq != NULL, want_dkv = dk || dv, off = cu_of(be)->flash_pipe_off,
-               two = cu_of(be)->flash_d128_two_blocks;
+    cu_impl *impl = cu_of(be);
+    impl->attention_flash_calls++;
+    const bool want_dq = dq != NULL, want_dkv = dk || dv;
     if (!want_dq && !want_dkv) return AD_OK;
     const int64_t B = (dq ? dq : dk ? dk : dv)->shape[0];
     float *stats = NULL;
@@ -1097,10 +1234,12 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
     /* The dK/dV kernel's query tiles go through its pipe when q and dO are bf16 views cp.async
      * can copy; an f32 dO (the graph's gradient) that is contiguous is first rounded to a bf16
      * copy, the bits the kernel's tile loads would round it to (and it re-reads dO once per
-     * block of keys). The dQ kernel keeps the f32 dO: its delta = dO . O is summed in f32. */
+     * block of keys). The dQ kernel keeps the f32 dO: its delta = dO . O is summed in f32. The
+     * copy is made unless the pipe is off for good (tuning may switch it off per shape). */
     fa_args ka = a;
     bool dkv_pipe = false;
-    if (want_dkv && !off && a.D >= 32 && a.Tq > 0 && fa_view_async(a.q, a.qdt, a.qb, a.qt)) {
+    const bool may_pipe = !impl->flash_pipe_off || (impl->gemm_tune && !impl->flash_switches_fixed);
+    if (want_dkv && may_pipe && a.D >= 32 && a.Tq > 0 && fa_view_async(a.q, a.qdt, a.qb, a.qt)) {
         const int64_t width = (int64_t)a.H * a.D, n = B * a.Tq * width;
         if (fa_view_async(a.dout, a.ddt, a.db, a.dt)) {
             dkv_pipe = true;
@@ -1113,11 +1252,12 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
             dkv_pipe = true;
         }
     }
-    switch (a.D) {
-    case 16: return fa_backward<16>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
-    case 32: return fa_backward<32>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
-    case 64: return fa_backward<64>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
-    case 128: return fa_backward<128>(a, ka, B, want_dq, want_dkv, off, two, dkv_pipe);
-    }
-    return ad_fail("attention_backward (flash): head_dim %d has no kernel", a.D);
+    fa_run r = {&a, &ka, B, true, want_dq, want_dkv, dkv_pipe, false, false};
+    const int64_t qw = (int64_t)a.H * a.D, kw = (int64_t)a.KVH * a.D;
+    const bool replayable =
+        fa_output_apart(a, B, dq ? a.y : NULL, a.ydt, a.yb, a.yt, a.Tq, qw, true) &&
+        fa_output_apart(a, B, dk ? a.dk : NULL, a.dkdt, a.dkb, a.dkt, a.Tk, kw, true) &&
+        fa_output_apart(a, B, dv ? a.dv : NULL, a.dvdt, a.dvb, a.dvt, a.Tk, kw, true);
+    AD_TRY(fa_switches(be, &r, replayable));
+    return fa_run_once(&r);
 }

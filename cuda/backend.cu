@@ -297,6 +297,8 @@ static void cu_destroy(ad_backend *be) {
         if (impl->flag) cudaFree(impl->flag);
         if (impl->lt) cublasLtDestroy(impl->lt);
         cu_gemm_cache_free(impl);
+        if (impl->tune_start) cudaEventDestroy(impl->tune_start);
+        if (impl->tune_stop) cudaEventDestroy(impl->tune_stop);
         cu_key_len_free(impl);
     }
     free(impl);
@@ -337,6 +339,9 @@ static int setup(cu_impl *impl) {
     }
     AD_TRY(env_switch(AD_CUDA_FLASH_PIPE_ENV, "1", "0", &impl->flash_pipe_off));
     AD_TRY(env_switch(AD_CUDA_GEMM_TUNE_ENV, "0", "1", &impl->gemm_tune));
+    const char *pipe = getenv(AD_CUDA_FLASH_PIPE_ENV),
+               *blocks = getenv(AD_CUDA_FLASH_D128_BLOCKS_ENV);
+    impl->flash_switches_fixed = (pipe && *pipe) || (blocks && *blocks);
     return env_switch(AD_CUDA_FLASH_D128_BLOCKS_ENV, "3", "2", &impl->flash_d128_two_blocks);
 }
 

@@ -60,7 +60,9 @@ int ad_cuda_gemm_cache_stats(ad_backend *be, long *hits, long *misses);
 /* GEMM tuning (off by default; the environment variable AUDISTILL_CUDA_GEMM_TUNE=1 turns it on
  * for every new backend). On, each GEMM problem's first call that may run more than once times
  * up to 8 of cuBLASLt's heuristic answers on its real operands and keeps the fastest; a problem
- * with a bias is also timed with the bias written first instead of the library's epilogue.
+ * with a bias is also timed with the bias written first instead of the library's epilogue. The
+ * flash attention kernels' switches are timed per shape the same way (unless
+ * AUDISTILL_CUDA_FLASH_PIPE or AUDISTILL_CUDA_FLASH_D128_BLOCKS fixes them).
  * Costs some milliseconds per problem once; results may differ in the last bits between runs
  * whose timings chose differently (a run with tuning off repeats bit for bit). */
 int ad_cuda_set_gemm_tuning(ad_backend *be, bool on);
@@ -71,6 +73,10 @@ typedef struct {
     long bias_first; /* bias problems that write the bias first */
     double first_ms; /* summed over the tuned problems: one call with the heuristic's first */
     double best_ms;  /* ... and with the chosen answer */
+    /* Flash attention shapes (forward and backward apart) whose kernel switches (the cp.async
+     * pipe, two blocks per SM at head dim 128) tuning timed, and how many kept other switches
+     * than the defaults; the switches compute the same bits, so this never changes a result. */
+    long attention_problems, attention_changed;
 } ad_cuda_gemm_tuning;
 int ad_cuda_gemm_tuning_stats(ad_backend *be, ad_cuda_gemm_tuning *out);
 /* The tuned choices, kept across processes (a resumed run computes with the algorithms the

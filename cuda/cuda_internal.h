@@ -59,6 +59,14 @@ typedef struct {
     unsigned long long used; /* for least-recently-used replacement */
 } cu_key_len_table;
 
+/* GEMM tuning's choice of the flash kernels' switches for one attention shape
+ * (attention_flash.cu): the variants compute the same bits, so only speed decides. */
+#define CU_FLASH_CHOICES 32
+typedef struct {
+    bool used, pipe_off, two_blocks;
+    int64_t key[10];
+} cu_flash_choice;
+
 typedef struct {
     int device;
     cublasLtHandle_t lt;
@@ -66,14 +74,18 @@ typedef struct {
     void *workspace;
     void *scratch[CU_SCRATCH_SLOTS];
     size_t scratch_bytes[CU_SCRATCH_SLOTS];
-    unsigned long long *flag;       /* device word for index checks (smallest bad position) */
-    bool bf16_gemm;                 /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
-    bool gemm_tune;                 /* ad_cuda_set_gemm_tuning: time the heuristic's answers */
-    int attention_path;             /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
-    bool flash_pipe_off;            /* AUDISTILL_CUDA_FLASH_PIPE=0 */
-    bool flash_d128_two_blocks;     /* AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 */
-    long attention_gemm_calls;      /* ad_cuda_attention_gemm_calls */
-    long attention_flash_calls;     /* ad_cuda_attention_flash_calls */
+    unsigned long long *flag;   /* device word for index checks (smallest bad position) */
+    bool bf16_gemm;             /* ad_cuda_set_bf16_matmul: f32 GEMM operands rounded to bf16 */
+    bool gemm_tune;             /* ad_cuda_set_gemm_tuning: time the heuristic's answers */
+    int attention_path;         /* ad_cuda_set_attention_path: AD_CUDA_ATTENTION_* */
+    bool flash_pipe_off;        /* AUDISTILL_CUDA_FLASH_PIPE=0 */
+    bool flash_d128_two_blocks; /* AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 */
+    bool flash_switches_fixed;  /* either variable set: tuning leaves the switches alone */
+    cu_flash_choice flash_choices[CU_FLASH_CHOICES]; /* tuning's switches per flash shape */
+    long flash_tuned, flash_changed;                 /* shapes timed, and kept other switches */
+    cudaEvent_t tune_start, tune_stop;               /* cu_tune_time's, made on first use */
+    long attention_gemm_calls;                       /* ad_cuda_attention_gemm_calls */
+    long attention_flash_calls;                      /* ad_cuda_attention_flash_calls */
     int cc_major;                   /* compute capability (the flash kernels need 8 or more) */
     size_t attention_scratch_bytes; /* per score buffer of the GEMM path */
     cu_key_len_table key_lens[CU_KEY_LEN_TABLES];
@@ -285,6 +297,9 @@ int cu_gemm_batched(ad_backend *be, const char *op, const cu_mat *Y, int64_t y_s
                     const cu_mat *A, int64_t a_stride, bool ta, const cu_mat *B, int64_t b_stride,
                     bool tb, int count, float alpha, float beta);
 void cu_gemm_cache_free(cu_impl *impl);
+/* Milliseconds per call of fn(ctx) on the default stream: one untimed call, then a few between
+ * two events (GEMM tuning). */
+int cu_tune_time(cu_impl *impl, int (*fn)(void *), void *ctx, float *ms);
 /* Frees the device key_len tables (attention.cu). */
 void cu_key_len_free(cu_impl *impl);
 /* out[c] += sum over rows of src[r, c] (src any float dtype, row stride ld), in a fixed order:

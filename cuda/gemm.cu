@@ -230,7 +230,6 @@ struct cu_algo_cache {
     long hits, misses;
     ad_cuda_gemm_tuning tuning;
     long changes, saved_changes; /* choices made, and how many of them a file holds */
-    cudaEvent_t start, stop;     /* made by the first timing */
 };
 
 static uint64_t algo_hash(const algo_key *k) {
@@ -266,8 +265,6 @@ void cu_gemm_cache_free(cu_impl *impl) {
                 t->problems, t->candidates, t->changed, t->bias_first, t->first_ms, t->best_ms);
     for (int i = 0; i < ALGO_CACHE_SLOTS; i++)
         lt_release(&impl->algos->slots[i].obj);
-    if (impl->algos->start) cudaEventDestroy(impl->algos->start);
-    if (impl->algos->stop) cudaEventDestroy(impl->algos->stop);
     free(impl->algos);
     impl->algos = NULL;
 }
@@ -285,6 +282,8 @@ extern "C" int ad_cuda_gemm_tuning_stats(ad_backend *be, ad_cuda_gemm_tuning *ou
     cu_impl *impl = cu_of(be);
     memset(out, 0, sizeof *out);
     if (impl->algos) *out = impl->algos->tuning;
+    out->attention_problems = impl->flash_tuned;
+    out->attention_changed = impl->flash_changed;
     return AD_OK;
 }
 
@@ -408,19 +407,17 @@ static int lt_run(void *ctx) {
     return AD_OK;
 }
 
-/* Milliseconds per call of fn(ctx): one untimed call, then TUNE_REPS between two events. */
-static int tune_time(cu_impl *impl, int (*fn)(void *), void *ctx, float *ms) {
-    cu_algo_cache *c = impl->algos;
-    if (!c->start) CUDA_TRY(cudaEventCreateWithFlags(&c->start, cudaEventDefault));
-    if (!c->stop) CUDA_TRY(cudaEventCreateWithFlags(&c->stop, cudaEventDefault));
+int cu_tune_time(cu_impl *impl, int (*fn)(void *), void *ctx, float *ms) {
+    if (!impl->tune_start) CUDA_TRY(cudaEventCreateWithFlags(&impl->tune_start, cudaEventDefault));
+    if (!impl->tune_stop) CUDA_TRY(cudaEventCreateWithFlags(&impl->tune_stop, cudaEventDefault));
     AD_TRY(fn(ctx));
-    CUDA_TRY(cudaEventRecord(c->start, 0));
+    CUDA_TRY(cudaEventRecord(impl->tune_start, 0));
     for (int r = 0; r < TUNE_REPS; r++)
         AD_TRY(fn(ctx));
-    CUDA_TRY(cudaEventRecord(c->stop, 0));
-    CUDA_TRY(cudaEventSynchronize(c->stop));
+    CUDA_TRY(cudaEventRecord(impl->tune_stop, 0));
+    CUDA_TRY(cudaEventSynchronize(impl->tune_stop));
     float total = 0.0f;
-    CUDA_TRY(cudaEventElapsedTime(&total, c->start, c->stop));
+    CUDA_TRY(cudaEventElapsedTime(&total, impl->tune_start, impl->tune_stop));
     *ms = total / TUNE_REPS;
     return AD_OK;
 }
@@ -440,7 +437,7 @@ static int tune_slot(cu_impl *impl, algo_slot *slot, lt_call call) {
         if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
         call.algo = &results[i].algo;
         float ms = 0.0f;
-        if (tune_time(impl, lt_run, &call, &ms) < 0) {
+        if (cu_tune_time(impl, lt_run, &call, &ms) < 0) {
             if (call.status == CUBLAS_STATUS_SUCCESS) return AD_ERR; /* a CUDA error */
             continue; /* this answer is refused for these operands */
         }
@@ -660,7 +657,7 @@ static int choose_bias_way(cu_impl *impl, const lt_problem *ep, float alpha, boo
     if (es->bias_way == BIAS_UNDECIDED) {
         bias_call bc = {ep->Y, ep->M, ep->N, (const char *)ep->bias, ep->bias_dt};
         float bias_ms = 0.0f;
-        AD_TRY(tune_time(impl, bias_run, &bc, &bias_ms));
+        AD_TRY(cu_tune_time(impl, bias_run, &bc, &bias_ms));
         lt_problem plain = *ep;
         plain.bias = NULL;
         AD_TRY(lt_prepare(impl, &plain, alpha, 1.0f, true, &ps, &local, &algo, &no_algo));

@@ -16,6 +16,8 @@ static bool g_emulated;
  * and whether it added the bias in the epilogue. Absent (NULL) in a GPU build. */
 extern int ad_emu_last_gemm_algo(void) __attribute__((weak));
 extern int ad_emu_last_gemm_bias_epilogue(void) __attribute__((weak));
+/* ... and the name of its last kernel launch (tests/cuda_emu/emu_runtime.cpp). */
+extern const char *ad_emu_last_kernel(void) __attribute__((weak));
 
 static ad_cuda_gemm_tuning tuning_now(void) {
     ad_cuda_gemm_tuning t;
@@ -271,6 +273,90 @@ static void test_tuning_file(void) {
     pair_free(&y2);
 }
 
+/* Flash attention's switches under tuning: the same bits as the defaults, forward and backward
+ * (so on a GPU too), each shape timed once; on the emulator, a slowed default kernel makes the
+ * tuning keep other switches, still the same bits. Switches fixed by the environment are not
+ * tuned. */
+static void test_flash_switches_tuned(void) {
+    static const int padded[2] = {40, 23};
+    static const struct {
+        int D;
+        bool causal;
+        const int *key_len;
+        const char *slow; /* the default kernels, slowed on the emulator */
+    } cases[] = {
+        {64, false, padded, "fa_forward_kernel<D,narrow>=60000;fa_dq_kernel<D,narrow>=60000"},
+        {128, true, NULL, "fa_forward_kernel<D,false>=60000;fa_dq_kernel<D,false>=60000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int fixed = 0; fixed < 2; fixed++) {
+            if (fixed) setenv("AUDISTILL_CUDA_FLASH_PIPE", "1", 1);
+            ad_backend *tuned;
+            const int rc = ad_backend_cuda_create(&tuned, 0);
+            unsetenv("AUDISTILL_CUDA_FLASH_PIPE");
+            CHECK_OK(rc);
+            if (rc < 0) continue;
+            CHECK_OK(ad_cuda_set_gemm_tuning(tuned, true));
+            CHECK_OK(ad_cuda_set_attention_path(tuned, AD_CUDA_ATTENTION_FLASH));
+            CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_FLASH));
+            const int B = 2, T = 40, H = 2, D = cases[i].D;
+            pair q, k, v, out, out2, dout, g1[3], g2[3];
+            pair_make(&q, "q", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&k, "k", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&v, "v", AD_BF16, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&out, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&out2, "out", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+            pair_make(&dout, "dout", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+            for (int j = 0; j < 3; j++) {
+                pair_make(&g1[j], "grad", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+                pair_make(&g2[j], "grad", AD_F32, 3, S(B, T, H * D), 1.0f, 0.0f);
+            }
+            const ad_attention_params p = {
+                H, H, D, cases[i].causal, 0, 1.0f / sqrtf((float)D), cases[i].key_len, NULL};
+            CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+            CHECK_OK(g_gpu->attention_backward(g_gpu, &g1[0].g, &g1[1].g, &g1[2].g, &dout.g, &out.g,
+                                               &q.g, &k.g, &v.g, &p));
+            if (g_emulated && !fixed) set_env("AUDISTILL_CUDA_EMU_KERNEL_DELAY_US", cases[i].slow);
+            for (int rep = 0; rep < 2; rep++) { /* the second: the kept switches, untimed */
+                CHECK_OK(tuned->attention(tuned, &out2.g, &q.g, &k.g, &v.g, &p));
+                CHECK_OK(tuned->attention_backward(tuned, &g2[0].g, &g2[1].g, &g2[2].g, &dout.g,
+                                                   &out.g, &q.g, &k.g, &v.g, &p));
+            }
+            set_env("AUDISTILL_CUDA_EMU_KERNEL_DELAY_US", NULL);
+            if (g_emulated && !fixed && ad_emu_last_kernel) {
+                /* a third forward runs the kept kernel, not the slowed default */
+                CHECK_OK(tuned->attention(tuned, &out2.g, &q.g, &k.g, &v.g, &p));
+                const char *ran = ad_emu_last_kernel();
+                CHECK_MSG(strncmp(cases[i].slow, ran, strlen(ran)) != 0 ||
+                              cases[i].slow[strlen(ran)] != '=',
+                          "head dim %d: the kept forward is the slowed default %s", D, ran);
+            }
+            ad_cuda_gemm_tuning t;
+            CHECK_OK(ad_cuda_gemm_tuning_stats(tuned, &t));
+            printf("  flash head dim %d%s: %ld shapes tuned, %ld kept other switches\n", D,
+                   fixed ? " (AUDISTILL_CUDA_FLASH_PIPE set)" : "", t.attention_problems,
+                   t.attention_changed);
+            CHECK_MSG(t.attention_problems == (fixed ? 0 : 2),
+                      "head dim %d: %ld attention shapes tuned, expected %d", D,
+                      t.attention_problems, fixed ? 0 : 2);
+            if (g_emulated && !fixed)
+                CHECK_MSG(t.attention_changed == 2,
+                          "head dim %d: the slowed default kernels kept (%ld changed)", D,
+                          t.attention_changed);
+            CHECK_MSG(same_bits(&out.g, &out2.g), "head dim %d: tuned switches changed the output",
+                      D);
+            for (int j = 0; j < 3; j++)
+                CHECK_MSG(same_bits(&g1[j].g, &g2[j].g),
+                          "head dim %d: tuned switches changed gradient %d", D, j);
+            for (int j = 0; j < 3; j++)
+                pair_free(&g1[j]), pair_free(&g2[j]);
+            pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out), pair_free(&out2);
+            pair_free(&dout);
+            CHECK_OK(ad_cuda_set_attention_path(g_gpu, AD_CUDA_ATTENTION_AUTO));
+            ad_backend_destroy(tuned);
+        }
+}
+
 int main(void) {
     setup_backends(20261128);
     char name[256];
@@ -279,6 +365,7 @@ int main(void) {
     RUN(test_accumulate_untouched);
     RUN(test_steered_choices);
     RUN(test_tuning_file);
+    RUN(test_flash_switches_tuned);
     teardown_backends();
     return test_report();
 }

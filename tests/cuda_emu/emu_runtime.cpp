@@ -973,9 +973,36 @@ void ad_emu_shared_fresh(void *p, size_t bytes) {
 }
 
 /* ---- launch ---------------------------------------------------------------------------------- */
+/* AUDISTILL_CUDA_EMU_KERNEL_DELAY_US="NAME=US;NAME=US": each launch of a kernel of that name (as
+ * the launch spells it, e.g. fa_forward_kernel<D,narrow>) sleeps US microseconds first, so
+ * tests can steer what GEMM tuning times. */
+static void kernel_delay(const char *name) {
+    const char *spec = getenv("AUDISTILL_CUDA_EMU_KERNEL_DELAY_US");
+    const size_t len = strlen(name);
+    for (const char *p = spec; p && *p;) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ';');
+        if (!eq) break;
+        if ((size_t)(eq - p) == len && strncmp(p, name, len) == 0) {
+            const long us = strtol(eq + 1, NULL, 10);
+            struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+            return;
+        }
+        p = end ? end + 1 : NULL;
+    }
+}
+
+/* The last kernel launched, by name (tests check which variant a choice ran). */
+static const char *g_last_kernel = "";
+extern "C" const char *ad_emu_last_kernel(void) {
+    return g_last_kernel;
+}
+
 void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 block, size_t smem,
                         void (*body)(void *), void *ctx) {
     if (g_current) emu_die("kernel %s launched from inside a kernel", name);
+    kernel_delay(name);
+    g_last_kernel = name;
     if (stats()) g_stats->launches[name]++;
     g_default_generation++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;

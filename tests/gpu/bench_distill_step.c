@@ -247,11 +247,13 @@ int main(int argc, char **argv) {
         "\"loss_first\": %.5f, \"loss_last\": %.5f, \"profiled_step_ms\": %.2f, "
         "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld, \"key_len_uploads\": "
         "%ld, \"gemm_tuned\": %ld, \"gemm_tuning_changed\": %ld, \"gemm_bias_first\": %ld, "
-        "\"gemm_heuristic_ms\": %.3f, \"gemm_tuned_ms\": %.3f}\n",
+        "\"gemm_heuristic_ms\": %.3f, \"gemm_tuned_ms\": %.3f, \"attention_tuned\": %ld, "
+        "\"attention_tuning_changed\": %ld}\n",
         mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
         total_b - free_b, first_loss, last_loss, profiled_ms, ad_cuda_attention_flash_calls(be),
         ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be), tuning.problems,
-        tuning.changed, tuning.bias_first, tuning.first_ms, tuning.best_ms);
+        tuning.changed, tuning.bias_first, tuning.first_ms, tuning.best_ms,
+        tuning.attention_problems, tuning.attention_changed);
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);

@@ -294,14 +294,17 @@ run_bench() {
                         "$LOGS/audistill-$mode-b$batch.log" | head -32
                 fi
                 if [[ $mode == bf16-tuned && $batch == 16 ]]; then
-                    echo "-- GEMM tuning's largest gains, ms per call (the debug log's timings)"
+                    echo "-- tuning's largest gains, ms per call (GEMMs and flash attention; the debug log)"
                     python3 - "$LOGS/audistill-$mode-b$batch.log" <<'PY'
 import re, sys
 rows = []
 for line in open(sys.argv[1]):
     m = re.search(r"heuristic's first ([0-9.]+) ms, answer \d+ of \d+ ([0-9.]+) ms", line)
     b = re.search(r"epilogue ([0-9.]+) ms, bias first ([0-9.]+) \+ ([0-9.]+) ms", line)
-    if m:
+    f = re.search(r"defaults ([0-9.]+) ms, kept .* ([0-9.]+) ms$", line.strip())
+    if f:
+        rows.append((float(f[1]) - float(f[2]), line.split("attention tuning: ", 1)[-1].strip()))
+    elif m:
         rows.append((float(m[1]) - float(m[2]), line.split("GEMM tuning: ", 1)[-1].strip()))
     elif b:
         rows.append((float(b[1]) - float(b[2]) - float(b[3]), line.split("GEMM tuning: ", 1)[-1].strip()))
@@ -429,7 +432,8 @@ for r in rows:
         print(f"GEMM tuning at {r['tokens']} tokens: {r['gemm_tuned']} problems, "
               f"{r['gemm_tuning_changed']} took another algorithm, {r['gemm_bias_first']} write "
               f"the bias first; one call each {r['gemm_heuristic_ms']:.2f} ms -> "
-              f"{r['gemm_tuned_ms']:.2f} ms")
+              f"{r['gemm_tuned_ms']:.2f} ms; flash attention: {r.get('attention_tuned', 0)} "
+              f"shapes, {r.get('attention_tuning_changed', 0)} kept other switches")
 PY
     grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES\|TUNED LOSS DISAGREES" "$LOGS/table.txt" &&
         status=1
