@@ -353,6 +353,7 @@ YAML
                 awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
                     '{peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
             grep -m1 "this job now" "$LOGS/train-bench-$mode.log"
+            [[ $mode == bf16-tuned ]] && grep -m1 "GEMM tuning: [0-9]* problems" "$LOGS/train-bench-$mode.log"
         else
             tail -20 "$LOGS/train-bench-$mode.log"
             echo "FAILED: audistill train --benchmark (mode $mode)"
