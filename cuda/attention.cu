@@ -460,6 +460,7 @@ int cu_attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tenso
         if (dv->shape[1] != Tk)
             return ad_op_fail_tensor(op, dv, "expected %lld rows", (long long)Tk);
     }
+    AD_TRY(ad_op_check_attention_grads(op, dq, dk, dv, dout, out, q, k, v));
     AD_TRY(check_grid(op, Tq > Tk ? Tq : Tk, B));
     if (B == 0) return AD_OK;
     attn_args a;

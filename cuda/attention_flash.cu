@@ -1067,39 +1067,9 @@ static void fa_init(fa_args *a, const cu_attn_args *args) {
  * The cp.async pipe and the two-block kernels at head dim 128 compute the same bits as the
  * defaults (test_flash_switches), so under tuning (ad_cuda_set_gemm_tuning) the first call of
  * each shape, forward and backward apart, times the four settings and keeps the fastest, if it
- * beats the defaults by 3%; the environment variables, when set, fix them instead. A call is only
- * timed where running it again leaves its inputs unchanged: no output overlaps an input. */
+ * beats the defaults by 3%; the environment variables, when set, fix them instead. Running a call
+ * again leaves its inputs unchanged: the ops' checks refuse an output that overlaps an input. */
 #define FA_TUNE_MARGIN 0.97f
-
-/* Bytes [lo, hi) of a [B, T, width] view with batch stride sb and row stride st. */
-static void fa_span(const char *p, int dt, int64_t B, int64_t T, int64_t sb, int64_t st,
-                    int64_t width, uintptr_t *lo, uintptr_t *hi) {
-    const int64_t last = (B - 1) * sb + (T - 1) * st + width;
-    *lo = (uintptr_t)p;
-    *hi = (uintptr_t)p + (uintptr_t)(last * cu_esize((ad_dtype)dt));
-}
-
-static bool fa_apart(const char *p, int dt, int64_t B, int64_t T, int64_t sb, int64_t st,
-                     int64_t width, const char *q, int qdt, int64_t QT, int64_t qb, int64_t qt,
-                     int64_t qwidth) {
-    if (!p || !q) return true;
-    uintptr_t a0, a1, b0, b1;
-    fa_span(p, dt, B, T, sb, st, width, &a0, &a1);
-    fa_span(q, qdt, B, QT, qb, qt, qwidth, &b0, &b1);
-    return a1 <= b0 || b1 <= a0;
-}
-
-/* Whether the output `o` (Tq rows of `width`) is apart from every input of the call. */
-static bool fa_output_apart(const fa_args &a, int64_t B, const char *o, int odt, int64_t ob,
-                            int64_t ot, int64_t T, int64_t width, bool backward) {
-    const int64_t qw = (int64_t)a.H * a.D, kw = (int64_t)a.KVH * a.D;
-    return fa_apart(o, odt, B, T, ob, ot, width, a.q, a.qdt, a.Tq, a.qb, a.qt, qw) &&
-           fa_apart(o, odt, B, T, ob, ot, width, a.k, a.kdt, a.Tk, a.kb, a.kt, kw) &&
-           fa_apart(o, odt, B, T, ob, ot, width, a.v, a.vdt, a.Tk, a.vb, a.vt, kw) &&
-           (!backward ||
-            (fa_apart(o, odt, B, T, ob, ot, width, a.o, a.odt, a.Tq, a.ob, a.ot, qw) &&
-             fa_apart(o, odt, B, T, ob, ot, width, a.dout, a.ddt, a.Tq, a.db, a.dt, qw)));
-}
 
 /* One setting of the switches, run: the forward, or the backward with its dK/dV pipe (when the
  * call allows one) unless the pipe is off. */
@@ -1140,8 +1110,8 @@ static int fa_run_once(void *ctx) {
 }
 
 /* The switches for this call: the backend's (the environment's or the defaults), or under
- * tuning the shape's timed choice, timing it on first sight when `replayable`. */
-static int fa_switches(ad_backend *be, fa_run *r, bool replayable) {
+ * tuning the shape's timed choice, timing it on first sight. */
+static int fa_switches(ad_backend *be, fa_run *r) {
     cu_impl *impl = cu_of(be);
     r->pipe_off = impl->flash_pipe_off;
     r->two_blocks = impl->flash_d128_two_blocks;
@@ -1169,7 +1139,7 @@ static int fa_switches(ad_backend *be, fa_run *r, bool replayable) {
         }
         if (!c->used && !free_slot) free_slot = c;
     }
-    if (!replayable || !free_slot) return AD_OK; /* the defaults */
+    if (!free_slot) return AD_OK; /* the defaults */
     float best = 0.0f, first = 0.0f;
     bool best_off = false, best_two = false;
     for (int v = 0; v < 4; v++) {
@@ -1206,9 +1176,7 @@ int cu_attention_flash(ad_backend *be, ad_tensor *out, const cu_attn_args *args)
     cu_of(be)->attention_flash_calls++;
     const int64_t B = out->shape[0];
     fa_run r = {&a, &a, B, false, false, false, false, false, false};
-    const bool replayable =
-        fa_output_apart(a, B, a.y, a.ydt, a.yb, a.yt, a.Tq, (int64_t)a.H * a.D, false);
-    AD_TRY(fa_switches(be, &r, replayable));
+    AD_TRY(fa_switches(be, &r));
     return fa_run_once(&r);
 }
 
@@ -1253,11 +1221,6 @@ int cu_attention_backward_flash(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad
         }
     }
     fa_run r = {&a, &ka, B, true, want_dq, want_dkv, dkv_pipe, false, false};
-    const int64_t qw = (int64_t)a.H * a.D, kw = (int64_t)a.KVH * a.D;
-    const bool replayable =
-        fa_output_apart(a, B, dq ? a.y : NULL, a.ydt, a.yb, a.yt, a.Tq, qw, true) &&
-        fa_output_apart(a, B, dk ? a.dk : NULL, a.dkdt, a.dkb, a.dkt, a.Tk, kw, true) &&
-        fa_output_apart(a, B, dv ? a.dv : NULL, a.dvdt, a.dvb, a.dvt, a.Tk, kw, true);
-    AD_TRY(fa_switches(be, &r, replayable));
+    AD_TRY(fa_switches(be, &r));
     return fa_run_once(&r);
 }

@@ -206,8 +206,8 @@ struct ad_backend {
     /* In place on dx [B, T, n_heads * head_dim]: the transpose of the rotation. */
     int (*rope_backward)(ad_backend *be, ad_tensor *dx, const ad_tensor *positions, int n_heads,
                          int head_dim, float theta);
-    /* dq, dk, dv overwritten (dk/dv sum over the query heads sharing a kv head); out is the
-     * forward output. */
+    /* dq, dk, dv overwritten (dk/dv sum over the query heads sharing a kv head), none of them
+     * overlapping an input; out is the forward output. */
     int (*attention_backward)(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_tensor *dv,
                               const ad_tensor *dout, const ad_tensor *out, const ad_tensor *q,
                               const ad_tensor *k, const ad_tensor *v,

@@ -73,6 +73,16 @@ int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *
     return AD_OK;
 }
 
+int ad_op_check_attention_grads(const char *op, const ad_tensor *dq, const ad_tensor *dk,
+                                const ad_tensor *dv, const ad_tensor *dout, const ad_tensor *out,
+                                const ad_tensor *q, const ad_tensor *k, const ad_tensor *v) {
+    const ad_tensor *grads[3] = {dq, dk, dv}, *inputs[5] = {dout, out, q, k, v};
+    for (int g = 0; g < 3; g++)
+        for (int i = 0; grads[g] && i < 5; i++)
+            AD_TRY(ad_op_check_no_alias(op, grads[g], inputs[i]));
+    return AD_OK;
+}
+
 int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *residual) {
     if (!residual) return ad_fail("%s: the residual is NULL", op);
     AD_TRY(ad_op_check_same_shape(op, residual, y));

@@ -27,6 +27,11 @@ int ad_op_check_vector(const char *op, const ad_tensor *t, int64_t n);
  * aliasing is always caught; partial overlap only when both tensors are contiguous (strided
  * views of one buffer, such as a fused QKV, may interleave without overlapping). */
 int ad_op_check_no_alias(const char *op, const ad_tensor *out, const ad_tensor *in);
+/* attention_backward's dq, dk, dv (each may be NULL) alias none of its inputs (dout, out, q, k,
+ * v): they are overwritten, and a backend may run the backward more than once (CUDA's tuning). */
+int ad_op_check_attention_grads(const char *op, const ad_tensor *dq, const ad_tensor *dk,
+                                const ad_tensor *dv, const ad_tensor *dout, const ad_tensor *out,
+                                const ad_tensor *q, const ad_tensor *k, const ad_tensor *v);
 /* linear_residual's residual: y's shape and dtype, and not y. */
 int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *residual);
 /* rope's operands (both backends): x and y [B, T, n_heads * head_dim] of one shape, rows

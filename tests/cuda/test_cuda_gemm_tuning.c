@@ -314,6 +314,10 @@ static void test_flash_switches_tuned(void) {
             const ad_attention_params p = {
                 H, H, D, cases[i].causal, 0, 1.0f / sqrtf((float)D), cases[i].key_len, NULL};
             CHECK_OK(g_gpu->attention(g_gpu, &out.g, &q.g, &k.g, &v.g, &p));
+            /* tuning reruns a call: gradients that are also inputs are refused first */
+            CHECK_FAILS_WITH(tuned->attention_backward(tuned, &g1[0].g, &g1[1].g, &g1[2].g, &dout.g,
+                                                       &g1[0].g, &q.g, &k.g, &v.g, &p),
+                             "overlaps input");
             CHECK_OK(g_gpu->attention_backward(g_gpu, &g1[0].g, &g1[1].g, &g1[2].g, &dout.g, &out.g,
                                                &q.g, &k.g, &v.g, &p));
             if (g_emulated && !fixed) set_env("AUDISTILL_CUDA_EMU_KERNEL_DELAY_US", cases[i].slow);

@@ -412,6 +412,11 @@ static void test_attention(void) {
                                  .q_offset = c.q_offset,
                                  .scale = 1.0f / sqrtf((float)c.D),
                                  .key_len = c.key_len};
+        /* the gradients are overwritten: one that is also an input is refused */
+        CHECK_FAILS_WITH(be.attention_backward(&be, &tq, &tdk, &tdv, &tr, &to, &tq, &tk, &tv, &p),
+                         "overlaps input q");
+        CHECK_FAILS_WITH(be.attention_backward(&be, &tr, &tdk, &tdv, &tr, &to, &tq, &tk, &tv, &p),
+                         "overlaps input dout");
         CHECK_OK(be.attention_backward(&be, &tdq, &tdk, &tdv, &tr, &to, &tq, &tk, &tv, &p));
         check_grad(variant ? "causal attention dq" : "masked attention dq", c.q, nq, dq, attn_loss,
                    &c);

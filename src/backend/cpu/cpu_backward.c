@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_distill_loss.h"
+#include "backend/op_check.h"
 #include "core/error.h"
 
 /* ---- checks --------------------------------------------------------------------------- */
@@ -398,6 +399,7 @@ static int attention_backward(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_t
     if (dq) AD_TRY(check_qkv(dq, B, H, D, op, "dq"));
     if (dk) AD_TRY(check_qkv(dk, B, KVH, D, op, "dk"));
     if (dv) AD_TRY(check_qkv(dv, B, KVH, D, op, "dv"));
+    AD_TRY(ad_op_check_attention_grads(op, dq, dk, dv, dout, out, q, k, v));
     const int group = H / KVH;
     /* One task per (batch, kv head): the query heads of a group add into the same dk/dv rows,
      * so one task handles the whole group, in head order, for a fixed summation order. Each
