@@ -37,6 +37,30 @@ if "$py" "$src/tests/gpu/profile_diff.py" "$log" "$log" --after-table 5 >"$tmp/o
 else
     grep -q "has 2 tables, no table 5" "$tmp/out3" && ok || { bad "table 5 message"; cat "$tmp/out3"; }
 fi
+# per kind of work: the sums of the log's own rows by their first word (awk over each table)
+sum_kind() { # TABLE(0|1) REGEX: the ms column summed over that table's rows whose op matches
+    awk -v want="$1" -v re="$2" '/^op profile/ {t++} /^profiled step/ {next}
+        t == want + 1 && $1 ~ re && $1 != "op" {s += $(NF-4)} END {printf "%.3f", s}' "$log"
+}
+gemm='^(linear|linear_residual|linear_backward|matmul|conv1d)$' attn='^attention(_backward)?$'
+kind_row() { grep -E "^  all $1 " "$tmp/out" | awk '{print $(NF-2), $(NF-1)}'; }
+[ "$(kind_row GEMMs)" == "$(sum_kind 1 "$gemm") $(sum_kind 0 "$gemm")" ] && ok ||
+    bad "GEMM totals: $(kind_row GEMMs), the rows sum to $(sum_kind 1 "$gemm") $(sum_kind 0 "$gemm")"
+[ "$(kind_row attention)" == "33.121 22.252" ] && ok || bad "attention totals: $(kind_row attention)"
+other_re='^(linear|linear_residual|linear_backward|matmul|conv1d|attention|attention_backward)$'
+other_sum() {
+    awk -v want="$1" -v re="$other_re" '/^op profile/ {t++} /^profiled step/ {next}
+        t == want + 1 && NF > 6 && $1 !~ re && $1 != "op" {s += $(NF-4)} END {printf "%.3f", s}' "$log"
+}
+[ "$(kind_row other)" == "$(other_sum 1) $(other_sum 0)" ] && ok ||
+    bad "other totals: $(kind_row other), the rows sum to $(other_sum 1) $(other_sum 0)"
+# --top N: the N largest changes, then the kinds and the table total all the same
+"$py" "$src/tests/gpu/profile_diff.py" "$log" "$log" --before-table 1 --top 2 >"$tmp/top" 2>&1 && ok ||
+    { bad "profile_diff --top failed"; cat "$tmp/top"; }
+[ "$(grep -cvE '^(op \[weight\]|  all |in table ops)' "$tmp/top")" == 2 ] && ok ||
+    { bad "--top 2 printed other rows"; cat "$tmp/top"; }
+[ "$(sed -n 3p "$tmp/top" | awk '{print $1}')" == attention_backward ] &&
+    [ "$(grep -c '^  all \|^in table ops' "$tmp/top")" == 4 ] && ok || { bad "--top 2 rows"; cat "$tmp/top"; }
 echo "no table here" >"$tmp/none.log"
 if "$py" "$src/tests/gpu/profile_diff.py" "$tmp/none.log" "$log" >"$tmp/out4" 2>&1; then
     bad "a file without tables accepted"

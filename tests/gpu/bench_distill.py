@@ -36,7 +36,8 @@ def make_config(enc_layers, dec_layers, small):
     if small:  # a CPU smoke test of this script
         d["audio_config"].update(d_model=64, encoder_attention_heads=4, encoder_ffn_dim=128)
         d["text_config"].update(hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
-                                intermediate_size=128)
+                                intermediate_size=128, vocab_size=4096)
+        d["audio_token_index"] = 4095
     return Qwen2AudioConfig(**d)
 
 
@@ -122,7 +123,7 @@ def main():
     feats = torch.randn(args.batch, n_mels, 3000, generator=g) * 0.5
     fmask = torch.zeros(args.batch, 3000, dtype=torch.long)
     fmask[:, :args.frames] = 1
-    ids = torch.randint(100, 100000, (args.batch, seq), generator=g)
+    ids = torch.randint(100, min(100000, cfg_t.text_config.vocab_size - 1), (args.batch, seq), generator=g)
     ids[:, before:before + audio] = cfg_t.audio_token_index
     labels = torch.full((args.batch, seq), -100, dtype=torch.long)
     first = before + audio + after

@@ -11,7 +11,7 @@
 # and shapes.
 #
 # Usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]
-#                           [--memcheck] [--no-bench]
+#                           [--memcheck] [--no-bench] [--rehearse]
 #   --prebuilt   use binaries packed by tests/gpu/bundle.sh (for GPU machines without the
 #                project's C dependencies and no package registry): no configure/build
 #   --sections   what to run, in this order, comma-separated (default tests,cli,attention,bench):
@@ -31,6 +31,14 @@
 #                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
 #   --memcheck   same as adding memcheck to the sections; --no-bench drops bench
+#   --rehearse   a dry run without a GPU, before spending a lease: builds for the CUDA emulator
+#                (tests/cuda_emu; default build dir build-cuda-emu), shrinks every shape (models
+#                of bench_distill.py --small on the CPU, 2 timed steps, attention over 50 and 30
+#                positions) and runs the same sections, tables and comparisons; the numbers mean
+#                nothing, the glue between the binaries, the logs and the tables is what it
+#                checks (the profile comparisons run at the last batch of --batches). Needs
+#                torch + transformers (CPU). E.g. `check.sh --rehearse --sections attention,bench
+#                --batches 2,3` (~6 min on 2 cores).
 # Environment: AUDISTILL_GPU_BUILD (build dir, default build-gpu), CUDA_ARCH (default 90;
 # use 80 on an A100), JOBS (default: all cores), OUT (when set, every log is packed into
 # $OUT/check-logs.tar.gz and the benchmark table copied to $OUT/table.txt).
@@ -41,15 +49,17 @@ BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
 SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned BATCHES=4,16 PREBUILT=
+REHEARSE=0
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
-        "[--batches LIST] [--memcheck] [--no-bench]" >&2
+        "[--batches LIST] [--memcheck] [--no-bench] [--rehearse]" >&2
     exit 2
 }
 while [[ $# -gt 0 ]]; do
     case $1 in
     --memcheck) SECTIONS+=,memcheck ;;
     --no-bench) SECTIONS=${SECTIONS//bench/} ;;
+    --rehearse) REHEARSE=1 ;;
     --prebuilt | --sections | --modes | --batches)
         [[ $# -ge 2 ]] || usage
         case $1 in
@@ -74,6 +84,21 @@ for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
 done
 FIRST_BATCH=${BATCHES%%,*}
+# The shapes: real widths on a GPU (the batch that run 5's profile was taken at compares with
+# it); tiny ones in a rehearsal on the emulator, whose last batch stands in for that one.
+if [[ $REHEARSE == 1 ]]; then
+    [[ -n $PREBUILT ]] && { echo "--rehearse builds for the emulator; it takes no --prebuilt" >&2 && usage; }
+    BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-cuda-emu}
+    FRAMES=100 TARGETS=8 STEPS=2 TRAIN_STEPS=2 ATTENTION_ITERS=2 DIFF_BATCH=${BATCHES##*,}
+    BENCH_MODELS=(--encoder-layers 1 --teacher-layers 2 --student-layers 1 --small --device cpu)
+    ENCODER_SHAPE="4 4 50 64 bidirectional" DECODER_SHAPE="4 4 30 128 causal"
+    TRAIN_LEN=80 VOCAB=4096
+else
+    FRAMES=1000 TARGETS=40 STEPS=10 TRAIN_STEPS=8 ATTENTION_ITERS=20 DIFF_BATCH=16
+    BENCH_MODELS=(--encoder-layers 4 --teacher-layers 8 --student-layers 4)
+    ENCODER_SHAPE="20 20 500 64 bidirectional" DECODER_SHAPE="32 32 305 128 causal"
+    TRAIN_LEN=320 VOCAB=156032
+fi
 LOGS=${TMPDIR:-/tmp}/audistill-check-logs
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 START=$(date +%s)
@@ -114,9 +139,15 @@ if [[ -n $PREBUILT ]]; then
         exit 1
     fi
 else
-    section "configure (Release, CUDA ON, sm_$ARCH)"
-    if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAUDISTILL_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES="$ARCH" >"$BUILD.configure.log" 2>&1; then
+    if [[ $REHEARSE == 1 ]]; then
+        section "configure (Release, the CUDA emulator: a rehearsal, no GPU)"
+        config=(-DAUDISTILL_CUDA_EMULATOR=ON)
+    else
+        section "configure (Release, CUDA ON, sm_$ARCH)"
+        config=(-DAUDISTILL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH")
+    fi
+    if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${config[@]}" \
+        >"$BUILD.configure.log" 2>&1; then
         tail -30 "$BUILD.configure.log"
         echo "FAILED: configure (log: $BUILD.configure.log)"
         exit 1
@@ -228,10 +259,9 @@ run_bench() {
     # each. The layer counts keep model creation and the checkpoint round trip inside the lease.
     local benchdir=${TMPDIR:-/tmp}/audistill-bench mode
     rm -rf "$benchdir" && mkdir -p "$benchdir"
-    local shape=(--encoder-layers 4 --teacher-layers 8 --student-layers 4 --batch "$FIRST_BATCH"
-        --frames 1000 --targets 40)
+    local shape=(--batch "$FIRST_BATCH" --frames "$FRAMES" --targets "$TARGETS" "${BENCH_MODELS[@]}")
     if PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tests/gpu/bench_distill.py" "${shape[@]}" \
-        --steps 10 --save "$benchdir" >"$LOGS/pytorch.json" 2>"$LOGS/pytorch.log"; then
+        --steps "$STEPS" --save "$benchdir" >"$LOGS/pytorch.json" 2>"$LOGS/pytorch.log"; then
         cat "$LOGS/pytorch.json"
     else
         tail -20 "$LOGS/pytorch.log"
@@ -242,7 +272,7 @@ run_bench() {
     local jsons=("$LOGS/pytorch.json")
     for mode in ${MODES//,/ }; do
         if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
-            "$benchdir/student" "$FIRST_BATCH" 1000 40 10 "$mode" >"$LOGS/audistill-$mode.json" \
+            "$benchdir/student" "$FIRST_BATCH" "$FRAMES" "$TARGETS" "$STEPS" "$mode" >"$LOGS/audistill-$mode.json" \
             2>"$LOGS/audistill-$mode.log"; then
             cat "$LOGS/audistill-$mode.json"
             jsons+=("$LOGS/audistill-$mode.json")
@@ -260,9 +290,9 @@ run_bench() {
     for batch in ${BATCHES//,/ }; do
         [[ $batch == "$FIRST_BATCH" ]] && continue
         local bshape=("${shape[@]}")
-        bshape[7]=$batch
+        bshape[1]=$batch
         if PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tests/gpu/bench_distill.py" "${bshape[@]}" \
-            --steps 10 >"$LOGS/pytorch-b$batch.json" 2>"$LOGS/pytorch-b$batch.log"; then
+            --steps "$STEPS" >"$LOGS/pytorch-b$batch.json" 2>"$LOGS/pytorch-b$batch.log"; then
             cat "$LOGS/pytorch-b$batch.json"
             jsons+=("$LOGS/pytorch-b$batch.json")
         else
@@ -272,7 +302,7 @@ run_bench() {
         for mode in ${MODES//,/ }; do
             [[ $mode == bf16* ]] || continue
             if timeout 240 "${RUN[@]}" "$BIN/bench_distill_step" "$benchdir/teacher" \
-                "$benchdir/student" "$batch" 1000 40 10 "$mode" \
+                "$benchdir/student" "$batch" "$FRAMES" "$TARGETS" "$STEPS" "$mode" \
                 >"$LOGS/audistill-$mode-b$batch.json" 2>"$LOGS/audistill-$mode-b$batch.log"; then
                 cat "$LOGS/audistill-$mode-b$batch.json"
                 jsons+=("$LOGS/audistill-$mode-b$batch.json")
@@ -281,19 +311,19 @@ run_bench() {
                         head -45
                 fi
                 # what moved since run 5 (H100, flash attention, the same 4,880 tokens)
-                if [[ $mode == bf16 && $batch == 16 ]]; then
+                if [[ $mode == bf16 && $batch == "$DIFF_BATCH" ]]; then
                     echo "-- op profile against run 5's (experiments/gpu/2026-11-28-h100-5-*)"
                     python3 "$ROOT/tests/gpu/profile_diff.py" \
                         "$ROOT/experiments/gpu/2026-11-28-h100-5-profile-4880.log" \
-                        "$LOGS/audistill-$mode-b$batch.log" | head -32
+                        "$LOGS/audistill-$mode-b$batch.log" --top 30
                 fi
                 # what GEMM tuning moved, op by op (bf16 runs before bf16-tuned in MODES)
-                if [[ $mode == bf16-tuned && $batch == 16 && -f $LOGS/audistill-bf16-b$batch.log ]]; then
+                if [[ $mode == bf16-tuned && $batch == "$DIFF_BATCH" && -f $LOGS/audistill-bf16-b$batch.log ]]; then
                     echo "-- op profile, GEMM tuning against the heuristic's first answers"
                     python3 "$ROOT/tests/gpu/profile_diff.py" "$LOGS/audistill-bf16-b$batch.log" \
-                        "$LOGS/audistill-$mode-b$batch.log" | head -32
+                        "$LOGS/audistill-$mode-b$batch.log" --top 30
                 fi
-                if [[ $mode == bf16-tuned && $batch == 16 ]]; then
+                if [[ $mode == bf16-tuned && $batch == "$DIFF_BATCH" ]]; then
                     echo "-- tuning's largest gains, ms per call (GEMMs and flash attention; the debug log)"
                     python3 - "$LOGS/audistill-$mode-b$batch.log" <<'PY'
 import re, sys
@@ -326,13 +356,13 @@ PY
     # (AUDISTILL_CUDA_ATTENTION), with GEMM tuning (its first step, which tunes, is left out of
     # the median), and in f32 (student_weights: f32, converted in every GEMM), side by side; then the op profile of the bf16 step, and with GEMM attention when that mode is in.
     section "audistill train --benchmark at the same shapes"
-    "$BIN/tiny_set" "$benchdir/set.h5" 8 128 156032 7 --frames 1000 --targets 40 &&
+    "$BIN/tiny_set" "$benchdir/set.h5" 8 128 "$VOCAB" 7 --frames "$FRAMES" --targets "$TARGETS" &&
         cat >"$benchdir/train.yaml" <<YAML
 student: $benchdir/student
 teacher: $benchdir/teacher
 output: $benchdir/train-run
 data: {train: $benchdir/set.h5}
-train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, steps: 100, batch: 4, micro_batch: 4, lr: 1e-5, warmup: 0, log_every: 1, max_len: 320, max_frames: 1000}
+train: {device: cuda, precision: bf16, optimizer: device, trainable: decoder, steps: 100, batch: 4, micro_batch: 4, lr: 1e-5, warmup: 0, log_every: 1, max_len: $TRAIN_LEN, max_frames: $FRAMES}
 distill: {alpha: 0.5, temperature: 2.0}
 YAML
     sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
@@ -344,14 +374,14 @@ YAML
         [[ $mode == bf16-tuned ]] && cfg=$benchdir/train-tuned.yaml
         [[ $mode == bf16-flash ]] && attention=flash
         [[ $mode == bf16-gemm ]] && attention=gemm
-        if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$BIN/audistill" train \
-            --config "$cfg" --benchmark 8 \
+        if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$aud" train \
+            --config "$cfg" --benchmark "$TRAIN_STEPS" \
             >"$LOGS/train-bench-$mode.txt" 2>"$LOGS/train-bench-$mode.log"; then
             echo "mode $mode: $(cat "$LOGS/train-bench-$mode.txt")"
             # the FLOPs the op table counted, against the card's dense bf16 peak
             sed -nE 's/.* ([0-9.e+-]+) TFLOP\/s.*/\1/p' "$LOGS/train-bench-$mode.txt" |
-                awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
-                    '{peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
+                awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" \
+                    '{if (card == "") card = "no GPU"; peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
             grep -m1 "this job now" "$LOGS/train-bench-$mode.log"
             [[ $mode == bf16-tuned ]] && grep -m1 "GEMM tuning: [0-9]* problems" "$LOGS/train-bench-$mode.log"
         else
@@ -366,7 +396,7 @@ YAML
         [[ $attention == gemm && ,$MODES, != *,bf16-gemm,* ]] && continue
         echo "-- op profile, attention $attention"
         if AUDISTILL_CUDA_ATTENTION=$attention AUDISTILL_PROFILE=1 timeout 240 "${RUN[@]}" \
-            "$BIN/audistill" train --config "$benchdir/train.yaml" --benchmark 3 >/dev/null \
+            "$aud" train --config "$benchdir/train.yaml" --benchmark 3 >/dev/null \
             2>"$LOGS/train-profile-$attention.log"; then
             sed -n '/^op profile/,$p' "$LOGS/train-profile-$attention.log" | head -25
         else
@@ -386,8 +416,11 @@ for path in sys.argv[1:]:
 # PyTorch's row counts the model FLOPs of its shapes; audistill rows of the same token count
 # share them.
 flops = {r["tokens"]: r["flops_per_step"] for r in rows if r.get("flops_per_step")}
-name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                      capture_output=True, text=True).stdout.strip()
+try:
+    name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                          capture_output=True, text=True).stdout.strip().splitlines()[0]
+except (OSError, IndexError):
+    name = "no GPU (a rehearsal)"
 peak = 989.4e12 if ("H100" in name or "H200" in name) else 312e12  # dense bf16 (A100 otherwise)
 print(f"card: {name}; MFU against {peak / 1e12:.0f} TFLOP/s dense bf16")
 print(f"{'impl':20} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
@@ -455,18 +488,18 @@ run_attention() {
     section "attention alone at the benchmark's shapes: audistill's paths against PyTorch SDPA"
     local batch shape impl json=() out
     for batch in ${BATCHES//,/ }; do
-        for shape in "$batch 20 20 500 64 bidirectional" "$batch 32 32 305 128 causal"; do
+        for shape in "$batch $ENCODER_SHAPE" "$batch $DECODER_SHAPE"; do
             for impl in flash flash-nopipe flash-2blocks flash-2blocks-nopipe gemm pytorch; do
                 [[ $impl == flash-nopipe && $shape == *causal ]] && continue # no pipe at 128
                 [[ $impl == flash-2blocks* && $shape != *causal ]] && continue # 128 only
                 out=$LOGS/attention-$impl-${shape// /-}.json
                 case $impl in
-                flash) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 flash ;;
-                flash-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape 20 flash ;;
-                flash-2blocks) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 "$BIN/bench_attention" $shape 20 flash ;;
-                flash-2blocks-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape 20 flash ;;
-                gemm) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape 20 gemm ;;
-                pytorch) timeout 120 python3 "$ROOT/tests/gpu/bench_attention.py" $shape 20 ;;
+                flash) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
+                flash-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
+                flash-2blocks) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
+                flash-2blocks-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
+                gemm) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape $ATTENTION_ITERS gemm ;;
+                pytorch) timeout 120 python3 "$ROOT/tests/gpu/bench_attention.py" $shape $ATTENTION_ITERS ;;
                 esac >"$out" 2>"$out.err"
                 if [[ $? == 0 && -s $out ]]; then
                     [[ $impl == flash-* ]] && sed -i "s/\"audistill-flash\"/\"audistill-$impl\"/" "$out"
