@@ -68,26 +68,7 @@ void cu_rows_of(const ad_tensor *t, cu_rows *r) {
     memset(r, 0, sizeof *r);
     r->base = (char *)t->data;
     r->dtype = t->dtype;
-    r->cols = t->ndim ? t->shape[t->ndim - 1] : 1;
-    r->rows = 1;
-    for (int d = 0; d + 1 < t->ndim; d++) {
-        r->rows *= t->shape[d];
-        if (t->shape[d] == 1) continue;
-        const int64_t stride = t->stride[d];
-        if (r->nlead > 0 && r->stride[r->nlead - 1] == stride * t->shape[d]) {
-            r->shape[r->nlead - 1] *= t->shape[d];
-            r->stride[r->nlead - 1] = stride;
-        } else {
-            r->shape[r->nlead] = t->shape[d];
-            r->stride[r->nlead] = stride;
-            r->nlead++;
-        }
-    }
-    if (r->nlead == 0) {
-        r->nlead = 1;
-        r->shape[0] = r->rows;
-        r->stride[0] = 0;
-    }
+    r->nlead = ad_op_lead_dims(t, 1, r->shape, r->stride, &r->rows, &r->cols);
 }
 
 void cu_view_of(const ad_tensor *t, cu_view *v) {

@@ -263,15 +263,7 @@ int cu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor *b)
     cu_rows ry, ra, rb;
     AD_TRY(check_unary(op, y, a, &ry, &ra));
     AD_TRY(cu_check(op, "b", b, CU_ACT));
-    AD_TRY(ad_op_check_ndim(op, b, 1, a->ndim));
-    AD_TRY(ad_op_check_rows(op, b));
-    const int lead = a->ndim - b->ndim;
-    for (int d = 0; d < b->ndim; d++)
-        if (b->shape[d] != a->shape[lead + d]) {
-            char desc[160];
-            return ad_op_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
-                                     ad_tensor_describe(a, desc, sizeof desc));
-        }
+    AD_TRY(ad_op_check_trailing(op, b, a));
     cu_rows_of(b, &rb);
     if (rb.rows == 0) return AD_OK;
     return launch_rows(EW_ADD, ry, ra, rb);
@@ -458,17 +450,8 @@ int cu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     const char *op = "transpose";
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(ad_op_check_ndim(op, x, 2, 3));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_transpose(op, y, x));
     const int n = x->ndim;
-    bool ok =
-        y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
-    if (n == 3) ok = ok && y->shape[0] == x->shape[0];
-    if (!ok) {
-        char desc[160];
-        return ad_op_fail_tensor(op, y, "expected %s with its last two dims swapped",
-                                 ad_tensor_describe(x, desc, sizeof desc));
-    }
     const int64_t B = n == 3 ? x->shape[0] : 1, M = x->shape[n - 2], N = x->shape[n - 1];
     if (B == 0 || M == 0 || N == 0) return AD_OK;
     if (B > 65535 || (M + TR_TILE - 1) / TR_TILE > 65535)

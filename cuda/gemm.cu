@@ -1089,21 +1089,9 @@ int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a
     AD_TRY(cu_check(op, "b", b, CU_FLOAT));
     AD_TRY(cu_mat_of(op, a, &A));
     AD_TRY(cu_mat_of(op, b, &B));
-    AD_TRY(ad_op_check_no_alias(op, y, a));
-    AD_TRY(ad_op_check_no_alias(op, y, b));
-    const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
-    const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
-    if (K != Kb) {
-        char desc[160];
-        return ad_op_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
-                                 transpose_a ? "transposed " : "", (long long)M, (long long)K,
-                                 transpose_b ? "transposed " : "",
-                                 ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
-                                 (long long)N);
-    }
-    if (Y.rows != M || Y.cols != N)
-        return ad_op_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
-                                 (long long)N);
+    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols}, a,
+                              (ad_op_matrix){A.rows, A.cols}, transpose_a, b,
+                              (ad_op_matrix){B.rows, B.cols}, transpose_b));
     return cu_gemm(be, op, &Y, &A, transpose_a, &B, transpose_b, alpha, beta, NULL);
 }
 
@@ -1116,15 +1104,8 @@ static int linear_mats(const char *op, ad_tensor *y, const ad_tensor *x, const a
     AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(cu_mat_of(op, x, X));
     AD_TRY(cu_mat_of(op, w, W));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
-    const int64_t N = W->rows, K = W->cols;
-    if (X->cols != K)
-        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
-                                 (long long)X->cols, w->name, (long long)N, (long long)K);
-    if (Y->rows != X->rows || Y->cols != N)
-        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
-                                 (long long)X->rows, (long long)N, x->name, w->name);
-    return AD_OK;
+    return ad_op_check_linear(op, y, (ad_op_matrix){Y->rows, Y->cols}, x,
+                              (ad_op_matrix){X->rows, X->cols}, w);
 }
 
 int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,

@@ -48,22 +48,7 @@ static int pool_shapes(const char *op, const ad_tensor *x, const ad_tensor *y, i
                        int stride) {
     AD_TRY(cu_check(op, "y", y, CU_ACT));
     AD_TRY(cu_check(op, "x", x, CU_ACT));
-    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
-    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
-    AD_TRY(ad_op_check_rows(op, x));
-    AD_TRY(ad_op_check_rows(op, y));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
-    if (kernel < 1 || stride < 1)
-        return ad_fail("%s: kernel %d and stride %d must be >= 1", op, kernel, stride);
-    const int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
-    if (L < kernel)
-        return ad_op_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
-                                 kernel);
-    const int64_t L_out = (L - kernel) / stride + 1;
-    if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C)
-        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
-                                 (long long)L_out, (long long)C);
-    return AD_OK;
+    return ad_op_check_pool(op, y, x, kernel, stride);
 }
 
 int cu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kernel, int stride) {

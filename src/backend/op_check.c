@@ -130,3 +130,112 @@ int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m
                                  w->name, ad_dtype_name(w_bf16->dtype));
     return w_bf16 ? ad_op_check_no_alias("adamw", w_bf16, w) : AD_OK;
 }
+
+int ad_op_check_trailing(const char *op, const ad_tensor *b, const ad_tensor *a) {
+    AD_TRY(ad_op_check_ndim(op, b, 1, a->ndim));
+    AD_TRY(ad_op_check_rows(op, b));
+    const int lead = a->ndim - b->ndim;
+    for (int d = 0; d < b->ndim; d++)
+        if (b->shape[d] != a->shape[lead + d]) {
+            char desc[160];
+            return ad_op_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
+                                     ad_tensor_describe(a, desc, sizeof desc));
+        }
+    return AD_OK;
+}
+
+int ad_op_check_transpose(const char *op, const ad_tensor *y, const ad_tensor *x) {
+    AD_TRY(ad_op_check_ndim(op, x, 2, 3));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
+    const int n = x->ndim;
+    bool ok =
+        y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
+    if (n == 3) ok = ok && y->shape[0] == x->shape[0];
+    if (!ok) {
+        char desc[160];
+        return ad_op_fail_tensor(op, y, "expected %s with its last two dims swapped",
+                                 ad_tensor_describe(x, desc, sizeof desc));
+    }
+    return AD_OK;
+}
+
+int ad_op_check_pool(const char *op, const ad_tensor *y, const ad_tensor *x, int kernel,
+                     int stride) {
+    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
+    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
+    AD_TRY(ad_op_check_rows(op, x));
+    AD_TRY(ad_op_check_rows(op, y));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
+    if (kernel < 1 || stride < 1)
+        return ad_fail("%s: kernel %d and stride %d must be >= 1", op, kernel, stride);
+    const int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
+    if (L < kernel)
+        return ad_op_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
+                                 kernel);
+    const int64_t L_out = (L - kernel) / stride + 1;
+    if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C)
+        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
+                                 (long long)L_out, (long long)C);
+    return AD_OK;
+}
+
+int ad_op_check_matmul(const char *op, const ad_tensor *y, ad_op_matrix Y, const ad_tensor *a,
+                       ad_op_matrix A, bool transpose_a, const ad_tensor *b, ad_op_matrix B,
+                       bool transpose_b) {
+    AD_TRY(ad_op_check_no_alias(op, y, a));
+    AD_TRY(ad_op_check_no_alias(op, y, b));
+    const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
+    const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
+    if (K != Kb) {
+        char desc[160];
+        return ad_op_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
+                                 transpose_a ? "transposed " : "", (long long)M, (long long)K,
+                                 transpose_b ? "transposed " : "",
+                                 ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
+                                 (long long)N);
+    }
+    if (Y.rows != M || Y.cols != N)
+        return ad_op_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
+                                 (long long)N);
+    return AD_OK;
+}
+
+int ad_op_check_linear(const char *op, const ad_tensor *y, ad_op_matrix Y, const ad_tensor *x,
+                       ad_op_matrix X, const ad_tensor *w) {
+    AD_TRY(ad_op_check_ndim(op, w, 2, 2));
+    AD_TRY(ad_op_check_no_alias(op, y, x));
+    const int64_t N = w->shape[0], K = w->shape[1];
+    if (X.cols != K)
+        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
+                                 (long long)X.cols, w->name, (long long)N, (long long)K);
+    if (Y.rows != X.rows || Y.cols != N)
+        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
+                                 (long long)X.rows, (long long)N, x->name, w->name);
+    return AD_OK;
+}
+
+int ad_op_lead_dims(const ad_tensor *t, int64_t scale, int64_t shape[AD_MAX_DIMS],
+                    int64_t stride[AD_MAX_DIMS], int64_t *rows, int64_t *cols) {
+    int n = 0;
+    *cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+    *rows = 1;
+    for (int d = 0; d + 1 < t->ndim; d++) {
+        *rows *= t->shape[d];
+        if (t->shape[d] == 1) continue;
+        const int64_t s = t->stride[d] * scale;
+        if (n > 0 && stride[n - 1] == s * t->shape[d]) {
+            shape[n - 1] *= t->shape[d];
+            stride[n - 1] = s;
+        } else {
+            shape[n] = t->shape[d];
+            stride[n] = s;
+            n++;
+        }
+    }
+    if (n == 0) {
+        shape[0] = *rows;
+        stride[0] = 0;
+        n = 1;
+    }
+    return n;
+}

@@ -5,6 +5,7 @@
 #ifndef AUDISTILL_BACKEND_OP_CHECK_H
 #define AUDISTILL_BACKEND_OP_CHECK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -40,6 +41,33 @@ int ad_op_check_residual(const char *op, const ad_tensor *y, const ad_tensor *re
 int ad_op_check_rope(const char *op, const ad_tensor *y, const ad_tensor *x,
                      const ad_tensor *positions, int n_heads, int head_dim, float theta,
                      int max_head_dim);
+/* add's b: the trailing dims of a (a row broadcast over a's leading dims, or a's own shape),
+ * rows unit-stride. */
+int ad_op_check_trailing(const char *op, const ad_tensor *b, const ad_tensor *a);
+/* transpose: x [M, N] or [B, M, N]; y x's shape with the last two dims swapped, apart from x. */
+int ad_op_check_transpose(const char *op, const ad_tensor *y, const ad_tensor *x);
+/* avg_pool1d over time: x [B, L, C] and y [B, (L - kernel) / stride + 1, C] (the backward's dx
+ * and dy), rows unit-stride, apart; kernel and stride >= 1, L >= kernel. */
+int ad_op_check_pool(const char *op, const ad_tensor *y, const ad_tensor *x, int kernel,
+                     int stride);
+/* A tensor seen as a matrix, as each backend's matrix view gives it: rows = the leading dims'
+ * product, cols = the last dim. */
+typedef struct {
+    int64_t rows, cols;
+} ad_op_matrix;
+/* matmul: y [M x N] = op(a) op(b), op transposing its matrix when asked. */
+int ad_op_check_matmul(const char *op, const ad_tensor *y, ad_op_matrix Y, const ad_tensor *a,
+                       ad_op_matrix A, bool transpose_a, const ad_tensor *b, ad_op_matrix B,
+                       bool transpose_b);
+/* linear: y [rows x N] = x [rows x K] w^T for a 2-D weight w [N, K]. */
+int ad_op_check_linear(const char *op, const ad_tensor *y, ad_op_matrix Y, const ad_tensor *x,
+                       ad_op_matrix X, const ad_tensor *w);
+/* t as rows of its last dim (*cols): its leading dims outermost first, size-1 dims dropped,
+ * contiguous neighbours merged, into shape[] and stride[] (strides in elements times `scale`:
+ * 1, or the element size for bytes); at least one (stride 0 where t has none). Returns their
+ * count; *rows is their product. The row addressing of both backends' row-wise kernels. */
+int ad_op_lead_dims(const ad_tensor *t, int64_t scale, int64_t shape[AD_MAX_DIMS],
+                    int64_t stride[AD_MAX_DIMS], int64_t *rows, int64_t *cols);
 /* adamw's operands: w, g, m, v (and w_bf16 unless NULL: BF16, apart from w) contiguous and of
  * one shape. */
 int ad_op_check_adamw(const ad_tensor *w, const ad_tensor *g, const ad_tensor *m,

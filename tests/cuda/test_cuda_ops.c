@@ -805,6 +805,64 @@ static void test_pool_embed_scatter(void) {
     pair_free(&src);
 }
 
+/* Bad shapes are refused by the checks both backends share (backend/op_check.c): each call
+ * fails on the GPU with the CPU's message, word for word, and writes nothing. */
+static char g_cpu_refusal[512];
+static int cpu_refused(int rc) {
+    snprintf(g_cpu_refusal, sizeof g_cpu_refusal, "%s", rc < 0 ? ad_error() : "(accepted)");
+    ad_error_clear();
+    return rc;
+}
+#define SAME_REFUSAL(what, cpu_call, gpu_call, needle)                                             \
+    do {                                                                                           \
+        CHECK_MSG(cpu_refused(cpu_call) < 0 && strstr(g_cpu_refusal, needle),                      \
+                  "%s: the CPU backend gave '%s'", what, g_cpu_refusal);                           \
+        const int rc_ = (gpu_call);                                                                \
+        CHECK_MSG(rc_ < 0 && !strcmp(ad_error(), g_cpu_refusal),                                   \
+                  "%s: the GPU gave rc %d, '%s'; the CPU '%s'", what, rc_, ad_error(),             \
+                  g_cpu_refusal);                                                                  \
+        ad_error_clear();                                                                          \
+    } while (0)
+
+static void test_shape_refusals(void) {
+    pair a, bias, t, y, w, x, dy;
+    pair_make(&a, "hidden", AD_F32, 3, S(2, 3, 4), 1.0f, 0.0f);
+    pair_make(&bias, "positions", AD_F32, 2, S(2, 4), 1.0f, 0.0f);
+    SAME_REFUSAL("add, b not a's trailing dims", g_cpu->add(g_cpu, &a.c, &a.c, &bias.c),
+                 g_gpu->add(g_gpu, &a.g, &a.g, &bias.g), "trailing dims");
+    pair_make(&t, "t", AD_F32, 3, S(2, 3, 4), 1.0f, 0.0f);
+    SAME_REFUSAL("transpose, dims not swapped", g_cpu->transpose(g_cpu, &t.c, &a.c),
+                 g_gpu->transpose(g_gpu, &t.g, &a.g), "last two dims swapped");
+    SAME_REFUSAL("avg_pool1d, shorter than the kernel", g_cpu->avg_pool1d(g_cpu, &t.c, &a.c, 4, 1),
+                 g_gpu->avg_pool1d(g_gpu, &t.g, &a.g, 4, 1), "shorter than kernel 4");
+    SAME_REFUSAL("avg_pool1d, output length", g_cpu->avg_pool1d(g_cpu, &t.c, &a.c, 2, 1),
+                 g_gpu->avg_pool1d(g_gpu, &t.g, &a.g, 2, 1), "expected [2, 2, 4]");
+    pair_make(&dy, "dy", AD_F32, 3, S(2, 3, 4), 1.0f, 0.0f);
+    SAME_REFUSAL("avg_pool1d_backward, dy's length",
+                 g_cpu->avg_pool1d_backward(g_cpu, &t.c, &dy.c, 2, 2),
+                 g_gpu->avg_pool1d_backward(g_gpu, &t.g, &dy.g, 2, 2), "expected [2, 1, 4]");
+    SAME_REFUSAL("avg_pool1d_backward, stride 0",
+                 g_cpu->avg_pool1d_backward(g_cpu, &t.c, &dy.c, 2, 0),
+                 g_gpu->avg_pool1d_backward(g_gpu, &t.g, &dy.g, 2, 0), "must be >= 1");
+    pair_make(&w, "proj.weight", AD_F32, 2, S(5, 3), 1.0f, 0.0f);
+    pair_make(&y, "proj_out", AD_F32, 3, S(2, 3, 5), 1.0f, 0.0f);
+    SAME_REFUSAL("linear, x's last dim", g_cpu->linear(g_cpu, &y.c, &a.c, &w.c, NULL),
+                 g_gpu->linear(g_gpu, &y.g, &a.g, &w.g, NULL), "does not match weight");
+    pair_make(&x, "x", AD_F32, 3, S(2, 3, 3), 1.0f, 0.0f);
+    SAME_REFUSAL("linear, y's shape", g_cpu->linear(g_cpu, &t.c, &x.c, &w.c, NULL),
+                 g_gpu->linear(g_gpu, &t.g, &x.g, &w.g, NULL), "expected 6 rows of 5");
+    ad_tensor mc, mg; /* [6 x 4] x [5 x 3]^T: K 4 against 3 */
+    CHECK_OK(ad_tensor_reshape(&a.c, 2, S(6, 4), &mc));
+    CHECK_OK(ad_tensor_reshape(&a.g, 2, S(6, 4), &mg));
+    SAME_REFUSAL("matmul, inner dims", g_cpu->matmul(g_cpu, &y.c, &mc, false, &w.c, true, 1, 0),
+                 g_gpu->matmul(g_gpu, &y.g, &mg, false, &w.g, true, 1, 0), "cannot multiply");
+    SAME_REFUSAL("matmul, output shape", g_cpu->matmul(g_cpu, &t.c, &x.c, false, &w.c, true, 1, 0),
+                 g_gpu->matmul(g_gpu, &t.g, &x.g, false, &w.g, true, 1, 0), "for the product");
+    pair *all[] = {&a, &bias, &t, &y, &w, &x, &dy};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        pair_free(all[i]);
+}
+
 int main(void) {
     setup_backends(20240611);
     RUN(test_copy_fill);
@@ -818,6 +876,7 @@ int main(void) {
     RUN(test_flash_switches);
     RUN(test_key_len_tables);
     RUN(test_pool_embed_scatter);
+    RUN(test_shape_refusals);
     teardown_backends();
     return test_report();
 }

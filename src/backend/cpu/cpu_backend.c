@@ -104,30 +104,10 @@ int cpu_check_weight(const char *op, const char *role, const ad_tensor *t) {
 /* ---- rows and conversions --------------------------------------------------------------- */
 
 void cpu_rows_of(const ad_tensor *t, cpu_rows *r) {
-    const int64_t esize = ad_dtype_bits(t->dtype) / 8;
     memset(r, 0, sizeof *r);
     r->base = (char *)t->data;
-    r->cols = t->ndim ? t->shape[t->ndim - 1] : 1;
-    r->rows = 1;
-    /* Leading dims outermost first, size-1 dims dropped, contiguous neighbours merged. */
-    for (int d = 0; d + 1 < t->ndim; d++) {
-        r->rows *= t->shape[d];
-        if (t->shape[d] == 1) continue;
-        int64_t stride = t->stride[d] * esize;
-        if (r->nlead > 0 && r->stride[r->nlead - 1] == stride * t->shape[d]) {
-            r->shape[r->nlead - 1] *= t->shape[d];
-            r->stride[r->nlead - 1] = stride;
-        } else {
-            r->shape[r->nlead] = t->shape[d];
-            r->stride[r->nlead] = stride;
-            r->nlead++;
-        }
-    }
-    if (r->nlead == 0) {
-        r->nlead = 1;
-        r->shape[0] = r->rows;
-        r->stride[0] = 0;
-    }
+    r->nlead =
+        ad_op_lead_dims(t, ad_dtype_bits(t->dtype) / 8, r->shape, r->stride, &r->rows, &r->cols);
 }
 
 void cpu_convert_f32(float *dst, const void *src, ad_dtype dtype, int64_t n) {

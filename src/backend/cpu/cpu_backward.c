@@ -496,13 +496,8 @@ static int avg_pool1d_backward(ad_backend *be, ad_tensor *dx, const ad_tensor *d
     const char *op = "avg_pool1d_backward";
     AD_TRY(need_f32(dx, op, "dx"));
     AD_TRY(need_f32(dy, op, "dy"));
-    if (dx->ndim != 3 || dy->ndim != 3 || kernel < 1 || stride < 1)
-        return ad_fail("%s: dx [B, L, C], dy [B, L_out, C], kernel and stride >= 1 expected", op);
-    const int64_t B = dx->shape[0], L = dx->shape[1], C = dx->shape[2];
-    const int64_t Lout = (L - kernel) / stride + 1;
-    if (dy->shape[0] != B || dy->shape[1] != Lout || dy->shape[2] != C)
-        return ad_fail("%s: dy (%s) must be [%lld, %lld, %lld]", op, dy->name, (long long)B,
-                       (long long)Lout, (long long)C);
+    AD_TRY(ad_op_check_pool(op, dy, dx, kernel, stride));
+    const int64_t B = dx->shape[0], L = dx->shape[1], C = dx->shape[2], Lout = dy->shape[1];
     float *d = dx->data;
     const float *g = dy->data;
     memset(d, 0, sizeof(float) * (size_t)(B * L * C));

@@ -68,15 +68,7 @@ int ad_cpu_add(ad_backend *be, ad_tensor *y, const ad_tensor *a, const ad_tensor
     cpu_rows ry, ra, rb;
     AD_TRY(check_unary(op, y, a, &ry, &ra));
     AD_TRY(cpu_check_tensor(op, "b", b, AD_F32));
-    AD_TRY(ad_op_check_ndim(op, b, 1, a->ndim));
-    AD_TRY(ad_op_check_rows(op, b));
-    const int lead = a->ndim - b->ndim;
-    for (int d = 0; d < b->ndim; d++)
-        if (b->shape[d] != a->shape[lead + d]) {
-            char desc[160];
-            return ad_op_fail_tensor(op, b, "its shape must equal the trailing dims of %s",
-                                     ad_tensor_describe(a, desc, sizeof desc));
-        }
+    AD_TRY(ad_op_check_trailing(op, b, a));
     cpu_rows_of(b, &rb);
     const int64_t C = ra.cols;
     if (rb.rows == 0) return AD_OK;

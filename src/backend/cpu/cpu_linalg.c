@@ -128,21 +128,11 @@ int ad_cpu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpo
     AD_TRY(cpu_check_weight(op, "b", b));
     AD_TRY(mat_of(op, a, &A));
     AD_TRY(mat_of(op, b, &B));
-    AD_TRY(ad_op_check_no_alias(op, y, a));
-    AD_TRY(ad_op_check_no_alias(op, y, b));
+    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols}, a,
+                              (ad_op_matrix){A.rows, A.cols}, transpose_a, b,
+                              (ad_op_matrix){B.rows, B.cols}, transpose_b));
     const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
-    const int64_t Kb = transpose_b ? B.cols : B.rows, N = transpose_b ? B.rows : B.cols;
-    if (K != Kb) {
-        char desc[160];
-        return ad_op_fail_tensor(op, a, "%s[%lld x %lld] cannot multiply %s%s [%lld x %lld]",
-                                 transpose_a ? "transposed " : "", (long long)M, (long long)K,
-                                 transpose_b ? "transposed " : "",
-                                 ad_tensor_describe(b, desc, sizeof desc), (long long)Kb,
-                                 (long long)N);
-    }
-    if (Y.rows != M || Y.cols != N)
-        return ad_op_fail_tensor(op, y, "expected %lld x %lld for the product", (long long)M,
-                                 (long long)N);
+    const int64_t N = transpose_b ? B.rows : B.cols;
     return gemm(be, (float *)Y.data, Y.ld, &A, transpose_a, &B, transpose_b, M, N, K, alpha, beta);
 }
 
@@ -210,14 +200,9 @@ int ad_cpu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
     AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(mat_of(op, x, &X));
     AD_TRY(mat_of(op, w, &W));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_linear(op, y, (ad_op_matrix){Y.rows, Y.cols}, x,
+                              (ad_op_matrix){X.rows, X.cols}, w));
     const int64_t N = W.rows, K = W.cols;
-    if (X.cols != K)
-        return ad_op_fail_tensor(op, x, "last dim %lld does not match weight %s [%lld, %lld]",
-                                 (long long)X.cols, w->name, (long long)N, (long long)K);
-    if (Y.rows != X.rows || Y.cols != N)
-        return ad_op_fail_tensor(op, y, "expected %lld rows of %lld (x %s, weight %s)",
-                                 (long long)X.rows, (long long)N, x->name, w->name);
     AD_TRY(prefill_bias(be, op, &Y, bias));
     return gemm(be, (float *)Y.data, Y.ld, &X, false, &W, true, X.rows, N, K, 1.0f, 1.0f);
 }

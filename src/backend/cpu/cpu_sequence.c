@@ -197,21 +197,8 @@ int ad_cpu_avg_pool1d(ad_backend *be, ad_tensor *y, const ad_tensor *x, int kern
     const char *op = "avg_pool1d";
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
-    AD_TRY(ad_op_check_ndim(op, x, 3, 3));
-    AD_TRY(ad_op_check_ndim(op, y, 3, 3));
-    AD_TRY(ad_op_check_rows(op, x));
-    AD_TRY(ad_op_check_rows(op, y));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
-    if (kernel < 1 || stride < 1)
-        return ad_fail("avg_pool1d: kernel %d and stride %d must be >= 1", kernel, stride);
-    const int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
-    if (L < kernel)
-        return ad_op_fail_tensor(op, x, "length %lld is shorter than kernel %d", (long long)L,
-                                 kernel);
-    const int64_t L_out = (L - kernel) / stride + 1;
-    if (y->shape[0] != B || y->shape[1] != L_out || y->shape[2] != C)
-        return ad_op_fail_tensor(op, y, "expected [%lld, %lld, %lld]", (long long)B,
-                                 (long long)L_out, (long long)C);
+    AD_TRY(ad_op_check_pool(op, y, x, kernel, stride));
+    const int64_t B = y->shape[0], L_out = y->shape[1], C = y->shape[2];
 #pragma omp parallel for num_threads(cpu_of(be)->n_threads)                                        \
     schedule(static) if (B * L_out * C > CPU_PARALLEL_MIN_WORK)
     for (int64_t r = 0; r < B * L_out; r++) {
@@ -314,17 +301,8 @@ int ad_cpu_transpose(ad_backend *be, ad_tensor *y, const ad_tensor *x) {
     const char *op = "transpose";
     AD_TRY(cpu_check_tensor(op, "y", y, AD_F32));
     AD_TRY(cpu_check_tensor(op, "x", x, AD_F32));
-    AD_TRY(ad_op_check_ndim(op, x, 2, 3));
-    AD_TRY(ad_op_check_no_alias(op, y, x));
+    AD_TRY(ad_op_check_transpose(op, y, x));
     const int n = x->ndim;
-    bool ok =
-        y->ndim == n && y->shape[n - 2] == x->shape[n - 1] && y->shape[n - 1] == x->shape[n - 2];
-    if (n == 3) ok = ok && y->shape[0] == x->shape[0];
-    if (!ok) {
-        char desc[160];
-        return ad_op_fail_tensor(op, y, "expected %s with its last two dims swapped",
-                                 ad_tensor_describe(x, desc, sizeof desc));
-    }
     const int64_t B = n == 3 ? x->shape[0] : 1, M = x->shape[n - 2], N = x->shape[n - 1];
     const int64_t xb = n == 3 ? x->stride[0] : 0, yb = n == 3 ? y->stride[0] : 0;
     const int64_t xm = x->stride[n - 2], xn = x->stride[n - 1];
