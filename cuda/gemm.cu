@@ -20,35 +20,9 @@ extern "C" {
 #define GEMM_TILE_FLOATS ((int64_t)AD_CUDA_GEMM_TILE_FLOATS)
 
 int cu_mat_of(const char *op, const ad_tensor *t, cu_mat *m) {
-    AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
-    cu_rows r;
-    cu_rows_of(t, &r);
-    memset(m, 0, sizeof *m);
-    m->data = (char *)t->data;
-    m->dtype = t->dtype;
-    m->rows = r.rows;
-    m->cols = r.cols;
-    if (r.nlead != 1)
-        return ad_op_fail_tensor(op, t,
-                                 "its leading dims cannot be flattened into matrix rows "
-                                 "(make it contiguous first)");
-    const int64_t row_stride = r.stride[0], col_stride = t->stride[t->ndim - 1];
-    if (m->cols <= 1 || col_stride == 1) {
-        m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
-        if (m->ld < m->cols || m->ld < 1)
-            return ad_op_fail_tensor(op, t, "row stride %lld is smaller than the row length",
-                                     (long long)row_stride);
-    } else if (row_stride == 1 || m->rows <= 1) {
-        m->trans = true;
-        m->ld = col_stride;
-        if (m->ld < m->rows || m->ld < 1)
-            return ad_op_fail_tensor(op, t, "column stride %lld is smaller than the column length",
-                                     (long long)col_stride);
-    } else {
-        return ad_op_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
-    }
-    if (m->rows > INT_MAX || m->cols > INT_MAX || m->ld > INT_MAX)
-        return ad_op_fail_tensor(op, t, "too large for one GEMM (dims above 2^31)");
+    ad_op_matrix v;
+    AD_TRY(ad_op_matrix_of(op, t, &v));
+    *m = (cu_mat){(char *)t->data, t->dtype, v.rows, v.cols, v.ld, v.trans};
     return AD_OK;
 }
 
@@ -1089,9 +1063,9 @@ int cu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpose_a
     AD_TRY(cu_check(op, "b", b, CU_FLOAT));
     AD_TRY(cu_mat_of(op, a, &A));
     AD_TRY(cu_mat_of(op, b, &B));
-    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols}, a,
-                              (ad_op_matrix){A.rows, A.cols}, transpose_a, b,
-                              (ad_op_matrix){B.rows, B.cols}, transpose_b));
+    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols, Y.ld, Y.trans}, a,
+                              (ad_op_matrix){A.rows, A.cols, A.ld, A.trans}, transpose_a, b,
+                              (ad_op_matrix){B.rows, B.cols, B.ld, B.trans}, transpose_b));
     return cu_gemm(be, op, &Y, &A, transpose_a, &B, transpose_b, alpha, beta, NULL);
 }
 
@@ -1104,8 +1078,8 @@ static int linear_mats(const char *op, ad_tensor *y, const ad_tensor *x, const a
     AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(cu_mat_of(op, x, X));
     AD_TRY(cu_mat_of(op, w, W));
-    return ad_op_check_linear(op, y, (ad_op_matrix){Y->rows, Y->cols}, x,
-                              (ad_op_matrix){X->rows, X->cols}, w);
+    return ad_op_check_linear(op, y, (ad_op_matrix){Y->rows, Y->cols, Y->ld, Y->trans}, x,
+                              (ad_op_matrix){X->rows, X->cols, X->ld, X->trans}, w);
 }
 
 int cu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor *w,

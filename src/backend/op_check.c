@@ -239,3 +239,31 @@ int ad_op_lead_dims(const ad_tensor *t, int64_t scale, int64_t shape[AD_MAX_DIMS
     }
     return n;
 }
+
+int ad_op_matrix_of(const char *op, const ad_tensor *t, ad_op_matrix *m) {
+    AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
+    int64_t lead_shape[AD_MAX_DIMS], lead_stride[AD_MAX_DIMS];
+    *m = (ad_op_matrix){0, 0, 0, false};
+    if (ad_op_lead_dims(t, 1, lead_shape, lead_stride, &m->rows, &m->cols) != 1)
+        return ad_op_fail_tensor(op, t,
+                                 "its leading dims cannot be flattened into matrix rows "
+                                 "(make it contiguous first)");
+    const int64_t row_stride = lead_stride[0], col_stride = t->stride[t->ndim - 1];
+    if (m->cols <= 1 || col_stride == 1) {
+        m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
+        if (m->ld < m->cols || m->ld < 1)
+            return ad_op_fail_tensor(op, t, "row stride %lld is smaller than the row length",
+                                     (long long)row_stride);
+    } else if (row_stride == 1 || m->rows <= 1) {
+        m->trans = true;
+        m->ld = col_stride;
+        if (m->ld < m->rows || m->ld < 1)
+            return ad_op_fail_tensor(op, t, "column stride %lld is smaller than the column length",
+                                     (long long)col_stride);
+    } else {
+        return ad_op_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
+    }
+    if (m->rows > INT32_MAX || m->cols > INT32_MAX || m->ld > INT32_MAX)
+        return ad_op_fail_tensor(op, t, "too large for one GEMM call (dims above 2^31)");
+    return AD_OK;
+}

@@ -50,11 +50,16 @@ int ad_op_check_transpose(const char *op, const ad_tensor *y, const ad_tensor *x
  * and dy), rows unit-stride, apart; kernel and stride >= 1, L >= kernel. */
 int ad_op_check_pool(const char *op, const ad_tensor *y, const ad_tensor *x, int kernel,
                      int stride);
-/* A tensor seen as a matrix, as each backend's matrix view gives it: rows = the leading dims'
- * product, cols = the last dim. */
+/* A tensor as a 2-D matrix: rows = its leading dims flattened (they must merge into one
+ * stride), cols = the last dim; stored row-major with leading dimension ld, or a transposed view
+ * (trans: stored = logical^T, ld the column stride). Both backends' GEMM operands. */
 typedef struct {
-    int64_t rows, cols;
+    int64_t rows, cols, ld;
+    bool trans;
 } ad_op_matrix;
+/* Refuses views no single GEMM call can take (leading dims that do not merge, neither rows nor
+ * columns contiguous, a stride shorter than its line, dims above 2^31). */
+int ad_op_matrix_of(const char *op, const ad_tensor *t, ad_op_matrix *m);
 /* matmul: y [M x N] = op(a) op(b), op transposing its matrix when asked. */
 int ad_op_check_matmul(const char *op, const ad_tensor *y, ad_op_matrix Y, const ad_tensor *a,
                        ad_op_matrix A, bool transpose_a, const ad_tensor *b, ad_op_matrix B,

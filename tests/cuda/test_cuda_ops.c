@@ -858,6 +858,24 @@ static void test_shape_refusals(void) {
                  g_gpu->matmul(g_gpu, &y.g, &mg, false, &w.g, true, 1, 0), "cannot multiply");
     SAME_REFUSAL("matmul, output shape", g_cpu->matmul(g_cpu, &t.c, &x.c, false, &w.c, true, 1, 0),
                  g_gpu->matmul(g_gpu, &t.g, &x.g, false, &w.g, true, 1, 0), "for the product");
+    /* GEMM operands no single call can take (ad_op_matrix_of) */
+    ad_tensor gap_c, gap_g, cross_c, cross_g;
+    CHECK_OK(ad_tensor_slice(&a.c, 1, 0, 2, &gap_c)); /* [2, 2, 4], rows 12 apart per clip */
+    CHECK_OK(ad_tensor_slice(&a.g, 1, 0, 2, &gap_g));
+    SAME_REFUSAL("matmul, leading dims that do not merge",
+                 g_cpu->matmul(g_cpu, &y.c, &gap_c, false, &w.c, true, 1, 0),
+                 g_gpu->matmul(g_gpu, &y.g, &gap_g, false, &w.g, true, 1, 0),
+                 "cannot be flattened");
+    ad_tensor flat_c, flat_g; /* [6, 4] -> its first 3 rows, then strides (8, 2) */
+    CHECK_OK(ad_tensor_reshape(&a.c, 2, S(6, 4), &flat_c));
+    CHECK_OK(ad_tensor_reshape(&a.g, 2, S(6, 4), &flat_g));
+    CHECK_OK(ad_tensor_slice(&flat_c, 0, 0, 3, &cross_c));
+    CHECK_OK(ad_tensor_slice(&flat_g, 0, 0, 3, &cross_g));
+    cross_c.stride[0] = cross_g.stride[0] = 8, cross_c.stride[1] = cross_g.stride[1] = 2;
+    SAME_REFUSAL("matmul, neither rows nor columns contiguous",
+                 g_cpu->matmul(g_cpu, &y.c, &cross_c, false, &w.c, true, 1, 0),
+                 g_gpu->matmul(g_gpu, &y.g, &cross_g, false, &w.g, true, 1, 0),
+                 "neither its rows nor its columns");
     pair *all[] = {&a, &bias, &t, &y, &w, &x, &dy};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         pair_free(all[i]);

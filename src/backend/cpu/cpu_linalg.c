@@ -27,36 +27,9 @@ typedef struct {
 } mat_view;
 
 static int mat_of(const char *op, const ad_tensor *t, mat_view *m) {
-    AD_TRY(ad_op_check_ndim(op, t, 1, AD_MAX_DIMS));
-    cpu_rows r;
-    cpu_rows_of(t, &r);
-    memset(m, 0, sizeof *m);
-    m->data = t->data;
-    m->dtype = t->dtype;
-    m->esize = ad_dtype_bits(t->dtype) / 8;
-    m->rows = r.rows;
-    m->cols = r.cols;
-    if (r.nlead != 1)
-        return ad_op_fail_tensor(op, t,
-                                 "its leading dims cannot be flattened into matrix rows "
-                                 "(make it contiguous first)");
-    const int64_t row_stride = r.stride[0] / m->esize, col_stride = t->stride[t->ndim - 1];
-    if (m->cols <= 1 || col_stride == 1) {
-        m->ld = m->rows > 1 ? row_stride : (m->cols > 1 ? m->cols : 1);
-        if (m->ld < m->cols || m->ld < 1)
-            return ad_op_fail_tensor(op, t, "row stride %lld is smaller than the row length",
-                                     (long long)row_stride);
-    } else if (row_stride == 1 || m->rows <= 1) {
-        m->trans = true;
-        m->ld = col_stride;
-        if (m->ld < m->rows || m->ld < 1)
-            return ad_op_fail_tensor(op, t, "column stride %lld is smaller than the column length",
-                                     (long long)col_stride);
-    } else {
-        return ad_op_fail_tensor(op, t, "neither its rows nor its columns are contiguous");
-    }
-    if (m->rows > INT_MAX || m->cols > INT_MAX || m->ld > INT_MAX)
-        return ad_op_fail_tensor(op, t, "too large for a BLAS call (dims above 2^31)");
+    ad_op_matrix v;
+    AD_TRY(ad_op_matrix_of(op, t, &v));
+    *m = (mat_view){t->data, t->dtype, ad_dtype_bits(t->dtype) / 8, v.rows, v.cols, v.ld, v.trans};
     return AD_OK;
 }
 
@@ -128,9 +101,9 @@ int ad_cpu_matmul(ad_backend *be, ad_tensor *y, const ad_tensor *a, bool transpo
     AD_TRY(cpu_check_weight(op, "b", b));
     AD_TRY(mat_of(op, a, &A));
     AD_TRY(mat_of(op, b, &B));
-    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols}, a,
-                              (ad_op_matrix){A.rows, A.cols}, transpose_a, b,
-                              (ad_op_matrix){B.rows, B.cols}, transpose_b));
+    AD_TRY(ad_op_check_matmul(op, y, (ad_op_matrix){Y.rows, Y.cols, Y.ld, Y.trans}, a,
+                              (ad_op_matrix){A.rows, A.cols, A.ld, A.trans}, transpose_a, b,
+                              (ad_op_matrix){B.rows, B.cols, B.ld, B.trans}, transpose_b));
     const int64_t M = transpose_a ? A.cols : A.rows, K = transpose_a ? A.rows : A.cols;
     const int64_t N = transpose_b ? B.rows : B.cols;
     return gemm(be, (float *)Y.data, Y.ld, &A, transpose_a, &B, transpose_b, M, N, K, alpha, beta);
@@ -200,8 +173,8 @@ int ad_cpu_linear(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_ten
     AD_TRY(ad_op_check_ndim(op, w, 2, 2));
     AD_TRY(mat_of(op, x, &X));
     AD_TRY(mat_of(op, w, &W));
-    AD_TRY(ad_op_check_linear(op, y, (ad_op_matrix){Y.rows, Y.cols}, x,
-                              (ad_op_matrix){X.rows, X.cols}, w));
+    AD_TRY(ad_op_check_linear(op, y, (ad_op_matrix){Y.rows, Y.cols, Y.ld, Y.trans}, x,
+                              (ad_op_matrix){X.rows, X.cols, X.ld, X.trans}, w));
     const int64_t N = W.rows, K = W.cols;
     AD_TRY(prefill_bias(be, op, &Y, bias));
     return gemm(be, (float *)Y.data, Y.ld, &X, false, &W, true, X.rows, N, K, 1.0f, 1.0f);
