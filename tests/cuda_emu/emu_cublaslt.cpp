@@ -14,6 +14,7 @@
 
 void ad_emu_default_stream_work(void);
 void ad_emu_device_access(bool begin);
+void ad_emu_spend_us(long us);
 
 /* How many answers the heuristic gives (GEMM tuning times each). */
 #define EMU_ALGOS 3
@@ -203,8 +204,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_SUCCESS;
 }
 
-/* Makes GEMM tuning's choices testable: AUDISTILL_CUDA_EMU_ALGO_DELAY_US="d0,d1,d2" sleeps d_i
- * microseconds in each call with answer i, AUDISTILL_CUDA_EMU_BIAS_DELAY_US more in each call
+/* Makes GEMM tuning's choices testable: AUDISTILL_CUDA_EMU_ALGO_DELAY_US="d0,d1,d2" spends d_i
+ * microseconds (slept, or on the virtual clock: emu_runtime.cpp) in each call with answer i, AUDISTILL_CUDA_EMU_BIAS_DELAY_US more in each call
  * with a bias epilogue, AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US more in each call without. */
 /* What the last cublasLtMatmul ran with, for tests that check which answer and way GEMM tuning
  * kept (tests/cuda/test_cuda_gemm_tuning.c). */
@@ -217,7 +218,7 @@ extern "C" int ad_emu_last_gemm_bias_epilogue(void) {
 }
 
 static void emu_delay(const cublasLtMatmulAlgo_t *algo, bool bias) {
-    long us = 0;
+    long us = 1;
     const char *list = getenv("AUDISTILL_CUDA_EMU_ALGO_DELAY_US");
     if (list && *list && algo) {
         const char *p = list;
@@ -230,10 +231,7 @@ static void emu_delay(const cublasLtMatmulAlgo_t *algo, bool bias) {
     const char *b =
         getenv(bias ? "AUDISTILL_CUDA_EMU_BIAS_DELAY_US" : "AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US");
     if (b && *b) us += strtol(b, NULL, 10);
-    if (us > 0) {
-        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-        nanosleep(&ts, NULL);
-    }
+    ad_emu_spend_us(us);
 }
 
 static double load(const void *p, cudaDataType_t t, int64_t i) {

@@ -412,10 +412,28 @@ struct CUstream_st {
 };
 struct CUevent_st {
     unsigned long generation;
-    double ms; /* host clock at the record: every launch here has finished when it returns */
+    double ms; /* the clock at the record: every launch here has finished when it returns */
 };
 
+/* Events read the host clock, or with AUDISTILL_CUDA_EMU_CLOCK=virtual a clock that only the
+ * work advances: 1 us per kernel launch and GEMM call plus the delays tests inject (below, and
+ * emu_cublaslt.cpp's), which then do not sleep. Tests that steer GEMM tuning with delays use it:
+ * on the host clock the emulation time of the candidates themselves (under ASan on a slow
+ * machine, more than a 60 ms delay apart) could outweigh the delays. */
+static long long g_virtual_us;
+static bool virtual_clock(void) {
+    const char *c = getenv("AUDISTILL_CUDA_EMU_CLOCK");
+    return c && !strcmp(c, "virtual");
+}
+void ad_emu_spend_us(long us) {
+    g_virtual_us += us;
+    if (us > 1 && !virtual_clock()) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
 static double host_ms(void) {
+    if (virtual_clock()) return (double)g_virtual_us * 1e-3;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
@@ -974,18 +992,17 @@ void ad_emu_shared_fresh(void *p, size_t bytes) {
 
 /* ---- launch ---------------------------------------------------------------------------------- */
 /* AUDISTILL_CUDA_EMU_KERNEL_DELAY_US="NAME=US;NAME=US": each launch of a kernel of that name (as
- * the launch spells it, e.g. fa_forward_kernel<D,narrow>) sleeps US microseconds first, so
- * tests can steer what GEMM tuning times. */
+ * the launch spells it, e.g. fa_forward_kernel<D,narrow>) takes US microseconds more (slept, or
+ * on the virtual clock), so tests can steer what GEMM tuning times. */
 static void kernel_delay(const char *name) {
+    ad_emu_spend_us(1);
     const char *spec = getenv("AUDISTILL_CUDA_EMU_KERNEL_DELAY_US");
     const size_t len = strlen(name);
     for (const char *p = spec; p && *p;) {
         const char *eq = strchr(p, '='), *end = strchr(p, ';');
         if (!eq) break;
         if ((size_t)(eq - p) == len && strncmp(p, name, len) == 0) {
-            const long us = strtol(eq + 1, NULL, 10);
-            struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-            nanosleep(&ts, NULL);
+            ad_emu_spend_us(strtol(eq + 1, NULL, 10));
             return;
         }
         p = end ? end + 1 : NULL;
