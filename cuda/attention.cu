@@ -99,8 +99,9 @@ __global__ static void attn_fwd_kernel(attn_args a, bool stats_only, float *stat
 #pragma unroll
         for (int t = 0; t < ATT_PER_LANE; t++)
             acc[t] *= corr;
+        const cu_warp_values<float> ps(p);
         for (int jj = 0; jj < ATT_TILE; jj++) {
-            const float pj = __shfl_sync(0xffffffffu, p, jj);
+            const float pj = ps[jj];
             if (pj == 0.0f) continue; /* warp-uniform: pj is the same in every lane */
 #pragma unroll
             for (int t = 0; t < ATT_PER_LANE; t++) {
@@ -178,8 +179,9 @@ __global__ static void attn_dq_kernel(attn_args a, const float *stats, char *dq,
             const float dp = dot_row(g, vtile + lane * (D + 1), D);
             ds = p * (dp - delta);
         }
+        const cu_warp_values<float> dss(ds);
         for (int jj = 0; jj < ATT_TILE; jj++) {
-            const float dsj = __shfl_sync(0xffffffffu, ds, jj);
+            const float dsj = dss[jj];
 #pragma unroll
             for (int t = 0; t < ATT_PER_LANE; t++) {
                 const int d = lane + 32 * t;
@@ -243,9 +245,9 @@ __global__ static void attn_dkv_kernel(attn_args a, const float *stats, char *dk
                 const float dp = dot_row(gtile + lane * (D + 1), vr, D);
                 ds = p * (dp - tstats[3 * lane + 2]);
             }
+            const cu_warp_values<float> ps(p), dss(ds);
             for (int ii = 0; ii < ATT_TILE; ii++) {
-                const float pi = __shfl_sync(0xffffffffu, p, ii);
-                const float dsi = __shfl_sync(0xffffffffu, ds, ii);
+                const float pi = ps[ii], dsi = dss[ii];
 #pragma unroll
                 for (int t = 0; t < ATT_PER_LANE; t++) {
                     const int d = lane + 32 * t;

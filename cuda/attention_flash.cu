@@ -77,26 +77,24 @@ __device__ static inline float fa_high(uint32_t u) {
  * C[g+8][2t..2t+1]. */
 __device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
 #if defined(AD_CUDA_EMULATED)
+    /* every lane's operands in one warp-wide exchange (a shuffle per value costs the emulator
+     * a switch through all 32 lanes each) */
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
+    const uint32_t(*all)[6] = (const uint32_t(*)[6])ad_emu_warp_gather(mine, sizeof mine);
     float row_g[16], row_g8[16], col[2][16];
     for (int s = 0; s < 4; s++) {
-        const int src = 4 * g + s;
-        const uint32_t x0 = __shfl_sync(0xffffffffu, a[0], src),
-                       x1 = __shfl_sync(0xffffffffu, a[1], src),
-                       x2 = __shfl_sync(0xffffffffu, a[2], src),
-                       x3 = __shfl_sync(0xffffffffu, a[3], src);
-        row_g[2 * s] = fa_low(x0), row_g[2 * s + 1] = fa_high(x0);
-        row_g8[2 * s] = fa_low(x1), row_g8[2 * s + 1] = fa_high(x1);
-        row_g[8 + 2 * s] = fa_low(x2), row_g[9 + 2 * s] = fa_high(x2);
-        row_g8[8 + 2 * s] = fa_low(x3), row_g8[9 + 2 * s] = fa_high(x3);
+        const uint32_t *x = all[4 * g + s];
+        row_g[2 * s] = fa_low(x[0]), row_g[2 * s + 1] = fa_high(x[0]);
+        row_g8[2 * s] = fa_low(x[1]), row_g8[2 * s + 1] = fa_high(x[1]);
+        row_g[8 + 2 * s] = fa_low(x[2]), row_g[9 + 2 * s] = fa_high(x[2]);
+        row_g8[8 + 2 * s] = fa_low(x[3]), row_g8[9 + 2 * s] = fa_high(x[3]);
     }
     for (int e = 0; e < 2; e++)
         for (int s = 0; s < 4; s++) {
-            const int src = 4 * (2 * t + e) + s;
-            const uint32_t y0 = __shfl_sync(0xffffffffu, b0, src),
-                           y1 = __shfl_sync(0xffffffffu, b1, src);
-            col[e][2 * s] = fa_low(y0), col[e][2 * s + 1] = fa_high(y0);
-            col[e][8 + 2 * s] = fa_low(y1), col[e][9 + 2 * s] = fa_high(y1);
+            const uint32_t *y = all[4 * (2 * t + e) + s];
+            col[e][2 * s] = fa_low(y[4]), col[e][2 * s + 1] = fa_high(y[4]);
+            col[e][8 + 2 * s] = fa_low(y[5]), col[e][9 + 2 * s] = fa_high(y[5]);
         }
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int k = 0; k < 16; k++) {
@@ -126,13 +124,14 @@ template <bool TRANS> __device__ static inline void fa_ldsm(uint32_t r[4], const
 #if defined(AD_CUDA_EMULATED)
     if ((uintptr_t)row % 16) ad_emu_kernel_fault("ldmatrix: a row address is not 16-byte aligned");
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint16_t *const *rows =
+        (const uint16_t *const *)ad_emu_warp_gather(&row, (int)sizeof row);
     for (int i = 0; i < 4; i++) {
         if (TRANS) {
-            const uint16_t *r0 = __shfl_sync(0xffffffffu, row, 8 * i + 2 * t),
-                           *r1 = __shfl_sync(0xffffffffu, row, 8 * i + 2 * t + 1);
+            const uint16_t *r0 = rows[8 * i + 2 * t], *r1 = rows[8 * i + 2 * t + 1];
             r[i] = fa_pair(r0 + g, r1 + g);
         } else {
-            const uint16_t *rr = __shfl_sync(0xffffffffu, row, 8 * i + g);
+            const uint16_t *rr = rows[8 * i + g];
             r[i] = fa_pair(rr + 2 * t, rr + 2 * t + 1);
         }
     }
@@ -492,14 +491,25 @@ __device__ static inline int64_t fa_block_keys(const fa_args &a, int64_t kb, int
     return fa_limit(a, kb, last);
 }
 
+/* Over the 4 lanes of a row: lane l combines with lane l ^ 1, then with l ^ 2. */
+template <typename Op> __device__ static inline float fa_row_tree(float v, Op op) {
+#if defined(AD_CUDA_EMULATED)
+    /* one exchange instead of two shuffles; lane l ^ 2's first step is op(v[l ^ 2], v[l ^ 3]) */
+    const float *all = (const float *)ad_emu_warp_gather(&v, (int)sizeof v);
+    const int l = threadIdx.x & 31;
+    return op(op(all[l], all[l ^ 1]), op(all[l ^ 2], all[l ^ 3]));
+#else
+    v = op(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return op(v, __shfl_xor_sync(0xffffffffu, v, 2));
+#endif
+}
+
 __device__ static inline float fa_row_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    return fa_row_tree(v, cu_op_max());
 }
 
 __device__ static inline float fa_row_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+    return fa_row_tree(v, cu_op_add());
 }
 
 /* How many of a tile's keys, from j0, a row that sees keys [0, limit) sees: 0..n. */

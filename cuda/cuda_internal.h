@@ -213,17 +213,67 @@ static inline int cu_esize(ad_dtype dt) {
 /* Deterministic reductions: xor-shuffle trees have a fixed order, so sums do not depend on
  * scheduling. Block versions need blockDim.x a multiple of 32 and `shm` of 32 elements; the
  * result is returned to every thread. */
-template <typename T> __device__ static inline T cu_warp_sum(T v) {
+struct cu_op_add {
+    template <typename T> __device__ T operator()(T a, T b) const {
+        return a + b;
+    }
+};
+struct cu_op_max {
+    __device__ float operator()(float a, float b) const {
+        return fmaxf(a, b);
+    }
+};
+
+/* The xor-shuffle tree: lane l combines its value with lane l ^ o's, o = 16, 8, .., 1. */
+template <typename T, typename Op> __device__ static inline T cu_warp_tree(T v, Op op) {
+#if defined(AD_CUDA_EMULATED)
+    /* The same tree from one warp-wide exchange (five shuffles cost the emulator five switches
+     * through the warp): y[m] holds the value lane l ^ m has at each level, and only the 31
+     * nodes lane l's result depends on are computed, in the shuffles' operand order. */
+    const T *all = (const T *)ad_emu_warp_gather(&v, (int)sizeof v);
+    const int lane = threadIdx.x & 31;
+    T y[32];
+    for (int m = 0; m < 32; m++)
+        y[m] = all[lane ^ m];
     for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+        for (int m = 0; m < o; m++)
+            y[m] = op(y[m], y[m + o]);
+    return y[0];
+#else
+    for (int o = 16; o > 0; o >>= 1)
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+#endif
+}
+
+template <typename T> __device__ static inline T cu_warp_sum(T v) {
+    return cu_warp_tree(v, cu_op_add());
 }
 
 __device__ static inline float cu_warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
+    return cu_warp_tree(v, cu_op_max());
 }
+
+/* Each lane's value of v, for loops that broadcast the lanes' values in turn: values[j] is
+ * lane j's v, in every lane (a shuffle per read; one exchange on the emulator, where each
+ * shuffle would cost a switch through all 32 lanes). */
+template <typename T> struct cu_warp_values {
+#if defined(AD_CUDA_EMULATED)
+    T all[32];
+    __device__ explicit cu_warp_values(T v) {
+        memcpy(all, ad_emu_warp_gather(&v, (int)sizeof v), sizeof all);
+    }
+    __device__ T operator[](int lane) const {
+        return all[lane];
+    }
+#else
+    T v;
+    __device__ explicit cu_warp_values(T value) : v(value) {}
+    __device__ T operator[](int lane) const {
+        return __shfl_sync(0xffffffffu, v, lane);
+    }
+#endif
+};
 
 template <typename T> __device__ static inline T cu_block_sum(T v, T *shm) {
     v = cu_warp_sum(v);

@@ -77,6 +77,13 @@ void ad_emu_copy_wait(int pending);
 /* One shuffle of 8 raw bytes among the lanes of `mask`; kind: 0 index, 1 xor, 2 down, 3 up. */
 uint64_t ad_emu_shuffle(unsigned mask, uint64_t bits, int kind, int arg, int width);
 
+/* A warp-wide exchange for emulating collective instructions (mma.sync, ldmatrix): every lane
+ * of the warp (all 32 must take part, as .aligned instructions require) gives `bytes` (at most
+ * AD_EMU_GATHER_MAX) and gets back all 32 lanes' bytes, lane l's at l * bytes, valid until its
+ * next barrier or shuffle. One wait instead of a shuffle per value moved. */
+#define AD_EMU_GATHER_MAX 64
+const void *ad_emu_warp_gather(const void *mine, int bytes);
+
 template <typename T> static inline T ad_emu_shfl(unsigned mask, T v, int kind, int arg, int w) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     uint64_t bits = 0;

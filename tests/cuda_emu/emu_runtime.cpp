@@ -56,14 +56,22 @@ dim3 ad_emu_block_dim, ad_emu_grid_dim;
 /* ---- call counts (AUDISTILL_CUDA_EMU_STATS=1) ------------------------------------------------
  * What a GPU would pay for beside the arithmetic: kernel launches (a few microseconds each),
  * synchronous copies and synchronisations (each drains the GPU's queue) and allocations in
- * the middle of work (cudaMalloc/cudaFree synchronise too). Printed to stderr at exit, or
- * written to the file the variable names when it is not "1". */
+ * the middle of work (cudaMalloc/cudaFree synchronise too). Per kernel also the threads it
+ * ran and how often a thread was resumed (each barrier or shuffle a thread waits at costs one
+ * more): what the emulator itself pays, two context switches per resume. Printed to stderr at exit,
+ * or written to the file the variable names when it is not "1". */
+struct emu_kernel_stats {
+    long launches = 0;
+    long long threads = 0,
+              fiber_runs = 0; /* fiber_runs: a thread resumed (to a barrier or its end) */
+};
 struct emu_stats {
-    std::map<std::string, long> launches;
+    std::map<std::string, emu_kernel_stats> launches;
     long h2d = 0, d2h = 0, d2d = 0, memsets = 0, syncs = 0, mallocs = 0, frees = 0;
     double h2d_bytes = 0, d2h_bytes = 0;
 };
 static emu_stats *g_stats;
+static emu_kernel_stats *g_kernel_stats; /* the running launch's, when counting */
 
 static void print_stats(void) {
     const char *where = getenv("AUDISTILL_CUDA_EMU_STATS");
@@ -71,15 +79,17 @@ static void print_stats(void) {
     if (!out) out = stderr;
     long total = 0;
     for (auto &kv : g_stats->launches)
-        total += kv.second;
+        total += kv.second.launches;
     fprintf(out,
             "cuda emulator calls: %ld kernel launches, %ld host->device copies (%.0f bytes), "
             "%ld device->host copies (%.0f bytes), %ld device copies, %ld memsets, %ld "
             "synchronisations, %ld cudaMalloc, %ld cudaFree\n",
             total, g_stats->h2d, g_stats->h2d_bytes, g_stats->d2h, g_stats->d2h_bytes, g_stats->d2d,
             g_stats->memsets, g_stats->syncs, g_stats->mallocs, g_stats->frees);
+    fprintf(out, "  %8s %12s %12s kernel\n", "launches", "threads", "fiber runs");
     for (auto &kv : g_stats->launches)
-        fprintf(out, "  %8ld %s\n", kv.second, kv.first.c_str());
+        fprintf(out, "  %8ld %12lld %12lld %s\n", kv.second.launches, kv.second.threads,
+                kv.second.fiber_runs, kv.first.c_str());
     if (out != stderr) fclose(out);
 }
 
@@ -432,7 +442,7 @@ void ad_emu_spend_us(long us) {
         nanosleep(&ts, NULL);
     }
 }
-static double host_ms(void) {
+static double event_clock_ms(void) {
     if (virtual_clock()) return (double)g_virtual_us * 1e-3;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -466,7 +476,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return cudaErrorInvalidValue;
     /* another stream's work is complete when issued here; the default stream's is pending */
     e->generation = is_default_stream(s) ? g_default_generation : 0;
-    e->ms = host_ms();
+    e->ms = event_clock_ms();
     return cudaSuccess;
 }
 
@@ -599,6 +609,8 @@ cudaError_t cudaFuncSetAttribute(const void *kernel, cudaFuncAttribute attr, int
 #define MAX_THREADS       1024
 
 enum fiber_state { F_READY, F_WAIT_BLOCK, F_WAIT_WARP, F_DONE };
+/* fiber::kind of a warp wait: shuffles 0-3 (ad_emu_shuffle), or a warp-wide exchange */
+#define KIND_GATHER 4
 
 struct fiber {
     void *sp;
@@ -725,6 +737,7 @@ static void fiber_reset(fiber *f) {
 }
 
 static void run_fiber(fiber *f) {
+    if (g_kernel_stats) g_kernel_stats->fiber_runs++;
     g_current = f;
     ad_emu_thread_idx = f->idx;
     void *sched_fake_stack = NULL;
@@ -827,76 +840,110 @@ uint64_t ad_emu_shuffle(unsigned mask, uint64_t bits, int kind, int arg, int wid
     return f->result;
 }
 
+const void *ad_emu_warp_gather(const void *mine, int bytes) {
+    fiber *f = g_current;
+    if (!f) emu_die("a warp-wide exchange outside a kernel");
+    if (bytes < 1 || bytes > AD_EMU_GATHER_MAX)
+        kernel_fault("a warp-wide exchange of %d bytes (1 to %d)", bytes, AD_EMU_GATHER_MAX);
+    f->mask = 0xffffffffu;
+    f->value = (uint64_t)(uintptr_t)mine;
+    f->kind = KIND_GATHER;
+    f->arg = bytes;
+    f->width = 32;
+    wait_here(F_WAIT_WARP);
+    return (const void *)(uintptr_t)f->result;
+}
+
+/* Releases the warp of threads [w0, w0 + nl) when its shuffle has all its lanes; false when
+ * it could not be. */
+static bool release_warp(int w0, int nl) {
+    fiber *lanes = &g_fibers[w0];
+    int first = -1;
+    for (int l = 0; l < nl; l++)
+        if (lanes[l].state == F_WAIT_WARP) {
+            first = l;
+            break;
+        }
+    if (first < 0) return false;
+    const unsigned mask = lanes[first].mask;
+    for (int l = 0; l < 32; l++) {
+        const bool named = (mask >> l) & 1u;
+        if (l >= nl) {
+            if (named)
+                kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which does not "
+                             "exist",
+                             w0 / 32, mask, l);
+            continue;
+        }
+        const fiber &fl = lanes[l];
+        if (fl.state == F_WAIT_WARP && !named)
+            kernel_fault("warp %d: lane %d shuffles with mask 0x%08x, which lane %d's mask "
+                         "0x%08x does not name",
+                         w0 / 32, l, fl.mask, first, mask);
+        if (!named) continue;
+        if (fl.state == F_DONE)
+            kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which has exited",
+                         w0 / 32, mask, l);
+        if (fl.state == F_WAIT_BLOCK)
+            kernel_fault("warp %d: lane %d waits at __syncthreads while lane %d shuffles "
+                         "(divergent barrier)",
+                         w0 / 32, l, first);
+        if (fl.mask != mask || fl.kind != lanes[first].kind)
+            kernel_fault("warp %d: lanes %d and %d are in different shuffles", w0 / 32, first, l);
+    }
+    if (lanes[first].kind == KIND_GATHER) {
+        /* one copy per warp: each lane reads it before any lane can wait again */
+        static char buffers[MAX_THREADS / 32][32 * AD_EMU_GATHER_MAX];
+        char *all = buffers[w0 / 32];
+        const int bytes = lanes[first].arg;
+        for (int l = 0; l < 32; l++) {
+            if (lanes[l].arg != bytes)
+                kernel_fault("warp %d: lanes %d and %d exchange %d and %d bytes", w0 / 32, first, l,
+                             bytes, lanes[l].arg);
+            memcpy(all + l * bytes, (const void *)(uintptr_t)lanes[l].value, (size_t)bytes);
+        }
+        for (int l = 0; l < 32; l++) {
+            lanes[l].result = (uint64_t)(uintptr_t)all;
+            lanes[l].state = F_READY;
+        }
+        return true;
+    }
+    for (int l = 0; l < nl; l++) {
+        fiber &fl = lanes[l];
+        if (!((mask >> l) & 1u)) continue;
+        const int w = fl.width, seg = l & ~(w - 1);
+        int src = l;
+        switch (fl.kind) {
+        case 0: src = seg + (fl.arg & (w - 1)); break;
+        case 1:
+            src = l ^ fl.arg;
+            if (src >= seg + w) src = l;
+            break;
+        case 2:
+            src = l + fl.arg;
+            if (src >= seg + w) src = l;
+            break;
+        default:
+            src = l - fl.arg;
+            if (src < seg) src = l;
+            break;
+        }
+        if (src < 0 || src >= 32 || !((mask >> src) & 1u))
+            kernel_fault("warp %d: lane %d reads lane %d, which is not in the shuffle's mask "
+                         "0x%08x (undefined on a GPU)",
+                         w0 / 32, l, src, mask);
+        fl.result = lanes[src].value;
+    }
+    for (int l = 0; l < nl; l++)
+        if ((mask >> l) & 1u) lanes[l].state = F_READY;
+    return true;
+}
+
 /* Releases every warp whose shuffle has all its lanes; false when none could be. */
 static bool release_warps(int nthreads) {
     bool released = false;
-    for (int w0 = 0; w0 < nthreads; w0 += 32) {
-        const int nl = nthreads - w0 < 32 ? nthreads - w0 : 32;
-        fiber *lanes = &g_fibers[w0];
-        int first = -1;
-        for (int l = 0; l < nl; l++)
-            if (lanes[l].state == F_WAIT_WARP) {
-                first = l;
-                break;
-            }
-        if (first < 0) continue;
-        const unsigned mask = lanes[first].mask;
-        for (int l = 0; l < 32; l++) {
-            const bool named = (mask >> l) & 1u;
-            if (l >= nl) {
-                if (named)
-                    kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which does not "
-                                 "exist",
-                                 w0 / 32, mask, l);
-                continue;
-            }
-            const fiber &fl = lanes[l];
-            if (fl.state == F_WAIT_WARP && !named)
-                kernel_fault("warp %d: lane %d shuffles with mask 0x%08x, which lane %d's mask "
-                             "0x%08x does not name",
-                             w0 / 32, l, fl.mask, first, mask);
-            if (!named) continue;
-            if (fl.state == F_DONE)
-                kernel_fault("warp %d: a shuffle's mask 0x%08x names lane %d, which has exited",
-                             w0 / 32, mask, l);
-            if (fl.state == F_WAIT_BLOCK)
-                kernel_fault("warp %d: lane %d waits at __syncthreads while lane %d shuffles "
-                             "(divergent barrier)",
-                             w0 / 32, l, first);
-            if (fl.mask != mask || fl.kind != lanes[first].kind)
-                kernel_fault("warp %d: lanes %d and %d are in different shuffles", w0 / 32, first,
-                             l);
-        }
-        for (int l = 0; l < nl; l++) {
-            fiber &fl = lanes[l];
-            if (!((mask >> l) & 1u)) continue;
-            const int w = fl.width, seg = l & ~(w - 1);
-            int src = l;
-            switch (fl.kind) {
-            case 0: src = seg + (fl.arg & (w - 1)); break;
-            case 1:
-                src = l ^ fl.arg;
-                if (src >= seg + w) src = l;
-                break;
-            case 2:
-                src = l + fl.arg;
-                if (src >= seg + w) src = l;
-                break;
-            default:
-                src = l - fl.arg;
-                if (src < seg) src = l;
-                break;
-            }
-            if (src < 0 || src >= 32 || !((mask >> src) & 1u))
-                kernel_fault("warp %d: lane %d reads lane %d, which is not in the shuffle's mask "
-                             "0x%08x (undefined on a GPU)",
-                             w0 / 32, l, src, mask);
-            fl.result = lanes[src].value;
-        }
-        for (int l = 0; l < nl; l++)
-            if ((mask >> l) & 1u) lanes[l].state = F_READY;
-        released = true;
-    }
+    for (int w0 = 0; w0 < nthreads; w0 += 32)
+        released |= release_warp(w0, nthreads - w0 < 32 ? nthreads - w0 : 32);
     return released;
 }
 
@@ -920,7 +967,7 @@ static void run_block(int nthreads) {
                     fiber *f = &g_fibers[t0 + (g_reverse ? n - 1 - i : i)];
                     if (f->state == F_READY) run_fiber(f);
                 }
-            } while (release_warps(nthreads));
+            } while (release_warp(t0, n)); /* only this warp has run since the last release */
         }
         bool all_done = true, any_block = false;
         for (int t = 0; t < nthreads; t++) {
@@ -941,7 +988,8 @@ static void run_block(int nthreads) {
                              t);
             if (waiter < 0) waiter = t;
             const fiber &w = g_fibers[waiter];
-            if (f.site_line != w.site_line || strcmp(f.site_file, w.site_file) != 0)
+            if (f.site_line != w.site_line ||
+                (f.site_file != w.site_file && strcmp(f.site_file, w.site_file) != 0))
                 kernel_fault("thread %d waits at the __syncthreads of %s:%d, thread %d at %s:%d "
                              "(divergent barrier)",
                              waiter, w.site_file, w.site_line, t, f.site_file, f.site_line);
@@ -1020,7 +1068,8 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
     if (g_current) emu_die("kernel %s launched from inside a kernel", name);
     kernel_delay(name);
     g_last_kernel = name;
-    if (stats()) g_stats->launches[name]++;
+    g_kernel_stats = stats() ? &g_stats->launches[name] : NULL;
+    if (g_kernel_stats) g_kernel_stats->launches++;
     g_default_generation++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > MAX_THREADS || block.x > 1024 || block.y > 1024 ||
@@ -1050,6 +1099,7 @@ void ad_emu_launch_impl(const void *kernel, const char *name, dim3 grid, dim3 bl
     ad_emu_grid_dim = grid;
     ad_emu_block_dim = block;
     const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    if (g_kernel_stats) g_kernel_stats->threads += (long long)(nblocks * nthreads);
     for (unsigned long long i = 0; i < nblocks; i++) {
         const unsigned long long bi = g_reverse ? nblocks - 1 - i : i;
         ad_emu_block_idx = make_uint3((unsigned)(bi % grid.x), (unsigned)((bi / grid.x) % grid.y),

@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cuda_internal.h" /* the backend's warp reductions */
+
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -66,6 +68,109 @@ static void test_shuffles(void) {
                       o[96 + l]);
             }
     }
+}
+
+/* ad_emu_warp_gather: every lane gets all 32 lanes' bytes of its own warp; a second exchange
+ * right after (lanes having changed their values) gives the new ones. */
+__global__ static void gather_kernel(int *out) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int mine[3] = {1000 * warp + lane, lane ^ 5, -lane};
+    int *o = out + threadIdx.x * 2 * 96;
+    const int *all = (const int *)ad_emu_warp_gather(mine, (int)sizeof mine);
+    for (int i = 0; i < 96; i++)
+        o[i] = all[i];
+    mine[0] += 7;
+    all = (const int *)ad_emu_warp_gather(mine, (int)sizeof mine);
+    for (int i = 0; i < 96; i++)
+        o[96 + i] = all[i];
+}
+
+static void test_warp_gather(void) {
+    const int n = 64 * 2 * 96;
+    int *d, *h = (int *)malloc(n * sizeof(int));
+    cudaMalloc((void **)&d, n * sizeof(int));
+    gather_kernel<<<1, 64>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    cudaMemcpy(h, d, n * sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    int bad = 0;
+    for (int t = 0; t < 64; t++)
+        for (int round = 0; round < 2; round++)
+            for (int l = 0; l < 32; l++) {
+                const int *o = h + t * 2 * 96 + round * 96 + 3 * l;
+                const int w = t / 32;
+                bad += o[0] != 1000 * w + l + 7 * round || o[1] != (l ^ 5) || o[2] != -l;
+            }
+    CHECK(bad == 0, "%d of %d exchanged values wrong", bad, 64 * 2 * 32);
+    free(h);
+}
+
+/* The backend's warp reductions (cuda_internal.h: one exchange on the emulator) against the
+ * xor-shuffle tree they stand for, written out with shuffles here, and against the same tree
+ * computed on the host: the same bits in every lane. Values of wide magnitudes and both signs,
+ * zeros of both signs, so that a different order or operand would show. */
+__global__ static void warp_reduce_kernel(const float *x, float *out) {
+    const float v = x[threadIdx.x];
+    float s = v, m = v;
+    double sd = (double)v * 1e-3;
+    const double vd = sd;
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        sd += __shfl_xor_sync(0xffffffffu, sd, o);
+    }
+    float *o = out + threadIdx.x * 6;
+    o[0] = cu_warp_sum(v);
+    o[1] = s;
+    o[2] = cu_warp_max(v);
+    o[3] = m;
+    const double td = cu_warp_sum(vd);
+    memcpy(o + 4, &td, sizeof td);
+    (void)sd;
+}
+
+static void test_warp_reductions(void) {
+    float hx[64], hout[64 * 6];
+    unsigned seed = 12345u ^ (unsigned)getpid();
+    for (int i = 0; i < 64; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        const int e = (int)(seed >> 27) - 16; /* 2^-16 .. 2^15 */
+        hx[i] = ldexpf((float)((seed >> 8) & 0xffff) / 65536.0f + 0.5f, e) *
+                ((seed >> 3) & 1 ? -1.0f : 1.0f);
+    }
+    hx[5] = -0.0f, hx[9] = 0.0f, hx[40] = -0.0f;
+    float *dx, *dout;
+    cudaMalloc((void **)&dx, sizeof hx);
+    cudaMalloc((void **)&dout, sizeof hout);
+    cudaMemcpy(dx, hx, sizeof hx, cudaMemcpyHostToDevice);
+    warp_reduce_kernel<<<1, 64>>>(dx, dout);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    cudaMemcpy(hout, dout, sizeof hout, cudaMemcpyDeviceToHost);
+    cudaFree(dx);
+    cudaFree(dout);
+    int bad = 0;
+    for (int w = 0; w < 2; w++) {
+        float s[32], m[32];
+        double sd[32];
+        for (int l = 0; l < 32; l++)
+            s[l] = m[l] = hx[32 * w + l], sd[l] = (double)hx[32 * w + l] * 1e-3;
+        for (int o = 16; o > 0; o >>= 1) { /* the lanes' tree, level by level */
+            float ns[32], nm[32];
+            double nsd[32];
+            for (int l = 0; l < 32; l++)
+                ns[l] = s[l] + s[l ^ o], nm[l] = fmaxf(m[l], m[l ^ o]), nsd[l] = sd[l] + sd[l ^ o];
+            memcpy(s, ns, sizeof s), memcpy(m, nm, sizeof m), memcpy(sd, nsd, sizeof sd);
+        }
+        for (int l = 0; l < 32; l++) {
+            const float *o = hout + (32 * w + l) * 6;
+            double td;
+            memcpy(&td, o + 4, sizeof td);
+            bad += memcmp(&o[0], &s[l], 4) != 0 || memcmp(&o[1], &s[l], 4) != 0;
+            bad += memcmp(&o[2], &m[l], 4) != 0 || memcmp(&o[3], &m[l], 4) != 0;
+            bad += memcmp(&td, &sd[l], 8) != 0;
+        }
+    }
+    CHECK(bad == 0, "%d warp reductions differ from the xor-shuffle tree's bits", bad);
 }
 
 /* Each block reverses its slice through shared memory: needs the barrier between the write
@@ -187,6 +292,35 @@ __global__ static void uninitialised_shared_kernel(float *out) {
     out[threadIdx.x] = s[threadIdx.x];
 }
 
+__global__ static void gather_sizes_kernel(void) {
+    const double v = 1.0;
+    ad_emu_warp_gather(&v, threadIdx.x == 3 ? 4 : 8);
+}
+__global__ static void gather_exited_kernel(void) {
+    if (threadIdx.x == 30) return;
+    const int v = 1;
+    ad_emu_warp_gather(&v, 4);
+}
+__global__ static void gather_shuffle_kernel(void) {
+    int v = 1;
+    if (threadIdx.x == 2)
+        v = __shfl_xor_sync(0xffffffffu, v, 1);
+    else
+        ad_emu_warp_gather(&v, 4);
+}
+
+static void fault_gather_sizes(void) {
+    gather_sizes_kernel<<<1, 32>>>();
+}
+static void fault_gather_exited(void) {
+    gather_exited_kernel<<<1, 32>>>();
+}
+static void fault_gather_partial_warp(void) {
+    gather_exited_kernel<<<1, 20>>>();
+}
+static void fault_gather_shuffle(void) {
+    gather_shuffle_kernel<<<1, 32>>>();
+}
 static void fault_divergent(void) {
     divergent_barrier_kernel<<<1, 64>>>();
 }
@@ -265,6 +399,8 @@ static void expect_abort(const char *what, void (*fn)(void), const char *needle,
 int main(void) {
     setenv("AUDISTILL_CUDA_EMU_HOST_CHECK", "1", 1); /* device memory page-protected from host */
     test_shuffles();
+    test_warp_gather();
+    test_warp_reductions();
     test_barriers();
     test_launch_errors();
     test_stream_order();
@@ -280,6 +416,11 @@ int main(void) {
         CHECK(nan == 32, "shared memory read before any write: %d of 32 NaN", nan);
     }
     expect_abort("divergent barrier", fault_divergent, "divergent barrier");
+    expect_abort("exchange sizes differ", fault_gather_sizes,
+                 "lanes 0 and 3 exchange 8 and 4 bytes");
+    expect_abort("exchange naming an exited lane", fault_gather_exited, "which has exited");
+    expect_abort("exchange in a partial warp", fault_gather_partial_warp, "which does not exist");
+    expect_abort("exchange beside a shuffle", fault_gather_shuffle, "in different shuffles");
     expect_abort("shuffle naming an exited lane", fault_exited, "which has exited");
     expect_abort("write past an allocation", fault_overrun, "overrun_kernel wrote past the end",
                  "heap-buffer-overflow");
