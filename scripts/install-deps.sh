@@ -8,6 +8,7 @@ set -euo pipefail
 DEBIAN_PACKAGES=(
   build-essential cmake pkg-config git
   clang libclang-rt-14-dev          # libFuzzer and sanitizers
+  clang-format                      # tests/cli/format.sh
   libcjson-dev libyaml-dev libhdf5-dev libsndfile1-dev libsoxr-dev
   libpcre2-dev libutf8proc-dev libopenblas-dev libomp-dev
   gnuplot-nox espeak-ng sox

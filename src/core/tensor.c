@@ -10,7 +10,8 @@ static const struct {
 } dtype_info[AD_DTYPE_COUNT] = {
     [AD_F32] = {"F32", 32}, [AD_BF16] = {"BF16", 16}, [AD_F16] = {"F16", 16},
     [AD_I32] = {"I32", 32}, [AD_I8] = {"I8", 8},      [AD_U8] = {"U8", 8},
-    [AD_I64] = {"I64", 64}, [AD_Q4] = {"Q4", 4}, [AD_QGROUP] = {"QGROUP", 0},      [AD_Q3] = {"Q3", 3},
+    [AD_I64] = {"I64", 64}, [AD_Q4] = {"Q4", 4},      [AD_QGROUP] = {"QGROUP", 0},
+    [AD_Q3] = {"Q3", 3},
 };
 
 const char *ad_dtype_name(ad_dtype dtype) {

@@ -22,10 +22,10 @@ typedef enum {
     AD_F16,
     AD_I32,
     AD_I8,
-    AD_U8,  /* raw bytes, e.g. packed quantized storage in safetensors */
-    AD_I64, /* token ids and the like in foreign files */
-    AD_Q4,  /* packed 4-bit codes, two per byte, low nibble first */
-    AD_Q3,  /* packed 3-bit codes, eight per three bytes, little-endian bit order */
+    AD_U8,     /* raw bytes, e.g. packed quantized storage in safetensors */
+    AD_I64,    /* token ids and the like in foreign files */
+    AD_Q4,     /* packed 4-bit codes, two per byte, low nibble first */
+    AD_Q3,     /* packed 3-bit codes, eight per three bytes, little-endian bit order */
     AD_QGROUP, /* a group-quantized weight: `quant` points to its ad_quant_tensor */
     AD_DTYPE_COUNT
 } ad_dtype;
@@ -40,7 +40,7 @@ typedef struct {
     int64_t stride[AD_MAX_DIMS]; /* in elements; packed dtypes are always row-contiguous */
     void *data;                  /* address of element [0,0,..] */
     const char *name;            /* borrowed; for error messages */
-    const void *quant;           /* AD_QGROUP only: the codes, scales and zeros (compress/quant.h) */
+    const void *quant; /* AD_QGROUP only: the codes, scales and zeros (compress/quant.h) */
 } ad_tensor;
 
 const char *ad_dtype_name(ad_dtype dtype);

@@ -205,8 +205,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
 }
 
 /* Makes GEMM tuning's choices testable: AUDISTILL_CUDA_EMU_ALGO_DELAY_US="d0,d1,d2" spends d_i
- * microseconds (slept, or on the virtual clock: emu_runtime.cpp) in each call with answer i, AUDISTILL_CUDA_EMU_BIAS_DELAY_US more in each call
- * with a bias epilogue, AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US more in each call without. */
+ * microseconds (slept, or on the virtual clock: emu_runtime.cpp) in each call with answer i,
+ * AUDISTILL_CUDA_EMU_BIAS_DELAY_US more in each call with a bias epilogue,
+ * AUDISTILL_CUDA_EMU_NO_BIAS_DELAY_US more in each call without. */
 /* What the last cublasLtMatmul ran with, for tests that check which answer and way GEMM tuning
  * kept (tests/cuda/test_cuda_gemm_tuning.c). */
 static int g_last_algo = -1, g_last_bias_epilogue = -1;

@@ -8,7 +8,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 8) return 0;
     uint64_t data_size = 0;
-    for (int i = 7; i >= 0; i--) data_size = (data_size << 8) | data[i];
+    for (int i = 7; i >= 0; i--)
+        data_size = (data_size << 8) | data[i];
     ad_st_entry *entries = NULL;
     ad_st_metadata *metadata = NULL;
     int n = 0, n_meta = 0;

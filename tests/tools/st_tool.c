@@ -17,7 +17,8 @@ static void print_values(const char *name, ad_dtype dtype, int ndim, const int64
     ad_tensor_init(&t, (void *)data, dtype, AD_DEVICE_CPU, ndim, shape, name);
     int64_t n = ad_tensor_numel(&t);
     printf("{\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", name, ad_dtype_name(dtype));
-    for (int d = 0; d < ndim; d++) printf("%s%" PRId64, d ? ", " : "", shape[d]);
+    for (int d = 0; d < ndim; d++)
+        printf("%s%" PRId64, d ? ", " : "", shape[d]);
     printf("], \"values\": [");
     for (int64_t i = 0; i < n; i++) {
         double v;
@@ -44,13 +45,20 @@ static int write_file(const char *path, uint64_t seed) {
     static int8_t i8[9];
     static uint8_t u8[5];
     static int64_t i64[3];
-    for (int i = 0; i < 15; i++) f32[i] = ad_rng_normal(&rng);
-    for (int i = 0; i < 7; i++) f16[i] = ad_f32_to_f16(ad_rng_normal(&rng));
-    for (int i = 0; i < 8; i++) bf16[i] = ad_f32_to_bf16(ad_rng_normal(&rng));
-    for (int i = 0; i < 6; i++) i32[i] = (int32_t)(ad_rng_u32(&rng) % 200000) - 100000;
-    for (int i = 0; i < 9; i++) i8[i] = (int8_t)ad_rng_u32(&rng);
-    for (int i = 0; i < 5; i++) u8[i] = (uint8_t)ad_rng_u32(&rng);
-    for (int i = 0; i < 3; i++) i64[i] = (int64_t)(ad_rng_u32(&rng) % 1000000) * 1000;
+    for (int i = 0; i < 15; i++)
+        f32[i] = ad_rng_normal(&rng);
+    for (int i = 0; i < 7; i++)
+        f16[i] = ad_f32_to_f16(ad_rng_normal(&rng));
+    for (int i = 0; i < 8; i++)
+        bf16[i] = ad_f32_to_bf16(ad_rng_normal(&rng));
+    for (int i = 0; i < 6; i++)
+        i32[i] = (int32_t)(ad_rng_u32(&rng) % 200000) - 100000;
+    for (int i = 0; i < 9; i++)
+        i8[i] = (int8_t)ad_rng_u32(&rng);
+    for (int i = 0; i < 5; i++)
+        u8[i] = (uint8_t)ad_rng_u32(&rng);
+    for (int i = 0; i < 3; i++)
+        i64[i] = (int64_t)(ad_rng_u32(&rng) % 1000000) * 1000;
     ad_st_write_item items[] = {
         {"audio_tower.conv1.weight", AD_F32, 3, {3, 5, 1}, f32},
         {"half", AD_F16, 1, {7}, f16},
@@ -82,13 +90,15 @@ static int dump_file(const char *path) {
         print_values(st.entries[i].name, t.dtype, t.ndim, t.shape, t.data);
     }
     for (int i = 0; i < st.n_metadata; i++)
-        printf("{\"metadata\": \"%s\", \"value\": \"%s\"}\n", st.metadata[i].key, st.metadata[i].value);
+        printf("{\"metadata\": \"%s\", \"value\": \"%s\"}\n", st.metadata[i].key,
+               st.metadata[i].value);
     ad_safetensors_close(&st);
     return 0;
 }
 
 int main(int argc, char **argv) {
-    if (argc == 4 && strcmp(argv[1], "write") == 0) return write_file(argv[2], strtoull(argv[3], NULL, 10));
+    if (argc == 4 && strcmp(argv[1], "write") == 0)
+        return write_file(argv[2], strtoull(argv[3], NULL, 10));
     if (argc == 3 && strcmp(argv[1], "dump") == 0) return dump_file(argv[2]);
     fprintf(stderr, "usage: st_tool write FILE SEED | st_tool dump FILE\n");
     return 2;

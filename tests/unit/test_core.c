@@ -40,11 +40,11 @@ static void test_f16(void) {
     CHECK(ad_f32_to_f16(65519.0f) == 0x7bff);
     CHECK(ad_f32_to_f16(65520.0f) == 0x7c00); /* rounds to inf */
     CHECK(ad_f32_to_f16(0.1f) == 0x2e66);
-    CHECK(ad_f32_to_f16(ldexpf(1.0f, -24)) == 0x0001);      /* smallest subnormal */
-    CHECK(ad_f32_to_f16(ldexpf(1.0f, -25)) == 0x0000);      /* tie -> even (zero) */
-    CHECK(ad_f32_to_f16(ldexpf(3.0f, -25)) == 0x0002);      /* tie -> even (two) */
-    CHECK(ad_f32_to_f16(ldexpf(1.0f, -14)) == 0x0400);      /* smallest normal */
-    CHECK(ad_f32_to_f16(ldexpf(1023.0f, -24)) == 0x03ff);   /* largest subnormal */
+    CHECK(ad_f32_to_f16(ldexpf(1.0f, -24)) == 0x0001);    /* smallest subnormal */
+    CHECK(ad_f32_to_f16(ldexpf(1.0f, -25)) == 0x0000);    /* tie -> even (zero) */
+    CHECK(ad_f32_to_f16(ldexpf(3.0f, -25)) == 0x0002);    /* tie -> even (two) */
+    CHECK(ad_f32_to_f16(ldexpf(1.0f, -14)) == 0x0400);    /* smallest normal */
+    CHECK(ad_f32_to_f16(ldexpf(1023.0f, -24)) == 0x03ff); /* largest subnormal */
     CHECK(ad_f32_to_f16(-0.0f) == 0x8000);
     CHECK_NEAR(ad_f16_to_f32(0x3555), 0.33325195f, 1e-8);
     CHECK(ad_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
@@ -72,7 +72,8 @@ static void test_f16(void) {
 
 static void test_views(void) {
     float data[24];
-    for (int i = 0; i < 24; i++) data[i] = (float)i;
+    for (int i = 0; i < 24; i++)
+        data[i] = (float)i;
     ad_tensor t, v, s, tr;
     CHECK_OK(ad_tensor_init(&t, data, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){2, 3, 4}, "t"));
     CHECK(ad_tensor_numel(&t) == 24 && ad_tensor_nbytes(&t) == 96);
@@ -89,8 +90,9 @@ static void test_views(void) {
     float out[24];
     CHECK_OK(ad_tensor_to_f32(&tr, out));
     CHECK(out[1] == 4.0f && out[3] == 1.0f); /* row 0 of the transposed [4,3] block */
-    CHECK_FAILS_WITH(ad_tensor_init(&t, data, AD_F32, AD_DEVICE_CPU, 5, (int64_t[]){1, 1, 1, 1, 1}, "x"),
-                     "at most 4");
+    CHECK_FAILS_WITH(
+        ad_tensor_init(&t, data, AD_F32, AD_DEVICE_CPU, 5, (int64_t[]){1, 1, 1, 1, 1}, "x"),
+        "at most 4");
 
     /* Packed 4-bit: 2 rows of 6 codes = 3 bytes each; slicing row 1 starts at byte 3. */
     uint8_t packed[6] = {0};
@@ -159,14 +161,17 @@ static void test_philox_known_answers(void) {
 static void test_rng_streams(void) {
     ad_rng a, b;
     ad_rng_init(&a, 42, 7);
-    for (int i = 0; i < 13; i++) ad_rng_u32(&a);
+    for (int i = 0; i < 13; i++)
+        ad_rng_u32(&a);
     b = a; /* saving the state is copying three integers */
     uint32_t x[20], y[20];
-    for (int i = 0; i < 20; i++) x[i] = ad_rng_u32(&a);
+    for (int i = 0; i < 20; i++)
+        x[i] = ad_rng_u32(&a);
     ad_rng c;
     ad_rng_init(&c, b.seed, b.stream);
     c.position = b.position;
-    for (int i = 0; i < 20; i++) y[i] = ad_rng_u32(&c);
+    for (int i = 0; i < 20; i++)
+        y[i] = ad_rng_u32(&c);
     CHECK(memcmp(x, y, sizeof x) == 0);
     ad_rng other;
     ad_rng_init(&other, 42, 8);
@@ -190,7 +195,8 @@ static void test_rng_streams(void) {
     CHECK_NEAR(usum / n, 0.5, 0.005);
 
     uint32_t perm[100], seen[100] = {0};
-    for (uint32_t i = 0; i < 100; i++) perm[i] = i;
+    for (uint32_t i = 0; i < 100; i++)
+        perm[i] = i;
     ad_rng_shuffle_u32(&a, perm, 100);
     int moved = 0;
     for (uint32_t i = 0; i < 100; i++) {
@@ -198,7 +204,8 @@ static void test_rng_streams(void) {
         moved += perm[i] != i;
     }
     int all_once = 1;
-    for (int i = 0; i < 100; i++) all_once &= seen[i] == 1;
+    for (int i = 0; i < 100; i++)
+        all_once &= seen[i] == 1;
     CHECK(all_once && moved > 50);
 }
 

@@ -22,11 +22,12 @@ static char *tmp_path(const char *name) {
 }
 
 /* Writes 8-byte length + header + data as they are, for crafting broken files. */
-static void write_raw(const char *path, const char *header, uint64_t declared_len,
-                      const void *data, size_t data_len) {
+static void write_raw(const char *path, const char *header, uint64_t declared_len, const void *data,
+                      size_t data_len) {
     FILE *f = fopen(path, "wb");
     uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(declared_len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)(declared_len >> (8 * i));
     fwrite(len, 1, 8, f);
     fwrite(header, 1, strlen(header), f);
     if (data_len) fwrite(data, 1, data_len, f);
@@ -45,11 +46,16 @@ static void test_round_trip(void) {
     uint16_t bf16[4], f16[3];
     int32_t i32[5];
     int8_t i8[7];
-    for (int i = 0; i < 6; i++) f32[i] = ad_rng_normal(&rng);
-    for (int i = 0; i < 4; i++) bf16[i] = ad_f32_to_bf16(ad_rng_normal(&rng));
-    for (int i = 0; i < 3; i++) f16[i] = ad_f32_to_f16(ad_rng_normal(&rng));
-    for (int i = 0; i < 5; i++) i32[i] = (int32_t)ad_rng_u32(&rng);
-    for (int i = 0; i < 7; i++) i8[i] = (int8_t)ad_rng_u32(&rng);
+    for (int i = 0; i < 6; i++)
+        f32[i] = ad_rng_normal(&rng);
+    for (int i = 0; i < 4; i++)
+        bf16[i] = ad_f32_to_bf16(ad_rng_normal(&rng));
+    for (int i = 0; i < 3; i++)
+        f16[i] = ad_f32_to_f16(ad_rng_normal(&rng));
+    for (int i = 0; i < 5; i++)
+        i32[i] = (int32_t)ad_rng_u32(&rng);
+    for (int i = 0; i < 7; i++)
+        i8[i] = (int8_t)ad_rng_u32(&rng);
     ad_st_write_item items[] = {
         {"language_model.model.norm.weight", AD_F32, 2, {2, 3}, f32},
         {"b", AD_BF16, 2, {2, 2}, bf16},
@@ -66,31 +72,39 @@ static void test_round_trip(void) {
     ad_safetensors st;
     CHECK_OK(ad_safetensors_open(&st, path));
     CHECK(st.n_entries == 6);
-    CHECK(ad_safetensors_metadata(&st, "format") && strcmp(ad_safetensors_metadata(&st, "format"), "pt") == 0);
+    CHECK(ad_safetensors_metadata(&st, "format") &&
+          strcmp(ad_safetensors_metadata(&st, "format"), "pt") == 0);
     /* The header is padded so the data section starts 8-byte aligned. */
     CHECK(st.data_offset[0] % 8 == 0);
     float got[6];
-    CHECK_OK(ad_safetensors_read_f32(&st, "language_model.model.norm.weight", 2, (int64_t[]){2, 3}, got));
+    CHECK_OK(ad_safetensors_read_f32(&st, "language_model.model.norm.weight", 2, (int64_t[]){2, 3},
+                                     got));
     CHECK(memcmp(got, f32, sizeof f32) == 0);
     CHECK_OK(ad_safetensors_read_f32(&st, "b", 2, (int64_t[]){2, 2}, got));
-    for (int i = 0; i < 4; i++) CHECK(got[i] == ad_bf16_to_f32(bf16[i]));
+    for (int i = 0; i < 4; i++)
+        CHECK(got[i] == ad_bf16_to_f32(bf16[i]));
     CHECK_OK(ad_safetensors_read_f32(&st, "c.half", 1, (int64_t[]){3}, got));
-    for (int i = 0; i < 3; i++) CHECK(got[i] == ad_f16_to_f32(f16[i]));
-    CHECK_FAILS_WITH(ad_safetensors_read_f32(&st, "b", 2, (int64_t[]){4, 1}, got), "expected shape");
+    for (int i = 0; i < 3; i++)
+        CHECK(got[i] == ad_f16_to_f32(f16[i]));
+    CHECK_FAILS_WITH(ad_safetensors_read_f32(&st, "b", 2, (int64_t[]){4, 1}, got),
+                     "expected shape");
     CHECK_FAILS_WITH(ad_safetensors_read_f32(&st, "ids", 1, (int64_t[]){5}, got), "float dtype");
     CHECK_FAILS_WITH(ad_safetensors_read_f32(&st, "nope", 1, (int64_t[]){5}, got), "missing");
     const ad_st_entry *e = ad_safetensors_find(&st, "ids");
     ad_tensor t;
     CHECK(e && ad_safetensors_view(&st, e, &t) == AD_OK && memcmp(t.data, i32, sizeof i32) == 0);
     e = ad_safetensors_find(&st, "bytes");
-    CHECK(e && e->ndim == 3 && ad_safetensors_view(&st, e, &t) == AD_OK && memcmp(t.data, i8, 7) == 0);
+    CHECK(e && e->ndim == 3 && ad_safetensors_view(&st, e, &t) == AD_OK &&
+          memcmp(t.data, i8, 7) == 0);
     ad_safetensors_close(&st);
 
     ad_st_write_item dup[] = {{"x", AD_F32, 1, {1}, f32}, {"x", AD_F32, 1, {1}, f32}};
-    CHECK_FAILS_WITH(ad_safetensors_write(tmp_path("dup.safetensors"), dup, 2, NULL, 0), "used twice");
+    CHECK_FAILS_WITH(ad_safetensors_write(tmp_path("dup.safetensors"), dup, 2, NULL, 0),
+                     "used twice");
     CHECK(!ad_path_exists(tmp_path("dup.safetensors")));
     ad_st_write_item q4[] = {{"q", AD_Q4, 1, {4}, f32}};
-    CHECK_FAILS_WITH(ad_safetensors_write(tmp_path("q4.safetensors"), q4, 1, NULL, 0), "pack it as U8");
+    CHECK_FAILS_WITH(ad_safetensors_write(tmp_path("q4.safetensors"), q4, 1, NULL, 0),
+                     "pack it as U8");
 }
 
 static void test_bad_files(void) {
@@ -116,15 +130,19 @@ static void test_bad_files(void) {
     write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 20);
     CHECK_FAILS_WITH(ad_safetensors_open(&st, p), "needs 24");
 
-    write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
-                    "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
+    write_simple(p,
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                 16);
     CHECK_FAILS_WITH(ad_safetensors_open(&st, p), "overlapping");
 
     write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8);
     CHECK_FAILS_WITH(ad_safetensors_open(&st, p), "truncated");
 
-    write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                    "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8);
+    write_simple(p,
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                 8);
     CHECK_FAILS_WITH(ad_safetensors_open(&st, p), "more than once");
 
     write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4);
@@ -146,12 +164,15 @@ static void test_bad_files(void) {
     CHECK_FAILS_WITH(ad_safetensors_open(&st, p), "not a string");
 
     /* A valid file with an empty tensor and a zero-length range inside another is fine. */
-    write_simple(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                    "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", 8);
+    write_simple(p,
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}",
+                 8);
     CHECK_OK(ad_safetensors_open(&st, p));
     ad_safetensors_close(&st);
 
-    CHECK_FAILS_WITH(ad_safetensors_open(&st, tmp_path("does-not-exist.safetensors")), "cannot open");
+    CHECK_FAILS_WITH(ad_safetensors_open(&st, tmp_path("does-not-exist.safetensors")),
+                     "cannot open");
     CHECK_FAILS_WITH(ad_safetensors_open(&st, tmp_dir), "neither");
 }
 

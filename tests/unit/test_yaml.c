@@ -23,10 +23,27 @@ typedef struct {
 } job;
 
 static const ad_field optim_fields[] = {
-    {.key = "lr", .type = AD_FIELD_FLOAT, .offset = offsetof(optim_section, lr), .default_value = "3e-4", .min = 0, .max = 1},
-    {.key = "steps", .type = AD_FIELD_INT, .offset = offsetof(optim_section, steps), .default_value = "100", .min = 1, .max = 1e9},
-    {.key = "bf16", .type = AD_FIELD_BOOL, .offset = offsetof(optim_section, bf16), .default_value = "false"},
-    {.key = "schedule", .type = AD_FIELD_ENUM, .offset = offsetof(optim_section, schedule), .default_value = "cosine", .choices = "cosine|linear|constant"},
+    {.key = "lr",
+     .type = AD_FIELD_FLOAT,
+     .offset = offsetof(optim_section, lr),
+     .default_value = "3e-4",
+     .min = 0,
+     .max = 1},
+    {.key = "steps",
+     .type = AD_FIELD_INT,
+     .offset = offsetof(optim_section, steps),
+     .default_value = "100",
+     .min = 1,
+     .max = 1e9},
+    {.key = "bf16",
+     .type = AD_FIELD_BOOL,
+     .offset = offsetof(optim_section, bf16),
+     .default_value = "false"},
+    {.key = "schedule",
+     .type = AD_FIELD_ENUM,
+     .offset = offsetof(optim_section, schedule),
+     .default_value = "cosine",
+     .choices = "cosine|linear|constant"},
     {0},
 };
 
@@ -34,7 +51,10 @@ static const ad_field job_fields[] = {
     {.key = "name", .type = AD_FIELD_STRING, .offset = offsetof(job, name), .required = true},
     {.key = "teacher", .type = AD_FIELD_STRING, .offset = offsetof(job, teacher)},
     {.key = "seed", .type = AD_FIELD_INT, .offset = offsetof(job, seed), .default_value = "1234"},
-    {.key = "optim", .type = AD_FIELD_SECTION, .offset = offsetof(job, optim), .section = optim_fields},
+    {.key = "optim",
+     .type = AD_FIELD_SECTION,
+     .offset = offsetof(job, optim),
+     .section = optim_fields},
     {.key = "drop_layers", .type = AD_FIELD_INT_LIST, .offset = offsetof(job, drop_layers)},
     {.key = "langs", .type = AD_FIELD_STRING_LIST, .offset = offsetof(job, langs)},
     {0},
@@ -82,14 +102,17 @@ static void expect_error(const char *text, const char *needle) {
 }
 
 static void test_errors(void) {
-    expect_error("name: a\noptim:\n  lerning_rate: 3\n", "job.yaml:3: unknown key 'lerning_rate' in optim");
-    expect_error("name: a\noptim:\n  lerning_rate: 3\n", "expected one of: lr, steps, bf16, schedule");
+    expect_error("name: a\noptim:\n  lerning_rate: 3\n",
+                 "job.yaml:3: unknown key 'lerning_rate' in optim");
+    expect_error("name: a\noptim:\n  lerning_rate: 3\n",
+                 "expected one of: lr, steps, bf16, schedule");
     expect_error("name: a\nseed: ten\n", "job.yaml:2: seed: expected an integer, got 'ten'");
     expect_error("name: a\nseed: \"12\"\n", "expected an integer");
     expect_error("name: a\noptim:\n  lr: 2.0\n", "between 0 and 1");
     expect_error("name: a\noptim:\n  steps: 0\n", "between 1 and");
     expect_error("name: a\noptim:\n  bf16: maybe\n", "expected true or false");
-    expect_error("name: a\noptim:\n  schedule: cosin\n", "'cosin' is not one of cosine|linear|constant");
+    expect_error("name: a\noptim:\n  schedule: cosin\n",
+                 "'cosin' is not one of cosine|linear|constant");
     expect_error("teacher: t\n", "required key 'name' is missing");
     expect_error("name:\n", "name is required");
     expect_error("name: a\nname: b\n", "key 'name' appears twice");
