@@ -192,10 +192,11 @@ static void test_activation_backward(void) {
 
 static void test_norm_backward(void) {
     const ad_dtype dts[2] = {AD_F32, AD_BF16};
-    /* 200 rows: several row chunks in the reduction; 1000 columns: 4 per thread kept in
-     * registers, a partial last step; 4200: wider than the registers keep, read from memory */
-    const int64_t shapes[3][2] = {{200, 96}, {24, 1000}, {12, 4200}};
-    for (int i = 0; i < 6; i++) {
+    /* 200 rows: several row chunks in the reduction; 96 columns: one warp, 3 per thread; 300:
+     * 3 warps; 1000 columns: 256 threads, 4 per thread kept in registers, a partial last step;
+     * 4200: wider than the registers keep, read from memory */
+    const int64_t shapes[4][2] = {{200, 96}, {40, 300}, {24, 1000}, {12, 4200}};
+    for (int i = 0; i < 8; i++) {
         const ad_dtype dt = dts[i % 2];
         const int64_t R = shapes[i / 2][0], C = shapes[i / 2][1];
         pair x, w, dy, dx, dw, dbias;

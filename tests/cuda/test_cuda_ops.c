@@ -410,10 +410,12 @@ static void test_elementwise(void) {
 
 static void test_norms(void) {
     const ad_dtype dts[2] = {AD_F32, AD_BF16};
-    /* rows of 96 (one element per thread), 1000 (4 kept in registers per thread, a partial
-     * last step) and 4200 (wider than the registers keep: read from memory) */
-    const int64_t widths[3] = {96, 1000, 4200};
-    for (int i = 0; i < 6; i++) {
+    /* rows of 40 (one warp: 2 elements per thread, a partial last step), 300 (3 warps: the
+     * block sums over a warp count that is no power of two), 1000 (256 threads, 4 kept in
+     * registers per thread, a partial last step) and 4200 (wider than the registers keep: read
+     * from memory) */
+    const int64_t widths[4] = {40, 300, 1000, 4200};
+    for (int i = 0; i < 8; i++) {
         const ad_dtype dt = dts[i % 2];
         const int64_t C = widths[i / 2];
         const double tol = dt == AD_F32 ? TOL_F32 : TOL_BF16;
