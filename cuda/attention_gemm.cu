@@ -193,7 +193,7 @@ static int attg_probabilities(ad_backend *be, float *s, void *p16, const attg_op
     const cu_mat sm = attg_scores(s, AD_F32, Tq, Tk);
     AD_TRY(cu_gemm_batched(be, "attention scores", &sm, Tq * Tk, &q, D, false, &k,
                            group > 1 ? 0 : D, true, hn, p->scale, 0.0f));
-    attg_softmax_kernel<<<(unsigned)(hn * Tq), ATTG_BLOCK>>>(
+    attg_softmax_kernel<<<(unsigned)(hn * Tq), cu_row_threads(Tk, ATTG_BLOCK)>>>(
         s, p16 ? (char *)p16 : (char *)s, p16 ? AD_BF16 : AD_F32, Tq, Tk, key_len_dev, b, p->causal,
         p->q_offset);
     CUDA_TRY_LAUNCH();
@@ -277,7 +277,7 @@ int cu_attention_backward_gemm(ad_backend *be, ad_tensor *dq, ad_tensor *dk, ad_
             const cu_mat dpm = attg_scores(dp, AD_F32, Tq, kb);
             AD_TRY(cu_gemm_batched(be, "attention dP", &dpm, st, &gm, D, false, &vm, kv_stride,
                                    true, hn, 1.0f, 0.0f));
-            attg_dscore_kernel<<<(unsigned)(hn * Tq), ATTG_BLOCK>>>(
+            attg_dscore_kernel<<<(unsigned)(hn * Tq), cu_row_threads(kb, ATTG_BLOCK)>>>(
                 dp, (char *)d16, s, Tq, kb, h0, D, (const char *)dout->data, dout->dtype,
                 dout->stride[0], dout->stride[1], (const char *)out->data, out->dtype,
                 out->stride[0], out->stride[1], b, key_len, p->causal, p->q_offset);

@@ -295,6 +295,15 @@ __device__ static inline float cu_block_max(float v, float *shm) {
     return cu_warp_max(r);
 }
 
+/* Threads for a block that works on one row of `cols` columns: `most` (a multiple of 32) for
+ * rows of at least 4 * most columns, fewer for narrower rows, down to one warp: at least 4
+ * columns per thread, so that threads without a column do not wait at every barrier of the
+ * row's reductions. */
+static inline int cu_row_threads(int64_t cols, int most) {
+    const int64_t t = (cols + 4 * 32 - 1) / (4 * 32) * 32;
+    return t < most ? (int)t : most;
+}
+
 /* Blocks for a grid-stride loop over n items. */
 static inline unsigned cu_blocks(int64_t n, int block) {
     int64_t b = (n + block - 1) / block;

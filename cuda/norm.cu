@@ -22,14 +22,6 @@ static unsigned row_grid(int64_t rows) {
     return rows > 65535 ? 65535u : (unsigned)(rows < 1 ? 1 : rows);
 }
 
-/* Threads per row: NORM_BLOCK for rows of 1024 columns and more (every real model's width),
- * fewer for narrower rows, down to one warp: at least 4 columns per thread, so that threads
- * without a column do not wait at every barrier of the row's reductions. */
-static int norm_threads(int64_t C) {
-    const int64_t t = (C + 4 * 32 - 1) / (4 * 32) * 32;
-    return t < NORM_BLOCK ? (int)t : NORM_BLOCK;
-}
-
 /* ---- forward ----------------------------------------------------------------------------- */
 
 /* With PER > 0 (rows of at most PER * blockDim.x columns) each thread keeps its elements of
@@ -138,11 +130,11 @@ int cu_layernorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tens
     AD_TRY(check_param(op, "bias", bias, rx.cols));
     if (rx.rows == 0 || rx.cols == 0) return AD_OK;
     if (rx.cols <= (int64_t)NORM_BLOCK * NORM_CACHED)
-        layernorm_kernel<NORM_CACHED><<<row_grid(rx.rows), norm_threads(rx.cols)>>>(
+        layernorm_kernel<NORM_CACHED><<<row_grid(rx.rows), cu_row_threads(rx.cols, NORM_BLOCK)>>>(
             ry, rx, (const char *)weight->data, weight->dtype, (const char *)bias->data,
             bias->dtype, eps);
     else
-        layernorm_kernel<0><<<row_grid(rx.rows), norm_threads(rx.cols)>>>(
+        layernorm_kernel<0><<<row_grid(rx.rows), cu_row_threads(rx.cols, NORM_BLOCK)>>>(
             ry, rx, (const char *)weight->data, weight->dtype, (const char *)bias->data,
             bias->dtype, eps);
     CUDA_TRY_LAUNCH();
@@ -158,10 +150,10 @@ int cu_rmsnorm(ad_backend *be, ad_tensor *y, const ad_tensor *x, const ad_tensor
     AD_TRY(check_param(op, "weight", weight, rx.cols));
     if (rx.rows == 0 || rx.cols == 0) return AD_OK;
     if (rx.cols <= (int64_t)NORM_BLOCK * NORM_CACHED)
-        rmsnorm_kernel<NORM_CACHED><<<row_grid(rx.rows), norm_threads(rx.cols)>>>(
+        rmsnorm_kernel<NORM_CACHED><<<row_grid(rx.rows), cu_row_threads(rx.cols, NORM_BLOCK)>>>(
             ry, rx, (const char *)weight->data, weight->dtype, eps);
     else
-        rmsnorm_kernel<0><<<row_grid(rx.rows), norm_threads(rx.cols)>>>(
+        rmsnorm_kernel<0><<<row_grid(rx.rows), cu_row_threads(rx.cols, NORM_BLOCK)>>>(
             ry, rx, (const char *)weight->data, weight->dtype, eps);
     CUDA_TRY_LAUNCH();
     return AD_OK;
@@ -331,11 +323,11 @@ static int norm_backward(ad_backend *be, const char *op, bool rms, ad_tensor *dx
     float *stats;
     AD_TRY(cu_scratch(be, CU_SCRATCH_STATS, (size_t)rows * 2 * sizeof(float), (void **)&stats));
     if (C <= (int64_t)NORM_BLOCK * NORM_CACHED)
-        norm_bwd_rows_kernel<NORM_CACHED><<<row_grid(rows), norm_threads(C)>>>(
+        norm_bwd_rows_kernel<NORM_CACHED><<<row_grid(rows), cu_row_threads(C, NORM_BLOCK)>>>(
             rms, rdx, dx != NULL, dx_accumulate, rdy, rx, (const char *)weight->data, weight->dtype,
             eps, stats);
     else
-        norm_bwd_rows_kernel<0><<<row_grid(rows), norm_threads(C)>>>(
+        norm_bwd_rows_kernel<0><<<row_grid(rows), cu_row_threads(C, NORM_BLOCK)>>>(
             rms, rdx, dx != NULL, dx_accumulate, rdy, rx, (const char *)weight->data, weight->dtype,
             eps, stats);
     CUDA_TRY_LAUNCH();
