@@ -528,6 +528,7 @@ PY
 # The logs go to $OUT after every section, so a lease that ends mid-check still returns them.
 save_logs() {
     [[ -n "${OUT:-}" ]] || return 0
+    mkdir -p "$OUT" || return 0
     tar -C "$LOGS" -czf "$OUT/check-logs.tar.gz.tmp" . && mv "$OUT/check-logs.tar.gz.tmp" "$OUT/check-logs.tar.gz"
     [[ -f $LOGS/table.txt ]] && cp "$LOGS/table.txt" "$OUT/"
     [[ -f $LOGS/attention.txt ]] && cp "$LOGS/attention.txt" "$OUT/"
