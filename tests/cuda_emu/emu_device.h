@@ -5,8 +5,8 @@
  * warp and block primitives and the atomics the kernels use.
  *
  * Every thread of a block is a fiber on one host thread (emu_runtime.cpp): a thread runs until
- * it reaches a barrier (__syncthreads, a warp shuffle) or returns, then the next one runs; one
- * warp at a time runs up to a __syncthreads before the next warp starts, so data one warp
+ * it reaches a barrier (__syncthreads, a warp shuffle or exchange) or returns, then the next one
+ * runs; one warp at a time runs up to a __syncthreads before the next warp starts, so data one warp
  * reads from another without a barrier between is stale here.
  * Shuffles check their mask against the lanes that really arrive, and barriers that only some
  * threads reach are reported, so a kernel that would be undefined on a GPU fails here. */
@@ -77,10 +77,11 @@ void ad_emu_copy_wait(int pending);
 /* One shuffle of 8 raw bytes among the lanes of `mask`; kind: 0 index, 1 xor, 2 down, 3 up. */
 uint64_t ad_emu_shuffle(unsigned mask, uint64_t bits, int kind, int arg, int width);
 
-/* A warp-wide exchange for emulating collective instructions (mma.sync, ldmatrix): every lane
- * of the warp (all 32 must take part, as .aligned instructions require) gives `bytes` (at most
- * AD_EMU_GATHER_MAX) and gets back all 32 lanes' bytes, lane l's at l * bytes, valid until its
- * next barrier or shuffle. One wait instead of a shuffle per value moved. */
+/* A warp-wide exchange: every lane of the warp (all 32 must take part, as .aligned instructions
+ * and full-mask shuffles require) gives `bytes` (at most AD_EMU_GATHER_MAX) and gets back all 32
+ * lanes' bytes, lane l's at l * bytes, valid until its next barrier, shuffle or exchange. The
+ * emulated mma.sync and ldmatrix and the emulated branches of the backend's warp reductions and
+ * broadcasts (cuda_internal.h) use it: one wait instead of a shuffle per value moved. */
 #define AD_EMU_GATHER_MAX 64
 const void *ad_emu_warp_gather(const void *mine, int bytes);
 
