@@ -1043,3 +1043,67 @@ int ad_model_reorder_cache(ad_model_state *st, const int *src, int n_rows) {
 ad_tensor *ad_model_weight(ad_model *m, const char *name) {
     return weight_slot(m, name);
 }
+
+static bool same_encoder_config(const ad_model_config *a, const ad_model_config *b) {
+    if (a->num_mel_bins != b->num_mel_bins || a->encoder_layers != b->encoder_layers ||
+        a->d_model != b->d_model || a->max_source_positions != b->max_source_positions ||
+        a->scale_embedding != b->scale_embedding || a->encoder_head_dim != b->encoder_head_dim ||
+        strcmp(a->activation_function, b->activation_function) != 0)
+        return false;
+    for (int l = 0; l < a->encoder_layers; l++)
+        if (a->encoder_layer[l].num_attention_heads != b->encoder_layer[l].num_attention_heads ||
+            a->encoder_layer[l].ffn_dim != b->encoder_layer[l].ffn_dim)
+            return false;
+    return true;
+}
+
+/* Downloads both weights as f32 and compares the bits (a bf16 and an f32 copy of the same
+ * bf16 values are the same weight). */
+static int same_weight_values(ad_model *a, ad_model *b, const ad_tensor *wa, const ad_tensor *wb,
+                              int64_t n, bool *same) {
+    float *ha = ad_malloc(sizeof(float) * (size_t)n, "encoder weight comparison"),
+          *hb = ad_malloc(sizeof(float) * (size_t)n, "encoder weight comparison");
+    ad_tensor ta, tb;
+    int rc = ha && hb ? AD_OK : AD_ERR;
+    if (rc == AD_OK)
+        rc = ad_tensor_init(&ta, ha, AD_F32, AD_DEVICE_CPU, wa->ndim, wa->shape, wa->name);
+    if (rc == AD_OK)
+        rc = ad_tensor_init(&tb, hb, AD_F32, AD_DEVICE_CPU, wb->ndim, wb->shape, wb->name);
+    if (rc == AD_OK) rc = a->be->download(a->be, &ta, wa);
+    if (rc == AD_OK) rc = b->be->download(b->be, &tb, wb);
+    if (rc == AD_OK) *same = memcmp(ha, hb, sizeof(float) * (size_t)n) == 0;
+    free(ha);
+    free(hb);
+    return rc;
+}
+
+int ad_model_same_audio_encoder(ad_model *a, ad_model *b, bool *same, char *why, size_t why_size) {
+    *same = false;
+    if (!same_encoder_config(&a->cfg, &b->cfg)) {
+        snprintf(why, why_size, "the audio encoders' configs differ");
+        return AD_OK;
+    }
+    for (int i = 0; i < a->n_specs; i++) {
+        const ad_weight_spec *s = &a->specs[i];
+        if (s->component != AD_COMPONENT_AUDIO_ENCODER) continue;
+        const ad_tensor *wa = weight_slot(a, s->name), *wb = weight_slot(b, s->name);
+        if (!wa || !wb)
+            return ad_fail("internal: audio encoder weight %s has no slot in a model", s->name);
+        if (wa->dtype == AD_QGROUP || wb->dtype == AD_QGROUP) {
+            snprintf(why, why_size, "%s is group-quantized", s->name);
+            return AD_OK;
+        }
+        const int64_t n = ad_tensor_numel(wa);
+        bool equal = wa->ndim == wb->ndim && n == ad_tensor_numel(wb);
+        for (int d = 0; equal && d < wa->ndim; d++)
+            equal = wa->shape[d] == wb->shape[d];
+        if (equal) AD_TRY(same_weight_values(a, b, wa, wb, n, &equal));
+        if (!equal) {
+            snprintf(why, why_size, "%s differs", s->name);
+            return AD_OK;
+        }
+    }
+    *same = true;
+    snprintf(why, why_size, "every audio encoder weight is equal");
+    return AD_OK;
+}

@@ -82,6 +82,11 @@ void ad_model_free(ad_model *m);
 /* The tensor holding the weight called `name` (a checkpoint name from ad_weight_specs), or
  * NULL. Training uses it to pair weights with gradients and optimizer state by name. */
 ad_tensor *ad_model_weight(ad_model *m, const char *name);
+/* Whether a and b hold the same audio encoder: the same encoder config and every encoder
+ * weight's values equal bit for bit (as f32: a bf16 copy and an f32 copy of bf16 values are
+ * equal), the projector excluded. A group-quantized encoder weight counts as different. Then
+ * either model's encoder output is the other's. `why` gets the reason, for the log. */
+int ad_model_same_audio_encoder(ad_model *a, ad_model *b, bool *same, char *why, size_t why_size);
 
 /* Audio frames -> tokens, as Qwen2AudioEncoder._get_feat_extract_output_lengths. */
 static inline int ad_audio_conv_frames(int mel_frames) {

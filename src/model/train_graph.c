@@ -559,6 +559,18 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     const int n2_in = L_in < 2 * n1 ? L_in : 2 * n1;
     const int tok = (n1 - 2) / 2 + 1;
     g->n_clips = (int)C, g->n1 = n1, g->L_in = L_in, g->n2_in = n2_in, g->tok_max = tok;
+    g->encoded_batch = NULL;
+    if (g->encoder_source) {
+        ad_train_graph *src = g->encoder_source;
+        if (src->encoded_batch != b || src->n_clips != (int)C || src->n1 != n1 ||
+            src->tok_max != tok)
+            return ad_fail("internal: the shared audio encoder holds no output for this batch "
+                           "(the graph computing it must run its forward first, once per "
+                           "sharing forward)");
+        src->encoded_batch = NULL;
+        ad_tensor enc = shaped(&src->enc, 3, C, tok, d), audio = shaped(&g->audio, 3, C, tok, H);
+        return be->linear(be, &audio, &enc, &m->projector_w, &m->projector_b);
+    }
     ad_tensor host, feat = shaped(&g->feat, 3, C, M, T), featT = shaped(&g->featT, 3, C, T, M);
     AD_TRY(ad_tensor_init(&host, b->features, AD_F32, AD_DEVICE_CPU, 3, (int64_t[]){C, M, T},
                           "features"));
@@ -585,6 +597,21 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     AD_TRY(be->avg_pool1d(be, &pooled, &h, 2, 2));
     AD_TRY(be->layernorm(be, &enc, &pooled, &m->layer_norm_w, &m->layer_norm_b, ENCODER_LN_EPS));
     AD_TRY(be->linear(be, &audio, &enc, &m->projector_w, &m->projector_b));
+    g->encoded_batch = b;
+    return AD_OK;
+}
+
+int ad_graph_share_encoder(ad_train_graph *g, ad_train_graph *source) {
+    if (g == source || source->encoder_source)
+        return ad_fail("internal: a graph can share only an encoder it does not share itself");
+    if (source->train.audio_encoder)
+        return ad_fail("internal: a training audio encoder cannot be shared (its output changes "
+                       "with every step)");
+    const ad_graph_limits *a = &g->lim, *s = &source->lim;
+    if (a->max_clips != s->max_clips || a->max_frames != s->max_frames ||
+        g->m->cfg.d_model != source->m->cfg.d_model)
+        return ad_fail("internal: graphs sharing an audio encoder need the same clip limits");
+    g->encoder_source = source;
     return AD_OK;
 }
 

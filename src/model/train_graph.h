@@ -66,7 +66,7 @@ typedef struct {
     bool pending; /* zeroed since its last write: the next one overwrites */
 } ad_deferred_grad;
 
-typedef struct {
+typedef struct ad_train_graph {
     ad_model *m;
     ad_backend *be;
     ad_trainable train;
@@ -103,6 +103,12 @@ typedef struct {
     /* host_audio_rows: the audio positions in row order (n_audio); host_audio_pad: the same per
      * clip at [c * tok_max, c * tok_max + clip_tokens[c]), -1 after (the device's audio_rows) */
     int32_t *host_ids, *host_pos, *host_audio_rows, *host_audio_pad, *host_sel, *host_targets;
+    /* A shared audio encoder (ad_graph_share_encoder): this graph's forward takes the encoder
+     * output that encoder_source's forward just computed for the same batch (its `enc`) and
+     * runs only its own projector on it. encoded_batch: the batch whose encoder output `enc`
+     * holds, until a graph sharing it takes it. */
+    struct ad_train_graph *encoder_source;
+    const ad_batch *encoded_batch;
 } ad_train_graph;
 
 int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
@@ -117,6 +123,11 @@ int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const 
 /* Forward over a micro-batch: fills g->logits [n_supervised, vocab] (student logits of the
  * supervised rows, in row-major order of the batch) and g->targets [n_supervised] I32. */
 int ad_graph_forward(ad_train_graph *g, const ad_batch *b);
+/* Makes g's forward reuse source's audio encoder output (a teacher and a student whose frozen
+ * encoder is the teacher's: ad_model_same_audio_encoder): source's forward over a batch must
+ * come first, and each of its forwards serves one of g's. Fails unless both graphs have the
+ * same limits and source's encoder does not train (its output would stop being g's). */
+int ad_graph_share_encoder(ad_train_graph *g, ad_train_graph *source);
 /* Backward from d(loss)/d(logits), which the loss op wrote into g->logits in place;
  * accumulates into g->grads. On success every gradient holds its value (none deferred). */
 int ad_graph_backward(ad_train_graph *g);

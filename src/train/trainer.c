@@ -304,6 +304,15 @@ static const ad_field distill_fields[] = {
      .offset = offsetof(ad_distill_options, teacher_cache),
      .help = "audistill teacher-cache file: the KL term reads its top-k instead of running the "
              "teacher (dev evaluation uses `teacher` when given, else cross-entropy only)"},
+    {.key = "share_encoder",
+     .type = AD_FIELD_BOOL,
+     .offset = offsetof(ad_distill_options, share_encoder),
+     .default_value = "true",
+     .help = "when the student's audio encoder is frozen and equal to the teacher's (the same "
+             "config and weights, as pruning the decoder leaves it), the teacher reuses the "
+             "student's encoder output instead of running its own: one encoder forward per "
+             "micro-batch instead of two, the same function of the same weights (bit for bit on "
+             "the CPU backend)"},
     {0},
 };
 
@@ -397,6 +406,7 @@ static const char *const RESUMABLE_KEYS[] = {"train.steps",
                                              "train.student_weights",
                                              "train.recompute",
                                              "train.attention",
+                                             "distill.share_encoder",
                                              NULL};
 
 /* ---- the job config as flat key=value lines, its hash ---------------------------------- */
@@ -906,6 +916,27 @@ static int write_final(run_ctx *r) {
     return ad_fsync_directory(r->job->output);
 }
 
+/* distill.share_encoder: the teacher's graph takes the student's encoder output when the two
+ * encoders are one (checked after any rounding of the student's frozen weights). */
+static int share_teacher_encoder(run_ctx *r) {
+    if (!r->job->distill.share_encoder) return AD_OK;
+    if (r->sg.train.audio_encoder) {
+        ad_info("the teacher runs its own audio encoder: the student's trains (train.trainable)");
+        return AD_OK;
+    }
+    bool same;
+    char why[AD_WEIGHT_NAME_MAX + 64];
+    AD_TRY(ad_model_same_audio_encoder(&r->teacher, &r->student, &same, why, sizeof why));
+    if (!same) {
+        ad_info("the teacher runs its own audio encoder: the student's is not the same (%s)", why);
+        return AD_OK;
+    }
+    AD_TRY(ad_graph_share_encoder(&r->tg, &r->sg));
+    ad_info("the teacher reuses the student's audio encoder output (%s; distill.share_encoder)",
+            why);
+    return AD_OK;
+}
+
 bool ad_train_student_bf16(const ad_train_options *o) {
     return !strcmp(o->student_weights, "bf16") ||
            (!strcmp(o->student_weights, "auto") && !strcmp(o->precision, "bf16"));
@@ -1229,6 +1260,7 @@ int ad_train_run(const ad_yaml_doc *doc, const ad_train_job *job,
                log_data_parallel(&r) < 0) {
         goto done;
     }
+    if (r.has_teacher && share_teacher_encoder(&r) < 0) goto done;
     if (r.comm->rank == 0 && ad_metrics_open(&r.metrics, job->output) < 0) goto done;
     ad_info("training %s for %lld steps (%d trainable tensors, %s%s), batch %lld in micro-batches "
             "of %lld",

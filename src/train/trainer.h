@@ -33,6 +33,7 @@ typedef struct {
     double alpha, temperature, skew;
     const char *kind;
     const char *teacher_cache; /* audistill teacher-cache output, read instead of the teacher */
+    bool share_encoder;        /* the teacher reuses the student's equal, frozen audio encoder */
 } ad_distill_options;
 
 typedef struct {

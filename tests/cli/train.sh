@@ -7,7 +7,8 @@
 #    activation recomputation (recompute: true) takes the same steps bit for bit;
 # 2. crash safety: killed (SIGKILL) at every point of a checkpoint write, the previous
 #    checkpoint still loads and resuming reaches the same result;
-# 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%;
+# 3. learning: a pruned student distilled from the tiny teacher cuts its KL by >= 90%; its
+#    frozen audio encoder, equal to the teacher's, is run once for both (distill.share_encoder);
 # 4. bad jobs fail before any work; TensorBoard reads the event file (when installed).
 set -uo pipefail
 bin=$AUDISTILL_BIN
@@ -149,6 +150,45 @@ first=$(grep -o '"train/kl": [^,]*' "$tmp/kd/metrics.jsonl" | head -1 | awk '{pr
 last=$(grep -o '"train/kl": [^,]*' "$tmp/kd/metrics.jsonl" | tail -1 | awk '{print $2}')
 awk -v a="$first" -v b="$last" 'BEGIN {exit !(b <= 0.1 * a)}' && ok || bad "KL went from $first to $last (not cut by 90%)"
 echo "distillation: KL $first -> $last"
+
+# The teacher reuses the pruned student's frozen audio encoder (equal to its own): the same run
+# bit for bit as with distill.share_encoder false, with half the encoder forwards (the op
+# profile's conv1 calls: 12 against 24 for 6 steps of 2 micro-batches).
+share_job() { # name, trainable, share_encoder, student -> job file
+  cat >"$tmp/$1.yaml" <<EOF
+student: $4
+teacher: $fx/tiny_a
+output: $tmp/$1
+data: {train: $tmp/set4.h5}
+train: {steps: 6, batch: 4, micro_batch: 2, lr: 3e-3, warmup: 2, log_every: 1, checkpoint_every: 1000, max_len: 64, max_frames: 100, trainable: $2}
+distill: {alpha: 0.5, temperature: 2.0, share_encoder: $3}
+EOF
+  echo "$tmp/$1.yaml"
+}
+conv1_calls() { grep -E "^conv1d audio_tower\.conv1\.weight " "$1" | awk '{print $3}'; }
+for s in true false; do
+  AUDISTILL_PROFILE=1 "$bin" train --config "$(share_job share_$s no_audio_encoder $s "$tmp/student")" 2>"$tmp/share_$s.err" >/dev/null || { bad "distillation with share_encoder $s failed"; cat "$tmp/share_$s.err"; }
+done
+grep -q "the teacher reuses the student's audio encoder output (every audio encoder weight is equal" "$tmp/share_true.err" && ok || { bad "the equal frozen encoder was not shared"; cat "$tmp/share_true.err"; }
+! grep -q "reuses the student's audio encoder" "$tmp/share_false.err" && ok || bad "share_encoder: false still shared"
+cmp -s "$tmp/share_true/final/model.safetensors" "$tmp/share_false/final/model.safetensors" && [ "$(grep -o '"train/[a-z]*": [^,]*' "$tmp/share_true/metrics.jsonl")" = "$(grep -o '"train/[a-z]*": [^,]*' "$tmp/share_false/metrics.jsonl")" ] && ok || bad "a shared encoder changed the run (final weights or per-step losses differ)"
+[ "$(conv1_calls "$tmp/share_true.err")" = 12 ] && [ "$(conv1_calls "$tmp/share_false.err")" = 24 ] && ok || bad "encoder forwards: $(conv1_calls "$tmp/share_true.err") shared, $(conv1_calls "$tmp/share_false.err") not (want 12, 24)"
+# not shared: the student's encoder trains, or one of its weights differs in one bit
+"$bin" train --config "$(share_job share_trains all true "$tmp/student")" --quiet 2>"$tmp/err" >/dev/null
+grep -q "the teacher runs its own audio encoder: the student's trains" "$tmp/err" && ok || { bad "a training encoder must not be shared"; cat "$tmp/err"; }
+cp -r "$tmp/student" "$tmp/student_enc"
+python3 - "$tmp/student_enc/model.safetensors" <<'PY' || bad "cannot edit the student's encoder"
+import json, struct, sys
+with open(sys.argv[1], "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    start = json.loads(f.read(n))["audio_tower.layers.0.fc2.bias"]["data_offsets"][0]
+    f.seek(8 + n + start)
+    b = f.read(1)
+    f.seek(8 + n + start)
+    f.write(bytes([b[0] ^ 1]))
+PY
+"$bin" train --config "$(share_job share_differs no_audio_encoder true "$tmp/student_enc")" --quiet 2>"$tmp/err" >/dev/null
+grep -q "the teacher runs its own audio encoder: the student's is not the same (audio_tower.layers.0.fc2.bias differs)" "$tmp/err" && ok || { bad "an encoder differing in one weight must not be shared"; cat "$tmp/err"; }
 
 # 4. bad jobs fail clearly before work
 refuse() { # job text, expected message

@@ -25,6 +25,8 @@
 # 8. train.gemm_tuning: the same losses as untuned on the emulator (1e-3 on a GPU); the choices
 #    kept in the output directory are loaded by a run that finds them (the same losses, bit for
 #    bit).
+# 9. distill.share_encoder under precision bf16: the teacher reuses the student's equal frozen
+#    encoder; the same run as without, bit for bit on the emulator (1e-3 on a GPU).
 set -uo pipefail
 bin=$AUDISTILL_BIN
 fx=$AUDISTILL_FIXTURES
@@ -257,6 +259,39 @@ grep -qE "GEMM tuning: [0-9]+ choices loaded from $tmp/att_tuned2/gemm_tuning.bi
   [[ $(grep -c '"train/loss": ' "$tmp/att_tuned2/metrics.jsonl") == 3 ]] &&
   cmp -s <(grep -o '"train/loss": [^,]*' "$tmp/att_tuned/metrics.jsonl") <(grep -o '"train/loss": [^,]*' "$tmp/att_tuned2/metrics.jsonl") &&
   ok || { bad "the kept GEMM tuning choices: not loaded, or other losses"; grep -i "tuning" "$tmp/att_tuned2.err"; }
+
+# 9. distill.share_encoder under precision bf16: a bf16 teacher (tiny_a stored in bf16) and a
+# student pruned from it keep the same frozen audio encoder, though the student holds its
+# non-GEMM weights in f32 and the teacher in bf16 (the same values); the teacher takes the
+# student's encoder output (half the conv1 calls in the op profile): on the emulator the run
+# equals share_encoder: false bit for bit (final weights and losses), on a GPU within 1e-3.
+printf 'teacher: %s/tiny_a\noutput: %s/t16\noutput_dtype: bf16\n' "$fx" "$tmp" >"$tmp/t16.yaml"
+printf 'teacher: %s/t16\noutput: %s/s16\noutput_dtype: bf16\nprune:\n  drop_decoder_layers: [1]\n' "$tmp" "$tmp" >"$tmp/s16.yaml"
+"$bin" prune --config "$tmp/t16.yaml" >/dev/null 2>&1 && "$bin" prune --config "$tmp/s16.yaml" >/dev/null 2>&1 || bad "cannot make the bf16 teacher and student"
+for s in true false; do
+  job share_$s cuda "$tmp/s16" $'teacher: '"$tmp/t16"$'\ndistill: {alpha: 0.5, temperature: 2.0, share_encoder: '$s'}' >/dev/null
+  sed -i "s|^train: {device: cuda, steps: 6,|train: {device: cuda, precision: bf16, trainable: no_audio_encoder, steps: 4,|" "$tmp/share_$s.yaml"
+  AUDISTILL_PROFILE=1 "$bin" train --config "$tmp/share_$s.yaml" 2>"$tmp/share_$s.err" >/dev/null && ok || { bad "training share_$s failed"; cat "$tmp/share_$s.err"; }
+done
+conv1_calls() { grep -E "^conv1d audio_tower\.conv1\.weight " "$1" | awk '{print $3}'; }
+grep -q "the teacher reuses the student's audio encoder output" "$tmp/share_true.err" &&
+  [ "$(conv1_calls "$tmp/share_true.err")" = 8 ] && [ "$(conv1_calls "$tmp/share_false.err")" = 16 ] &&
+  ok || bad "shared encoder under bf16: not shared, or $(conv1_calls "$tmp/share_true.err") conv1 calls against $(conv1_calls "$tmp/share_false.err") (want 8, 16)"
+"$py" - "$tmp" "${AUDISTILL_TEST_CUDA_EMULATOR:-OFF}" <<'PY' && ok || bad "distill.share_encoder (above)"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+tmp, emulated = sys.argv[1], sys.argv[2] == "ON"
+def losses(run):
+    return [r["train/loss"] for r in map(json.loads, open(f"{tmp}/{run}/metrics.jsonl")) if "train/loss" in r]
+s, n = losses("share_true"), losses("share_false")
+a, b = load_file(f"{tmp}/share_true/final/model.safetensors"), load_file(f"{tmp}/share_false/final/model.safetensors")
+loss = max(abs(x - y) / abs(y) for x, y in zip(s, n))
+weights = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in b)
+print(f"share_encoder: per-step losses within {loss:.2g}, final weights within {weights:.2g} of the unshared run's"
+      + (" (emulator: must be 0)" if emulated else " (losses: tolerance 1e-3)"))
+sys.exit(not (len(s) == 4 and (loss == 0 and weights == 0 if emulated else loss <= 1e-3)))
+PY
 
 "$py" - "$tmp" <<'PY' && ok || bad "the GPU runs differ from the CPU runs (above)"
 import json, sys

@@ -3,7 +3,8 @@
 # runs its warm-ups, timed steps and the profiled step, prints its JSON line with finite losses,
 # and the op profile accounts for the profiled step (so a GPU lease is not spent finding a
 # crash in the benchmark); with GEMM tuning (bf16-tuned) it tunes the step's GEMMs and computes
-# the same losses.
+# the same losses; the teacher reuses the pruned student's audio encoder output, and computes the
+# same losses running its own (bf16-separate).
 #
 # Then the flash attention kernels inside whole distillation steps: the tiny models have head
 # dims the kernels do not take (6, 8), so two fixtures are re-headed with their weights
@@ -35,7 +36,7 @@ prune_pair() {
 
 src=$fx/tiny_a name=tiny prune_pair
 status=0
-for mode in f32 bf16 bf16-flash bf16-tuned; do
+for mode in f32 bf16 bf16-flash bf16-tuned bf16-separate; do
   if ! "$bench" "$tmp/tiny-teacher" "$tmp/tiny-student" 2 100 8 2 $mode >"$tmp/$mode.json" 2>"$tmp/$mode.err"; then
     cat "$tmp/$mode.err"; echo "FAIL: bench_distill_step $mode"; status=1; continue
   fi
@@ -72,6 +73,21 @@ assert plain["gemm_tuned"] == 0 and tuned["gemm_tuned"] >= 10, (plain["gemm_tune
 for k in ("loss_first", "loss_last"):
     assert tuned[k] == plain[k], (k, tuned[k], plain[k])
 PY
+
+# The pruned student keeps the teacher's audio encoder: the teacher takes the student's encoder
+# output (one encoder forward), which bf16-separate does not; the same losses bit for bit.
+"$PY" - "$tmp/bf16.json" "$tmp/bf16-separate.json" <<'PY' || { echo "FAIL: shared encoder"; status=1; }
+import json, sys
+shared, separate = (json.load(open(p)) for p in sys.argv[1:])
+print(f"shared encoder: {shared['shared_encoder']}, bf16-separate: {separate['shared_encoder']}")
+assert shared["shared_encoder"] is True and separate["shared_encoder"] is False
+for k in ("loss_first", "loss_last"):
+    assert shared[k] == separate[k], (k, shared[k], separate[k])
+PY
+grep -q "^audio encoder: one forward, shared" "$tmp/bf16.err" &&
+  [ "$(grep -cE "^conv1d audio_tower\.conv1\.weight +1 " "$tmp/bf16.err")" = 1 ] &&
+  [ "$(grep -cE "^conv1d audio_tower\.conv1\.weight +2 " "$tmp/bf16-separate.err")" = 1 ] ||
+  { echo "FAIL: the profiled step's conv1 calls (1 shared, 2 separate)"; grep -E "^audio encoder|^conv1d" "$tmp/bf16.err" "$tmp/bf16-separate.err"; status=1; }
 
 # re-headed fixtures: FIXTURE NAME FRAMES JSON-EDIT
 for spec in "tiny_a enc16 100 audio_config.encoder_attention_heads=1" \

@@ -7,8 +7,12 @@ forward in bf16 under no_grad, student with fp32 master weights under bf16 autoc
 attention), alpha*T^2*KL(teacher||student) + (1-alpha)*CE over the target positions, backward,
 global-norm clipping at 1.0, fused AdamW;
 audio encoder and token embeddings frozen in the student,
-    as on the audistill side.Prints one JSON line; --flops prints the model FLOPs of
-one step (the same count is used for both sides' MFU).
+    as on the audistill side. The student keeps the teacher's audio encoder, as a student pruned
+from the teacher does, so both sides run that frozen encoder once per step and hand its output
+to both models (audistill's distill.share_encoder; here the teacher's audio_tower output is
+reused by the student's); --separate-encoders gives the student its own random encoder and both
+sides run two. Prints one JSON line with the model FLOPs of one step (the same count is used for
+both sides' MFU) and of one encoder forward.
 
 transformers' encoder always runs the 30 s window (3000 mel frames) while audistill runs only
 the frames a clip has; the FLOP count credits both with the useful frames only.
@@ -61,7 +65,8 @@ def save_checkpoint(model, path):
     save_file(tensors, os.path.join(path, "model.safetensors"))
 
 
-def step_flops(cfg, enc_layers, dec_layers_t, dec_layers_s, batch, frames, seq, supervised):
+def step_flops(cfg, enc_layers, dec_layers_t, dec_layers_s, batch, frames, seq, supervised,
+               shared_encoder):
     a, t = cfg.audio_config, cfg.text_config
     d, ff, H, I, V = a.d_model, a.encoder_ffn_dim, t.hidden_size, t.intermediate_size, t.vocab_size
     kv = t.num_key_value_heads * (H // t.num_attention_heads)
@@ -72,8 +77,8 @@ def step_flops(cfg, enc_layers, dec_layers_t, dec_layers_s, batch, frames, seq, 
     dec_fwd = lambda L: 2 * dec_layer * batch * seq * L + 4 * seq * seq * H * batch * L
     head = 2 * H * V * supervised + 2 * d * H * batch * (frames // 4)
     teacher = enc + dec_fwd(dec_layers_t) + head
-    student = enc + 3 * dec_fwd(dec_layers_s) + 3 * head
-    return teacher + student
+    student = (0 if shared_encoder else enc) + 3 * dec_fwd(dec_layers_s) + 3 * head
+    return teacher + student, enc
 
 
 def main():
@@ -88,6 +93,8 @@ def main():
     p.add_argument("--save", help="write teacher/ and student/ here for bench_distill_step")
     p.add_argument("--device", default="cuda")
     p.add_argument("--small", action="store_true", help="tiny widths (CPU smoke test)")
+    p.add_argument("--separate-encoders", action="store_true",
+                   help="the student gets its own random audio encoder (each model runs its own)")
     args = p.parse_args()
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -97,8 +104,10 @@ def main():
     audio = ((args.frames - 1) // 2 + 1 - 2) // 2 + 1
     seq = before + audio + after + args.targets
     supervised = args.batch * args.targets
-    flops = step_flops(cfg_t, args.encoder_layers, args.teacher_layers, args.student_layers,
-                       args.batch, args.frames, seq, supervised)
+    shared = not args.separate_encoders
+    flops, encoder_flops = step_flops(cfg_t, args.encoder_layers, args.teacher_layers,
+                                      args.student_layers, args.batch, args.frames, seq,
+                                      supervised, shared)
 
     t0 = time.time()
     with dev:  # initialise on the device: seconds instead of minutes for billions of weights
@@ -106,6 +115,8 @@ def main():
                                                                   dtype=torch.bfloat16)
         student = Qwen2AudioForConditionalGeneration._from_config(cfg_s, attn_implementation="sdpa",
                                                                   dtype=torch.bfloat16)
+    if shared:
+        student.model.audio_tower.load_state_dict(teacher.model.audio_tower.state_dict())
     if args.save:
         save_checkpoint(teacher, os.path.join(args.save, "teacher"))
         save_checkpoint(student, os.path.join(args.save, "student"))
@@ -133,6 +144,16 @@ def main():
     mask = labels != -100
     alpha, T = 0.5, 2.0
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    if shared:  # the student's frozen encoder is the teacher's: take the teacher's output
+        encoded = {}
+        teacher_tower = teacher.model.audio_tower.forward
+
+        def teacher_encoder(*a, **k):
+            encoded["out"] = teacher_tower(*a, **k)
+            return encoded["out"]
+
+        teacher.model.audio_tower.forward = teacher_encoder
+        student.model.audio_tower.forward = lambda *a, **k: encoded.pop("out")
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -168,7 +189,8 @@ def main():
     print(json.dumps({"impl": "pytorch", "ms_per_step": round(med, 2), "ms_min": round(min(times), 2),
                       "tokens": args.batch * seq, "tokens_per_s": round(1e3 * args.batch * seq / med, 1),
                       "supervised": supervised, "trainable": trainable, "peak_bytes": peak,
-                      "flops_per_step": flops, "loss_first": losses[0], "loss_last": losses[-1],
+                      "flops_per_step": flops, "encoder_flops": encoder_flops,
+                      "shared_encoder": shared, "loss_first": losses[0], "loss_last": losses[-1],
                       "torch": torch.__version__}))
 
 

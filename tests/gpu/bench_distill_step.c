@@ -3,8 +3,11 @@
  * AdamW moments, decoder + projector + lm_head trainable, audio encoder frozen), both loaded
  * from Hugging Face directories that tests/gpu/bench_distill.py wrote, a batch of clips of
  * FRAMES mel frames (100 per second) with a short prompt and TARGETS target tokens each.
- * Step = teacher forward, student forward, fused KL + CE, student backward, global-norm
+ * Step = student forward, teacher forward, fused KL + CE, student backward, global-norm
  * clipping, AdamW on the fp32 masters and the cast back to bf16. Prints one JSON line.
+ * When the two audio encoders are equal (the student pruned from the teacher keeps it, as
+ * bench_distill.py builds them by default), the teacher takes the student's encoder output
+ * (ad_graph_share_encoder, as `audistill train` does): one encoder forward per step.
  *
  *   bench_distill_step TEACHER_DIR STUDENT_DIR BATCH FRAMES TARGETS STEPS
  *                      [f32|bf16|bf16-gemm|bf16-flash|bf16-f32in]
@@ -14,7 +17,8 @@
  * read stored in bf16 (ad_graph_limits.gemm_inputs_bf16), as `audistill train` runs precision
  * bf16; bf16-gemm and bf16-flash force attention through the batched GEMMs or the flash kernels
  * (ad_cuda_set_attention_path); bf16-f32in keeps those activations in f32, converted by every
- * GEMM that reads them. */
+ * GEMM that reads them; bf16-separate is bf16 with the teacher running its own encoder even
+ * when the encoders are equal (the cost of a second encoder forward). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,11 +118,12 @@ int main(int argc, char **argv) {
     const bool flash = strcmp(mode, "bf16-flash") == 0, gemm = strcmp(mode, "bf16-gemm") == 0,
                f32_inputs = strcmp(mode, "bf16-f32in") == 0,
                tuned = strcmp(mode, "bf16-tuned") == 0,
-               bf16 = flash || gemm || f32_inputs || tuned || strcmp(mode, "bf16") == 0;
+               separate = strcmp(mode, "bf16-separate") == 0,
+               bf16 = flash || gemm || f32_inputs || tuned || separate || strcmp(mode, "bf16") == 0;
     if (!bf16 && strcmp(mode, "f32") != 0) {
         fprintf(stderr,
                 "bench_distill_step: mode '%s' is not f32, bf16, bf16-gemm, bf16-flash, "
-                "bf16-f32in or bf16-tuned\n",
+                "bf16-f32in, bf16-tuned or bf16-separate\n",
                 mode);
         return 2;
     }
@@ -148,6 +153,14 @@ int main(int argc, char **argv) {
     ad_train_graph tg, sg;
     TRY(ad_graph_init(&tg, &teacher, &lim, &none));
     TRY(ad_graph_init(&sg, &student, &lim, &train));
+    bool shared = false;
+    char why[160];
+    if (!separate) TRY(ad_model_same_audio_encoder(&teacher, &student, &shared, why, sizeof why));
+    if (shared) TRY(ad_graph_share_encoder(&tg, &sg));
+    fprintf(stderr, "audio encoder: %s\n",
+            shared     ? "one forward, shared (the student's is the teacher's)"
+            : separate ? "each model runs its own (bf16-separate)"
+                       : why);
 
     ad_weight_spec *specs;
     int n_specs;
@@ -193,8 +206,8 @@ int main(int argc, char **argv) {
         if (profiled) TRY(ad_backend_profile_start(be));
         double s0 = now_s();
         TRY(ad_graph_zero_grads(&sg));
-        TRY(ad_graph_forward(&tg, &b));
         TRY(ad_graph_forward(&sg, &b));
+        TRY(ad_graph_forward(&tg, &b));
         ad_tensor logits, tlogits, tgt;
         TRY(ad_tensor_init(&logits, sg.logits.data, AD_F32, be->device, 2, (int64_t[]){S, V},
                            "student logits"));
@@ -248,12 +261,12 @@ int main(int argc, char **argv) {
         "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld, \"key_len_uploads\": "
         "%ld, \"gemm_tuned\": %ld, \"gemm_tuning_changed\": %ld, \"gemm_bias_first\": %ld, "
         "\"gemm_heuristic_ms\": %.3f, \"gemm_tuned_ms\": %.3f, \"attention_tuned\": %ld, "
-        "\"attention_tuning_changed\": %ld}\n",
+        "\"attention_tuning_changed\": %ld, \"shared_encoder\": %s}\n",
         mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
         total_b - free_b, first_loss, last_loss, profiled_ms, ad_cuda_attention_flash_calls(be),
         ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be), tuning.problems,
         tuning.changed, tuning.bias_first, tuning.first_ms, tuning.best_ms,
-        tuning.attention_problems, tuning.attention_changed);
+        tuning.attention_problems, tuning.attention_changed, shared ? "true" : "false");
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);

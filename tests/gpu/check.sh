@@ -20,13 +20,15 @@
 #                benchmark's shapes against PyTorch's SDPA (about a minute),
 #                memcheck = compute-sanitizer over the tests
 #   --modes      the benchmark's GEMM precisions (default f32,bf16,bf16-gemm,bf16-f32in,
-#                bf16-tuned): bf16
+#                bf16-tuned,bf16-separate): bf16
 #                runs as `audistill train` does under precision bf16 (attention as AUTO takes it:
 #                the flash kernels; activations that only GEMMs read in bf16), bf16-gemm and
 #                bf16-flash force attention through the batched GEMMs or the flash kernels,
 #                bf16-f32in keeps those activations in f32 (converted by each GEMM),
 #                bf16-tuned is bf16 with GEMM tuning (train.gemm_tuning: cuBLASLt's candidate
-#                algorithms timed in the warm-up, the fastest kept)
+#                algorithms timed in the warm-up, the fastest kept), bf16-separate is bf16 with
+#                the teacher running its own audio encoder (distill.share_encoder: false; the
+#                student keeps the teacher's encoder, so the other modes run it once per step)
 #   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
 #                mode and the op profile, the others the bf16 modes, each against PyTorch at the
 #                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
@@ -48,7 +50,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned BATCHES=4,16 PREBUILT=
+SECTIONS=tests,cli,attention,bench MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned,bf16-separate BATCHES=4,16 PREBUILT=
 REHEARSE=0
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
@@ -78,7 +80,7 @@ for sec in ${SECTIONS//,/ }; do
     case $sec in tests | cli | bench | attention | memcheck) ;; *) echo "unknown section '$sec'" >&2 && usage ;; esac
 done
 for mode in ${MODES//,/ }; do
-    case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in | bf16-tuned) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in, bf16-tuned)" >&2 && usage ;; esac
+    case $mode in f32 | bf16 | bf16-gemm | bf16-flash | bf16-f32in | bf16-tuned | bf16-separate) ;; *) echo "unknown mode '$mode' (f32, bf16, bf16-gemm, bf16-flash, bf16-f32in, bf16-tuned, bf16-separate)" >&2 && usage ;; esac
 done
 for batch in ${BATCHES//,/ }; do
     [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "bad batch '$batch'" >&2 && usage; }
@@ -367,11 +369,13 @@ distill: {alpha: 0.5, temperature: 2.0}
 YAML
     sed 's/^train: {/train: {student_weights: f32, /' "$benchdir/train.yaml" >"$benchdir/train-f32.yaml"
     sed 's/^train: {/train: {gemm_tuning: true, /' "$benchdir/train.yaml" >"$benchdir/train-tuned.yaml"
-    for mode in bf16 bf16-gemm bf16-flash bf16-tuned f32; do
+    sed 's/^distill: {/distill: {share_encoder: false, /' "$benchdir/train.yaml" >"$benchdir/train-separate.yaml"
+    for mode in bf16 bf16-gemm bf16-flash bf16-tuned bf16-separate f32; do
         [[ ,$MODES, == *,$mode,* ]] || continue
         cfg=$benchdir/train.yaml attention=auto
         [[ $mode == f32 ]] && cfg=$benchdir/train-f32.yaml
         [[ $mode == bf16-tuned ]] && cfg=$benchdir/train-tuned.yaml
+        [[ $mode == bf16-separate ]] && cfg=$benchdir/train-separate.yaml
         [[ $mode == bf16-flash ]] && attention=flash
         [[ $mode == bf16-gemm ]] && attention=gemm
         if AUDISTILL_CUDA_ATTENTION=$attention timeout 240 "${RUN[@]}" "$aud" train \
@@ -414,8 +418,11 @@ for path in sys.argv[1:]:
     except Exception:
         pass
 # PyTorch's row counts the model FLOPs of its shapes; audistill rows of the same token count
-# share them.
+# share them, plus one encoder forward where PyTorch shared the encoder and the row did not
+# (bf16-separate).
 flops = {r["tokens"]: r["flops_per_step"] for r in rows if r.get("flops_per_step")}
+encoder = {r["tokens"]: r.get("encoder_flops", 0) if r.get("shared_encoder") else 0
+           for r in rows if r.get("flops_per_step")}
 try:
     name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                           capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -423,12 +430,14 @@ except (OSError, IndexError):
     name = "no GPU (a rehearsal)"
 peak = 989.4e12 if ("H100" in name or "H200" in name) else 312e12  # dense bf16 (A100 otherwise)
 print(f"card: {name}; MFU against {peak / 1e12:.0f} TFLOP/s dense bf16")
-print(f"{'impl':20} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
+print(f"{'impl':24} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
 for r in rows:
     mem = r.get("peak_bytes") or r.get("device_bytes_used") or 0
     f = flops.get(r["tokens"], 0)
+    if f and r.get("shared_encoder") is False:
+        f += encoder.get(r["tokens"], 0)
     mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
-    print(f"{r['impl']:20} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
+    print(f"{r['impl']:24} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 by = {(r["impl"], r["tokens"]): r for r in rows}
 def compare(what, a, b, names, tol, digits, flag):
@@ -461,6 +470,13 @@ compare("GEMM inputs", lambda t: by.get(("audistill-bf16-f32in", t)),
 compare("GEMM tuning", lambda t: by.get(("audistill-bf16", t)),
         lambda t: by.get(("audistill-bf16-tuned", t)), ("heuristic", "tuned"), 0.02, 4,
         "TUNED LOSS DISAGREES")
+# The shared audio encoder (distill.share_encoder): the teacher takes the student's encoder
+# output instead of running the same encoder again; the same function of the same weights, so
+# the losses agree (to the last bits of other GEMM shapes' algorithms), one encoder forward
+# cheaper.
+compare("shared encoder", lambda t: by.get(("audistill-bf16-separate", t)),
+        lambda t: by.get(("audistill-bf16", t)), ("separate", "shared"), 1e-3, 6,
+        "SHARED ENCODER LOSS DISAGREES")
 for r in rows:
     if r.get("gemm_tuned"):
         print(f"GEMM tuning at {r['tokens']} tokens: {r['gemm_tuned']} problems, "
@@ -469,7 +485,7 @@ for r in rows:
               f"{r['gemm_tuned_ms']:.2f} ms; flash attention: {r.get('attention_tuned', 0)} "
               f"shapes, {r.get('attention_tuning_changed', 0)} kept other switches")
 PY
-    grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES\|TUNED LOSS DISAGREES" "$LOGS/table.txt" &&
+    grep -q "FLASH LOSS DISAGREES\|GEMM INPUT LOSS DISAGREES\|TUNED LOSS DISAGREES\|SHARED ENCODER LOSS DISAGREES" "$LOGS/table.txt" &&
         status=1
 }
 
