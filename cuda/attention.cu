@@ -14,8 +14,8 @@
 // Training-size sequences go through batched GEMMs instead (attention_gemm.cu): these kernels
 // ran at ~6 TFLOP/s on an H100 (each FMA reads shared memory twice), which made attention the
 // largest cost of a distillation step after the elementwise ops. They remain the path for
-// decoding steps (a handful of query rows) and for sequences whose scores would not fit the
-// GEMM path's scratch.
+// short query chunks and for sequences whose scores would not fit the GEMM path's scratch;
+// decoding steps (one or two query rows) take attn_decode_kernel, whose warps split the keys.
 #include <math.h>
 #include <string.h>
 
@@ -25,6 +25,8 @@
 #define ATT_TILE     32
 #define ATT_MAX_D    256
 #define ATT_PER_LANE (ATT_MAX_D / 32)
+/* Query rows per batch element up to which attention_decode's kernel serves the forward. */
+#define ATT_DECODE_MAX_ROWS 2
 
 typedef cu_attn_args attn_args;
 
@@ -133,6 +135,116 @@ __global__ static void attn_fwd_kernel(attn_args a, bool stats_only, float *stat
         if (d < D)
             cu_store((char *)a.o, a.odt, b * a.ob + i * a.ot + (int64_t)h * D + d,
                      l > 0.0f ? acc[t] * inv : 0.0f);
+    }
+}
+
+/* Decoding steps (a query row or two per batch element, which would leave 15 of the tiled
+ * kernel's 16 warps idle at its two barriers per 32 keys): one block per (query row, head,
+ * batch element) whose warps split the visible keys, tile t (32 keys) to warp t mod W, each warp
+ * with its own online softmax. A lane scores one key, reading the key's row straight from
+ * global memory (whole cache lines per lane; the q row is shared), and the warp accumulates
+ * p * v with its lanes over the head dims (coalesced rows of V). The warps' (max, sum, acc)
+ * merge in warp order after the block's one barrier. */
+/* q . row `row` of a K view of element type KVDT, summed in order d = 0, 1, ..: sixteen bytes
+ * per load where the row starts 16-byte aligned (a lane reads a whole key row). */
+template <int KVDT>
+__device__ static inline float decode_dot(const float *q, const char *k, int64_t row, int D) {
+    float dot = 0.0f;
+    const uintptr_t at = (uintptr_t)k + (uintptr_t)row * (KVDT == AD_F32 ? 4u : 2u);
+    if (KVDT == AD_BF16 && (at & 15) == 0 && (D & 7) == 0) {
+        const uint4 *p = (const uint4 *)at;
+        for (int c = 0; c < D / 8; c++) {
+            const uint4 w = __ldg(p + c);
+            const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+            CU_UNROLL
+            for (int e = 0; e < 4; e++) {
+                dot += q[8 * c + 2 * e] * __uint_as_float(u[e] << 16);
+                dot += q[8 * c + 2 * e + 1] * __uint_as_float(u[e] & 0xffff0000u);
+            }
+        }
+        return dot;
+    }
+    if (KVDT == AD_F32 && (at & 15) == 0 && (D & 3) == 0) {
+        const float4 *p = (const float4 *)at;
+        for (int c = 0; c < D / 4; c++) {
+            const float4 w = __ldg(p + c);
+            dot += q[4 * c] * w.x;
+            dot += q[4 * c + 1] * w.y;
+            dot += q[4 * c + 2] * w.z;
+            dot += q[4 * c + 3] * w.w;
+        }
+        return dot;
+    }
+    for (int d = 0; d < D; d++)
+        dot += q[d] * cu_load(k, KVDT, row + d);
+    return dot;
+}
+
+template <int KVDT> __global__ static void attn_decode_kernel(attn_args a) {
+    extern __shared__ float smem[];
+    const int D = a.D, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
+    float *q = smem, *part = q + D; /* q row [D]; per warp [D + 2]: acc, then max and sum */
+    const int64_t b = blockIdx.z, i = blockIdx.x;
+    const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+        q[d] = cu_load(a.q, a.qdt, b * a.qb + i * a.qt + (int64_t)h * D + d);
+    __syncthreads();
+    const int64_t lim = key_limit(a, b, i);
+    const int64_t kbase = b * a.kb + (int64_t)kvh * D, vbase = b * a.vb + (int64_t)kvh * D;
+    float m = -INFINITY, l = 0.0f, acc[ATT_PER_LANE];
+#pragma unroll
+    for (int t = 0; t < ATT_PER_LANE; t++)
+        acc[t] = 0.0f;
+    for (int64_t j0 = (int64_t)warp * ATT_TILE; j0 < lim; j0 += (int64_t)W * ATT_TILE) {
+        const int64_t j = j0 + lane;
+        const bool vis = j < lim;
+        float s = -INFINITY;
+        if (vis) {
+            s = a.scale * decode_dot<KVDT>(q, a.k, kbase + j * a.kt, D);
+        }
+        const float m_new = fmaxf(m, cu_warp_max(s)); /* finite: key j0 is visible */
+        const float p = vis ? expf(s - m_new) : 0.0f;
+        const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
+        l = l * corr + cu_warp_sum(p);
+        m = m_new;
+#pragma unroll
+        for (int t = 0; t < ATT_PER_LANE; t++)
+            acc[t] *= corr;
+        const cu_warp_values<float> ps(p);
+        const int n = lim - j0 < ATT_TILE ? (int)(lim - j0) : ATT_TILE;
+        for (int jj = 0; jj < n; jj++) {
+            const float pj = ps[jj];
+            const int64_t row = vbase + (j0 + jj) * a.vt;
+#pragma unroll
+            for (int t = 0; t < ATT_PER_LANE; t++) {
+                const int d = lane + 32 * t;
+                if (d < D) acc[t] += pj * cu_load(a.v, KVDT, row + d);
+            }
+        }
+    }
+    float *mine = part + warp * (D + 2);
+#pragma unroll
+    for (int t = 0; t < ATT_PER_LANE; t++) {
+        const int d = lane + 32 * t;
+        if (d < D) mine[d] = acc[t];
+    }
+    if (lane == 0) mine[D] = m, mine[D + 1] = l;
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float M = -INFINITY;
+        for (int w = 0; w < W; w++)
+            M = fmaxf(M, part[w * (D + 2) + D]);
+        float sum = 0.0f, o = 0.0f;
+        for (int w = 0; w < W && M != -INFINITY; w++) {
+            const float *pw = part + w * (D + 2);
+            if (pw[D] == -INFINITY) continue; /* a warp that saw no key */
+            const float e = expf(pw[D] - M);
+            sum += pw[D + 1] * e;
+            o += pw[d] * e;
+        }
+        /* No visible key at all: zero output rather than 0/0 (as the CPU reference). */
+        cu_store((char *)a.o, a.odt, b * a.ob + i * a.ot + (int64_t)h * D + d,
+                 sum > 0.0f ? o / sum : 0.0f);
     }
 }
 
@@ -386,6 +498,30 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
     return AD_OK;
 }
 
+/* Warps per decoding block: one per 32 keys the longest row may see, at most ATT_WARPS. */
+static int attention_decode(const attn_args *a, int64_t Tq, int H, int64_t B) {
+    const int64_t tiles = (a->Tk + ATT_TILE - 1) / ATT_TILE;
+    const int warps = tiles < 1 ? 1 : tiles > ATT_WARPS ? ATT_WARPS : (int)tiles;
+    const size_t smem = sizeof(float) * ((size_t)a->D + (size_t)warps * (size_t)(a->D + 2));
+    const dim3 grid((unsigned)Tq, (unsigned)H, (unsigned)B);
+    switch (a->kdt) {
+    case AD_F32:
+        AD_TRY(cu_smem_for(attn_decode_kernel<AD_F32>, smem));
+        attn_decode_kernel<AD_F32><<<grid, warps * 32, smem>>>(*a);
+        break;
+    case AD_BF16:
+        AD_TRY(cu_smem_for(attn_decode_kernel<AD_BF16>, smem));
+        attn_decode_kernel<AD_BF16><<<grid, warps * 32, smem>>>(*a);
+        break;
+    default:
+        AD_TRY(cu_smem_for(attn_decode_kernel<AD_F16>, smem));
+        attn_decode_kernel<AD_F16><<<grid, warps * 32, smem>>>(*a);
+        break;
+    }
+    CUDA_TRY_LAUNCH();
+    return AD_OK;
+}
+
 static int check_grid(const char *op, int64_t rows, int64_t B) {
     if ((rows + ATT_WARPS - 1) / ATT_WARPS > INT32_MAX || B > 65535)
         return ad_fail("%s: %lld rows x %lld batch elements exceed one launch", op, (long long)rows,
@@ -423,6 +559,7 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     a.odt = out->dtype;
     a.ob = out->stride[0];
     a.ot = out->stride[1];
+    if (Tq <= ATT_DECODE_MAX_ROWS && a.kdt == a.vdt) return attention_decode(&a, Tq, H, B);
     const size_t smem = sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * D);
     AD_TRY(cu_smem_for(attn_fwd_kernel, smem));
     dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);

@@ -546,7 +546,7 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
 
 static void test_attention(void) {
     static const int key_len[2] = {37, 20}, no_keys[2] = {0, 30}, long_len[2] = {150, 97},
-                     rows_len[2] = {70, 41};
+                     rows_len[2] = {70, 41}, cache_len[3] = {0, 513, 97};
     const attn_case cases[] = {
         {"attention encoder, key_len {37, 20}", 2, 37, 37, 4, 4, 32, false, 0, key_len, AD_F32, 0},
         {"attention key_len {0, 30}", 2, 33, 33, 4, 2, 32, false, 0, no_keys, AD_F32, 0},
@@ -576,6 +576,21 @@ static void test_attention(void) {
          2},
         {"attention k/v 2 columns into the cache", 2, 40, 70, 2, 2, 32, false, 0, key_len, AD_BF16,
          2},
+        /* decoding steps (one or two query rows: the kernel path's warps split the keys, 19
+         * tiles over 16 warps), causal after a cache, GQA, views into a cache, rows without
+         * keys, key_len mid-tile, head dims 128, 64, 40 and 200 */
+        {"attention decode step, 600 cached keys, GQA 8/2", 2, 1, 600, 8, 2, 128, true, 599, NULL,
+         AD_F32, 0},
+        {"attention decode step, 600 cached keys, GQA 8/2", 2, 1, 600, 8, 2, 128, true, 599, NULL,
+         AD_BF16, 2},
+        /* key rows 16-byte aligned (a lane loads 8 bf16 or 4 floats at once), and f32 rows not */
+        {"attention decode step, 70 cached keys", 2, 1, 70, 4, 2, 128, true, 69, NULL, AD_BF16, 0},
+        {"attention decode step, f32 rows 1 column in", 2, 1, 90, 4, 4, 64, true, 89, NULL, AD_F32,
+         1},
+        {"attention decode step, key_len {0, 513, 97}", 3, 1, 530, 4, 4, 40, false, 0, cache_len,
+         AD_F32, 0},
+        {"attention 2 decode rows after 300, GQA 4/1", 1, 2, 302, 4, 1, 200, true, 300, NULL,
+         AD_F32, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         one_attention(&cases[i]);

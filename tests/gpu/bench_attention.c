@@ -4,9 +4,11 @@
  * calls of each after one warm-up (the device drained around each timed run) and prints one
  * JSON line: milliseconds per call and TFLOP/s, counted as tests/gpu/bench_attention.py
  * counts them for PyTorch's scaled_dot_product_attention on the same shape (causal: the
- * pairs a query sees; the backward 2.5 times the forward's products).
+ * pairs a query sees; the backward 2.5 times the forward's products). `decode` is one step of
+ * decoding: one query row per batch element (a beam) over SEQ cached keys, forward only, and
+ * its rate is also given in GB/s of K and V read (the step is bound by them).
  *
- *   bench_attention BATCH HEADS KV_HEADS SEQ HEAD_DIM causal|bidirectional ITERS
+ *   bench_attention BATCH HEADS KV_HEADS SEQ HEAD_DIM causal|bidirectional|decode ITERS
  *                   [flash|gemm|auto]
  *
  * Emulator builds run it at tiny shapes as cuda_bench_attention_smoke: the numbers mean
@@ -67,17 +69,20 @@ static void device_tensor(ad_backend *be, ad_tensor *t, ad_dtype dt, int64_t B, 
 int main(int argc, char **argv) {
     if (argc < 8 || argc > 9) {
         fprintf(stderr, "usage: bench_attention BATCH HEADS KV_HEADS SEQ HEAD_DIM "
-                        "causal|bidirectional ITERS [flash|gemm|auto]\n");
+                        "causal|bidirectional|decode ITERS [flash|gemm|auto]\n");
         return 2;
     }
     const int B = positive(argv[1], "BATCH"), H = positive(argv[2], "HEADS"),
               KVH = positive(argv[3], "KV_HEADS"), T = positive(argv[4], "SEQ"),
               D = positive(argv[5], "HEAD_DIM"), iters = positive(argv[7], "ITERS");
-    if (strcmp(argv[6], "causal") && strcmp(argv[6], "bidirectional")) {
-        fprintf(stderr, "bench_attention: expected causal or bidirectional, got '%s'\n", argv[6]);
+    if (strcmp(argv[6], "causal") && strcmp(argv[6], "bidirectional") &&
+        strcmp(argv[6], "decode")) {
+        fprintf(stderr, "bench_attention: expected causal, bidirectional or decode, got '%s'\n",
+                argv[6]);
         return 2;
     }
-    const bool causal = !strcmp(argv[6], "causal");
+    const bool decode = !strcmp(argv[6], "decode"), causal = decode || !strcmp(argv[6], "causal");
+    const int Tq = decode ? 1 : T;
     const char *path_name = argc > 8 ? argv[8] : "flash";
     const int path = ad_cuda_attention_path_of(path_name);
     if (path < 0 || path == AD_CUDA_ATTENTION_KERNEL) {
@@ -102,26 +107,28 @@ int main(int argc, char **argv) {
     /* As the training graph under precision bf16: q, k, v bf16, the output and every gradient
      * f32. */
     ad_tensor q, k, v, out, dout, dq, dk, dv;
-    device_tensor(be, &q, AD_BF16, B, T, (int64_t)H * D, "q", &rng);
+    device_tensor(be, &q, AD_BF16, B, Tq, (int64_t)H * D, "q", &rng);
     device_tensor(be, &k, AD_BF16, B, T, (int64_t)KVH * D, "k", &rng);
     device_tensor(be, &v, AD_BF16, B, T, (int64_t)KVH * D, "v", &rng);
-    device_tensor(be, &out, AD_F32, B, T, (int64_t)H * D, "out", &rng);
-    device_tensor(be, &dout, AD_F32, B, T, (int64_t)H * D, "dout", &rng);
-    device_tensor(be, &dq, AD_F32, B, T, (int64_t)H * D, "dq", &rng);
+    device_tensor(be, &out, AD_F32, B, Tq, (int64_t)H * D, "out", &rng);
+    device_tensor(be, &dout, AD_F32, B, Tq, (int64_t)H * D, "dout", &rng);
+    device_tensor(be, &dq, AD_F32, B, Tq, (int64_t)H * D, "dq", &rng);
     device_tensor(be, &dk, AD_F32, B, T, (int64_t)KVH * D, "dk", &rng);
     device_tensor(be, &dv, AD_F32, B, T, (int64_t)KVH * D, "dv", &rng);
     /* the forward's softmax statistics for the backward, as the training graph passes them
      * (and as SDPA's backward reuses its forward's log-sum-exp) */
     ad_tensor stats;
-    device_tensor(be, &stats, AD_F32, B, H, T, "softmax_stats", &rng);
+    device_tensor(be, &stats, AD_F32, B, H, Tq, "softmax_stats", &rng);
+    /* a decoding step keeps no statistics (no backward follows) */
     const ad_attention_params p = {.n_heads = H,
                                    .n_kv_heads = KVH,
                                    .head_dim = D,
                                    .causal = causal,
+                                   .q_offset = T - Tq,
                                    .scale = 1.0f / sqrtf((float)D),
-                                   .softmax_stats = &stats};
-    double ms[2];
-    for (int pass = 0; pass < 2; pass++) {
+                                   .softmax_stats = decode ? NULL : &stats};
+    double ms[2] = {0, 0};
+    for (int pass = 0; pass < (decode ? 1 : 2); pass++) {
         const bool backward = pass == 1;
         double t0 = 0;
         for (int i = -1; i < iters; i++) { /* i = -1: the warm-up */
@@ -138,15 +145,19 @@ int main(int argc, char **argv) {
         ms[pass] = 1e3 * (now_s() - t0) / iters;
     }
     /* Query-key pairs computed: all of them, or a query's own prefix when causal. */
-    const double pairs = (double)B * H * (causal ? (double)T * (T + 1) / 2 : (double)T * T);
+    const double pairs = decode   ? (double)B * H * T
+                         : causal ? (double)B * H * (double)T * (T + 1) / 2
+                                  : (double)B * H * (double)T * T;
     const double fwd = 4.0 * pairs * D, bwd = 2.5 * fwd;
+    const double kv_bytes = 2.0 * 2.0 * B * KVH * (double)T * D; /* bf16 K and V */
     const long flash = ad_cuda_attention_flash_calls(be), gemm = ad_cuda_attention_gemm_calls(be);
     printf("{\"impl\": \"audistill-%s\", \"batch\": %d, \"heads\": %d, \"kv_heads\": %d, "
-           "\"seq\": %d, \"head_dim\": %d, \"causal\": %s, \"forward_ms\": %.4f, "
+           "\"seq\": %d, \"head_dim\": %d, \"causal\": %s, \"decode\": %s, \"forward_ms\": %.4f, "
            "\"backward_ms\": %.4f, \"forward_tflops\": %.4g, \"backward_tflops\": %.4g, "
-           "\"flash_calls\": %ld, \"gemm_calls\": %ld}\n",
-           path_name, B, H, KVH, T, D, causal ? "true" : "false", ms[0], ms[1],
-           fwd / (ms[0] * 1e-3) / 1e12, bwd / (ms[1] * 1e-3) / 1e12, flash, gemm);
+           "\"forward_gbs\": %.4g, \"flash_calls\": %ld, \"gemm_calls\": %ld}\n",
+           path_name, B, H, KVH, T, D, causal ? "true" : "false", decode ? "true" : "false", ms[0],
+           ms[1], fwd / (ms[0] * 1e-3) / 1e12, decode ? 0.0 : bwd / (ms[1] * 1e-3) / 1e12,
+           kv_bytes / (ms[0] * 1e-3) / 1e9, flash, gemm);
     ad_tensor *all[] = {&q, &k, &v, &out, &dout, &dq, &dk, &dv, &stats};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         be->release(be, all[i]->data);

@@ -94,11 +94,13 @@ if [[ $REHEARSE == 1 ]]; then
     FRAMES=100 TARGETS=8 STEPS=2 TRAIN_STEPS=2 ATTENTION_ITERS=2 DIFF_BATCH=${BATCHES##*,}
     BENCH_MODELS=(--encoder-layers 1 --teacher-layers 2 --student-layers 1 --small --device cpu)
     ENCODER_SHAPE="4 4 50 64 bidirectional" DECODER_SHAPE="4 4 30 128 causal"
+    DECODE_SHAPE="4 2 60 128 decode"
     TRAIN_LEN=80 VOCAB=4096
 else
     FRAMES=1000 TARGETS=40 STEPS=10 TRAIN_STEPS=8 ATTENTION_ITERS=20 DIFF_BATCH=16
     BENCH_MODELS=(--encoder-layers 4 --teacher-layers 8 --student-layers 4)
     ENCODER_SHAPE="20 20 500 64 bidirectional" DECODER_SHAPE="32 32 305 128 causal"
+    DECODE_SHAPE="32 32 400 128 decode"
     TRAIN_LEN=320 VOCAB=156032
 fi
 LOGS=${TMPDIR:-/tmp}/audistill-check-logs
@@ -499,17 +501,23 @@ PY
 # and without), the batched GEMMs, and PyTorch's
 # scaled_dot_product_attention on the same card (its FlashAttention-2 kernels). The op profile's
 # attention rows show what the step pays; this shows what each implementation does with the
-# same work, and which setting of each switch should be the default.
+# same work, and which setting of each switch should be the default. And one decoding step per
+# batch element (a beam: one query row over 400 cached keys of Qwen's decoder, forward only):
+# AUTO's choice (the decoding kernel, whose warps split the keys), the flash kernels, the GEMMs
+# and SDPA, with the GB/s of K and V read.
 run_attention() {
     section "attention alone at the benchmark's shapes: audistill's paths against PyTorch SDPA"
     local batch shape impl json=() out
     for batch in ${BATCHES//,/ }; do
-        for shape in "$batch $ENCODER_SHAPE" "$batch $DECODER_SHAPE"; do
-            for impl in flash flash-nopipe flash-2blocks flash-2blocks-nopipe gemm pytorch; do
+        for shape in "$batch $ENCODER_SHAPE" "$batch $DECODER_SHAPE" "$batch $DECODE_SHAPE"; do
+            for impl in auto flash flash-nopipe flash-2blocks flash-2blocks-nopipe gemm pytorch; do
+                [[ $impl == auto && $shape != *decode ]] && continue # auto is flash there
+                [[ $impl == flash-?* && $shape == *decode ]] && continue
                 [[ $impl == flash-nopipe && $shape == *causal ]] && continue # no pipe at 128
                 [[ $impl == flash-2blocks* && $shape != *causal ]] && continue # 128 only
                 out=$LOGS/attention-$impl-${shape// /-}.json
                 case $impl in
+                auto) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape $ATTENTION_ITERS auto ;;
                 flash) timeout 120 "${RUN[@]}" "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
                 flash-nopipe) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_PIPE=0 "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
                 flash-2blocks) timeout 120 "${RUN[@]}" AUDISTILL_CUDA_FLASH_D128_BLOCKS=2 "$BIN/bench_attention" $shape $ATTENTION_ITERS flash ;;
@@ -535,7 +543,11 @@ rows = [json.load(open(p)) for p in sys.argv[1:]]
 print(f"{'implementation':<30} {'shape':<36} {'fwd ms':>8} {'TFLOP/s':>8} {'bwd ms':>8} {'TFLOP/s':>8}")
 for r in rows:
     shape = (f"B{r['batch']} H{r['heads']}/{r['kv_heads']} T{r['seq']} D{r['head_dim']} "
-             + ("causal" if r["causal"] else "bidirectional"))
+             + ("decode" if r.get("decode") else "causal" if r["causal"] else "bidirectional"))
+    if r.get("decode"):  # forward only; memory-bound: K and V's GB/s in the backward columns
+        print(f"{r['impl']:<30} {shape:<36} {r['forward_ms']:>8.4f} {r['forward_tflops']:>8.2f} "
+              f"{'K,V GB/s':>8} {r['forward_gbs']:>8.0f}")
+        continue
     print(f"{r['impl']:<30} {shape:<36} {r['forward_ms']:>8.3f} {r['forward_tflops']:>8.1f} "
           f"{r['backward_ms']:>8.3f} {r['backward_tflops']:>8.1f}")
 PY
