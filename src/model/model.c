@@ -1044,7 +1044,7 @@ ad_tensor *ad_model_weight(ad_model *m, const char *name) {
     return weight_slot(m, name);
 }
 
-static bool same_encoder_config(const ad_model_config *a, const ad_model_config *b) {
+bool ad_model_config_same_encoder(const ad_model_config *a, const ad_model_config *b) {
     if (a->num_mel_bins != b->num_mel_bins || a->encoder_layers != b->encoder_layers ||
         a->d_model != b->d_model || a->max_source_positions != b->max_source_positions ||
         a->scale_embedding != b->scale_embedding || a->encoder_head_dim != b->encoder_head_dim ||
@@ -1079,7 +1079,7 @@ static int same_weight_values(ad_model *a, ad_model *b, const ad_tensor *wa, con
 
 int ad_model_same_audio_encoder(ad_model *a, ad_model *b, bool *same, char *why, size_t why_size) {
     *same = false;
-    if (!same_encoder_config(&a->cfg, &b->cfg)) {
+    if (!ad_model_config_same_encoder(&a->cfg, &b->cfg)) {
         snprintf(why, why_size, "the audio encoders' configs differ");
         return AD_OK;
     }

@@ -87,6 +87,8 @@ ad_tensor *ad_model_weight(ad_model *m, const char *name);
  * equal), the projector excluded. A group-quantized encoder weight counts as different. Then
  * either model's encoder output is the other's. `why` gets the reason, for the log. */
 int ad_model_same_audio_encoder(ad_model *a, ad_model *b, bool *same, char *why, size_t why_size);
+/* Whether two configs give the audio encoder the same shape (its weights aside). */
+bool ad_model_config_same_encoder(const ad_model_config *a, const ad_model_config *b);
 
 /* Audio frames -> tokens, as Qwen2AudioEncoder._get_feat_extract_output_lengths. */
 static inline int ad_audio_conv_frames(int mel_frames) {

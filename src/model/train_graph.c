@@ -83,17 +83,14 @@ static widths max_widths(const ad_model_config *cfg) {
     return w;
 }
 
-static int layout(ad_train_graph *g, carver *c) {
+/* The audio encoder's activations (the convolutions' buffers, the stream, the records). */
+static int layout_encoder(ad_train_graph *g, carver *c, const widths *wd, ad_dtype gin) {
     const ad_model_config *cfg = &g->m->cfg;
     const ad_graph_limits *L = &g->lim;
-    const widths w = max_widths(cfg);
+    const widths w = *wd;
     const int64_t C = L->max_clips, T = L->max_frames, M = cfg->num_mel_bins, d = cfg->d_model;
-    const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
-    const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
-    const keep_mode ek = encoder_keep(g), dk = decoder_keep(g);
-    /* read by GEMMs only, or by GEMMs and attention (a layer's q, k, v; the decoder's q and k
-     * as rope's output), whose flash and GEMM paths round them to bf16 as well */
-    const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32;
+    const int64_t H = cfg->hidden_size, n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1;
+    const keep_mode ek = encoder_keep(g);
     AD_TRY(carve(c, &g->feat, AD_F32, C, M, T, "features"));
     AD_TRY(carve(c, &g->featT, AD_F32, C, T, M, "features (time-major)"));
     AD_TRY(carve(c, &g->x0, AD_F32, C, T, M, "conv1 input"));
@@ -128,6 +125,25 @@ static int layout(ad_train_graph *g, carver *c) {
             AD_TRY(carve(c, &r->softmax_stats, AD_F32, C, n1, A / cfg->encoder_head_dim,
                          "encoder softmax statistics"));
     }
+    return AD_OK;
+}
+
+static int layout(ad_train_graph *g, carver *c) {
+    const ad_model_config *cfg = &g->m->cfg;
+    const ad_graph_limits *L = &g->lim;
+    const widths w = max_widths(cfg);
+    const int64_t C = L->max_clips, T = L->max_frames, d = cfg->d_model;
+    const int64_t H = cfg->hidden_size, V = cfg->vocab_size, S = L->max_supervised;
+    const int64_t n1 = (T - 1) / 2 + 1, tok = (n1 - 2) / 2 + 1, N = C * L->max_len;
+    const keep_mode dk = decoder_keep(g);
+    /* read by GEMMs only, or by GEMMs and attention (a layer's q, k, v; the decoder's q and k
+     * as rope's output), whose flash and GEMM paths round them to bf16 as well */
+    const ad_dtype gin = L->gemm_inputs_bf16 ? AD_BF16 : AD_F32;
+    /* A graph whose encoder output comes from another keeps only the projector's output. */
+    if (L->encoder_elsewhere)
+        AD_TRY(carve(c, &g->audio, AD_F32, C, tok, H, "audio features"));
+    else
+        AD_TRY(layout_encoder(g, c, &w, gin));
     AD_TRY(carve(c, &g->ids, AD_I32, N, 0, 0, "ids"));
     AD_TRY(carve(c, &g->pos, AD_I32, N, 0, 0, "positions"));
     AD_TRY(carve(c, &g->audio_rows, AD_I32, N, 0, 0, "audio rows"));
@@ -364,6 +380,9 @@ int ad_graph_init(ad_train_graph *g, ad_model *m, const ad_graph_limits *lim,
     if (lim->max_frames > 2 * cfg->max_source_positions)
         return ad_fail("training graph: %d frames exceed 2 * max_source_positions (%d)",
                        lim->max_frames, 2 * cfg->max_source_positions);
+    if (lim->encoder_elsewhere && g->records)
+        return ad_fail("training graph: a graph that keeps activations for a backward needs its "
+                       "own encoder's (encoder_elsewhere is for forward-only graphs)");
     g->enc_rec = ad_calloc((size_t)(cfg->encoder_layers + 1), sizeof *g->enc_rec, "records");
     g->dec_rec = ad_calloc((size_t)(cfg->num_hidden_layers + 1), sizeof *g->dec_rec, "records");
     const int64_t N = (int64_t)lim->max_clips * lim->max_len;
@@ -560,6 +579,9 @@ static int encoder_forward(ad_train_graph *g, const ad_batch *b) {
     const int tok = (n1 - 2) / 2 + 1;
     g->n_clips = (int)C, g->n1 = n1, g->L_in = L_in, g->n2_in = n2_in, g->tok_max = tok;
     g->encoded_batch = NULL;
+    if (g->lim.encoder_elsewhere && !g->encoder_source)
+        return ad_fail("internal: a graph made without encoder activations has no graph to take "
+                       "the encoder output from (ad_graph_share_encoder)");
     if (g->encoder_source) {
         ad_train_graph *src = g->encoder_source;
         if (src->encoded_batch != b || src->n_clips != (int)C || src->n1 != n1 ||
@@ -607,10 +629,20 @@ int ad_graph_share_encoder(ad_train_graph *g, ad_train_graph *source) {
     if (source->train.audio_encoder)
         return ad_fail("internal: a training audio encoder cannot be shared (its output changes "
                        "with every step)");
+    if (g->records)
+        return ad_fail("internal: only a forward-only graph can take another's encoder output");
     const ad_graph_limits *a = &g->lim, *s = &source->lim;
     if (a->max_clips != s->max_clips || a->max_frames != s->max_frames ||
         g->m->cfg.d_model != source->m->cfg.d_model)
         return ad_fail("internal: graphs sharing an audio encoder need the same clip limits");
+    if (!g->lim.encoder_elsewhere) { /* made again without encoder activations of its own */
+        ad_model *m = g->m;
+        ad_graph_limits lim = g->lim;
+        const ad_trainable train = g->train;
+        lim.encoder_elsewhere = true;
+        ad_graph_free(g);
+        AD_TRY(ad_graph_init(g, m, &lim, &train));
+    }
     g->encoder_source = source;
     return AD_OK;
 }

@@ -47,6 +47,9 @@ typedef struct {
      * taken only when asked for or for fewer than 16 query rows, read the rounded values.)
      * Off on the CPU reference. */
     bool gemm_inputs_bf16;
+    /* The audio encoder's output comes from another graph (ad_graph_share_encoder): none of the
+     * encoder's activations are kept, only the projector's output. Forward-only graphs. */
+    bool encoder_elsewhere;
 } ad_graph_limits;
 
 /* softmax_stats: the attention's per-row statistics from the forward for its backward
@@ -125,8 +128,10 @@ int ad_graph_plan(const ad_model_config *cfg, const ad_graph_limits *lim, const 
 int ad_graph_forward(ad_train_graph *g, const ad_batch *b);
 /* Makes g's forward reuse source's audio encoder output (a teacher and a student whose frozen
  * encoder is the teacher's: ad_model_same_audio_encoder): source's forward over a batch must
- * come first, and each of its forwards serves one of g's. Fails unless both graphs have the
- * same limits and source's encoder does not train (its output would stop being g's). */
+ * come first, and each of its forwards serves one of g's. g is made again with
+ * lim.encoder_elsewhere (no encoder activations of its own: its arena shrinks). Fails unless g
+ * is forward-only, both graphs have the same clip limits and source's encoder does not train
+ * (its output would stop being g's). */
 int ad_graph_share_encoder(ad_train_graph *g, ad_train_graph *source);
 /* Backward from d(loss)/d(logits), which the loss op wrote into g->logits in place;
  * accumulates into g->grads. On success every gradient holds its value (none deferred). */

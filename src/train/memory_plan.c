@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "io/file.h"
 #include "io/hf_config.h"
+#include "model/model.h"
 #include "model/train_graph.h"
 #include "model/weights.h"
 #include "train/param_table.h"
@@ -122,6 +123,13 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
         p->teacher_params = count_params(&teacher, NULL, &gemm, &zero, &zero_gemm);
         if (p->teacher_params < 0) return AD_ERR;
         AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
+        if (job->distill.share_encoder && !train.audio_encoder &&
+            ad_model_config_same_encoder(&teacher, &student)) {
+            ad_graph_limits shared = lim;
+            shared.encoder_elsewhere = true;
+            AD_TRY(
+                ad_graph_plan(&teacher, &shared, &none, &p->teacher_activations_shared, &unused));
+        }
     }
     const bool cuda = !strcmp(job->train.device, "cuda");
     const bool bf16 = !strcmp(job->train.precision, "bf16");
@@ -184,6 +192,11 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
             gib(p->student_activations));
     fprintf(out, "  teacher activations (one layer reused)  %10.2f GiB\n",
             gib(p->teacher_activations));
+    if (p->teacher_activations_shared)
+        fprintf(out,
+                "    with the student's encoder output     %10.2f GiB (distill.share_encoder, "
+                "if the encoders' weights are equal; not counted below)\n",
+                gib(p->teacher_activations_shared));
     fprintf(out, "  fp32 gradients                          %10.2f GiB\n", gib(p->gradients));
     if (p->scratch)
         fprintf(out, "  CUDA scratch (GEMM copies, attention)   %10.2f GiB%s\n", gib(p->scratch),

@@ -19,6 +19,10 @@ typedef struct {
     int64_t trainable_gemm_params; /* of the trainable ones, GEMM weights */
     bool student_bf16;             /* train.student_weights: they are stored in bf16 */
     size_t student_activations, teacher_activations, gradients;
+    /* The teacher's activations when it takes the student's encoder output
+     * (distill.share_encoder: a frozen student encoder of the teacher's shape, whose weights
+     * turn out equal when loaded); 0 when it cannot. The totals count teacher_activations. */
+    size_t teacher_activations_shared;
     size_t scratch; /* the CUDA backend's own buffers at their largest (0 on the CPU) */
     /* as `audistill train` runs the job now (fp32 weights on the job's device) */
     size_t device_bytes, host_bytes; /* host: rank 0, which writes the checkpoints */

@@ -169,7 +169,8 @@ conv1_calls() { grep -E "^conv1d audio_tower\.conv1\.weight " "$1" | awk '{print
 for s in true false; do
   AUDISTILL_PROFILE=1 "$bin" train --config "$(share_job share_$s no_audio_encoder $s "$tmp/student")" 2>"$tmp/share_$s.err" >/dev/null || { bad "distillation with share_encoder $s failed"; cat "$tmp/share_$s.err"; }
 done
-grep -q "the teacher reuses the student's audio encoder output (every audio encoder weight is equal" "$tmp/share_true.err" && ok || { bad "the equal frozen encoder was not shared"; cat "$tmp/share_true.err"; }
+grep -qE "the teacher reuses the student's audio encoder output \(every audio encoder weight is equal; distill.share_encoder\): [0-9.]+ MiB fewer teacher activations" "$tmp/share_true.err" &&
+  ! grep -q ": 0.0 MiB fewer teacher activations" "$tmp/share_true.err" && ok || { bad "the equal frozen encoder was not shared (or the teacher kept its encoder activations)"; cat "$tmp/share_true.err"; }
 ! grep -q "reuses the student's audio encoder" "$tmp/share_false.err" && ok || bad "share_encoder: false still shared"
 cmp -s "$tmp/share_true/final/model.safetensors" "$tmp/share_false/final/model.safetensors" && [ "$(grep -o '"train/[a-z]*": [^,]*' "$tmp/share_true/metrics.jsonl")" = "$(grep -o '"train/[a-z]*": [^,]*' "$tmp/share_false/metrics.jsonl")" ] && ok || bad "a shared encoder changed the run (final weights or per-step losses differ)"
 [ "$(conv1_calls "$tmp/share_true.err")" = 12 ] && [ "$(conv1_calls "$tmp/share_false.err")" = 24 ] && ok || bad "encoder forwards: $(conv1_calls "$tmp/share_true.err") shared, $(conv1_calls "$tmp/share_false.err") not (want 12, 24)"
@@ -219,6 +220,23 @@ refuse "student: $tmp/small_vocab\nteacher: $fx/tiny_a\noutput: $tmp/bad\ndata:\
 src=${AUDISTILL_SOURCE:-$(dirname "$0")/../..}
 (cd "$src" && "$bin" train --config experiments/memory_plan/job.yaml --plan-memory --gpu-gib 79) >"$tmp/plan" 2>&1 || { bad "--plan-memory failed"; cat "$tmp/plan"; }
 grep -q "teacher tests/fixtures/qwen2_audio_7b (8.397 B parameters)" "$tmp/plan" && grep -q "student-24l (6.778 B" "$tmp/plan" && grep -q "does not fit a 79 GiB GPU" "$tmp/plan" && ok || { bad "memory plan"; cat "$tmp/plan"; }
+# The frozen student encoder has the teacher's shape: the plan also gives the teacher's
+# activations when it takes the student's encoder output (distill.share_encoder), less by its
+# encoder's buffers at fp32: features, time-major features and conv1 input (3 x C x 128 x T),
+# conv1's output and conv2's input (2 x C x T x d), conv2's output and the stream (2 x C x n1 x
+# d), pooled and encoder output (2 x C x n1/2 x d), and one layer's record (C x n1 x (4 d + 4 A
+# + 2 F)): C 8 clips, T 1000 frames, n1 500, d = A 1280, F 5120.
+python3 - "$tmp/plan" <<'PY' && ok || { bad "the plan's teacher activations with a shared encoder"; cat "$tmp/plan"; }
+import re, sys
+text = open(sys.argv[1]).read()
+own = float(re.search(r"teacher activations \(one layer reused\) +([0-9.]+) GiB", text)[1])
+shared = float(re.search(r"with the student's encoder output +([0-9.]+) GiB", text)[1])
+C, T, n1, d, F = 8, 1000, 500, 1280, 5120
+floats = 3 * C * 128 * T + 2 * C * T * d + 2 * C * n1 * d + 2 * C * (n1 // 2) * d + C * n1 * (8 * d + 2 * F)
+want = 4 * floats / 2**30
+print(f"plan: teacher activations {own:.2f} GiB, {shared:.2f} with the student's encoder output (want -{want:.3f})")
+sys.exit(not abs(own - shared - want) <= 0.011)
+PY
 
 # ZeRO-1 over 8 ranks with the optimizer on the GPUs and precision: bf16 (the teacher in bf16),
 # the 7B teacher and a 24-layer student: the moments divide by 8; at micro-batch 10 the job as it
