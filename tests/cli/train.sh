@@ -190,6 +190,10 @@ with open(sys.argv[1], "r+b") as f:
 PY
 "$bin" train --config "$(share_job share_differs no_audio_encoder true "$tmp/student_enc")" --quiet 2>"$tmp/err" >/dev/null
 grep -q "the teacher runs its own audio encoder: the student's is not the same (audio_tower.layers.0.fc2.bias differs)" "$tmp/err" && ok || { bad "an encoder differing in one weight must not be shared"; cat "$tmp/err"; }
+printf 'teacher: %s/tiny_a\noutput: %s/student_enc_pruned\nprune:\n  drop_decoder_layers: [1]\n  drop_encoder_layers: [1]\n' "$fx" "$tmp" >"$tmp/prune_enc.yaml"
+"$bin" prune --config "$tmp/prune_enc.yaml" >/dev/null 2>&1 || bad "prune of an encoder layer"
+"$bin" train --config "$(share_job share_pruned no_audio_encoder true "$tmp/student_enc_pruned")" --quiet 2>"$tmp/err" >/dev/null
+grep -q "the teacher runs its own audio encoder: the student's is not the same (the audio encoders' configs differ)" "$tmp/err" && ok || { bad "a pruned encoder must not be shared"; cat "$tmp/err"; }
 
 # 4. bad jobs fail clearly before work
 refuse() { # job text, expected message
