@@ -138,13 +138,6 @@ __global__ static void attn_fwd_kernel(attn_args a, bool stats_only, float *stat
     }
 }
 
-/* Decoding steps (a query row or two per batch element, which would leave 15 of the tiled
- * kernel's 16 warps idle at its two barriers per 32 keys): one block per (query row, head,
- * batch element) whose warps split the visible keys, tile t (32 keys) to warp t mod W, each warp
- * with its own online softmax. A lane scores one key, reading the key's row straight from
- * global memory (whole cache lines per lane; the q row is shared), and the warp accumulates
- * p * v with its lanes over the head dims (coalesced rows of V). The warps' (max, sum, acc)
- * merge in warp order after the block's one barrier. */
 /* q . row `row` of a K view of element type KVDT, summed in order d = 0, 1, ..: sixteen bytes
  * per load where the row starts 16-byte aligned (a lane reads a whole key row). */
 template <int KVDT>
@@ -158,8 +151,8 @@ __device__ static inline float decode_dot(const float *q, const char *k, int64_t
             const uint32_t u[4] = {w.x, w.y, w.z, w.w};
             CU_UNROLL
             for (int e = 0; e < 4; e++) {
-                dot += q[8 * c + 2 * e] * __uint_as_float(u[e] << 16);
-                dot += q[8 * c + 2 * e + 1] * __uint_as_float(u[e] & 0xffff0000u);
+                dot += q[8 * c + 2 * e] * cu_bf16_low(u[e]);
+                dot += q[8 * c + 2 * e + 1] * cu_bf16_high(u[e]);
             }
         }
         return dot;
@@ -180,6 +173,13 @@ __device__ static inline float decode_dot(const float *q, const char *k, int64_t
     return dot;
 }
 
+/* Decoding steps (a query row or two per batch element, which would leave 15 of the tiled
+ * kernel's 16 warps idle at its two barriers per 32 keys): one block per (query row, head,
+ * batch element) whose warps split the visible keys, tile t (32 keys) to warp t mod W, each warp
+ * with its own online softmax. A lane scores one key, reading the key's row straight from
+ * global memory (whole cache lines per lane; the q row is shared), and the warp accumulates
+ * p * v with its lanes over the head dims (coalesced rows of V). The warps' (max, sum, acc)
+ * merge in warp order after the block's one barrier. */
 template <int KVDT> __global__ static void attn_decode_kernel(attn_args a) {
     extern __shared__ float smem[];
     const int D = a.D, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
@@ -199,9 +199,7 @@ template <int KVDT> __global__ static void attn_decode_kernel(attn_args a) {
         const int64_t j = j0 + lane;
         const bool vis = j < lim;
         float s = -INFINITY;
-        if (vis) {
-            s = a.scale * decode_dot<KVDT>(q, a.k, kbase + j * a.kt, D);
-        }
+        if (vis) s = a.scale * decode_dot<KVDT>(q, a.k, kbase + j * a.kt, D);
         const float m_new = fmaxf(m, cu_warp_max(s)); /* finite: key j0 is visible */
         const float p = vis ? expf(s - m_new) : 0.0f;
         const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
@@ -498,26 +496,15 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
     return AD_OK;
 }
 
-/* Warps per decoding block: one per 32 keys the longest row may see, at most ATT_WARPS. */
-static int attention_decode(const attn_args *a, int64_t Tq, int H, int64_t B) {
+/* attn_decode_kernel over Tq query rows of H heads of B batch elements, K and V of element
+ * type KVDT: one warp per 32 keys the longest row may see, at most ATT_WARPS. */
+template <int KVDT> static int attention_decode(const attn_args *a, int64_t Tq, int H, int64_t B) {
     const int64_t tiles = (a->Tk + ATT_TILE - 1) / ATT_TILE;
     const int warps = tiles < 1 ? 1 : tiles > ATT_WARPS ? ATT_WARPS : (int)tiles;
     const size_t smem = sizeof(float) * ((size_t)a->D + (size_t)warps * (size_t)(a->D + 2));
-    const dim3 grid((unsigned)Tq, (unsigned)H, (unsigned)B);
-    switch (a->kdt) {
-    case AD_F32:
-        AD_TRY(cu_smem_for(attn_decode_kernel<AD_F32>, smem));
-        attn_decode_kernel<AD_F32><<<grid, warps * 32, smem>>>(*a);
-        break;
-    case AD_BF16:
-        AD_TRY(cu_smem_for(attn_decode_kernel<AD_BF16>, smem));
-        attn_decode_kernel<AD_BF16><<<grid, warps * 32, smem>>>(*a);
-        break;
-    default:
-        AD_TRY(cu_smem_for(attn_decode_kernel<AD_F16>, smem));
-        attn_decode_kernel<AD_F16><<<grid, warps * 32, smem>>>(*a);
-        break;
-    }
+    AD_TRY(cu_smem_for(attn_decode_kernel<KVDT>, smem));
+    attn_decode_kernel<KVDT>
+        <<<dim3((unsigned)Tq, (unsigned)H, (unsigned)B), warps * 32, smem>>>(*a);
     CUDA_TRY_LAUNCH();
     return AD_OK;
 }
@@ -559,7 +546,10 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     a.odt = out->dtype;
     a.ob = out->stride[0];
     a.ot = out->stride[1];
-    if (Tq <= ATT_DECODE_MAX_ROWS && a.kdt == a.vdt) return attention_decode(&a, Tq, H, B);
+    if (Tq <= ATT_DECODE_MAX_ROWS && a.kdt == a.vdt)
+        return a.kdt == AD_F32    ? attention_decode<AD_F32>(&a, Tq, H, B)
+               : a.kdt == AD_BF16 ? attention_decode<AD_BF16>(&a, Tq, H, B)
+                                  : attention_decode<AD_F16>(&a, Tq, H, B);
     const size_t smem = sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * D);
     AD_TRY(cu_smem_for(attn_fwd_kernel, smem));
     dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);

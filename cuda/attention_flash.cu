@@ -63,12 +63,6 @@ struct fa_args : cu_attn_args {
 __device__ static inline uint32_t fa_pair(const uint16_t *first, const uint16_t *second) {
     return (uint32_t)*first | ((uint32_t)*second << 16);
 }
-__device__ static inline float fa_low(uint32_t u) {
-    return __uint_as_float(u << 16);
-}
-__device__ static inline float fa_high(uint32_t u) {
-    return __uint_as_float(u & 0xffff0000u);
-}
 #endif
 
 /* c += A B for a 16x16 bf16 A and a 16x8 bf16 B, fp32 accumulators, one warp. Lane l holds
@@ -85,16 +79,16 @@ __device__ static inline void fa_mma(float c[4], const uint32_t a[4], uint32_t b
     float row_g[16], row_g8[16], col[2][16];
     for (int s = 0; s < 4; s++) {
         const uint32_t *x = all[4 * g + s];
-        row_g[2 * s] = fa_low(x[0]), row_g[2 * s + 1] = fa_high(x[0]);
-        row_g8[2 * s] = fa_low(x[1]), row_g8[2 * s + 1] = fa_high(x[1]);
-        row_g[8 + 2 * s] = fa_low(x[2]), row_g[9 + 2 * s] = fa_high(x[2]);
-        row_g8[8 + 2 * s] = fa_low(x[3]), row_g8[9 + 2 * s] = fa_high(x[3]);
+        row_g[2 * s] = cu_bf16_low(x[0]), row_g[2 * s + 1] = cu_bf16_high(x[0]);
+        row_g8[2 * s] = cu_bf16_low(x[1]), row_g8[2 * s + 1] = cu_bf16_high(x[1]);
+        row_g[8 + 2 * s] = cu_bf16_low(x[2]), row_g[9 + 2 * s] = cu_bf16_high(x[2]);
+        row_g8[8 + 2 * s] = cu_bf16_low(x[3]), row_g8[9 + 2 * s] = cu_bf16_high(x[3]);
     }
     for (int e = 0; e < 2; e++)
         for (int s = 0; s < 4; s++) {
             const uint32_t *y = all[4 * (2 * t + e) + s];
-            col[e][2 * s] = fa_low(y[4]), col[e][2 * s + 1] = fa_high(y[4]);
-            col[e][8 + 2 * s] = fa_low(y[5]), col[e][9 + 2 * s] = fa_high(y[5]);
+            col[e][2 * s] = cu_bf16_low(y[4]), col[e][2 * s + 1] = cu_bf16_high(y[4]);
+            col[e][8 + 2 * s] = cu_bf16_low(y[5]), col[e][9 + 2 * s] = cu_bf16_high(y[5]);
         }
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int k = 0; k < 16; k++) {

@@ -206,6 +206,14 @@ __device__ static inline uint32_t cu_bf16_pair(float lo, float hi) {
     return (uint32_t)x | ((uint32_t)y << 16);
 }
 
+/* The two floats of a packed bf16 pair (cu_bf16_pair's layout): the lower index, the higher. */
+__device__ static inline float cu_bf16_low(uint32_t u) {
+    return __uint_as_float(u << 16);
+}
+__device__ static inline float cu_bf16_high(uint32_t u) {
+    return __uint_as_float(u & 0xffff0000u);
+}
+
 static inline int cu_esize(ad_dtype dt) {
     return ad_dtype_bits(dt) / 8;
 }
