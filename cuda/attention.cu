@@ -498,7 +498,8 @@ static int make_args(ad_backend *be, const char *op, attn_args *a, const ad_tens
 
 /* attn_decode_kernel over Tq query rows of H heads of B batch elements, K and V of element
  * type KVDT: one warp per 32 keys the longest row may see, at most ATT_WARPS. */
-template <int KVDT> static int attention_decode(const attn_args *a, int64_t Tq, int H, int64_t B) {
+template <int KVDT>
+static int attention_decode(ad_backend *be, const attn_args *a, int64_t Tq, int H, int64_t B) {
     const int64_t tiles = (a->Tk + ATT_TILE - 1) / ATT_TILE;
     const int warps = tiles < 1 ? 1 : tiles > ATT_WARPS ? ATT_WARPS : (int)tiles;
     const size_t smem = sizeof(float) * ((size_t)a->D + (size_t)warps * (size_t)(a->D + 2));
@@ -506,6 +507,7 @@ template <int KVDT> static int attention_decode(const attn_args *a, int64_t Tq, 
     attn_decode_kernel<KVDT>
         <<<dim3((unsigned)Tq, (unsigned)H, (unsigned)B), warps * 32, smem>>>(*a);
     CUDA_TRY_LAUNCH();
+    cu_of(be)->attention_decode_calls++;
     return AD_OK;
 }
 
@@ -547,9 +549,9 @@ int cu_attention(ad_backend *be, ad_tensor *out, const ad_tensor *q, const ad_te
     a.ob = out->stride[0];
     a.ot = out->stride[1];
     if (Tq <= ATT_DECODE_MAX_ROWS && a.kdt == a.vdt)
-        return a.kdt == AD_F32    ? attention_decode<AD_F32>(&a, Tq, H, B)
-               : a.kdt == AD_BF16 ? attention_decode<AD_BF16>(&a, Tq, H, B)
-                                  : attention_decode<AD_F16>(&a, Tq, H, B);
+        return a.kdt == AD_F32    ? attention_decode<AD_F32>(be, &a, Tq, H, B)
+               : a.kdt == AD_BF16 ? attention_decode<AD_BF16>(be, &a, Tq, H, B)
+                                  : attention_decode<AD_F16>(be, &a, Tq, H, B);
     const size_t smem = sizeof(float) * ((size_t)2 * ATT_TILE * (D + 1) + (size_t)ATT_WARPS * D);
     AD_TRY(cu_smem_for(attn_fwd_kernel, smem));
     dim3 grid((unsigned)((Tq + ATT_WARPS - 1) / ATT_WARPS), (unsigned)H, (unsigned)B);

@@ -425,6 +425,10 @@ extern "C" long ad_cuda_attention_flash_calls(ad_backend *be) {
     return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_flash_calls : -1;
 }
 
+extern "C" long ad_cuda_attention_decode_calls(ad_backend *be) {
+    return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->attention_decode_calls : -1;
+}
+
 extern "C" long ad_cuda_key_len_uploads(ad_backend *be) {
     return be && be->device == AD_DEVICE_CUDA ? cu_of(be)->key_len_uploads : -1;
 }

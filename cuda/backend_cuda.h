@@ -48,6 +48,9 @@ int ad_cuda_attention_path_of(const char *name);
 long ad_cuda_attention_gemm_calls(ad_backend *be);
 /* The same for the flash kernels. */
 long ad_cuda_attention_flash_calls(ad_backend *be);
+/* Forward calls that went through the decoding kernel (one or two query rows per batch element,
+ * K and V of one dtype, neither the flash kernels nor the GEMMs chosen). */
+long ad_cuda_attention_decode_calls(ad_backend *be);
 /* How many key_len tables attention has copied to the device: one per distinct content among
  * the last few (a layer stack's calls share one), -1 if `be` is not a CUDA backend. */
 long ad_cuda_key_len_uploads(ad_backend *be);

@@ -86,6 +86,7 @@ typedef struct {
     cudaEvent_t tune_start, tune_stop;               /* cu_tune_time's, made on first use */
     long attention_gemm_calls;                       /* ad_cuda_attention_gemm_calls */
     long attention_flash_calls;                      /* ad_cuda_attention_flash_calls */
+    long attention_decode_calls;                     /* ad_cuda_attention_decode_calls */
     int cc_major;                   /* compute capability (the flash kernels need 8 or more) */
     size_t attention_scratch_bytes; /* per score buffer of the GEMM path */
     cu_key_len_table key_lens[CU_KEY_LEN_TABLES];

@@ -44,14 +44,15 @@ static inline bool attention_auto_takes_flash(const attn_case *ac, bool bf16_gem
 }
 
 typedef struct {
-    long gemm, flash;
+    long gemm, flash, decode;
 } attention_calls;
 
 /* Forces the path and the GEMM precision; returns each path's calls so far. */
 static inline attention_calls attention_path_begin(int path, bool bf16_gemm) {
     CHECK_OK(ad_cuda_set_attention_path(g_gpu, path));
     CHECK_OK(ad_cuda_set_bf16_matmul(g_gpu, bf16_gemm));
-    attention_calls c = {ad_cuda_attention_gemm_calls(g_gpu), ad_cuda_attention_flash_calls(g_gpu)};
+    attention_calls c = {ad_cuda_attention_gemm_calls(g_gpu), ad_cuda_attention_flash_calls(g_gpu),
+                         ad_cuda_attention_decode_calls(g_gpu)};
     return c;
 }
 

@@ -537,6 +537,14 @@ static void one_attention_path(const attn_case *ac, int path, bool bf16_gemm) {
     snprintf(what, sizeof what, "%s%s%s", ac->what, attention_path_name(path),
              bf16_gemm ? " bf16 GEMMs" : "");
     expect_close(what, &out, attention_tolerance(ac, path, bf16_gemm));
+    /* Decoding steps (<= 2 query rows) that neither the flash kernels nor the GEMMs took go
+     * through the decoding kernel; nothing else does. */
+    const bool tiled = ad_cuda_attention_flash_calls(g_gpu) == calls.flash &&
+                       ad_cuda_attention_gemm_calls(g_gpu) == calls.gemm;
+    const bool decode_expected = tiled && ac->Tq <= 2;
+    CHECK_MSG((ad_cuda_attention_decode_calls(g_gpu) > calls.decode) == decode_expected,
+              "%s: attention %s the decoding kernel", what,
+              decode_expected ? "did not go through" : "went through");
     attention_path_end(ac, path, bf16_gemm, calls, false);
     pair_free(&qkv);
     pair_free(&kc);

@@ -150,14 +150,16 @@ int main(int argc, char **argv) {
                                   : (double)B * H * (double)T * T;
     const double fwd = 4.0 * pairs * D, bwd = 2.5 * fwd;
     const double kv_bytes = 2.0 * 2.0 * B * KVH * (double)T * D; /* bf16 K and V */
-    const long flash = ad_cuda_attention_flash_calls(be), gemm = ad_cuda_attention_gemm_calls(be);
+    const long flash = ad_cuda_attention_flash_calls(be), gemm = ad_cuda_attention_gemm_calls(be),
+               decode_calls = ad_cuda_attention_decode_calls(be);
     printf("{\"impl\": \"audistill-%s\", \"batch\": %d, \"heads\": %d, \"kv_heads\": %d, "
            "\"seq\": %d, \"head_dim\": %d, \"causal\": %s, \"decode\": %s, \"forward_ms\": %.4f, "
            "\"backward_ms\": %.4f, \"forward_tflops\": %.4g, \"backward_tflops\": %.4g, "
-           "\"forward_gbs\": %.4g, \"flash_calls\": %ld, \"gemm_calls\": %ld}\n",
+           "\"forward_gbs\": %.4g, \"flash_calls\": %ld, \"gemm_calls\": %ld, \"decode_calls\": "
+           "%ld}\n",
            path_name, B, H, KVH, T, D, causal ? "true" : "false", decode ? "true" : "false", ms[0],
            ms[1], fwd / (ms[0] * 1e-3) / 1e12, decode ? 0.0 : bwd / (ms[1] * 1e-3) / 1e12,
-           kv_bytes / (ms[0] * 1e-3) / 1e9, flash, gemm);
+           kv_bytes / (ms[0] * 1e-3) / 1e9, flash, gemm, decode_calls);
     ad_tensor *all[] = {&q, &k, &v, &out, &dout, &dq, &dk, &dv, &stats};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         be->release(be, all[i]->data);
