@@ -30,9 +30,12 @@
 #                algorithms timed in the warm-up, the fastest kept), bf16-separate is bf16 with
 #                the teacher running its own audio encoder (distill.share_encoder: false; the
 #                student keeps the teacher's encoder, so the other modes run it once per step)
-#   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16): the first with every
-#                mode and the op profile, the others the bf16 modes, each against PyTorch at the
-#                same batch (MFU grows with the batch: at 4 clips the step is 1,220 tokens)
+#   --batches    the benchmark's batch sizes (clips of 10 s; default 4,16,32): the first with
+#                every mode and the op profile, the others the bf16 modes, each against PyTorch
+#                at the same batch (MFU grows with the batch: at 4 clips the step is 1,220
+#                tokens, at 32 9,760; run 5 measured 34.8 GiB of device memory at 4 clips and
+#                43.5 at 16, so 32 needs about 55 GiB, 64 about 78: on an 80 GB card 32 is the
+#                largest sure to fit, on an H200 add 64 or 96)
 #   --budget     seconds the whole script may take (default 480 on a GPU, the 8 minutes;
 #                0 = no limit, the default of a rehearsal). The parity tests, and PyTorch and
 #                the bf16 mode at every batch, always run (first, in that order); the other
@@ -57,7 +60,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${AUDISTILL_GPU_BUILD:-$ROOT/build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-SECTIONS=tests,bench,cli,attention MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned,bf16-separate BATCHES=4,16 PREBUILT=
+SECTIONS=tests,bench,cli,attention MODES=f32,bf16,bf16-gemm,bf16-f32in,bf16-tuned,bf16-separate BATCHES=4,16,32 PREBUILT=
 REHEARSE=0 BUDGET=
 usage() {
     echo "usage: tests/gpu/check.sh [--prebuilt BUNDLE.tar.xz] [--sections LIST] [--modes LIST]" \
