@@ -166,10 +166,13 @@ if [[ -n $PREBUILT ]]; then
     if [[ -n $src && ! -e $src/tests/fixtures ]]; then
         mkdir -p "$(dirname "$src")" && ln -sfn "$ROOT" "$src"
     fi
-    # The CUDA libraries of the same major version, wherever this image keeps them.
-    cublaslt=$(find /usr/local /usr/lib /opt -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-    cudart=$(find /usr/local /usr/lib /opt -name 'libcudart.so.13*' 2>/dev/null | head -1)
-    nccl=$(find /usr/local /usr/lib /opt -name 'libnccl.so.2*' 2>/dev/null | head -1)
+    # The CUDA libraries of the same major version, wherever this image keeps them: a toolkit,
+    # the system's libraries, or the nvidia-* wheels PyTorch installed (last: a toolkit's first).
+    wheels=$(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null)
+    where=(/usr/local /usr/lib /opt $wheels)
+    cublaslt=$(find "${where[@]}" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+    cudart=$(find "${where[@]}" -name 'libcudart.so.13*' 2>/dev/null | head -1)
+    nccl=$(find "${where[@]}" -name 'libnccl.so.2*' 2>/dev/null | head -1)
     echo "cuBLASLt: ${cublaslt:-not found}; cudart: ${cudart:-not found}; NCCL: ${nccl:-not found}"
     # Only the project's binaries see the bundled libraries (PyTorch keeps its own).
     libs=$unpack/lib:$(dirname "${cublaslt:-/x/x}"):$(dirname "${cudart:-/x/x}"):$(dirname "${nccl:-/x/x}")
