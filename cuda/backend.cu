@@ -347,6 +347,13 @@ extern "C" int ad_backend_cuda_create(ad_backend **out, int device) {
         cu_destroy(be);
         return ad_fail_context("CUDA backend on device %d", device);
     }
+    cudaDeviceProp prop;
+    const cudaError_t err = cudaGetDeviceProperties(&prop, device);
+    if (err != cudaSuccess) {
+        cu_destroy(be);
+        return ad_fail("CUDA backend on device %d: %s", device, cudaGetErrorString(err));
+    }
+    snprintf(be->device_name, sizeof be->device_name, "%s", prop.name);
     be->name = "cuda";
     be->device = AD_DEVICE_CUDA;
     be->act_dtype = AD_BF16;

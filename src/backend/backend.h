@@ -78,7 +78,8 @@ typedef struct {
 struct ad_backend {
     const char *name;
     ad_device device;
-    ad_dtype act_dtype; /* dtype of activations this backend computes in */
+    ad_dtype act_dtype;    /* dtype of activations this backend computes in */
+    char device_name[256]; /* the device as its driver names it (CUDA); "" on the CPU */
     void *impl;
     void *profile; /* the op profile while one runs (backend/profile.h), else NULL */
 

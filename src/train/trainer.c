@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/device_peak.h"
 #include "backend/profile.h"
 #include "compress/quant_io.h"
 #include "core/compare.h"
@@ -972,11 +973,13 @@ void ad_train_trainable(const ad_train_options *o, ad_trainable *t) {
 typedef struct {
     double start, *ms, tokens;
     double flops_warm, flops_last; /* counted after the first step and after the last */
+    double peak_tflops;            /* the device's dense bf16 peak (0: unknown): MFU */
     int64_t n, cap;
 } step_timer;
 
 static int step_timer_init(step_timer *t, ad_backend *be, int64_t steps) {
     t->cap = steps;
+    AD_TRY(ad_device_peak_for_run(be->device_name, &t->peak_tflops)); /* before any step runs */
     t->ms = ad_calloc((size_t)steps, sizeof *t->ms, "step times");
     if (!t->ms) return AD_ERR;
     return ad_backend_count_flops(be);
@@ -1013,10 +1016,19 @@ static int step_timer_report(step_timer *t, run_ctx *r) {
         ad_error_clear(); /* the summary prints without it */
     /* the timed steps' mean count: batches differ in length */
     const double flops = t->n > 1 ? (t->flops_last - t->flops_warm) / (double)(t->n - 1) : 0;
-    char rate[96] = "";
-    if (flops > 0)
-        snprintf(rate, sizeof rate, ", %.5g GFLOP per step in the table's ops, %.3g TFLOP/s",
-                 flops / 1e9, flops / 1e12 / (median / 1e3));
+    char rate[384] = "";
+    const double peak = t->peak_tflops;
+    if (flops > 0) {
+        const double tflops = flops / 1e12 / (median / 1e3);
+        const int n =
+            snprintf(rate, sizeof rate, ", %.5g GFLOP per step in the table's ops, %.3g TFLOP/s",
+                     flops / 1e9, tflops);
+        /* MFU: the model FLOPs the op table counted (not the optimizer's) over the peak */
+        if (peak > 0 && n > 0 && (size_t)n < sizeof rate)
+            snprintf(rate + n, sizeof rate - (size_t)n,
+                     ", MFU %.1f%% of %s (%.4g TFLOP/s dense bf16)", 100.0 * tflops / peak,
+                     r->be->device_name[0] ? r->be->device_name : r->be->name, peak);
+    }
     printf("benchmark: %lld steps on %s, median %.2f ms/step after the first (%.2f ms), %.0f "
            "supervised tokens/s%s%s\n",
            (long long)t->n, r->be->name, median, first, total > 0 ? 1e3 * t->tokens / total : 0.0,

@@ -70,6 +70,16 @@ grep -qE "^benchmark: 3 steps on cpu, median [0-9.]+ ms/step after the first \([
 calls() { sed -nE 's/^linear_backward language_model\.model\.layers\.#\.mlp\.down_proj\.weight +([0-9]+) .*/\1/p' "$1"; }
 AUDISTILL_PROFILE=1 "$bin" train --config "$(job bench3 6)" --benchmark 3 >/dev/null 2>"$tmp/err" || { bad "profiled --benchmark failed"; cat "$tmp/err"; }
 [ -n "$(calls "$tmp/err")" ] && [ $(($(calls "$tmp/err") * 3)) -eq "$(calls "$tmp/profile6.err")" ] && ok || bad "profiled --benchmark 3: $(calls "$tmp/err") backward calls, 6 steps made $(calls "$tmp/profile6.err")"
+# mfu_ok FILE PEAK: the summary's MFU is 100 x its TFLOP/s / PEAK (to the printed digits)
+mfu_ok() {
+  awk -v p="$2" '{for (i = 1; i < NF; i++) { if ($(i + 1) == "TFLOP/s," && $i ~ /^[0-9.e+-]+$/) t = $i; if ($i == "MFU") m = $(i + 1) }}
+    END { sub("%", "", m); d = m - 100 * t / p; exit !(t > 0 && m > 0 && d * d <= (0.006 * m + 0.06) ^ 2) }' "$1"
+}
+# the MFU over a peak given by AUDISTILL_PEAK_TFLOPS (the CPU has none of its own: no MFU above)
+! grep -q MFU "$tmp/bench.out" && AUDISTILL_PEAK_TFLOPS=0.004 "$bin" train --config "$(job bench 6)" --benchmark 3 >"$tmp/mfu.out" 2>"$tmp/err" &&
+  grep -q "MFU [0-9.]*% of cpu (0.004 TFLOP/s dense bf16)" "$tmp/mfu.out" && mfu_ok "$tmp/mfu.out" 0.004 && ok || { bad "--benchmark MFU"; cat "$tmp/bench.out" "$tmp/mfu.out" "$tmp/err"; }
+AUDISTILL_PEAK_TFLOPS=fast "$bin" train --config "$(job bench 6)" --benchmark 3 >/dev/null 2>"$tmp/err"
+[ $? -ne 0 ] && grep -q "AUDISTILL_PEAK_TFLOPS=fast: expected" "$tmp/err" && ! grep -q "^step" "$tmp/err" && ok || { bad "a malformed AUDISTILL_PEAK_TFLOPS must fail before the steps"; cat "$tmp/err"; }
 "$bin" train --config "$(job bench 6)" --benchmark 3 --resume auto >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "not with --resume" "$tmp/err" && ok || bad "--benchmark with --resume must be refused"
 # Activation recomputation: the same run bit for bit, and the memory plan counts less

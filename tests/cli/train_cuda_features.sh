@@ -136,6 +136,11 @@ grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights"
 sed "s|output: .*|output: $tmp/bench|" "$tmp/prec_bf16.yaml" >"$tmp/bench.yaml"
 "$bin" train --config "$tmp/bench.yaml" --benchmark 2 >"$tmp/bench.out" 2>"$tmp/err" &&
   grep -qE "^benchmark: 2 steps on cuda, median .* device memory in use [0-9.]+ GiB" "$tmp/bench.out" && ok || { bad "--benchmark on the GPU"; cat "$tmp/bench.out" "$tmp/err"; }
+# and its MFU against the card's peak, named with the card's own name (the emulator has no peak
+# of its own: AUDISTILL_PEAK_TFLOPS gives one; tests/cli/train.sh checks the arithmetic)
+AUDISTILL_PEAK_TFLOPS=0.004 "$bin" train --config "$tmp/bench.yaml" --benchmark 2 >"$tmp/bench.out" 2>"$tmp/err" &&
+  grep -qE "TFLOP/s, MFU [0-9.]+% of .+ \(0.004 TFLOP/s dense bf16\), device memory" "$tmp/bench.out" &&
+  ! grep -q "% of cuda (" "$tmp/bench.out" && ok || { bad "--benchmark MFU on the GPU"; cat "$tmp/bench.out" "$tmp/err"; }
 # 5. activation recomputation on the GPU: the fp32 run's weights and losses, bit for bit
 job prec_recompute cuda "$fx/tiny_a" $'teacher: '"$fx/tiny_a"$'\ndistill: {alpha: 0.5, temperature: 2.0}' >/dev/null
 sed -i "s|^train: {device: cuda,|train: {device: cuda, recompute: true,|" "$tmp/prec_recompute.yaml"

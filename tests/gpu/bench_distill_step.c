@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "../../cuda/backend_cuda.h"
+#include "backend/device_peak.h"
 #include "backend/profile.h"
 #include "core/compare.h"
 #include "core/log.h"
@@ -253,6 +254,12 @@ int main(int argc, char **argv) {
     const int64_t tokens = (int64_t)batch * b.max_len;
     ad_cuda_gemm_tuning tuning;
     TRY(ad_cuda_gemm_tuning_stats(be, &tuning));
+    double peak;
+    TRY(ad_device_peak_for_run(be->device_name, &peak));
+    char device[sizeof be->device_name];
+    snprintf(device, sizeof device, "%s", be->device_name);
+    for (char *c = device; *c; c++) /* kept a plain JSON string */
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = ' ';
     printf(
         "{\"impl\": \"audistill-%s\", \"ms_per_step\": %.2f, \"ms_min\": %.2f, \"tokens\": %lld, "
         "\"tokens_per_s\": %.1f, \"supervised\": %d, \"trainable\": %lld, "
@@ -261,12 +268,14 @@ int main(int argc, char **argv) {
         "\"attention_flash_calls\": %ld, \"attention_gemm_calls\": %ld, \"key_len_uploads\": "
         "%ld, \"gemm_tuned\": %ld, \"gemm_tuning_changed\": %ld, \"gemm_bias_first\": %ld, "
         "\"gemm_heuristic_ms\": %.3f, \"gemm_tuned_ms\": %.3f, \"attention_tuned\": %ld, "
-        "\"attention_tuning_changed\": %ld, \"shared_encoder\": %s}\n",
+        "\"attention_tuning_changed\": %ld, \"shared_encoder\": %s, \"device\": \"%s\", "
+        "\"peak_tflops\": %.6g}\n",
         mode, med, ms[0], (long long)tokens, 1e3 * (double)tokens / med, S, (long long)trainable,
         total_b - free_b, first_loss, last_loss, profiled_ms, ad_cuda_attention_flash_calls(be),
         ad_cuda_attention_gemm_calls(be), ad_cuda_key_len_uploads(be), tuning.problems,
         tuning.changed, tuning.bias_first, tuning.first_ms, tuning.best_ms,
-        tuning.attention_problems, tuning.attention_changed, shared ? "true" : "false");
+        tuning.attention_problems, tuning.attention_changed, shared ? "true" : "false", device,
+        peak);
     for (int i = 0; i < n_slots; i++) {
         be->release(be, slots[i].master);
         be->release(be, slots[i].m);

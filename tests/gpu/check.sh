@@ -434,11 +434,9 @@ YAML
             --config "$cfg" --benchmark "$TRAIN_STEPS" \
             >"$LOGS/train-bench-$mode.txt" 2>"$LOGS/train-bench-$mode.log"; then
             took train
+            # (its MFU: the FLOPs the op table counted over the card's dense bf16 peak, which
+            # src/backend/device_peak.c knows by the card's name)
             echo "mode $mode: $(cat "$LOGS/train-bench-$mode.txt")"
-            # the FLOPs the op table counted, against the card's dense bf16 peak
-            sed -nE 's/.* ([0-9.e+-]+) TFLOP\/s.*/\1/p' "$LOGS/train-bench-$mode.txt" |
-                awk -v card="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" \
-                    '{if (card == "") card = "no GPU"; peak = (card ~ /H100|H200/) ? 989.4 : 312; printf "  MFU %.1f%% of %s (%.0f TFLOP/s dense bf16)\n", 100 * $1 / peak, card, peak}'
             grep -m1 "this job now" "$LOGS/train-bench-$mode.log"
             [[ $mode == bf16-tuned ]] && grep -m1 "GEMM tuning: [0-9]* problems" "$LOGS/train-bench-$mode.log"
         else
@@ -466,7 +464,7 @@ YAML
     done
     rm -rf "$benchdir/train-run"
     python3 - "${jsons[@]}" <<'PY' | tee "$LOGS/table.txt"
-import json, subprocess, sys
+import json, sys
 rows = []
 for path in sys.argv[1:]:
     try:
@@ -479,20 +477,21 @@ for path in sys.argv[1:]:
 flops = {r["tokens"]: r["flops_per_step"] for r in rows if r.get("flops_per_step")}
 encoder = {r["tokens"]: r.get("encoder_flops", 0) if r.get("shared_encoder") else 0
            for r in rows if r.get("flops_per_step")}
-try:
-    name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True).stdout.strip().splitlines()[0]
-except (OSError, IndexError):
-    name = "no GPU (a rehearsal)"
-peak = 989.4e12 if ("H100" in name or "H200" in name) else 312e12  # dense bf16 (A100 otherwise)
-print(f"card: {name}; MFU against {peak / 1e12:.0f} TFLOP/s dense bf16")
+# The card and its dense bf16 peak as audistill's rows give them (src/backend/device_peak.c, or
+# AUDISTILL_PEAK_TFLOPS); every row ran on the same card.
+name = next((r["device"] for r in rows if r.get("device")), "unknown")
+peak = 1e12 * max([r.get("peak_tflops", 0) for r in rows] + [0])
+if peak:
+    print(f"card: {name}; MFU against {peak / 1e12:.4g} TFLOP/s dense bf16")
+else:
+    print(f"card: {name}; its peak is unknown (set AUDISTILL_PEAK_TFLOPS for an MFU column)")
 print(f"{'impl':24} {'tokens':>7} {'TFLOP':>6} {'ms/step':>9} {'tokens/s':>10} {'MFU %':>6} {'memory GiB':>11}")
 for r in rows:
     mem = r.get("peak_bytes") or r.get("device_bytes_used") or 0
     f = flops.get(r["tokens"], 0)
     if f and r.get("shared_encoder") is False:
         f += encoder.get(r["tokens"], 0)
-    mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f else 0
+    mfu = 100 * f / (r["ms_per_step"] / 1e3) / peak if f and peak else 0
     print(f"{r['impl']:24} {r['tokens']:7d} {f / 1e12:6.2f} {r['ms_per_step']:9.1f} "
           f"{r['tokens_per_s']:10.0f} {mfu:6.1f} {mem / 2**30:11.1f}")
 by = {(r["impl"], r["tokens"]): r for r in rows}
