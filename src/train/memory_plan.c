@@ -179,6 +179,43 @@ static double gib(size_t b) {
     return (double)b / (1024.0 * 1024.0 * 1024.0);
 }
 
+static int plan_fits(ad_train_job *job, int64_t micro_batch, int ranks, double device_gib,
+                     bool *fits) {
+    job->train.micro_batch = micro_batch;
+    ad_memory_plan p;
+    AD_TRY(ad_train_memory_plan(job, ranks, &p));
+    *fits = gib(p.device_bytes) <= device_gib;
+    return AD_OK;
+}
+
+int ad_memory_plan_largest_micro_batch(const ad_train_job *job, int ranks, double device_gib,
+                                       int64_t *largest) {
+    *largest = 0;
+    ad_train_job j = *job; /* only train.micro_batch changes */
+    int64_t fits_at = 0, fails_at = 1;
+    bool fits;
+    for (;;) { /* doubling to the first micro-batch that does not fit */
+        AD_TRY(plan_fits(&j, fails_at, ranks, device_gib, &fits));
+        if (!fits) break;
+        fits_at = fails_at;
+        if (fails_at >= AD_PLAN_MAX_MICRO_BATCH) {
+            *largest = fits_at;
+            return AD_OK;
+        }
+        fails_at *= 2;
+    }
+    while (fails_at - fits_at > 1) {
+        const int64_t mid = fits_at + (fails_at - fits_at) / 2;
+        AD_TRY(plan_fits(&j, mid, ranks, device_gib, &fits));
+        if (fits)
+            fits_at = mid;
+        else
+            fails_at = mid;
+    }
+    *largest = fits_at;
+    return AD_OK;
+}
+
 void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, double device_gib,
                           FILE *out) {
     fprintf(out,
@@ -223,6 +260,16 @@ void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *p, doub
             fprintf(out, " -> %s a %.0f GiB GPU",
                     gib(p->device_bytes) <= device_gib ? "fits" : "does not fit", device_gib);
         fprintf(out, "\n");
+        int64_t largest;
+        if (device_gib > 0 &&
+            ad_memory_plan_largest_micro_batch(job, p->ranks, device_gib, &largest) == AD_OK)
+            fprintf(out,
+                    "  largest micro-batch (of clips of %lld frames x %lld tokens) that fits, as "
+                    "this job runs now: %lld%s\n",
+                    (long long)job->train.max_frames, (long long)job->train.max_len,
+                    (long long)largest, largest ? "" : " (not one clip)");
+        else if (device_gib > 0)
+            ad_error_clear(); /* the table above stands without it */
     } else
         fprintf(out, "  this job now (train.device cpu, fp32): host %.2f GiB\n",
                 gib(p->host_bytes));

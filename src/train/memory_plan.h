@@ -34,7 +34,14 @@ typedef struct {
 
 /* Per rank of `ranks` (1: one process); train.zero divides the sharded state among them. */
 int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *plan);
-/* The plan as a table on `out`, with `device_gib` (0: none) to say whether it fits. */
+/* The largest micro-batch (clips as long as the job's) whose plan as the job runs now fits
+ * `device_gib` on each of `ranks` ranks, up to AD_PLAN_MAX_MICRO_BATCH; 0 when not even one
+ * clip fits. The plans grow with the micro-batch, so a search over them finds it. */
+int ad_memory_plan_largest_micro_batch(const ad_train_job *job, int ranks, double device_gib,
+                                       int64_t *largest);
+#define AD_PLAN_MAX_MICRO_BATCH 65536
+/* The plan as a table on `out`, with `device_gib` (0: none) to say whether it fits (and, for a
+ * GPU job, the largest micro-batch that would). */
 void ad_memory_plan_print(const ad_train_job *job, const ad_memory_plan *plan, double device_gib,
                           FILE *out);
 

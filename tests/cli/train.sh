@@ -304,6 +304,15 @@ grep -q "master and moments sharded): GPU .* fits a 79 GiB GPU" "$tmp/plan4" && 
 sed "s/^train:/train:\n  precision: bf16\n  recompute: true/" "$src/experiments/memory_plan/job.yaml" >"$tmp/plan1.yaml"
 (cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 79) >"$tmp/plan1" 2>&1 || { bad "--plan-memory on one GPU failed"; cat "$tmp/plan1"; }
 grep -q "this job now (train.device cuda, bf16 teacher and student GEMM weights, optimizer on the host), per rank: GPU [5-7][0-9].[0-9]* GiB, host .* fits a 79 GiB GPU" "$tmp/plan1" && ok || { bad "one GPU with the optimizer offloaded"; cat "$tmp/plan1"; }
+# The largest micro-batch it names: the job planned at it fits the card, one clip more does not
+largest=$(sed -nE 's/^  largest micro-batch \(of clips of 1000 frames x 320 tokens\) that fits, as this job runs now: ([0-9]+)$/\1/p' "$tmp/plan1")
+fits_at() { # MICRO_BATCH: the plan's verdict on a 79 GiB card for this job at that micro-batch
+  sed -E "s/^  (micro_)?batch: .*/  \1batch: $1/" "$tmp/plan1.yaml" >"$tmp/plan_mb.yaml"
+  (cd "$src" && "$bin" train --config "$tmp/plan_mb.yaml" --plan-memory --gpu-gib 79) | grep -oE "^  this job now .* -> (fits|does not fit)"
+}
+[ -n "$largest" ] && [ "$largest" -ge 8 ] && fits_at "$largest" | grep -q "> fits$" &&
+  fits_at $((largest + 1)) | grep -q "does not fit$" && ok || { bad "largest micro-batch '$largest'"; cat "$tmp/plan1"; }
+(cd "$src" && "$bin" train --config "$tmp/plan1.yaml" --plan-memory --gpu-gib 20) | grep -q "that fits, as this job runs now: 0 (not one clip)$" && ok || bad "a card too small for one clip"
 # Attention through the flash kernels (head dims 64 and 128 here) needs no score buffers and no
 # bf16 copies of q, k, v (only of dO, for its dK/dV pipe): the same job plans less scratch and
 # less GPU memory than through the GEMMs. Under precision bf16, auto takes the flash kernels unless the environment says
