@@ -314,7 +314,7 @@ __device__ static inline void fa_load_tile(uint16_t *tile, const char *p, int dt
             const int64_t off = base + row * ts + c;
             w = cu_bf16_pair(cu_load(p, dt, off), cu_load(p, dt, off + 1));
         }
-        *(uint32_t *)(tile + r * (D + FA_PAD) + c) = w;
+        cu_vstore(tile + r * (D + FA_PAD) + c, w);
     }
 }
 
@@ -464,9 +464,9 @@ __device__ static inline float fa_dot_part(const char *x, int xdt, int64_t xo, c
 /* y[off], y[off + 1] = v0, v1: one store where the pair is aligned. */
 __device__ static inline void fa_store_pair(char *y, int dt, int64_t off, float v0, float v1) {
     if (dt == AD_F32 && (uintptr_t)((float *)y + off) % 8 == 0) {
-        *(float2 *)((float *)y + off) = make_float2(v0, v1);
+        cu_vstore((float *)y + off, make_float2(v0, v1));
     } else if (dt == AD_BF16 && (uintptr_t)((uint16_t *)y + off) % 4 == 0) {
-        *(uint32_t *)((uint16_t *)y + off) = cu_bf16_pair(v0, v1);
+        cu_vstore((uint16_t *)y + off, cu_bf16_pair(v0, v1));
     } else {
         cu_store(y, dt, off, v0);
         cu_store(y, dt, off + 1, v1);

@@ -207,6 +207,22 @@ __device__ static inline uint32_t cu_bf16_pair(float lo, float hi) {
     return (uint32_t)x | ((uint32_t)y << 16);
 }
 
+/* One access of sizeof(V) bytes at p (V: float2/4, uint2/4, uint32_t ...: one instruction on
+ * the GPU, which faults unless p is aligned to sizeof(V)); the emulator checks that alignment
+ * (ad_emu_check_aligned), so every vector fast path goes through these. */
+template <typename V> __device__ static inline V cu_vload(const void *p) {
+#ifdef AD_EMU_ALIGNMENT_CHECKS
+    ad_emu_check_aligned(p, sizeof(V), "vector load");
+#endif
+    return *(const V *)p;
+}
+template <typename V> __device__ static inline void cu_vstore(void *p, const V &v) {
+#ifdef AD_EMU_ALIGNMENT_CHECKS
+    ad_emu_check_aligned(p, sizeof(V), "vector store");
+#endif
+    *(V *)p = v;
+}
+
 /* The two floats of a packed bf16 pair (cu_bf16_pair's layout): the lower index, the higher. */
 __device__ static inline float cu_bf16_low(uint32_t u) {
     return __uint_as_float(u << 16);

@@ -184,10 +184,10 @@ __global__ static void flat4_kernel(int kind, float *y, const float *a, const fl
     const int64_t step = (int64_t)gridDim.x * blockDim.x * 4;
     int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
     for (; i + 3 < n; i += step) {
-        const float4 av = *(const float4 *)(a + i);
-        const float4 bv = unary ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : *(const float4 *)(b + i);
-        *(float4 *)(y + i) = make_float4(ew_apply(kind, av.x, bv.x), ew_apply(kind, av.y, bv.y),
-                                         ew_apply(kind, av.z, bv.z), ew_apply(kind, av.w, bv.w));
+        const float4 av = cu_vload<float4>(a + i);
+        const float4 bv = unary ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : cu_vload<float4>(b + i);
+        cu_vstore(y + i, make_float4(ew_apply(kind, av.x, bv.x), ew_apply(kind, av.y, bv.y),
+                                     ew_apply(kind, av.z, bv.z), ew_apply(kind, av.w, bv.w)));
     }
     for (; i < n; i++)
         y[i] = ew_apply(kind, a[i], unary ? 0.0f : b[i]);
@@ -297,15 +297,15 @@ __global__ static void silu_mul_bwd_flat4_kernel(float *dg, float *du, bool want
     const int64_t step = (int64_t)gridDim.x * blockDim.x * 4;
     int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
     for (; i + 3 < n; i += step) {
-        const float4 gv = *(const float4 *)(g + i), uv = *(const float4 *)(u + i),
-                     yv = *(const float4 *)(dy + i);
+        const float4 gv = cu_vload<float4>(g + i), uv = cu_vload<float4>(u + i),
+                     yv = cu_vload<float4>(dy + i);
         float4 a, b;
         silu_mul_grads(gv.x, uv.x, yv.x, &a.x, &b.x);
         silu_mul_grads(gv.y, uv.y, yv.y, &a.y, &b.y);
         silu_mul_grads(gv.z, uv.z, yv.z, &a.z, &b.z);
         silu_mul_grads(gv.w, uv.w, yv.w, &a.w, &b.w);
-        if (want_dg) *(float4 *)(dg + i) = a;
-        if (want_du) *(float4 *)(du + i) = b;
+        if (want_dg) cu_vstore(dg + i, a);
+        if (want_du) cu_vstore(du + i, b);
     }
     for (; i < n; i++) {
         float a, b;

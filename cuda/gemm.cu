@@ -56,12 +56,12 @@ __global__ static void convert_rows_kernel(char *dst, int odt, int64_t out_ld, c
         int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * (quad ? 4 : 1);
         if (quad) {
             for (; c + 3 < cols; c += step) {
-                const float4 v = *(const float4 *)((const float *)src + in + c);
+                const float4 v = cu_vload<float4>((const float *)src + in + c);
                 if (odt == AD_BF16)
-                    *(uint2 *)((__nv_bfloat16 *)dst + out + c) =
-                        make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w));
+                    cu_vstore((__nv_bfloat16 *)dst + out + c,
+                              make_uint2(cu_bf16_pair(v.x, v.y), cu_bf16_pair(v.z, v.w)));
                 else
-                    *(float4 *)((float *)dst + out + c) = v;
+                    cu_vstore((float *)dst + out + c, v);
             }
             /* a flat row's last cols % 4 elements: the one thread whose quad ends past them */
             for (; c < cols; c++)

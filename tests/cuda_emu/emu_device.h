@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <type_traits>
@@ -143,7 +144,19 @@ static inline double rsqrt(double x) {
 static inline float __fdividef(float a, float b) {
     return a / b;
 }
+/* A GPU faults on an access not aligned to its size (a vector load of 8 or 16 bytes is one
+ * instruction); x86 does not, so the emulator checks: a fast path taken on a misaligned address
+ * stops here, in CI, instead of first on a GPU. cuda_internal.h's cu_vload / cu_vstore call it. */
+#define AD_EMU_ALIGNMENT_CHECKS 1
+static inline void ad_emu_check_aligned(const void *p, size_t bytes, const char *what) {
+    if ((uintptr_t)p % bytes != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "misaligned %zu-byte %s at %p", bytes, what, p);
+        ad_emu_kernel_fault(msg);
+    }
+}
 template <typename T> static inline T __ldg(const T *p) {
+    ad_emu_check_aligned(p, alignof(T), "__ldg");
     return *p;
 }
 static inline int min(int a, int b) {

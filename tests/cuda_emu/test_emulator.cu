@@ -361,6 +361,40 @@ static void fault_host_read_reused(void) {
     cudaMalloc((void **)&e, 3000 * sizeof(float));
     printf("%p %g\n", (void *)d, ((volatile float *)e)[7]);
 }
+/* Vector accesses at `offset` floats into an allocation: aligned ones sum 16 floats, misaligned
+ * ones stop the kernel as a GPU's misaligned-address fault would. */
+__global__ static void vector_kernel(float *d, int offset, int how) {
+    const float *p = d + offset;
+    float4 v;
+    if (how == 0) v = cu_vload<float4>(p);
+    if (how == 1) v = __ldg((const float4 *)p);
+    if (how == 2) {
+        cu_vstore(d + offset, make_float2(1.0f, 2.0f));
+        v = make_float4(1.0f, 2.0f, 0.0f, 0.0f);
+    }
+    d[16] = v.x + v.y + v.z + v.w;
+}
+static void vector_access(int offset, int how) {
+    float *d;
+    cudaMalloc((void **)&d, 20 * sizeof(float));
+    vector_kernel<<<1, 1>>>(d, offset, how);
+    cudaDeviceSynchronize();
+}
+static void fault_vector_load(void) {
+    vector_access(2, 0); /* 8 bytes in: not 16-byte aligned */
+}
+static void fault_vector_ldg(void) {
+    vector_access(1, 1);
+}
+static void fault_vector_store(void) {
+    vector_access(3, 2); /* 12 bytes in: not 8-byte aligned */
+}
+static void vectors_aligned(void) {
+    vector_access(4, 0);
+    vector_access(8, 1);
+    vector_access(2, 2);
+}
+
 static void fault_copy(void) {
     float *d, h[4];
     cudaMalloc((void **)&d, 2 * sizeof(float));
@@ -425,6 +459,22 @@ int main(void) {
     expect_abort("write past an allocation", fault_overrun, "overrun_kernel wrote past the end",
                  "heap-buffer-overflow");
     expect_abort("copy past an allocation", fault_copy, "is not inside one device allocation");
+    expect_abort("misaligned 16-byte vector load", fault_vector_load,
+                 "misaligned 16-byte vector load");
+    expect_abort("misaligned 16-byte __ldg", fault_vector_ldg, "misaligned 16-byte __ldg");
+    expect_abort("misaligned 8-byte vector store", fault_vector_store,
+                 "misaligned 8-byte vector store");
+    {
+        fflush(stdout);
+        const pid_t pid = fork(); /* the same accesses, aligned: no fault */
+        if (pid == 0) {
+            vectors_aligned();
+            _exit(cudaGetLastError() == cudaSuccess ? 0 : 3);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "aligned vector accesses: status %d", st);
+    }
     expect_abort("write past dynamic shared memory", fault_dynamic_shared,
                  "dynamic_shared_kernel wrote past its 64 bytes of dynamic shared memory",
                  "heap-buffer-overflow");
