@@ -369,6 +369,24 @@ static void test_elementwise(void) {
         CHECK_OK(g_cpu->gelu(g_cpu, &p1.c, &p1.c));
         CHECK_OK(g_gpu->gelu(g_gpu, &p1.g, &p1.g));
         expect_close("gelu in place, 861 elements", &p1, tol);
+        /* The same, each operand one contiguous row starting one element into its buffer: not
+         * 16-byte aligned, so no four-per-load path (the emulator stops a misaligned one). */
+        pair o1, o2, o3, v1, v2, v3;
+        pair_make(&o1, "a_buf", dt, 2, S(1, 862), 2.0f, 0.0f);
+        pair_make(&o2, "b_buf", dt, 2, S(1, 862), 1.0f, 0.0f);
+        pair_make(&o3, "y_buf", dt, 2, S(1, 862), 1.0f, 0.0f);
+        pair_slice(&o1, 1, 1, 861, &v1);
+        pair_slice(&o2, 1, 1, 861, &v2);
+        pair_slice(&o3, 1, 1, 861, &v3);
+        CHECK_OK(g_cpu->add(g_cpu, &v3.c, &v1.c, &v2.c));
+        CHECK_OK(g_gpu->add(g_gpu, &v3.g, &v1.g, &v2.g));
+        expect_close("add, rows one element into their buffers", &o3, tol);
+        CHECK_OK(g_cpu->silu_mul(g_cpu, &v3.c, &v1.c, &v2.c));
+        CHECK_OK(g_gpu->silu_mul(g_gpu, &v3.g, &v1.g, &v2.g));
+        expect_close("silu_mul, rows one element into their buffers", &o3, tol);
+        pair_free(&o1);
+        pair_free(&o2);
+        pair_free(&o3);
         pair_free(&p1);
         pair_free(&p2);
         pair_free(&p3);
