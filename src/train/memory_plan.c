@@ -102,33 +102,37 @@ static size_t cuda_scratch_bytes(const ad_model_config *c, const ad_graph_limits
     return workspace + gemm + attention;
 }
 
-int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) {
+/* The job's two configs (teacher: NULL without one), read once for several plans. */
+static int load_configs(const ad_train_job *job, ad_model_config *student,
+                        ad_model_config *teacher) {
+    AD_TRY(load_config(job->student, student));
+    return job->teacher ? load_config(job->teacher, teacher) : AD_OK;
+}
+
+static int plan_from_configs(const ad_train_job *job, int ranks, const ad_model_config *student,
+                             const ad_model_config *teacher, ad_memory_plan *p) {
     memset(p, 0, sizeof *p);
     if (ranks < 1) return ad_fail("memory plan: %d ranks", ranks);
     p->ranks = ranks;
-    ad_model_config student, teacher;
-    AD_TRY(load_config(job->student, &student));
     ad_graph_limits lim;
-    ad_train_limits(job, &student, &lim);
+    ad_train_limits(job, student, &lim);
     ad_trainable train, none = {0};
     ad_train_trainable(&job->train, &train);
-    p->student_params = count_params(&student, &train, &p->gemm_params, &p->trainable_params,
+    p->student_params = count_params(student, &train, &p->gemm_params, &p->trainable_params,
                                      &p->trainable_gemm_params);
     if (p->student_params < 0) return AD_ERR;
     size_t unused;
-    AD_TRY(ad_graph_plan(&student, &lim, &train, &p->student_activations, &p->gradients));
+    AD_TRY(ad_graph_plan(student, &lim, &train, &p->student_activations, &p->gradients));
     if (job->teacher) {
-        AD_TRY(load_config(job->teacher, &teacher));
         int64_t gemm, zero, zero_gemm;
-        p->teacher_params = count_params(&teacher, NULL, &gemm, &zero, &zero_gemm);
+        p->teacher_params = count_params(teacher, NULL, &gemm, &zero, &zero_gemm);
         if (p->teacher_params < 0) return AD_ERR;
-        AD_TRY(ad_graph_plan(&teacher, &lim, &none, &p->teacher_activations, &unused));
+        AD_TRY(ad_graph_plan(teacher, &lim, &none, &p->teacher_activations, &unused));
         if (job->distill.share_encoder && !train.audio_encoder &&
-            ad_model_config_same_encoder(&teacher, &student)) {
+            ad_model_config_same_encoder(teacher, student)) {
             ad_graph_limits shared = lim;
             shared.encoder_elsewhere = true;
-            AD_TRY(
-                ad_graph_plan(&teacher, &shared, &none, &p->teacher_activations_shared, &unused));
+            AD_TRY(ad_graph_plan(teacher, &shared, &none, &p->teacher_activations_shared, &unused));
         }
     }
     const bool cuda = !strcmp(job->train.device, "cuda");
@@ -149,7 +153,7 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
      * master weights); the full host copies for checkpoints are rank 0's. */
     const size_t shards = job->train.zero ? (size_t)ranks : 1;
     const size_t adam_here = (adam + shards - 1) / shards;
-    p->scratch = cuda ? cuda_scratch_bytes(&student, &lim, bf16, job_flash(job, bf16)) : 0;
+    p->scratch = cuda ? cuda_scratch_bytes(student, &lim, bf16, job_flash(job, bf16)) : 0;
     const size_t acts = p->student_activations + p->teacher_activations + p->scratch;
     if (cuda && !strcmp(job->train.optimizer, "device")) {
         /* Device: fp32 weights, gradients, activations and the moments. Host: the checkpoint
@@ -171,31 +175,45 @@ int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) 
     p->bf16_device_bytes = 2 * (size_t)(p->teacher_params + p->student_params) +
                            (4 * (size_t)p->trainable_params + adam + shards - 1) / shards +
                            p->gradients + p->student_activations + p->teacher_activations +
-                           cuda_scratch_bytes(&student, &lim, true, job_flash(job, true));
+                           cuda_scratch_bytes(student, &lim, true, job_flash(job, true));
     return AD_OK;
+}
+
+int ad_train_memory_plan(const ad_train_job *job, int ranks, ad_memory_plan *p) {
+    ad_model_config student, teacher;
+    memset(p, 0, sizeof *p);
+    AD_TRY(load_configs(job, &student, &teacher));
+    return plan_from_configs(job, ranks, &student, &teacher, p);
 }
 
 static double gib(size_t b) {
     return (double)b / (1024.0 * 1024.0 * 1024.0);
 }
 
-static int plan_fits(ad_train_job *job, int64_t micro_batch, int ranks, double device_gib,
-                     bool *fits) {
-    job->train.micro_batch = micro_batch;
+typedef struct {
+    ad_train_job job; /* the job, train.micro_batch varied */
+    ad_model_config student, teacher;
+    int ranks;
+    double device_gib;
+} fit_search;
+
+static int plan_fits(fit_search *s, int64_t micro_batch, bool *fits) {
+    s->job.train.micro_batch = micro_batch;
     ad_memory_plan p;
-    AD_TRY(ad_train_memory_plan(job, ranks, &p));
-    *fits = gib(p.device_bytes) <= device_gib;
+    AD_TRY(plan_from_configs(&s->job, s->ranks, &s->student, &s->teacher, &p));
+    *fits = gib(p.device_bytes) <= s->device_gib;
     return AD_OK;
 }
 
 int ad_memory_plan_largest_micro_batch(const ad_train_job *job, int ranks, double device_gib,
                                        int64_t *largest) {
     *largest = 0;
-    ad_train_job j = *job; /* only train.micro_batch changes */
+    fit_search s = {.job = *job, .ranks = ranks, .device_gib = device_gib};
+    AD_TRY(load_configs(job, &s.student, &s.teacher));
     int64_t fits_at = 0, fails_at = 1;
     bool fits;
     for (;;) { /* doubling to the first micro-batch that does not fit */
-        AD_TRY(plan_fits(&j, fails_at, ranks, device_gib, &fits));
+        AD_TRY(plan_fits(&s, fails_at, &fits));
         if (!fits) break;
         fits_at = fails_at;
         if (fails_at >= AD_PLAN_MAX_MICRO_BATCH) {
@@ -206,7 +224,7 @@ int ad_memory_plan_largest_micro_batch(const ad_train_job *job, int ranks, doubl
     }
     while (fails_at - fits_at > 1) {
         const int64_t mid = fits_at + (fails_at - fits_at) / 2;
-        AD_TRY(plan_fits(&j, mid, ranks, device_gib, &fits));
+        AD_TRY(plan_fits(&s, mid, &fits));
         if (fits)
             fits_at = mid;
         else
